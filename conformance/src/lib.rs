@@ -1,0 +1,414 @@
+//! The black-box conformance harness: starts the real `ironhub` binary (or, later, attaches to a
+//! running deployment), provisions tenants, products and devices through the admin API, and hands
+//! out real MQTT clients (rumqttc) and raw sockets for protocol-level checks.
+//!
+//! The binary is `$IRONHUB_BIN` when set, else `target/debug/ironhub` of this workspace; build it
+//! first (`cargo build -p ironhub`, which `.ci/run` does).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+/// Admin token every test deployment uses.
+pub const TOKEN: &str = "conformance-admin-token";
+
+/// Upper bound on every wait in the suite: a test fails rather than hangs.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("IRONHUB_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/ironhub");
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build -p ironhub` first (or set IRONHUB_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running ironhub process with its own data directory and ports.
+pub struct Deployment {
+    /// MQTT address.
+    pub mqtt: SocketAddr,
+    /// Admin API base URL.
+    pub api: String,
+    config: PathBuf,
+    data: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Deployment {
+    /// Starts ironhub on the embedded store with `extra_config` (TOML) appended to a config that
+    /// sets the ports and data directory.
+    pub async fn start(extra_config: &str) -> Deployment {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = data.path().join("ironhub.toml");
+        let text = format!(
+            "data_dir = {:?}\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n[mqtt]\nlisten = \"{mqtt}\"\n{extra_config}\n",
+            data.path().join("data")
+        );
+        std::fs::write(&config, text).expect("write config");
+        let mut d = Deployment {
+            mqtt,
+            api: format!("http://{admin}"),
+            config,
+            data,
+            child: None,
+        };
+        d.spawn().await;
+        d
+    }
+
+    /// Starts with the open-broker mode on (anonymous clients in the `sandbox` tenant);
+    /// `hub_config` is TOML for the `[hub]` section.
+    pub async fn open_broker(hub_config: &str) -> Deployment {
+        Deployment::start(&format!(
+            "[hub]\n{hub_config}\n[hub.open_broker]\nenabled = true\n"
+        ))
+        .await
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::File::create(self.data.path().join("ironhub.log")).expect("log file");
+        let child = Command::new(binary())
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .env("IRONHUB_LOG", "info,ironhub_core=debug")
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn ironhub");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let ready = self.call(Method::GET, "/healthz", None).await.is_ok()
+                && tokio::net::TcpStream::connect(self.mqtt).await.is_ok();
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ironhub did not start; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The server's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("ironhub.log")).unwrap_or_default()
+    }
+
+    /// Stops the server with SIGTERM (graceful) and waits for it to exit.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().expect("wait").is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("ironhub did not stop on SIGTERM; log:\n{}", self.log());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// Graceful stop, then start again on the same data directory and ports.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.spawn().await;
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), String> {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.api))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Full::new(
+                body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+            ))
+            .map_err(|e| e.to_string())?;
+        let resp = client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| e.to_string())?
+        };
+        Ok((status, value))
+    }
+
+    /// Calls the admin API; returns status and JSON body.
+    pub async fn api(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(method, path, body)
+            .await
+            .expect("admin API reachable")
+    }
+
+    /// Creates a tenant, a product and a device, returning the device's credentials.
+    pub async fn provision(&self, tenant: &str) -> DeviceCreds {
+        let (s, _) = self
+            .api(
+                Method::POST,
+                "/api/v1/tenants",
+                Some(json!({ "id": tenant })),
+            )
+            .await;
+        assert!(s == 201 || s == 409, "tenant create: {s}");
+        let (s, p) = self
+            .api(
+                Method::POST,
+                "/api/v1/products",
+                Some(json!({ "tenant": tenant, "name": "p", "dynamic_registration": true })),
+            )
+            .await;
+        assert_eq!(s, 201, "product create: {p}");
+        let pk = p["product_key"].as_str().expect("product_key").to_owned();
+        let product_secret = p["product_secret"]
+            .as_str()
+            .expect("product_secret")
+            .to_owned();
+        let mut creds = self.add_device(&pk, "dev-1").await;
+        creds.product_secret = product_secret;
+        creds
+    }
+
+    /// Creates another device under a product.
+    pub async fn add_device(&self, pk: &str, name: &str) -> DeviceCreds {
+        let (s, d) = self
+            .api(
+                Method::POST,
+                &format!("/api/v1/products/{pk}/devices"),
+                Some(json!({ "device_name": name })),
+            )
+            .await;
+        assert_eq!(s, 201, "device create: {d}");
+        DeviceCreds {
+            tenant: d["tenant"].as_str().expect("tenant").to_owned(),
+            product_key: pk.to_owned(),
+            device_name: name.to_owned(),
+            device_secret: d["device_secret"]
+                .as_str()
+                .expect("device_secret")
+                .to_owned(),
+            product_secret: String::new(),
+        }
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What a device needs to connect.
+#[derive(Debug, Clone)]
+pub struct DeviceCreds {
+    /// Tenant.
+    pub tenant: String,
+    /// ProductKey.
+    pub product_key: String,
+    /// DeviceName.
+    pub device_name: String,
+    /// DeviceSecret.
+    pub device_secret: String,
+    /// ProductSecret (when provisioned with the product).
+    pub product_secret: String,
+}
+
+impl DeviceCreds {
+    /// Signed MQTT credentials (client id, user name, password).
+    pub fn mqtt(&self) -> ironhub_core::auth::MqttCredentials {
+        ironhub_core::auth::device_credentials(
+            &self.product_key,
+            &self.device_name,
+            &self.device_secret,
+            ironhub_core::now_ms(),
+        )
+    }
+
+    /// A topic under the device's own user namespace.
+    pub fn user_topic(&self, leaf: &str) -> String {
+        format!("/{}/{}/user/{leaf}", self.product_key, self.device_name)
+    }
+
+    /// rumqttc (MQTT 3.1.1) options with signed credentials.
+    pub fn v3_options(&self, d: &Deployment) -> rumqttc::MqttOptions {
+        let c = self.mqtt();
+        let mut o = rumqttc::MqttOptions::new(c.client_id, d.mqtt.ip().to_string(), d.mqtt.port());
+        o.set_credentials(c.username, c.password)
+            .set_keep_alive(Duration::from_secs(60));
+        o
+    }
+
+    /// rumqttc (MQTT 5) options with signed credentials.
+    pub fn v5_options(&self, d: &Deployment) -> rumqttc::v5::MqttOptions {
+        let c = self.mqtt();
+        let mut o =
+            rumqttc::v5::MqttOptions::new(c.client_id, d.mqtt.ip().to_string(), d.mqtt.port());
+        o.set_credentials(c.username, c.password)
+            .set_keep_alive(Duration::from_secs(60));
+        o
+    }
+}
+
+/// Anonymous MQTT 3.1.1 options (open-broker mode).
+pub fn open_v3(d: &Deployment, client_id: &str) -> rumqttc::MqttOptions {
+    let mut o = rumqttc::MqttOptions::new(client_id, d.mqtt.ip().to_string(), d.mqtt.port());
+    o.set_keep_alive(Duration::from_secs(60));
+    o
+}
+
+/// Anonymous MQTT 5 options (open-broker mode).
+pub fn open_v5(d: &Deployment, client_id: &str) -> rumqttc::v5::MqttOptions {
+    let mut o = rumqttc::v5::MqttOptions::new(client_id, d.mqtt.ip().to_string(), d.mqtt.port());
+    o.set_keep_alive(Duration::from_secs(60));
+    o
+}
+
+/// Polls an MQTT 3.1.1 event loop until `pick` returns Some, failing after [`WAIT`].
+pub async fn until_v3<T>(
+    ev: &mut rumqttc::EventLoop,
+    mut pick: impl FnMut(Result<rumqttc::Event, rumqttc::ConnectionError>) -> Option<T>,
+) -> T {
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            let e = ev.poll().await;
+            let stop = e.is_err();
+            if let Some(t) = pick(e) {
+                return Some(t);
+            }
+            if stop {
+                // Errors end a rumqttc connection; give the caller's predicate the last word.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    })
+    .await;
+    found
+        .ok()
+        .flatten()
+        .expect("expected MQTT 3.1.1 event did not arrive in time")
+}
+
+/// Polls an MQTT 5 event loop until `pick` returns Some, failing after [`WAIT`].
+pub async fn until_v5<T>(
+    ev: &mut rumqttc::v5::EventLoop,
+    mut pick: impl FnMut(Result<rumqttc::v5::Event, rumqttc::v5::ConnectionError>) -> Option<T>,
+) -> T {
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            let e = ev.poll().await;
+            let stop = e.is_err();
+            if let Some(t) = pick(e) {
+                return Some(t);
+            }
+            if stop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    })
+    .await;
+    found
+        .ok()
+        .flatten()
+        .expect("expected MQTT 5 event did not arrive in time")
+}
+
+/// Raw MQTT bytes for protocol-level tests, where a well-behaved client library cannot go.
+pub mod raw {
+    /// Encodes a remaining length (MQTT variable byte integer).
+    pub fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let mut byte = (n % 128) as u8;
+            n /= 128;
+            if n > 0 {
+                byte |= 0x80;
+            }
+            out.push(byte);
+            if n == 0 {
+                return;
+            }
+        }
+    }
+
+    fn string(s: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        out.extend_from_slice(s);
+    }
+
+    /// MQTT 3.1.1 CONNECT (clean session) with optional credentials.
+    pub fn connect(client_id: &str, keep_alive: u16, login: Option<(&str, &str)>) -> Vec<u8> {
+        let mut body = Vec::new();
+        string(b"MQTT", &mut body);
+        body.push(4);
+        body.push(if login.is_some() { 0xC2 } else { 0x02 });
+        body.extend_from_slice(&keep_alive.to_be_bytes());
+        string(client_id.as_bytes(), &mut body);
+        if let Some((u, p)) = login {
+            string(u.as_bytes(), &mut body);
+            string(p.as_bytes(), &mut body);
+        }
+        let mut out = vec![0x10];
+        remaining_length(body.len(), &mut out);
+        out.extend(body);
+        out
+    }
+
+    /// QoS 0 PUBLISH.
+    pub fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        string(topic.as_bytes(), &mut body);
+        body.extend_from_slice(payload);
+        let mut out = vec![0x30];
+        remaining_length(body.len(), &mut out);
+        out.extend(body);
+        out
+    }
+}

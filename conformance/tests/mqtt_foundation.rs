@@ -1,0 +1,650 @@
+//! The foundation's MQTT behaviour, black-box: the real `ironhub` binary, real clients (rumqttc
+//! for 3.1.1 and 5.0, raw sockets where a well-behaved client cannot go).
+
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use ironhub_conformance::{Deployment, WAIT, open_v3, open_v5, raw, until_v3, until_v5};
+use rumqttc::v5::mqttbytes::v5 as p5;
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, Packet, QoS};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+type V5Client = (rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop);
+
+async fn connect_v3(opts: rumqttc::MqttOptions) -> (AsyncClient, EventLoop) {
+    let (c, mut ev) = AsyncClient::new(opts, 64);
+    until_v3(&mut ev, |e| match e {
+        Ok(Event::Incoming(Packet::ConnAck(a))) => {
+            assert_eq!(a.code, ConnectReturnCode::Success);
+            Some(())
+        }
+        Err(e) => panic!("connect failed: {e}"),
+        _ => None,
+    })
+    .await;
+    (c, ev)
+}
+
+async fn connect_v5(opts: rumqttc::v5::MqttOptions) -> V5Client {
+    let (c, mut ev) = rumqttc::v5::AsyncClient::new(opts, 64);
+    until_v5(&mut ev, |e| match e {
+        Ok(rumqttc::v5::Event::Incoming(p5::Packet::ConnAck(a))) => {
+            assert_eq!(a.code, p5::ConnectReturnCode::Success);
+            Some(())
+        }
+        Err(e) => panic!("connect failed: {e}"),
+        _ => None,
+    })
+    .await;
+    (c, ev)
+}
+
+/// Refusal code of a 3.1.1 connection attempt.
+async fn refusal_v3(opts: rumqttc::MqttOptions) -> ConnectReturnCode {
+    let (_c, mut ev) = AsyncClient::new(opts, 8);
+    until_v3(&mut ev, |e| match e {
+        Err(rumqttc::ConnectionError::ConnectionRefused(code)) => Some(code),
+        Ok(Event::Incoming(Packet::ConnAck(_))) => panic!("connection was accepted"),
+        Err(e) => panic!("unexpected error: {e}"),
+        _ => None,
+    })
+    .await
+}
+
+/// Refusal code of a 5.0 connection attempt.
+async fn refusal_v5(opts: rumqttc::v5::MqttOptions) -> p5::ConnectReturnCode {
+    let (_c, mut ev) = rumqttc::v5::AsyncClient::new(opts, 8);
+    until_v5(&mut ev, |e| match e {
+        Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => Some(code),
+        Ok(rumqttc::v5::Event::Incoming(p5::Packet::ConnAck(_))) => {
+            panic!("connection was accepted")
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+        _ => None,
+    })
+    .await
+}
+
+async fn suback_v3(ev: &mut EventLoop) -> Vec<rumqttc::SubscribeReasonCode> {
+    until_v3(ev, |e| match e {
+        Ok(Event::Incoming(Packet::SubAck(s))) => Some(s.return_codes),
+        Err(e) => panic!("connection lost: {e}"),
+        _ => None,
+    })
+    .await
+}
+
+async fn suback_v5(ev: &mut rumqttc::v5::EventLoop) -> Vec<p5::SubscribeReasonCode> {
+    until_v5(ev, |e| match e {
+        Ok(rumqttc::v5::Event::Incoming(p5::Packet::SubAck(s))) => Some(s.return_codes),
+        Err(e) => panic!("connection lost: {e}"),
+        _ => None,
+    })
+    .await
+}
+
+async fn next_publish_v3(ev: &mut EventLoop) -> rumqttc::Publish {
+    until_v3(ev, |e| match e {
+        Ok(Event::Incoming(Packet::Publish(p))) => Some(p),
+        Err(e) => panic!("connection lost: {e}"),
+        _ => None,
+    })
+    .await
+}
+
+async fn next_publish_v5(ev: &mut rumqttc::v5::EventLoop) -> p5::Publish {
+    until_v5(ev, |e| match e {
+        Ok(rumqttc::v5::Event::Incoming(p5::Packet::Publish(p))) => Some(p),
+        Err(e) => panic!("connection lost: {e}"),
+        _ => None,
+    })
+    .await
+}
+
+async fn puback_v3(ev: &mut EventLoop) {
+    until_v3(ev, |e| match e {
+        Ok(Event::Incoming(Packet::PubAck(_) | Packet::PubComp(_))) => Some(()),
+        Err(e) => panic!("connection lost: {e}"),
+        _ => None,
+    })
+    .await
+}
+
+/// Polls until the connection drops; returns the v5 DISCONNECT reason if the server sent one.
+async fn closed_v5(ev: &mut rumqttc::v5::EventLoop) -> Option<p5::DisconnectReasonCode> {
+    until_v5(ev, |e| match e {
+        Err(rumqttc::v5::ConnectionError::MqttState(
+            rumqttc::v5::StateError::ServerDisconnect { reason_code, .. },
+        )) => Some(Some(reason_code)),
+        Err(_) => Some(None),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_device_connects_goes_online_and_receives_downlink() {
+    let d = Deployment::start("").await;
+    let dev = d.provision("acme").await;
+    let device_path = format!(
+        "/api/v1/products/{}/devices/{}",
+        dev.product_key, dev.device_name
+    );
+    assert_eq!(
+        d.api(Method::GET, &device_path, None).await.1["state"],
+        "inactive"
+    );
+    let (c, mut ev) = connect_v3(dev.v3_options(&d)).await;
+    assert_eq!(
+        d.api(Method::GET, &device_path, None).await.1["state"],
+        "online"
+    );
+    c.subscribe(dev.user_topic("get"), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(
+        suback_v3(&mut ev).await,
+        vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    let body = json!({ "tenant": dev.tenant, "topic": dev.user_topic("get"), "payload": "turn on", "qos": 1 });
+    let (status, v) = d.api(Method::POST, "/api/v1/messages", Some(body)).await;
+    assert_eq!((status, v["delivered_to"].as_u64()), (200, Some(1)));
+    let p = next_publish_v3(&mut ev).await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..], p.qos),
+        (
+            dev.user_topic("get").as_str(),
+            &b"turn on"[..],
+            QoS::AtLeastOnce
+        )
+    );
+    c.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(WAIT, ev.poll()).await;
+    drop(ev);
+    let deadline = Instant::now() + WAIT;
+    while d.api(Method::GET, &device_path, None).await.1["state"] != "offline" {
+        assert!(Instant::now() < deadline, "device never went offline");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_signature_unknown_and_disabled_devices_are_refused() {
+    let d = Deployment::start("").await;
+    let dev = d.provision("acme").await;
+
+    let mut bad = dev.v3_options(&d);
+    let c = dev.mqtt();
+    bad.set_credentials(c.username.clone(), "0".repeat(64));
+    assert_eq!(
+        refusal_v3(bad).await,
+        ConnectReturnCode::BadUserNamePassword
+    );
+
+    let mut unknown = dev.clone();
+    unknown.device_name = "ghost-1".into();
+    assert_eq!(
+        refusal_v5(unknown.v5_options(&d)).await,
+        p5::ConnectReturnCode::BadUserNamePassword
+    );
+    assert_eq!(
+        refusal_v3(unknown.v3_options(&d)).await,
+        ConnectReturnCode::BadUserNamePassword
+    );
+
+    let path = format!(
+        "/api/v1/products/{}/devices/{}",
+        dev.product_key, dev.device_name
+    );
+    let (s, v) = d.api(Method::POST, &format!("{path}/disable"), None).await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("disabled")));
+    assert_eq!(
+        refusal_v3(dev.v3_options(&d)).await,
+        ConnectReturnCode::NotAuthorized
+    );
+    assert_eq!(
+        refusal_v5(dev.v5_options(&d)).await,
+        p5::ConnectReturnCode::NotAuthorized
+    );
+
+    d.api(Method::POST, &format!("{path}/enable"), None).await;
+    connect_v3(dev.v3_options(&d)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_a_connected_device_closes_its_connection() {
+    let d = Deployment::start("").await;
+    let dev = d.provision("acme").await;
+    let (_c, mut ev) = connect_v5(dev.v5_options(&d)).await;
+    let path = format!(
+        "/api/v1/products/{}/devices/{}/disable",
+        dev.product_key, dev.device_name
+    );
+    d.api(Method::POST, &path, None).await;
+    assert_eq!(
+        closed_v5(&mut ev).await,
+        Some(p5::DisconnectReasonCode::AdministrativeAction)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_violations_get_reason_codes_or_a_disconnect() {
+    let d = Deployment::start("").await;
+    let dev = d.provision("acme").await;
+    let other = d.add_device(&dev.product_key, "dev-2").await;
+
+    let (c5, mut ev5) = connect_v5(dev.v5_options(&d)).await;
+    c5.subscribe(
+        other.user_topic("#"),
+        rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        suback_v5(&mut ev5).await,
+        vec![p5::SubscribeReasonCode::NotAuthorized]
+    );
+    c5.publish(
+        other.user_topic("x"),
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        false,
+        "spoof",
+    )
+    .await
+    .unwrap();
+    let reason = until_v5(&mut ev5, |e| match e {
+        Ok(rumqttc::v5::Event::Incoming(p5::Packet::PubAck(a))) => Some(a.reason),
+        Err(e) => panic!("connection lost: {e}"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, p5::PubAckReason::NotAuthorized);
+    c5.disconnect().await.unwrap();
+    drop(ev5);
+
+    let (c3, mut ev3) = connect_v3(other.v3_options(&d)).await;
+    c3.subscribe("#", QoS::AtMostOnce).await.unwrap();
+    assert_eq!(
+        suback_v3(&mut ev3).await,
+        vec![rumqttc::SubscribeReasonCode::Failure]
+    );
+    c3.publish(dev.user_topic("x"), QoS::AtMostOnce, false, "spoof")
+        .await
+        .unwrap();
+    // MQTT 3.1.1 has no negative acknowledgement: the connection is closed.
+    until_v3(&mut ev3, |e| e.is_err().then_some(())).await;
+    assert!(
+        d.log().contains("ACL: publish refused"),
+        "violation is logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_takes_the_device_over() {
+    let d = Deployment::start("").await;
+    let dev = d.provision("acme").await;
+    let (_first, mut first_ev) = connect_v5(dev.v5_options(&d)).await;
+    let (second, mut second_ev) = connect_v3(dev.v3_options(&d)).await;
+    assert_eq!(
+        closed_v5(&mut first_ev).await,
+        Some(p5::DisconnectReasonCode::SessionTakenOver)
+    );
+    drop(first_ev);
+    second
+        .subscribe(dev.user_topic("t"), QoS::AtMostOnce)
+        .await
+        .unwrap();
+    assert_eq!(
+        suback_v3(&mut second_ev).await.len(),
+        1,
+        "the new connection works"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn property_post_is_answered_on_reply_without_a_subscription() {
+    let d = Deployment::start("").await;
+    let dev = d.provision("acme").await;
+    let (c, mut ev) = connect_v3(dev.v3_options(&d)).await;
+    let topic = format!(
+        "/sys/{}/{}/thing/event/property/post",
+        dev.product_key, dev.device_name
+    );
+    c.publish(
+        &topic,
+        QoS::AtLeastOnce,
+        false,
+        r#"{"id":"42","version":"1.0","params":{"t":21.5},"method":"thing.event.property.post"}"#,
+    )
+    .await
+    .unwrap();
+    let reply = next_publish_v3(&mut ev).await;
+    assert_eq!(reply.topic, format!("{topic}_reply"));
+    let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(
+        (v["id"].as_str(), v["code"].as_i64()),
+        (Some("42"), Some(200))
+    );
+    c.publish(&topic, QoS::AtMostOnce, false, "not json")
+        .await
+        .unwrap();
+    let reply = next_publish_v3(&mut ev).await;
+    let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(
+        v["code"].as_i64(),
+        Some(460),
+        "invalid posts get an error code, not silence"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_registration_issues_the_device_secret() {
+    let d = Deployment::start("").await;
+    let dev = d.provision("acme").await;
+    let pk = &dev.product_key;
+    let password = ironhub_core::auth::register_password(
+        ironhub_core::auth::SignMethod::HmacSha256,
+        &dev.product_secret,
+        "fresh-1",
+        pk,
+        "r4nd0m",
+    );
+    let mut o = rumqttc::MqttOptions::new(
+        "fresh-1|securemode=2,authType=register,random=r4nd0m,signmethod=hmacsha256|",
+        d.mqtt.ip().to_string(),
+        d.mqtt.port(),
+    );
+    o.set_credentials(format!("fresh-1&{pk}"), password)
+        .set_keep_alive(Duration::from_secs(60));
+    let (_c, mut ev) = AsyncClient::new(o, 8);
+    let p = next_publish_v3(&mut ev).await;
+    assert_eq!(p.topic, "/ext/register");
+    let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+    let secret = v["deviceSecret"].as_str().expect("deviceSecret").to_owned();
+    drop(ev);
+    let mut fresh = dev.clone();
+    fresh.device_name = "fresh-1".into();
+    fresh.device_secret = secret;
+    connect_v3(fresh.v3_options(&d)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_message_reaches_a_late_subscriber() {
+    let d = Deployment::open_broker("").await;
+    let (publisher, mut pev) = connect_v3(open_v3(&d, "pub")).await;
+    publisher
+        .publish("lamp/state", QoS::AtLeastOnce, true, "on")
+        .await
+        .unwrap();
+    puback_v3(&mut pev).await;
+    let (sub, mut sev) = connect_v5(open_v5(&d, "late")).await;
+    sub.subscribe("lamp/#", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let p = next_publish_v5(&mut sev).await;
+    assert_eq!(
+        (&p.topic[..], &p.payload[..], p.retain),
+        (&b"lamp/state"[..], &b"on"[..], true)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos1_and_qos2_flow_end_to_end_between_v311_and_v5() {
+    let d = Deployment::open_broker("").await;
+    let (s5, mut s5ev) = connect_v5(open_v5(&d, "sub5")).await;
+    s5.subscribe("x/#", rumqttc::v5::mqttbytes::QoS::ExactlyOnce)
+        .await
+        .unwrap();
+    suback_v5(&mut s5ev).await;
+    let (s3, mut s3ev) = connect_v3(open_v3(&d, "sub3")).await;
+    s3.subscribe("y/#", QoS::ExactlyOnce).await.unwrap();
+    suback_v3(&mut s3ev).await;
+
+    let (p3, mut p3ev) = connect_v3(open_v3(&d, "pub3")).await;
+    p3.publish("x/2", QoS::ExactlyOnce, false, "two")
+        .await
+        .unwrap();
+    puback_v3(&mut p3ev).await;
+    p3.publish("x/1", QoS::AtLeastOnce, false, "one")
+        .await
+        .unwrap();
+    puback_v3(&mut p3ev).await;
+    let a = next_publish_v5(&mut s5ev).await;
+    let b = next_publish_v5(&mut s5ev).await;
+    assert_eq!(
+        (&a.topic[..], a.qos),
+        (&b"x/2"[..], rumqttc::v5::mqttbytes::QoS::ExactlyOnce)
+    );
+    assert_eq!(
+        (&b.topic[..], b.qos),
+        (&b"x/1"[..], rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+    );
+
+    let (p5c, mut p5ev) = connect_v5(open_v5(&d, "pub5")).await;
+    p5c.publish(
+        "y/2",
+        rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
+        false,
+        "from v5",
+    )
+    .await
+    .unwrap();
+    let got = loop {
+        tokio::select! {
+            p = next_publish_v3(&mut s3ev) => break p,
+            _ = p5ev.poll() => {}
+        }
+    };
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..], got.qos),
+        ("y/2", &b"from v5"[..], QoS::ExactlyOnce)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscription_gives_each_message_to_one_member() {
+    let d = Deployment::open_broker("").await;
+    let mut members = Vec::new();
+    for i in 0..2 {
+        let (c, mut ev) = connect_v5(open_v5(&d, &format!("m{i}"))).await;
+        c.subscribe(
+            "$share/workers/jobs/#",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+        suback_v5(&mut ev).await;
+        members.push((c, ev));
+    }
+    let (p, mut pev) = connect_v3(open_v3(&d, "producer")).await;
+    for i in 0..10 {
+        p.publish(format!("jobs/{i}"), QoS::AtLeastOnce, false, "job")
+            .await
+            .unwrap();
+        puback_v3(&mut pev).await;
+    }
+    let mut counts = [0usize; 2];
+    let deadline = Instant::now() + WAIT;
+    while counts.iter().sum::<usize>() < 10 && Instant::now() < deadline {
+        for (i, (_, ev)) in members.iter_mut().enumerate() {
+            if let Ok(Ok(rumqttc::v5::Event::Incoming(p5::Packet::Publish(_)))) =
+                tokio::time::timeout(Duration::from_millis(50), ev.poll()).await
+            {
+                counts[i] += 1;
+            }
+        }
+    }
+    assert_eq!(
+        counts.iter().sum::<usize>(),
+        10,
+        "every message delivered once: {counts:?}"
+    );
+    assert!(
+        counts.iter().all(|c| *c > 0),
+        "both members get work: {counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_session_receives_what_was_published_offline_even_across_a_restart() {
+    let mut d = Deployment::open_broker("").await;
+    let mut keeper = open_v3(&d, "keeper");
+    keeper.set_clean_session(false);
+    {
+        let (c, mut ev) = connect_v3(keeper.clone()).await;
+        c.subscribe("q/#", QoS::AtLeastOnce).await.unwrap();
+        suback_v3(&mut ev).await;
+        c.disconnect().await.unwrap();
+        let _ = tokio::time::timeout(WAIT, ev.poll()).await;
+    }
+    let (p, mut pev) = connect_v3(open_v3(&d, "producer")).await;
+    p.publish("q/1", QoS::AtLeastOnce, false, "before restart")
+        .await
+        .unwrap();
+    puback_v3(&mut pev).await;
+    drop(pev);
+    d.restart().await;
+    let (p, mut pev) = connect_v3(open_v3(&d, "producer")).await;
+    p.publish("q/2", QoS::AtLeastOnce, false, "after restart")
+        .await
+        .unwrap();
+    puback_v3(&mut pev).await;
+
+    let (_c, mut ev) = AsyncClient::new(keeper, 64);
+    let present = until_v3(&mut ev, |e| match e {
+        Ok(Event::Incoming(Packet::ConnAck(a))) => Some(a.session_present),
+        Err(e) => panic!("reconnect failed: {e}"),
+        _ => None,
+    })
+    .await;
+    assert!(present, "the session survived the restart");
+    let first = next_publish_v3(&mut ev).await;
+    let second = next_publish_v3(&mut ev).await;
+    assert_eq!(
+        (first.topic.as_str(), &first.payload[..]),
+        ("q/1", &b"before restart"[..])
+    );
+    assert_eq!(
+        (second.topic.as_str(), &second.payload[..]),
+        ("q/2", &b"after restart"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn will_is_published_on_abrupt_disconnect_only() {
+    let d = Deployment::open_broker("").await;
+    let (s, mut sev) = connect_v3(open_v3(&d, "watcher")).await;
+    s.subscribe("will/#", QoS::AtLeastOnce).await.unwrap();
+    suback_v3(&mut sev).await;
+
+    let mut polite = open_v3(&d, "polite");
+    polite.set_last_will(rumqttc::LastWill::new(
+        "will/polite",
+        "gone",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (pc, mut pev) = connect_v3(polite).await;
+    pc.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(WAIT, pev.poll()).await;
+
+    let mut rude = open_v3(&d, "rude");
+    rude.set_last_will(rumqttc::LastWill::new(
+        "will/rude",
+        "vanished",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (_rc, rev) = connect_v3(rude).await;
+    drop(rev); // the socket closes without DISCONNECT
+    let p = next_publish_v3(&mut sev).await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("will/rude", &b"vanished"[..]),
+        "only the abrupt client's will"
+    );
+}
+
+async fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .expect("server closes the connection in time")
+        {
+            Ok(0) | Err(_) => return all,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_out_of_range_is_refused_and_silence_closes_the_connection() {
+    let d = Deployment::open_broker("keepalive_min_secs = 1\n").await;
+    let mut s = TcpStream::connect(d.mqtt).await.unwrap();
+    s.write_all(&raw::connect("too-long", 1201, None))
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut s).await;
+    assert_eq!(
+        answer,
+        vec![0x20, 2, 0, 5],
+        "CONNACK 'not authorized', then close"
+    );
+
+    let mut s = TcpStream::connect(d.mqtt).await.unwrap();
+    s.write_all(&raw::connect("quiet", 2, None)).await.unwrap();
+    let started = Instant::now();
+    let answer = read_until_closed(&mut s).await;
+    assert_eq!(&answer[..4], &[0x20, 2, 0, 0], "accepted");
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "closed only after 1.5 x keep-alive"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_and_malformed_packets_close_only_their_connection() {
+    let d = Deployment::open_broker("max_packet_size = 1024\n").await;
+    let (watcher, mut wev) = connect_v3(open_v3(&d, "bystander")).await;
+    watcher.subscribe("ok/#", QoS::AtLeastOnce).await.unwrap();
+    suback_v3(&mut wev).await;
+
+    let mut big = TcpStream::connect(d.mqtt).await.unwrap();
+    big.write_all(&raw::connect("big", 60, None)).await.unwrap();
+    big.write_all(&raw::publish("ok/big", &[7u8; 2000]))
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut big).await;
+    assert_eq!(
+        &answer[..4],
+        &[0x20, 2, 0, 0],
+        "connected, then closed for the oversize packet"
+    );
+
+    let mut garbage = TcpStream::connect(d.mqtt).await.unwrap();
+    garbage
+        .write_all(&raw::connect("garbage", 60, None))
+        .await
+        .unwrap();
+    garbage
+        .write_all(&[0x30, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    read_until_closed(&mut garbage).await;
+
+    let (p, mut pev) = connect_v3(open_v3(&d, "fine")).await;
+    p.publish("ok/1", QoS::AtLeastOnce, false, "still here")
+        .await
+        .unwrap();
+    puback_v3(&mut pev).await;
+    let got = next_publish_v3(&mut wev).await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("ok/1", &b"still here"[..]),
+        "others are undisturbed"
+    );
+}

@@ -1,0 +1,191 @@
+//! Topic ACL: which topics a device may publish to and which filters it may subscribe to, plus the
+//! allow/deny rules of the open-broker mode.
+//!
+//! A device owns `/sys/{pk}/{dn}/...` and `/{pk}/{dn}/user/...`, publishes shadow updates on
+//! `/shadow/update/{pk}/{dn}`, reads its shadow on `/shadow/get/{pk}/{dn}` and hears its product's
+//! broadcasts on `/broadcast/{pk}/...`. Nothing else.
+
+use serde::{Deserialize, Serialize};
+
+use crate::topic;
+
+/// What a client wants to do with a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// PUBLISH to a topic name.
+    Publish,
+    /// SUBSCRIBE with a topic filter.
+    Subscribe,
+}
+
+/// A namespace a device owns: literal leading levels, and whether more levels may follow.
+struct Space<'a> {
+    levels: [&'a str; 4],
+    len: usize,
+    open_ended: bool,
+}
+
+fn spaces<'a>(pk: &'a str, dn: &'a str, access: Access) -> Vec<Space<'a>> {
+    let sys = Space {
+        levels: ["", "sys", pk, dn],
+        len: 4,
+        open_ended: true,
+    };
+    let user = Space {
+        levels: ["", pk, dn, "user"],
+        len: 4,
+        open_ended: true,
+    };
+    match access {
+        Access::Publish => vec![
+            sys,
+            user,
+            Space {
+                levels: ["", "shadow", "update", pk],
+                len: 4,
+                open_ended: false,
+            },
+        ],
+        Access::Subscribe => vec![
+            sys,
+            user,
+            Space {
+                levels: ["", "shadow", "get", pk],
+                len: 4,
+                open_ended: false,
+            },
+            Space {
+                levels: ["", "broadcast", pk, ""],
+                len: 3,
+                open_ended: true,
+            },
+        ],
+    }
+}
+
+/// Whether device `{pk}/{dn}` may use `topic` (a name to publish, or a filter to subscribe).
+///
+/// The owned levels must be written literally (no wildcard may widen them); shadow topics end
+/// with the device name.
+pub fn device_may(access: Access, pk: &str, dn: &str, topic: &str) -> bool {
+    let levels: Vec<&str> = topic.split('/').collect();
+    spaces(pk, dn, access).iter().any(|space| {
+        let prefix = &space.levels[..space.len];
+        if levels.len() < space.len || levels[..space.len] != *prefix {
+            return false;
+        }
+        if space.open_ended {
+            levels.len() > space.len
+        } else {
+            // /shadow/{update|get}/{pk}/{dn}
+            levels.len() == space.len + 1 && levels[space.len] == dn
+        }
+    })
+}
+
+/// One rule of the open-broker mode, tried in order; the first whose filter matches decides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Topic filter the rule covers (a publish topic or a subscribe filter is checked against it).
+    pub filter: String,
+    /// Which operations the rule covers; both when absent.
+    #[serde(default)]
+    pub access: Option<Access>,
+    /// Allow or deny.
+    pub allow: bool,
+}
+
+/// Evaluates open-broker rules; with no matching rule, access is allowed.
+///
+/// A subscribe filter is checked as a topic: a rule `secret/#` denying subscribe also denies
+/// `secret/+` and `#`, because those filters could receive its messages.
+pub fn open_broker_may(rules: &[Rule], access: Access, topic_or_filter: &str) -> bool {
+    for rule in rules {
+        if rule.access.is_some_and(|a| a != access) {
+            continue;
+        }
+        let hit = match access {
+            Access::Publish => topic::matches(&rule.filter, topic_or_filter),
+            Access::Subscribe => filters_overlap(&rule.filter, topic_or_filter),
+        };
+        if hit {
+            return rule.allow;
+        }
+    }
+    true
+}
+
+/// Whether some topic could match both filters.
+fn filters_overlap(a: &str, b: &str) -> bool {
+    let mut x = a.split('/');
+    let mut y = b.split('/');
+    loop {
+        match (x.next(), y.next()) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (None, None) => return true,
+            (Some("+"), Some(_)) | (Some(_), Some("+")) => {}
+            (Some(p), Some(q)) if p == q => {}
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_owns_its_topics_only() {
+        let p = Access::Publish;
+        let s = Access::Subscribe;
+        assert!(device_may(
+            p,
+            "pk",
+            "dn",
+            "/sys/pk/dn/thing/event/property/post"
+        ));
+        assert!(device_may(p, "pk", "dn", "/pk/dn/user/update"));
+        assert!(device_may(p, "pk", "dn", "/shadow/update/pk/dn"));
+        assert!(!device_may(
+            p,
+            "pk",
+            "dn",
+            "/sys/pk/other/thing/event/property/post"
+        ));
+        assert!(!device_may(p, "pk", "dn", "/sys/pk/dn"));
+        assert!(!device_may(p, "pk", "dn", "/broadcast/pk/x"));
+        assert!(!device_may(p, "pk", "dn", "/shadow/update/pk/other"));
+        assert!(device_may(s, "pk", "dn", "/pk/dn/user/#"));
+        assert!(device_may(s, "pk", "dn", "/sys/pk/dn/thing/service/+"));
+        assert!(device_may(s, "pk", "dn", "/broadcast/pk/#"));
+        assert!(device_may(s, "pk", "dn", "/shadow/get/pk/dn"));
+        assert!(!device_may(s, "pk", "dn", "/sys/pk/+/thing/#"));
+        assert!(!device_may(s, "pk", "dn", "#"));
+        assert!(!device_may(s, "pk", "dn", "/broadcast/other/#"));
+        assert!(!device_may(s, "pk", "dn", "/+/dn/user/#"));
+    }
+
+    #[test]
+    fn open_broker_rules_first_match_wins() {
+        let rules = vec![
+            Rule {
+                filter: "secret/#".into(),
+                access: Some(Access::Subscribe),
+                allow: false,
+            },
+            Rule {
+                filter: "ro/#".into(),
+                access: Some(Access::Publish),
+                allow: false,
+            },
+        ];
+        assert!(!open_broker_may(&rules, Access::Subscribe, "secret/a"));
+        assert!(!open_broker_may(&rules, Access::Subscribe, "#"));
+        assert!(!open_broker_may(&rules, Access::Subscribe, "+/a"));
+        assert!(open_broker_may(&rules, Access::Publish, "secret/a"));
+        assert!(!open_broker_may(&rules, Access::Publish, "ro/x"));
+        assert!(open_broker_may(&rules, Access::Subscribe, "ro/x"));
+        assert!(open_broker_may(&rules, Access::Publish, "anything"));
+    }
+}

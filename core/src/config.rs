@@ -1,0 +1,70 @@
+//! Hub-wide settings: every number here is documented in docs/limits.md or docs/operations.md.
+
+use serde::{Deserialize, Serialize};
+
+use crate::acl::Rule;
+
+/// Settings of the hub engine. Defaults follow seed 000 section 7.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    /// Smallest accepted MQTT keep-alive, seconds (seed 000: 30).
+    pub keepalive_min_secs: u16,
+    /// Largest accepted MQTT keep-alive, seconds (seed 000: 1200).
+    pub keepalive_max_secs: u16,
+    /// Largest packet a device may send, bytes (seed 000: 256 KB).
+    pub max_packet_size: u32,
+    /// Deliveries queued in memory per online session before the slow-subscriber policy applies.
+    /// 1000 keeps a session's worst-case memory near 1000 x payload size.
+    pub session_queue_capacity: usize,
+    /// How long a QoS 1/2 publisher waits for a full subscriber queue before that delivery is
+    /// dropped, counted and logged.
+    pub slow_subscriber_wait_ms: u64,
+    /// Largest session expiry granted, seconds; MQTT 3.1.1 persistent sessions get exactly this
+    /// (seed 000: a QoS 1 message is kept 7 days).
+    pub max_session_expiry_secs: u32,
+    /// QoS 1/2 messages kept per offline session; beyond it new ones are dropped and counted.
+    pub max_offline_messages: usize,
+    /// Seconds between sweeps that reclaim expired sessions.
+    pub session_sweep_interval_secs: u64,
+    /// The open-broker mode for a sandbox tenant.
+    pub open_broker: OpenBrokerConfig,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            keepalive_min_secs: 30,
+            keepalive_max_secs: 1200,
+            max_packet_size: 256 * 1024,
+            session_queue_capacity: 1000,
+            slow_subscriber_wait_ms: 2000,
+            max_session_expiry_secs: 7 * 24 * 3600,
+            max_offline_messages: 100_000,
+            session_sweep_interval_secs: 60,
+            open_broker: OpenBrokerConfig::default(),
+        }
+    }
+}
+
+/// Anonymous clients with free topic names, confined to one sandbox tenant. Off by default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenBrokerConfig {
+    /// Accept clients that present no device credentials.
+    pub enabled: bool,
+    /// The tenant their messages live in (created on start when missing).
+    pub tenant: String,
+    /// Allow/deny rules, first match wins; no match allows.
+    pub rules: Vec<Rule>,
+}
+
+impl Default for OpenBrokerConfig {
+    fn default() -> Self {
+        OpenBrokerConfig {
+            enabled: false,
+            tenant: "sandbox".into(),
+            rules: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,652 @@
+//! The hub engine: the one place where devices are authenticated, topics authorized, sessions
+//! kept and messages routed. Transports hold a cheap [`Hub`] clone and call into it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::HubConfig;
+use crate::message::{Message, Origin, Properties, QoS};
+use crate::model::{self, Device, DeviceState, NodeType, Product, Tenant};
+use crate::store::records::{self, LIST_LIMIT};
+use crate::store::{Store, StoreError, transact};
+use crate::{now_ms, topic};
+
+mod router;
+mod session;
+
+pub use router::Delivery;
+use session::Slot;
+pub use session::{
+    ClientIdentity, ConnectOutcome, ConnectRefusal, ConnectRequest, Connected, KickReason,
+    PublishRefusal, PublishRequest, Session, SubscribeRefusal, SubscribeRequest, Will,
+};
+
+/// Errors of management operations; each maps to one HTTP status in the admin API.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The entity does not exist.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// Entity kind.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The entity exists already.
+    #[error("{what} {id} already exists")]
+    AlreadyExists {
+        /// Entity kind.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The request is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request conflicts with current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Counters of the message path, readable through the admin API.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted.
+    pub connections_accepted: AtomicU64,
+    /// Connections refused at CONNECT.
+    pub connections_refused: AtomicU64,
+    /// Messages accepted from publishers.
+    pub messages_in: AtomicU64,
+    /// Deliveries handed to sessions (online queue or offline store).
+    pub deliveries: AtomicU64,
+    /// QoS 0 deliveries dropped because the subscriber's queue was full.
+    pub dropped_qos0_queue_full: AtomicU64,
+    /// QoS 1/2 deliveries dropped after the slow-subscriber wait.
+    pub dropped_qos12_slow_subscriber: AtomicU64,
+    /// QoS 0 messages for an offline session (not stored, by design).
+    pub dropped_qos0_offline: AtomicU64,
+    /// QoS 1/2 messages dropped because an offline session's queue was at its limit.
+    pub dropped_offline_queue_full: AtomicU64,
+    /// Expired sessions reclaimed.
+    pub sessions_expired: AtomicU64,
+}
+
+/// A point-in-time copy of [`Stats`].
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Connections accepted.
+    pub connections_accepted: u64,
+    /// Connections refused.
+    pub connections_refused: u64,
+    /// Sessions currently connected.
+    pub connections_open: u64,
+    /// Sessions known (connected or persisted).
+    pub sessions: u64,
+    /// Messages accepted.
+    pub messages_in: u64,
+    /// Deliveries to sessions.
+    pub deliveries: u64,
+    /// Drops by reason.
+    pub dropped: HashMap<&'static str, u64>,
+    /// Expired sessions reclaimed.
+    pub sessions_expired: u64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: HubConfig,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) sessions: RwLock<HashMap<Arc<str>, Arc<Slot>>>,
+    pub(crate) router: router::Router,
+    pub(crate) stats: Stats,
+    /// Sequence for queued messages: starts at the wall clock in ns so it keeps increasing across
+    /// restarts.
+    pub(crate) seq: AtomicU64,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// Handle to the hub engine; clones share one engine.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// A device as the admin API shows it (no secret).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DeviceView {
+    /// ProductKey.
+    pub product_key: String,
+    /// DeviceName.
+    pub device_name: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// inactive, online, offline or disabled.
+    pub state: DeviceState,
+    /// Creation time.
+    pub created_at_ms: u64,
+}
+
+/// A product as the admin API shows it (no secret).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ProductView {
+    /// ProductKey.
+    pub product_key: String,
+    /// Name.
+    pub name: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// device or gateway.
+    pub node_type: NodeType,
+    /// Whether dynamic registration is on.
+    pub dynamic_registration: bool,
+    /// Creation time.
+    pub created_at_ms: u64,
+}
+
+impl From<&Product> for ProductView {
+    fn from(p: &Product) -> Self {
+        ProductView {
+            product_key: p.product_key.clone(),
+            name: p.name.clone(),
+            tenant: p.tenant.clone(),
+            node_type: p.node_type,
+            dynamic_registration: p.dynamic_registration,
+            created_at_ms: p.created_at_ms,
+        }
+    }
+}
+
+/// The session key of a device: one connection per device across the hub.
+pub fn device_session_key(pk: &str, dn: &str) -> String {
+    format!("{pk}/{dn}")
+}
+
+impl Hub {
+    /// Starts the engine on `store`: reloads persistent sessions (dropping expired ones) and
+    /// retained messages, and starts the session sweeper.
+    pub async fn start(config: HubConfig, store: Arc<dyn Store>) -> Result<Hub, HubError> {
+        let hub = Hub {
+            inner: Arc::new(Inner {
+                seq: AtomicU64::new(now_ms().saturating_mul(1_000_000)),
+                router: router::Router::default(),
+                sessions: RwLock::new(HashMap::new()),
+                stats: Stats::default(),
+                shutdown: CancellationToken::new(),
+                config,
+                store,
+            }),
+        };
+        hub.restore().await?;
+        if hub.inner.config.open_broker.enabled {
+            let id = hub.inner.config.open_broker.tenant.clone();
+            model::validate_tenant_id(&id).map_err(|e| HubError::Invalid(e.to_string()))?;
+            if hub.tenant(&id).await.is_err() {
+                hub.create_tenant(&id, "open broker sandbox").await?;
+            }
+        }
+        let sweeper = hub.clone();
+        tokio::spawn(async move { sweeper.sweep_sessions_forever().await });
+        Ok(hub)
+    }
+
+    /// Stops background work (the sweeper). Connections are closed by their transports.
+    pub fn stop(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// The configuration the hub runs with.
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    /// The store the hub runs on.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.inner.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.inner.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let sessions = self.inner.sessions.read().expect("sessions lock");
+        let open = sessions.values().filter(|s| s.is_online()).count() as u64;
+        StatsSnapshot {
+            connections_accepted: get(&s.connections_accepted),
+            connections_refused: get(&s.connections_refused),
+            connections_open: open,
+            sessions: sessions.len() as u64,
+            messages_in: get(&s.messages_in),
+            deliveries: get(&s.deliveries),
+            dropped: HashMap::from([
+                ("qos0_queue_full", get(&s.dropped_qos0_queue_full)),
+                (
+                    "qos12_slow_subscriber",
+                    get(&s.dropped_qos12_slow_subscriber),
+                ),
+                ("qos0_offline", get(&s.dropped_qos0_offline)),
+                ("offline_queue_full", get(&s.dropped_offline_queue_full)),
+            ]),
+            sessions_expired: get(&s.sessions_expired),
+        }
+    }
+
+    async fn restore(&self) -> Result<(), HubError> {
+        let store = self.inner.store.clone();
+        let (sessions, retained) = transact(&*store, |t| {
+            Box::pin(async move {
+                let s = records::list_sessions(t).await?;
+                let r = records::list_retained(t).await?;
+                Ok((s, r))
+            })
+        })
+        .await?;
+        let now = now_ms();
+        for msg in retained {
+            self.inner.router.set_retained(Arc::new(msg));
+        }
+        for record in sessions {
+            if record.expired(now) {
+                let key = record.key.clone();
+                transact(&*store, |t| {
+                    let key = key.clone();
+                    Box::pin(async move {
+                        records::delete_session(t, &key);
+                        Ok(())
+                    })
+                })
+                .await?;
+                self.inner
+                    .stats
+                    .sessions_expired
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let key = record.key.clone();
+            let queued = transact(&*store, |t| {
+                let key = key.clone();
+                Box::pin(async move { records::count_queued(t, &key, usize::MAX).await })
+            })
+            .await?;
+            let slot = Slot::restored(&record, queued);
+            for sub in &record.subscriptions {
+                if let Ok(filter) = topic::Filter::parse(&sub.filter) {
+                    self.inner
+                        .router
+                        .subscribe(&record.tenant, &slot.key, &filter, sub);
+                }
+            }
+            let mut sessions = self.inner.sessions.write().expect("sessions lock");
+            sessions.insert(slot.key.clone(), slot);
+        }
+        Ok(())
+    }
+
+    async fn sweep_sessions_forever(&self) {
+        let every =
+            std::time::Duration::from_secs(self.inner.config.session_sweep_interval_secs.max(1));
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.sweep_sessions(now_ms()).await {
+                tracing::warn!(error = %e, "session sweep failed");
+            }
+        }
+    }
+
+    /// Reclaims sessions whose expiry passed by `now`: subscriptions, queue and record. Returns how
+    /// many were reclaimed.
+    pub async fn sweep_sessions(&self, now: u64) -> Result<usize, HubError> {
+        let slots: Vec<Arc<Slot>> = self
+            .inner
+            .sessions
+            .read()
+            .expect("sessions lock")
+            .values()
+            .cloned()
+            .collect();
+        let mut reclaimed = 0;
+        for slot in slots {
+            if slot.reclaim_if_expired(self, now).await? {
+                reclaimed += 1;
+            }
+        }
+        Ok(reclaimed)
+    }
+
+    // ---- management (the admin API's facade)
+
+    /// Creates a tenant.
+    pub async fn create_tenant(&self, id: &str, name: &str) -> Result<Tenant, HubError> {
+        model::validate_tenant_id(id).map_err(|e| HubError::Invalid(e.to_string()))?;
+        let tenant = Tenant {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            created_at_ms: now_ms(),
+        };
+        let t2 = tenant.clone();
+        transact(&**self.store(), |t| {
+            let tenant = t2.clone();
+            Box::pin(async move {
+                if records::get_tenant(t, &tenant.id).await?.is_some() {
+                    return Ok(false);
+                }
+                records::put_tenant(t, &tenant);
+                Ok(true)
+            })
+        })
+        .await?
+        .then_some(tenant)
+        .ok_or_else(|| HubError::AlreadyExists {
+            what: "tenant",
+            id: id.to_owned(),
+        })
+    }
+
+    /// Reads a tenant.
+    pub async fn tenant(&self, id: &str) -> Result<Tenant, HubError> {
+        let id2 = id.to_owned();
+        transact(&**self.store(), |t| {
+            let id = id2.clone();
+            Box::pin(async move { records::get_tenant(t, &id).await })
+        })
+        .await?
+        .ok_or_else(|| HubError::NotFound {
+            what: "tenant",
+            id: id.to_owned(),
+        })
+    }
+
+    /// Lists tenants.
+    pub async fn tenants(&self) -> Result<Vec<Tenant>, HubError> {
+        Ok(transact(&**self.store(), |t| Box::pin(records::list_tenants(t))).await?)
+    }
+
+    /// Deletes a tenant that owns no product.
+    pub async fn delete_tenant(&self, id: &str) -> Result<(), HubError> {
+        self.tenant(id).await?;
+        if self
+            .products(Some(id))
+            .await?
+            .iter()
+            .any(|p| p.tenant == id)
+        {
+            return Err(HubError::Conflict(format!(
+                "tenant {id} still has products; delete them first"
+            )));
+        }
+        let id2 = id.to_owned();
+        transact(&**self.store(), |t| {
+            let id = id2.clone();
+            Box::pin(async move {
+                records::delete_tenant(t, &id);
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Creates a product; the returned record carries the ProductSecret (shown once).
+    pub async fn create_product(
+        &self,
+        tenant: &str,
+        name: &str,
+        node_type: NodeType,
+        dynamic_registration: bool,
+    ) -> Result<Product, HubError> {
+        self.tenant(tenant).await?;
+        if name.trim().is_empty() || name.len() > 64 {
+            return Err(HubError::Invalid("name must be 1 to 64 characters".into()));
+        }
+        let product = Product {
+            tenant: tenant.to_owned(),
+            product_key: model::new_product_key(),
+            name: name.to_owned(),
+            node_type,
+            product_secret: model::new_secret(),
+            dynamic_registration,
+            created_at_ms: now_ms(),
+        };
+        let p2 = product.clone();
+        transact(&**self.store(), |t| {
+            let p = p2.clone();
+            Box::pin(async move {
+                records::put_product(t, &p);
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(product)
+    }
+
+    /// Reads a product (with its secret: callers must not expose it).
+    pub async fn product(&self, pk: &str) -> Result<Product, HubError> {
+        let pk2 = pk.to_owned();
+        transact(&**self.store(), |t| {
+            let pk = pk2.clone();
+            Box::pin(async move { records::get_product(t, &pk).await })
+        })
+        .await?
+        .ok_or_else(|| HubError::NotFound {
+            what: "product",
+            id: pk.to_owned(),
+        })
+    }
+
+    /// Lists products, of one tenant or all.
+    pub async fn products(&self, tenant: Option<&str>) -> Result<Vec<ProductView>, HubError> {
+        let all = transact(&**self.store(), |t| Box::pin(records::list_products(t))).await?;
+        Ok(all
+            .iter()
+            .filter(|p| tenant.is_none_or(|t| p.tenant == t))
+            .map(ProductView::from)
+            .collect())
+    }
+
+    /// Deletes a product and its devices; their connections are closed.
+    pub async fn delete_product(&self, pk: &str) -> Result<(), HubError> {
+        self.product(pk).await?;
+        for d in self.devices(pk, LIST_LIMIT).await? {
+            self.kick(&device_session_key(pk, &d.device_name)).await;
+        }
+        let pk2 = pk.to_owned();
+        transact(&**self.store(), |t| {
+            let pk = pk2.clone();
+            Box::pin(async move {
+                records::delete_product(t, &pk);
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Creates a device; the returned record carries the DeviceSecret (shown once). A missing
+    /// name gets a random one.
+    pub async fn create_device(&self, pk: &str, name: Option<&str>) -> Result<Device, HubError> {
+        let product = self.product(pk).await?;
+        let name = name
+            .map(str::to_owned)
+            .unwrap_or_else(|| model::random_token(20));
+        model::validate_device_name(&name).map_err(|e| HubError::Invalid(e.to_string()))?;
+        let device = Device {
+            product_key: pk.to_owned(),
+            device_name: name.clone(),
+            tenant: product.tenant,
+            device_secret: model::new_secret(),
+            enabled: true,
+            activated: false,
+            created_at_ms: now_ms(),
+        };
+        let d2 = device.clone();
+        let created = transact(&**self.store(), |t| {
+            let d = d2.clone();
+            Box::pin(async move {
+                if records::get_device(t, &d.product_key, &d.device_name)
+                    .await?
+                    .is_some()
+                {
+                    return Ok(false);
+                }
+                records::put_device(t, &d);
+                Ok(true)
+            })
+        })
+        .await?;
+        if !created {
+            return Err(HubError::AlreadyExists {
+                what: "device",
+                id: format!("{pk}/{name}"),
+            });
+        }
+        Ok(device)
+    }
+
+    pub(crate) async fn device_record(
+        &self,
+        pk: &str,
+        dn: &str,
+    ) -> Result<Option<Device>, StoreError> {
+        let (pk, dn) = (pk.to_owned(), dn.to_owned());
+        transact(&**self.store(), |t| {
+            let (pk, dn) = (pk.clone(), dn.clone());
+            Box::pin(async move { records::get_device(t, &pk, &dn).await })
+        })
+        .await
+    }
+
+    fn view(&self, d: &Device) -> DeviceView {
+        let key = device_session_key(&d.product_key, &d.device_name);
+        let online = self
+            .inner
+            .sessions
+            .read()
+            .expect("sessions lock")
+            .get(key.as_str())
+            .is_some_and(|s| s.is_online());
+        let state = match (d.enabled, online, d.activated) {
+            (false, _, _) => DeviceState::Disabled,
+            (true, true, _) => DeviceState::Online,
+            (true, false, true) => DeviceState::Offline,
+            (true, false, false) => DeviceState::Inactive,
+        };
+        DeviceView {
+            product_key: d.product_key.clone(),
+            device_name: d.device_name.clone(),
+            tenant: d.tenant.clone(),
+            state,
+            created_at_ms: d.created_at_ms,
+        }
+    }
+
+    /// Reads a device's public view.
+    pub async fn device(&self, pk: &str, dn: &str) -> Result<DeviceView, HubError> {
+        let d = self
+            .device_record(pk, dn)
+            .await?
+            .ok_or_else(|| HubError::NotFound {
+                what: "device",
+                id: format!("{pk}/{dn}"),
+            })?;
+        Ok(self.view(&d))
+    }
+
+    /// Lists a product's devices (at most `limit`).
+    pub async fn devices(&self, pk: &str, limit: usize) -> Result<Vec<DeviceView>, HubError> {
+        self.product(pk).await?;
+        let pk2 = pk.to_owned();
+        let list = transact(&**self.store(), |t| {
+            let pk = pk2.clone();
+            Box::pin(async move { records::list_devices(t, &pk, limit).await })
+        })
+        .await?;
+        Ok(list.iter().map(|d| self.view(d)).collect())
+    }
+
+    /// Enables or disables a device; disabling closes its connection.
+    pub async fn set_device_enabled(
+        &self,
+        pk: &str,
+        dn: &str,
+        enabled: bool,
+    ) -> Result<DeviceView, HubError> {
+        let (pk2, dn2) = (pk.to_owned(), dn.to_owned());
+        let device = transact(&**self.store(), |t| {
+            let (pk, dn) = (pk2.clone(), dn2.clone());
+            Box::pin(async move {
+                let Some(mut d) = records::get_device(t, &pk, &dn).await? else {
+                    return Ok(None);
+                };
+                d.enabled = enabled;
+                records::put_device(t, &d);
+                Ok(Some(d))
+            })
+        })
+        .await?
+        .ok_or_else(|| HubError::NotFound {
+            what: "device",
+            id: format!("{pk}/{dn}"),
+        })?;
+        if !enabled {
+            self.kick(&device_session_key(pk, dn)).await;
+        }
+        Ok(self.view(&device))
+    }
+
+    /// Deletes a device, closing its connection and dropping its session.
+    pub async fn delete_device(&self, pk: &str, dn: &str) -> Result<(), HubError> {
+        self.device(pk, dn).await?;
+        let key = device_session_key(pk, dn);
+        self.kick(&key).await;
+        self.drop_session(&key).await?;
+        let (pk2, dn2) = (pk.to_owned(), dn.to_owned());
+        transact(&**self.store(), |t| {
+            let (pk, dn) = (pk2.clone(), dn2.clone());
+            Box::pin(async move {
+                records::delete_device(t, &pk, &dn);
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Publishes a message as the hub (downlink from the admin API, replies), routed like any
+    /// other. Returns how many sessions it was handed to.
+    pub async fn publish_as_hub(
+        &self,
+        tenant: &str,
+        topic_name: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<usize, HubError> {
+        topic::validate_name(topic_name).map_err(|e| HubError::Invalid(e.to_string()))?;
+        self.tenant(tenant).await?;
+        let msg = Message {
+            tenant: tenant.to_owned(),
+            topic: topic_name.to_owned(),
+            payload,
+            qos,
+            retain,
+            properties: Properties::default(),
+            expires_at_ms: None,
+            origin: Origin::Hub,
+            received_at_ms: now_ms(),
+        };
+        Ok(self.accept(msg).await?)
+    }
+}

@@ -1,0 +1,254 @@
+//! Subscriptions and retained messages per tenant, and the fan-out of an accepted message.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use super::Hub;
+use crate::message::{Message, Origin, QoS};
+use crate::store::records::{self, SubscriptionRecord};
+use crate::store::{StoreError, transact};
+use crate::topic::{self, Filter, TopicTree};
+
+/// A message on its way to one session, with what that session's subscription made of it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The message, shared by every delivery of it.
+    pub message: Arc<Message>,
+    /// QoS for this subscriber: the lower of the published and the granted QoS.
+    pub qos: QoS,
+    /// Retain flag to send (set for retained messages sent at subscribe time).
+    pub retain: bool,
+    /// MQTT 5 subscription identifiers of the matching subscriptions.
+    pub subscription_ids: Vec<u32>,
+    /// Where the delivery waits in the session's stored queue, if it came from there; the stored
+    /// copy is removed when the client acknowledges it.
+    pub stored_seq: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct Route {
+    session: Arc<str>,
+    qos: QoS,
+    no_local: bool,
+    retain_as_published: bool,
+    subscription_id: Option<u32>,
+    share: Option<Arc<str>>,
+}
+
+/// One session a message goes to.
+pub(crate) struct Target {
+    pub(crate) session: Arc<str>,
+    pub(crate) qos: QoS,
+    pub(crate) retain: bool,
+    pub(crate) subscription_ids: Vec<u32>,
+}
+
+#[derive(Default)]
+pub(crate) struct Router {
+    trees: RwLock<HashMap<String, TopicTree<Route>>>,
+    retained: RwLock<HashMap<String, BTreeMap<String, Arc<Message>>>>,
+    share_cursor: AtomicUsize,
+}
+
+impl Router {
+    pub(crate) fn subscribe(
+        &self,
+        tenant: &str,
+        session: &Arc<str>,
+        filter: &Filter,
+        sub: &SubscriptionRecord,
+    ) {
+        let route = Route {
+            session: session.clone(),
+            qos: sub.qos,
+            no_local: sub.no_local,
+            retain_as_published: sub.retain_as_published,
+            subscription_id: sub.subscription_id,
+            share: filter.share_group.as_ref().map(|_| Arc::from(filter.raw())),
+        };
+        let mut trees = self.trees.write().expect("router lock");
+        let share = route.share.clone();
+        trees
+            .entry(tenant.to_owned())
+            .or_default()
+            .insert(&filter.filter, route, |r| {
+                r.session == *session && r.share == share
+            });
+    }
+
+    pub(crate) fn unsubscribe(&self, tenant: &str, session: &str, filter: &Filter) -> bool {
+        let mut trees = self.trees.write().expect("router lock");
+        let Some(tree) = trees.get_mut(tenant) else {
+            return false;
+        };
+        let share = filter.share_group.as_ref().map(|_| filter.raw());
+        let removed = tree.remove(&filter.filter, |r| {
+            &*r.session == session && r.share.as_deref() == share.as_deref()
+        });
+        if tree.is_empty() {
+            trees.remove(tenant);
+        }
+        removed > 0
+    }
+
+    /// Sessions `msg` goes to: one entry per session (highest QoS of its matching
+    /// subscriptions), and one member per shared group, preferring members that are online.
+    pub(crate) fn targets(&self, msg: &Message, online: impl Fn(&str) -> bool) -> Vec<Target> {
+        let mut direct: HashMap<Arc<str>, Target> = HashMap::new();
+        // Shared subscriptions by `$share/{group}/{filter}`: each gets the message once.
+        let mut groups: HashMap<Arc<str>, Vec<Route>> = HashMap::new();
+        {
+            let trees = self.trees.read().expect("router lock");
+            let Some(tree) = trees.get(&msg.tenant) else {
+                return Vec::new();
+            };
+            tree.for_each_match(&msg.topic, |route| {
+                if let Some(group) = &route.share {
+                    groups.entry(group.clone()).or_default().push(route.clone());
+                    return;
+                }
+                if route.no_local
+                    && matches!(&msg.origin, Origin::Client(c) if **c == *route.session)
+                {
+                    return;
+                }
+                let qos = route.qos.min(msg.qos);
+                let retain = route.retain_as_published && msg.retain;
+                let t = direct.entry(route.session.clone()).or_insert(Target {
+                    session: route.session.clone(),
+                    qos,
+                    retain,
+                    subscription_ids: Vec::new(),
+                });
+                t.qos = t.qos.max(qos);
+                t.retain |= retain;
+                t.subscription_ids.extend(route.subscription_id);
+            });
+        }
+        let mut out: Vec<Target> = direct.into_values().collect();
+        for (_, members) in groups {
+            let live: Vec<&Route> = members.iter().filter(|r| online(&r.session)).collect();
+            let pool: Vec<&Route> = if live.is_empty() {
+                members.iter().collect()
+            } else {
+                live
+            };
+            let pick = pool[self.share_cursor.fetch_add(1, Ordering::Relaxed) % pool.len()];
+            out.push(Target {
+                session: pick.session.clone(),
+                qos: pick.qos.min(msg.qos),
+                retain: false,
+                subscription_ids: pick.subscription_id.into_iter().collect(),
+            });
+        }
+        out
+    }
+
+    /// Stores or (with an empty payload) clears the retained message of a topic.
+    pub(crate) fn set_retained(&self, msg: Arc<Message>) {
+        let mut retained = self.retained.write().expect("retained lock");
+        let tenant = retained.entry(msg.tenant.clone()).or_default();
+        if msg.payload.is_empty() {
+            tenant.remove(&msg.topic);
+        } else {
+            tenant.insert(msg.topic.clone(), msg);
+        }
+    }
+
+    pub(crate) fn retained_matching(&self, tenant: &str, filter: &str) -> Vec<Arc<Message>> {
+        let retained = self.retained.read().expect("retained lock");
+        retained
+            .get(tenant)
+            .map(|m| {
+                m.values()
+                    .filter(|msg| topic::matches(filter, &msg.topic))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The device a `/sys/{pk}/{dn}/...` topic addresses: the Link SDK never subscribes to its own
+/// system topics, so the hub delivers them to the device without a subscription.
+fn sys_topic_device(topic: &str) -> Option<String> {
+    let mut levels = topic.split('/');
+    match (
+        levels.next(),
+        levels.next(),
+        levels.next(),
+        levels.next(),
+        levels.next(),
+    ) {
+        (Some(""), Some("sys"), Some(pk), Some(dn), Some(_)) => {
+            Some(super::device_session_key(pk, dn))
+        }
+        _ => None,
+    }
+}
+
+impl Hub {
+    /// Accepts a message: keeps it if retained, then hands it to every session it goes to.
+    /// Returns the number of sessions. QoS 1/2 deliveries to offline persistent sessions are
+    /// durable when this returns.
+    pub(crate) async fn accept(&self, msg: Message) -> Result<usize, StoreError> {
+        self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+        let msg = Arc::new(msg);
+        if msg.retain {
+            let m = msg.clone();
+            transact(&**self.store(), |t| {
+                let m = m.clone();
+                Box::pin(async move {
+                    if m.payload.is_empty() {
+                        records::delete_retained(t, &m.tenant, &m.topic);
+                    } else {
+                        records::put_retained(t, &m);
+                    }
+                    Ok(())
+                })
+            })
+            .await?;
+            self.inner.router.set_retained(msg.clone());
+        }
+        let sessions = &self.inner.sessions;
+        let online = |key: &str| {
+            sessions
+                .read()
+                .expect("sessions lock")
+                .get(key)
+                .is_some_and(|s| s.is_online())
+        };
+        let mut targets = self.inner.router.targets(&msg, online);
+        if let Some(device) = sys_topic_device(&msg.topic) {
+            let from_device = matches!(&msg.origin, Origin::Client(c) if *c == device);
+            if !from_device && !targets.iter().any(|t| *t.session == *device) {
+                targets.push(Target {
+                    session: Arc::from(device.as_str()),
+                    qos: msg.qos.min(QoS::AtLeastOnce),
+                    retain: false,
+                    subscription_ids: Vec::new(),
+                });
+            }
+        }
+        let mut delivered = 0;
+        for target in targets {
+            let slot = sessions
+                .read()
+                .expect("sessions lock")
+                .get(&target.session)
+                .cloned();
+            let Some(slot) = slot else { continue };
+            let delivery = Delivery {
+                message: msg.clone(),
+                qos: target.qos,
+                retain: target.retain,
+                subscription_ids: target.subscription_ids,
+                stored_seq: None,
+            };
+            slot.deliver(self, delivery).await?;
+            delivered += 1;
+        }
+        Ok(delivered)
+    }
+}

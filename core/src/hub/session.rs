@@ -1,0 +1,1126 @@
+//! Connecting, sessions and their lifecycle: authentication, takeover (one connection per
+//! session key across the hub), persistent sessions with their stored queue, wills, and the
+//! per-session delivery queue with its slow-subscriber policy.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::router::Delivery;
+use super::{Hub, device_session_key};
+use crate::acl::{self, Access};
+use crate::auth::{self, SignedClientId};
+use crate::message::{Message, Origin, Properties, QoS};
+use crate::model::{self, Device};
+use crate::now_ms;
+use crate::store::records::{self, SessionRecord, SubscriptionRecord};
+use crate::store::{StoreError, transact};
+use crate::topic::{self, Filter};
+
+/// How long a new connection waits for the connection it takes over to finish closing.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// A will message, published when a connection ends without a normal DISCONNECT.
+#[derive(Debug, Clone)]
+pub struct Will {
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+    /// QoS.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// MQTT 5 properties.
+    pub properties: Properties,
+}
+
+/// What a transport extracted from a connect request.
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    /// Client identifier as sent.
+    pub client_id: String,
+    /// User name, if any.
+    pub username: Option<String>,
+    /// Password, if any.
+    pub password: Option<Bytes>,
+    /// Start a new session, discarding any stored one.
+    pub clean_start: bool,
+    /// MQTT 5 session expiry interval; None for MQTT 3.1.1 (derived from `clean_start`).
+    pub session_expiry_secs: Option<u32>,
+    /// Keep-alive interval in seconds.
+    pub keep_alive_secs: u16,
+    /// Will message.
+    pub will: Option<Will>,
+}
+
+/// Why a connection was refused. Transports map each to their protocol's answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectRefusal {
+    /// Unknown device, malformed credentials or wrong signature.
+    #[error("bad credentials: {0}")]
+    BadCredentials(&'static str),
+    /// The device is disabled.
+    #[error("device is disabled")]
+    Disabled,
+    /// Credentials are fine but the request is not allowed.
+    #[error("not authorized: {0}")]
+    NotAuthorized(String),
+    /// Keep-alive outside the accepted range (seed 000: 30 to 1200 s).
+    #[error("keep-alive {got} s outside {min}..={max} s")]
+    KeepAliveOutOfRange {
+        /// Requested.
+        got: u16,
+        /// Smallest accepted.
+        min: u16,
+        /// Largest accepted.
+        max: u16,
+    },
+    /// The hub cannot serve now (storage failure).
+    #[error("server unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for ConnectRefusal {
+    fn from(e: StoreError) -> Self {
+        ConnectRefusal::Unavailable(e.to_string())
+    }
+}
+
+/// Who a connection is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// Tenant scope.
+    pub tenant: String,
+    /// Session key: one connection per key across the hub.
+    pub key: Arc<str>,
+    /// `(productKey, deviceName)` for devices; None for open-broker clients.
+    pub device: Option<(String, String)>,
+}
+
+/// Why a connection is being closed by the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KickReason {
+    /// Another connection took the session over (MQTT 5 reason 0x8E).
+    SessionTakenOver,
+    /// An administrator disabled or deleted the device (MQTT 5 reason 0x98).
+    AdministrativeAction,
+}
+
+/// The result of a successful CONNECT.
+pub enum ConnectOutcome {
+    /// A session is open.
+    Connected(Box<Connected>),
+    /// Dynamic registration succeeded: send `payload` on `topic`, then close.
+    Registered {
+        /// `/ext/register`.
+        topic: String,
+        /// `{"productKey":..,"deviceName":..,"deviceSecret":..}`.
+        payload: Bytes,
+    },
+}
+
+/// An open session as its transport holds it.
+pub struct Connected {
+    /// Calls into the hub for this session.
+    pub session: Session,
+    /// Live deliveries, bounded by `session_queue_capacity`.
+    pub deliveries: mpsc::Receiver<Delivery>,
+    /// Stored deliveries to send before the live ones.
+    pub backlog: Vec<Delivery>,
+    /// Whether a stored session was resumed.
+    pub session_present: bool,
+    /// Fires when the hub closes this connection, with the reason.
+    pub kicked: oneshot::Receiver<KickReason>,
+    /// Session expiry granted, seconds.
+    pub session_expiry_secs: u32,
+    /// Client id assigned by the hub when the client sent an empty one.
+    pub assigned_client_id: Option<String>,
+}
+
+/// A publish as a transport received it.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    /// Topic name.
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+    /// QoS.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// MQTT 5 properties.
+    pub properties: Properties,
+    /// MQTT 5 message expiry interval.
+    pub message_expiry_secs: Option<u32>,
+}
+
+/// Why a publish was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishRefusal {
+    /// The topic is outside what this client may publish to.
+    #[error("not authorized to publish to {0}")]
+    NotAuthorized(String),
+    /// The topic name is invalid.
+    #[error("invalid topic name: {0}")]
+    TopicInvalid(topic::TopicError),
+    /// Storage failed: the message was not accepted.
+    #[error("server unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One filter of a subscribe request.
+#[derive(Debug, Clone)]
+pub struct SubscribeRequest {
+    /// Filter as sent (may be `$share/...`).
+    pub filter: String,
+    /// Requested QoS.
+    pub qos: QoS,
+    /// MQTT 5 no-local.
+    pub no_local: bool,
+    /// MQTT 5 retain-as-published.
+    pub retain_as_published: bool,
+    /// MQTT 5 retain handling: 0 send retained, 1 only for a new subscription, 2 never.
+    pub retain_handling: u8,
+    /// MQTT 5 subscription identifier.
+    pub subscription_id: Option<u32>,
+}
+
+/// Why one filter of a subscribe was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeRefusal {
+    /// Malformed filter.
+    #[error("invalid topic filter: {0}")]
+    FilterInvalid(topic::TopicError),
+    /// Outside what this client may subscribe to.
+    #[error("not authorized to subscribe to {0}")]
+    NotAuthorized(String),
+    /// Storage failed.
+    #[error("server unavailable: {0}")]
+    Unavailable(String),
+}
+
+struct Live {
+    tx: mpsc::Sender<Delivery>,
+    kick: Option<oneshot::Sender<KickReason>>,
+    done: CancellationToken,
+    generation: u64,
+}
+
+struct SlotState {
+    live: Option<Live>,
+    /// Removed from the hub's map: a connect that raced with removal must look again.
+    removed: bool,
+    expiry_secs: u32,
+    disconnected_at_ms: Option<u64>,
+    subscriptions: HashMap<String, SubscriptionRecord>,
+    /// Messages in the stored queue.
+    queued: usize,
+    generation: u64,
+    /// Whether a record of this session is in the store.
+    stored: bool,
+}
+
+/// A session's place in the hub, online or not.
+pub(crate) struct Slot {
+    pub(crate) key: Arc<str>,
+    tenant: String,
+    online: AtomicBool,
+    state: Arc<Mutex<SlotState>>,
+}
+
+type SlotGuard = OwnedMutexGuard<SlotState>;
+
+impl Slot {
+    fn new(key: Arc<str>, tenant: String) -> Arc<Slot> {
+        Arc::new(Slot {
+            key,
+            tenant,
+            online: AtomicBool::new(false),
+            state: Arc::new(Mutex::new(SlotState {
+                live: None,
+                removed: false,
+                expiry_secs: 0,
+                disconnected_at_ms: None,
+                subscriptions: HashMap::new(),
+                queued: 0,
+                generation: 0,
+                stored: false,
+            })),
+        })
+    }
+
+    pub(crate) fn restored(record: &SessionRecord, queued: usize) -> Arc<Slot> {
+        let slot = Slot::new(Arc::from(record.key.as_str()), record.tenant.clone());
+        let mut st = slot.state.try_lock().expect("fresh slot is unlocked");
+        st.expiry_secs = record.expiry_secs;
+        // A session that was connected when the process stopped counts as disconnected now.
+        st.disconnected_at_ms = Some(record.disconnected_at_ms.unwrap_or_else(now_ms));
+        st.subscriptions = record
+            .subscriptions
+            .iter()
+            .map(|s| (s.filter.clone(), s.clone()))
+            .collect();
+        st.queued = queued;
+        st.stored = true;
+        drop(st);
+        slot
+    }
+
+    pub(crate) fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    fn record(&self, st: &SlotState) -> SessionRecord {
+        SessionRecord {
+            key: self.key.to_string(),
+            tenant: self.tenant.clone(),
+            expiry_secs: st.expiry_secs,
+            disconnected_at_ms: st.disconnected_at_ms,
+            subscriptions: st.subscriptions.values().cloned().collect(),
+        }
+    }
+
+    /// Hands a delivery to the session: into the live queue when connected, into the stored
+    /// queue (QoS 1/2) when persistent and offline.
+    pub(crate) async fn deliver(&self, hub: &Hub, delivery: Delivery) -> Result<(), StoreError> {
+        let stats = &hub.inner.stats;
+        let mut st = self.state.clone().lock_owned().await;
+        let Some(live) = &st.live else {
+            return self.deliver_offline(hub, &mut st, delivery).await;
+        };
+        let tx = live.tx.clone();
+        let delivery = match tx.try_send(delivery) {
+            Ok(()) => {
+                stats.deliveries.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Closed(d)) => {
+                return self.deliver_offline(hub, &mut st, d).await;
+            }
+            Err(mpsc::error::TrySendError::Full(d)) => d,
+        };
+        drop(st);
+        if delivery.qos == QoS::AtMostOnce {
+            stats
+                .dropped_qos0_queue_full
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(session = %self.key, "queue full: QoS 0 delivery dropped");
+            return Ok(());
+        }
+        // QoS 1/2: back-pressure on the publisher for a bounded time, then a counted drop.
+        let wait = Duration::from_millis(hub.inner.config.slow_subscriber_wait_ms);
+        match tokio::time::timeout(wait, tx.send(delivery)).await {
+            Ok(Ok(())) => {
+                stats.deliveries.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            // The connection closed meanwhile: the session is offline now.
+            Ok(Err(mpsc::error::SendError(d))) => {
+                let mut st = self.state.clone().lock_owned().await;
+                self.deliver_offline(hub, &mut st, d).await
+            }
+            Err(_) => {
+                stats
+                    .dropped_qos12_slow_subscriber
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    session = %self.key,
+                    wait_ms = wait.as_millis() as u64,
+                    "slow subscriber: queue stayed full, QoS 1/2 delivery dropped"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    async fn deliver_offline(
+        &self,
+        hub: &Hub,
+        st: &mut SlotState,
+        delivery: Delivery,
+    ) -> Result<(), StoreError> {
+        let stats = &hub.inner.stats;
+        if st.expiry_secs == 0 || st.removed {
+            return Ok(());
+        }
+        if delivery.qos == QoS::AtMostOnce {
+            stats.dropped_qos0_offline.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        if st.queued >= hub.inner.config.max_offline_messages {
+            stats
+                .dropped_offline_queue_full
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(session = %self.key, queued = st.queued, "offline queue full: message dropped");
+            return Ok(());
+        }
+        let seq = hub.next_seq();
+        let mut msg = (*delivery.message).clone();
+        msg.qos = delivery.qos;
+        msg.retain = delivery.retain;
+        let key = self.key.clone();
+        transact(&**hub.store(), |t| {
+            let (key, msg) = (key.clone(), msg.clone());
+            Box::pin(async move {
+                records::push_queued(t, &key, seq, &msg);
+                Ok(())
+            })
+        })
+        .await?;
+        st.queued += 1;
+        stats.deliveries.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Drops the session if it is offline and its expiry passed.
+    pub(crate) async fn reclaim_if_expired(
+        self: &Arc<Self>,
+        hub: &Hub,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let mut st = self.state.clone().lock_owned().await;
+        let expired = st.live.is_none()
+            && !st.removed
+            && st
+                .disconnected_at_ms
+                .is_some_and(|at| at + u64::from(st.expiry_secs) * 1000 <= now);
+        if !expired {
+            return Ok(false);
+        }
+        hub.remove_slot(self, &mut st).await?;
+        hub.inner
+            .stats
+            .sessions_expired
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(session = %self.key, "expired session reclaimed");
+        Ok(true)
+    }
+}
+
+/// A connected session, held by its transport.
+pub struct Session {
+    hub: Hub,
+    slot: Arc<Slot>,
+    identity: ClientIdentity,
+    generation: u64,
+    will: Option<Will>,
+    done: CancellationToken,
+}
+
+impl Hub {
+    fn slot_for(&self, identity: &ClientIdentity) -> Arc<Slot> {
+        if let Some(slot) = self
+            .inner
+            .sessions
+            .read()
+            .expect("sessions lock")
+            .get(&identity.key)
+        {
+            return slot.clone();
+        }
+        let mut sessions = self.inner.sessions.write().expect("sessions lock");
+        sessions
+            .entry(identity.key.clone())
+            .or_insert_with(|| Slot::new(identity.key.clone(), identity.tenant.clone()))
+            .clone()
+    }
+
+    /// Forgets a session entirely: routes, stored record and queue, map entry. Caller holds the
+    /// slot's lock.
+    async fn remove_slot(&self, slot: &Arc<Slot>, st: &mut SlotState) -> Result<(), StoreError> {
+        for raw in st.subscriptions.keys() {
+            if let Ok(f) = Filter::parse(raw) {
+                self.inner.router.unsubscribe(&slot.tenant, &slot.key, &f);
+            }
+        }
+        st.subscriptions.clear();
+        if st.stored || st.queued > 0 {
+            let key = slot.key.clone();
+            transact(&**self.store(), |t| {
+                let key = key.clone();
+                Box::pin(async move {
+                    records::delete_session(t, &key);
+                    Ok(())
+                })
+            })
+            .await?;
+        }
+        st.stored = false;
+        st.queued = 0;
+        st.removed = true;
+        let mut sessions = self.inner.sessions.write().expect("sessions lock");
+        if sessions
+            .get(&slot.key)
+            .is_some_and(|s| Arc::ptr_eq(s, slot))
+        {
+            sessions.remove(&slot.key);
+        }
+        Ok(())
+    }
+
+    /// Closes the connection of a session key, if any (administrative action).
+    pub async fn kick(&self, key: &str) {
+        let slot = self
+            .inner
+            .sessions
+            .read()
+            .expect("sessions lock")
+            .get(key)
+            .cloned();
+        if let Some(slot) = slot {
+            let mut st = slot.state.clone().lock_owned().await;
+            if let Some(kick) = st.live.as_mut().and_then(|l| l.kick.take()) {
+                let _ = kick.send(KickReason::AdministrativeAction);
+            }
+        }
+    }
+
+    /// Drops a session (connected or not) and its stored state.
+    pub(crate) async fn drop_session(&self, key: &str) -> Result<(), StoreError> {
+        let slot = self
+            .inner
+            .sessions
+            .read()
+            .expect("sessions lock")
+            .get(key)
+            .cloned();
+        if let Some(slot) = slot {
+            let mut st = slot.state.clone().lock_owned().await;
+            self.remove_slot(&slot, &mut st).await?;
+        }
+        Ok(())
+    }
+
+    async fn authenticate(&self, req: &ConnectRequest) -> Result<Authenticated, ConnectRefusal> {
+        let device_creds = req.username.as_deref().filter(|u| u.contains('&'));
+        let Some(username) = device_creds else {
+            let open = &self.inner.config.open_broker;
+            if !open.enabled {
+                return Err(ConnectRefusal::BadCredentials(
+                    "device credentials required",
+                ));
+            }
+            let (client_id, assigned) = if req.client_id.is_empty() {
+                let id = format!("auto-{}", model::random_token(16));
+                (id.clone(), Some(id))
+            } else {
+                (req.client_id.clone(), None)
+            };
+            return Ok(Authenticated::Client(
+                ClientIdentity {
+                    tenant: open.tenant.clone(),
+                    key: Arc::from(format!("open:{client_id}")),
+                    device: None,
+                },
+                assigned,
+            ));
+        };
+        let (dn, pk) = auth::parse_username(username).map_err(|_| {
+            ConnectRefusal::BadCredentials("user name is not deviceName&productKey")
+        })?;
+        let signed = SignedClientId::parse(&req.client_id)
+            .map_err(|_| ConnectRefusal::BadCredentials("client id is not in the signed form"))?;
+        let password = req.password.as_deref().unwrap_or_default();
+        if signed.is_register() {
+            return self.register(pk, dn, &signed, password).await;
+        }
+        let device = self
+            .device_record(pk, dn)
+            .await?
+            .ok_or(ConnectRefusal::BadCredentials("unknown device"))?;
+        let expected = auth::mqtt_password(
+            signed.signmethod,
+            &device.device_secret,
+            &signed.id,
+            dn,
+            pk,
+            signed.timestamp.as_deref(),
+        );
+        if !auth::signature_matches(&expected, password) {
+            return Err(ConnectRefusal::BadCredentials("signature mismatch"));
+        }
+        if !device.enabled {
+            return Err(ConnectRefusal::Disabled);
+        }
+        if !device.activated {
+            let mut d = device.clone();
+            d.activated = true;
+            transact(&**self.store(), |t| {
+                let d = d.clone();
+                Box::pin(async move {
+                    records::put_device(t, &d);
+                    Ok(())
+                })
+            })
+            .await?;
+        }
+        Ok(Authenticated::Client(
+            ClientIdentity {
+                tenant: device.tenant.clone(),
+                key: Arc::from(device_session_key(pk, dn)),
+                device: Some((pk.to_owned(), dn.to_owned())),
+            },
+            None,
+        ))
+    }
+
+    /// Dynamic registration: the device proves it holds the ProductSecret and receives its
+    /// DeviceSecret. Refused once the device has been activated, so a leaked ProductSecret cannot
+    /// fetch the secret of a device already in service.
+    async fn register(
+        &self,
+        pk: &str,
+        dn: &str,
+        signed: &SignedClientId,
+        password: &[u8],
+    ) -> Result<Authenticated, ConnectRefusal> {
+        let product = self
+            .product(pk)
+            .await
+            .map_err(|_| ConnectRefusal::BadCredentials("unknown product"))?;
+        let random = signed
+            .random
+            .as_deref()
+            .ok_or(ConnectRefusal::BadCredentials("registration needs random"))?;
+        let expected =
+            auth::register_password(signed.signmethod, &product.product_secret, dn, pk, random);
+        if !auth::signature_matches(&expected, password) {
+            return Err(ConnectRefusal::BadCredentials("signature mismatch"));
+        }
+        if !product.dynamic_registration {
+            return Err(ConnectRefusal::NotAuthorized(
+                "dynamic registration is off for this product".into(),
+            ));
+        }
+        let device: Device = match self.device_record(pk, dn).await? {
+            Some(d) if d.activated => {
+                return Err(ConnectRefusal::NotAuthorized(
+                    "device is already activated".into(),
+                ));
+            }
+            Some(d) => d,
+            None => self
+                .create_device(pk, Some(dn))
+                .await
+                .map_err(|e| ConnectRefusal::NotAuthorized(e.to_string()))?,
+        };
+        let payload = serde_json::json!({
+            "productKey": pk,
+            "deviceName": dn,
+            "deviceSecret": device.device_secret,
+        });
+        Ok(Authenticated::Registered(Bytes::from(payload.to_string())))
+    }
+
+    /// Authenticates a connection and opens (or resumes, or takes over) its session.
+    pub async fn connect(&self, req: ConnectRequest) -> Result<ConnectOutcome, ConnectRefusal> {
+        let outcome = self.connect_inner(req).await;
+        let counter = match &outcome {
+            Ok(_) => &self.inner.stats.connections_accepted,
+            Err(_) => &self.inner.stats.connections_refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        outcome
+    }
+
+    async fn connect_inner(&self, req: ConnectRequest) -> Result<ConnectOutcome, ConnectRefusal> {
+        let (identity, assigned_client_id) = match self.authenticate(&req).await? {
+            Authenticated::Registered(payload) => {
+                return Ok(ConnectOutcome::Registered {
+                    topic: "/ext/register".into(),
+                    payload,
+                });
+            }
+            Authenticated::Client(identity, assigned) => (identity, assigned),
+        };
+        let cfg = &self.inner.config;
+        if !(cfg.keepalive_min_secs..=cfg.keepalive_max_secs).contains(&req.keep_alive_secs) {
+            return Err(ConnectRefusal::KeepAliveOutOfRange {
+                got: req.keep_alive_secs,
+                min: cfg.keepalive_min_secs,
+                max: cfg.keepalive_max_secs,
+            });
+        }
+        if let Some(will) = &req.will
+            && (topic::validate_name(&will.topic).is_err()
+                || !self.may(&identity, Access::Publish, &will.topic))
+        {
+            return Err(ConnectRefusal::NotAuthorized(format!(
+                "will topic {}",
+                will.topic
+            )));
+        }
+        let expiry = match req.session_expiry_secs {
+            Some(requested) => requested.min(cfg.max_session_expiry_secs),
+            None if req.clean_start => 0,
+            None => cfg.max_session_expiry_secs,
+        };
+        let (slot, mut st) = self.take_slot(&identity).await;
+        let resumable = st.stored || !st.subscriptions.is_empty() || st.queued > 0;
+        if req.clean_start && resumable {
+            self.wipe(&slot, &mut st).await?;
+        }
+        let session_present = !req.clean_start && resumable;
+        st.expiry_secs = expiry;
+        st.disconnected_at_ms = None;
+        if expiry > 0 {
+            let record = slot.record(&st);
+            transact(&**self.store(), |t| {
+                let record = record.clone();
+                Box::pin(async move {
+                    records::put_session(t, &record);
+                    Ok(())
+                })
+            })
+            .await?;
+            st.stored = true;
+        }
+        let backlog = if session_present && st.queued > 0 {
+            self.read_backlog(&slot.key).await?
+        } else {
+            Vec::new()
+        };
+        let (tx, rx) = mpsc::channel(cfg.session_queue_capacity.max(1));
+        let (kick_tx, kick_rx) = oneshot::channel();
+        let done = CancellationToken::new();
+        st.generation += 1;
+        let generation = st.generation;
+        st.live = Some(Live {
+            tx,
+            kick: Some(kick_tx),
+            done: done.clone(),
+            generation,
+        });
+        slot.online.store(true, Ordering::Relaxed);
+        drop(st);
+        tracing::info!(session = %identity.key, tenant = %identity.tenant, session_present, "connected");
+        Ok(ConnectOutcome::Connected(Box::new(Connected {
+            session: Session {
+                hub: self.clone(),
+                slot,
+                identity,
+                generation,
+                will: req.will,
+                done,
+            },
+            deliveries: rx,
+            backlog,
+            session_present,
+            kicked: kick_rx,
+            session_expiry_secs: expiry,
+            assigned_client_id,
+        })))
+    }
+
+    /// Locks the session's slot with no live connection on it, closing the one there first and
+    /// waiting for it to finish (so its unacknowledged messages and its will are dealt with
+    /// before the new connection starts: takeover does not depend on timing).
+    async fn take_slot(&self, identity: &ClientIdentity) -> (Arc<Slot>, SlotGuard) {
+        loop {
+            let slot = self.slot_for(identity);
+            let mut st = slot.state.clone().lock_owned().await;
+            if st.removed {
+                continue;
+            }
+            let Some(live) = st.live.as_mut() else {
+                return (slot, st);
+            };
+            if let Some(kick) = live.kick.take() {
+                let _ = kick.send(KickReason::SessionTakenOver);
+            }
+            let done = live.done.clone();
+            drop(st);
+            if tokio::time::timeout(TAKEOVER_WAIT, done.cancelled())
+                .await
+                .is_err()
+            {
+                tracing::warn!(session = %identity.key, "previous connection did not close in time");
+                let mut st = slot.state.clone().lock_owned().await;
+                if !st.removed {
+                    st.live = None;
+                    slot.online.store(false, Ordering::Relaxed);
+                    return (slot, st);
+                }
+            }
+        }
+    }
+
+    /// Discards a session's subscriptions and stored queue (clean start).
+    async fn wipe(&self, slot: &Arc<Slot>, st: &mut SlotState) -> Result<(), StoreError> {
+        for raw in st.subscriptions.keys() {
+            if let Ok(f) = Filter::parse(raw) {
+                self.inner.router.unsubscribe(&slot.tenant, &slot.key, &f);
+            }
+        }
+        st.subscriptions.clear();
+        let key = slot.key.clone();
+        transact(&**self.store(), |t| {
+            let key = key.clone();
+            Box::pin(async move {
+                records::delete_session(t, &key);
+                Ok(())
+            })
+        })
+        .await?;
+        st.stored = false;
+        st.queued = 0;
+        Ok(())
+    }
+
+    async fn read_backlog(&self, key: &Arc<str>) -> Result<Vec<Delivery>, StoreError> {
+        let k = key.clone();
+        let rows = transact(&**self.store(), |t| {
+            let k = k.clone();
+            Box::pin(async move { records::read_queue(t, &k, 0).await })
+        })
+        .await?;
+        let now = now_ms();
+        Ok(rows
+            .into_iter()
+            .filter(|(_, m)| !m.expired(now))
+            .map(|(seq, m)| Delivery {
+                qos: m.qos,
+                retain: m.retain,
+                message: Arc::new(m),
+                subscription_ids: Vec::new(),
+                stored_seq: Some(seq),
+            })
+            .collect())
+    }
+
+    fn may(&self, identity: &ClientIdentity, access: Access, topic_or_filter: &str) -> bool {
+        match &identity.device {
+            Some((pk, dn)) => acl::device_may(access, pk, dn, topic_or_filter),
+            None => acl::open_broker_may(
+                &self.inner.config.open_broker.rules,
+                access,
+                topic_or_filter,
+            ),
+        }
+    }
+}
+
+/// The Alink topic of property posts, answered on `..._reply`.
+const PROPERTY_POST: &str = "/thing/event/property/post";
+
+/// Alink reply to a property post: `{"id","code","data","message","method","version"}`. Code 200
+/// on success, 460 (request parameter error) when the payload is not Alink JSON.
+fn alink_reply(payload: &[u8]) -> Bytes {
+    let request: Option<serde_json::Value> = serde_json::from_slice(payload).ok();
+    let id = request
+        .as_ref()
+        .and_then(|v| v.get("id"))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    let reply = match request {
+        Some(v) if v.get("params").is_some_and(|p| p.is_object()) => serde_json::json!({
+            "id": id, "code": 200, "data": {}, "message": "success",
+            "method": "thing.event.property.post", "version": "1.0",
+        }),
+        _ => serde_json::json!({
+            "id": id, "code": 460, "data": {}, "message": "request parameter error: params must be a JSON object",
+            "method": "thing.event.property.post", "version": "1.0",
+        }),
+    };
+    Bytes::from(reply.to_string())
+}
+
+impl Session {
+    /// Who this session is.
+    pub fn identity(&self) -> &ClientIdentity {
+        &self.identity
+    }
+
+    /// Checks and accepts a publish. Ok means the message is safely accepted (QoS 1/2 deliveries
+    /// to offline persistent sessions are durable): the transport may acknowledge it.
+    pub async fn publish(&self, req: PublishRequest) -> Result<usize, PublishRefusal> {
+        topic::validate_name(&req.topic).map_err(PublishRefusal::TopicInvalid)?;
+        if !self.hub.may(&self.identity, Access::Publish, &req.topic) {
+            tracing::warn!(session = %self.identity.key, topic = %req.topic, "ACL: publish refused");
+            return Err(PublishRefusal::NotAuthorized(req.topic));
+        }
+        let now = now_ms();
+        let property_post = self.identity.device.as_ref().is_some_and(|(pk, dn)| {
+            req.topic.strip_prefix(&format!("/sys/{pk}/{dn}")) == Some(PROPERTY_POST)
+        });
+        let reply = property_post.then(|| {
+            (
+                format!("{}_reply", req.topic),
+                alink_reply(&req.payload),
+                req.qos,
+            )
+        });
+        let msg = Message {
+            tenant: self.identity.tenant.clone(),
+            topic: req.topic,
+            payload: req.payload,
+            qos: req.qos,
+            retain: req.retain,
+            properties: req.properties,
+            expires_at_ms: req.message_expiry_secs.map(|s| now + u64::from(s) * 1000),
+            origin: Origin::Client(self.identity.key.to_string()),
+            received_at_ms: now,
+        };
+        let delivered = self
+            .hub
+            .accept(msg)
+            .await
+            .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+        if let Some((topic, payload, qos)) = reply {
+            let reply = Message {
+                tenant: self.identity.tenant.clone(),
+                topic,
+                payload,
+                qos: qos.min(QoS::AtLeastOnce),
+                retain: false,
+                properties: Properties::default(),
+                expires_at_ms: None,
+                origin: Origin::Hub,
+                received_at_ms: now,
+            };
+            self.hub
+                .accept(reply)
+                .await
+                .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+        }
+        Ok(delivered)
+    }
+
+    /// Subscribes; returns per filter the granted QoS or the refusal, and the retained messages
+    /// to send after the acknowledgement.
+    pub async fn subscribe(
+        &self,
+        requests: Vec<SubscribeRequest>,
+    ) -> (Vec<Result<QoS, SubscribeRefusal>>, Vec<Delivery>) {
+        let mut results = Vec::with_capacity(requests.len());
+        let mut retained = Vec::new();
+        let mut st = self.slot.state.clone().lock_owned().await;
+        for req in requests {
+            let filter = match Filter::parse(&req.filter) {
+                Ok(f) => f,
+                Err(e) => {
+                    results.push(Err(SubscribeRefusal::FilterInvalid(e)));
+                    continue;
+                }
+            };
+            if !self
+                .hub
+                .may(&self.identity, Access::Subscribe, &filter.filter)
+            {
+                tracing::warn!(session = %self.identity.key, filter = %req.filter, "ACL: subscribe refused");
+                results.push(Err(SubscribeRefusal::NotAuthorized(req.filter)));
+                continue;
+            }
+            let record = SubscriptionRecord {
+                filter: req.filter.clone(),
+                qos: req.qos,
+                no_local: req.no_local,
+                retain_as_published: req.retain_as_published,
+                subscription_id: req.subscription_id,
+            };
+            let existed = st
+                .subscriptions
+                .insert(req.filter.clone(), record.clone())
+                .is_some();
+            self.hub.inner.router.subscribe(
+                &self.identity.tenant,
+                &self.slot.key,
+                &filter,
+                &record,
+            );
+            let send_retained = filter.share_group.is_none()
+                && match req.retain_handling {
+                    0 => true,
+                    1 => !existed,
+                    _ => false,
+                };
+            if send_retained {
+                for msg in self
+                    .hub
+                    .inner
+                    .router
+                    .retained_matching(&self.identity.tenant, &filter.filter)
+                {
+                    retained.push(Delivery {
+                        qos: msg.qos.min(req.qos),
+                        retain: true,
+                        message: msg,
+                        subscription_ids: req.subscription_id.into_iter().collect(),
+                        stored_seq: None,
+                    });
+                }
+            }
+            results.push(Ok(req.qos));
+        }
+        if st.expiry_secs > 0 {
+            let record = self.slot.record(&st);
+            let saved = transact(&**self.hub.store(), |t| {
+                let record = record.clone();
+                Box::pin(async move {
+                    records::put_session(t, &record);
+                    Ok(())
+                })
+            })
+            .await;
+            if let Err(e) = saved {
+                let reason = e.to_string();
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(SubscribeRefusal::Unavailable(reason.clone()));
+                }
+            }
+        }
+        (results, retained)
+    }
+
+    /// Unsubscribes; returns per filter whether a subscription existed.
+    pub async fn unsubscribe(&self, filters: Vec<String>) -> Vec<bool> {
+        let mut st = self.slot.state.clone().lock_owned().await;
+        let mut out = Vec::with_capacity(filters.len());
+        for raw in filters {
+            let existed = st.subscriptions.remove(&raw).is_some();
+            if let Ok(f) = Filter::parse(&raw) {
+                self.hub
+                    .inner
+                    .router
+                    .unsubscribe(&self.identity.tenant, &self.slot.key, &f);
+            }
+            out.push(existed);
+        }
+        if st.expiry_secs > 0 {
+            let record = self.slot.record(&st);
+            let saved = transact(&**self.hub.store(), |t| {
+                let record = record.clone();
+                Box::pin(async move {
+                    records::put_session(t, &record);
+                    Ok(())
+                })
+            })
+            .await;
+            if let Err(e) = saved {
+                tracing::warn!(session = %self.identity.key, error = %e, "could not persist unsubscribe");
+            }
+        }
+        out
+    }
+
+    /// The client acknowledged a delivery that came from the stored queue: forget the stored copy.
+    pub async fn acknowledged(&self, stored_seq: u64) -> Result<(), StoreError> {
+        let mut st = self.slot.state.clone().lock_owned().await;
+        let key = self.slot.key.clone();
+        transact(&**self.hub.store(), |t| {
+            let key = key.clone();
+            Box::pin(async move {
+                records::remove_queued(t, &key, stored_seq);
+                Ok(())
+            })
+        })
+        .await?;
+        st.queued = st.queued.saturating_sub(1);
+        Ok(())
+    }
+
+    /// Ends the connection. `normal` is a client DISCONNECT without will; otherwise the will is
+    /// published. `unacked` are deliveries sent but not acknowledged, and `deliveries` the queue
+    /// not yet sent: for a persistent session both are stored, in order, for the next connection.
+    pub async fn close(
+        self,
+        normal: bool,
+        unacked: Vec<Delivery>,
+        mut deliveries: mpsc::Receiver<Delivery>,
+    ) {
+        if let Err(e) = self.close_inner(normal, unacked, &mut deliveries).await {
+            tracing::error!(session = %self.identity.key, error = %e, "closing session failed");
+        }
+        self.done.cancel();
+    }
+
+    async fn close_inner(
+        &self,
+        normal: bool,
+        unacked: Vec<Delivery>,
+        deliveries: &mut mpsc::Receiver<Delivery>,
+    ) -> Result<(), StoreError> {
+        let hub = &self.hub;
+        let mut st = self.slot.state.clone().lock_owned().await;
+        // No new live deliveries from here on: publishers that find the queue closed fall back
+        // to the stored queue (under this lock, so after what is written below).
+        deliveries.close();
+        let current = st
+            .live
+            .as_ref()
+            .is_some_and(|l| l.generation == self.generation);
+        if current {
+            st.live = None;
+            self.slot.online.store(false, Ordering::Relaxed);
+        }
+        let mut pending = unacked;
+        while let Ok(d) = deliveries.try_recv() {
+            pending.push(d);
+        }
+        if st.expiry_secs > 0 && !st.removed {
+            let now = now_ms();
+            let key = self.slot.key.clone();
+            let mut rows = Vec::new();
+            for d in pending
+                .into_iter()
+                .filter(|d| d.qos != QoS::AtMostOnce && d.stored_seq.is_none())
+            {
+                if d.message.expired(now) {
+                    continue;
+                }
+                let mut msg = (*d.message).clone();
+                msg.qos = d.qos;
+                msg.retain = d.retain;
+                rows.push((hub.next_seq(), msg));
+            }
+            if current {
+                st.disconnected_at_ms = Some(now);
+            }
+            let record = self.slot.record(&st);
+            let added = rows.len();
+            transact(&**hub.store(), |t| {
+                let (key, rows, record) = (key.clone(), rows.clone(), record.clone());
+                Box::pin(async move {
+                    for (seq, msg) in &rows {
+                        records::push_queued(t, &key, *seq, msg);
+                    }
+                    records::put_session(t, &record);
+                    Ok(())
+                })
+            })
+            .await?;
+            st.queued += added;
+            st.stored = true;
+        } else if current {
+            hub.remove_slot(&self.slot, &mut st).await?;
+        }
+        drop(st);
+        tracing::info!(session = %self.identity.key, normal, "disconnected");
+        if !normal && let Some(will) = &self.will {
+            let msg = Message {
+                tenant: self.identity.tenant.clone(),
+                topic: will.topic.clone(),
+                payload: will.payload.clone(),
+                qos: will.qos,
+                retain: will.retain,
+                properties: will.properties.clone(),
+                expires_at_ms: None,
+                origin: Origin::Client(self.identity.key.to_string()),
+                received_at_ms: now_ms(),
+            };
+            hub.accept(msg).await?;
+        }
+        Ok(())
+    }
+}
+
+enum Authenticated {
+    Client(ClientIdentity, Option<String>),
+    Registered(Bytes),
+}

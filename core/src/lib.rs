@@ -1,0 +1,29 @@
+//! ironhub-core: the domain model, the traits every component plugs into, and the hub engine.
+//!
+//! Everything a device can be refused for lives here (authentication, topic ACL, keep-alive range,
+//! session rules), so that every transport behaves the same. The crate knows no socket, no wire
+//! protocol and no storage backend: transports speak to [`hub::Hub`], storage sits behind
+//! [`store::Store`], and destinations behind [`sink::Sink`].
+
+pub mod acl;
+pub mod auth;
+pub mod config;
+pub mod hub;
+pub mod message;
+pub mod model;
+pub mod sink;
+pub mod store;
+pub mod topic;
+pub mod transport;
+
+pub use config::HubConfig;
+pub use hub::{Hub, HubError};
+pub use message::{Message, QoS};
+
+/// Milliseconds since the Unix epoch: the hub's wall clock for records and expiry.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

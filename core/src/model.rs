@@ -1,0 +1,175 @@
+//! Tenants, products and devices: the entities the admin API manages and the hub authenticates.
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// A tenant owns products; routing never crosses tenants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// Stable identifier, chosen at creation (`[a-z0-9_-]{1,64}`).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Creation time, ms since the epoch.
+    pub created_at_ms: u64,
+}
+
+/// Whether devices of a product connect directly or carry sub-devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeType {
+    /// A device that connects on its own.
+    #[default]
+    Device,
+    /// A gateway that owns sub-devices.
+    Gateway,
+}
+
+/// A set of devices sharing a ProductKey (and a ProductSecret for dynamic registration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Product {
+    /// The tenant that owns the product.
+    pub tenant: String,
+    /// Globally unique key, issued by the hub.
+    pub product_key: String,
+    /// Display name.
+    pub name: String,
+    /// Device or gateway.
+    pub node_type: NodeType,
+    /// Secret for per-product (dynamic) registration. Never logged; returned only on creation.
+    pub product_secret: String,
+    /// Whether devices may obtain their DeviceSecret with the ProductSecret.
+    pub dynamic_registration: bool,
+    /// Creation time, ms since the epoch.
+    pub created_at_ms: u64,
+}
+
+/// A device under a product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// The product's key.
+    pub product_key: String,
+    /// Unique under the product.
+    pub device_name: String,
+    /// The tenant that owns the product.
+    pub tenant: String,
+    /// HMAC key of the device's credentials. Never logged; returned only on creation.
+    pub device_secret: String,
+    /// A disabled device is refused at connect and disconnected when disabled.
+    pub enabled: bool,
+    /// Set on the first successful connection (or dynamic registration).
+    pub activated: bool,
+    /// Creation time, ms since the epoch.
+    pub created_at_ms: u64,
+}
+
+/// The state the admin API reports for a device (seed 000: inactive, online, offline, disabled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceState {
+    /// Never connected.
+    Inactive,
+    /// Holds a connection now.
+    Online,
+    /// Connected before, not now.
+    Offline,
+    /// Refused at connect.
+    Disabled,
+}
+
+const KEY_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+
+/// A random string over `[A-Za-z0-9]`.
+pub fn random_token(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| KEY_ALPHABET[rng.random_range(0..KEY_ALPHABET.len())] as char)
+        .collect()
+}
+
+/// A new secret: 32 hex characters (128 bits).
+pub fn new_secret() -> String {
+    let bytes: [u8; 16] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+/// A new ProductKey in the Alibaba shape (11 characters, starting with a letter).
+pub fn new_product_key() -> String {
+    format!("a1{}", random_token(9))
+}
+
+/// Why an identifier was refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{field} {reason}")]
+pub struct InvalidName {
+    /// Which field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+/// DeviceName rule (Alibaba): 4 to 32 characters of letters, digits and `-_@.:`.
+pub fn validate_device_name(name: &str) -> Result<(), InvalidName> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_@.:".contains(c));
+    if !(4..=32).contains(&name.len()) {
+        return Err(InvalidName {
+            field: "device_name",
+            reason: "must be 4 to 32 characters",
+        });
+    }
+    if !ok_chars {
+        return Err(InvalidName {
+            field: "device_name",
+            reason: "may contain only letters, digits and -_@.:",
+        });
+    }
+    Ok(())
+}
+
+/// Tenant id rule: 1 to 64 characters of lowercase letters, digits, `-` and `_`.
+pub fn validate_tenant_id(id: &str) -> Result<(), InvalidName> {
+    if id.is_empty() || id.len() > 64 {
+        return Err(InvalidName {
+            field: "id",
+            reason: "must be 1 to 64 characters",
+        });
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
+        return Err(InvalidName {
+            field: "id",
+            reason: "may contain only lowercase letters, digits, - and _",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_have_the_documented_shape() {
+        let pk = new_product_key();
+        assert_eq!(pk.len(), 11);
+        assert!(pk.starts_with("a1"));
+        let s = new_secret();
+        assert_eq!(s.len(), 32);
+        assert!(s.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(new_secret(), s);
+    }
+
+    #[test]
+    fn device_names_are_checked() {
+        assert!(validate_device_name("lamp-01").is_ok());
+        assert!(validate_device_name("abc").is_err());
+        assert!(validate_device_name("has space").is_err());
+        assert!(validate_device_name(&"x".repeat(33)).is_err());
+        assert!(validate_tenant_id("acme_1").is_ok());
+        assert!(validate_tenant_id("Acme").is_err());
+    }
+}

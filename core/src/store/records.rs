@@ -1,0 +1,286 @@
+//! Typed records on top of the key-value interface, written once for every backend.
+//!
+//! Key layout (segments separated by 0x00, which no identifier may contain; values are postcard):
+//!
+//! | key | value |
+//! |---|---|
+//! | `t\0{tenant}` | [`Tenant`] |
+//! | `p\0{productKey}` | [`Product`] |
+//! | `d\0{productKey}\0{deviceName}` | [`Device`] |
+//! | `s\0{sessionKey}` | [`SessionRecord`] |
+//! | `q\0{sessionKey}\0{seq: u64 BE}` | [`Message`] waiting for an offline session, in order |
+//! | `r\0{tenant}\0{topic}` | retained [`Message`] |
+//! | `m\0{name}` | hub metadata (raw bytes) |
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use super::{KeyRange, StoreError, Txn};
+use crate::message::{Message, QoS};
+use crate::model::{Device, Product, Tenant};
+
+/// Most rows returned by one listing read.
+pub const LIST_LIMIT: usize = 10_000;
+
+fn key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn prefix(parts: &[&[u8]]) -> KeyRange {
+    let mut k = key(parts);
+    k.push(0);
+    KeyRange::prefix(&k)
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("records always serialize")
+}
+
+fn decode<T: DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(v).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(k).replace('\0', "/"),
+        reason: e.to_string(),
+    })
+}
+
+async fn get_typed<T: DeserializeOwned>(
+    txn: &mut dyn Txn,
+    k: &[u8],
+) -> Result<Option<T>, StoreError> {
+    match txn.get(k).await? {
+        Some(v) => decode(k, &v).map(Some),
+        None => Ok(None),
+    }
+}
+
+async fn list_typed<T: DeserializeOwned>(
+    txn: &mut dyn Txn,
+    range: &KeyRange,
+    limit: usize,
+) -> Result<Vec<T>, StoreError> {
+    txn.range(range, limit)
+        .await?
+        .iter()
+        .map(|(k, v)| decode(k, v))
+        .collect()
+}
+
+// ---- tenants, products, devices
+
+/// Reads a tenant.
+pub async fn get_tenant(txn: &mut dyn Txn, id: &str) -> Result<Option<Tenant>, StoreError> {
+    get_typed(txn, &key(&[b"t", id.as_bytes()])).await
+}
+
+/// Writes a tenant.
+pub fn put_tenant(txn: &mut dyn Txn, t: &Tenant) {
+    txn.set(&key(&[b"t", t.id.as_bytes()]), &encode(t));
+}
+
+/// Removes a tenant record.
+pub fn delete_tenant(txn: &mut dyn Txn, id: &str) {
+    txn.clear(&key(&[b"t", id.as_bytes()]));
+}
+
+/// Lists tenants in id order.
+pub async fn list_tenants(txn: &mut dyn Txn) -> Result<Vec<Tenant>, StoreError> {
+    list_typed(txn, &prefix(&[b"t"]), LIST_LIMIT).await
+}
+
+/// Reads a product.
+pub async fn get_product(txn: &mut dyn Txn, pk: &str) -> Result<Option<Product>, StoreError> {
+    get_typed(txn, &key(&[b"p", pk.as_bytes()])).await
+}
+
+/// Writes a product.
+pub fn put_product(txn: &mut dyn Txn, p: &Product) {
+    txn.set(&key(&[b"p", p.product_key.as_bytes()]), &encode(p));
+}
+
+/// Removes a product and every device under it.
+pub fn delete_product(txn: &mut dyn Txn, pk: &str) {
+    txn.clear(&key(&[b"p", pk.as_bytes()]));
+    txn.clear_range(&prefix(&[b"d", pk.as_bytes()]));
+}
+
+/// Lists all products in key order.
+pub async fn list_products(txn: &mut dyn Txn) -> Result<Vec<Product>, StoreError> {
+    list_typed(txn, &prefix(&[b"p"]), LIST_LIMIT).await
+}
+
+/// Reads a device.
+pub async fn get_device(
+    txn: &mut dyn Txn,
+    pk: &str,
+    dn: &str,
+) -> Result<Option<Device>, StoreError> {
+    get_typed(txn, &key(&[b"d", pk.as_bytes(), dn.as_bytes()])).await
+}
+
+/// Writes a device.
+pub fn put_device(txn: &mut dyn Txn, d: &Device) {
+    txn.set(
+        &key(&[b"d", d.product_key.as_bytes(), d.device_name.as_bytes()]),
+        &encode(d),
+    );
+}
+
+/// Removes a device.
+pub fn delete_device(txn: &mut dyn Txn, pk: &str, dn: &str) {
+    txn.clear(&key(&[b"d", pk.as_bytes(), dn.as_bytes()]));
+}
+
+/// Lists the devices of a product in name order, at most `limit`.
+pub async fn list_devices(
+    txn: &mut dyn Txn,
+    pk: &str,
+    limit: usize,
+) -> Result<Vec<Device>, StoreError> {
+    list_typed(txn, &prefix(&[b"d", pk.as_bytes()]), limit).await
+}
+
+// ---- sessions and their offline queues
+
+/// A subscription as persisted with its session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    /// The filter as the client wrote it (may be `$share/...`).
+    pub filter: String,
+    /// Granted QoS.
+    pub qos: QoS,
+    /// MQTT 5 no-local.
+    pub no_local: bool,
+    /// MQTT 5 retain-as-published.
+    pub retain_as_published: bool,
+    /// MQTT 5 subscription identifier.
+    pub subscription_id: Option<u32>,
+}
+
+/// A persistent session: what survives the connection (and the process).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Session key (`{pk}/{dn}` for devices, `open:{clientId}` in the open broker).
+    pub key: String,
+    /// Tenant scope.
+    pub tenant: String,
+    /// Seconds the session outlives its connection.
+    pub expiry_secs: u32,
+    /// When the last connection ended; None while connected.
+    pub disconnected_at_ms: Option<u64>,
+    /// Subscriptions.
+    pub subscriptions: Vec<SubscriptionRecord>,
+}
+
+impl SessionRecord {
+    /// Whether the session expired by `now_ms`.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.disconnected_at_ms
+            .is_some_and(|at| at + u64::from(self.expiry_secs) * 1000 <= now_ms)
+    }
+}
+
+/// Reads a session.
+pub async fn get_session(
+    txn: &mut dyn Txn,
+    session: &str,
+) -> Result<Option<SessionRecord>, StoreError> {
+    get_typed(txn, &key(&[b"s", session.as_bytes()])).await
+}
+
+/// Writes a session.
+pub fn put_session(txn: &mut dyn Txn, s: &SessionRecord) {
+    txn.set(&key(&[b"s", s.key.as_bytes()]), &encode(s));
+}
+
+/// Removes a session and its queue.
+pub fn delete_session(txn: &mut dyn Txn, session: &str) {
+    txn.clear(&key(&[b"s", session.as_bytes()]));
+    txn.clear_range(&prefix(&[b"q", session.as_bytes()]));
+}
+
+/// Lists all sessions.
+pub async fn list_sessions(txn: &mut dyn Txn) -> Result<Vec<SessionRecord>, StoreError> {
+    list_typed(txn, &prefix(&[b"s"]), 0).await
+}
+
+fn queue_key(session: &str, seq: u64) -> Vec<u8> {
+    key(&[b"q", session.as_bytes(), &seq.to_be_bytes()])
+}
+
+/// Appends a message to a session's queue under `seq` (callers keep seq increasing).
+pub fn push_queued(txn: &mut dyn Txn, session: &str, seq: u64, msg: &Message) {
+    txn.set(&queue_key(session, seq), &encode(msg));
+}
+
+/// Removes one queued message.
+pub fn remove_queued(txn: &mut dyn Txn, session: &str, seq: u64) {
+    txn.clear(&queue_key(session, seq));
+}
+
+/// Reads up to `limit` queued messages in order, with their sequence numbers.
+pub async fn read_queue(
+    txn: &mut dyn Txn,
+    session: &str,
+    limit: usize,
+) -> Result<Vec<(u64, Message)>, StoreError> {
+    let rows = txn
+        .range(&prefix(&[b"q", session.as_bytes()]), limit)
+        .await?;
+    rows.iter()
+        .map(|(k, v)| {
+            let seq_bytes: [u8; 8] = k[k.len() - 8..].try_into().expect("8-byte suffix");
+            Ok((u64::from_be_bytes(seq_bytes), decode(k, v)?))
+        })
+        .collect()
+}
+
+/// Counts a session's queued messages (reads keys only up to `cap`).
+pub async fn count_queued(
+    txn: &mut dyn Txn,
+    session: &str,
+    cap: usize,
+) -> Result<usize, StoreError> {
+    Ok(txn
+        .range(&prefix(&[b"q", session.as_bytes()]), cap)
+        .await?
+        .len())
+}
+
+// ---- retained messages
+
+/// Writes a retained message.
+pub fn put_retained(txn: &mut dyn Txn, msg: &Message) {
+    txn.set(
+        &key(&[b"r", msg.tenant.as_bytes(), msg.topic.as_bytes()]),
+        &encode(msg),
+    );
+}
+
+/// Removes a retained message.
+pub fn delete_retained(txn: &mut dyn Txn, tenant: &str, topic: &str) {
+    txn.clear(&key(&[b"r", tenant.as_bytes(), topic.as_bytes()]));
+}
+
+/// Lists every retained message of every tenant.
+pub async fn list_retained(txn: &mut dyn Txn) -> Result<Vec<Message>, StoreError> {
+    list_typed(txn, &prefix(&[b"r"]), 0).await
+}
+
+// ---- metadata
+
+/// Reads a metadata value.
+pub async fn get_meta(txn: &mut dyn Txn, name: &str) -> Result<Option<Bytes>, StoreError> {
+    txn.get(&key(&[b"m", name.as_bytes()])).await
+}
+
+/// Writes a metadata value.
+pub fn put_meta(txn: &mut dyn Txn, name: &str, value: &[u8]) {
+    txn.set(&key(&[b"m", name.as_bytes()]), value);
+}

@@ -1,0 +1,270 @@
+//! The shared store test suite: every backend's tests call [`run`] (and [`reopen`] when the
+//! backend persists), so FoundationDB, redb and the in-memory store are held to the same behaviour.
+
+use bytes::Bytes;
+
+use super::records::{self, SessionRecord, SubscriptionRecord};
+use super::{KeyRange, Store, StoreError, transact};
+use crate::message::{Message, Origin, Properties, QoS};
+use crate::model::{Device, Tenant};
+
+/// Runs every behaviour check against a fresh, empty store.
+pub async fn run(store: &dyn Store) {
+    reads_see_own_writes(store).await;
+    ranges_are_ordered_and_limited(store).await;
+    clear_range_removes_only_its_range(store).await;
+    add_is_a_counter(store).await;
+    uncommitted_writes_are_discarded(store).await;
+    transact_commits_the_body(store).await;
+    typed_records_round_trip(store).await;
+    queue_keeps_publication_order(store).await;
+}
+
+/// Checks that committed data survives closing and reopening the backend. `open` opens the same
+/// underlying data each time it is called.
+pub async fn reopen<S: Store>(open: impl Fn() -> S) {
+    {
+        let store = open();
+        transact(&store, |t| {
+            Box::pin(async move {
+                t.set(b"durable/a", b"1");
+                t.add(b"durable/n", 7);
+                Ok(())
+            })
+        })
+        .await
+        .expect("commit");
+    }
+    let store = open();
+    let mut t = store.begin().await.expect("begin");
+    assert_eq!(
+        t.get(b"durable/a").await.unwrap(),
+        Some(Bytes::from_static(b"1"))
+    );
+    let n = t.get(b"durable/n").await.unwrap().expect("counter");
+    assert_eq!(super::decode_counter(&n), 7);
+}
+
+async fn reads_see_own_writes(store: &dyn Store) {
+    let mut t = store.begin().await.unwrap();
+    assert_eq!(t.get(b"k1").await.unwrap(), None);
+    t.set(b"k1", b"v1");
+    assert_eq!(t.get(b"k1").await.unwrap(), Some(Bytes::from_static(b"v1")));
+    t.clear(b"k1");
+    assert_eq!(t.get(b"k1").await.unwrap(), None);
+    t.set(b"k1", b"v2");
+    t.commit().await.unwrap();
+    drop(t);
+    let mut t = store.begin().await.unwrap();
+    assert_eq!(t.get(b"k1").await.unwrap(), Some(Bytes::from_static(b"v2")));
+    t.clear(b"k1");
+    t.commit().await.unwrap();
+}
+
+async fn ranges_are_ordered_and_limited(store: &dyn Store) {
+    let mut t = store.begin().await.unwrap();
+    for k in ["r/c", "r/a", "r/b", "s/a"] {
+        t.set(k.as_bytes(), k.as_bytes());
+    }
+    t.commit().await.unwrap();
+    drop(t);
+    let mut t = store.begin().await.unwrap();
+    t.set(b"r/bb", b"own");
+    let all = t.range(&KeyRange::prefix(b"r/"), 0).await.unwrap();
+    let keys: Vec<&[u8]> = all.iter().map(|(k, _)| k.as_ref()).collect();
+    assert_eq!(keys, vec![&b"r/a"[..], b"r/b", b"r/bb", b"r/c"]);
+    let two = t.range(&KeyRange::prefix(b"r/"), 2).await.unwrap();
+    assert_eq!(two.len(), 2);
+    t.clear_range(&KeyRange::prefix(b"r/"));
+    t.clear_range(&KeyRange::prefix(b"s/"));
+    t.commit().await.unwrap();
+}
+
+async fn clear_range_removes_only_its_range(store: &dyn Store) {
+    let mut t = store.begin().await.unwrap();
+    for k in ["c/1", "c/2", "c0", "d/1"] {
+        t.set(k.as_bytes(), b"x");
+    }
+    t.commit().await.unwrap();
+    drop(t);
+    let mut t = store.begin().await.unwrap();
+    t.clear_range(&KeyRange::prefix(b"c/"));
+    assert!(
+        t.range(&KeyRange::prefix(b"c/"), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    t.commit().await.unwrap();
+    drop(t);
+    let mut t = store.begin().await.unwrap();
+    assert!(
+        t.range(&KeyRange::prefix(b"c/"), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(t.get(b"c0").await.unwrap().is_some());
+    assert!(t.get(b"d/1").await.unwrap().is_some());
+    t.clear(b"c0");
+    t.clear(b"d/1");
+    t.commit().await.unwrap();
+}
+
+async fn add_is_a_counter(store: &dyn Store) {
+    for delta in [5, -2, 10] {
+        let mut t = store.begin().await.unwrap();
+        t.add(b"counter", delta);
+        t.commit().await.unwrap();
+    }
+    let mut t = store.begin().await.unwrap();
+    t.add(b"counter", 1);
+    let v = t.get(b"counter").await.unwrap().unwrap();
+    assert_eq!(super::decode_counter(&v), 14);
+    t.clear(b"counter");
+    t.commit().await.unwrap();
+}
+
+async fn uncommitted_writes_are_discarded(store: &dyn Store) {
+    {
+        let mut t = store.begin().await.unwrap();
+        t.set(b"ghost", b"boo");
+    }
+    let mut t = store.begin().await.unwrap();
+    assert_eq!(t.get(b"ghost").await.unwrap(), None);
+}
+
+async fn transact_commits_the_body(store: &dyn Store) {
+    let value = transact(store, |t| {
+        Box::pin(async move {
+            t.set(b"tx/a", b"1");
+            Ok::<_, StoreError>(42)
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(value, 42);
+    let got = transact(store, |t| {
+        Box::pin(async move {
+            let v = t.get(b"tx/a").await?;
+            t.clear(b"tx/a");
+            Ok(v)
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, Some(Bytes::from_static(b"1")));
+}
+
+fn message(topic: &str, payload: &'static [u8]) -> Message {
+    Message {
+        tenant: "t1".into(),
+        topic: topic.into(),
+        payload: Bytes::from_static(payload),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Properties {
+            user: vec![("k".into(), "v".into())],
+            ..Properties::default()
+        },
+        expires_at_ms: None,
+        origin: Origin::Client("c1".into()),
+        received_at_ms: 1,
+    }
+}
+
+async fn typed_records_round_trip(store: &dyn Store) {
+    let tenant = Tenant {
+        id: "t1".into(),
+        name: "T".into(),
+        created_at_ms: 1,
+    };
+    let device = Device {
+        product_key: "pk1".into(),
+        device_name: "dev1".into(),
+        tenant: "t1".into(),
+        device_secret: "s".into(),
+        enabled: true,
+        activated: false,
+        created_at_ms: 2,
+    };
+    let session = SessionRecord {
+        key: "pk1/dev1".into(),
+        tenant: "t1".into(),
+        expiry_secs: 60,
+        disconnected_at_ms: Some(1000),
+        subscriptions: vec![SubscriptionRecord {
+            filter: "/pk1/dev1/user/#".into(),
+            qos: QoS::AtLeastOnce,
+            no_local: false,
+            retain_as_published: true,
+            subscription_id: Some(3),
+        }],
+    };
+    let mut retained = message("a/b", b"r");
+    retained.retain = true;
+    let mut t = store.begin().await.unwrap();
+    records::put_tenant(&mut *t, &tenant);
+    records::put_device(&mut *t, &device);
+    records::put_session(&mut *t, &session);
+    records::put_retained(&mut *t, &retained);
+    t.commit().await.unwrap();
+    drop(t);
+    let mut t = store.begin().await.unwrap();
+    assert_eq!(
+        records::get_tenant(&mut *t, "t1").await.unwrap(),
+        Some(tenant)
+    );
+    assert_eq!(
+        records::get_device(&mut *t, "pk1", "dev1").await.unwrap(),
+        Some(device)
+    );
+    assert_eq!(
+        records::list_devices(&mut *t, "pk1", 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        records::list_sessions(&mut *t).await.unwrap(),
+        vec![session.clone()]
+    );
+    assert!(!session.expired(1000 + 59_999));
+    assert!(session.expired(1000 + 60_000));
+    assert_eq!(
+        records::list_retained(&mut *t).await.unwrap(),
+        vec![retained]
+    );
+    records::delete_tenant(&mut *t, "t1");
+    records::delete_device(&mut *t, "pk1", "dev1");
+    records::delete_session(&mut *t, "pk1/dev1");
+    records::delete_retained(&mut *t, "t1", "a/b");
+    t.commit().await.unwrap();
+}
+
+async fn queue_keeps_publication_order(store: &dyn Store) {
+    let mut t = store.begin().await.unwrap();
+    // Sequence numbers chosen so byte order differs from insertion order of the calls.
+    records::push_queued(&mut *t, "s1", 300, &message("q/3", b"3"));
+    records::push_queued(&mut *t, "s1", 2, &message("q/1", b"1"));
+    records::push_queued(&mut *t, "s1", 256, &message("q/2", b"2"));
+    records::push_queued(&mut *t, "s10", 1, &message("other", b"x"));
+    t.commit().await.unwrap();
+    drop(t);
+    let mut t = store.begin().await.unwrap();
+    let q = records::read_queue(&mut *t, "s1", 0).await.unwrap();
+    let topics: Vec<&str> = q.iter().map(|(_, m)| m.topic.as_str()).collect();
+    assert_eq!(topics, vec!["q/1", "q/2", "q/3"]);
+    assert_eq!(records::count_queued(&mut *t, "s1", 100).await.unwrap(), 3);
+    records::remove_queued(&mut *t, "s1", 2);
+    assert_eq!(
+        records::read_queue(&mut *t, "s1", 1).await.unwrap()[0].0,
+        256
+    );
+    records::delete_session(&mut *t, "s1");
+    assert_eq!(records::count_queued(&mut *t, "s1", 100).await.unwrap(), 0);
+    assert_eq!(records::count_queued(&mut *t, "s10", 100).await.unwrap(), 1);
+    records::delete_session(&mut *t, "s10");
+    t.commit().await.unwrap();
+}

@@ -1,0 +1,280 @@
+//! Topic names, topic filters (`+`, `#`), shared subscriptions and the subscription tree.
+
+use std::collections::HashMap;
+
+/// Why a topic name or filter was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    /// Empty string.
+    #[error("topic is empty")]
+    Empty,
+    /// A topic name (not a filter) contains `+` or `#`.
+    #[error("topic name contains a wildcard")]
+    WildcardInName,
+    /// `#` not alone in the last level, or `+` not alone in its level.
+    #[error("wildcard must occupy a whole level, and # only the last one")]
+    MisplacedWildcard,
+    /// The NUL character is forbidden (MQTT-4.7.3-2).
+    #[error("topic contains NUL")]
+    Nul,
+    /// `$share/group/filter` with an empty or wildcard group, or no filter.
+    #[error("malformed shared subscription")]
+    BadShare,
+}
+
+/// Checks a topic name a client publishes to.
+pub fn validate_name(topic: &str) -> Result<(), TopicError> {
+    if topic.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if topic.contains('\0') {
+        return Err(TopicError::Nul);
+    }
+    if topic.contains(['+', '#']) {
+        return Err(TopicError::WildcardInName);
+    }
+    Ok(())
+}
+
+/// Checks a topic filter (without a `$share/` prefix).
+pub fn validate_filter(filter: &str) -> Result<(), TopicError> {
+    if filter.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if filter.contains('\0') {
+        return Err(TopicError::Nul);
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        let is_last = i + 1 == levels.len();
+        if level.contains('#') && (*level != "#" || !is_last) {
+            return Err(TopicError::MisplacedWildcard);
+        }
+        if level.contains('+') && *level != "+" {
+            return Err(TopicError::MisplacedWildcard);
+        }
+    }
+    Ok(())
+}
+
+/// A subscription filter, possibly shared (`$share/{group}/{filter}`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Filter {
+    /// The shared-subscription group, if any.
+    pub share_group: Option<String>,
+    /// The filter proper.
+    pub filter: String,
+}
+
+impl Filter {
+    /// Parses and validates a filter as it appears in SUBSCRIBE.
+    pub fn parse(raw: &str) -> Result<Self, TopicError> {
+        if let Some(rest) = raw.strip_prefix("$share/") {
+            let (group, filter) = rest.split_once('/').ok_or(TopicError::BadShare)?;
+            if group.is_empty() || group.contains(['+', '#']) || filter.is_empty() {
+                return Err(TopicError::BadShare);
+            }
+            validate_filter(filter)?;
+            return Ok(Filter {
+                share_group: Some(group.to_owned()),
+                filter: filter.to_owned(),
+            });
+        }
+        validate_filter(raw)?;
+        Ok(Filter {
+            share_group: None,
+            filter: raw.to_owned(),
+        })
+    }
+
+    /// The filter as the client wrote it.
+    pub fn raw(&self) -> String {
+        match &self.share_group {
+            Some(g) => format!("$share/{g}/{}", self.filter),
+            None => self.filter.clone(),
+        }
+    }
+}
+
+/// Whether `filter` matches `topic` (MQTT 4.7; topics starting with `$` are not matched by a
+/// wildcard in the first level, MQTT-4.7.2-1).
+pub fn matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// A trie of topic filters, one level per node, holding values of type `T` at filter ends.
+///
+/// Matching costs grow with the topic's depth and the wildcard branches taken, not with the
+/// number of subscriptions.
+#[derive(Debug)]
+pub struct TopicTree<T> {
+    root: Node<T>,
+}
+
+#[derive(Debug)]
+struct Node<T> {
+    children: HashMap<Box<str>, Node<T>>,
+    values: Vec<T>,
+}
+
+impl<T> Default for Node<T> {
+    fn default() -> Self {
+        Node {
+            children: HashMap::new(),
+            values: Vec::new(),
+        }
+    }
+}
+
+impl<T> Default for TopicTree<T> {
+    fn default() -> Self {
+        TopicTree {
+            root: Node::default(),
+        }
+    }
+}
+
+impl<T> TopicTree<T> {
+    /// Adds `value` under `filter`; an existing value for which `same` holds is replaced.
+    pub fn insert(&mut self, filter: &str, value: T, same: impl Fn(&T) -> bool) {
+        let mut node = &mut self.root;
+        for level in filter.split('/') {
+            node = node.children.entry(level.into()).or_default();
+        }
+        if let Some(existing) = node.values.iter_mut().find(|v| same(v)) {
+            *existing = value;
+        } else {
+            node.values.push(value);
+        }
+    }
+
+    /// Removes the values under `filter` for which `pred` holds; prunes empty branches.
+    pub fn remove(&mut self, filter: &str, pred: impl Fn(&T) -> bool) -> usize {
+        fn go<T>(node: &mut Node<T>, levels: &[&str], pred: &dyn Fn(&T) -> bool) -> usize {
+            match levels.split_first() {
+                None => {
+                    let before = node.values.len();
+                    node.values.retain(|v| !pred(v));
+                    before - node.values.len()
+                }
+                Some((first, rest)) => {
+                    let Some(child) = node.children.get_mut(*first) else {
+                        return 0;
+                    };
+                    let removed = go(child, rest, pred);
+                    if child.values.is_empty() && child.children.is_empty() {
+                        node.children.remove(*first);
+                    }
+                    removed
+                }
+            }
+        }
+        let levels: Vec<&str> = filter.split('/').collect();
+        go(&mut self.root, &levels, &pred)
+    }
+
+    /// Calls `visit` with every value whose filter matches `topic`.
+    pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(&T)) {
+        let levels: Vec<&str> = topic.split('/').collect();
+        let dollar = topic.starts_with('$');
+        Self::walk(&self.root, &levels, 0, dollar, &mut visit);
+    }
+
+    fn walk(
+        node: &Node<T>,
+        levels: &[&str],
+        depth: usize,
+        dollar: bool,
+        visit: &mut impl FnMut(&T),
+    ) {
+        let wildcards_allowed = !(dollar && depth == 0);
+        if wildcards_allowed && let Some(hash) = node.children.get("#") {
+            hash.values.iter().for_each(&mut *visit);
+        }
+        let Some((first, rest)) = levels.split_first() else {
+            node.values.iter().for_each(visit);
+            return;
+        };
+        if let Some(child) = node.children.get(*first) {
+            Self::walk(child, rest, depth + 1, dollar, visit);
+        }
+        if wildcards_allowed && let Some(plus) = node.children.get("+") {
+            Self::walk(plus, rest, depth + 1, dollar, visit);
+        }
+    }
+
+    /// Whether the tree holds no value.
+    pub fn is_empty(&self) -> bool {
+        self.root.children.is_empty() && self.root.values.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_validated() {
+        assert!(validate_filter("a/+/c").is_ok());
+        assert!(validate_filter("#").is_ok());
+        assert!(validate_filter("a/#").is_ok());
+        assert_eq!(validate_filter("a/#/c"), Err(TopicError::MisplacedWildcard));
+        assert_eq!(validate_filter("a/b+"), Err(TopicError::MisplacedWildcard));
+        assert_eq!(validate_name("a/+"), Err(TopicError::WildcardInName));
+        assert_eq!(validate_name(""), Err(TopicError::Empty));
+        let shared = Filter::parse("$share/g1/a/+").unwrap();
+        assert_eq!(shared.share_group.as_deref(), Some("g1"));
+        assert_eq!(shared.filter, "a/+");
+        assert_eq!(shared.raw(), "$share/g1/a/+");
+        assert_eq!(Filter::parse("$share/g1"), Err(TopicError::BadShare));
+    }
+
+    #[test]
+    fn matching_follows_the_spec() {
+        assert!(matches("a/+/c", "a/b/c"));
+        assert!(matches("a/#", "a"));
+        assert!(matches("a/#", "a/b/c"));
+        assert!(matches("+/+", "/x"));
+        assert!(!matches("a/+", "a/b/c"));
+        assert!(!matches("#", "$SYS/x"));
+        assert!(matches("$SYS/#", "$SYS/x"));
+    }
+
+    #[test]
+    fn tree_agrees_with_matches() {
+        let filters = [
+            "a/b/c", "a/+/c", "a/#", "#", "+/b/+", "/+", "$SYS/#", "+/+/+/+", "a/b",
+        ];
+        let topics = ["a/b/c", "a", "a/b", "/x", "$SYS/up", "x/b/y", "a/b/c/d", ""];
+        let mut tree = TopicTree::default();
+        for (i, f) in filters.iter().enumerate() {
+            tree.insert(f, i, |v| *v == i);
+        }
+        for t in topics {
+            let mut got = Vec::new();
+            tree.for_each_match(t, |v| got.push(*v));
+            got.sort();
+            let want: Vec<usize> = (0..filters.len())
+                .filter(|&i| matches(filters[i], t))
+                .collect();
+            assert_eq!(got, want, "topic {t:?}");
+        }
+        for (i, f) in filters.iter().enumerate() {
+            assert_eq!(tree.remove(f, |v| *v == i), 1);
+        }
+        assert!(tree.is_empty());
+    }
+}

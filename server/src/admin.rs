@@ -1,0 +1,351 @@
+//! The admin REST API (JSON over HTTP/1.1): tenants, products, devices, an admin downlink and
+//! counters. Every request needs `Authorization: Bearer <admin token>`; every error is a status
+//! with a JSON body `{"error": "<code>", "message": "<what is wrong>"}`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use ironhub_core::model::NodeType;
+use ironhub_core::{Hub, HubError, QoS};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 64 * 1024;
+/// Most devices one list request returns.
+const MAX_LIST: usize = 1000;
+
+/// An API error: status, stable code, message for the caller.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(e: HubError) -> Self {
+        match e {
+            HubError::NotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            HubError::AlreadyExists { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "already_exists", e.to_string())
+            }
+            HubError::Invalid(m) => ApiError::bad_request(m),
+            HubError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            HubError::Store(err) => {
+                // Details go to the log, not to the caller.
+                tracing::error!(error = %err, "store failure in admin API");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "storage is unavailable",
+                )
+            }
+        }
+    }
+}
+
+type ApiResult = Result<(StatusCode, Value), ApiError>;
+
+/// Shared state of the admin API.
+pub struct Admin {
+    hub: Hub,
+    token_sha256: [u8; 32],
+}
+
+/// SHA-256 of a token, as kept in the store.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl Admin {
+    /// An API over `hub` accepting the token whose SHA-256 is `token_sha256`.
+    pub fn new(hub: Hub, token_sha256: [u8; 32]) -> Arc<Admin> {
+        Arc::new(Admin { hub, token_sha256 })
+    }
+
+    /// Serves on `listener` until `shutdown`.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                a = listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin accept failed");
+                        continue;
+                    }
+                },
+            };
+            let admin = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, std::convert::Infallible>(admin.handle(req, peer).await) }
+                });
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+                }
+            });
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let result = self.route(req).await;
+        let (status, body) = match result {
+            Ok((status, body)) => (status, body),
+            Err(e) => (e.status, json!({ "error": e.code, "message": e.message })),
+        };
+        tracing::debug!(%peer, %method, %path, status = status.as_u16(), "admin request");
+        let bytes = if status == StatusCode::NO_CONTENT {
+            Bytes::new()
+        } else {
+            Bytes::from(body.to_string())
+        };
+        Response::builder()
+            .status(status)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(bytes))
+            .expect("static response parts are valid")
+    }
+
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let presented = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        presented.is_some_and(|t| {
+            // Hashes compared byte by byte without early exit.
+            token_hash(t)
+                .iter()
+                .zip(self.token_sha256.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+        })
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> ApiResult {
+        if req.uri().path() == "/healthz" {
+            return Ok((StatusCode::OK, json!({ "status": "ok" })));
+        }
+        if !self.authorized(&req) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong admin token (Authorization: Bearer <token>)",
+            ));
+        }
+        let method = req.method().clone();
+        let path = req.uri().path().trim_end_matches('/').to_owned();
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let body = read_body(req).await?;
+        let hub = &self.hub;
+        match (method, segments.as_slice()) {
+            (Method::GET, ["api", "v1", "stats"]) => Ok((StatusCode::OK, json!(hub.stats()))),
+            (Method::POST, ["api", "v1", "tenants"]) => {
+                let r: CreateTenant = parse(&body)?;
+                let t = hub
+                    .create_tenant(&r.id, r.name.as_deref().unwrap_or(&r.id))
+                    .await?;
+                Ok((StatusCode::CREATED, json!(t)))
+            }
+            (Method::GET, ["api", "v1", "tenants"]) => {
+                Ok((StatusCode::OK, json!(hub.tenants().await?)))
+            }
+            (Method::GET, ["api", "v1", "tenants", id]) => {
+                Ok((StatusCode::OK, json!(hub.tenant(id).await?)))
+            }
+            (Method::DELETE, ["api", "v1", "tenants", id]) => {
+                hub.delete_tenant(id).await?;
+                Ok((StatusCode::NO_CONTENT, Value::Null))
+            }
+            (Method::POST, ["api", "v1", "products"]) => {
+                let r: CreateProduct = parse(&body)?;
+                let p = hub
+                    .create_product(
+                        &r.tenant,
+                        &r.name,
+                        r.node_type.unwrap_or_default(),
+                        r.dynamic_registration,
+                    )
+                    .await?;
+                // The ProductSecret is shown here, once.
+                Ok((StatusCode::CREATED, json!(p)))
+            }
+            (Method::GET, ["api", "v1", "products"]) => {
+                let tenant = query_param(&query, "tenant");
+                Ok((
+                    StatusCode::OK,
+                    json!(hub.products(tenant.as_deref()).await?),
+                ))
+            }
+            (Method::GET, ["api", "v1", "products", pk]) => {
+                let p = hub.product(pk).await?;
+                Ok((
+                    StatusCode::OK,
+                    json!(ironhub_core::hub::ProductView::from(&p)),
+                ))
+            }
+            (Method::DELETE, ["api", "v1", "products", pk]) => {
+                hub.delete_product(pk).await?;
+                Ok((StatusCode::NO_CONTENT, Value::Null))
+            }
+            (Method::POST, ["api", "v1", "products", pk, "devices"]) => {
+                let r: CreateDevice = if body.is_empty() {
+                    CreateDevice::default()
+                } else {
+                    parse(&body)?
+                };
+                let d = hub.create_device(pk, r.device_name.as_deref()).await?;
+                // The DeviceSecret is shown here, once.
+                Ok((StatusCode::CREATED, json!(d)))
+            }
+            (Method::GET, ["api", "v1", "products", pk, "devices"]) => {
+                let limit = match query_param(&query, "limit") {
+                    Some(l) => l
+                        .parse::<usize>()
+                        .map_err(|_| ApiError::bad_request("limit must be a number"))?,
+                    None => MAX_LIST,
+                };
+                Ok((
+                    StatusCode::OK,
+                    json!(hub.devices(pk, limit.min(MAX_LIST)).await?),
+                ))
+            }
+            (Method::GET, ["api", "v1", "products", pk, "devices", dn]) => {
+                Ok((StatusCode::OK, json!(hub.device(pk, dn).await?)))
+            }
+            (
+                Method::POST,
+                [
+                    "api",
+                    "v1",
+                    "products",
+                    pk,
+                    "devices",
+                    dn,
+                    action @ ("disable" | "enable"),
+                ],
+            ) => {
+                let d = hub.set_device_enabled(pk, dn, *action == "enable").await?;
+                Ok((StatusCode::OK, json!(d)))
+            }
+            (Method::DELETE, ["api", "v1", "products", pk, "devices", dn]) => {
+                hub.delete_device(pk, dn).await?;
+                Ok((StatusCode::NO_CONTENT, Value::Null))
+            }
+            (Method::POST, ["api", "v1", "messages"]) => {
+                let r: PublishMessage = parse(&body)?;
+                let qos = QoS::from_u8(r.qos)
+                    .ok_or_else(|| ApiError::bad_request("qos must be 0, 1 or 2"))?;
+                let n = hub
+                    .publish_as_hub(&r.tenant, &r.topic, Bytes::from(r.payload), qos, r.retain)
+                    .await?;
+                Ok((StatusCode::OK, json!({ "delivered_to": n })))
+            }
+            (_, ["api", "v1", ..]) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route {path}"),
+            )),
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route {path}"),
+            )),
+        }
+    }
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(_) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is larger than {MAX_BODY} bytes"),
+        )),
+    }
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| v.to_owned())
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTenant {
+    id: String,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateProduct {
+    tenant: String,
+    name: String,
+    node_type: Option<NodeType>,
+    #[serde(default)]
+    dynamic_registration: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateDevice {
+    device_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishMessage {
+    tenant: String,
+    topic: String,
+    payload: String,
+    #[serde(default)]
+    qos: u8,
+    #[serde(default)]
+    retain: bool,
+}

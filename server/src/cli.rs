@@ -1,0 +1,343 @@
+//! Command-line subcommands that call the admin API and print its answers (credentials
+//! included, since they are shown only at creation).
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+/// Where the admin API is and how to authenticate.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Admin API base URL.
+    #[arg(
+        long,
+        env = "IRONHUB_API",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub api: String,
+    /// Admin token (printed by `ironhub serve` on its first start).
+    #[arg(
+        long,
+        env = "IRONHUB_ADMIN_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+}
+
+/// `ironhub tenant ...`
+#[derive(Debug, Subcommand)]
+pub enum TenantCmd {
+    /// Create a tenant.
+    Create {
+        /// Tenant id (lowercase letters, digits, - and _).
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tenants.
+    List,
+    /// Delete a tenant that has no products.
+    Delete {
+        /// Tenant id.
+        id: String,
+    },
+}
+
+/// `ironhub product ...`
+#[derive(Debug, Subcommand)]
+pub enum ProductCmd {
+    /// Create a product; prints its ProductKey and ProductSecret (shown once).
+    Create {
+        /// Owning tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Product name.
+        #[arg(long)]
+        name: String,
+        /// Devices of this product are gateways.
+        #[arg(long)]
+        gateway: bool,
+        /// Allow devices to obtain their DeviceSecret with the ProductSecret.
+        #[arg(long)]
+        dynamic_registration: bool,
+    },
+    /// List products.
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Delete a product and its devices.
+    Delete {
+        /// ProductKey.
+        product_key: String,
+    },
+}
+
+/// `ironhub device ...`
+#[derive(Debug, Subcommand)]
+pub enum DeviceCmd {
+    /// Create a device; prints its DeviceSecret (shown once).
+    Create {
+        /// ProductKey.
+        #[arg(long)]
+        product: String,
+        /// DeviceName (random when omitted).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List a product's devices.
+    List {
+        /// ProductKey.
+        #[arg(long)]
+        product: String,
+    },
+    /// Show a device and its state.
+    Get {
+        /// ProductKey.
+        #[arg(long)]
+        product: String,
+        /// DeviceName.
+        #[arg(long)]
+        name: String,
+    },
+    /// Disable a device (its connection is closed and new ones refused).
+    Disable {
+        /// ProductKey.
+        #[arg(long)]
+        product: String,
+        /// DeviceName.
+        #[arg(long)]
+        name: String,
+    },
+    /// Enable a device.
+    Enable {
+        /// ProductKey.
+        #[arg(long)]
+        product: String,
+        /// DeviceName.
+        #[arg(long)]
+        name: String,
+    },
+    /// Delete a device.
+    Delete {
+        /// ProductKey.
+        #[arg(long)]
+        product: String,
+        /// DeviceName.
+        #[arg(long)]
+        name: String,
+    },
+    /// Compute signed MQTT credentials locally (no API call) and show how to connect.
+    Sign {
+        /// ProductKey.
+        #[arg(long)]
+        product: String,
+        /// DeviceName.
+        #[arg(long)]
+        name: String,
+        /// DeviceSecret.
+        #[arg(long, env = "IRONHUB_DEVICE_SECRET", hide_env_values = true)]
+        secret: String,
+        /// Print only shell variable assignments (for `eval`).
+        #[arg(long)]
+        shell: bool,
+    },
+}
+
+async fn call(
+    api: &ApiArgs,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let token = api
+        .token
+        .as_deref()
+        .context("no admin token: pass --token or set IRONHUB_ADMIN_TOKEN (printed by the first `ironhub serve`)")?;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let uri = format!("{}{}", api.api.trim_end_matches('/'), path);
+    let req = Request::builder()
+        .method(method)
+        .uri(&uri)
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(
+            body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+        ))?;
+    let resp = client
+        .request(req)
+        .await
+        .with_context(|| format!("cannot reach the admin API at {uri}"))?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let value: Value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)?
+    };
+    if !status.is_success() {
+        let message = value.get("message").and_then(Value::as_str).unwrap_or("");
+        bail!(
+            "{} {}: {message}",
+            status.as_u16(),
+            value.get("error").and_then(Value::as_str).unwrap_or("")
+        );
+    }
+    Ok(value)
+}
+
+fn print(v: &Value) {
+    if !v.is_null() {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(v).expect("JSON values print")
+        );
+    }
+}
+
+/// Runs a tenant subcommand.
+pub async fn tenant(api: &ApiArgs, cmd: TenantCmd) -> anyhow::Result<()> {
+    let v = match cmd {
+        TenantCmd::Create { id, name } => {
+            call(
+                api,
+                Method::POST,
+                "/api/v1/tenants",
+                Some(json!({ "id": id, "name": name })),
+            )
+            .await?
+        }
+        TenantCmd::List => call(api, Method::GET, "/api/v1/tenants", None).await?,
+        TenantCmd::Delete { id } => {
+            call(api, Method::DELETE, &format!("/api/v1/tenants/{id}"), None).await?
+        }
+    };
+    print(&v);
+    Ok(())
+}
+
+/// Runs a product subcommand.
+pub async fn product(api: &ApiArgs, cmd: ProductCmd) -> anyhow::Result<()> {
+    let v = match cmd {
+        ProductCmd::Create {
+            tenant,
+            name,
+            gateway,
+            dynamic_registration,
+        } => {
+            let node_type = if gateway { "gateway" } else { "device" };
+            let body = json!({ "tenant": tenant, "name": name, "node_type": node_type,
+                               "dynamic_registration": dynamic_registration });
+            call(api, Method::POST, "/api/v1/products", Some(body)).await?
+        }
+        ProductCmd::List { tenant } => {
+            let q = tenant.map(|t| format!("?tenant={t}")).unwrap_or_default();
+            call(api, Method::GET, &format!("/api/v1/products{q}"), None).await?
+        }
+        ProductCmd::Delete { product_key } => {
+            call(
+                api,
+                Method::DELETE,
+                &format!("/api/v1/products/{product_key}"),
+                None,
+            )
+            .await?
+        }
+    };
+    print(&v);
+    Ok(())
+}
+
+/// Runs a device subcommand.
+pub async fn device(api: &ApiArgs, cmd: DeviceCmd) -> anyhow::Result<()> {
+    let v = match cmd {
+        DeviceCmd::Create { product, name } => {
+            let body = json!({ "device_name": name });
+            call(
+                api,
+                Method::POST,
+                &format!("/api/v1/products/{product}/devices"),
+                Some(body),
+            )
+            .await?
+        }
+        DeviceCmd::List { product } => {
+            call(
+                api,
+                Method::GET,
+                &format!("/api/v1/products/{product}/devices"),
+                None,
+            )
+            .await?
+        }
+        DeviceCmd::Get { product, name } => {
+            call(
+                api,
+                Method::GET,
+                &format!("/api/v1/products/{product}/devices/{name}"),
+                None,
+            )
+            .await?
+        }
+        DeviceCmd::Disable { product, name } => {
+            call(
+                api,
+                Method::POST,
+                &format!("/api/v1/products/{product}/devices/{name}/disable"),
+                None,
+            )
+            .await?
+        }
+        DeviceCmd::Enable { product, name } => {
+            call(
+                api,
+                Method::POST,
+                &format!("/api/v1/products/{product}/devices/{name}/enable"),
+                None,
+            )
+            .await?
+        }
+        DeviceCmd::Delete { product, name } => {
+            call(
+                api,
+                Method::DELETE,
+                &format!("/api/v1/products/{product}/devices/{name}"),
+                None,
+            )
+            .await?
+        }
+        DeviceCmd::Sign {
+            product,
+            name,
+            secret,
+            shell,
+        } => {
+            let c = ironhub_core::auth::device_credentials(
+                &product,
+                &name,
+                &secret,
+                ironhub_core::now_ms(),
+            );
+            if shell {
+                println!("MQTT_CLIENT_ID='{}'", c.client_id);
+                println!("MQTT_USERNAME='{}'", c.username);
+                println!("MQTT_PASSWORD='{}'", c.password);
+            } else {
+                print(&json!(c));
+            }
+            return Ok(());
+        }
+    };
+    print(&v);
+    Ok(())
+}

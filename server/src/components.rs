@@ -1,0 +1,93 @@
+//! The one place where cargo features select components. A configuration that names a component
+//! compiled out of this binary fails at start with the feature to enable.
+
+use std::sync::Arc;
+
+use ironhub_core::store::Store;
+use ironhub_core::transport::Transport;
+
+use crate::config::{Config, StoreBackend};
+
+/// A component the configuration asks for is not in this build.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    /// Compiled out.
+    #[cfg_attr(
+        all(feature = "mqtt", feature = "embedded"),
+        expect(
+            dead_code,
+            reason = "constructed only in builds that leave a component out"
+        )
+    )]
+    #[error(
+        "{component} is configured but this binary was built without it: rebuild with `--features {feature}`"
+    )]
+    CompiledOut {
+        /// What the config asked for.
+        component: &'static str,
+        /// The cargo feature of the server crate that provides it.
+        feature: &'static str,
+    },
+    /// The component failed to start.
+    #[error("{component}: {reason}")]
+    Start {
+        /// Which.
+        component: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Opens the configured store.
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, ComponentError> {
+    match config.store.backend {
+        StoreBackend::Memory => Ok(Arc::new(ironhub_core::store::memory::memory_store())),
+        #[cfg(feature = "embedded")]
+        StoreBackend::Embedded => ironhub_store_embedded::open(&config.data_dir)
+            .map(|s| Arc::new(s) as Arc<dyn Store>)
+            .map_err(|e| ComponentError::Start {
+                component: "embedded store",
+                reason: e.to_string(),
+            }),
+        #[cfg(not(feature = "embedded"))]
+        StoreBackend::Embedded => Err(ComponentError::CompiledOut {
+            component: "store.backend = \"embedded\"",
+            feature: "embedded",
+        }),
+    }
+}
+
+/// Binds the configured transports.
+pub async fn transports(config: &Config) -> Result<Vec<Box<dyn Transport>>, ComponentError> {
+    let mut out: Vec<Box<dyn Transport>> = Vec::new();
+    if config.mqtt.enabled {
+        #[cfg(feature = "mqtt")]
+        {
+            let t = ironhub_mqtt::MqttTransport::bind(config.mqtt.listen)
+                .await
+                .map_err(|e| ComponentError::Start {
+                    component: "mqtt",
+                    reason: format!("bind {}: {e}", config.mqtt.listen),
+                })?;
+            out.push(Box::new(t));
+        }
+        #[cfg(not(feature = "mqtt"))]
+        return Err(ComponentError::CompiledOut {
+            component: "[mqtt]",
+            feature: "mqtt",
+        });
+    }
+    Ok(out)
+}
+
+/// The components compiled into this binary, for `ironhub --version` and logs.
+pub fn compiled() -> Vec<&'static str> {
+    let mut v = vec!["store:memory"];
+    if cfg!(feature = "embedded") {
+        v.push("store:embedded");
+    }
+    if cfg!(feature = "mqtt") {
+        v.push("transport:mqtt");
+    }
+    v
+}

@@ -1,0 +1,153 @@
+//! Server configuration: defaults, then an optional TOML file, then environment / command-line
+//! overrides (see `ServeArgs`). Every section and key is documented in docs/operations.md.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ironhub_core::HubConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the embedded store keeps its file.
+    pub data_dir: PathBuf,
+    /// The admin REST API.
+    pub admin: AdminConfig,
+    /// The MQTT transport.
+    pub mqtt: MqttConfig,
+    /// The storage backend.
+    pub store: StoreConfig,
+    /// Hub engine settings (keep-alive range, queue sizes, open-broker mode).
+    pub hub: HubConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            admin: AdminConfig::default(),
+            mqtt: MqttConfig::default(),
+            store: StoreConfig::default(),
+            hub: HubConfig::default(),
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Listen address; loopback by default so the API is closed to the network.
+    pub listen: SocketAddr,
+    /// Admin token. When unset, one is generated on first start, printed once, and only its
+    /// SHA-256 is kept in the store.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token: None,
+        }
+    }
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Serve MQTT (needs the `mqtt` cargo feature).
+    pub enabled: bool,
+    /// Listen address.
+    pub listen: SocketAddr,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+        }
+    }
+}
+
+/// Which storage backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// redb in `data_dir` (needs the `embedded` cargo feature).
+    #[default]
+    Embedded,
+    /// In memory: nothing survives a restart. For tests and demos.
+    Memory,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Backend.
+    pub backend: StoreBackend,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration.
+    #[error("invalid configuration in {path}: {source}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: toml::de::Error,
+    },
+}
+
+impl Config {
+    /// Defaults, overlaid with `path` when given.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_files_keep_defaults_and_unknown_keys_are_errors() {
+        let c: Config = toml::from_str(
+            "[mqtt]\nlisten = \"127.0.0.1:1999\"\n[hub.open_broker]\nenabled = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.listen.port(), 1999);
+        assert!(c.mqtt.enabled);
+        assert!(c.hub.open_broker.enabled);
+        assert_eq!(c.hub.keepalive_max_secs, 1200);
+        assert_eq!(c.admin.listen.ip().to_string(), "127.0.0.1");
+        assert!(toml::from_str::<Config>("[mqtt]\nlisten_addr = \"x\"\n").is_err());
+    }
+}

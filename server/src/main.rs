@@ -1,0 +1,77 @@
+//! `ironhub`: the IoT hub server and its command-line client.
+//!
+//! `ironhub serve` runs the hub: MQTT on 1883, the admin API on 127.0.0.1:8080, data in `./data`,
+//! configurable with a TOML file (`--config`) and environment overrides. The other subcommands
+//! call the admin API (`ironhub product create`, `ironhub device create`, `ironhub device sign`...).
+//!
+//! ## Cargo features
+//! Components are chosen at compile time; a configuration naming a compiled-out component fails at
+//! start with the feature to enable.
+//! - `mqtt` (default): MQTT 3.1.1/5.0 over TCP.
+//! - `embedded` (default): the redb store, the single-node default.
+//! - `jemalloc` (default): jemalloc as the global allocator.
+
+mod admin;
+mod cli;
+mod components;
+mod config;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ironhub",
+    version,
+    about = "An IoT hub: MQTT devices, tenants, products, admin API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    api: cli::ApiArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the hub.
+    Serve(serve::ServeArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(cli::TenantCmd),
+    /// Manage products.
+    #[command(subcommand)]
+    Product(cli::ProductCmd),
+    /// Manage devices and compute their MQTT credentials.
+    #[command(subcommand)]
+    Device(cli::DeviceCmd),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Tenant(c) => cli::tenant(&cli.api, c).await,
+            Command::Product(c) => cli::product(&cli.api, c).await,
+            Command::Device(c) => cli::device(&cli.api, c).await,
+        }
+    })
+}

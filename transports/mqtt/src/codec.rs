@@ -1,0 +1,678 @@
+//! The MQTT wire layer, free of IO: frames bytes into protocol-neutral packets and back.
+//!
+//! Parsing is rmqtt-codec's (3.1, 3.1.1 and 5.0, zero-copy topics and payloads, size limits
+//! checked on the fixed header before the body is buffered). This module picks the version from
+//! CONNECT, and maps both versions onto one set of types so the connection logic is written once.
+
+use std::num::{NonZeroU16, NonZeroU32};
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use rmqtt_codec::error::{DecodeError, EncodeError};
+use rmqtt_codec::types::Publish as WirePublish;
+use rmqtt_codec::v5::ToReasonCode;
+use rmqtt_codec::version::{ProtocolVersion, VersionCodec};
+use rmqtt_codec::{v3, v5};
+use tokio_util::codec::{Decoder, Encoder};
+
+pub use rmqtt_codec::types::{Publish, QoS};
+pub use rmqtt_codec::v5::{DisconnectReasonCode, PublishProperties};
+
+/// The protocol version a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// MQTT 3.1 or 3.1.1.
+    V3,
+    /// MQTT 5.0.
+    V5,
+}
+
+/// A framing or parsing failure: the connection is closed with `reason` (sent in a v5
+/// DISCONNECT when the version is known).
+#[derive(Debug, thiserror::Error)]
+#[error("{detail}")]
+pub struct CodecError {
+    /// MQTT 5 reason code for the DISCONNECT.
+    pub reason: DisconnectReasonCode,
+    /// What went wrong.
+    pub detail: String,
+}
+
+impl From<DecodeError> for CodecError {
+    fn from(e: DecodeError) -> Self {
+        CodecError {
+            reason: e.to_reason_code(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl From<EncodeError> for CodecError {
+    fn from(e: EncodeError) -> Self {
+        CodecError {
+            reason: e.to_reason_code(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// A will as carried by CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WillPacket {
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+    /// QoS.
+    pub qos: QoS,
+    /// Retain.
+    pub retain: bool,
+    /// MQTT 5 user properties.
+    pub user_properties: Vec<(String, String)>,
+    /// MQTT 5 content type.
+    pub content_type: Option<String>,
+}
+
+/// CONNECT, either version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectPacket {
+    /// Version.
+    pub version: Version,
+    /// Client identifier.
+    pub client_id: String,
+    /// User name.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<Bytes>,
+    /// Clean session (3.1.1) / clean start (5.0).
+    pub clean_start: bool,
+    /// Keep-alive, seconds.
+    pub keep_alive: u16,
+    /// MQTT 5 session expiry interval; None for 3.1.1.
+    pub session_expiry: Option<u32>,
+    /// Will.
+    pub will: Option<WillPacket>,
+    /// How many QoS 1/2 publishes the client accepts in flight (65535 when unset).
+    pub receive_max: u16,
+    /// Largest packet the client accepts.
+    pub max_packet_size: Option<u32>,
+}
+
+/// One filter of SUBSCRIBE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeFilter {
+    /// Filter.
+    pub filter: String,
+    /// Requested QoS.
+    pub qos: QoS,
+    /// No-local (5.0).
+    pub no_local: bool,
+    /// Retain-as-published (5.0).
+    pub retain_as_published: bool,
+    /// Retain handling (5.0): 0, 1 or 2.
+    pub retain_handling: u8,
+}
+
+/// A packet from the client, either version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// CONNECT.
+    Connect(Box<ConnectPacket>),
+    /// PUBLISH.
+    Publish(Box<Publish>),
+    /// PUBACK.
+    PubAck(NonZeroU16),
+    /// PUBREC.
+    PubRec(NonZeroU16),
+    /// PUBREL.
+    PubRel(NonZeroU16),
+    /// PUBCOMP.
+    PubComp(NonZeroU16),
+    /// SUBSCRIBE.
+    Subscribe {
+        /// Packet id.
+        packet_id: NonZeroU16,
+        /// Subscription identifier (5.0).
+        id: Option<u32>,
+        /// Filters.
+        filters: Vec<SubscribeFilter>,
+    },
+    /// UNSUBSCRIBE.
+    Unsubscribe {
+        /// Packet id.
+        packet_id: NonZeroU16,
+        /// Filters.
+        filters: Vec<String>,
+    },
+    /// PINGREQ.
+    PingReq,
+    /// DISCONNECT, with the v5 reason (0 = normal, 4 = with will).
+    Disconnect {
+        /// Reason code (0 for 3.1.1).
+        reason: u8,
+    },
+    /// A packet only a server sends, or AUTH (unsupported): a protocol error.
+    Unexpected(&'static str),
+}
+
+/// How a CONNECT was answered, mapped to each version's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectCode {
+    /// Accepted.
+    Accepted,
+    /// v3 4 / v5 0x86.
+    BadCredentials,
+    /// v3 5 / v5 0x87.
+    NotAuthorized,
+    /// v3 5 / v5 0x83 (keep-alive out of range has no v3.1.1 code of its own).
+    ImplementationSpecific,
+    /// v3 3 / v5 0x88.
+    ServerUnavailable,
+    /// v3 2 / v5 0x85.
+    ClientIdInvalid,
+}
+
+/// CONNACK, either version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnAck {
+    /// Outcome.
+    pub code: ConnectCode,
+    /// Whether a stored session was resumed.
+    pub session_present: bool,
+    /// 5.0: how many QoS 1/2 publishes we accept in flight.
+    pub receive_max: u16,
+    /// 5.0: largest packet we accept.
+    pub max_packet_size: u32,
+    /// 5.0: topic aliases we accept.
+    pub topic_alias_max: u16,
+    /// 5.0: session expiry granted, when it differs from the request.
+    pub session_expiry: Option<u32>,
+    /// 5.0: client id we assigned.
+    pub assigned_client_id: Option<String>,
+    /// 5.0: human-readable reason.
+    pub reason_string: Option<String>,
+}
+
+/// A packet to the client, either version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// CONNACK.
+    ConnAck(Box<ConnAck>),
+    /// PUBLISH.
+    Publish(Box<Publish>),
+    /// PUBACK with a v5 reason code.
+    PubAck(NonZeroU16, u8),
+    /// PUBREC with a v5 reason code.
+    PubRec(NonZeroU16, u8),
+    /// PUBREL.
+    PubRel(NonZeroU16),
+    /// PUBCOMP.
+    PubComp(NonZeroU16),
+    /// SUBACK: per filter the granted QoS, or a v5 reason code (sent as 0x80 in 3.1.1).
+    SubAck(NonZeroU16, Vec<Result<QoS, u8>>),
+    /// UNSUBACK: per filter whether a subscription existed (5.0 reason codes).
+    UnsubAck(NonZeroU16, Vec<bool>),
+    /// PINGRESP.
+    PingResp,
+    /// DISCONNECT (5.0 only; 3.1.1 connections are just closed).
+    Disconnect(DisconnectReasonCode, Option<String>),
+}
+
+enum State {
+    AwaitVersion,
+    V3(v3::Codec),
+    V5(v5::Codec),
+}
+
+/// Frames one connection's bytes. Starts by reading the version from CONNECT.
+pub struct Codec {
+    state: State,
+    max_inbound: u32,
+}
+
+fn s(b: ByteString) -> String {
+    b.to_string()
+}
+
+impl Codec {
+    /// A codec that refuses inbound packets larger than `max_inbound` bytes (remaining length).
+    pub fn new(max_inbound: u32) -> Self {
+        Codec {
+            state: State::AwaitVersion,
+            max_inbound,
+        }
+    }
+
+    /// The version, once CONNECT has been seen.
+    pub fn version(&self) -> Option<Version> {
+        match self.state {
+            State::AwaitVersion => None,
+            State::V3(_) => Some(Version::V3),
+            State::V5(_) => Some(Version::V5),
+        }
+    }
+
+    /// Caps outbound packets at the client's Maximum Packet Size (5.0).
+    pub fn set_max_outbound(&mut self, size: u32) {
+        if let State::V5(c) = &mut self.state {
+            c.set_max_outbound_size(size);
+        }
+    }
+
+    /// Decodes the next packet; Ok(None) means more bytes are needed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, CodecError> {
+        if let State::AwaitVersion = self.state {
+            match VersionCodec.decode(buf)? {
+                None => return Ok(None),
+                Some(ProtocolVersion::MQTT3) => {
+                    self.state = State::V3(v3::Codec::new(self.max_inbound))
+                }
+                Some(ProtocolVersion::MQTT5) => {
+                    self.state = State::V5(v5::Codec::new(self.max_inbound, 0));
+                }
+            }
+        }
+        match &mut self.state {
+            State::AwaitVersion => Ok(None),
+            State::V3(c) => Ok(c.decode(buf)?.map(|(p, _)| from_v3(p))),
+            State::V5(c) => Ok(c.decode(buf)?.map(|(p, _)| from_v5(p))),
+        }
+    }
+
+    /// Encodes a packet for the negotiated version. Packets with no 3.1.1 form are skipped.
+    pub fn encode(&mut self, packet: Outbound, buf: &mut BytesMut) -> Result<(), CodecError> {
+        match &mut self.state {
+            State::AwaitVersion => Err(CodecError {
+                reason: DisconnectReasonCode::ProtocolError,
+                detail: "no version negotiated".into(),
+            }),
+            State::V3(c) => match to_v3(packet) {
+                Some(p) => Ok(c.encode(p, buf)?),
+                None => Ok(()),
+            },
+            State::V5(c) => Ok(c.encode(to_v5(packet), buf)?),
+        }
+    }
+}
+
+fn from_v3(p: v3::Packet) -> Inbound {
+    match p {
+        v3::Packet::Connect(c) => Inbound::Connect(Box::new(ConnectPacket {
+            version: Version::V3,
+            client_id: s(c.client_id),
+            username: c.username.map(s),
+            password: c.password,
+            clean_start: c.clean_session,
+            keep_alive: c.keep_alive,
+            session_expiry: None,
+            will: c.last_will.map(|w| WillPacket {
+                topic: s(w.topic),
+                payload: w.message,
+                qos: w.qos,
+                retain: w.retain,
+                user_properties: Vec::new(),
+                content_type: None,
+            }),
+            receive_max: u16::MAX,
+            max_packet_size: None,
+        })),
+        v3::Packet::Publish(p) => Inbound::Publish(p),
+        v3::Packet::PublishAck { packet_id } => Inbound::PubAck(packet_id),
+        v3::Packet::PublishReceived { packet_id } => Inbound::PubRec(packet_id),
+        v3::Packet::PublishRelease { packet_id } => Inbound::PubRel(packet_id),
+        v3::Packet::PublishComplete { packet_id } => Inbound::PubComp(packet_id),
+        v3::Packet::Subscribe {
+            packet_id,
+            topic_filters,
+        } => Inbound::Subscribe {
+            packet_id,
+            id: None,
+            filters: topic_filters
+                .into_iter()
+                .map(|(f, qos)| SubscribeFilter {
+                    filter: s(f),
+                    qos,
+                    no_local: false,
+                    retain_as_published: false,
+                    retain_handling: 0,
+                })
+                .collect(),
+        },
+        v3::Packet::Unsubscribe {
+            packet_id,
+            topic_filters,
+        } => Inbound::Unsubscribe {
+            packet_id,
+            filters: topic_filters.into_iter().map(s).collect(),
+        },
+        v3::Packet::PingRequest => Inbound::PingReq,
+        v3::Packet::Disconnect => Inbound::Disconnect { reason: 0 },
+        v3::Packet::ConnectAck(_) => Inbound::Unexpected("CONNACK"),
+        v3::Packet::SubscribeAck { .. } => Inbound::Unexpected("SUBACK"),
+        v3::Packet::UnsubscribeAck { .. } => Inbound::Unexpected("UNSUBACK"),
+        v3::Packet::PingResponse => Inbound::Unexpected("PINGRESP"),
+    }
+}
+
+fn from_v5(p: v5::Packet) -> Inbound {
+    match p {
+        v5::Packet::Connect(c) => Inbound::Connect(Box::new(ConnectPacket {
+            version: Version::V5,
+            client_id: s(c.client_id),
+            username: c.username.map(s),
+            password: c.password,
+            clean_start: c.clean_start,
+            keep_alive: c.keep_alive,
+            session_expiry: Some(c.session_expiry_interval_secs),
+            will: c.last_will.map(|w| WillPacket {
+                topic: s(w.topic),
+                payload: w.message,
+                qos: w.qos,
+                retain: w.retain,
+                user_properties: w
+                    .user_properties
+                    .into_iter()
+                    .map(|(k, v)| (s(k), s(v)))
+                    .collect(),
+                content_type: w.content_type.map(s),
+            }),
+            receive_max: c.receive_max.map_or(u16::MAX, NonZeroU16::get),
+            max_packet_size: c.max_packet_size.map(NonZeroU32::get),
+        })),
+        v5::Packet::Publish(p) => Inbound::Publish(p),
+        v5::Packet::PublishAck(a) => Inbound::PubAck(a.packet_id),
+        v5::Packet::PublishReceived(a) => Inbound::PubRec(a.packet_id),
+        v5::Packet::PublishRelease(a) => Inbound::PubRel(a.packet_id),
+        v5::Packet::PublishComplete(a) => Inbound::PubComp(a.packet_id),
+        v5::Packet::Subscribe(sub) => Inbound::Subscribe {
+            packet_id: sub.packet_id,
+            id: sub.id.map(NonZeroU32::get),
+            filters: sub
+                .topic_filters
+                .into_iter()
+                .map(|(f, o)| SubscribeFilter {
+                    filter: s(f),
+                    qos: o.qos,
+                    no_local: o.no_local,
+                    retain_as_published: o.retain_as_published,
+                    retain_handling: o.retain_handling as u8,
+                })
+                .collect(),
+        },
+        v5::Packet::Unsubscribe(u) => Inbound::Unsubscribe {
+            packet_id: u.packet_id,
+            filters: u.topic_filters.into_iter().map(s).collect(),
+        },
+        v5::Packet::PingRequest => Inbound::PingReq,
+        v5::Packet::Disconnect(d) => Inbound::Disconnect {
+            reason: d.reason_code as u8,
+        },
+        v5::Packet::ConnectAck(_) => Inbound::Unexpected("CONNACK"),
+        v5::Packet::SubscribeAck(_) => Inbound::Unexpected("SUBACK"),
+        v5::Packet::UnsubscribeAck(_) => Inbound::Unexpected("UNSUBACK"),
+        v5::Packet::PingResponse => Inbound::Unexpected("PINGRESP"),
+        v5::Packet::Auth(_) => Inbound::Unexpected("AUTH"),
+    }
+}
+
+fn to_v3(p: Outbound) -> Option<v3::Packet> {
+    use v3::ConnectAckReason as R;
+    Some(match p {
+        Outbound::ConnAck(a) => v3::Packet::ConnectAck(v3::ConnectAck {
+            session_present: a.session_present,
+            return_code: match a.code {
+                ConnectCode::Accepted => R::ConnectionAccepted,
+                ConnectCode::BadCredentials => R::BadUserNameOrPassword,
+                ConnectCode::NotAuthorized | ConnectCode::ImplementationSpecific => {
+                    R::NotAuthorized
+                }
+                ConnectCode::ServerUnavailable => R::ServiceUnavailable,
+                ConnectCode::ClientIdInvalid => R::IdentifierRejected,
+            },
+        }),
+        Outbound::Publish(mut p) => {
+            p.properties = None;
+            v3::Packet::Publish(p)
+        }
+        Outbound::PubAck(packet_id, _) => v3::Packet::PublishAck { packet_id },
+        Outbound::PubRec(packet_id, _) => v3::Packet::PublishReceived { packet_id },
+        Outbound::PubRel(packet_id) => v3::Packet::PublishRelease { packet_id },
+        Outbound::PubComp(packet_id) => v3::Packet::PublishComplete { packet_id },
+        Outbound::SubAck(packet_id, codes) => v3::Packet::SubscribeAck {
+            packet_id,
+            status: codes
+                .into_iter()
+                .map(|c| match c {
+                    Ok(q) => v3::SubscribeReturnCode::Success(q),
+                    Err(_) => v3::SubscribeReturnCode::Failure,
+                })
+                .collect(),
+        },
+        Outbound::UnsubAck(packet_id, _) => v3::Packet::UnsubscribeAck { packet_id },
+        Outbound::PingResp => v3::Packet::PingResponse,
+        Outbound::Disconnect(..) => return None,
+    })
+}
+
+fn to_v5(p: Outbound) -> v5::Packet {
+    match p {
+        Outbound::ConnAck(a) => {
+            use v5::ConnectAckReason as R;
+            v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
+                session_present: a.session_present,
+                reason_code: match a.code {
+                    ConnectCode::Accepted => R::Success,
+                    ConnectCode::BadCredentials => R::BadUserNameOrPassword,
+                    ConnectCode::NotAuthorized => R::NotAuthorized,
+                    ConnectCode::ImplementationSpecific => R::ImplementationSpecificError,
+                    ConnectCode::ServerUnavailable => R::ServerUnavailable,
+                    ConnectCode::ClientIdInvalid => R::ClientIdentifierNotValid,
+                },
+                session_expiry_interval_secs: a.session_expiry,
+                receive_max: NonZeroU16::new(a.receive_max).unwrap_or(NonZeroU16::MAX),
+                max_packet_size: Some(a.max_packet_size),
+                assigned_client_id: a.assigned_client_id.map(ByteString::from),
+                topic_alias_max: a.topic_alias_max,
+                reason_string: a.reason_string.map(ByteString::from),
+                subscription_identifiers_available: true,
+                ..v5::ConnectAck::default()
+            }))
+        }
+        Outbound::Publish(p) => v5::Packet::Publish(p),
+        Outbound::PubAck(packet_id, reason) => v5::Packet::PublishAck(v5::PublishAck {
+            packet_id,
+            reason_code: v5::PublishAckReason::try_from(reason)
+                .unwrap_or(v5::PublishAckReason::UnspecifiedError),
+            ..v5::PublishAck::default()
+        }),
+        Outbound::PubRec(packet_id, reason) => v5::Packet::PublishReceived(v5::PublishAck {
+            packet_id,
+            reason_code: v5::PublishAckReason::try_from(reason)
+                .unwrap_or(v5::PublishAckReason::UnspecifiedError),
+            ..v5::PublishAck::default()
+        }),
+        Outbound::PubRel(packet_id) => v5::Packet::PublishRelease(v5::PublishAck2 {
+            packet_id,
+            ..v5::PublishAck2::default()
+        }),
+        Outbound::PubComp(packet_id) => v5::Packet::PublishComplete(v5::PublishAck2 {
+            packet_id,
+            ..v5::PublishAck2::default()
+        }),
+        Outbound::SubAck(packet_id, codes) => v5::Packet::SubscribeAck(v5::SubscribeAck {
+            packet_id,
+            properties: Vec::new(),
+            reason_string: None,
+            status: codes
+                .into_iter()
+                .map(|c| match c {
+                    Ok(QoS::AtMostOnce) => v5::SubscribeAckReason::GrantedQos0,
+                    Ok(QoS::AtLeastOnce) => v5::SubscribeAckReason::GrantedQos1,
+                    Ok(QoS::ExactlyOnce) => v5::SubscribeAckReason::GrantedQos2,
+                    Err(r) => v5::SubscribeAckReason::try_from(r)
+                        .unwrap_or(v5::SubscribeAckReason::UnspecifiedError),
+                })
+                .collect(),
+        }),
+        Outbound::UnsubAck(packet_id, existed) => v5::Packet::UnsubscribeAck(v5::UnsubscribeAck {
+            packet_id,
+            properties: Vec::new(),
+            reason_string: None,
+            status: existed
+                .into_iter()
+                .map(|e| {
+                    if e {
+                        v5::UnsubscribeAckReason::Success
+                    } else {
+                        v5::UnsubscribeAckReason::NoSubscriptionExisted
+                    }
+                })
+                .collect(),
+        }),
+        Outbound::PingResp => v5::Packet::PingResponse,
+        Outbound::Disconnect(reason_code, reason_string) => {
+            v5::Packet::Disconnect(v5::Disconnect {
+                reason_code,
+                reason_string: reason_string.map(ByteString::from),
+                ..v5::Disconnect::default()
+            })
+        }
+    }
+}
+
+/// Builds a PUBLISH for a delivery (the payload is shared, not copied).
+pub fn publish_packet(
+    topic: &str,
+    payload: Bytes,
+    qos: QoS,
+    retain: bool,
+    packet_id: Option<NonZeroU16>,
+    properties: Option<PublishProperties>,
+) -> Publish {
+    WirePublish {
+        dup: false,
+        retain,
+        qos,
+        topic: ByteString::from(topic),
+        packet_id,
+        payload,
+        properties,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect_v311(keep_alive: u16, client_id: &str) -> Vec<u8> {
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b0000_0010];
+        body.extend_from_slice(&keep_alive.to_be_bytes());
+        body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+        body.extend_from_slice(client_id.as_bytes());
+        let mut out = vec![0x10, body.len() as u8];
+        out.extend(body);
+        out
+    }
+
+    #[test]
+    fn decodes_v311_connect_and_switches_version() {
+        let mut codec = Codec::new(1024);
+        let bytes = connect_v311(60, "c1");
+        // Byte by byte: a partial packet asks for more.
+        let mut buf = BytesMut::new();
+        for (i, b) in bytes.iter().enumerate() {
+            buf.extend_from_slice(&[*b]);
+            let got = codec.decode(&mut buf).unwrap();
+            if i + 1 < bytes.len() {
+                assert!(got.is_none(), "early packet at byte {i}");
+            } else {
+                let Some(Inbound::Connect(c)) = got else {
+                    panic!("no connect")
+                };
+                assert_eq!(c.version, Version::V3);
+                assert_eq!(c.client_id, "c1");
+                assert_eq!(c.keep_alive, 60);
+                assert!(c.clean_start);
+            }
+        }
+        assert_eq!(codec.version(), Some(Version::V3));
+    }
+
+    #[test]
+    fn oversize_packet_is_refused_from_its_header() {
+        let mut codec = Codec::new(1024);
+        let mut buf = BytesMut::from(&connect_v311(60, "c1")[..]);
+        codec.decode(&mut buf).unwrap().unwrap();
+        // PUBLISH announcing 2000 bytes: refused before the body arrives.
+        let mut buf = BytesMut::from(&[0x30, 0xd0, 0x0f][..]);
+        let err = codec.decode(&mut buf).unwrap_err();
+        assert_eq!(err.reason, DisconnectReasonCode::PacketTooLarge);
+    }
+
+    #[test]
+    fn garbage_is_a_protocol_error_not_a_panic() {
+        let mut codec = Codec::new(1024);
+        let mut buf = BytesMut::from(&[0x10, 0x08, 0, 3, b'X', b'Y', b'Z', 4, 0, 0][..]);
+        assert!(
+            codec.decode(&mut buf).is_err(),
+            "protocol name must be MQTT"
+        );
+        let mut codec = Codec::new(1024);
+        let mut buf = BytesMut::from(&[0x82, 0x00][..]);
+        assert!(
+            codec.decode(&mut buf).is_err(),
+            "first packet must be CONNECT"
+        );
+    }
+
+    #[test]
+    fn round_trips_puback_and_suback_in_both_versions() {
+        for (version_byte, version) in [(4u8, Version::V3), (5u8, Version::V5)] {
+            let mut codec = Codec::new(1024);
+            let mut connect = vec![
+                0x10,
+                0,
+                0,
+                4,
+                b'M',
+                b'Q',
+                b'T',
+                b'T',
+                version_byte,
+                2,
+                0,
+                60,
+            ];
+            if version == Version::V5 {
+                connect.push(0); // no properties
+            }
+            connect.extend_from_slice(&[0, 1, b'c']);
+            connect[1] = (connect.len() - 2) as u8;
+            let mut buf = BytesMut::from(&connect[..]);
+            codec.decode(&mut buf).unwrap().unwrap();
+            assert_eq!(codec.version(), Some(version));
+            let pid = NonZeroU16::new(7).unwrap();
+            let mut out = BytesMut::new();
+            codec.encode(Outbound::PubAck(pid, 0x87), &mut out).unwrap();
+            let expected: &[u8] = if version == Version::V3 {
+                &[0x40, 2, 0, 7]
+            } else {
+                &[0x40, 4, 0, 7, 0x87, 0]
+            };
+            assert_eq!(&out[..], expected);
+            let mut out = BytesMut::new();
+            codec
+                .encode(
+                    Outbound::SubAck(pid, vec![Ok(QoS::AtLeastOnce), Err(0x87)]),
+                    &mut out,
+                )
+                .unwrap();
+            let expected_tail: &[u8] = if version == Version::V3 {
+                &[1, 0x80]
+            } else {
+                &[1, 0x87]
+            };
+            assert_eq!(&out[out.len() - 2..], expected_tail);
+        }
+    }
+}

@@ -1,0 +1,609 @@
+//! The tokio driver of one MQTT connection: reads frames, calls the hub, writes frames.
+//!
+//! One task per connection selects between the socket, the session's delivery queue, the
+//! keep-alive deadline, a takeover or administrative kick, and server shutdown.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use ironhub_core::hub::{
+    ConnectOutcome, ConnectRefusal, ConnectRequest, Connected, Delivery, KickReason,
+    PublishRefusal, PublishRequest, Session, SubscribeRefusal, SubscribeRequest, Will,
+};
+use ironhub_core::message::{Properties, QoS as HubQoS};
+use ironhub_core::{Hub, now_ms};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{
+    Codec, CodecError, ConnAck, ConnectCode, ConnectPacket, DisconnectReasonCode, Inbound,
+    Outbound, PublishProperties, QoS, Version, publish_packet,
+};
+use crate::state::{InboundQos2, Outflight, TopicAliases};
+
+/// How long a new connection may take to send CONNECT: idle sockets would otherwise hold
+/// connection slots forever.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a dynamic-registration connection stays open after the secret was sent.
+const REGISTER_LINGER: Duration = Duration::from_secs(5);
+/// QoS 1/2 publishes we accept in flight per connection (seed 000: 100 unacknowledged requests).
+pub const RECEIVE_MAXIMUM: u16 = 100;
+/// Topic aliases a client may set.
+pub const TOPIC_ALIAS_MAXIMUM: u16 = 32;
+/// Deliveries written per wake-up before the socket is flushed.
+const WRITE_BATCH: usize = 64;
+
+fn hub_qos(q: QoS) -> HubQoS {
+    match q {
+        QoS::AtMostOnce => HubQoS::AtMostOnce,
+        QoS::AtLeastOnce => HubQoS::AtLeastOnce,
+        QoS::ExactlyOnce => HubQoS::ExactlyOnce,
+    }
+}
+
+fn wire_qos(q: HubQoS) -> QoS {
+    match q {
+        HubQoS::AtMostOnce => QoS::AtMostOnce,
+        HubQoS::AtLeastOnce => QoS::AtLeastOnce,
+        HubQoS::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+/// How the connection ended, which decides the will.
+enum End {
+    /// DISCONNECT with reason 0: no will.
+    Normal,
+    /// Anything else: the will is published.
+    Abnormal,
+}
+
+/// Serves one accepted connection to its end.
+pub async fn serve_connection<S>(stream: S, peer: SocketAddr, hub: Hub, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, wr) = tokio::io::split(stream);
+    let mut codec = Codec::new(hub.config().max_packet_size);
+    let mut rbuf = BytesMut::with_capacity(4096);
+    let first =
+        tokio::time::timeout(CONNECT_TIMEOUT, read_first(&mut rd, &mut codec, &mut rbuf)).await;
+    let connect = match first {
+        Ok(Ok(Some(Inbound::Connect(c)))) => c,
+        Ok(Ok(_)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "bad first packet");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no CONNECT in time");
+            return;
+        }
+    };
+    let mut conn = Writer {
+        wr,
+        wbuf: BytesMut::with_capacity(4096),
+        codec,
+    };
+    let version = connect.version;
+    let outcome = hub.connect(connect_request(&connect)).await;
+    let connected = match outcome {
+        Err(refusal) => {
+            tracing::info!(%peer, client_id = %connect.client_id, %refusal, "connection refused");
+            let code = match refusal {
+                ConnectRefusal::BadCredentials(_) => ConnectCode::BadCredentials,
+                ConnectRefusal::Disabled | ConnectRefusal::NotAuthorized(_) => {
+                    ConnectCode::NotAuthorized
+                }
+                ConnectRefusal::KeepAliveOutOfRange { .. } => ConnectCode::ImplementationSpecific,
+                ConnectRefusal::Unavailable(_) => ConnectCode::ServerUnavailable,
+            };
+            conn.send(Outbound::ConnAck(Box::new(connack(
+                &hub,
+                code,
+                false,
+                Some(refusal.to_string()),
+            ))));
+            let _ = conn.flush().await;
+            return;
+        }
+        Ok(ConnectOutcome::Registered { topic, payload }) => {
+            conn.send(Outbound::ConnAck(Box::new(connack(
+                &hub,
+                ConnectCode::Accepted,
+                false,
+                None,
+            ))));
+            conn.send(Outbound::Publish(Box::new(publish_packet(
+                &topic,
+                payload,
+                QoS::AtMostOnce,
+                false,
+                None,
+                (version == Version::V5).then(PublishProperties::default),
+            ))));
+            let _ = conn.flush().await;
+            // Give the device time to read its secret before the server closes (it usually
+            // disconnects itself once it has it).
+            let mut sink = [0u8; 256];
+            let _ = tokio::time::timeout(REGISTER_LINGER, async {
+                while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
+            return;
+        }
+        Ok(ConnectOutcome::Connected(c)) => *c,
+    };
+    let mut ack = connack(&hub, ConnectCode::Accepted, connected.session_present, None);
+    if connect
+        .session_expiry
+        .is_some_and(|s| s != connected.session_expiry_secs)
+    {
+        ack.session_expiry = Some(connected.session_expiry_secs);
+    }
+    ack.assigned_client_id = connected.assigned_client_id.clone();
+    conn.send(Outbound::ConnAck(Box::new(ack)));
+    if let Some(max) = connect.max_packet_size {
+        conn.codec.set_max_outbound(max);
+    }
+    let keep_alive = Duration::from_secs(u64::from(connect.keep_alive));
+    Driver {
+        conn,
+        rd,
+        rbuf,
+        version,
+        keep_alive_limit: keep_alive + keep_alive / 2,
+        outflight: Outflight::new(connect.receive_max),
+        inbound_qos2: InboundQos2::new(RECEIVE_MAXIMUM),
+        aliases: TopicAliases::new(TOPIC_ALIAS_MAXIMUM),
+        pending: VecDeque::new(),
+    }
+    .run(connected, shutdown)
+    .await;
+}
+
+async fn read_first<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    codec: &mut Codec,
+    rbuf: &mut BytesMut,
+) -> Result<Option<Inbound>, CodecError> {
+    loop {
+        if let Some(p) = codec.decode(rbuf)? {
+            return Ok(Some(p));
+        }
+        match rd.read_buf(rbuf).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+fn connect_request(c: &ConnectPacket) -> ConnectRequest {
+    ConnectRequest {
+        client_id: c.client_id.clone(),
+        username: c.username.clone(),
+        password: c.password.clone(),
+        clean_start: c.clean_start,
+        session_expiry_secs: c.session_expiry,
+        keep_alive_secs: c.keep_alive,
+        will: c.will.as_ref().map(|w| Will {
+            topic: w.topic.clone(),
+            payload: w.payload.clone(),
+            qos: hub_qos(w.qos),
+            retain: w.retain,
+            properties: Properties {
+                user: w.user_properties.clone(),
+                content_type: w.content_type.clone(),
+                ..Properties::default()
+            },
+        }),
+    }
+}
+
+fn connack(
+    hub: &Hub,
+    code: ConnectCode,
+    session_present: bool,
+    reason_string: Option<String>,
+) -> ConnAck {
+    ConnAck {
+        code,
+        session_present,
+        receive_max: RECEIVE_MAXIMUM,
+        // The limit applies to the remaining length; the property counts the whole packet
+        // (1-byte type and up to 4 bytes of length).
+        max_packet_size: hub.config().max_packet_size.saturating_add(5),
+        topic_alias_max: TOPIC_ALIAS_MAXIMUM,
+        session_expiry: None,
+        assigned_client_id: None,
+        reason_string,
+    }
+}
+
+struct Writer<W> {
+    wr: W,
+    wbuf: BytesMut,
+    codec: Codec,
+}
+
+impl<W: AsyncWrite + Unpin> Writer<W> {
+    /// Encodes into the write buffer; false if the packet could not be encoded (too large for
+    /// the client), in which case it was not sent.
+    fn send(&mut self, packet: Outbound) -> bool {
+        match self.codec.encode(packet, &mut self.wbuf) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "packet not sent");
+                false
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.wbuf.is_empty() {
+            self.wr.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+            self.wr.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+struct Driver<S> {
+    conn: Writer<WriteHalf<S>>,
+    rd: ReadHalf<S>,
+    rbuf: BytesMut,
+    version: Version,
+    keep_alive_limit: Duration,
+    outflight: Outflight,
+    inbound_qos2: InboundQos2,
+    aliases: TopicAliases,
+    /// Deliveries to send before new ones from the queue: the stored backlog, then retained
+    /// messages for new subscriptions.
+    pending: VecDeque<Delivery>,
+}
+
+/// Removes the stored copy of a delivery the client acknowledged (or that can never be sent).
+async fn forget_stored(session: &Session, d: &Delivery) {
+    if let Some(seq) = d.stored_seq
+        && let Err(e) = session.acknowledged(seq).await
+    {
+        tracing::warn!(error = %e, "could not remove a stored delivery");
+    }
+}
+
+/// What handling an inbound packet decided.
+enum Flow {
+    Continue,
+    Stop(End),
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
+    async fn run(mut self, connected: Connected, shutdown: CancellationToken) {
+        let Connected {
+            session,
+            mut deliveries,
+            backlog,
+            mut kicked,
+            ..
+        } = connected;
+        self.pending.extend(backlog);
+        // Packets that arrived together with CONNECT are already buffered.
+        let end = match self.handle_input(&session).await {
+            Flow::Stop(end) => end,
+            Flow::Continue => {
+                self.serve(&session, &mut deliveries, &mut kicked, &shutdown)
+                    .await
+            }
+        };
+        let _ = self.conn.flush().await;
+        let mut unacked = self.outflight.into_unacked();
+        unacked.extend(self.pending.into_iter().filter(|d| d.stored_seq.is_none()));
+        session
+            .close(matches!(end, End::Normal), unacked, deliveries)
+            .await;
+    }
+
+    async fn serve(
+        &mut self,
+        session: &Session,
+        deliveries: &mut tokio::sync::mpsc::Receiver<Delivery>,
+        kicked: &mut tokio::sync::oneshot::Receiver<KickReason>,
+        shutdown: &CancellationToken,
+    ) -> End {
+        let mut deadline = Instant::now() + self.keep_alive_limit;
+        loop {
+            self.send_pending(session).await;
+            if self.conn.flush().await.is_err() {
+                return End::Abnormal;
+            }
+            let can_take = self.outflight.has_room() && self.pending.is_empty();
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    self.disconnect(DisconnectReasonCode::ServerShuttingDown, "server shutting down").await;
+                    return End::Abnormal;
+                }
+                reason = &mut *kicked => {
+                    let (code, text) = match reason {
+                        Ok(KickReason::SessionTakenOver) | Err(_) =>
+                            (DisconnectReasonCode::SessionTakenOver, "session taken over by another connection"),
+                        Ok(KickReason::AdministrativeAction) =>
+                            (DisconnectReasonCode::AdministrativeAction, "closed by an administrator"),
+                    };
+                    self.disconnect(code, text).await;
+                    return End::Abnormal;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::info!(session = %session.identity().key, "keep-alive expired");
+                    self.disconnect(DisconnectReasonCode::KeepAliveTimeout, "keep-alive timeout").await;
+                    return End::Abnormal;
+                }
+                read = self.rd.read_buf(&mut self.rbuf) => {
+                    match read {
+                        Ok(0) | Err(_) => return End::Abnormal,
+                        Ok(_) => deadline = Instant::now() + self.keep_alive_limit,
+                    }
+                    if let Flow::Stop(end) = self.handle_input(session).await {
+                        return end;
+                    }
+                }
+                Some(first) = deliveries.recv(), if can_take => {
+                    self.pending.push_back(first);
+                    while self.pending.len() < WRITE_BATCH {
+                        match deliveries.try_recv() {
+                            Ok(d) => self.pending.push_back(d),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn disconnect(&mut self, code: DisconnectReasonCode, text: &str) {
+        self.conn
+            .send(Outbound::Disconnect(code, Some(text.to_owned())));
+        let _ = self.conn.flush().await;
+    }
+
+    /// Writes pending deliveries while the client's in-flight window has room.
+    async fn send_pending(&mut self, session: &Session) {
+        let now = now_ms();
+        while let Some(d) = self.pending.front() {
+            if d.qos != HubQoS::AtMostOnce && !self.outflight.has_room() {
+                break;
+            }
+            let d = self.pending.pop_front().expect("front exists");
+            if d.message.expired(now) {
+                forget_stored(session, &d).await;
+                continue;
+            }
+            let properties = (self.version == Version::V5).then(|| {
+                let p = &d.message.properties;
+                PublishProperties {
+                    topic_alias: None,
+                    is_utf8_payload: p.payload_utf8,
+                    correlation_data: p.correlation_data.clone(),
+                    message_expiry_interval: d
+                        .message
+                        .remaining_expiry_secs(now)
+                        .and_then(NonZeroU32::new),
+                    content_type: p.content_type.clone().map(ByteString::from),
+                    user_properties: p
+                        .user
+                        .iter()
+                        .map(|(k, v)| (ByteString::from(k.as_str()), ByteString::from(v.as_str())))
+                        .collect(),
+                    response_topic: p.response_topic.clone().map(ByteString::from),
+                    subscription_ids: d
+                        .subscription_ids
+                        .iter()
+                        .filter_map(|i| NonZeroU32::new(*i))
+                        .collect(),
+                }
+            });
+            let qos = wire_qos(d.qos);
+            let (topic, payload, retain) =
+                (d.message.topic.clone(), d.message.payload.clone(), d.retain);
+            let packet_id = match qos {
+                QoS::AtMostOnce => None,
+                _ => Some(self.outflight.register(d.clone(), qos == QoS::ExactlyOnce)),
+            };
+            let packet = publish_packet(&topic, payload, qos, retain, packet_id, properties);
+            if !self.conn.send(Outbound::Publish(Box::new(packet))) {
+                // Larger than the client accepts (MQTT-3.1.2-25): it is discarded, not retried.
+                if let Some(id) = packet_id {
+                    let _ = self.outflight.puback(id).or_else(|| {
+                        self.outflight.pubrec(id);
+                        self.outflight.pubcomp(id)
+                    });
+                }
+                forget_stored(session, &d).await;
+            }
+        }
+    }
+
+    async fn handle_input(&mut self, session: &Session) -> Flow {
+        loop {
+            let packet = match self.conn.codec.decode(&mut self.rbuf) {
+                Ok(Some(p)) => p,
+                Ok(None) => return Flow::Continue,
+                Err(e) => {
+                    tracing::info!(session = %session.identity().key, error = %e, "protocol error");
+                    self.disconnect(e.reason, &e.detail).await;
+                    return Flow::Stop(End::Abnormal);
+                }
+            };
+            if let Flow::Stop(end) = self.handle_packet(session, packet).await {
+                return Flow::Stop(end);
+            }
+        }
+    }
+
+    async fn handle_packet(&mut self, session: &Session, packet: Inbound) -> Flow {
+        match packet {
+            Inbound::Publish(p) => return self.handle_publish(session, *p).await,
+            Inbound::PubAck(id) => {
+                if let Some(d) = self.outflight.puback(id) {
+                    forget_stored(session, &d).await;
+                }
+            }
+            Inbound::PubRec(id) => {
+                self.outflight.pubrec(id);
+                self.conn.send(Outbound::PubRel(id));
+            }
+            Inbound::PubComp(id) => {
+                if let Some(d) = self.outflight.pubcomp(id) {
+                    forget_stored(session, &d).await;
+                }
+            }
+            Inbound::PubRel(id) => {
+                self.inbound_qos2.release(id);
+                self.conn.send(Outbound::PubComp(id));
+            }
+            Inbound::Subscribe {
+                packet_id,
+                id,
+                filters,
+            } => {
+                let requests = filters
+                    .into_iter()
+                    .map(|f| SubscribeRequest {
+                        filter: f.filter,
+                        qos: hub_qos(f.qos),
+                        no_local: f.no_local,
+                        retain_as_published: f.retain_as_published,
+                        retain_handling: f.retain_handling,
+                        subscription_id: id,
+                    })
+                    .collect();
+                let (results, retained) = session.subscribe(requests).await;
+                let codes = results
+                    .into_iter()
+                    .map(|r| match r {
+                        Ok(q) => Ok(wire_qos(q)),
+                        Err(SubscribeRefusal::FilterInvalid(_)) => Err(0x8F),
+                        Err(SubscribeRefusal::NotAuthorized(_)) => Err(0x87),
+                        Err(SubscribeRefusal::Unavailable(_)) => Err(0x80),
+                    })
+                    .collect();
+                self.conn.send(Outbound::SubAck(packet_id, codes));
+                self.pending.extend(retained);
+            }
+            Inbound::Unsubscribe { packet_id, filters } => {
+                let existed = session.unsubscribe(filters).await;
+                self.conn.send(Outbound::UnsubAck(packet_id, existed));
+            }
+            Inbound::PingReq => {
+                self.conn.send(Outbound::PingResp);
+            }
+            Inbound::Disconnect { reason } => {
+                // 0x04: disconnect with will message.
+                return Flow::Stop(if reason == 0x04 {
+                    End::Abnormal
+                } else {
+                    End::Normal
+                });
+            }
+            Inbound::Connect(_) => {
+                self.disconnect(
+                    DisconnectReasonCode::ProtocolError,
+                    "second CONNECT (MQTT-3.1.0-2)",
+                )
+                .await;
+                return Flow::Stop(End::Abnormal);
+            }
+            Inbound::Unexpected(what) => {
+                self.disconnect(
+                    DisconnectReasonCode::ProtocolError,
+                    &format!("unexpected {what} from a client"),
+                )
+                .await;
+                return Flow::Stop(End::Abnormal);
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn handle_publish(&mut self, session: &Session, p: crate::codec::Publish) -> Flow {
+        let alias = p.properties.as_ref().and_then(|pp| pp.topic_alias);
+        let topic = match self.aliases.resolve(&p.topic, alias) {
+            Ok(t) => t,
+            Err(e) => {
+                self.disconnect(DisconnectReasonCode::TopicAliasInvalid, &e.to_string())
+                    .await;
+                return Flow::Stop(End::Abnormal);
+            }
+        };
+        if p.qos == QoS::ExactlyOnce {
+            let id = p.packet_id.expect("codec requires ids for QoS 2");
+            if self.inbound_qos2.is_pending(id) {
+                // Retransmission of a message already accepted: acknowledge again only.
+                self.conn.send(Outbound::PubRec(id, 0));
+                return Flow::Continue;
+            }
+            if !self.inbound_qos2.has_room() {
+                self.disconnect(
+                    DisconnectReasonCode::ReceiveMaximumExceeded,
+                    "more than 100 QoS 2 in flight",
+                )
+                .await;
+                return Flow::Stop(End::Abnormal);
+            }
+        }
+        let props = p.properties.unwrap_or_default();
+        let request = PublishRequest {
+            topic: topic.clone(),
+            payload: p.payload,
+            qos: hub_qos(p.qos),
+            retain: p.retain,
+            properties: Properties {
+                user: props
+                    .user_properties
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                content_type: props.content_type.map(|c| c.to_string()),
+                response_topic: props.response_topic.map(|c| c.to_string()),
+                correlation_data: props.correlation_data,
+                payload_utf8: props.is_utf8_payload,
+            },
+            message_expiry_secs: props.message_expiry_interval.map(NonZeroU32::get),
+        };
+        let outcome = session.publish(request).await;
+        let reason = match &outcome {
+            Ok(_) => 0x00,
+            Err(PublishRefusal::NotAuthorized(_)) => 0x87,
+            Err(PublishRefusal::TopicInvalid(_)) => 0x90,
+            Err(PublishRefusal::Unavailable(_)) => 0x80,
+        };
+        if let Err(refusal) = &outcome {
+            // MQTT 3.1.1 has no negative acknowledgement: the connection is closed. MQTT 5
+            // answers QoS 1/2 with the reason code and disconnects QoS 0 publishers with it.
+            let disconnect = self.version == Version::V3 || p.qos == QoS::AtMostOnce;
+            if disconnect {
+                let code = DisconnectReasonCode::try_from(reason)
+                    .unwrap_or(DisconnectReasonCode::UnspecifiedError);
+                self.disconnect(code, &refusal.to_string()).await;
+                return Flow::Stop(End::Abnormal);
+            }
+        }
+        match (p.qos, p.packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => {
+                self.conn.send(Outbound::PubAck(id, reason));
+            }
+            (QoS::ExactlyOnce, Some(id)) => {
+                if outcome.is_ok() {
+                    self.inbound_qos2.insert(id);
+                }
+                self.conn.send(Outbound::PubRec(id, reason));
+            }
+            _ => {}
+        }
+        Flow::Continue
+    }
+}
