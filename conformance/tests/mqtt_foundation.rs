@@ -648,3 +648,115 @@ async fn oversize_and_malformed_packets_close_only_their_connection() {
         "others are undisturbed"
     );
 }
+
+/// A self-signed certificate for 127.0.0.1 made with the openssl command line tool.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(status.success());
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_clients_talk_over_tls_with_signed_device_credentials() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(certs.path());
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = Deployment::start(&format!(
+        "[mqtt.tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = {cert:?}\nkey = {key:?}\n"
+    ))
+    .await;
+    let dev = d.provision("acme").await;
+    let creds = dev.mqtt();
+    let topic = dev.user_topic("tls");
+    let port = tls_port.to_string();
+    let common = |cmd: &mut std::process::Command| {
+        cmd.args(["-h", "127.0.0.1", "-p", &port, "--cafile"])
+            .arg(&cert)
+            .args([
+                "-V",
+                "mqttv5",
+                "-k",
+                "60",
+                "-i",
+                &creds.client_id,
+                "-u",
+                &creds.username,
+                "-P",
+                &creds.password,
+                "-t",
+                &topic,
+            ]);
+    };
+    let mut sub = std::process::Command::new("mosquitto_sub");
+    common(&mut sub);
+    sub.args(["-C", "1", "-W", "10", "-q", "1"])
+        .stdout(std::process::Stdio::piped());
+    let sub = sub.spawn().expect("mosquitto_sub runs");
+    // The subscriber is the device itself (its own user topic); wait until it is online, then
+    // send through the admin API so the subscriber is not taken over.
+    let path = format!(
+        "/api/v1/products/{}/devices/{}",
+        dev.product_key, dev.device_name
+    );
+    let deadline = Instant::now() + WAIT;
+    while d.api(Method::GET, &path, None).await.1["state"] != "online" {
+        assert!(
+            Instant::now() < deadline,
+            "TLS client never connected; log:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // SUBACK before the publish
+    let body = json!({ "tenant": dev.tenant, "topic": topic, "payload": "over tls", "qos": 1 });
+    assert_eq!(
+        d.api(Method::POST, "/api/v1/messages", Some(body)).await.1["delivered_to"],
+        1
+    );
+    let out = tokio::task::spawn_blocking(move || sub.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "mosquitto_sub failed");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "over tls");
+
+    let mut plain_on_tls = TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap();
+    plain_on_tls
+        .write_all(&raw::connect("plain", 60, None))
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut plain_on_tls).await;
+    assert_ne!(
+        answer.first(),
+        Some(&0x20),
+        "plain MQTT on the TLS port gets no CONNACK"
+    );
+}

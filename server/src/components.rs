@@ -70,6 +70,18 @@ pub async fn transports(config: &Config) -> Result<Vec<Box<dyn Transport>>, Comp
                     reason: format!("bind {}: {e}", config.mqtt.listen),
                 })?;
             out.push(Box::new(t));
+            if let Some(tls) = &config.mqtt.tls {
+                let start = |reason: String| ComponentError::Start {
+                    component: "mqtt tls",
+                    reason,
+                };
+                let acceptor = ironhub_mqtt::tls::acceptor(&tls.cert, &tls.key)
+                    .map_err(|e| start(e.to_string()))?;
+                let t = ironhub_mqtt::MqttTransport::bind_tls(tls.listen, acceptor)
+                    .await
+                    .map_err(|e| start(format!("bind {}: {e}", tls.listen)))?;
+                out.push(Box::new(t));
+            }
         }
         #[cfg(not(feature = "mqtt"))]
         return Err(ComponentError::CompiledOut {

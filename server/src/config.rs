@@ -63,15 +63,36 @@ pub struct MqttConfig {
     pub enabled: bool,
     /// Listen address.
     pub listen: SocketAddr,
+    /// MQTT over TLS on a second listener, when set.
+    pub tls: Option<TlsListenerConfig>,
 }
 
 impl Default for MqttConfig {
     fn default() -> Self {
+        let listen = SocketAddr::from(([0, 0, 0, 0], 1883));
         MqttConfig {
             enabled: true,
-            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            listen,
+            tls: None,
         }
     }
+}
+
+/// `[mqtt.tls]`: a TLS listener with a certificate chain and key in PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    /// Listen address (8883 by convention).
+    #[serde(default = "default_tls_listen")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+fn default_tls_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8883))
 }
 
 /// Which storage backend.

@@ -1,4 +1,4 @@
-//! ironhub-mqtt: the MQTT 3.1.1 and 5.0 device transport over TCP.
+//! ironhub-mqtt: the MQTT 3.1.1 and 5.0 device transport over TCP and TLS.
 //!
 //! [`codec`] and [`state`] are free of IO (bytes in, packets out; packet ids and windows), and
 //! unit-tested on bytes; [`conn`] is the tokio driver of one connection. Every decision about a
@@ -11,26 +11,43 @@ use async_trait::async_trait;
 use ironhub_core::Hub;
 use ironhub_core::transport::{BoxError, Transport};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub mod codec;
 pub mod conn;
 pub mod state;
+pub mod tls;
 
 /// How long shutdown waits for connections to close (and persist their sessions).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// MQTT over TCP on one listener.
+/// How long a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// MQTT on one listener, plain TCP or TLS.
 pub struct MqttTransport {
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
 }
 
 impl MqttTransport {
-    /// Binds the listener (port 0 picks a free port).
+    /// Binds a plain TCP listener (port 0 picks a free port).
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         Ok(MqttTransport {
-            listener: TcpListener::bind(addr).await?,
+            listener,
+            tls: None,
+        })
+    }
+
+    /// Binds a TLS listener.
+    pub async fn bind_tls(addr: SocketAddr, acceptor: TlsAcceptor) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(MqttTransport {
+            listener,
+            tls: Some(acceptor),
         })
     }
 
@@ -43,12 +60,12 @@ impl MqttTransport {
 #[async_trait]
 impl Transport for MqttTransport {
     fn name(&self) -> &'static str {
-        "mqtt"
+        if self.tls.is_some() { "mqtts" } else { "mqtt" }
     }
 
     async fn serve(self: Box<Self>, hub: Hub, shutdown: CancellationToken) -> Result<(), BoxError> {
         let tracker = TaskTracker::new();
-        tracing::info!(addr = %self.listener.local_addr()?, "MQTT listening");
+        tracing::info!(addr = %self.listener.local_addr()?, tls = self.tls.is_some(), "MQTT listening");
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -63,7 +80,22 @@ impl Transport for MqttTransport {
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    tracker.spawn(conn::serve_connection(stream, peer, hub.clone(), shutdown.clone()));
+                    let (hub, shutdown) = (hub.clone(), shutdown.clone());
+                    match &self.tls {
+                        None => {
+                            tracker.spawn(conn::serve_connection(stream, peer, hub, shutdown));
+                        }
+                        Some(acceptor) => {
+                            let handshake = acceptor.accept(stream);
+                            tracker.spawn(async move {
+                                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                                    Ok(Ok(tls)) => conn::serve_connection(tls, peer, hub, shutdown).await,
+                                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                                }
+                            });
+                        }
+                    }
                 }
             }
         }

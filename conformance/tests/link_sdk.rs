@@ -1,0 +1,46 @@
+//! A stock Alibaba Cloud Link SDK device (Python `aliyun-iot-linkkit`, unmodified) connects with
+//! its own signing (hmacsha1, unsigned extra client-id parameters), posts a property through the
+//! thing model and gets the Alink reply without subscribing, and round-trips a custom topic.
+//! `.ci/run` installs the SDK.
+
+use std::process::Command;
+
+use ironhub_conformance::Deployment;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_link_sdk_device_connects_posts_and_receives() {
+    let d = Deployment::start("").await;
+    let dev = d.provision("acme").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/linkkit_device.py");
+    let port = d.mqtt.port().to_string();
+    let out = tokio::task::spawn_blocking({
+        let dev = dev.clone();
+        move || {
+            Command::new("timeout")
+                .args(["60", "python3", script, "127.0.0.1", &port])
+                .args([&dev.product_key, &dev.device_name, &dev.device_secret])
+                .output()
+                .expect("python3 runs")
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "SDK device failed: {stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    let seen: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap();
+    assert_eq!(seen["reply"]["code"], 200);
+    assert_eq!(seen["reply"]["request_id"], seen["posted_request_id"]);
+    assert_eq!(seen["granted_qos"], serde_json::json!([1]));
+    assert_eq!(seen["echo"]["payload"], "hello from linkkit");
+    assert!(
+        d.log()
+            .contains(&format!("{}/{}", dev.product_key, dev.device_name)),
+        "the session was the device's"
+    );
+}
