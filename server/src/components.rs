@@ -59,37 +59,37 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, ComponentError> {
 
 /// Binds the configured transports.
 pub async fn transports(config: &Config) -> Result<Vec<Box<dyn Transport>>, ComponentError> {
-    let mut out: Vec<Box<dyn Transport>> = Vec::new();
+    let mut out = Vec::new();
     if config.mqtt.enabled {
-        #[cfg(feature = "mqtt")]
-        {
-            let t = ironhub_mqtt::MqttTransport::bind(config.mqtt.listen)
-                .await
-                .map_err(|e| ComponentError::Start {
-                    component: "mqtt",
-                    reason: format!("bind {}: {e}", config.mqtt.listen),
-                })?;
-            out.push(Box::new(t));
-            if let Some(tls) = &config.mqtt.tls {
-                let start = |reason: String| ComponentError::Start {
-                    component: "mqtt tls",
-                    reason,
-                };
-                let acceptor = ironhub_mqtt::tls::acceptor(&tls.cert, &tls.key)
-                    .map_err(|e| start(e.to_string()))?;
-                let t = ironhub_mqtt::MqttTransport::bind_tls(tls.listen, acceptor)
-                    .await
-                    .map_err(|e| start(format!("bind {}: {e}", tls.listen)))?;
-                out.push(Box::new(t));
-            }
-        }
-        #[cfg(not(feature = "mqtt"))]
-        return Err(ComponentError::CompiledOut {
-            component: "[mqtt]",
-            feature: "mqtt",
-        });
+        out.extend(mqtt(config).await?);
     }
     Ok(out)
+}
+
+#[cfg(feature = "mqtt")]
+async fn mqtt(config: &Config) -> Result<Vec<Box<dyn Transport>>, ComponentError> {
+    let start = |component, reason| ComponentError::Start { component, reason };
+    let plain = ironhub_mqtt::MqttTransport::bind(config.mqtt.listen)
+        .await
+        .map_err(|e| start("mqtt", format!("bind {}: {e}", config.mqtt.listen)))?;
+    let mut out: Vec<Box<dyn Transport>> = vec![Box::new(plain)];
+    if let Some(tls) = &config.mqtt.tls {
+        let acceptor = ironhub_mqtt::tls::acceptor(&tls.cert, &tls.key)
+            .map_err(|e| start("mqtt tls", e.to_string()))?;
+        let secure = ironhub_mqtt::MqttTransport::bind_tls(tls.listen, acceptor)
+            .await
+            .map_err(|e| start("mqtt tls", format!("bind {}: {e}", tls.listen)))?;
+        out.push(Box::new(secure));
+    }
+    Ok(out)
+}
+
+#[cfg(not(feature = "mqtt"))]
+async fn mqtt(_config: &Config) -> Result<Vec<Box<dyn Transport>>, ComponentError> {
+    Err(ComponentError::CompiledOut {
+        component: "[mqtt]",
+        feature: "mqtt",
+    })
 }
 
 /// The components compiled into this binary, for `ironhub --version` and logs.

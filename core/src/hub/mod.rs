@@ -460,7 +460,9 @@ impl Hub {
     pub async fn delete_product(&self, pk: &str) -> Result<(), HubError> {
         self.product(pk).await?;
         for d in self.devices(pk, LIST_LIMIT).await? {
-            self.kick(&device_session_key(pk, &d.device_name)).await;
+            let key = device_session_key(pk, &d.device_name);
+            self.kick(&key).await;
+            self.drop_session(&key).await?;
         }
         let pk2 = pk.to_owned();
         transact(&**self.store(), |t| {

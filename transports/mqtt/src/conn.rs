@@ -540,7 +540,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
             }
         };
         if p.qos == QoS::ExactlyOnce {
-            let id = p.packet_id.expect("codec requires ids for QoS 2");
+            let Some(id) = p.packet_id else {
+                self.disconnect(
+                    DisconnectReasonCode::ProtocolError,
+                    "QoS 2 PUBLISH without a packet id",
+                )
+                .await;
+                return Flow::Stop(End::Abnormal);
+            };
             if self.inbound_qos2.is_pending(id) {
                 // Retransmission of a message already accepted: acknowledge again only.
                 self.conn.send(Outbound::PubRec(id, 0));

@@ -1,0 +1,205 @@
+//! The hub engine on the in-memory store, driven through the API transports use: the
+//! slow-subscriber policy, reclaiming expired sessions under churn, and takeover handing the
+//! session over with nothing lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ironhub_core::hub::{
+    ConnectOutcome, ConnectRequest, Connected, KickReason, PublishRequest, SubscribeRequest,
+};
+use ironhub_core::message::Properties;
+use ironhub_core::store::{memory::memory_store, records, transact};
+use ironhub_core::{Hub, HubConfig, QoS, now_ms};
+
+async fn hub(tune: impl FnOnce(&mut HubConfig)) -> Hub {
+    let mut config = HubConfig::default();
+    config.open_broker.enabled = true;
+    tune(&mut config);
+    Hub::start(config, Arc::new(memory_store())).await.unwrap()
+}
+
+fn request(client_id: &str, clean_start: bool, session_expiry_secs: Option<u32>) -> ConnectRequest {
+    ConnectRequest {
+        client_id: client_id.into(),
+        username: None,
+        password: None,
+        clean_start,
+        session_expiry_secs,
+        keep_alive_secs: 60,
+        will: None,
+    }
+}
+
+async fn connect(hub: &Hub, req: ConnectRequest) -> Connected {
+    match hub.connect(req).await.expect("accepted") {
+        ConnectOutcome::Connected(c) => *c,
+        ConnectOutcome::Registered { .. } => panic!("not a registration"),
+    }
+}
+
+fn publish(topic: &str, qos: QoS) -> PublishRequest {
+    PublishRequest {
+        topic: topic.into(),
+        payload: Bytes::from_static(b"x"),
+        qos,
+        retain: false,
+        properties: Properties::default(),
+        message_expiry_secs: None,
+    }
+}
+
+fn subscribe(filter: &str, qos: QoS) -> Vec<SubscribeRequest> {
+    vec![SubscribeRequest {
+        filter: filter.into(),
+        qos,
+        no_local: false,
+        retain_as_published: false,
+        retain_handling: 0,
+        subscription_id: None,
+    }]
+}
+
+#[tokio::test]
+async fn a_full_subscriber_queue_drops_qos0_and_holds_qos1_publishers_then_counts_the_drop() {
+    let hub = hub(|c| {
+        c.session_queue_capacity = 2;
+        c.slow_subscriber_wait_ms = 50;
+    })
+    .await;
+    let mut slow = connect(&hub, request("slow", true, None)).await;
+    slow.session
+        .subscribe(subscribe("t", QoS::AtLeastOnce))
+        .await;
+    let fast = connect(&hub, request("fast", true, None)).await;
+
+    for _ in 0..4 {
+        fast.session
+            .publish(publish("t", QoS::AtMostOnce))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        hub.stats().dropped["qos0_queue_full"],
+        2,
+        "two fit, two dropped and counted"
+    );
+
+    fast.session
+        .publish(publish("t", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    assert_eq!(
+        hub.stats().dropped["qos12_slow_subscriber"],
+        1,
+        "QoS 1 dropped only after the wait"
+    );
+
+    // With a consumer draining meanwhile, the waiting QoS 1 publisher gets through.
+    let drained = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut n = 0;
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(200), slow.deliveries.recv()).await
+        {
+            n += 1;
+        }
+        n
+    });
+    fast.session
+        .publish(publish("t", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    assert_eq!(
+        drained.await.unwrap(),
+        3,
+        "two queued QoS 0 and the delivered QoS 1"
+    );
+    assert_eq!(hub.stats().dropped["qos12_slow_subscriber"], 1);
+}
+
+#[tokio::test]
+async fn session_churn_is_reclaimed_when_sessions_expire() {
+    let hub = hub(|_| {}).await;
+    for i in 0..200 {
+        let c = connect(&hub, request(&format!("churn-{i}"), true, Some(1))).await;
+        c.session
+            .subscribe(subscribe(&format!("d/{i}/#"), QoS::AtLeastOnce))
+            .await;
+        c.session.close(true, Vec::new(), c.deliveries).await;
+    }
+    for i in 0..200 {
+        let c = connect(&hub, request(&format!("clean-{i}"), true, None)).await;
+        c.session.close(true, Vec::new(), c.deliveries).await;
+    }
+    assert_eq!(
+        hub.stats().sessions,
+        200,
+        "clean sessions end with their connection"
+    );
+    assert_eq!(
+        hub.sweep_sessions(now_ms()).await.unwrap(),
+        0,
+        "nothing expired yet"
+    );
+    assert_eq!(hub.sweep_sessions(now_ms() + 1_000).await.unwrap(), 200);
+    assert_eq!(hub.stats().sessions, 0);
+    assert_eq!(hub.stats().sessions_expired, 200);
+    let stored = transact(&**hub.store(), |t| Box::pin(records::list_sessions(t)))
+        .await
+        .unwrap();
+    assert!(stored.is_empty(), "stored sessions are reclaimed too");
+    // The routes went with them: a publish reaches nobody.
+    let p = connect(&hub, request("p", true, None)).await;
+    assert_eq!(
+        p.session
+            .publish(publish("d/7/x", QoS::AtLeastOnce))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn takeover_hands_unacknowledged_messages_to_the_new_connection() {
+    let hub = hub(|_| {}).await;
+    let first = connect(&hub, request("dev", false, None)).await;
+    first
+        .session
+        .subscribe(subscribe("cmd/#", QoS::AtLeastOnce))
+        .await;
+    let producer = connect(&hub, request("producer", true, None)).await;
+    producer
+        .session
+        .publish(publish("cmd/1", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    producer
+        .session
+        .publish(publish("cmd/2", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+
+    // The old connection "sent" cmd/1 without an acknowledgement; cmd/2 is still queued.
+    let Connected {
+        session,
+        mut deliveries,
+        kicked,
+        ..
+    } = first;
+    let in_flight = deliveries.recv().await.unwrap();
+    let old = tokio::spawn(async move {
+        assert_eq!(kicked.await, Ok(KickReason::SessionTakenOver));
+        session.close(false, vec![in_flight], deliveries).await;
+    });
+    let second = connect(&hub, request("dev", false, None)).await;
+    old.await.unwrap();
+    assert!(second.session_present);
+    let topics: Vec<&str> = second
+        .backlog
+        .iter()
+        .map(|d| d.message.topic.as_str())
+        .collect();
+    assert_eq!(topics, vec!["cmd/1", "cmd/2"], "in order, nothing lost");
+}
