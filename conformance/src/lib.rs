@@ -17,6 +17,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
+#[macro_use]
+mod helpers;
+pub mod v3;
+pub mod v5;
+
 /// Admin token every test deployment uses.
 pub const TOKEN: &str = "conformance-admin-token";
 
@@ -310,55 +315,6 @@ pub fn open_v5(d: &Deployment, client_id: &str) -> rumqttc::v5::MqttOptions {
     let mut o = rumqttc::v5::MqttOptions::new(client_id, d.mqtt.ip().to_string(), d.mqtt.port());
     o.set_keep_alive(Duration::from_secs(60));
     o
-}
-
-/// Polls an MQTT 3.1.1 event loop until `pick` returns Some, failing after [`WAIT`].
-pub async fn until_v3<T>(
-    ev: &mut rumqttc::EventLoop,
-    mut pick: impl FnMut(Result<rumqttc::Event, rumqttc::ConnectionError>) -> Option<T>,
-) -> T {
-    let found = tokio::time::timeout(WAIT, async {
-        loop {
-            let e = ev.poll().await;
-            let stop = e.is_err();
-            if let Some(t) = pick(e) {
-                return Some(t);
-            }
-            if stop {
-                // Errors end a rumqttc connection; give the caller's predicate the last word.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    })
-    .await;
-    found
-        .ok()
-        .flatten()
-        .expect("expected MQTT 3.1.1 event did not arrive in time")
-}
-
-/// Polls an MQTT 5 event loop until `pick` returns Some, failing after [`WAIT`].
-pub async fn until_v5<T>(
-    ev: &mut rumqttc::v5::EventLoop,
-    mut pick: impl FnMut(Result<rumqttc::v5::Event, rumqttc::v5::ConnectionError>) -> Option<T>,
-) -> T {
-    let found = tokio::time::timeout(WAIT, async {
-        loop {
-            let e = ev.poll().await;
-            let stop = e.is_err();
-            if let Some(t) = pick(e) {
-                return Some(t);
-            }
-            if stop {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    })
-    .await;
-    found
-        .ok()
-        .flatten()
-        .expect("expected MQTT 5 event did not arrive in time")
 }
 
 /// Raw MQTT bytes for protocol-level tests, where a well-behaved client library cannot go.

@@ -3,59 +3,16 @@
 
 use std::time::Duration;
 
-use ironhub_conformance::{Deployment, open_v5, until_v5};
+use ironhub_conformance::{Deployment, open_v5, v5};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
-    ConnectReturnCode, Packet, PubAckReason, Publish, PublishProperties, SubscribeProperties,
-    SubscribeReasonCode,
+    PubAckReason, PublishProperties, SubscribeProperties, SubscribeReasonCode,
 };
-use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
-
-async fn connect(opts: MqttOptions) -> (AsyncClient, EventLoop) {
-    let (c, mut ev) = AsyncClient::new(opts, 64);
-    until_v5(&mut ev, |e| match e {
-        Ok(Event::Incoming(Packet::ConnAck(a))) => {
-            assert_eq!(a.code, ConnectReturnCode::Success);
-            Some(())
-        }
-        Err(e) => panic!("connect failed: {e}"),
-        _ => None,
-    })
-    .await;
-    (c, ev)
-}
-
-async fn suback(ev: &mut EventLoop) -> Vec<SubscribeReasonCode> {
-    until_v5(ev, |e| match e {
-        Ok(Event::Incoming(Packet::SubAck(s))) => Some(s.return_codes),
-        Err(e) => panic!("connection lost: {e}"),
-        _ => None,
-    })
-    .await
-}
-
-async fn next_publish(ev: &mut EventLoop) -> Publish {
-    until_v5(ev, |e| match e {
-        Ok(Event::Incoming(Packet::Publish(p))) => Some(p),
-        Err(e) => panic!("connection lost: {e}"),
-        _ => None,
-    })
-    .await
-}
-
-async fn puback(ev: &mut EventLoop) -> PubAckReason {
-    until_v5(ev, |e| match e {
-        Ok(Event::Incoming(Packet::PubAck(a))) => Some(a.reason),
-        Err(e) => panic!("connection lost: {e}"),
-        _ => None,
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_response_and_user_properties_arrive_unchanged() {
     let d = Deployment::open_broker("").await;
-    let (sub, mut sev) = connect(open_v5(&d, "responder")).await;
+    let (sub, mut sev) = v5::connect(open_v5(&d, "responder")).await;
     let props = SubscribeProperties {
         id: Some(7),
         user_properties: Vec::new(),
@@ -63,9 +20,9 @@ async fn request_response_and_user_properties_arrive_unchanged() {
     sub.subscribe_with_properties("req/#", QoS::AtLeastOnce, props)
         .await
         .unwrap();
-    suback(&mut sev).await;
+    v5::suback(&mut sev).await;
 
-    let (p, mut pev) = connect(open_v5(&d, "requester")).await;
+    let (p, mut pev) = v5::connect(open_v5(&d, "requester")).await;
     let props = PublishProperties {
         payload_format_indicator: Some(1),
         message_expiry_interval: Some(600),
@@ -81,8 +38,8 @@ async fn request_response_and_user_properties_arrive_unchanged() {
     p.publish_with_properties("req/lamp", QoS::AtLeastOnce, false, "{}", props)
         .await
         .unwrap();
-    assert_eq!(puback(&mut pev).await, PubAckReason::Success);
-    let got = next_publish(&mut sev).await;
+    assert_eq!(v5::puback(&mut pev).await, PubAckReason::Success);
+    let got = v5::next_publish(&mut sev).await;
     let props = got.properties.expect("properties forwarded");
     assert_eq!(props.response_topic.as_deref(), Some("resp/requester"));
     assert_eq!(props.correlation_data.as_deref(), Some(&b"corr-42"[..]));
@@ -110,13 +67,13 @@ async fn expired_messages_are_not_delivered_from_a_stored_session() {
     opts.set_clean_start(false)
         .set_session_expiry_interval(Some(300));
     {
-        let (c, mut ev) = connect(opts.clone()).await;
+        let (c, mut ev) = v5::connect(opts.clone()).await;
         c.subscribe("news/#", QoS::AtLeastOnce).await.unwrap();
-        suback(&mut ev).await;
+        v5::suback(&mut ev).await;
         c.disconnect().await.unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(5), ev.poll()).await;
     }
-    let (p, mut pev) = connect(open_v5(&d, "press")).await;
+    let (p, mut pev) = v5::connect(open_v5(&d, "press")).await;
     let short = PublishProperties {
         message_expiry_interval: Some(1),
         ..PublishProperties::default()
@@ -124,14 +81,14 @@ async fn expired_messages_are_not_delivered_from_a_stored_session() {
     p.publish_with_properties("news/stale", QoS::AtLeastOnce, false, "old", short)
         .await
         .unwrap();
-    puback(&mut pev).await;
+    v5::puback(&mut pev).await;
     p.publish("news/fresh", QoS::AtLeastOnce, false, "new")
         .await
         .unwrap();
-    puback(&mut pev).await;
+    v5::puback(&mut pev).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (_c, mut ev) = connect(opts).await;
-    let got = next_publish(&mut ev).await;
+    let (_c, mut ev) = v5::connect(opts).await;
+    let got = v5::next_publish(&mut ev).await;
     assert_eq!(
         &got.topic[..],
         b"news/fresh",
@@ -147,32 +104,32 @@ async fn open_broker_rules_allow_and_deny_per_filter() {
                    { filter = \"ro/#\", access = \"publish\", allow = false } ]",
     )
     .await;
-    let (c, mut ev) = connect(open_v5(&d, "guest")).await;
+    let (c, mut ev) = v5::connect(open_v5(&d, "guest")).await;
     c.subscribe("secret/#", QoS::AtMostOnce).await.unwrap();
     assert_eq!(
-        suback(&mut ev).await,
+        v5::suback(&mut ev).await,
         vec![SubscribeReasonCode::NotAuthorized]
     );
     c.subscribe("#", QoS::AtMostOnce).await.unwrap();
     assert_eq!(
-        suback(&mut ev).await,
+        v5::suback(&mut ev).await,
         vec![SubscribeReasonCode::NotAuthorized],
         "# would see secret/..."
     );
     c.subscribe("ro/#", QoS::AtLeastOnce).await.unwrap();
     assert_eq!(
-        suback(&mut ev).await,
+        v5::suback(&mut ev).await,
         vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
     );
     c.publish("ro/x", QoS::AtLeastOnce, false, "nope")
         .await
         .unwrap();
-    assert_eq!(puback(&mut ev).await, PubAckReason::NotAuthorized);
+    assert_eq!(v5::puback(&mut ev).await, PubAckReason::NotAuthorized);
     c.publish("secret/x", QoS::AtLeastOnce, false, "ok")
         .await
         .unwrap();
     assert_eq!(
-        puback(&mut ev).await,
+        v5::puback(&mut ev).await,
         PubAckReason::Success,
         "publishing to secret/ is allowed"
     );

@@ -4,125 +4,12 @@
 use std::time::{Duration, Instant};
 
 use hyper::Method;
-use ironhub_conformance::{Deployment, WAIT, open_v3, open_v5, raw, until_v3, until_v5};
+use ironhub_conformance::{Deployment, WAIT, open_v3, open_v5, raw, v3, v5};
 use rumqttc::v5::mqttbytes::v5 as p5;
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, Packet, QoS};
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, Packet, QoS};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-type V5Client = (rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop);
-
-async fn connect_v3(opts: rumqttc::MqttOptions) -> (AsyncClient, EventLoop) {
-    let (c, mut ev) = AsyncClient::new(opts, 64);
-    until_v3(&mut ev, |e| match e {
-        Ok(Event::Incoming(Packet::ConnAck(a))) => {
-            assert_eq!(a.code, ConnectReturnCode::Success);
-            Some(())
-        }
-        Err(e) => panic!("connect failed: {e}"),
-        _ => None,
-    })
-    .await;
-    (c, ev)
-}
-
-async fn connect_v5(opts: rumqttc::v5::MqttOptions) -> V5Client {
-    let (c, mut ev) = rumqttc::v5::AsyncClient::new(opts, 64);
-    until_v5(&mut ev, |e| match e {
-        Ok(rumqttc::v5::Event::Incoming(p5::Packet::ConnAck(a))) => {
-            assert_eq!(a.code, p5::ConnectReturnCode::Success);
-            Some(())
-        }
-        Err(e) => panic!("connect failed: {e}"),
-        _ => None,
-    })
-    .await;
-    (c, ev)
-}
-
-/// Refusal code of a 3.1.1 connection attempt.
-async fn refusal_v3(opts: rumqttc::MqttOptions) -> ConnectReturnCode {
-    let (_c, mut ev) = AsyncClient::new(opts, 8);
-    until_v3(&mut ev, |e| match e {
-        Err(rumqttc::ConnectionError::ConnectionRefused(code)) => Some(code),
-        Ok(Event::Incoming(Packet::ConnAck(_))) => panic!("connection was accepted"),
-        Err(e) => panic!("unexpected error: {e}"),
-        _ => None,
-    })
-    .await
-}
-
-/// Refusal code of a 5.0 connection attempt.
-async fn refusal_v5(opts: rumqttc::v5::MqttOptions) -> p5::ConnectReturnCode {
-    let (_c, mut ev) = rumqttc::v5::AsyncClient::new(opts, 8);
-    until_v5(&mut ev, |e| match e {
-        Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => Some(code),
-        Ok(rumqttc::v5::Event::Incoming(p5::Packet::ConnAck(_))) => {
-            panic!("connection was accepted")
-        }
-        Err(e) => panic!("unexpected error: {e}"),
-        _ => None,
-    })
-    .await
-}
-
-async fn suback_v3(ev: &mut EventLoop) -> Vec<rumqttc::SubscribeReasonCode> {
-    until_v3(ev, |e| match e {
-        Ok(Event::Incoming(Packet::SubAck(s))) => Some(s.return_codes),
-        Err(e) => panic!("connection lost: {e}"),
-        _ => None,
-    })
-    .await
-}
-
-async fn suback_v5(ev: &mut rumqttc::v5::EventLoop) -> Vec<p5::SubscribeReasonCode> {
-    until_v5(ev, |e| match e {
-        Ok(rumqttc::v5::Event::Incoming(p5::Packet::SubAck(s))) => Some(s.return_codes),
-        Err(e) => panic!("connection lost: {e}"),
-        _ => None,
-    })
-    .await
-}
-
-async fn next_publish_v3(ev: &mut EventLoop) -> rumqttc::Publish {
-    until_v3(ev, |e| match e {
-        Ok(Event::Incoming(Packet::Publish(p))) => Some(p),
-        Err(e) => panic!("connection lost: {e}"),
-        _ => None,
-    })
-    .await
-}
-
-async fn next_publish_v5(ev: &mut rumqttc::v5::EventLoop) -> p5::Publish {
-    until_v5(ev, |e| match e {
-        Ok(rumqttc::v5::Event::Incoming(p5::Packet::Publish(p))) => Some(p),
-        Err(e) => panic!("connection lost: {e}"),
-        _ => None,
-    })
-    .await
-}
-
-async fn puback_v3(ev: &mut EventLoop) {
-    until_v3(ev, |e| match e {
-        Ok(Event::Incoming(Packet::PubAck(_) | Packet::PubComp(_))) => Some(()),
-        Err(e) => panic!("connection lost: {e}"),
-        _ => None,
-    })
-    .await
-}
-
-/// Polls until the connection drops; returns the v5 DISCONNECT reason if the server sent one.
-async fn closed_v5(ev: &mut rumqttc::v5::EventLoop) -> Option<p5::DisconnectReasonCode> {
-    until_v5(ev, |e| match e {
-        Err(rumqttc::v5::ConnectionError::MqttState(
-            rumqttc::v5::StateError::ServerDisconnect { reason_code, .. },
-        )) => Some(Some(reason_code)),
-        Err(_) => Some(None),
-        _ => None,
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_device_connects_goes_online_and_receives_downlink() {
@@ -136,7 +23,7 @@ async fn signed_device_connects_goes_online_and_receives_downlink() {
         d.api(Method::GET, &device_path, None).await.1["state"],
         "inactive"
     );
-    let (c, mut ev) = connect_v3(dev.v3_options(&d)).await;
+    let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
     assert_eq!(
         d.api(Method::GET, &device_path, None).await.1["state"],
         "online"
@@ -145,13 +32,13 @@ async fn signed_device_connects_goes_online_and_receives_downlink() {
         .await
         .unwrap();
     assert_eq!(
-        suback_v3(&mut ev).await,
+        v3::suback(&mut ev).await,
         vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
     );
     let body = json!({ "tenant": dev.tenant, "topic": dev.user_topic("get"), "payload": "turn on", "qos": 1 });
     let (status, v) = d.api(Method::POST, "/api/v1/messages", Some(body)).await;
     assert_eq!((status, v["delivered_to"].as_u64()), (200, Some(1)));
-    let p = next_publish_v3(&mut ev).await;
+    let p = v3::next_publish(&mut ev).await;
     assert_eq!(
         (p.topic.as_str(), &p.payload[..], p.qos),
         (
@@ -179,18 +66,18 @@ async fn bad_signature_unknown_and_disabled_devices_are_refused() {
     let c = dev.mqtt();
     bad.set_credentials(c.username.clone(), "0".repeat(64));
     assert_eq!(
-        refusal_v3(bad).await,
+        v3::refusal(bad).await,
         ConnectReturnCode::BadUserNamePassword
     );
 
     let mut unknown = dev.clone();
     unknown.device_name = "ghost-1".into();
     assert_eq!(
-        refusal_v5(unknown.v5_options(&d)).await,
+        v5::refusal(unknown.v5_options(&d)).await,
         p5::ConnectReturnCode::BadUserNamePassword
     );
     assert_eq!(
-        refusal_v3(unknown.v3_options(&d)).await,
+        v3::refusal(unknown.v3_options(&d)).await,
         ConnectReturnCode::BadUserNamePassword
     );
 
@@ -201,30 +88,30 @@ async fn bad_signature_unknown_and_disabled_devices_are_refused() {
     let (s, v) = d.api(Method::POST, &format!("{path}/disable"), None).await;
     assert_eq!((s, v["state"].as_str()), (200, Some("disabled")));
     assert_eq!(
-        refusal_v3(dev.v3_options(&d)).await,
+        v3::refusal(dev.v3_options(&d)).await,
         ConnectReturnCode::NotAuthorized
     );
     assert_eq!(
-        refusal_v5(dev.v5_options(&d)).await,
+        v5::refusal(dev.v5_options(&d)).await,
         p5::ConnectReturnCode::NotAuthorized
     );
 
     d.api(Method::POST, &format!("{path}/enable"), None).await;
-    connect_v3(dev.v3_options(&d)).await;
+    v3::connect(dev.v3_options(&d)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabling_a_connected_device_closes_its_connection() {
     let d = Deployment::start("").await;
     let dev = d.provision("acme").await;
-    let (_c, mut ev) = connect_v5(dev.v5_options(&d)).await;
+    let (_c, mut ev) = v5::connect(dev.v5_options(&d)).await;
     let path = format!(
         "/api/v1/products/{}/devices/{}/disable",
         dev.product_key, dev.device_name
     );
     d.api(Method::POST, &path, None).await;
     assert_eq!(
-        closed_v5(&mut ev).await,
+        v5::closed(&mut ev).await,
         Some(p5::DisconnectReasonCode::AdministrativeAction)
     );
 }
@@ -235,7 +122,7 @@ async fn acl_violations_get_reason_codes_or_a_disconnect() {
     let dev = d.provision("acme").await;
     let other = d.add_device(&dev.product_key, "dev-2").await;
 
-    let (c5, mut ev5) = connect_v5(dev.v5_options(&d)).await;
+    let (c5, mut ev5) = v5::connect(dev.v5_options(&d)).await;
     c5.subscribe(
         other.user_topic("#"),
         rumqttc::v5::mqttbytes::QoS::AtMostOnce,
@@ -243,7 +130,7 @@ async fn acl_violations_get_reason_codes_or_a_disconnect() {
     .await
     .unwrap();
     assert_eq!(
-        suback_v5(&mut ev5).await,
+        v5::suback(&mut ev5).await,
         vec![p5::SubscribeReasonCode::NotAuthorized]
     );
     c5.publish(
@@ -254,7 +141,7 @@ async fn acl_violations_get_reason_codes_or_a_disconnect() {
     )
     .await
     .unwrap();
-    let reason = until_v5(&mut ev5, |e| match e {
+    let reason = v5::until(&mut ev5, |e| match e {
         Ok(rumqttc::v5::Event::Incoming(p5::Packet::PubAck(a))) => Some(a.reason),
         Err(e) => panic!("connection lost: {e}"),
         _ => None,
@@ -264,17 +151,17 @@ async fn acl_violations_get_reason_codes_or_a_disconnect() {
     c5.disconnect().await.unwrap();
     drop(ev5);
 
-    let (c3, mut ev3) = connect_v3(other.v3_options(&d)).await;
+    let (c3, mut ev3) = v3::connect(other.v3_options(&d)).await;
     c3.subscribe("#", QoS::AtMostOnce).await.unwrap();
     assert_eq!(
-        suback_v3(&mut ev3).await,
+        v3::suback(&mut ev3).await,
         vec![rumqttc::SubscribeReasonCode::Failure]
     );
     c3.publish(dev.user_topic("x"), QoS::AtMostOnce, false, "spoof")
         .await
         .unwrap();
     // MQTT 3.1.1 has no negative acknowledgement: the connection is closed.
-    until_v3(&mut ev3, |e| e.is_err().then_some(())).await;
+    v3::until(&mut ev3, |e| e.is_err().then_some(())).await;
     assert!(
         d.log().contains("ACL: publish refused"),
         "violation is logged"
@@ -285,10 +172,10 @@ async fn acl_violations_get_reason_codes_or_a_disconnect() {
 async fn a_second_connection_takes_the_device_over() {
     let d = Deployment::start("").await;
     let dev = d.provision("acme").await;
-    let (_first, mut first_ev) = connect_v5(dev.v5_options(&d)).await;
-    let (second, mut second_ev) = connect_v3(dev.v3_options(&d)).await;
+    let (_first, mut first_ev) = v5::connect(dev.v5_options(&d)).await;
+    let (second, mut second_ev) = v3::connect(dev.v3_options(&d)).await;
     assert_eq!(
-        closed_v5(&mut first_ev).await,
+        v5::closed(&mut first_ev).await,
         Some(p5::DisconnectReasonCode::SessionTakenOver)
     );
     drop(first_ev);
@@ -297,7 +184,7 @@ async fn a_second_connection_takes_the_device_over() {
         .await
         .unwrap();
     assert_eq!(
-        suback_v3(&mut second_ev).await.len(),
+        v3::suback(&mut second_ev).await.len(),
         1,
         "the new connection works"
     );
@@ -307,7 +194,7 @@ async fn a_second_connection_takes_the_device_over() {
 async fn property_post_is_answered_on_reply_without_a_subscription() {
     let d = Deployment::start("").await;
     let dev = d.provision("acme").await;
-    let (c, mut ev) = connect_v3(dev.v3_options(&d)).await;
+    let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
     let topic = format!(
         "/sys/{}/{}/thing/event/property/post",
         dev.product_key, dev.device_name
@@ -320,7 +207,7 @@ async fn property_post_is_answered_on_reply_without_a_subscription() {
     )
     .await
     .unwrap();
-    let reply = next_publish_v3(&mut ev).await;
+    let reply = v3::next_publish(&mut ev).await;
     assert_eq!(reply.topic, format!("{topic}_reply"));
     let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(
@@ -330,7 +217,7 @@ async fn property_post_is_answered_on_reply_without_a_subscription() {
     c.publish(&topic, QoS::AtMostOnce, false, "not json")
         .await
         .unwrap();
-    let reply = next_publish_v3(&mut ev).await;
+    let reply = v3::next_publish(&mut ev).await;
     let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(
         v["code"].as_i64(),
@@ -359,7 +246,7 @@ async fn dynamic_registration_issues_the_device_secret() {
     o.set_credentials(format!("fresh-1&{pk}"), password)
         .set_keep_alive(Duration::from_secs(60));
     let (_c, mut ev) = AsyncClient::new(o, 8);
-    let p = next_publish_v3(&mut ev).await;
+    let p = v3::next_publish(&mut ev).await;
     assert_eq!(p.topic, "/ext/register");
     let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
     let secret = v["deviceSecret"].as_str().expect("deviceSecret").to_owned();
@@ -367,23 +254,23 @@ async fn dynamic_registration_issues_the_device_secret() {
     let mut fresh = dev.clone();
     fresh.device_name = "fresh-1".into();
     fresh.device_secret = secret;
-    connect_v3(fresh.v3_options(&d)).await;
+    v3::connect(fresh.v3_options(&d)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_message_reaches_a_late_subscriber() {
     let d = Deployment::open_broker("").await;
-    let (publisher, mut pev) = connect_v3(open_v3(&d, "pub")).await;
+    let (publisher, mut pev) = v3::connect(open_v3(&d, "pub")).await;
     publisher
         .publish("lamp/state", QoS::AtLeastOnce, true, "on")
         .await
         .unwrap();
-    puback_v3(&mut pev).await;
-    let (sub, mut sev) = connect_v5(open_v5(&d, "late")).await;
+    v3::acked(&mut pev).await;
+    let (sub, mut sev) = v5::connect(open_v5(&d, "late")).await;
     sub.subscribe("lamp/#", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
         .await
         .unwrap();
-    let p = next_publish_v5(&mut sev).await;
+    let p = v5::next_publish(&mut sev).await;
     assert_eq!(
         (&p.topic[..], &p.payload[..], p.retain),
         (&b"lamp/state"[..], &b"on"[..], true)
@@ -393,26 +280,26 @@ async fn retained_message_reaches_a_late_subscriber() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos1_and_qos2_flow_end_to_end_between_v311_and_v5() {
     let d = Deployment::open_broker("").await;
-    let (s5, mut s5ev) = connect_v5(open_v5(&d, "sub5")).await;
+    let (s5, mut s5ev) = v5::connect(open_v5(&d, "sub5")).await;
     s5.subscribe("x/#", rumqttc::v5::mqttbytes::QoS::ExactlyOnce)
         .await
         .unwrap();
-    suback_v5(&mut s5ev).await;
-    let (s3, mut s3ev) = connect_v3(open_v3(&d, "sub3")).await;
+    v5::suback(&mut s5ev).await;
+    let (s3, mut s3ev) = v3::connect(open_v3(&d, "sub3")).await;
     s3.subscribe("y/#", QoS::ExactlyOnce).await.unwrap();
-    suback_v3(&mut s3ev).await;
+    v3::suback(&mut s3ev).await;
 
-    let (p3, mut p3ev) = connect_v3(open_v3(&d, "pub3")).await;
+    let (p3, mut p3ev) = v3::connect(open_v3(&d, "pub3")).await;
     p3.publish("x/2", QoS::ExactlyOnce, false, "two")
         .await
         .unwrap();
-    puback_v3(&mut p3ev).await;
+    v3::acked(&mut p3ev).await;
     p3.publish("x/1", QoS::AtLeastOnce, false, "one")
         .await
         .unwrap();
-    puback_v3(&mut p3ev).await;
-    let a = next_publish_v5(&mut s5ev).await;
-    let b = next_publish_v5(&mut s5ev).await;
+    v3::acked(&mut p3ev).await;
+    let a = v5::next_publish(&mut s5ev).await;
+    let b = v5::next_publish(&mut s5ev).await;
     assert_eq!(
         (&a.topic[..], a.qos),
         (&b"x/2"[..], rumqttc::v5::mqttbytes::QoS::ExactlyOnce)
@@ -422,7 +309,7 @@ async fn qos1_and_qos2_flow_end_to_end_between_v311_and_v5() {
         (&b"x/1"[..], rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
     );
 
-    let (p5c, mut p5ev) = connect_v5(open_v5(&d, "pub5")).await;
+    let (p5c, mut p5ev) = v5::connect(open_v5(&d, "pub5")).await;
     p5c.publish(
         "y/2",
         rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
@@ -433,7 +320,7 @@ async fn qos1_and_qos2_flow_end_to_end_between_v311_and_v5() {
     .unwrap();
     let got = loop {
         tokio::select! {
-            p = next_publish_v3(&mut s3ev) => break p,
+            p = v3::next_publish(&mut s3ev) => break p,
             _ = p5ev.poll() => {}
         }
     };
@@ -448,22 +335,22 @@ async fn shared_subscription_gives_each_message_to_one_member() {
     let d = Deployment::open_broker("").await;
     let mut members = Vec::new();
     for i in 0..2 {
-        let (c, mut ev) = connect_v5(open_v5(&d, &format!("m{i}"))).await;
+        let (c, mut ev) = v5::connect(open_v5(&d, &format!("m{i}"))).await;
         c.subscribe(
             "$share/workers/jobs/#",
             rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
         )
         .await
         .unwrap();
-        suback_v5(&mut ev).await;
+        v5::suback(&mut ev).await;
         members.push((c, ev));
     }
-    let (p, mut pev) = connect_v3(open_v3(&d, "producer")).await;
+    let (p, mut pev) = v3::connect(open_v3(&d, "producer")).await;
     for i in 0..10 {
         p.publish(format!("jobs/{i}"), QoS::AtLeastOnce, false, "job")
             .await
             .unwrap();
-        puback_v3(&mut pev).await;
+        v3::acked(&mut pev).await;
     }
     let mut counts = [0usize; 2];
     let deadline = Instant::now() + WAIT;
@@ -493,35 +380,35 @@ async fn persistent_session_receives_what_was_published_offline_even_across_a_re
     let mut keeper = open_v3(&d, "keeper");
     keeper.set_clean_session(false);
     {
-        let (c, mut ev) = connect_v3(keeper.clone()).await;
+        let (c, mut ev) = v3::connect(keeper.clone()).await;
         c.subscribe("q/#", QoS::AtLeastOnce).await.unwrap();
-        suback_v3(&mut ev).await;
+        v3::suback(&mut ev).await;
         c.disconnect().await.unwrap();
         let _ = tokio::time::timeout(WAIT, ev.poll()).await;
     }
-    let (p, mut pev) = connect_v3(open_v3(&d, "producer")).await;
+    let (p, mut pev) = v3::connect(open_v3(&d, "producer")).await;
     p.publish("q/1", QoS::AtLeastOnce, false, "before restart")
         .await
         .unwrap();
-    puback_v3(&mut pev).await;
+    v3::acked(&mut pev).await;
     drop(pev);
     d.restart().await;
-    let (p, mut pev) = connect_v3(open_v3(&d, "producer")).await;
+    let (p, mut pev) = v3::connect(open_v3(&d, "producer")).await;
     p.publish("q/2", QoS::AtLeastOnce, false, "after restart")
         .await
         .unwrap();
-    puback_v3(&mut pev).await;
+    v3::acked(&mut pev).await;
 
     let (_c, mut ev) = AsyncClient::new(keeper, 64);
-    let present = until_v3(&mut ev, |e| match e {
+    let present = v3::until(&mut ev, |e| match e {
         Ok(Event::Incoming(Packet::ConnAck(a))) => Some(a.session_present),
         Err(e) => panic!("reconnect failed: {e}"),
         _ => None,
     })
     .await;
     assert!(present, "the session survived the restart");
-    let first = next_publish_v3(&mut ev).await;
-    let second = next_publish_v3(&mut ev).await;
+    let first = v3::next_publish(&mut ev).await;
+    let second = v3::next_publish(&mut ev).await;
     assert_eq!(
         (first.topic.as_str(), &first.payload[..]),
         ("q/1", &b"before restart"[..])
@@ -535,9 +422,9 @@ async fn persistent_session_receives_what_was_published_offline_even_across_a_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn will_is_published_on_abrupt_disconnect_only() {
     let d = Deployment::open_broker("").await;
-    let (s, mut sev) = connect_v3(open_v3(&d, "watcher")).await;
+    let (s, mut sev) = v3::connect(open_v3(&d, "watcher")).await;
     s.subscribe("will/#", QoS::AtLeastOnce).await.unwrap();
-    suback_v3(&mut sev).await;
+    v3::suback(&mut sev).await;
 
     let mut polite = open_v3(&d, "polite");
     polite.set_last_will(rumqttc::LastWill::new(
@@ -546,7 +433,7 @@ async fn will_is_published_on_abrupt_disconnect_only() {
         QoS::AtLeastOnce,
         false,
     ));
-    let (pc, mut pev) = connect_v3(polite).await;
+    let (pc, mut pev) = v3::connect(polite).await;
     pc.disconnect().await.unwrap();
     let _ = tokio::time::timeout(WAIT, pev.poll()).await;
 
@@ -557,9 +444,9 @@ async fn will_is_published_on_abrupt_disconnect_only() {
         QoS::AtLeastOnce,
         false,
     ));
-    let (_rc, rev) = connect_v3(rude).await;
+    let (_rc, rev) = v3::connect(rude).await;
     drop(rev); // the socket closes without DISCONNECT
-    let p = next_publish_v3(&mut sev).await;
+    let p = v3::next_publish(&mut sev).await;
     assert_eq!(
         (p.topic.as_str(), &p.payload[..]),
         ("will/rude", &b"vanished"[..]),
@@ -609,9 +496,9 @@ async fn keep_alive_out_of_range_is_refused_and_silence_closes_the_connection() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_and_malformed_packets_close_only_their_connection() {
     let d = Deployment::open_broker("max_packet_size = 1024\n").await;
-    let (watcher, mut wev) = connect_v3(open_v3(&d, "bystander")).await;
+    let (watcher, mut wev) = v3::connect(open_v3(&d, "bystander")).await;
     watcher.subscribe("ok/#", QoS::AtLeastOnce).await.unwrap();
-    suback_v3(&mut wev).await;
+    v3::suback(&mut wev).await;
 
     let mut big = TcpStream::connect(d.mqtt).await.unwrap();
     big.write_all(&raw::connect("big", 60, None)).await.unwrap();
@@ -636,12 +523,12 @@ async fn oversize_and_malformed_packets_close_only_their_connection() {
         .unwrap();
     read_until_closed(&mut garbage).await;
 
-    let (p, mut pev) = connect_v3(open_v3(&d, "fine")).await;
+    let (p, mut pev) = v3::connect(open_v3(&d, "fine")).await;
     p.publish("ok/1", QoS::AtLeastOnce, false, "still here")
         .await
         .unwrap();
-    puback_v3(&mut pev).await;
-    let got = next_publish_v3(&mut wev).await;
+    v3::acked(&mut pev).await;
+    let got = v3::next_publish(&mut wev).await;
     assert_eq!(
         (got.topic.as_str(), &got.payload[..]),
         ("ok/1", &b"still here"[..]),

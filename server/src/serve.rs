@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use ironhub_core::Hub;
-use ironhub_core::store::{records, transact};
+use ironhub_core::store::{self, records, transact};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -156,11 +156,8 @@ async fn admin_token(hub: &Hub, config: &Config) -> anyhow::Result<[u8; 32]> {
     }
     let token = ironhub_core::model::random_token(40);
     let hash = token_hash(&token);
-    transact(&*store, |t| {
-        Box::pin(async move {
-            records::put_meta(t, "admin_token_sha256", &hash);
-            Ok(())
-        })
+    store::write(&*store, |t| {
+        records::put_meta(t, "admin_token_sha256", &hash)
     })
     .await?;
     let memory = config.store.backend == StoreBackend::Memory;

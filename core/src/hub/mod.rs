@@ -13,7 +13,7 @@ use crate::config::HubConfig;
 use crate::message::{Message, Origin, Properties, QoS};
 use crate::model::{self, Device, DeviceState, NodeType, Product, Tenant};
 use crate::store::records::{self, LIST_LIMIT};
-use crate::store::{Store, StoreError, transact};
+use crate::store::{self, Store, StoreError, transact};
 use crate::{now_ms, topic};
 
 mod router;
@@ -257,15 +257,7 @@ impl Hub {
         }
         for record in sessions {
             if record.expired(now) {
-                let key = record.key.clone();
-                transact(&*store, |t| {
-                    let key = key.clone();
-                    Box::pin(async move {
-                        records::delete_session(t, &key);
-                        Ok(())
-                    })
-                })
-                .await?;
+                store::write(&*store, |t| records::delete_session(t, &record.key)).await?;
                 self.inner
                     .stats
                     .sessions_expired
@@ -387,15 +379,7 @@ impl Hub {
                 "tenant {id} still has products; delete them first"
             )));
         }
-        let id2 = id.to_owned();
-        transact(&**self.store(), |t| {
-            let id = id2.clone();
-            Box::pin(async move {
-                records::delete_tenant(t, &id);
-                Ok(())
-            })
-        })
-        .await?;
+        store::write(&**self.store(), |t| records::delete_tenant(t, id)).await?;
         Ok(())
     }
 
@@ -420,15 +404,7 @@ impl Hub {
             dynamic_registration,
             created_at_ms: now_ms(),
         };
-        let p2 = product.clone();
-        transact(&**self.store(), |t| {
-            let p = p2.clone();
-            Box::pin(async move {
-                records::put_product(t, &p);
-                Ok(())
-            })
-        })
-        .await?;
+        store::write(&**self.store(), |t| records::put_product(t, &product)).await?;
         Ok(product)
     }
 
@@ -464,15 +440,7 @@ impl Hub {
             self.kick(&key).await;
             self.drop_session(&key).await?;
         }
-        let pk2 = pk.to_owned();
-        transact(&**self.store(), |t| {
-            let pk = pk2.clone();
-            Box::pin(async move {
-                records::delete_product(t, &pk);
-                Ok(())
-            })
-        })
-        .await?;
+        store::write(&**self.store(), |t| records::delete_product(t, pk)).await?;
         Ok(())
     }
 
@@ -532,13 +500,7 @@ impl Hub {
 
     fn view(&self, d: &Device) -> DeviceView {
         let key = device_session_key(&d.product_key, &d.device_name);
-        let online = self
-            .inner
-            .sessions
-            .read()
-            .expect("sessions lock")
-            .get(key.as_str())
-            .is_some_and(|s| s.is_online());
+        let online = self.slot(&key).is_some_and(|s| s.is_online());
         let state = match (d.enabled, online, d.activated) {
             (false, _, _) => DeviceState::Disabled,
             (true, true, _) => DeviceState::Online,
@@ -614,15 +576,7 @@ impl Hub {
         let key = device_session_key(pk, dn);
         self.kick(&key).await;
         self.drop_session(&key).await?;
-        let (pk2, dn2) = (pk.to_owned(), dn.to_owned());
-        transact(&**self.store(), |t| {
-            let (pk, dn) = (pk2.clone(), dn2.clone());
-            Box::pin(async move {
-                records::delete_device(t, &pk, &dn);
-                Ok(())
-            })
-        })
-        .await?;
+        store::write(&**self.store(), |t| records::delete_device(t, pk, dn)).await?;
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use super::Hub;
 use crate::message::{Message, Origin, QoS};
 use crate::store::records::{self, SubscriptionRecord};
-use crate::store::{StoreError, transact};
+use crate::store::{self, StoreError};
 use crate::topic::{self, Filter, TopicTree};
 
 /// A message on its way to one session, with what that session's subscription made of it.
@@ -196,29 +196,17 @@ impl Hub {
         self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
         let msg = Arc::new(msg);
         if msg.retain {
-            let m = msg.clone();
-            transact(&**self.store(), |t| {
-                let m = m.clone();
-                Box::pin(async move {
-                    if m.payload.is_empty() {
-                        records::delete_retained(t, &m.tenant, &m.topic);
-                    } else {
-                        records::put_retained(t, &m);
-                    }
-                    Ok(())
-                })
+            store::write(&**self.store(), |t| {
+                if msg.payload.is_empty() {
+                    records::delete_retained(t, &msg.tenant, &msg.topic);
+                } else {
+                    records::put_retained(t, &msg);
+                }
             })
             .await?;
             self.inner.router.set_retained(msg.clone());
         }
-        let sessions = &self.inner.sessions;
-        let online = |key: &str| {
-            sessions
-                .read()
-                .expect("sessions lock")
-                .get(key)
-                .is_some_and(|s| s.is_online())
-        };
+        let online = |key: &str| self.slot(key).is_some_and(|s| s.is_online());
         let mut targets = self.inner.router.targets(&msg, online);
         if let Some(device) = sys_topic_device(&msg.topic) {
             let from_device = matches!(&msg.origin, Origin::Client(c) if *c == device);
@@ -233,12 +221,9 @@ impl Hub {
         }
         let mut delivered = 0;
         for target in targets {
-            let slot = sessions
-                .read()
-                .expect("sessions lock")
-                .get(&target.session)
-                .cloned();
-            let Some(slot) = slot else { continue };
+            let Some(slot) = self.slot(&target.session) else {
+                continue;
+            };
             let delivery = Delivery {
                 message: msg.clone(),
                 qos: target.qos,

@@ -19,7 +19,7 @@ use crate::message::{Message, Origin, Properties, QoS};
 use crate::model::{self, Device};
 use crate::now_ms;
 use crate::store::records::{self, SessionRecord, SubscriptionRecord};
-use crate::store::{StoreError, transact};
+use crate::store::{self, StoreError, transact};
 use crate::topic::{self, Filter};
 
 /// How long a new connection waits for the connection it takes over to finish closing.
@@ -364,13 +364,8 @@ impl Slot {
         let mut msg = (*delivery.message).clone();
         msg.qos = delivery.qos;
         msg.retain = delivery.retain;
-        let key = self.key.clone();
-        transact(&**hub.store(), |t| {
-            let (key, msg) = (key.clone(), msg.clone());
-            Box::pin(async move {
-                records::push_queued(t, &key, seq, &msg);
-                Ok(())
-            })
+        store::write(&**hub.store(), |t| {
+            records::push_queued(t, &self.key, seq, &msg)
         })
         .await?;
         st.queued += 1;
@@ -415,14 +410,8 @@ pub struct Session {
 
 impl Hub {
     fn slot_for(&self, identity: &ClientIdentity) -> Arc<Slot> {
-        if let Some(slot) = self
-            .inner
-            .sessions
-            .read()
-            .expect("sessions lock")
-            .get(&identity.key)
-        {
-            return slot.clone();
+        if let Some(slot) = self.slot(&identity.key) {
+            return slot;
         }
         let mut sessions = self.inner.sessions.write().expect("sessions lock");
         sessions
@@ -434,25 +423,7 @@ impl Hub {
     /// Forgets a session entirely: routes, stored record and queue, map entry. Caller holds the
     /// slot's lock.
     async fn remove_slot(&self, slot: &Arc<Slot>, st: &mut SlotState) -> Result<(), StoreError> {
-        for raw in st.subscriptions.keys() {
-            if let Ok(f) = Filter::parse(raw) {
-                self.inner.router.unsubscribe(&slot.tenant, &slot.key, &f);
-            }
-        }
-        st.subscriptions.clear();
-        if st.stored || st.queued > 0 {
-            let key = slot.key.clone();
-            transact(&**self.store(), |t| {
-                let key = key.clone();
-                Box::pin(async move {
-                    records::delete_session(t, &key);
-                    Ok(())
-                })
-            })
-            .await?;
-        }
-        st.stored = false;
-        st.queued = 0;
+        self.wipe(slot, st).await?;
         st.removed = true;
         let mut sessions = self.inner.sessions.write().expect("sessions lock");
         if sessions
@@ -464,16 +435,18 @@ impl Hub {
         Ok(())
     }
 
-    /// Closes the connection of a session key, if any (administrative action).
-    pub async fn kick(&self, key: &str) {
-        let slot = self
-            .inner
+    pub(crate) fn slot(&self, key: &str) -> Option<Arc<Slot>> {
+        self.inner
             .sessions
             .read()
             .expect("sessions lock")
             .get(key)
-            .cloned();
-        if let Some(slot) = slot {
+            .cloned()
+    }
+
+    /// Closes the connection of a session key, if any (administrative action).
+    pub async fn kick(&self, key: &str) {
+        if let Some(slot) = self.slot(key) {
             let mut st = slot.state.clone().lock_owned().await;
             if let Some(kick) = st.live.as_mut().and_then(|l| l.kick.take()) {
                 let _ = kick.send(KickReason::AdministrativeAction);
@@ -483,14 +456,7 @@ impl Hub {
 
     /// Drops a session (connected or not) and its stored state.
     pub(crate) async fn drop_session(&self, key: &str) -> Result<(), StoreError> {
-        let slot = self
-            .inner
-            .sessions
-            .read()
-            .expect("sessions lock")
-            .get(key)
-            .cloned();
-        if let Some(slot) = slot {
+        if let Some(slot) = self.slot(key) {
             let mut st = slot.state.clone().lock_owned().await;
             self.remove_slot(&slot, &mut st).await?;
         }
@@ -551,14 +517,7 @@ impl Hub {
         if !device.activated {
             let mut d = device.clone();
             d.activated = true;
-            transact(&**self.store(), |t| {
-                let d = d.clone();
-                Box::pin(async move {
-                    records::put_device(t, &d);
-                    Ok(())
-                })
-            })
-            .await?;
+            store::write(&**self.store(), |t| records::put_device(t, &d)).await?;
         }
         Ok(Authenticated::Client(
             ClientIdentity {
@@ -671,14 +630,7 @@ impl Hub {
         st.disconnected_at_ms = None;
         if expiry > 0 {
             let record = slot.record(&st);
-            transact(&**self.store(), |t| {
-                let record = record.clone();
-                Box::pin(async move {
-                    records::put_session(t, &record);
-                    Ok(())
-                })
-            })
-            .await?;
+            store::write(&**self.store(), |t| records::put_session(t, &record)).await?;
             st.stored = true;
         }
         let backlog = if session_present && st.queued > 0 {
@@ -751,7 +703,7 @@ impl Hub {
         }
     }
 
-    /// Discards a session's subscriptions and stored queue (clean start).
+    /// Discards a session's subscriptions and stored record and queue (clean start).
     async fn wipe(&self, slot: &Arc<Slot>, st: &mut SlotState) -> Result<(), StoreError> {
         for raw in st.subscriptions.keys() {
             if let Ok(f) = Filter::parse(raw) {
@@ -759,15 +711,9 @@ impl Hub {
             }
         }
         st.subscriptions.clear();
-        let key = slot.key.clone();
-        transact(&**self.store(), |t| {
-            let key = key.clone();
-            Box::pin(async move {
-                records::delete_session(t, &key);
-                Ok(())
-            })
-        })
-        .await?;
+        if st.stored || st.queued > 0 {
+            store::write(&**self.store(), |t| records::delete_session(t, &slot.key)).await?;
+        }
         st.stored = false;
         st.queued = 0;
         Ok(())
@@ -960,14 +906,8 @@ impl Session {
         }
         if st.expiry_secs > 0 {
             let record = self.slot.record(&st);
-            let saved = transact(&**self.hub.store(), |t| {
-                let record = record.clone();
-                Box::pin(async move {
-                    records::put_session(t, &record);
-                    Ok(())
-                })
-            })
-            .await;
+            let saved =
+                store::write(&**self.hub.store(), |t| records::put_session(t, &record)).await;
             if let Err(e) = saved {
                 let reason = e.to_string();
                 for r in results.iter_mut().filter(|r| r.is_ok()) {
@@ -994,14 +934,8 @@ impl Session {
         }
         if st.expiry_secs > 0 {
             let record = self.slot.record(&st);
-            let saved = transact(&**self.hub.store(), |t| {
-                let record = record.clone();
-                Box::pin(async move {
-                    records::put_session(t, &record);
-                    Ok(())
-                })
-            })
-            .await;
+            let saved =
+                store::write(&**self.hub.store(), |t| records::put_session(t, &record)).await;
             if let Err(e) = saved {
                 tracing::warn!(session = %self.identity.key, error = %e, "could not persist unsubscribe");
             }
@@ -1012,13 +946,8 @@ impl Session {
     /// The client acknowledged a delivery that came from the stored queue: forget the stored copy.
     pub async fn acknowledged(&self, stored_seq: u64) -> Result<(), StoreError> {
         let mut st = self.slot.state.clone().lock_owned().await;
-        let key = self.slot.key.clone();
-        transact(&**self.hub.store(), |t| {
-            let key = key.clone();
-            Box::pin(async move {
-                records::remove_queued(t, &key, stored_seq);
-                Ok(())
-            })
+        store::write(&**self.hub.store(), |t| {
+            records::remove_queued(t, &self.slot.key, stored_seq)
         })
         .await?;
         st.queued = st.queued.saturating_sub(1);
@@ -1065,7 +994,6 @@ impl Session {
         }
         if st.expiry_secs > 0 && !st.removed {
             let now = now_ms();
-            let key = self.slot.key.clone();
             let mut rows = Vec::new();
             for d in pending
                 .into_iter()
@@ -1084,15 +1012,11 @@ impl Session {
             }
             let record = self.slot.record(&st);
             let added = rows.len();
-            transact(&**hub.store(), |t| {
-                let (key, rows, record) = (key.clone(), rows.clone(), record.clone());
-                Box::pin(async move {
-                    for (seq, msg) in &rows {
-                        records::push_queued(t, &key, *seq, msg);
-                    }
-                    records::put_session(t, &record);
-                    Ok(())
-                })
+            store::write(&**hub.store(), |t| {
+                for (seq, msg) in &rows {
+                    records::push_queued(t, &self.slot.key, *seq, msg);
+                }
+                records::put_session(t, &record);
             })
             .await?;
             st.queued += added;

@@ -141,6 +141,19 @@ where
     }
 }
 
+/// Runs a transaction that only writes: `writes` buffers the writes (called again on a retry),
+/// then the transaction commits.
+pub async fn write(
+    store: &dyn Store,
+    writes: impl Fn(&mut dyn Txn) + Send + Sync,
+) -> Result<(), StoreError> {
+    transact(store, |t| {
+        writes(t);
+        Box::pin(std::future::ready(Ok(())))
+    })
+    .await
+}
+
 /// Decodes an i64 counter written by `Txn::add` (missing bytes read as zero).
 pub fn decode_counter(value: &[u8]) -> i64 {
     let mut buf = [0u8; 8];
