@@ -27,6 +27,20 @@ pub struct HubConfig {
     pub max_offline_messages: usize,
     /// Seconds between sweeps that reclaim expired sessions.
     pub session_sweep_interval_secs: u64,
+    /// Longest topic name or filter, bytes of UTF-8 (seed 000: 128).
+    pub max_topic_length: usize,
+    /// Most levels in a topic, counted as its slashes (seed 000: 7).
+    pub max_topic_levels: usize,
+    /// Most topic filters in one SUBSCRIBE (seed 000: 8).
+    pub max_filters_per_subscribe: usize,
+    /// Most MQTT 5 user properties on a message (seed 000: 20).
+    pub max_user_properties: usize,
+    /// Longest MQTT 5 user property key or value, characters (seed 000: 128).
+    pub max_user_property_length: usize,
+    /// Longest MQTT 5 response topic or correlation data, characters or bytes (seed 000: 128).
+    pub max_request_response_length: usize,
+    /// Seconds between flushes of usage counters to the store (at most 60).
+    pub usage_flush_interval_secs: u64,
     /// The open-broker mode for a sandbox tenant.
     pub open_broker: OpenBrokerConfig,
 }
@@ -42,6 +56,13 @@ impl Default for HubConfig {
             max_session_expiry_secs: 7 * 24 * 3600,
             max_offline_messages: 100_000,
             session_sweep_interval_secs: 60,
+            max_topic_length: 128,
+            max_topic_levels: 7,
+            max_filters_per_subscribe: 8,
+            max_user_properties: 20,
+            max_user_property_length: 128,
+            max_request_response_length: 128,
+            usage_flush_interval_secs: 10,
             open_broker: OpenBrokerConfig::default(),
         }
     }

@@ -10,6 +10,8 @@ pub struct Tenant {
     pub id: String,
     /// Display name.
     pub name: String,
+    /// The tenant profile whose limits apply.
+    pub profile: String,
     /// Creation time, ms since the epoch.
     pub created_at_ms: u64,
 }

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use ironhub_core::limits::{LimitKind, Profile};
 use ironhub_core::model::NodeType;
 use ironhub_core::{Hub, HubError, QoS};
 use serde::Deserialize;
@@ -32,6 +33,9 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// For limits: the limit id (docs/limits.md) and when to retry.
+    limit: Option<&'static str>,
+    retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -40,6 +44,8 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            limit: None,
+            retry_after_secs: None,
         }
     }
 
@@ -59,6 +65,17 @@ impl From<HubError> for ApiError {
             }
             HubError::Invalid(m) => ApiError::bad_request(m),
             HubError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            HubError::Limited { limited, message } => {
+                let (status, code) = match limited.limit.kind() {
+                    LimitKind::Rate => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+                    LimitKind::Quota => (StatusCode::FORBIDDEN, "limit_exceeded"),
+                    LimitKind::Malformed => (StatusCode::BAD_REQUEST, "invalid_request"),
+                };
+                let mut e = ApiError::new(status, code, format!("{limited} ({message})"));
+                e.limit = Some(limited.limit.id());
+                e.retry_after_secs = limited.retry_after_ms.map(|ms| ms.div_ceil(1000).max(1));
+                e
+            }
             HubError::Store(err) => {
                 // Details go to the log, not to the caller.
                 tracing::error!(error = %err, "store failure in admin API");
@@ -125,9 +142,17 @@ impl Admin {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let result = self.route(req).await;
+        let mut retry_after = None;
         let (status, body) = match result {
             Ok((status, body)) => (status, body),
-            Err(e) => (e.status, json!({ "error": e.code, "message": e.message })),
+            Err(e) => {
+                retry_after = e.retry_after_secs;
+                let mut body = json!({ "error": e.code, "message": e.message });
+                if let Some(limit) = e.limit {
+                    body["limit"] = json!(limit);
+                }
+                (e.status, body)
+            }
         };
         tracing::debug!(%peer, %method, %path, status = status.as_u16(), "admin request");
         let bytes = if status == StatusCode::NO_CONTENT {
@@ -135,9 +160,13 @@ impl Admin {
         } else {
             Bytes::from(body.to_string())
         };
-        Response::builder()
+        let mut response = Response::builder()
             .status(status)
-            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(secs) = retry_after {
+            response = response.header(RETRY_AFTER, secs.to_string());
+        }
+        response
             .body(Full::new(bytes))
             .expect("static response parts are valid")
     }
@@ -179,10 +208,32 @@ impl Admin {
             (Method::GET, ["api", "v1", "stats"]) => Ok((StatusCode::OK, json!(hub.stats()))),
             (Method::POST, ["api", "v1", "tenants"]) => {
                 let r: CreateTenant = parse(&body)?;
-                let t = hub
-                    .create_tenant(&r.id, r.name.as_deref().unwrap_or(&r.id))
-                    .await?;
+                let name = r.name.as_deref().unwrap_or(&r.id);
+                let t = hub.create_tenant(&r.id, name, r.profile.as_deref()).await?;
                 Ok((StatusCode::CREATED, json!(t)))
+            }
+            (Method::PUT, ["api", "v1", "tenants", id, "profile"]) => {
+                let r: SetProfile = parse(&body)?;
+                Ok((
+                    StatusCode::OK,
+                    json!(hub.set_tenant_profile(id, &r.profile).await?),
+                ))
+            }
+            (Method::GET, ["api", "v1", "tenants", id, "usage"]) => {
+                Ok((StatusCode::OK, json!(hub.tenant_usage(id).await?)))
+            }
+            (Method::GET, ["api", "v1", "profiles"]) => Ok((StatusCode::OK, json!(hub.profiles()))),
+            (Method::GET, ["api", "v1", "profiles", name]) => {
+                Ok((StatusCode::OK, json!(*hub.profile_named(name)?)))
+            }
+            (Method::PUT, ["api", "v1", "profiles", name]) => {
+                let mut p: Profile = parse(&body)?;
+                p.name = (*name).to_owned();
+                Ok((StatusCode::OK, json!(hub.put_profile(p).await?)))
+            }
+            (Method::DELETE, ["api", "v1", "profiles", name]) => {
+                hub.delete_profile(name).await?;
+                Ok((StatusCode::NO_CONTENT, Value::Null))
             }
             (Method::GET, ["api", "v1", "tenants"]) => {
                 Ok((StatusCode::OK, json!(hub.tenants().await?)))
@@ -249,6 +300,9 @@ impl Admin {
             }
             (Method::GET, ["api", "v1", "products", pk, "devices", dn]) => {
                 Ok((StatusCode::OK, json!(hub.device(pk, dn).await?)))
+            }
+            (Method::GET, ["api", "v1", "products", pk, "devices", dn, "usage"]) => {
+                Ok((StatusCode::OK, json!(hub.device_usage(pk, dn).await?)))
             }
             (
                 Method::POST,
@@ -320,6 +374,13 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 struct CreateTenant {
     id: String,
     name: Option<String>,
+    profile: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetProfile {
+    profile: String,
 }
 
 #[derive(Deserialize)]

@@ -113,7 +113,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
         tracing::warn!("shutdown grace period elapsed");
     }
-    hub.stop();
+    hub.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -10,12 +10,15 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HubConfig;
+use crate::limits::{LimitId, Limited, Limiter, Profile};
 use crate::message::{Message, Origin, Properties, QoS};
+use crate::metering::Meter;
 use crate::model::{self, Device, DeviceState, NodeType, Product, Tenant};
 use crate::store::records::{self, LIST_LIMIT};
 use crate::store::{self, Store, StoreError, transact};
 use crate::{now_ms, topic};
 
+mod limits;
 mod router;
 mod session;
 
@@ -51,6 +54,14 @@ pub enum HubError {
     /// The request conflicts with current state.
     #[error("{0}")]
     Conflict(String),
+    /// A documented limit stopped the request.
+    #[error("{limited}: {message}")]
+    Limited {
+        /// Which limit, and when to retry.
+        limited: Limited,
+        /// What was limited.
+        message: String,
+    },
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -110,6 +121,12 @@ pub(crate) struct Inner {
     /// restarts.
     pub(crate) seq: AtomicU64,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) limiter: Limiter,
+    pub(crate) meter: Meter,
+    /// Stored profiles by name (the built-in default is used for "default" unless stored).
+    pub(crate) profiles: RwLock<HashMap<String, Arc<Profile>>>,
+    /// Each tenant's profile name.
+    pub(crate) tenant_profiles: RwLock<HashMap<String, String>>,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -163,6 +180,14 @@ impl From<&Product> for ProductView {
     }
 }
 
+/// A management request stopped by `limit`.
+pub(crate) fn limited(limit: LimitId, message: String) -> HubError {
+    HubError::Limited {
+        limited: Limited::new(limit),
+        message,
+    }
+}
+
 /// The session key of a device: one connection per device across the hub.
 pub fn device_session_key(pk: &str, dn: &str) -> String {
     format!("{pk}/{dn}")
@@ -179,26 +204,37 @@ impl Hub {
                 sessions: RwLock::new(HashMap::new()),
                 stats: Stats::default(),
                 shutdown: CancellationToken::new(),
+                limiter: Limiter::default(),
+                meter: Meter::default(),
+                profiles: RwLock::new(HashMap::new()),
+                tenant_profiles: RwLock::new(HashMap::new()),
                 config,
                 store,
             }),
         };
         hub.restore().await?;
+        hub.load_profiles().await?;
         if hub.inner.config.open_broker.enabled {
             let id = hub.inner.config.open_broker.tenant.clone();
             model::validate_tenant_id(&id).map_err(|e| HubError::Invalid(e.to_string()))?;
             if hub.tenant(&id).await.is_err() {
-                hub.create_tenant(&id, "open broker sandbox").await?;
+                hub.create_tenant(&id, "open broker sandbox", None).await?;
             }
         }
         let sweeper = hub.clone();
         tokio::spawn(async move { sweeper.sweep_sessions_forever().await });
+        let flusher = hub.clone();
+        tokio::spawn(async move { flusher.flush_usage_forever().await });
         Ok(hub)
     }
 
-    /// Stops background work (the sweeper). Connections are closed by their transports.
-    pub fn stop(&self) {
+    /// Stops background work and writes the last usage counters. Connections are closed by
+    /// their transports first.
+    pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
+        if let Err(e) = self.inner.meter.flush(&**self.store()).await {
+            tracing::error!(error = %e, "could not write usage counters at shutdown");
+        }
     }
 
     /// The configuration the hub runs with.
@@ -292,9 +328,11 @@ impl Hub {
                 _ = self.inner.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            if let Err(e) = self.sweep_sessions(now_ms()).await {
+            let now = now_ms();
+            if let Err(e) = self.sweep_sessions(now).await {
                 tracing::warn!(error = %e, "session sweep failed");
             }
+            self.inner.limiter.sweep(now);
         }
     }
 
@@ -320,12 +358,20 @@ impl Hub {
 
     // ---- management (the admin API's facade)
 
-    /// Creates a tenant.
-    pub async fn create_tenant(&self, id: &str, name: &str) -> Result<Tenant, HubError> {
+    /// Creates a tenant with a profile (the default profile when None).
+    pub async fn create_tenant(
+        &self,
+        id: &str,
+        name: &str,
+        profile: Option<&str>,
+    ) -> Result<Tenant, HubError> {
         model::validate_tenant_id(id).map_err(|e| HubError::Invalid(e.to_string()))?;
+        let profile = profile.unwrap_or(crate::limits::DEFAULT_PROFILE);
+        self.profile_named(profile)?;
         let tenant = Tenant {
             id: id.to_owned(),
             name: name.to_owned(),
+            profile: profile.to_owned(),
             created_at_ms: now_ms(),
         };
         let t2 = tenant.clone();
@@ -340,7 +386,10 @@ impl Hub {
             })
         })
         .await?
-        .then_some(tenant)
+        .then(|| {
+            self.remember_tenant_profile(&tenant);
+            tenant
+        })
         .ok_or_else(|| HubError::AlreadyExists {
             what: "tenant",
             id: id.to_owned(),
@@ -404,7 +453,30 @@ impl Hub {
             dynamic_registration,
             created_at_ms: now_ms(),
         };
-        store::write(&**self.store(), |t| records::put_product(t, &product)).await?;
+        let max = self.profile_of(tenant).entities.products;
+        let p2 = product.clone();
+        let created = transact(&**self.store(), |t| {
+            let p = p2.clone();
+            Box::pin(async move {
+                let owned = records::list_products(t)
+                    .await?
+                    .iter()
+                    .filter(|x| x.tenant == p.tenant)
+                    .count();
+                if max > 0 && owned as u64 >= max {
+                    return Ok(false);
+                }
+                records::put_product(t, &p);
+                Ok(true)
+            })
+        })
+        .await?;
+        if !created {
+            return Err(limited(
+                LimitId::ProductsPerTenant,
+                format!("tenant {tenant} has {max} products"),
+            ));
+        }
         Ok(product)
     }
 
@@ -440,7 +512,21 @@ impl Hub {
             self.kick(&key).await;
             self.drop_session(&key).await?;
         }
-        store::write(&**self.store(), |t| records::delete_product(t, pk)).await?;
+        let pk2 = pk.to_owned();
+        transact(&**self.store(), |t| {
+            let pk = pk2.clone();
+            Box::pin(async move {
+                let Some(product) = records::get_product(t, &pk).await? else {
+                    return Ok(());
+                };
+                let (_, devices) = records::device_counts(t, &product.tenant, &pk).await?;
+                records::count_devices(t, &product.tenant, &pk, -(devices as i64));
+                records::clear_product_count(t, &pk);
+                records::delete_product(t, &pk);
+                Ok(())
+            })
+        })
+        .await?;
         Ok(())
     }
 
@@ -448,10 +534,12 @@ impl Hub {
     /// name gets a random one.
     pub async fn create_device(&self, pk: &str, name: Option<&str>) -> Result<Device, HubError> {
         let product = self.product(pk).await?;
+        self.registry_operation(&product.tenant)?;
         let name = name
             .map(str::to_owned)
             .unwrap_or_else(|| model::random_token(20));
         model::validate_device_name(&name).map_err(|e| HubError::Invalid(e.to_string()))?;
+        let entities = self.profile_of(&product.tenant).entities.clone();
         let device = Device {
             product_key: pk.to_owned(),
             device_name: name.clone(),
@@ -462,27 +550,41 @@ impl Hub {
             created_at_ms: now_ms(),
         };
         let d2 = device.clone();
-        let created = transact(&**self.store(), |t| {
+        let outcome = transact(&**self.store(), |t| {
             let d = d2.clone();
+            let entities = entities.clone();
             Box::pin(async move {
                 if records::get_device(t, &d.product_key, &d.device_name)
                     .await?
                     .is_some()
                 {
-                    return Ok(false);
+                    return Ok(Err(None));
+                }
+                let (in_tenant, in_product) =
+                    records::device_counts(t, &d.tenant, &d.product_key).await?;
+                if entities.devices > 0 && in_tenant >= entities.devices {
+                    return Ok(Err(Some((LimitId::DevicesPerTenant, entities.devices))));
+                }
+                if entities.devices_per_product > 0 && in_product >= entities.devices_per_product {
+                    return Ok(Err(Some((
+                        LimitId::DevicesPerProduct,
+                        entities.devices_per_product,
+                    ))));
                 }
                 records::put_device(t, &d);
-                Ok(true)
+                records::count_devices(t, &d.tenant, &d.product_key, 1);
+                Ok(Ok(()))
             })
         })
         .await?;
-        if !created {
-            return Err(HubError::AlreadyExists {
+        match outcome {
+            Ok(()) => Ok(device),
+            Err(None) => Err(HubError::AlreadyExists {
                 what: "device",
                 id: format!("{pk}/{name}"),
-            });
+            }),
+            Err(Some((limit, max))) => Err(limited(limit, format!("at most {max} devices"))),
         }
-        Ok(device)
     }
 
     pub(crate) async fn device_record(
@@ -547,6 +649,8 @@ impl Hub {
         dn: &str,
         enabled: bool,
     ) -> Result<DeviceView, HubError> {
+        let current = self.device(pk, dn).await?;
+        self.registry_operation(&current.tenant)?;
         let (pk2, dn2) = (pk.to_owned(), dn.to_owned());
         let device = transact(&**self.store(), |t| {
             let (pk, dn) = (pk2.clone(), dn2.clone());
@@ -572,11 +676,16 @@ impl Hub {
 
     /// Deletes a device, closing its connection and dropping its session.
     pub async fn delete_device(&self, pk: &str, dn: &str) -> Result<(), HubError> {
-        self.device(pk, dn).await?;
+        let device = self.device(pk, dn).await?;
+        self.registry_operation(&device.tenant)?;
         let key = device_session_key(pk, dn);
         self.kick(&key).await;
         self.drop_session(&key).await?;
-        store::write(&**self.store(), |t| records::delete_device(t, pk, dn)).await?;
+        store::write(&**self.store(), |t| {
+            records::delete_device(t, pk, dn);
+            records::count_devices(t, &device.tenant, pk, -1);
+        })
+        .await?;
         Ok(())
     }
 

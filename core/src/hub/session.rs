@@ -15,6 +15,7 @@ use super::router::Delivery;
 use super::{Hub, device_session_key};
 use crate::acl::{self, Access};
 use crate::auth::{self, SignedClientId};
+use crate::limits::{LimitId, Limited};
 use crate::message::{Message, Origin, Properties, QoS};
 use crate::model::{self, Device};
 use crate::now_ms;
@@ -81,6 +82,9 @@ pub enum ConnectRefusal {
         /// Largest accepted.
         max: u16,
     },
+    /// A documented limit refused the connection (connection rate, monthly quota).
+    #[error("{0}")]
+    Limited(Limited),
     /// The hub cannot serve now (storage failure).
     #[error("server unavailable: {0}")]
     Unavailable(String),
@@ -169,6 +173,9 @@ pub enum PublishRefusal {
     /// The topic name is invalid.
     #[error("invalid topic name: {0}")]
     TopicInvalid(topic::TopicError),
+    /// A documented limit discarded (rate, quota) or refused (bounds) the message.
+    #[error("{0}")]
+    Limited(Limited),
     /// Storage failed: the message was not accepted.
     #[error("server unavailable: {0}")]
     Unavailable(String),
@@ -200,6 +207,9 @@ pub enum SubscribeRefusal {
     /// Outside what this client may subscribe to.
     #[error("not authorized to subscribe to {0}")]
     NotAuthorized(String),
+    /// A documented limit refused it (filters per request, subscriptions per device, bounds).
+    #[error("{0}")]
+    Limited(Limited),
     /// Storage failed.
     #[error("server unavailable: {0}")]
     Unavailable(String),
@@ -615,6 +625,8 @@ impl Hub {
                 will.topic
             )));
         }
+        self.admit_connection(&identity.tenant, &identity.key)
+            .map_err(ConnectRefusal::Limited)?;
         let expiry = match req.session_expiry_secs {
             Some(requested) => requested.min(cfg.max_session_expiry_secs),
             None if req.clean_start => 0,
@@ -787,10 +799,21 @@ impl Session {
     /// to offline persistent sessions are durable): the transport may acknowledge it.
     pub async fn publish(&self, req: PublishRequest) -> Result<usize, PublishRefusal> {
         topic::validate_name(&req.topic).map_err(PublishRefusal::TopicInvalid)?;
+        self.hub
+            .check_topic(&req.topic)
+            .map_err(PublishRefusal::Limited)?;
         if !self.hub.may(&self.identity, Access::Publish, &req.topic) {
             tracing::warn!(session = %self.identity.key, topic = %req.topic, "ACL: publish refused");
             return Err(PublishRefusal::NotAuthorized(req.topic));
         }
+        self.hub
+            .check_properties(&req.properties)
+            .map_err(PublishRefusal::Limited)?;
+        let (tenant, device) = (&self.identity.tenant, &self.identity.key);
+        self.hub
+            .admit_message(tenant, device, req.qos != QoS::AtMostOnce, &req.payload)
+            .await
+            .map_err(PublishRefusal::Limited)?;
         let now = now_ms();
         let property_post = self.identity.device.as_ref().is_some_and(|(pk, dn)| {
             req.topic.strip_prefix(&format!("/sys/{pk}/{dn}")) == Some(PROPERTY_POST)
@@ -846,6 +869,15 @@ impl Session {
     ) -> (Vec<Result<QoS, SubscribeRefusal>>, Vec<Delivery>) {
         let mut results = Vec::with_capacity(requests.len());
         let mut retained = Vec::new();
+        if requests.len() > self.hub.config().max_filters_per_subscribe {
+            let refusal = SubscribeRefusal::Limited(Limited::new(LimitId::FiltersPerSubscribe));
+            return (vec![Err(refusal); requests.len()], retained);
+        }
+        let max_subscriptions = self
+            .hub
+            .profile_of(&self.identity.tenant)
+            .entities
+            .subscriptions_per_device;
         let mut st = self.slot.state.clone().lock_owned().await;
         for req in requests {
             let filter = match Filter::parse(&req.filter) {
@@ -855,12 +887,23 @@ impl Session {
                     continue;
                 }
             };
+            if let Err(limited) = self.hub.check_topic(&req.filter) {
+                results.push(Err(SubscribeRefusal::Limited(limited)));
+                continue;
+            }
             if !self
                 .hub
                 .may(&self.identity, Access::Subscribe, &filter.filter)
             {
                 tracing::warn!(session = %self.identity.key, filter = %req.filter, "ACL: subscribe refused");
                 results.push(Err(SubscribeRefusal::NotAuthorized(req.filter)));
+                continue;
+            }
+            let full = max_subscriptions > 0 && st.subscriptions.len() as u64 >= max_subscriptions;
+            if full && !st.subscriptions.contains_key(&req.filter) {
+                results.push(Err(SubscribeRefusal::Limited(Limited::new(
+                    LimitId::SubscriptionsPerDevice,
+                ))));
                 continue;
             }
             let record = SubscriptionRecord {

@@ -11,13 +11,18 @@
 //! | `q\0{sessionKey}\0{seq: u64 BE}` | [`Message`] waiting for an offline session, in order |
 //! | `r\0{tenant}\0{topic}` | retained [`Message`] |
 //! | `m\0{name}` | hub metadata (raw bytes) |
+//! | `f\0{profile}` | tenant [`Profile`] (JSON, so profiles survive new fields) |
+//! | `n\0t\0{tenant}` / `n\0p\0{productKey}` | device count of a tenant / a product (i64 counter) |
+//! | `u\0...`, `e\0...` | usage counters and events (see `crate::metering`) |
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{KeyRange, StoreError, Txn};
+use crate::limits::Profile;
 use crate::message::{Message, QoS};
 use crate::model::{Device, Product, Tenant};
+use crate::store::decode_counter;
 
 /// Most rows returned by one listing read.
 pub const LIST_LIMIT: usize = 10_000;
@@ -135,6 +140,78 @@ pub fn put_device(txn: &mut dyn Txn, d: &Device) {
 /// Removes a device.
 pub fn delete_device(txn: &mut dyn Txn, pk: &str, dn: &str) {
     txn.clear(&key(&[b"d", pk.as_bytes(), dn.as_bytes()]));
+}
+
+fn tenant_devices_key(tenant: &str) -> Vec<u8> {
+    key(&[b"n", b"t", tenant.as_bytes()])
+}
+
+fn product_devices_key(pk: &str) -> Vec<u8> {
+    key(&[b"n", b"p", pk.as_bytes()])
+}
+
+/// Adjusts the device counts of a tenant and a product (atomic adds: never conflict).
+pub fn count_devices(txn: &mut dyn Txn, tenant: &str, pk: &str, delta: i64) {
+    txn.add(&tenant_devices_key(tenant), delta);
+    txn.add(&product_devices_key(pk), delta);
+}
+
+/// Devices of a tenant and of a product.
+pub async fn device_counts(
+    txn: &mut dyn Txn,
+    tenant: &str,
+    pk: &str,
+) -> Result<(u64, u64), StoreError> {
+    let read = |v: Option<Bytes>| v.map(|v| decode_counter(&v).max(0) as u64).unwrap_or(0);
+    let t = read(txn.get(&tenant_devices_key(tenant)).await?);
+    let p = read(txn.get(&product_devices_key(pk)).await?);
+    Ok((t, p))
+}
+
+/// Forgets a product's device count (the product is gone).
+pub fn clear_product_count(txn: &mut dyn Txn, pk: &str) {
+    txn.clear(&product_devices_key(pk));
+}
+
+// ---- tenant profiles
+
+/// Reads a profile.
+pub async fn get_profile(txn: &mut dyn Txn, name: &str) -> Result<Option<Profile>, StoreError> {
+    let k = key(&[b"f", name.as_bytes()]);
+    match txn.get(&k).await? {
+        Some(v) => serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                key: format!("f/{name}"),
+                reason: e.to_string(),
+            }),
+        None => Ok(None),
+    }
+}
+
+/// Writes a profile.
+pub fn put_profile(txn: &mut dyn Txn, p: &Profile) {
+    let value = serde_json::to_vec(p).expect("profiles serialize");
+    txn.set(&key(&[b"f", p.name.as_bytes()]), &value);
+}
+
+/// Removes a profile.
+pub fn delete_profile(txn: &mut dyn Txn, name: &str) {
+    txn.clear(&key(&[b"f", name.as_bytes()]));
+}
+
+/// Lists stored profiles.
+pub async fn list_profiles(txn: &mut dyn Txn) -> Result<Vec<Profile>, StoreError> {
+    txn.range(&prefix(&[b"f"]), LIST_LIMIT)
+        .await?
+        .iter()
+        .map(|(k, v)| {
+            serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+                key: String::from_utf8_lossy(k).replace('\0', "/"),
+                reason: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Lists the devices of a product in name order, at most `limit`.

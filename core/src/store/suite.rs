@@ -177,6 +177,7 @@ async fn typed_records_round_trip(store: &dyn Store) {
     let tenant = Tenant {
         id: "t1".into(),
         name: "T".into(),
+        profile: "default".into(),
         created_at_ms: 1,
     };
     let device = Device {
@@ -208,6 +209,14 @@ async fn typed_records_round_trip(store: &dyn Store) {
     records::put_device(&mut *t, &device);
     records::put_session(&mut *t, &session);
     records::put_retained(&mut *t, &retained);
+    records::count_devices(&mut *t, "t1", "pk1", 2);
+    records::count_devices(&mut *t, "t1", "pk1", -1);
+    let mut profile = crate::limits::Profile {
+        name: "small".into(),
+        ..Default::default()
+    };
+    profile.entities.products = 3;
+    records::put_profile(&mut *t, &profile);
     t.commit().await.unwrap();
     drop(t);
     let mut t = store.begin().await.unwrap();

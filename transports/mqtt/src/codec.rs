@@ -168,8 +168,10 @@ pub enum ConnectCode {
     ImplementationSpecific,
     /// v3 3 / v5 0x88.
     ServerUnavailable,
-    /// v3 2 / v5 0x85.
-    ClientIdInvalid,
+    /// v3 3 / v5 0x9F (a connection rate limit).
+    ConnectionRateExceeded,
+    /// v3 3 / v5 0x97 (a quota, such as the monthly messages of the tenant).
+    QuotaExceeded,
 }
 
 /// CONNACK, either version.
@@ -200,10 +202,10 @@ pub enum Outbound {
     ConnAck(Box<ConnAck>),
     /// PUBLISH.
     Publish(Box<Publish>),
-    /// PUBACK with a v5 reason code.
-    PubAck(NonZeroU16, u8),
-    /// PUBREC with a v5 reason code.
-    PubRec(NonZeroU16, u8),
+    /// PUBACK with a v5 reason code and reason string.
+    PubAck(NonZeroU16, u8, Option<String>),
+    /// PUBREC with a v5 reason code and reason string.
+    PubRec(NonZeroU16, u8, Option<String>),
     /// PUBREL.
     PubRel(NonZeroU16),
     /// PUBCOMP.
@@ -426,16 +428,17 @@ fn to_v3(p: Outbound) -> Option<v3::Packet> {
                 ConnectCode::NotAuthorized | ConnectCode::ImplementationSpecific => {
                     R::NotAuthorized
                 }
-                ConnectCode::ServerUnavailable => R::ServiceUnavailable,
-                ConnectCode::ClientIdInvalid => R::IdentifierRejected,
+                ConnectCode::ServerUnavailable
+                | ConnectCode::ConnectionRateExceeded
+                | ConnectCode::QuotaExceeded => R::ServiceUnavailable,
             },
         }),
         Outbound::Publish(mut p) => {
             p.properties = None;
             v3::Packet::Publish(p)
         }
-        Outbound::PubAck(packet_id, _) => v3::Packet::PublishAck { packet_id },
-        Outbound::PubRec(packet_id, _) => v3::Packet::PublishReceived { packet_id },
+        Outbound::PubAck(packet_id, ..) => v3::Packet::PublishAck { packet_id },
+        Outbound::PubRec(packet_id, ..) => v3::Packet::PublishReceived { packet_id },
         Outbound::PubRel(packet_id) => v3::Packet::PublishRelease { packet_id },
         Outbound::PubComp(packet_id) => v3::Packet::PublishComplete { packet_id },
         Outbound::SubAck(packet_id, codes) => v3::Packet::SubscribeAck {
@@ -466,7 +469,8 @@ fn to_v5(p: Outbound) -> v5::Packet {
                     ConnectCode::NotAuthorized => R::NotAuthorized,
                     ConnectCode::ImplementationSpecific => R::ImplementationSpecificError,
                     ConnectCode::ServerUnavailable => R::ServerUnavailable,
-                    ConnectCode::ClientIdInvalid => R::ClientIdentifierNotValid,
+                    ConnectCode::ConnectionRateExceeded => R::ConnectionRateExceeded,
+                    ConnectCode::QuotaExceeded => R::QuotaExceeded,
                 },
                 session_expiry_interval_secs: a.session_expiry,
                 receive_max: NonZeroU16::new(a.receive_max).unwrap_or(NonZeroU16::MAX),
@@ -479,14 +483,16 @@ fn to_v5(p: Outbound) -> v5::Packet {
             }))
         }
         Outbound::Publish(p) => v5::Packet::Publish(p),
-        Outbound::PubAck(packet_id, reason) => v5::Packet::PublishAck(v5::PublishAck {
+        Outbound::PubAck(packet_id, reason, text) => v5::Packet::PublishAck(v5::PublishAck {
             packet_id,
+            reason_string: text.map(ByteString::from),
             reason_code: v5::PublishAckReason::try_from(reason)
                 .unwrap_or(v5::PublishAckReason::UnspecifiedError),
             ..v5::PublishAck::default()
         }),
-        Outbound::PubRec(packet_id, reason) => v5::Packet::PublishReceived(v5::PublishAck {
+        Outbound::PubRec(packet_id, reason, text) => v5::Packet::PublishReceived(v5::PublishAck {
             packet_id,
+            reason_string: text.map(ByteString::from),
             reason_code: v5::PublishAckReason::try_from(reason)
                 .unwrap_or(v5::PublishAckReason::UnspecifiedError),
             ..v5::PublishAck::default()
@@ -653,7 +659,9 @@ mod tests {
             assert_eq!(codec.version(), Some(version));
             let pid = NonZeroU16::new(7).unwrap();
             let mut out = BytesMut::new();
-            codec.encode(Outbound::PubAck(pid, 0x87), &mut out).unwrap();
+            codec
+                .encode(Outbound::PubAck(pid, 0x87, None), &mut out)
+                .unwrap();
             let expected: &[u8] = if version == Version::V3 {
                 &[0x40, 2, 0, 7]
             } else {

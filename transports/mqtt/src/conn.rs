@@ -14,6 +14,7 @@ use ironhub_core::hub::{
     ConnectOutcome, ConnectRefusal, ConnectRequest, Connected, Delivery, KickReason,
     PublishRefusal, PublishRequest, Session, SubscribeRefusal, SubscribeRequest, Will,
 };
+use ironhub_core::limits::{LimitId, LimitKind};
 use ironhub_core::message::{Properties, QoS as HubQoS};
 use ironhub_core::{Hub, now_ms};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -100,6 +101,10 @@ where
                     ConnectCode::NotAuthorized
                 }
                 ConnectRefusal::KeepAliveOutOfRange { .. } => ConnectCode::ImplementationSpecific,
+                ConnectRefusal::Limited(l) => match l.limit.kind() {
+                    LimitKind::Rate => ConnectCode::ConnectionRateExceeded,
+                    LimitKind::Quota | LimitKind::Malformed => ConnectCode::QuotaExceeded,
+                },
                 ConnectRefusal::Unavailable(_) => ConnectCode::ServerUnavailable,
             };
             conn.send(Outbound::ConnAck(Box::new(connack(
@@ -489,6 +494,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
                         Err(SubscribeRefusal::FilterInvalid(_)) => Err(0x8F),
                         Err(SubscribeRefusal::NotAuthorized(_)) => Err(0x87),
                         Err(SubscribeRefusal::Unavailable(_)) => Err(0x80),
+                        Err(SubscribeRefusal::Limited(l)) => Err(match l.limit.kind() {
+                            LimitKind::Malformed => 0x8F,
+                            LimitKind::Rate | LimitKind::Quota => 0x97,
+                        }),
                     })
                     .collect();
                 self.conn.send(Outbound::SubAck(packet_id, codes));
@@ -550,7 +559,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
             };
             if self.inbound_qos2.is_pending(id) {
                 // Retransmission of a message already accepted: acknowledge again only.
-                self.conn.send(Outbound::PubRec(id, 0));
+                self.conn.send(Outbound::PubRec(id, 0, None));
                 return Flow::Continue;
             }
             if !self.inbound_qos2.has_room() {
@@ -582,32 +591,50 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
             message_expiry_secs: props.message_expiry_interval.map(NonZeroU32::get),
         };
         let outcome = session.publish(request).await;
-        let reason = match &outcome {
-            Ok(_) => 0x00,
-            Err(PublishRefusal::NotAuthorized(_)) => 0x87,
-            Err(PublishRefusal::TopicInvalid(_)) => 0x90,
-            Err(PublishRefusal::Unavailable(_)) => 0x80,
+        let (reason, discarded) = match &outcome {
+            Ok(_) => (0x00, false),
+            Err(PublishRefusal::NotAuthorized(_)) => (0x87, false),
+            Err(PublishRefusal::TopicInvalid(_)) => (0x90, false),
+            Err(PublishRefusal::Unavailable(_)) => (0x80, false),
+            Err(PublishRefusal::Limited(l)) => match l.limit.kind() {
+                // Throttled or over quota: the message is discarded and counted. MQTT 3.1.1
+                // gets no throttling information (seed 000); MQTT 5 gets the reason code.
+                LimitKind::Rate => (0x96, true),
+                LimitKind::Quota => (0x97, true),
+                LimitKind::Malformed => match l.limit {
+                    LimitId::TopicLength | LimitId::TopicLevels => (0x90, false),
+                    _ => (0x83, false),
+                },
+            },
         };
-        if let Err(refusal) = &outcome {
-            // MQTT 3.1.1 has no negative acknowledgement: the connection is closed. MQTT 5
-            // answers QoS 1/2 with the reason code and disconnects QoS 0 publishers with it.
+        let text = outcome.as_ref().err().map(ToString::to_string);
+        if let Some(text) = &text
+            && !discarded
+        {
+            // A refused message: MQTT 3.1.1 has no negative acknowledgement, so the connection
+            // is closed; MQTT 5 answers QoS 1/2 with the reason code and disconnects QoS 0.
             let disconnect = self.version == Version::V3 || p.qos == QoS::AtMostOnce;
             if disconnect {
                 let code = DisconnectReasonCode::try_from(reason)
                     .unwrap_or(DisconnectReasonCode::UnspecifiedError);
-                self.disconnect(code, &refusal.to_string()).await;
+                self.disconnect(code, text).await;
                 return Flow::Stop(End::Abnormal);
             }
         }
+        let reason = if discarded && self.version == Version::V3 {
+            0
+        } else {
+            reason
+        };
         match (p.qos, p.packet_id) {
             (QoS::AtLeastOnce, Some(id)) => {
-                self.conn.send(Outbound::PubAck(id, reason));
+                self.conn.send(Outbound::PubAck(id, reason, text));
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 if outcome.is_ok() {
                     self.inbound_qos2.insert(id);
                 }
-                self.conn.send(Outbound::PubRec(id, reason));
+                self.conn.send(Outbound::PubRec(id, reason, text));
             }
             _ => {}
         }

@@ -1,0 +1,309 @@
+//! Tenant profiles and usage, as the hub manages and applies them.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{Hub, HubError};
+use crate::limits::{DEFAULT_PROFILE, LimitId, Limited, Profile, datapoints};
+use crate::message::Properties;
+use crate::metering::{self, Usage, UsageEvent};
+use crate::model::Tenant;
+use crate::now_ms;
+use crate::store::{self, records, transact};
+
+/// A tenant's or device's usage with the limits it is measured against.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageReport {
+    /// Counters: this hour, today, this month, and each of the last 24 hours.
+    pub usage: Usage,
+    /// The profile in force.
+    pub profile: Profile,
+    /// Monthly-quota events (80 % warnings, 100 % disabled), oldest first; tenant reports only.
+    pub events: Vec<UsageEvent>,
+}
+
+impl Hub {
+    pub(crate) async fn load_profiles(&self) -> Result<(), HubError> {
+        let store = self.store().clone();
+        let (profiles, tenants) = transact(&*store, |t| {
+            Box::pin(async move {
+                Ok((
+                    records::list_profiles(t).await?,
+                    records::list_tenants(t).await?,
+                ))
+            })
+        })
+        .await?;
+        {
+            let mut map = self.inner.profiles.write().expect("profiles lock");
+            for p in profiles {
+                map.insert(p.name.clone(), Arc::new(p));
+            }
+        }
+        let now = now_ms();
+        for tenant in &tenants {
+            self.remember_tenant_profile(tenant);
+            self.inner
+                .meter
+                .load_month(&*store, &tenant.id, now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn remember_tenant_profile(&self, tenant: &Tenant) {
+        self.inner
+            .tenant_profiles
+            .write()
+            .expect("profiles lock")
+            .insert(tenant.id.clone(), tenant.profile.clone());
+    }
+
+    /// A profile by name: stored ones, and the built-in default.
+    pub fn profile_named(&self, name: &str) -> Result<Arc<Profile>, HubError> {
+        if let Some(p) = self.inner.profiles.read().expect("profiles lock").get(name) {
+            return Ok(p.clone());
+        }
+        if name == DEFAULT_PROFILE {
+            return Ok(Arc::new(Profile::default()));
+        }
+        Err(HubError::NotFound {
+            what: "profile",
+            id: name.to_owned(),
+        })
+    }
+
+    /// The profile in force for a tenant (the default one for unknown tenants).
+    pub fn profile_of(&self, tenant: &str) -> Arc<Profile> {
+        let name = self
+            .inner
+            .tenant_profiles
+            .read()
+            .expect("profiles lock")
+            .get(tenant)
+            .cloned();
+        name.and_then(|n| self.profile_named(&n).ok())
+            .unwrap_or_else(|| Arc::new(Profile::default()))
+    }
+
+    /// Every profile, the default included.
+    pub fn profiles(&self) -> Vec<Profile> {
+        let map = self.inner.profiles.read().expect("profiles lock");
+        let mut out: Vec<Profile> = map.values().map(|p| (**p).clone()).collect();
+        if !map.contains_key(DEFAULT_PROFILE) {
+            out.push(Profile::default());
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Creates or replaces a profile; tenants using it get the new limits at once.
+    pub async fn put_profile(&self, profile: Profile) -> Result<Profile, HubError> {
+        crate::model::validate_tenant_id(&profile.name)
+            .map_err(|e| HubError::Invalid(e.to_string().replacen("id", "profile name", 1)))?;
+        store::write(&**self.store(), |t| records::put_profile(t, &profile)).await?;
+        self.inner
+            .profiles
+            .write()
+            .expect("profiles lock")
+            .insert(profile.name.clone(), Arc::new(profile.clone()));
+        Ok(profile)
+    }
+
+    /// Deletes a profile no tenant uses (the default cannot be deleted, only overridden).
+    pub async fn delete_profile(&self, name: &str) -> Result<(), HubError> {
+        if name == DEFAULT_PROFILE {
+            return Err(HubError::Conflict(
+                "the default profile cannot be deleted".into(),
+            ));
+        }
+        self.profile_named(name)?;
+        let users: Vec<String> = self
+            .inner
+            .tenant_profiles
+            .read()
+            .expect("profiles lock")
+            .iter()
+            .filter(|(_, p)| *p == name)
+            .map(|(t, _)| t.clone())
+            .collect();
+        if !users.is_empty() {
+            return Err(HubError::Conflict(format!(
+                "profile {name} is used by tenants {}",
+                users.join(", ")
+            )));
+        }
+        store::write(&**self.store(), |t| records::delete_profile(t, name)).await?;
+        self.inner
+            .profiles
+            .write()
+            .expect("profiles lock")
+            .remove(name);
+        Ok(())
+    }
+
+    /// Moves a tenant to another profile.
+    pub async fn set_tenant_profile(
+        &self,
+        tenant: &str,
+        profile: &str,
+    ) -> Result<Tenant, HubError> {
+        self.profile_named(profile)?;
+        let mut t = self.tenant(tenant).await?;
+        t.profile = profile.to_owned();
+        store::write(&**self.store(), |txn| records::put_tenant(txn, &t)).await?;
+        self.remember_tenant_profile(&t);
+        Ok(t)
+    }
+
+    /// Applies the registry-operations rate limit of a tenant.
+    pub(crate) fn registry_operation(&self, tenant: &str) -> Result<(), HubError> {
+        self.inner
+            .limiter
+            .registry(&self.profile_of(tenant), tenant, now_ms())
+            .map_err(|limited| HubError::Limited {
+                limited,
+                message: format!("device registry operations of tenant {tenant}"),
+            })
+    }
+
+    /// Usage of a tenant, with its profile and monthly-quota events.
+    pub async fn tenant_usage(&self, tenant: &str) -> Result<UsageReport, HubError> {
+        self.tenant(tenant).await?;
+        let store = self.store().clone();
+        let usage = self
+            .inner
+            .meter
+            .usage(&*store, tenant, None, now_ms())
+            .await?;
+        let events = metering::events(&*store, tenant).await?;
+        Ok(UsageReport {
+            usage,
+            profile: (*self.profile_of(tenant)).clone(),
+            events,
+        })
+    }
+
+    /// Usage of one device, including its publishing status over the last 24 hours.
+    pub async fn device_usage(&self, pk: &str, dn: &str) -> Result<UsageReport, HubError> {
+        let device = self.device(pk, dn).await?;
+        let key = super::device_session_key(pk, dn);
+        let usage = self
+            .inner
+            .meter
+            .usage(&**self.store(), &device.tenant, Some(&key), now_ms())
+            .await?;
+        Ok(UsageReport {
+            usage,
+            profile: (*self.profile_of(&device.tenant)).clone(),
+            events: Vec::new(),
+        })
+    }
+
+    /// Topic name or filter bounds (L-031 length, L-032 levels).
+    pub(crate) fn check_topic(&self, topic: &str) -> Result<(), Limited> {
+        let cfg = &self.inner.config;
+        if topic.len() > cfg.max_topic_length {
+            return Err(Limited::new(LimitId::TopicLength));
+        }
+        if topic.matches('/').count() > cfg.max_topic_levels {
+            return Err(Limited::new(LimitId::TopicLevels));
+        }
+        Ok(())
+    }
+
+    /// MQTT 5 property bounds (L-026 to L-028).
+    pub(crate) fn check_properties(&self, p: &Properties) -> Result<(), Limited> {
+        let cfg = &self.inner.config;
+        if p.user.len() > cfg.max_user_properties {
+            return Err(Limited::new(LimitId::UserProperties));
+        }
+        let long = |s: &str| s.chars().count() > cfg.max_user_property_length;
+        if p.user.iter().any(|(k, v)| long(k) || long(v)) {
+            return Err(Limited::new(LimitId::UserPropertyLength));
+        }
+        let max = cfg.max_request_response_length;
+        let topic_long = p
+            .response_topic
+            .as_ref()
+            .is_some_and(|t| t.chars().count() > max);
+        let data_long = p.correlation_data.as_ref().is_some_and(|d| d.len() > max);
+        if topic_long || data_long {
+            return Err(Limited::new(LimitId::RequestResponseLength));
+        }
+        Ok(())
+    }
+
+    /// Meters a device message and applies the monthly quotas and rate limits to it. Ok means
+    /// admitted (and charged); Err names the limit that discarded it (and it is counted).
+    pub(crate) async fn admit_message(
+        &self,
+        tenant: &str,
+        device: &str,
+        qos1_or_2: bool,
+        payload: &[u8],
+    ) -> Result<(), Limited> {
+        let now = now_ms();
+        let meter = &self.inner.meter;
+        let profile = self.profile_of(tenant);
+        let points = datapoints::count(payload);
+        let admitted = match meter.transport_disabled(&profile, tenant, now) {
+            Some(limit) => Err(Limited::new(limit)),
+            None => self
+                .inner
+                .limiter
+                .message(&profile, tenant, device, qos1_or_2, points, now),
+        };
+        if let Err(limited) = admitted {
+            meter.add(tenant, Some(device), &[(metering::MESSAGES, 1)], now);
+            meter.discarded(tenant, device, &limited, now);
+            tracing::debug!(tenant, device, limit = %limited.limit, "message discarded by a limit");
+            return Err(limited);
+        }
+        meter.add(
+            tenant,
+            Some(device),
+            &[(metering::MESSAGES, 1), (metering::DATA_POINTS, points)],
+            now,
+        );
+        for event in meter.charge_month(&profile, tenant, points, now) {
+            tracing::warn!(tenant, limit = %event.limit, kind = %event.kind, used = event.used, of = event.limit_value, "monthly usage");
+            if let Err(e) = metering::save_event(&**self.store(), tenant, &event).await {
+                tracing::warn!(error = %e, "could not store a usage event");
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the connection limits (monthly quota, device and tenant connection rates).
+    pub(crate) fn admit_connection(&self, tenant: &str, device: &str) -> Result<(), Limited> {
+        let now = now_ms();
+        let profile = self.profile_of(tenant);
+        if let Some(limit) = self.inner.meter.transport_disabled(&profile, tenant, now) {
+            return Err(Limited::new(limit));
+        }
+        self.inner
+            .limiter
+            .connection(&profile, tenant, device, now)?;
+        self.inner
+            .meter
+            .add(tenant, Some(device), &[(metering::CONNECTIONS, 1)], now);
+        Ok(())
+    }
+
+    pub(crate) async fn flush_usage_forever(&self) {
+        let every = std::time::Duration::from_secs(
+            self.inner.config.usage_flush_interval_secs.clamp(1, 60),
+        );
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.inner.meter.flush(&**self.store()).await {
+                tracing::warn!(error = %e, "usage flush failed; counters kept for the next one");
+            }
+        }
+    }
+}

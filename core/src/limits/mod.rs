@@ -1,0 +1,405 @@
+//! Limits: the catalog of documented limits (docs/limits.md), tenant profiles, and the pure
+//! machinery that enforces them (multi-interval token buckets, the hourly sliding window, data
+//! point counting, monthly quotas). Everything takes `now` in ms, so tests drive a clock instead of
+//! sleeping. The hub calls [`Limiter`] on connect, publish and registry operations, so every
+//! transport enforces the same limits.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+pub mod datapoints;
+pub mod profile;
+pub mod quota;
+pub mod rate;
+pub mod window;
+
+pub use profile::{DEFAULT_PROFILE, Profile};
+use rate::{Buckets, RateSpec};
+use window::Window;
+
+/// Limits the hub enforces, by their id in docs/limits.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum LimitId {
+    /// L-001 products per tenant.
+    ProductsPerTenant,
+    /// L-002 devices per product.
+    DevicesPerProduct,
+    /// L-003 devices per tenant.
+    DevicesPerTenant,
+    /// L-011 connection requests per tenant.
+    TenantConnections,
+    /// L-012 connection requests per device.
+    DeviceConnections,
+    /// L-013 subscriptions per device.
+    SubscriptionsPerDevice,
+    /// L-014 messages per tenant.
+    TenantMessages,
+    /// L-016 QoS 0 messages per device.
+    DeviceMessagesQos0,
+    /// L-017 QoS 1 messages per device.
+    DeviceMessagesQos1,
+    /// L-026 MQTT 5 user properties per message.
+    UserProperties,
+    /// L-027 MQTT 5 user property key or value length.
+    UserPropertyLength,
+    /// L-028 MQTT 5 response topic or correlation data length.
+    RequestResponseLength,
+    /// L-031 topic length.
+    TopicLength,
+    /// L-032 topic levels.
+    TopicLevels,
+    /// L-033 topic filters per SUBSCRIBE.
+    FiltersPerSubscribe,
+    /// L-070 transport messages per month.
+    MonthlyMessages,
+    /// L-071 transport data points per month.
+    MonthlyDataPoints,
+    /// L-073 data points per tenant (rate).
+    TenantDataPoints,
+    /// L-074 data points per device (rate).
+    DeviceDataPoints,
+    /// L-075 device registry operations per tenant.
+    RegistryOperations,
+    /// L-080 data points per device per hour (sliding window).
+    DataPointsPerHour,
+}
+
+/// How a transport answers a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// Too fast: throttled (MQTT 5 0x96 / 0x9F, HTTP 429, CoAP 4.29).
+    Rate,
+    /// A count or budget is used up (MQTT 5 0x97, HTTP 403).
+    Quota,
+    /// The request itself is out of bounds (MQTT 5 0x90 / 0x8F / 0x95, HTTP 400).
+    Malformed,
+}
+
+impl LimitId {
+    /// The stable id used in docs/limits.md, logs, usage reports and error bodies.
+    pub fn id(self) -> &'static str {
+        use LimitId::*;
+        match self {
+            ProductsPerTenant => "L-001",
+            DevicesPerProduct => "L-002",
+            DevicesPerTenant => "L-003",
+            TenantConnections => "L-011",
+            DeviceConnections => "L-012",
+            SubscriptionsPerDevice => "L-013",
+            TenantMessages => "L-014",
+            DeviceMessagesQos0 => "L-016",
+            DeviceMessagesQos1 => "L-017",
+            UserProperties => "L-026",
+            UserPropertyLength => "L-027",
+            RequestResponseLength => "L-028",
+            TopicLength => "L-031",
+            TopicLevels => "L-032",
+            FiltersPerSubscribe => "L-033",
+            MonthlyMessages => "L-070",
+            MonthlyDataPoints => "L-071",
+            TenantDataPoints => "L-073",
+            DeviceDataPoints => "L-074",
+            RegistryOperations => "L-075",
+            DataPointsPerHour => "L-080",
+        }
+    }
+
+    /// What is limited, in a few words (for error messages and reports).
+    pub fn describe(self) -> &'static str {
+        use LimitId::*;
+        match self {
+            ProductsPerTenant => "products per tenant",
+            DevicesPerProduct => "devices per product",
+            DevicesPerTenant => "devices per tenant",
+            TenantConnections => "connection requests per tenant",
+            DeviceConnections => "connection requests per device",
+            SubscriptionsPerDevice => "subscriptions per device",
+            TenantMessages => "messages per tenant",
+            DeviceMessagesQos0 => "QoS 0 messages per device",
+            DeviceMessagesQos1 => "QoS 1 messages per device",
+            UserProperties => "user properties per message",
+            UserPropertyLength => "user property key or value length",
+            RequestResponseLength => "response topic or correlation data length",
+            TopicLength => "topic length",
+            TopicLevels => "topic levels",
+            FiltersPerSubscribe => "topic filters per SUBSCRIBE",
+            MonthlyMessages => "transport messages per month",
+            MonthlyDataPoints => "transport data points per month",
+            TenantDataPoints => "data points per tenant",
+            DeviceDataPoints => "data points per device",
+            RegistryOperations => "device registry operations per tenant",
+            DataPointsPerHour => "data points per device per hour",
+        }
+    }
+
+    /// How transports answer it.
+    pub fn kind(self) -> LimitKind {
+        use LimitId::*;
+        match self {
+            TenantConnections | DeviceConnections | TenantMessages | DeviceMessagesQos0
+            | DeviceMessagesQos1 | TenantDataPoints | DeviceDataPoints | RegistryOperations => {
+                LimitKind::Rate
+            }
+            ProductsPerTenant
+            | DevicesPerProduct
+            | DevicesPerTenant
+            | SubscriptionsPerDevice
+            | MonthlyMessages
+            | MonthlyDataPoints
+            | DataPointsPerHour
+            | FiltersPerSubscribe => LimitKind::Quota,
+            UserProperties
+            | UserPropertyLength
+            | RequestResponseLength
+            | TopicLength
+            | TopicLevels => LimitKind::Malformed,
+        }
+    }
+}
+
+impl std::fmt::Display for LimitId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+/// A request stopped by a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("limit {limit} reached: {}", limit.describe())]
+pub struct Limited {
+    /// Which limit.
+    pub limit: LimitId,
+    /// When a retry could succeed (rate limits), ms from now.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl Limited {
+    /// A quota or bound, with no retry time.
+    pub fn new(limit: LimitId) -> Self {
+        Limited {
+            limit,
+            retry_after_ms: None,
+        }
+    }
+}
+
+/// Most keys of one kind kept in memory; beyond it idle keys are evicted first, then new keys are
+/// checked against fresh state (the limit still applies, its history is lost).
+const MAX_KEYS: usize = 1_000_000;
+
+/// Rate state per key, rebuilt when the key's spec changes.
+struct Keyed<T> {
+    map: Mutex<HashMap<String, (RateKey, T)>>,
+}
+
+/// What a state was built from, to notice profile changes.
+#[derive(Clone, PartialEq, Eq)]
+enum RateKey {
+    Spec(RateSpec),
+    Hourly(u64),
+}
+
+impl<T> Default for Keyed<T> {
+    fn default() -> Self {
+        Keyed {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T> Keyed<T> {
+    fn with<R>(
+        &self,
+        key: &str,
+        built_from: RateKey,
+        make: impl FnOnce() -> T,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> R {
+        let mut map = self.map.lock().expect("limiter lock");
+        if map.len() >= MAX_KEYS && !map.contains_key(key) {
+            let mut fresh = make();
+            return f(&mut fresh);
+        }
+        match map.get_mut(key) {
+            Some(entry) if entry.0 == built_from => f(&mut entry.1),
+            _ => {
+                let mut state = make();
+                let out = f(&mut state);
+                map.insert(key.to_owned(), (built_from, state));
+                out
+            }
+        }
+    }
+}
+
+/// Rate and window state for every tenant and device, in memory.
+#[derive(Default)]
+pub struct Limiter {
+    tenant_connections: Keyed<Buckets>,
+    device_connections: Keyed<Buckets>,
+    tenant_messages: Keyed<Buckets>,
+    device_qos0: Keyed<Buckets>,
+    device_qos1: Keyed<Buckets>,
+    tenant_points: Keyed<Buckets>,
+    device_points: Keyed<Buckets>,
+    registry: Keyed<Buckets>,
+    hourly_points: Keyed<Window>,
+}
+
+fn take(
+    k: &Keyed<Buckets>,
+    key: &str,
+    spec: &RateSpec,
+    now: u64,
+    cost: u64,
+    limit: LimitId,
+) -> Result<(), Limited> {
+    if spec.is_unlimited() {
+        return Ok(());
+    }
+    k.with(
+        key,
+        RateKey::Spec(spec.clone()),
+        || Buckets::new(spec, now),
+        |b| b.try_take(now, cost),
+    )
+    .map_err(|wait| Limited {
+        limit,
+        retry_after_ms: Some(wait),
+    })
+}
+
+impl Limiter {
+    /// A connection request by a device of a tenant (after authentication).
+    pub fn connection(
+        &self,
+        p: &Profile,
+        tenant: &str,
+        device: &str,
+        now: u64,
+    ) -> Result<(), Limited> {
+        take(
+            &self.device_connections,
+            device,
+            &p.rates.device_connections,
+            now,
+            1,
+            LimitId::DeviceConnections,
+        )?;
+        take(
+            &self.tenant_connections,
+            tenant,
+            &p.rates.tenant_connections,
+            now,
+            1,
+            LimitId::TenantConnections,
+        )
+    }
+
+    /// A message of `points` data points from a device: device rate by QoS, tenant rate, the
+    /// hourly data-point window, then data-point rates.
+    pub fn message(
+        &self,
+        p: &Profile,
+        tenant: &str,
+        device: &str,
+        qos1_or_2: bool,
+        points: u64,
+        now: u64,
+    ) -> Result<(), Limited> {
+        if qos1_or_2 {
+            take(
+                &self.device_qos1,
+                device,
+                &p.rates.device_messages_qos1,
+                now,
+                1,
+                LimitId::DeviceMessagesQos1,
+            )?;
+        } else {
+            take(
+                &self.device_qos0,
+                device,
+                &p.rates.device_messages_qos0,
+                now,
+                1,
+                LimitId::DeviceMessagesQos0,
+            )?;
+        }
+        take(
+            &self.tenant_messages,
+            tenant,
+            &p.rates.tenant_messages,
+            now,
+            1,
+            LimitId::TenantMessages,
+        )?;
+        if p.data_points_per_hour > 0 {
+            let limit = p.data_points_per_hour;
+            let fits = self.hourly_points.with(
+                device,
+                RateKey::Hourly(limit),
+                || Window::new(limit, now),
+                |w| w.charge(now, points),
+            );
+            if !fits {
+                return Err(Limited::new(LimitId::DataPointsPerHour));
+            }
+        }
+        take(
+            &self.device_points,
+            device,
+            &p.rates.device_data_points,
+            now,
+            points,
+            LimitId::DeviceDataPoints,
+        )?;
+        take(
+            &self.tenant_points,
+            tenant,
+            &p.rates.tenant_data_points,
+            now,
+            points,
+            LimitId::TenantDataPoints,
+        )
+    }
+
+    /// A device registry operation through the API.
+    pub fn registry(&self, p: &Profile, tenant: &str, now: u64) -> Result<(), Limited> {
+        take(
+            &self.registry,
+            tenant,
+            &p.rates.registry_operations,
+            now,
+            1,
+            LimitId::RegistryOperations,
+        )
+    }
+
+    /// Drops state that is back to its initial value (full buckets, empty windows): it is the
+    /// same as no state, so memory stays bounded by the keys active in the last period.
+    pub fn sweep(&self, now: u64) {
+        for k in [
+            &self.tenant_connections,
+            &self.device_connections,
+            &self.tenant_messages,
+            &self.device_qos0,
+            &self.device_qos1,
+            &self.tenant_points,
+            &self.device_points,
+            &self.registry,
+        ] {
+            k.map
+                .lock()
+                .expect("limiter lock")
+                .retain(|_, (_, b)| !b.full_at(now));
+        }
+        self.hourly_points
+            .map
+            .lock()
+            .expect("limiter lock")
+            .retain(|_, (_, w)| w.used(now) > 0);
+    }
+}

@@ -1,0 +1,147 @@
+//! Tenant profiles (seed 001): entity limits, rate limits in the `"100:1,1000:60"` syntax at device
+//! and tenant level, the per-thing data-points-per-hour window (seed 003) and monthly API limits.
+//! Every default is the seeds' value; every value can be overridden per profile. A count of 0
+//! means unlimited; an empty rate means unlimited.
+
+use serde::{Deserialize, Serialize};
+
+use super::rate::RateSpec;
+
+/// The profile every tenant has unless given another.
+pub const DEFAULT_PROFILE: &str = "default";
+
+fn rate(s: &str) -> RateSpec {
+    s.parse().expect("built-in rate specs are valid")
+}
+
+/// A named set of limits, shared by the tenants that use it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Profile {
+    /// Unique name.
+    pub name: String,
+    /// How many entities a tenant may create.
+    pub entities: EntityLimits,
+    /// Token-bucket rate limits.
+    pub rates: RateLimits,
+    /// Data points one device may publish per hour, as a 60-slot sliding window with one slot of
+    /// overdraft (seed 003: 3600).
+    pub data_points_per_hour: u64,
+    /// Monthly API limits: a warning at 80 %, the component disabled for the tenant at 100 %.
+    pub monthly: MonthlyLimits,
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile {
+            name: DEFAULT_PROFILE.into(),
+            entities: EntityLimits::default(),
+            rates: RateLimits::default(),
+            data_points_per_hour: 3600,
+            monthly: MonthlyLimits::default(),
+        }
+    }
+}
+
+/// Entity limits (seed 000 section 7, seed 001).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EntityLimits {
+    /// Products per tenant (seed 000: 1,000).
+    pub products: u64,
+    /// Devices per tenant (seed 000: 10,000,000).
+    pub devices: u64,
+    /// Devices per product (seed 000: 1,000,000).
+    pub devices_per_product: u64,
+    /// Topic filters one device may hold (seed 000: 100).
+    pub subscriptions_per_device: u64,
+}
+
+impl Default for EntityLimits {
+    fn default() -> Self {
+        EntityLimits {
+            products: 1_000,
+            devices: 10_000_000,
+            devices_per_product: 1_000_000,
+            subscriptions_per_device: 100,
+        }
+    }
+}
+
+/// Rate limits, each a set of token buckets (seed 001 syntax).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    /// Connection requests per tenant (seed 000: 500 per second).
+    pub tenant_connections: RateSpec,
+    /// Connection requests per device (seed 000: 5 per minute).
+    pub device_connections: RateSpec,
+    /// Messages from all of a tenant's devices (seed 000: 10,000 per second).
+    pub tenant_messages: RateSpec,
+    /// QoS 0 messages per device (seed 000: 30 per second).
+    pub device_messages_qos0: RateSpec,
+    /// QoS 1 messages per device (seed 000: 10 per second).
+    pub device_messages_qos1: RateSpec,
+    /// Data points from all of a tenant's devices (no seed default: unlimited).
+    pub tenant_data_points: RateSpec,
+    /// Data points per device (no seed default: unlimited; the hourly window still applies).
+    pub device_data_points: RateSpec,
+    /// Device registry operations (create, disable, enable, delete) per tenant through the API
+    /// (seed 002 throttles identity operations; 100 per second).
+    pub registry_operations: RateSpec,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            tenant_connections: rate("500:1"),
+            device_connections: rate("5:60"),
+            tenant_messages: rate("10000:1"),
+            device_messages_qos0: rate("30:1"),
+            device_messages_qos1: rate("10:1"),
+            tenant_data_points: RateSpec::default(),
+            device_data_points: RateSpec::default(),
+            registry_operations: rate("100:1"),
+        }
+    }
+}
+
+/// Monthly API limits (seed 001). 0 means unlimited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonthlyLimits {
+    /// Messages devices send to the hub per month (seed 001's example: 100 million).
+    pub transport_messages: u64,
+    /// Data points devices send per month (no seed default: unlimited).
+    pub transport_data_points: u64,
+}
+
+impl Default for MonthlyLimits {
+    fn default() -> Self {
+        MonthlyLimits {
+            transport_messages: 100_000_000,
+            transport_data_points: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_seed_values_and_partial_overrides_keep_them() {
+        let p: Profile =
+            serde_json::from_str(r#"{"name":"small","rates":{"device_messages_qos0":"5:1"}}"#)
+                .unwrap();
+        assert_eq!(p.rates.device_messages_qos0.to_string(), "5:1");
+        assert_eq!(p.rates.device_connections.to_string(), "5:60");
+        assert_eq!(p.entities.subscriptions_per_device, 100);
+        assert_eq!(p.data_points_per_hour, 3600);
+        assert!(
+            serde_json::from_str::<Profile>(r#"{"rates":{"device_messages_qos0":"fast"}}"#)
+                .is_err()
+        );
+        assert!(serde_json::from_str::<Profile>(r#"{"colour":"red"}"#).is_err());
+    }
+}

@@ -1,0 +1,406 @@
+//! Usage metering (seed 001 and 003): counters per tenant and per device, per hour, kept in memory
+//! and added to the Store at least once a minute with atomic adds (which never conflict, so many
+//! nodes can flush into the same rows). Days and months are sums of hours. Monthly quotas (80 %
+//! warning, 100 % disabled) are tracked here too.
+//!
+//! Key layout: `u\0{tenant}\0{device}\0{hour: u64 BE}\0{metric}` = i64 counter, where `device` is
+//! empty for the tenant's totals; `e\0{tenant}\0{at_ms: u64 BE}` = [`UsageEvent`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::quota::{MonthlyQuota, QuotaState, civil_from_days};
+use crate::limits::{LimitId, Limited, Profile};
+use crate::store::{self, KeyRange, Store, StoreError, decode_counter, transact};
+
+/// Messages devices sent (accepted or not).
+pub const MESSAGES: &str = "messages";
+/// Data points in accepted messages.
+pub const DATA_POINTS: &str = "data_points";
+/// Successful connections.
+pub const CONNECTIONS: &str = "connections";
+/// Prefix of discarded-message metrics: `discarded.{limit id}`.
+pub const DISCARDED: &str = "discarded.";
+
+const HOUR_MS: u64 = 3_600_000;
+
+/// Counters of one scope and period, by metric name.
+pub type Counts = BTreeMap<String, u64>;
+
+/// A monthly-quota event of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageEvent {
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// The limit id (L-070, L-071).
+    pub limit: String,
+    /// `warning` (80 % crossed) or `disabled` (100 % reached).
+    pub kind: String,
+    /// Usage this month at the time.
+    pub used: u64,
+    /// The monthly limit.
+    pub limit_value: u64,
+}
+
+/// Usage of a tenant or a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// The current hour.
+    pub hour: Counts,
+    /// Today (UTC).
+    pub day: Counts,
+    /// This calendar month (UTC).
+    pub month: Counts,
+    /// The last 24 hours, oldest first, each with its start (ms): seed 003's publishing status,
+    /// with the discarded messages per hour.
+    pub last_24h: Vec<(u64, Counts)>,
+}
+
+#[derive(Default)]
+struct TenantMonth {
+    messages: Option<MonthlyQuota>,
+    points: Option<MonthlyQuota>,
+}
+
+/// The hub's meter.
+#[derive(Default)]
+pub struct Meter {
+    pending: Mutex<HashMap<(String, String, u64), Counts>>,
+    months: Mutex<HashMap<String, TenantMonth>>,
+}
+
+fn counter_key(tenant: &str, device: &str, hour: u64, metric: &str) -> Vec<u8> {
+    let mut k = hour_prefix(tenant, device, hour);
+    k.extend_from_slice(metric.as_bytes());
+    k
+}
+
+fn scope_prefix(tenant: &str, device: &str) -> Vec<u8> {
+    let mut k = b"u\0".to_vec();
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
+    k.extend_from_slice(device.as_bytes());
+    k.push(0);
+    k
+}
+
+fn hour_prefix(tenant: &str, device: &str, hour: u64) -> Vec<u8> {
+    let mut k = scope_prefix(tenant, device);
+    k.extend_from_slice(&hour.to_be_bytes());
+    k.push(0);
+    k
+}
+
+/// First hour (hours since the epoch) of the UTC day and month of `now_ms`.
+fn day_and_month_start_hours(now_ms: u64) -> (u64, u64) {
+    let days = now_ms / 86_400_000;
+    let (_, _, day_of_month) = civil_from_days(days as i64);
+    (days * 24, (days - u64::from(day_of_month - 1)) * 24)
+}
+
+impl Meter {
+    /// Adds to metrics of a device (and of its tenant's totals) in the hour of `now_ms`.
+    pub fn add(&self, tenant: &str, device: Option<&str>, metrics: &[(&str, u64)], now_ms: u64) {
+        let hour = now_ms / HOUR_MS;
+        let mut pending = self.pending.lock().expect("meter lock");
+        for scope in [Some(""), device].into_iter().flatten() {
+            let counts = pending
+                .entry((tenant.to_owned(), scope.to_owned(), hour))
+                .or_default();
+            for (metric, n) in metrics {
+                if let Some(c) = counts.get_mut(*metric) {
+                    *c += n;
+                } else {
+                    counts.insert((*metric).to_owned(), *n);
+                }
+            }
+        }
+    }
+
+    /// Writes the pending counters to the store (atomic adds); on failure they stay pending.
+    pub async fn flush(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let batch = std::mem::take(&mut *self.pending.lock().expect("meter lock"));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let written = store::write(store, |t| {
+            for ((tenant, device, hour), counts) in &batch {
+                for (metric, n) in counts {
+                    t.add(&counter_key(tenant, device, *hour, metric), *n as i64);
+                }
+            }
+        })
+        .await;
+        if written.is_err() {
+            let mut pending = self.pending.lock().expect("meter lock");
+            for (k, counts) in batch {
+                let entry = pending.entry(k).or_default();
+                for (metric, n) in counts {
+                    *entry.entry(metric).or_default() += n;
+                }
+            }
+        }
+        written
+    }
+
+    async fn hours(
+        &self,
+        store: &dyn Store,
+        tenant: &str,
+        device: &str,
+        from_hour: u64,
+        to_hour: u64,
+    ) -> Result<BTreeMap<u64, Counts>, StoreError> {
+        let range = KeyRange {
+            start: hour_prefix(tenant, device, from_hour),
+            end: hour_prefix(tenant, device, to_hour + 1),
+        };
+        let prefix_len = scope_prefix(tenant, device).len();
+        let rows = transact(store, |t| {
+            let range = range.clone();
+            Box::pin(async move { t.range(&range, 0).await })
+        })
+        .await?;
+        let mut out: BTreeMap<u64, Counts> = BTreeMap::new();
+        for (k, v) in rows {
+            let hour = u64::from_be_bytes(
+                k[prefix_len..prefix_len + 8]
+                    .try_into()
+                    .expect("8-byte hour"),
+            );
+            let metric = String::from_utf8_lossy(&k[prefix_len + 9..]).into_owned();
+            *out.entry(hour).or_default().entry(metric).or_default() +=
+                decode_counter(&v).max(0) as u64;
+        }
+        let pending = self.pending.lock().expect("meter lock");
+        for ((t, d, hour), counts) in pending.iter() {
+            if t == tenant && d == device && (from_hour..=to_hour).contains(hour) {
+                let entry = out.entry(*hour).or_default();
+                for (metric, n) in counts {
+                    *entry.entry(metric.clone()).or_default() += n;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Usage of a tenant (`device` None) or one device, as of `now_ms`.
+    pub async fn usage(
+        &self,
+        store: &dyn Store,
+        tenant: &str,
+        device: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Usage, StoreError> {
+        let now_hour = now_ms / HOUR_MS;
+        let (day_start, month_start) = day_and_month_start_hours(now_ms);
+        let from = month_start.min(now_hour.saturating_sub(23));
+        let hours = self
+            .hours(store, tenant, device.unwrap_or(""), from, now_hour)
+            .await?;
+        let sum = |from: u64| {
+            let mut total = Counts::new();
+            for (_, counts) in hours.range(from..=now_hour) {
+                for (metric, n) in counts {
+                    *total.entry(metric.clone()).or_default() += n;
+                }
+            }
+            total
+        };
+        let last_24h = (now_hour.saturating_sub(23)..=now_hour)
+            .map(|h| (h * HOUR_MS, hours.get(&h).cloned().unwrap_or_default()))
+            .collect();
+        Ok(Usage {
+            hour: sum(now_hour),
+            day: sum(day_start),
+            month: sum(month_start),
+            last_24h,
+        })
+    }
+
+    /// Loads this month's totals of a tenant so quotas survive restarts.
+    pub async fn load_month(
+        &self,
+        store: &dyn Store,
+        tenant: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let usage = self.usage(store, tenant, None, now_ms).await?;
+        let get = |m: &str| usage.month.get(m).copied().unwrap_or(0);
+        let mut months = self.months.lock().expect("meter lock");
+        months.insert(
+            tenant.to_owned(),
+            TenantMonth {
+                messages: Some(MonthlyQuota::new(now_ms, get(MESSAGES))),
+                points: Some(MonthlyQuota::new(now_ms, get(DATA_POINTS))),
+            },
+        );
+        Ok(())
+    }
+
+    /// Whether the tenant's transport is disabled by a monthly quota now.
+    pub fn transport_disabled(
+        &self,
+        profile: &Profile,
+        tenant: &str,
+        now_ms: u64,
+    ) -> Option<LimitId> {
+        let mut months = self.months.lock().expect("meter lock");
+        let m = months.entry(tenant.to_owned()).or_default();
+        let messages = m
+            .messages
+            .get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
+        if messages.exhausted(profile.monthly.transport_messages, now_ms) {
+            return Some(LimitId::MonthlyMessages);
+        }
+        let points = m.points.get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
+        points
+            .exhausted(profile.monthly.transport_data_points, now_ms)
+            .then_some(LimitId::MonthlyDataPoints)
+    }
+
+    /// Charges an admitted message to the tenant's monthly quotas; returns the events it raised.
+    pub fn charge_month(
+        &self,
+        profile: &Profile,
+        tenant: &str,
+        points: u64,
+        now_ms: u64,
+    ) -> Vec<UsageEvent> {
+        let mut months = self.months.lock().expect("meter lock");
+        let m = months.entry(tenant.to_owned()).or_default();
+        let mut events = Vec::new();
+        let charges = [
+            (
+                &mut m.messages,
+                LimitId::MonthlyMessages,
+                profile.monthly.transport_messages,
+                1,
+            ),
+            (
+                &mut m.points,
+                LimitId::MonthlyDataPoints,
+                profile.monthly.transport_data_points,
+                points,
+            ),
+        ];
+        for (quota, limit, value, n) in charges {
+            let quota = quota.get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
+            let kind = match quota.charge(value, n, now_ms) {
+                QuotaState::WarningCrossed => "warning",
+                QuotaState::Exhausted if quota.used() - n < value => "disabled",
+                _ => continue,
+            };
+            events.push(UsageEvent {
+                at_ms: now_ms,
+                limit: limit.id().to_owned(),
+                kind: kind.to_owned(),
+                used: quota.used(),
+                limit_value: value,
+            });
+        }
+        events
+    }
+
+    /// Records that a limit discarded a message.
+    pub fn discarded(&self, tenant: &str, device: &str, limited: &Limited, now_ms: u64) {
+        self.add(
+            tenant,
+            Some(device),
+            &[(&format!("{DISCARDED}{}", limited.limit.id()), 1)],
+            now_ms,
+        );
+    }
+}
+
+/// Persists a usage event.
+pub async fn save_event(
+    store: &dyn Store,
+    tenant: &str,
+    event: &UsageEvent,
+) -> Result<(), StoreError> {
+    let mut key = b"e\0".to_vec();
+    key.extend_from_slice(tenant.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&event.at_ms.to_be_bytes());
+    let value = serde_json::to_vec(event).expect("events serialize");
+    store::write(store, |t| t.set(&key, &value)).await
+}
+
+/// A tenant's usage events, oldest first.
+pub async fn events(store: &dyn Store, tenant: &str) -> Result<Vec<UsageEvent>, StoreError> {
+    let mut prefix = b"e\0".to_vec();
+    prefix.extend_from_slice(tenant.as_bytes());
+    prefix.push(0);
+    let range = KeyRange::prefix(&prefix);
+    let rows = transact(store, |t| {
+        let range = range.clone();
+        Box::pin(async move { t.range(&range, 0).await })
+    })
+    .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::memory_store;
+
+    const T0: u64 = 20_780 * 86_400_000 + 10 * HOUR_MS; // 2026-11-23 10:00 UTC
+
+    #[tokio::test]
+    async fn hours_roll_up_into_days_and_months_across_flushes() {
+        let store = memory_store();
+        let meter = Meter::default();
+        meter.add("t", Some("pk/d"), &[(MESSAGES, 3)], T0);
+        meter.add("t", Some("pk/d"), &[(MESSAGES, 2)], T0 - 24 * HOUR_MS);
+        meter.flush(&store).await.unwrap();
+        meter.add("t", Some("pk/d"), &[(MESSAGES, 4)], T0 + 1000); // still pending
+        let u = meter
+            .usage(&store, "t", Some("pk/d"), T0 + 2000)
+            .await
+            .unwrap();
+        assert_eq!(u.hour[MESSAGES], 7);
+        assert_eq!(u.day[MESSAGES], 7);
+        assert_eq!(u.month[MESSAGES], 9);
+        assert_eq!(u.last_24h.len(), 24);
+        assert_eq!(u.last_24h.last().unwrap().1[MESSAGES], 7);
+        let tenant = meter.usage(&store, "t", None, T0 + 2000).await.unwrap();
+        assert_eq!(
+            tenant.month[MESSAGES], 9,
+            "the tenant total includes its devices"
+        );
+        let other = meter.usage(&store, "u", None, T0).await.unwrap();
+        assert!(other.month.is_empty(), "tenants are separate");
+    }
+
+    #[test]
+    fn monthly_quota_events_fire_once_each() {
+        let meter = Meter::default();
+        let mut p = Profile::default();
+        p.monthly.transport_messages = 10;
+        let mut kinds = Vec::new();
+        for _ in 0..12 {
+            if meter.transport_disabled(&p, "t", T0).is_some() {
+                break;
+            }
+            kinds.extend(
+                meter
+                    .charge_month(&p, "t", 1, T0)
+                    .into_iter()
+                    .map(|e| e.kind),
+            );
+        }
+        assert_eq!(kinds, vec!["warning", "disabled"]);
+        assert_eq!(
+            meter.transport_disabled(&p, "t", T0),
+            Some(LimitId::MonthlyMessages)
+        );
+        assert_eq!(meter.transport_disabled(&p, "other", T0), None);
+    }
+}
