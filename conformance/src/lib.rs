@@ -3,7 +3,10 @@
 //! out real MQTT clients (rumqttc) and raw sockets for protocol-level checks.
 //!
 //! The binary is `$IRONHUB_BIN` when set, else `target/debug/ironhub` of this workspace; build it
-//! first (`cargo build -p ironhub`, which `.ci/run` does).
+//! first (`cargo build -p ironhub`, which `.ci/run` does). To run the limit tests against a
+//! deployment that is already running, set `IRONHUB_TARGET_API` (admin API base URL),
+//! `IRONHUB_TARGET_MQTT` (host:port) and `IRONHUB_TARGET_TOKEN`: every test then makes its own
+//! tenant there instead of starting a server.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -19,11 +22,12 @@ use serde_json::{Value, json};
 
 #[macro_use]
 mod helpers;
+pub mod report;
 pub mod v3;
 pub mod v5;
 
-/// Admin token every test deployment uses.
-pub const TOKEN: &str = "conformance-admin-token";
+/// Admin token of the deployments the suite starts.
+const TOKEN: &str = "conformance-admin-token";
 
 /// Upper bound on every wait in the suite: a test fails rather than hangs.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -58,6 +62,7 @@ pub struct Deployment {
     pub mqtt: SocketAddr,
     /// Admin API base URL.
     pub api: String,
+    token: String,
     config: PathBuf,
     data: tempfile::TempDir,
     child: Option<Child>,
@@ -68,6 +73,11 @@ impl Deployment {
     /// sets the ports and data directory.
     pub async fn start(extra_config: &str) -> Deployment {
         let data = tempfile::tempdir().expect("temp dir");
+        if extra_config.is_empty()
+            && let Some(attached) = Deployment::attached(&data)
+        {
+            return attached;
+        }
         let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = data.path().join("ironhub.toml");
@@ -79,12 +89,41 @@ impl Deployment {
         let mut d = Deployment {
             mqtt,
             api: format!("http://{admin}"),
+            token: TOKEN.into(),
             config,
             data,
             child: None,
         };
         d.spawn().await;
         d
+    }
+
+    /// The deployment named by `IRONHUB_TARGET_*`, if set.
+    fn attached(data: &tempfile::TempDir) -> Option<Deployment> {
+        let api = std::env::var("IRONHUB_TARGET_API").ok()?;
+        let mqtt = std::env::var("IRONHUB_TARGET_MQTT").ok()?;
+        let token = std::env::var("IRONHUB_TARGET_TOKEN")
+            .expect("IRONHUB_TARGET_TOKEN with IRONHUB_TARGET_API");
+        let mqtt = std::net::ToSocketAddrs::to_socket_addrs(&mqtt)
+            .ok()?
+            .next()?;
+        let data = tempfile::tempdir_in(data.path()).expect("temp dir");
+        Some(Deployment {
+            mqtt,
+            api,
+            token,
+            config: PathBuf::new(),
+            data,
+            child: None,
+        })
+    }
+
+    /// A tenant id unique to this test run (deployments may be shared).
+    pub fn unique_tenant(prefix: &str) -> String {
+        format!(
+            "{prefix}-{}",
+            ironhub_core::model::random_token(8).to_lowercase()
+        )
     }
 
     /// Starts with the open-broker mode on (anonymous clients in the `sandbox` tenant);
@@ -160,17 +199,29 @@ impl Deployment {
         path: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value), String> {
+        self.call_with_headers(method, path, body)
+            .await
+            .map(|(s, _, v)| (s, v))
+    }
+
+    async fn call_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, hyper::HeaderMap, Value), String> {
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.api))
-            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("authorization", format!("Bearer {}", self.token))
             .body(Full::new(
                 body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
             ))
             .map_err(|e| e.to_string())?;
         let resp = client.request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let bytes = resp
             .into_body()
             .collect()
@@ -182,12 +233,24 @@ impl Deployment {
         } else {
             serde_json::from_slice(&bytes).map_err(|e| e.to_string())?
         };
-        Ok((status, value))
+        Ok((status, headers, value))
     }
 
     /// Calls the admin API; returns status and JSON body.
     pub async fn api(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
         self.call(method, path, body)
+            .await
+            .expect("admin API reachable")
+    }
+
+    /// Calls the admin API; returns status, headers and JSON body.
+    pub async fn api_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, hyper::HeaderMap, Value) {
+        self.call_with_headers(method, path, body)
             .await
             .expect("admin API reachable")
     }
@@ -218,6 +281,23 @@ impl Deployment {
         let mut creds = self.add_device(&pk, "dev-1").await;
         creds.product_secret = product_secret;
         creds
+    }
+
+    /// Creates a profile from `profile` (JSON, unset fields keep the defaults), a tenant using it,
+    /// a product and a device; returns the device's credentials.
+    pub async fn tenant_with_profile(&self, tenant: &str, profile: Value) -> DeviceCreds {
+        let (s, v) = self
+            .api(
+                Method::PUT,
+                &format!("/api/v1/profiles/{tenant}-profile"),
+                Some(profile),
+            )
+            .await;
+        assert_eq!(s, 200, "profile: {v}");
+        let body = json!({ "id": tenant, "profile": format!("{tenant}-profile") });
+        let (s, v) = self.api(Method::POST, "/api/v1/tenants", Some(body)).await;
+        assert_eq!(s, 201, "tenant: {v}");
+        self.provision(tenant).await
     }
 
     /// Creates another device under a product.
@@ -359,10 +439,18 @@ pub mod raw {
 
     /// QoS 0 PUBLISH.
     pub fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
+        publish_qos(topic, payload, 0, 0)
+    }
+
+    /// PUBLISH with a QoS and (for QoS 1 and 2) a packet id.
+    pub fn publish_qos(topic: &str, payload: &[u8], qos: u8, packet_id: u16) -> Vec<u8> {
         let mut body = Vec::new();
         string(topic.as_bytes(), &mut body);
+        if qos > 0 {
+            body.extend_from_slice(&packet_id.to_be_bytes());
+        }
         body.extend_from_slice(payload);
-        let mut out = vec![0x30];
+        let mut out = vec![0x30 | (qos << 1)];
         remaining_length(body.len(), &mut out);
         out.extend(body);
         out

@@ -4,14 +4,14 @@
 //! warning, 100 % disabled) are tracked here too.
 //!
 //! Key layout: `u\0{tenant}\0{device}\0{hour: u64 BE}\0{metric}` = i64 counter, where `device` is
-//! empty for the tenant's totals; `e\0{tenant}\0{at_ms: u64 BE}` = [`UsageEvent`].
+//! empty for the tenant's totals; `e\0{tenant}\0{at_ms: u64 BE}\0{limit}\0{kind}` = [`UsageEvent`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::quota::{MonthlyQuota, QuotaState, civil_from_days};
+use crate::limits::quota::{MonthlyQuota, civil_from_days};
 use crate::limits::{LimitId, Limited, Profile};
 use crate::store::{self, KeyRange, Store, StoreError, decode_counter, transact};
 
@@ -288,18 +288,20 @@ impl Meter {
         ];
         for (quota, limit, value, n) in charges {
             let quota = quota.get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
-            let kind = match quota.charge(value, n, now_ms) {
-                QuotaState::WarningCrossed => "warning",
-                QuotaState::Exhausted if quota.used() - n < value => "disabled",
-                _ => continue,
-            };
-            events.push(UsageEvent {
-                at_ms: now_ms,
-                limit: limit.id().to_owned(),
-                kind: kind.to_owned(),
-                used: quota.used(),
-                limit_value: value,
-            });
+            let crossed = quota.charge(value, n, now_ms);
+            let kinds = [
+                ("warning", crossed.warning),
+                ("disabled", crossed.exhausted),
+            ];
+            for (kind, _) in kinds.into_iter().filter(|(_, hit)| *hit) {
+                events.push(UsageEvent {
+                    at_ms: now_ms,
+                    limit: limit.id().to_owned(),
+                    kind: kind.to_owned(),
+                    used: quota.used(),
+                    limit_value: value,
+                });
+            }
         }
         events
     }
@@ -325,6 +327,8 @@ pub async fn save_event(
     key.extend_from_slice(tenant.as_bytes());
     key.push(0);
     key.extend_from_slice(&event.at_ms.to_be_bytes());
+    // Two events of one instant (80 % and 100 % crossed at once) must not share a key.
+    key.extend_from_slice(format!("\0{}\0{}", event.limit, event.kind).as_bytes());
     let value = serde_json::to_vec(event).expect("events serialize");
     store::write(store, |t| t.set(&key, &value)).await
 }
@@ -340,10 +344,13 @@ pub async fn events(store: &dyn Store, tenant: &str) -> Result<Vec<UsageEvent>, 
         Box::pin(async move { t.range(&range, 0).await })
     })
     .await?;
-    Ok(rows
+    let mut events: Vec<UsageEvent> = rows
         .iter()
         .filter_map(|(_, v)| serde_json::from_slice(v).ok())
-        .collect())
+        .collect();
+    // A warning and a disabled event of one instant: the warning first.
+    events.sort_by_key(|e| (e.at_ms, e.kind == "disabled"));
+    Ok(events)
 }
 
 #[cfg(test)]

@@ -42,13 +42,57 @@ pub enum TenantCmd {
         /// Display name.
         #[arg(long)]
         name: Option<String>,
+        /// Tenant profile (default: "default").
+        #[arg(long)]
+        profile: Option<String>,
     },
     /// List tenants.
     List,
+    /// Move a tenant to another profile.
+    SetProfile {
+        /// Tenant id.
+        id: String,
+        /// Profile name.
+        profile: String,
+    },
+    /// Show a tenant's usage (hour, day, month, last 24 hours) and monthly-quota events.
+    Usage {
+        /// Tenant id.
+        id: String,
+    },
     /// Delete a tenant that has no products.
     Delete {
         /// Tenant id.
         id: String,
+    },
+}
+
+/// `ironhub profile ...`
+#[derive(Debug, Subcommand)]
+pub enum ProfileCmd {
+    /// Create or replace a profile from JSON (fields left out keep the seed defaults), e.g.
+    /// `--json '{"rates":{"device_messages_qos0":"10:1,300:60"}}'`.
+    Put {
+        /// Profile name.
+        name: String,
+        /// The profile as JSON.
+        #[arg(long, conflicts_with = "file")]
+        json: Option<String>,
+        /// A file holding the profile as JSON.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
+    /// List profiles.
+    List,
+    /// Show a profile.
+    Get {
+        /// Profile name.
+        name: String,
+    },
+    /// Delete a profile no tenant uses.
+    Delete {
+        /// Profile name.
+        name: String,
     },
 }
 
@@ -137,6 +181,15 @@ pub enum DeviceCmd {
         #[arg(long)]
         name: String,
     },
+    /// Show a device's usage, including its publishing status over the last 24 hours.
+    Usage {
+        /// ProductKey.
+        #[arg(long)]
+        product: String,
+        /// DeviceName.
+        #[arg(long)]
+        name: String,
+    },
     /// Compute signed MQTT credentials locally (no API call) and show how to connect.
     Sign {
         /// ProductKey.
@@ -208,18 +261,70 @@ fn print(v: &Value) {
 /// Runs a tenant subcommand.
 pub async fn tenant(api: &ApiArgs, cmd: TenantCmd) -> anyhow::Result<()> {
     let v = match cmd {
-        TenantCmd::Create { id, name } => {
+        TenantCmd::Create { id, name, profile } => {
+            let body = json!({ "id": id, "name": name, "profile": profile });
+            call(api, Method::POST, "/api/v1/tenants", Some(body)).await?
+        }
+        TenantCmd::SetProfile { id, profile } => {
+            let body = json!({ "profile": profile });
             call(
                 api,
-                Method::POST,
-                "/api/v1/tenants",
-                Some(json!({ "id": id, "name": name })),
+                Method::PUT,
+                &format!("/api/v1/tenants/{id}/profile"),
+                Some(body),
+            )
+            .await?
+        }
+        TenantCmd::Usage { id } => {
+            call(
+                api,
+                Method::GET,
+                &format!("/api/v1/tenants/{id}/usage"),
+                None,
             )
             .await?
         }
         TenantCmd::List => call(api, Method::GET, "/api/v1/tenants", None).await?,
         TenantCmd::Delete { id } => {
             call(api, Method::DELETE, &format!("/api/v1/tenants/{id}"), None).await?
+        }
+    };
+    print(&v);
+    Ok(())
+}
+
+/// Runs a profile subcommand.
+pub async fn profile(api: &ApiArgs, cmd: ProfileCmd) -> anyhow::Result<()> {
+    let v = match cmd {
+        ProfileCmd::Put { name, json, file } => {
+            let text = match (json, file) {
+                (Some(j), _) => j,
+                (None, Some(f)) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("reading {}", f.display()))?,
+                (None, None) => "{}".to_owned(),
+            };
+            let body: Value =
+                serde_json::from_str(&text).context("the profile is not valid JSON")?;
+            call(
+                api,
+                Method::PUT,
+                &format!("/api/v1/profiles/{name}"),
+                Some(body),
+            )
+            .await?
+        }
+        ProfileCmd::List => call(api, Method::GET, "/api/v1/profiles", None).await?,
+        ProfileCmd::Get { name } => {
+            call(api, Method::GET, &format!("/api/v1/profiles/{name}"), None).await?
+        }
+        ProfileCmd::Delete { name } => {
+            call(
+                api,
+                Method::DELETE,
+                &format!("/api/v1/profiles/{name}"),
+                None,
+            )
+            .await?
         }
     };
     print(&v);
@@ -312,6 +417,15 @@ pub async fn device(api: &ApiArgs, cmd: DeviceCmd) -> anyhow::Result<()> {
                 api,
                 Method::DELETE,
                 &format!("/api/v1/products/{product}/devices/{name}"),
+                None,
+            )
+            .await?
+        }
+        DeviceCmd::Usage { product, name } => {
+            call(
+                api,
+                Method::GET,
+                &format!("/api/v1/products/{product}/devices/{name}/usage"),
                 None,
             )
             .await?

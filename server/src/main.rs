@@ -43,6 +43,9 @@ enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(cli::TenantCmd),
+    /// Manage tenant profiles (limits).
+    #[command(subcommand)]
+    Profile(cli::ProfileCmd),
     /// Manage products.
     #[command(subcommand)]
     Product(cli::ProductCmd),
@@ -70,6 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Tenant(c) => cli::tenant(&cli.api, c).await,
+            Command::Profile(c) => cli::profile(&cli.api, c).await,
             Command::Product(c) => cli::product(&cli.api, c).await,
             Command::Device(c) => cli::device(&cli.api, c).await,
         }

@@ -25,17 +25,13 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// What charging usage did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QuotaState {
-    /// Under 80 %.
-    Normal,
-    /// This charge crossed 80 %: raise the warning event (once per month).
-    WarningCrossed,
-    /// At or above 80 %, already warned.
-    Warned,
-    /// The limit is reached: the component is disabled for the tenant until the month ends.
-    Exhausted,
+/// Thresholds a charge crossed (both can be crossed at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Crossed {
+    /// 80 % reached for the first time this month: raise the warning event.
+    pub warning: bool,
+    /// 100 % reached: the component is disabled for the tenant until the month ends.
+    pub exhausted: bool,
 }
 
 /// One tenant's monthly usage of one metric.
@@ -78,25 +74,21 @@ impl MonthlyQuota {
         limit > 0 && self.used >= limit
     }
 
-    /// Adds `n` (already admitted) and reports the state against `limit` (0 = unlimited).
-    pub fn charge(&mut self, limit: u64, n: u64, now_ms: u64) -> QuotaState {
+    /// Adds `n` (already admitted) and reports the thresholds of `limit` (0 = unlimited) it
+    /// crossed.
+    pub fn charge(&mut self, limit: u64, n: u64, now_ms: u64) -> Crossed {
         self.roll(now_ms);
+        let before = self.used;
         self.used += n;
         if limit == 0 {
-            return QuotaState::Normal;
+            return Crossed::default();
         }
-        if self.used >= limit {
-            self.warned = true;
-            return QuotaState::Exhausted;
+        let warning = !self.warned && self.used * 100 >= limit * WARNING_PERCENT;
+        self.warned |= warning;
+        Crossed {
+            warning,
+            exhausted: before < limit && self.used >= limit,
         }
-        if self.used * 100 >= limit * WARNING_PERCENT {
-            if self.warned {
-                return QuotaState::Warned;
-            }
-            self.warned = true;
-            return QuotaState::WarningCrossed;
-        }
-        QuotaState::Normal
     }
 }
 
@@ -121,24 +113,46 @@ mod tests {
     fn warning_at_80_percent_once_then_disabled_at_100_and_reset_next_month() {
         let now = 20_780 * DAY; // 2026-11-23
         let mut q = MonthlyQuota::new(now, 0);
-        assert_eq!(q.charge(10, 7, now), QuotaState::Normal);
-        assert_eq!(q.charge(10, 1, now), QuotaState::WarningCrossed);
-        assert_eq!(q.charge(10, 1, now), QuotaState::Warned);
+        let none = Crossed::default();
+        assert_eq!(q.charge(10, 7, now), none);
+        assert_eq!(
+            q.charge(10, 1, now),
+            Crossed {
+                warning: true,
+                exhausted: false
+            }
+        );
+        assert_eq!(q.charge(10, 1, now), none, "the warning is raised once");
         assert!(!q.exhausted(10, now));
-        assert_eq!(q.charge(10, 1, now), QuotaState::Exhausted);
+        assert_eq!(
+            q.charge(10, 1, now),
+            Crossed {
+                warning: false,
+                exhausted: true
+            }
+        );
         assert!(q.exhausted(10, now));
+        assert_eq!(q.charge(10, 1, now), none, "disabled is raised once");
         let next_month = 20_788 * DAY;
         assert!(!q.exhausted(10, next_month), "a new month starts from zero");
         assert_eq!(q.used(), 0);
         assert_eq!(
             q.charge(10, 8, next_month),
-            QuotaState::WarningCrossed,
+            Crossed {
+                warning: true,
+                exhausted: false
+            },
             "and warns again"
         );
+        let mut jump = MonthlyQuota::new(now, 0);
         assert_eq!(
-            q.charge(0, 1_000, next_month),
-            QuotaState::Normal,
-            "0 is unlimited"
+            jump.charge(10, 12, now),
+            Crossed {
+                warning: true,
+                exhausted: true
+            },
+            "one charge can cross both"
         );
+        assert_eq!(jump.charge(0, 1_000, now), none, "0 is unlimited");
     }
 }

@@ -598,9 +598,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
             Err(PublishRefusal::Unavailable(_)) => (0x80, false),
             Err(PublishRefusal::Limited(l)) => match l.limit.kind() {
                 // Throttled or over quota: the message is discarded and counted. MQTT 3.1.1
-                // gets no throttling information (seed 000); MQTT 5 gets the reason code.
-                LimitKind::Rate => (0x96, true),
-                LimitKind::Quota => (0x97, true),
+                // gets no throttling information (seed 000); MQTT 5 gets 0x97 (PUBACK has no
+                // "rate too high" code) with a reason string naming the limit.
+                LimitKind::Rate | LimitKind::Quota => (0x97, true),
                 LimitKind::Malformed => match l.limit {
                     LimitId::TopicLength | LimitId::TopicLevels => (0x90, false),
                     _ => (0x83, false),

@@ -1,0 +1,874 @@
+//! One black-box test per enforced row of docs/limits.md, each named after its id. Each test makes
+//! its own tenant with a profile whose limits it chooses (small values keep it fast), drives the
+//! limit with real clients, and records what it observed for the report (`limits-report`).
+//! `every_row_of_the_contract_has_a_test` fails when a row has neither a test nor a
+//! not-yet-built mark.
+
+use std::time::Duration;
+
+use hyper::Method;
+use ironhub_conformance::report::{self, check};
+use ironhub_conformance::{Deployment, DeviceCreds, raw, v3, v5};
+use rumqttc::v5::mqttbytes::QoS as Q5;
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectReturnCode as Cr5, Filter, PubAckReason, PublishProperties, SubscribeReasonCode as Sr5,
+};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A deployment and a device of a new tenant whose profile is `profile`.
+async fn setup(profile: Value) -> (Deployment, DeviceCreds) {
+    let d = Deployment::start("").await;
+    let dev = d
+        .tenant_with_profile(&Deployment::unique_tenant("limits"), profile)
+        .await;
+    (d, dev)
+}
+
+/// No rate limits at all, so a test isolates the one it sets.
+fn unlimited() -> Value {
+    json!({ "rates": { "tenant_connections": "", "device_connections": "", "tenant_messages": "",
+                       "device_messages_qos0": "", "device_messages_qos1": "", "registry_operations": "" } })
+}
+
+fn with(mut base: Value, patch: Value) -> Value {
+    for (section, fields) in patch.as_object().expect("object") {
+        match (base.get_mut(section), fields) {
+            (Some(Value::Object(b)), Value::Object(f)) => b.extend(f.clone()),
+            _ => {
+                base[section] = fields.clone();
+            }
+        }
+    }
+    base
+}
+
+async fn device_usage(d: &Deployment, dev: &DeviceCreds) -> Value {
+    let path = format!(
+        "/api/v1/products/{}/devices/{}/usage",
+        dev.product_key, dev.device_name
+    );
+    let (s, v) = d.api(Method::GET, &path, None).await;
+    assert_eq!(s, 200, "usage: {v}");
+    v
+}
+
+async fn create_product(d: &Deployment, tenant: &str) -> (u16, Value) {
+    d.api(
+        Method::POST,
+        "/api/v1/products",
+        Some(json!({ "tenant": tenant, "name": "extra" })),
+    )
+    .await
+}
+
+async fn create_device(d: &Deployment, pk: &str, name: &str) -> (u16, Value) {
+    d.api(
+        Method::POST,
+        &format!("/api/v1/products/{pk}/devices"),
+        Some(json!({ "device_name": name })),
+    )
+    .await
+}
+
+async fn puback5(
+    c: &rumqttc::v5::AsyncClient,
+    ev: &mut rumqttc::v5::EventLoop,
+    topic: &str,
+    payload: &str,
+) -> PubAckReason {
+    c.publish(topic, Q5::AtLeastOnce, false, payload.to_owned())
+        .await
+        .unwrap();
+    v5::puback(ev).await
+}
+
+fn points(n: usize) -> String {
+    let fields: Vec<String> = (0..n).map(|i| format!("\"k{i}\":{i}")).collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_001_products_per_tenant() {
+    let (d, dev) = setup(json!({ "entities": { "products": 2 } })).await;
+    let (second, _) = create_product(&d, &dev.tenant).await;
+    let (third, v) = create_product(&d, &dev.tenant).await;
+    let observed = format!(
+        "2nd product HTTP {second}; 3rd HTTP {third} {} {}",
+        v["error"], v["limit"]
+    );
+    check(
+        "L-001",
+        "2 (profile entities.products)",
+        &observed,
+        second == 201 && third == 403 && v["limit"] == "L-001",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_002_devices_per_product() {
+    let (d, dev) = setup(json!({ "entities": { "devices_per_product": 2 } })).await;
+    let (second, _) = create_device(&d, &dev.product_key, "dev-2").await;
+    let (third, v) = create_device(&d, &dev.product_key, "dev-3").await;
+    let observed = format!("2nd device HTTP {second}; 3rd HTTP {third} {}", v["limit"]);
+    check(
+        "L-002",
+        "2 (profile)",
+        &observed,
+        second == 201 && third == 403 && v["limit"] == "L-002",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_003_devices_per_tenant() {
+    let (d, dev) = setup(json!({ "entities": { "devices": 3, "devices_per_product": 2 } })).await;
+    create_device(&d, &dev.product_key, "dev-2").await;
+    let (_, p) = create_product(&d, &dev.tenant).await;
+    let pk2 = p["product_key"].as_str().unwrap();
+    let (third, _) = create_device(&d, pk2, "dev-3").await;
+    let (fourth, v) = create_device(&d, pk2, "dev-4").await;
+    let observed = format!(
+        "3rd device HTTP {third}; 4th (2nd product) HTTP {fourth} {}",
+        v["limit"]
+    );
+    check(
+        "L-003",
+        "3 (profile)",
+        &observed,
+        third == 201 && fourth == 403 && v["limit"] == "L-003",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_010_one_connection_per_device() {
+    let (d, dev) = setup(unlimited()).await;
+    let (_c1, mut first) = v5::connect(dev.v5_options(&d)).await;
+    let (_c2, _second) = v3::connect(dev.v3_options(&d)).await;
+    let reason = v5::closed(&mut first).await;
+    check(
+        "L-010",
+        "1",
+        &format!("first connection closed with {reason:?}"),
+        reason.is_some_and(|r| r as u8 == 0x8E),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_011_connection_requests_per_tenant() {
+    let (d, dev) = setup(with(
+        unlimited(),
+        json!({ "rates": { "tenant_connections": "2:60" } }),
+    ))
+    .await;
+    let two = d.add_device(&dev.product_key, "dev-2").await;
+    let three = d.add_device(&dev.product_key, "dev-3").await;
+    v3::connect(dev.v3_options(&d)).await;
+    v3::connect(two.v3_options(&d)).await;
+    let refused = v5::refusal(three.v5_options(&d)).await;
+    check(
+        "L-011",
+        "2:60 (profile)",
+        &format!("3rd connection of the tenant: {refused:?}"),
+        refused == Cr5::ConnectionRateExceeded,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_012_connection_requests_per_device() {
+    let (d, dev) = setup(with(
+        unlimited(),
+        json!({ "rates": { "device_connections": "2:60" } }),
+    ))
+    .await;
+    for _ in 0..2 {
+        let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
+        c.disconnect().await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(2), ev.poll()).await;
+    }
+    let v5_refused = v5::refusal(dev.v5_options(&d)).await;
+    let v3_refused = v3::refusal(dev.v3_options(&d)).await;
+    let observed = format!("3rd attempt: MQTT 5 {v5_refused:?}, MQTT 3.1.1 {v3_refused:?}");
+    check(
+        "L-012",
+        "2:60 (profile)",
+        &observed,
+        v5_refused == Cr5::ConnectionRateExceeded
+            && v3_refused == rumqttc::ConnectReturnCode::ServiceUnavailable,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_013_subscriptions_per_device() {
+    let (d, dev) = setup(with(
+        unlimited(),
+        json!({ "entities": { "subscriptions_per_device": 2 } }),
+    ))
+    .await;
+    let (c, mut ev) = v5::connect(dev.v5_options(&d)).await;
+    let mut codes = Vec::new();
+    for leaf in ["a", "b", "c", "a"] {
+        c.subscribe(dev.user_topic(leaf), Q5::AtMostOnce)
+            .await
+            .unwrap();
+        codes.extend(v5::suback(&mut ev).await);
+    }
+    let expected = vec![
+        Sr5::Success(Q5::AtMostOnce),
+        Sr5::Success(Q5::AtMostOnce),
+        Sr5::QuotaExceeded,
+        Sr5::Success(Q5::AtMostOnce),
+    ];
+    check(
+        "L-013",
+        "2 (profile)",
+        &format!("SUBACKs a, b, c, a again: {codes:?}"),
+        codes == expected,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_014_messages_per_tenant() {
+    let (d, dev) = setup(with(
+        unlimited(),
+        json!({ "rates": { "tenant_messages": "3:60" } }),
+    ))
+    .await;
+    let (c, mut ev) = v5::connect(dev.v5_options(&d)).await;
+    let mut reasons = Vec::new();
+    for _ in 0..4 {
+        reasons.push(puback5(&c, &mut ev, &dev.user_topic("t"), "x").await);
+    }
+    let discarded = device_usage(&d, &dev).await["usage"]["hour"]["discarded.L-014"].clone();
+    let observed = format!("PUBACKs {reasons:?}; discarded.L-014 = {discarded}");
+    let pass = reasons[..3].iter().all(|r| *r == PubAckReason::Success)
+        && reasons[3] == PubAckReason::QuotaExceeded
+        && discarded == 1;
+    check("L-014", "3:60 (profile)", &observed, pass);
+}
+
+/// Publishes `n` messages at `qos` to the device's own topic, then a QoS 1 barrier, and counts
+/// what came back before the barrier.
+async fn own_echo_v3(
+    d: &Deployment,
+    dev: &DeviceCreds,
+    qos: rumqttc::QoS,
+    n: usize,
+    barrier: rumqttc::QoS,
+) -> usize {
+    let (c, mut ev) = v3::connect(dev.v3_options(d)).await;
+    c.subscribe(dev.user_topic("#"), rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    v3::suback(&mut ev).await;
+    for i in 0..n {
+        c.publish(dev.user_topic("m"), qos, false, format!("{i}"))
+            .await
+            .unwrap();
+    }
+    c.publish(dev.user_topic("barrier"), barrier, false, "end")
+        .await
+        .unwrap();
+    let mut got = 0;
+    loop {
+        let p = v3::next_publish(&mut ev).await;
+        if p.topic.ends_with("/barrier") {
+            return got;
+        }
+        got += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_016_qos0_messages_per_device() {
+    let (d, dev) = setup(with(
+        unlimited(),
+        json!({ "rates": { "device_messages_qos0": "4:60" } }),
+    ))
+    .await;
+    let got = own_echo_v3(
+        &d,
+        &dev,
+        rumqttc::QoS::AtMostOnce,
+        5,
+        rumqttc::QoS::AtLeastOnce,
+    )
+    .await;
+    let discarded = device_usage(&d, &dev).await["usage"]["hour"]["discarded.L-016"].clone();
+    let observed = format!("5 QoS 0 sent, {got} delivered; discarded.L-016 = {discarded}");
+    check(
+        "L-016",
+        "4:60 (profile)",
+        &observed,
+        got == 4 && discarded == 1,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_017_qos1_messages_per_device() {
+    let (d, dev) = setup(with(
+        unlimited(),
+        json!({ "rates": { "device_messages_qos1": "2:60" } }),
+    ))
+    .await;
+    let got = own_echo_v3(
+        &d,
+        &dev,
+        rumqttc::QoS::AtLeastOnce,
+        3,
+        rumqttc::QoS::AtMostOnce,
+    )
+    .await;
+    let (c, mut ev) = v5::connect(dev.v5_options(&d)).await;
+    let v5_reason = puback5(&c, &mut ev, &dev.user_topic("m"), "x").await;
+    let discarded = device_usage(&d, &dev).await["usage"]["hour"]["discarded.L-017"].clone();
+    let observed = format!(
+        "3.1.1: 3 sent and acknowledged, {got} delivered; MQTT 5 PUBACK {v5_reason:?}; discarded.L-017 = {discarded}"
+    );
+    check(
+        "L-017",
+        "2:60 (profile)",
+        &observed,
+        got == 2 && v5_reason == PubAckReason::QuotaExceeded && discarded == 2,
+    );
+}
+
+async fn raw_device(d: &Deployment, dev: &DeviceCreds, keep_alive: u16) -> (TcpStream, Vec<u8>) {
+    let c = dev.mqtt();
+    let mut s = TcpStream::connect(d.mqtt).await.unwrap();
+    s.write_all(&raw::connect(
+        &c.client_id,
+        keep_alive,
+        Some((&c.username, &c.password)),
+    ))
+    .await
+    .unwrap();
+    let mut ack = vec![0u8; 4];
+    let n = tokio::time::timeout(ironhub_conformance::WAIT, s.read_exact(&mut ack)).await;
+    if !matches!(n, Ok(Ok(_))) {
+        ack.clear();
+    }
+    (s, ack)
+}
+
+async fn is_closed(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(ironhub_conformance::WAIT, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+async fn answers_ping(s: &mut TcpStream) -> bool {
+    s.write_all(&[0xC0, 0x00]).await.unwrap();
+    let mut buf = [0u8; 2];
+    matches!(
+        tokio::time::timeout(ironhub_conformance::WAIT, s.read_exact(&mut buf)).await,
+        Ok(Ok(_))
+    ) && buf == [0xD0, 0x00]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_020_publishes_in_flight() {
+    let (d, dev) = setup(unlimited()).await;
+    let (_, props) = v5::connect_with_ack(dev.v5_options(&d)).await;
+    let receive_max = props.and_then(|p| p.receive_max);
+    let (mut s, _) = raw_device(&d, &dev, 60).await;
+    let topic = dev.user_topic("q2");
+    for id in 1..=100u16 {
+        s.write_all(&raw::publish_qos(&topic, b"x", 2, id))
+            .await
+            .unwrap();
+    }
+    let mut recs = vec![0u8; 400];
+    let got_100 = matches!(
+        tokio::time::timeout(ironhub_conformance::WAIT, s.read_exact(&mut recs)).await,
+        Ok(Ok(_))
+    );
+    s.write_all(&raw::publish_qos(&topic, b"x", 2, 101))
+        .await
+        .unwrap();
+    let closed = is_closed(&mut s).await;
+    let observed = format!(
+        "CONNACK receive maximum {receive_max:?}; 100 QoS 2 without PUBREL acknowledged: {got_100}; the 101st closed the connection: {closed}"
+    );
+    check(
+        "L-020",
+        "100",
+        &observed,
+        receive_max == Some(100) && got_100 && closed,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_021_qos1_retention() {
+    let (d, dev) = setup(unlimited()).await;
+    let mut o = dev.v5_options(&d);
+    o.set_clean_start(false)
+        .set_session_expiry_interval(Some(30 * 24 * 3600));
+    let (_, props) = v5::connect_with_ack(o).await;
+    let granted = props.and_then(|p| p.session_expiry_interval);
+    check(
+        "L-021",
+        "7 days (604800 s)",
+        &format!("30 days asked, {granted:?} s granted"),
+        granted == Some(604_800),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_022_mqtt_packet_size() {
+    let (d, dev) = setup(unlimited()).await;
+    let (mut s, _) = raw_device(&d, &dev, 60).await;
+    s.write_all(&raw::publish(
+        &dev.user_topic("big"),
+        &vec![b'x'; 200 * 1024],
+    ))
+    .await
+    .unwrap();
+    let fits = answers_ping(&mut s).await;
+    s.write_all(&raw::publish(
+        &dev.user_topic("big"),
+        &vec![b'x'; 300 * 1024],
+    ))
+    .await
+    .unwrap();
+    let closed = is_closed(&mut s).await;
+    let observed = format!("200 KB accepted: {fits}; 300 KB closed the connection: {closed}");
+    check("L-022", "256 KB", &observed, fits && closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_024_keep_alive_range() {
+    let (d, dev) = setup(unlimited()).await;
+    let mut codes = Vec::new();
+    for ka in [29u16, 30, 1200, 1201] {
+        let (_s, ack) = raw_device(&d, &dev, ka).await;
+        codes.push((ka, ack.get(3).copied()));
+    }
+    let expected = vec![
+        (29, Some(5)),
+        (30, Some(0)),
+        (1200, Some(0)),
+        (1201, Some(5)),
+    ];
+    check(
+        "L-024",
+        "30 to 1200 s",
+        &format!("CONNACK codes by keep-alive: {codes:?}"),
+        codes == expected,
+    );
+}
+
+async fn v5_publish_with(
+    d: &Deployment,
+    dev: &DeviceCreds,
+    topic: &str,
+    props: PublishProperties,
+) -> PubAckReason {
+    let (c, mut ev) = v5::connect(dev.v5_options(d)).await;
+    c.publish_with_properties(topic, Q5::AtLeastOnce, false, "x", props)
+        .await
+        .unwrap();
+    v5::puback(&mut ev).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_026_user_properties_per_message() {
+    let (d, dev) = setup(unlimited()).await;
+    let props = |n: usize| PublishProperties {
+        user_properties: (0..n).map(|i| (format!("k{i}"), "v".to_string())).collect(),
+        ..Default::default()
+    };
+    let ok = v5_publish_with(&d, &dev, &dev.user_topic("p"), props(20)).await;
+    let over = v5_publish_with(&d, &dev, &dev.user_topic("p"), props(21)).await;
+    let observed = format!("20 properties: {ok:?}; 21: {over:?}");
+    check(
+        "L-026",
+        "20",
+        &observed,
+        ok == PubAckReason::Success && over == PubAckReason::ImplementationSpecificError,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_027_user_property_length() {
+    let (d, dev) = setup(unlimited()).await;
+    let props = |n: usize| PublishProperties {
+        user_properties: vec![("k".into(), "v".repeat(n))],
+        ..Default::default()
+    };
+    let ok = v5_publish_with(&d, &dev, &dev.user_topic("p"), props(128)).await;
+    let over = v5_publish_with(&d, &dev, &dev.user_topic("p"), props(129)).await;
+    let observed = format!("128 characters: {ok:?}; 129: {over:?}");
+    check(
+        "L-027",
+        "128 characters",
+        &observed,
+        ok == PubAckReason::Success && over == PubAckReason::ImplementationSpecificError,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_028_response_topic_and_correlation_data_length() {
+    let (d, dev) = setup(unlimited()).await;
+    let topic = |n: usize| PublishProperties {
+        response_topic: Some("r".repeat(n)),
+        ..Default::default()
+    };
+    let data = |n: usize| PublishProperties {
+        correlation_data: Some(vec![7u8; n].into()),
+        ..Default::default()
+    };
+    let results = [
+        v5_publish_with(&d, &dev, &dev.user_topic("p"), topic(128)).await,
+        v5_publish_with(&d, &dev, &dev.user_topic("p"), topic(129)).await,
+        v5_publish_with(&d, &dev, &dev.user_topic("p"), data(128)).await,
+        v5_publish_with(&d, &dev, &dev.user_topic("p"), data(129)).await,
+    ];
+    let observed = format!("response topic 128/129, correlation data 128/129: {results:?}");
+    let e = PubAckReason::ImplementationSpecificError;
+    check(
+        "L-028",
+        "128",
+        &observed,
+        results == [PubAckReason::Success, e, PubAckReason::Success, e],
+    );
+}
+
+/// A device topic of exactly `len` bytes.
+fn topic_of_len(dev: &DeviceCreds, len: usize) -> String {
+    let base = dev.user_topic("");
+    format!("{base}{}", "x".repeat(len - base.len()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_031_topic_length() {
+    let (d, dev) = setup(unlimited()).await;
+    let (c, mut ev) = v5::connect(dev.v5_options(&d)).await;
+    let ok = puback5(&c, &mut ev, &topic_of_len(&dev, 128), "x").await;
+    let over = puback5(&c, &mut ev, &topic_of_len(&dev, 129), "x").await;
+    c.subscribe(topic_of_len(&dev, 129), Q5::AtMostOnce)
+        .await
+        .unwrap();
+    let sub = v5::suback(&mut ev).await;
+    let observed = format!("publish 128 B: {ok:?}; 129 B: {over:?}; subscribe 129 B: {sub:?}");
+    let pass = ok == PubAckReason::Success
+        && over == PubAckReason::TopicNameInvalid
+        && sub == vec![Sr5::TopicFilterInvalid];
+    check("L-031", "128 bytes", &observed, pass);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_032_topic_levels() {
+    let (d, dev) = setup(unlimited()).await;
+    let (c, mut ev) = v5::connect(dev.v5_options(&d)).await;
+    let seven = dev.user_topic("a/b/c/d"); // /pk/dn/user/a/b/c/d: 7 slashes
+    let eight = dev.user_topic("a/b/c/d/e");
+    let ok = puback5(&c, &mut ev, &seven, "x").await;
+    let over = puback5(&c, &mut ev, &eight, "x").await;
+    let observed = format!("7 levels: {ok:?}; 8 levels: {over:?}");
+    check(
+        "L-032",
+        "7",
+        &observed,
+        ok == PubAckReason::Success && over == PubAckReason::TopicNameInvalid,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_033_filters_per_subscribe() {
+    let (d, dev) = setup(unlimited()).await;
+    let (c, mut ev) = v5::connect(dev.v5_options(&d)).await;
+    let filters = |n: usize| {
+        (0..n)
+            .map(|i| Filter::new(dev.user_topic(&format!("f{i}")), Q5::AtMostOnce))
+            .collect::<Vec<_>>()
+    };
+    c.subscribe_many(filters(8)).await.unwrap();
+    let eight = v5::suback(&mut ev).await;
+    c.subscribe_many(filters(9)).await.unwrap();
+    let nine = v5::suback(&mut ev).await;
+    let observed = format!(
+        "8 filters: {} granted; 9 filters: {:?}",
+        eight
+            .iter()
+            .filter(|c| matches!(c, Sr5::Success(_)))
+            .count(),
+        nine
+    );
+    let pass =
+        eight.iter().all(|c| matches!(c, Sr5::Success(_))) && nine == vec![Sr5::QuotaExceeded; 9];
+    check("L-033", "8", &observed, pass);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_034_subscription_takes_effect_immediately() {
+    let (d, dev) = setup(unlimited()).await;
+    let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
+    c.subscribe(dev.user_topic("now"), rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    v3::suback(&mut ev).await;
+    let started = std::time::Instant::now();
+    let body =
+        json!({ "tenant": dev.tenant, "topic": dev.user_topic("now"), "payload": "hi", "qos": 1 });
+    let (_, v) = d.api(Method::POST, "/api/v1/messages", Some(body)).await;
+    v3::next_publish(&mut ev).await;
+    let observed = format!(
+        "published right after the SUBACK: delivered to {} session(s), received after {:?}",
+        v["delivered_to"],
+        started.elapsed()
+    );
+    check("L-034", "at most 10 s", &observed, v["delivered_to"] == 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_070_transport_messages_per_month() {
+    let (d, dev) = setup(with(
+        unlimited(),
+        json!({ "monthly": { "transport_messages": 5 } }),
+    ))
+    .await;
+    let (c, mut ev) = v5::connect(dev.v5_options(&d)).await;
+    let mut reasons = Vec::new();
+    for _ in 0..6 {
+        reasons.push(puback5(&c, &mut ev, &dev.user_topic("m"), "x").await);
+    }
+    let refused = v5::refusal(
+        d.add_device(&dev.product_key, "late-1")
+            .await
+            .v5_options(&d),
+    )
+    .await;
+    let (_, usage) = d
+        .api(
+            Method::GET,
+            &format!("/api/v1/tenants/{}/usage", dev.tenant),
+            None,
+        )
+        .await;
+    let kinds: Vec<&str> = usage["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    let observed = format!("PUBACKs {reasons:?}; events {kinds:?}; new connection {refused:?}");
+    let pass = reasons[..5].iter().all(|r| *r == PubAckReason::Success)
+        && reasons[5] == PubAckReason::QuotaExceeded
+        && kinds == ["warning", "disabled"]
+        && refused == Cr5::QuotaExceeded;
+    check(
+        "L-070",
+        "5 (profile monthly.transport_messages)",
+        &observed,
+        pass,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_071_transport_data_points_per_month() {
+    let (d, dev) = setup(with(
+        unlimited(),
+        json!({ "monthly": { "transport_data_points": 10 } }),
+    ))
+    .await;
+    let (c, mut ev) = v5::connect(dev.v5_options(&d)).await;
+    let first = puback5(&c, &mut ev, &dev.user_topic("m"), &points(6)).await;
+    let second = puback5(&c, &mut ev, &dev.user_topic("m"), &points(5)).await;
+    let third = puback5(&c, &mut ev, &dev.user_topic("m"), &points(1)).await;
+    let (_, usage) = d
+        .api(
+            Method::GET,
+            &format!("/api/v1/tenants/{}/usage", dev.tenant),
+            None,
+        )
+        .await;
+    let events: Vec<String> = usage["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}:{}", e["limit"], e["kind"]))
+        .collect();
+    let observed = format!("6, 5, 1 points: {first:?}, {second:?}, {third:?}; events {events:?}");
+    let pass = first == PubAckReason::Success
+        && second == PubAckReason::Success
+        && third == PubAckReason::QuotaExceeded;
+    check(
+        "L-071",
+        "10 (profile)",
+        &observed,
+        pass && events == ["\"L-071\":\"warning\"", "\"L-071\":\"disabled\""],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_073_data_points_per_tenant() {
+    let (d, dev) = setup(with(
+        unlimited(),
+        json!({ "rates": { "tenant_data_points": "5:60" } }),
+    ))
+    .await;
+    let (c, mut ev) = v5::connect(dev.v5_options(&d)).await;
+    let small = puback5(&c, &mut ev, &dev.user_topic("m"), &points(4)).await;
+    let big = puback5(&c, &mut ev, &dev.user_topic("m"), &points(4)).await;
+    let observed = format!("4 points: {small:?}; 4 more within the minute: {big:?}");
+    check(
+        "L-073",
+        "5:60 (profile)",
+        &observed,
+        small == PubAckReason::Success && big == PubAckReason::QuotaExceeded,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_074_data_points_per_device() {
+    let (d, dev) = setup(with(
+        unlimited(),
+        json!({ "rates": { "device_data_points": "5:60" } }),
+    ))
+    .await;
+    let (c, mut ev) = v5::connect(dev.v5_options(&d)).await;
+    let too_big = puback5(&c, &mut ev, &dev.user_topic("m"), &points(6)).await;
+    let fits = puback5(&c, &mut ev, &dev.user_topic("m"), &points(5)).await;
+    let discarded = device_usage(&d, &dev).await["usage"]["hour"]["discarded.L-074"].clone();
+    let observed =
+        format!("6 points: {too_big:?}; 5 points: {fits:?}; discarded.L-074 = {discarded}");
+    check(
+        "L-074",
+        "5:60 (profile)",
+        &observed,
+        too_big == PubAckReason::QuotaExceeded && fits == PubAckReason::Success && discarded == 1,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_075_registry_operations_per_tenant() {
+    let (d, dev) = setup(with(
+        unlimited(),
+        json!({ "rates": { "registry_operations": "3:60" } }),
+    ))
+    .await;
+    let mut statuses = Vec::new();
+    let mut last = (0, hyper::HeaderMap::new(), Value::Null);
+    for name in ["dev-2", "dev-3", "dev-4"] {
+        last = d
+            .api_with_headers(
+                Method::POST,
+                &format!("/api/v1/products/{}/devices", dev.product_key),
+                Some(json!({ "device_name": name })),
+            )
+            .await;
+        statuses.push(last.0);
+    }
+    let retry_after = last
+        .1
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let observed = format!(
+        "creates after the first: {statuses:?}; last {} Retry-After {retry_after:?}",
+        last.2["limit"]
+    );
+    let pass = statuses == [201, 201, 429] && last.2["limit"] == "L-075" && retry_after.is_some();
+    check("L-075", "3:60 (profile)", &observed, pass);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_080_data_points_per_device_per_hour() {
+    let (d, dev) = setup(with(unlimited(), json!({ "data_points_per_hour": 60 }))).await;
+    let (c, mut ev) = v5::connect(dev.v5_options(&d)).await;
+    let first = puback5(&c, &mut ev, &dev.user_topic("m"), &points(50)).await;
+    let second = puback5(&c, &mut ev, &dev.user_topic("m"), &points(11)).await;
+    let third = puback5(&c, &mut ev, &dev.user_topic("m"), &points(1)).await;
+    let usage = device_usage(&d, &dev).await;
+    let last_hour = usage["usage"]["last_24h"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()[1]
+        .clone();
+    let observed = format!(
+        "50, 11 (up to the 61 with overdraft), 1 points: {first:?}, {second:?}, {third:?}; this hour's status {last_hour}"
+    );
+    let pass = first == PubAckReason::Success
+        && second == PubAckReason::Success
+        && third == PubAckReason::QuotaExceeded
+        && last_hour["discarded.L-080"] == 1;
+    check(
+        "L-080",
+        "60 per hour (profile), overdraft 1",
+        &observed,
+        pass,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_noisy_tenant_does_not_throttle_another() {
+    let d = Deployment::start("").await;
+    let noisy = d
+        .tenant_with_profile(
+            "noisy",
+            with(
+                unlimited(),
+                json!({ "rates": { "tenant_messages": "2:60" } }),
+            ),
+        )
+        .await;
+    let quiet = d
+        .tenant_with_profile(
+            "quiet",
+            with(
+                unlimited(),
+                json!({ "rates": { "tenant_messages": "5:60" } }),
+            ),
+        )
+        .await;
+    let (nc, mut nev) = v5::connect(noisy.v5_options(&d)).await;
+    for _ in 0..5 {
+        puback5(&nc, &mut nev, &noisy.user_topic("m"), "x").await;
+    }
+    let (qc, mut qev) = v5::connect(quiet.v5_options(&d)).await;
+    let mut quiet_reasons = Vec::new();
+    for _ in 0..5 {
+        quiet_reasons.push(puback5(&qc, &mut qev, &quiet.user_topic("m"), "x").await);
+    }
+    assert!(
+        quiet_reasons.iter().all(|r| *r == PubAckReason::Success),
+        "{quiet_reasons:?}"
+    );
+}
+
+#[test]
+fn every_row_of_the_contract_has_a_test() {
+    let rows = report::limit_rows(&report::contract());
+    assert!(
+        rows.len() >= 40,
+        "docs/limits.md parsed into {} rows",
+        rows.len()
+    );
+    let source = include_str!("limits.rs");
+    let mut missing = Vec::new();
+    for row in &rows {
+        let test = format!("fn {}_", row.id.to_lowercase().replace('-', "_"));
+        let has_test = source.contains(&test);
+        if row.status == "enforced" && !has_test {
+            missing.push(format!("{} has no test `{test}...`", row.id));
+        }
+        if row.status != "enforced" && !row.status.contains("not yet built (issue") {
+            missing.push(format!(
+                "{}: status must be `enforced` or `not yet built (issue N)`",
+                row.id
+            ));
+        }
+    }
+    let mut ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), rows.len(), "ids are unique");
+    assert!(missing.is_empty(), "{missing:#?}");
+}
