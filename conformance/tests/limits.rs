@@ -404,6 +404,38 @@ async fn l_020_publishes_in_flight() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_019_bandwidth_per_connection() {
+    // 100 KB/s instead of 8 Mbps keeps the test short; the mechanism is the same.
+    let d = Deployment::start("[hub]\nmax_connection_bytes_per_sec = 100000\n").await;
+    let dev = d
+        .tenant_with_profile(&Deployment::unique_tenant("limits"), unlimited())
+        .await;
+    let (mut s, _) = raw_device(&d, &dev, 60).await;
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        s.write_all(&raw::publish(
+            &dev.user_topic("bulk"),
+            &vec![b'x'; 50 * 1024],
+        ))
+        .await
+        .unwrap();
+    }
+    let answered = answers_ping(&mut s).await;
+    let elapsed = started.elapsed();
+    let messages = device_usage(&d, &dev).await["usage"]["hour"]["messages"].clone();
+    // 512 KB at 100 KB/s with one second of burst cannot take less than about 4 s.
+    let observed = format!(
+        "10 x 50 KB sent, all {messages} accepted, in {elapsed:.1?} (ping answered: {answered})"
+    );
+    check(
+        "L-019",
+        "100 KB/s (config)",
+        &observed,
+        answered && messages == 10 && elapsed >= Duration::from_secs(3),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l_021_qos1_retention() {
     let (d, dev) = setup(unlimited()).await;
     let mut o = dev.v5_options(&d);

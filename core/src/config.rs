@@ -41,6 +41,9 @@ pub struct HubConfig {
     pub max_request_response_length: usize,
     /// Seconds between flushes of usage counters to the store (at most 60).
     pub usage_flush_interval_secs: u64,
+    /// Bytes per second one connection may send (seed 000: 8 Mbps); faster senders are paused
+    /// (TCP back-pressure), nothing is dropped. 0 = unlimited.
+    pub max_connection_bytes_per_sec: u64,
     /// The open-broker mode for a sandbox tenant.
     pub open_broker: OpenBrokerConfig,
 }
@@ -63,6 +66,7 @@ impl Default for HubConfig {
             max_user_property_length: 128,
             max_request_response_length: 128,
             usage_flush_interval_secs: 10,
+            max_connection_bytes_per_sec: 1_000_000,
             open_broker: OpenBrokerConfig::default(),
         }
     }

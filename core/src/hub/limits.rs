@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{Hub, HubError};
+use crate::limits::rate::ByteRate;
 use crate::limits::{DEFAULT_PROFILE, LimitId, Limited, Profile, datapoints};
 use crate::message::Properties;
 use crate::metering::{self, Usage, UsageEvent};
@@ -274,6 +275,12 @@ impl Hub {
             }
         }
         Ok(())
+    }
+
+    /// The read allowance of a new connection (L-019), or None when unlimited.
+    pub fn connection_bandwidth(&self) -> Option<ByteRate> {
+        let per_sec = self.inner.config.max_connection_bytes_per_sec;
+        (per_sec > 0).then(|| ByteRate::new(per_sec, now_ms()))
     }
 
     /// Applies the connection limits (monthly quota, device and tenant connection rates).

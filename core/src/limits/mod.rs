@@ -40,6 +40,8 @@ pub enum LimitId {
     DeviceMessagesQos0,
     /// L-017 QoS 1 messages per device.
     DeviceMessagesQos1,
+    /// L-019 bandwidth per connection.
+    ConnectionBandwidth,
     /// L-026 MQTT 5 user properties per message.
     UserProperties,
     /// L-027 MQTT 5 user property key or value length.
@@ -91,6 +93,7 @@ impl LimitId {
             TenantMessages => "L-014",
             DeviceMessagesQos0 => "L-016",
             DeviceMessagesQos1 => "L-017",
+            ConnectionBandwidth => "L-019",
             UserProperties => "L-026",
             UserPropertyLength => "L-027",
             RequestResponseLength => "L-028",
@@ -119,6 +122,7 @@ impl LimitId {
             TenantMessages => "messages per tenant",
             DeviceMessagesQos0 => "QoS 0 messages per device",
             DeviceMessagesQos1 => "QoS 1 messages per device",
+            ConnectionBandwidth => "bandwidth per connection",
             UserProperties => "user properties per message",
             UserPropertyLength => "user property key or value length",
             RequestResponseLength => "response topic or correlation data length",
@@ -139,9 +143,8 @@ impl LimitId {
         use LimitId::*;
         match self {
             TenantConnections | DeviceConnections | TenantMessages | DeviceMessagesQos0
-            | DeviceMessagesQos1 | TenantDataPoints | DeviceDataPoints | RegistryOperations => {
-                LimitKind::Rate
-            }
+            | DeviceMessagesQos1 | ConnectionBandwidth | TenantDataPoints | DeviceDataPoints
+            | RegistryOperations => LimitKind::Rate,
             ProductsPerTenant
             | DevicesPerProduct
             | DevicesPerTenant

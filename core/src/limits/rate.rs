@@ -194,6 +194,39 @@ impl Buckets {
     }
 }
 
+/// A byte-rate allowance that may go into debt: reads already made are charged in full, and the
+/// reader pauses until the debt is paid back. Holds one second of burst.
+#[derive(Debug, Clone)]
+pub struct ByteRate {
+    per_sec: u64,
+    allowance: i128,
+    last_ms: u64,
+}
+
+impl ByteRate {
+    /// `per_sec` bytes per second, starting with a full second of allowance.
+    pub fn new(per_sec: u64, now_ms: u64) -> Self {
+        ByteRate {
+            per_sec,
+            allowance: i128::from(per_sec),
+            last_ms: now_ms,
+        }
+    }
+
+    /// Charges `bytes`; returns how long to pause (ms) before reading again.
+    pub fn charge(&mut self, bytes: u64, now_ms: u64) -> u64 {
+        let per_sec = i128::from(self.per_sec);
+        let refill = i128::from(now_ms.saturating_sub(self.last_ms)) * per_sec / 1000;
+        self.last_ms = self.last_ms.max(now_ms);
+        self.allowance = (self.allowance + refill).min(per_sec) - i128::from(bytes);
+        if self.allowance >= 0 {
+            0
+        } else {
+            u64::try_from((-self.allowance * 1000 + per_sec - 1) / per_sec).unwrap_or(u64::MAX)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +284,19 @@ mod tests {
         c.try_take(0, 100).unwrap();
         assert!(c.try_take(0, 1).is_err());
         assert!(c.try_take(1000, 50).is_ok());
+    }
+
+    #[test]
+    fn byte_rate_pauses_until_the_debt_is_paid() {
+        let mut r = ByteRate::new(1000, 0);
+        assert_eq!(r.charge(1000, 0), 0, "one second of burst");
+        assert_eq!(r.charge(500, 0), 500, "500 bytes of debt: half a second");
+        assert_eq!(r.charge(0, 500), 0, "paid back after the pause");
+        assert_eq!(
+            r.charge(2000, 10_000),
+            1000,
+            "the burst never exceeds one second"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use ironhub_core::hub::{
     ConnectOutcome, ConnectRefusal, ConnectRequest, Connected, Delivery, KickReason,
     PublishRefusal, PublishRequest, Session, SubscribeRefusal, SubscribeRequest, Will,
 };
+use ironhub_core::limits::rate::ByteRate;
 use ironhub_core::limits::{LimitId, LimitKind};
 use ironhub_core::message::{Properties, QoS as HubQoS};
 use ironhub_core::{Hub, now_ms};
@@ -166,6 +167,7 @@ where
         inbound_qos2: InboundQos2::new(RECEIVE_MAXIMUM),
         aliases: TopicAliases::new(TOPIC_ALIAS_MAXIMUM),
         pending: VecDeque::new(),
+        bandwidth: hub.connection_bandwidth(),
     }
     .run(connected, shutdown)
     .await;
@@ -270,6 +272,8 @@ struct Driver<S> {
     /// Deliveries to send before new ones from the queue: the stored backlog, then retained
     /// messages for new subscriptions.
     pending: VecDeque<Delivery>,
+    /// The connection's read allowance (L-019).
+    bandwidth: Option<ByteRate>,
 }
 
 /// Removes the stored copy of a delivery the client acknowledged (or that can never be sent).
@@ -321,6 +325,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
         shutdown: &CancellationToken,
     ) -> End {
         let mut deadline = Instant::now() + self.keep_alive_limit;
+        // Set while reads are paused by the bandwidth limit (L-019).
+        let mut resume: Option<Instant> = None;
         loop {
             self.send_pending(session).await;
             if self.conn.flush().await.is_err() {
@@ -347,11 +353,19 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
                     self.disconnect(DisconnectReasonCode::KeepAliveTimeout, "keep-alive timeout").await;
                     return End::Abnormal;
                 }
-                read = self.rd.read_buf(&mut self.rbuf) => {
-                    match read {
+                _ = tokio::time::sleep_until(resume.unwrap_or_else(Instant::now)), if resume.is_some() => {
+                    resume = None;
+                }
+                read = self.rd.read_buf(&mut self.rbuf), if resume.is_none() => {
+                    let n = match read {
                         Ok(0) | Err(_) => return End::Abnormal,
-                        Ok(_) => deadline = Instant::now() + self.keep_alive_limit,
+                        Ok(n) => n,
+                    };
+                    // Keep-alive counts from the pause's end: the client did send.
+                    if let Some(pause) = self.bandwidth.as_mut().map(|b| b.charge(n as u64, now_ms())).filter(|p| *p > 0) {
+                        resume = Some(Instant::now() + Duration::from_millis(pause));
                     }
+                    deadline = resume.unwrap_or_else(Instant::now) + self.keep_alive_limit;
                     if let Flow::Stop(end) = self.handle_input(session).await {
                         return end;
                     }
