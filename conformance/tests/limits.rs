@@ -875,6 +875,40 @@ async fn a_noisy_tenant_does_not_throttle_another() {
     );
 }
 
+/// Rows of the contract whose feature is not built yet, with the issue that builds it. The
+/// coverage test checks this list and docs/limits.md agree, so a row cannot silently lose its
+/// test or its plan.
+const NOT_YET_BUILT: &[(&str, u32)] = &[
+    ("L-004", 4),
+    ("L-005", 4),
+    ("L-006", 4),
+    ("L-015", 5),
+    ("L-018", 5),
+    ("L-023", 6),
+    ("L-025", 5),
+    ("L-030", 5),
+    ("L-035", 5),
+    ("L-036", 5),
+    ("L-045", 5),
+    ("L-046", 5),
+    ("L-047", 5),
+    ("L-048", 5),
+    ("L-049", 5),
+    ("L-040", 5),
+    ("L-041", 5),
+    ("L-042", 5),
+    ("L-043", 5),
+    ("L-050", 4),
+    ("L-051", 4),
+    ("L-052", 4),
+    ("L-060", 4),
+    ("L-061", 4),
+    ("L-062", 4),
+    ("L-063", 4),
+    ("L-072", 4),
+    ("L-076", 5),
+];
+
 #[test]
 fn every_row_of_the_contract_has_a_test() {
     let rows = report::limit_rows(&report::contract());
@@ -902,5 +936,12 @@ fn every_row_of_the_contract_has_a_test() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), rows.len(), "ids are unique");
+    for (id, _) in NOT_YET_BUILT {
+        let row = rows.iter().find(|r| r.id == *id);
+        assert!(
+            row.is_some_and(|r| r.status != "enforced"),
+            "{id} is listed as not yet built but the contract says otherwise"
+        );
+    }
     assert!(missing.is_empty(), "{missing:#?}");
 }
