@@ -20,6 +20,10 @@ pub struct HubConfig {
     /// How long a QoS 1/2 publisher waits for a full subscriber queue before that delivery is
     /// dropped, counted and logged.
     pub slow_subscriber_wait_ms: u64,
+    /// The same for QoS 0: publishers slow down to the pace of their subscribers (back-pressure)
+    /// and a delivery is dropped and counted only when a subscriber stalls this long. 0 drops at
+    /// once when the queue is full.
+    pub slow_subscriber_wait_qos0_ms: u64,
     /// Largest session expiry granted, seconds; MQTT 3.1.1 persistent sessions get exactly this
     /// (seed 000: a QoS 1 message is kept 7 days).
     pub max_session_expiry_secs: u32,
@@ -56,6 +60,7 @@ impl Default for HubConfig {
             max_packet_size: 256 * 1024,
             session_queue_capacity: 1000,
             slow_subscriber_wait_ms: 2000,
+            slow_subscriber_wait_qos0_ms: 500,
             max_session_expiry_secs: 7 * 24 * 3600,
             max_offline_messages: 100_000,
             session_sweep_interval_secs: 60,

@@ -17,7 +17,15 @@ async fn hub(tune: impl FnOnce(&mut HubConfig)) -> Hub {
     let mut config = HubConfig::default();
     config.open_broker.enabled = true;
     tune(&mut config);
-    Hub::start(config, Arc::new(memory_store())).await.unwrap()
+    let hub = Hub::start(config, Arc::new(memory_store())).await.unwrap();
+    // These tests are about sessions and queues, not rate limits.
+    let unlimited = serde_json::json!({ "name": "open", "rates": { "tenant_connections": "", "device_connections": "",
+        "tenant_messages": "", "device_messages_qos0": "", "device_messages_qos1": "" } });
+    hub.put_profile(serde_json::from_value(unlimited).unwrap())
+        .await
+        .unwrap();
+    hub.set_tenant_profile("sandbox", "open").await.unwrap();
+    hub
 }
 
 fn request(client_id: &str, clean_start: bool, session_expiry_secs: Option<u32>) -> ConnectRequest {
@@ -62,10 +70,11 @@ fn subscribe(filter: &str, qos: QoS) -> Vec<SubscribeRequest> {
 }
 
 #[tokio::test]
-async fn a_full_subscriber_queue_drops_qos0_and_holds_qos1_publishers_then_counts_the_drop() {
+async fn a_full_subscriber_queue_holds_publishers_then_counts_the_drop() {
     let hub = hub(|c| {
         c.session_queue_capacity = 2;
         c.slow_subscriber_wait_ms = 50;
+        c.slow_subscriber_wait_qos0_ms = 0;
     })
     .await;
     let mut slow = connect(&hub, request("slow", true, None)).await;
@@ -117,6 +126,37 @@ async fn a_full_subscriber_queue_drops_qos0_and_holds_qos1_publishers_then_count
         "two queued QoS 0 and the delivered QoS 1"
     );
     assert_eq!(hub.stats().dropped["qos12_slow_subscriber"], 1);
+}
+
+#[tokio::test]
+async fn qos0_publishers_wait_for_a_slow_subscriber_by_default() {
+    let hub = hub(|c| c.session_queue_capacity = 1).await;
+    let mut slow = connect(&hub, request("slow", true, None)).await;
+    slow.session
+        .subscribe(subscribe("t", QoS::AtMostOnce))
+        .await;
+    let fast = connect(&hub, request("fast", true, None)).await;
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while n < 50 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            slow.deliveries.recv().await.unwrap();
+            n += 1;
+        }
+        n
+    });
+    for _ in 0..50 {
+        fast.session
+            .publish(publish("t", QoS::AtMostOnce))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        reader.await.unwrap(),
+        50,
+        "a one-slot queue, yet nothing lost"
+    );
+    assert_eq!(hub.stats().dropped["qos0_queue_full"], 0);
 }
 
 #[tokio::test]

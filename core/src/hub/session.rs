@@ -316,15 +316,20 @@ impl Slot {
             Err(mpsc::error::TrySendError::Full(d)) => d,
         };
         drop(st);
-        if delivery.qos == QoS::AtMostOnce {
+        // Back-pressure on the publisher for a bounded time, then a counted drop.
+        let qos0 = delivery.qos == QoS::AtMostOnce;
+        let cfg = &hub.inner.config;
+        let wait = Duration::from_millis(if qos0 {
+            cfg.slow_subscriber_wait_qos0_ms
+        } else {
+            cfg.slow_subscriber_wait_ms
+        });
+        if qos0 && wait.is_zero() {
             stats
                 .dropped_qos0_queue_full
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(session = %self.key, "queue full: QoS 0 delivery dropped");
             return Ok(());
         }
-        // QoS 1/2: back-pressure on the publisher for a bounded time, then a counted drop.
-        let wait = Duration::from_millis(hub.inner.config.slow_subscriber_wait_ms);
         match tokio::time::timeout(wait, tx.send(delivery)).await {
             Ok(Ok(())) => {
                 stats.deliveries.fetch_add(1, Ordering::Relaxed);
@@ -334,6 +339,13 @@ impl Slot {
             Ok(Err(mpsc::error::SendError(d))) => {
                 let mut st = self.state.clone().lock_owned().await;
                 self.deliver_offline(hub, &mut st, d).await
+            }
+            Err(_) if qos0 => {
+                stats
+                    .dropped_qos0_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(session = %self.key, "slow subscriber: QoS 0 delivery dropped");
+                Ok(())
             }
             Err(_) => {
                 stats

@@ -1,0 +1,619 @@
+//! `ironhub-bench`: a load generator for ironhub and reference MQTT brokers (MQTT 3.1.1).
+//!
+//! Scenarios: `fan-in` (N publishers at R msg/s each -> 1 subscriber), `fan-out` (1 publisher ->
+//! M subscribers), `connect` (N idle connections over several loopback source addresses, with
+//! signed device credentials from a file or anonymous), and `provision` (creates the devices for
+//! `connect` through ironhub's admin API). Each run prints a table row and appends JSON to
+//! `--json`. Payloads carry their send time, so latency is end to end. The server's CPU time and
+//! memory come from /proc (`--server-pid`); the generator checks its own CPU so it can say when it
+//! was the bottleneck.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use ironhub_benches::{ProcStats, percentiles, proc_stats};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Mutex;
+
+#[derive(Parser)]
+#[command(
+    name = "ironhub-bench",
+    about = "MQTT load generator: ironhub side by side with a reference broker"
+)]
+struct Args {
+    /// Broker address.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    target: SocketAddr,
+    /// The broker's process id, to read its CPU time and memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Name of the broker in the results.
+    #[arg(long, default_value = "server")]
+    label: String,
+    /// Append the result as one JSON line to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// N publishers at R msg/s each (0 = as fast as flow control allows) -> 1 subscriber.
+    FanIn {
+        #[arg(long, default_value_t = 10)]
+        publishers: usize,
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        #[arg(long, default_value_t = 0)]
+        qos: u8,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// 1 publisher at R msg/s -> M subscribers.
+    FanOut {
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        #[arg(long, default_value_t = 0)]
+        qos: u8,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// N idle connections (keep-alive 1200 s) spread over source addresses.
+    Connect {
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Loopback source addresses to connect from.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
+        sources: Vec<IpAddr>,
+        /// Signed device credentials, one JSON object per line (from `provision`); anonymous
+        /// when absent.
+        #[arg(long)]
+        devices: Option<PathBuf>,
+        /// Connections in progress at once.
+        #[arg(long, default_value_t = 256)]
+        parallel: usize,
+    },
+    /// Creates a product and N devices through ironhub's admin API and writes their signed
+    /// credentials, one JSON line each.
+    Provision {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        api: SocketAddr,
+        #[arg(long, env = "IRONHUB_ADMIN_TOKEN")]
+        token: String,
+        #[arg(long, default_value = "bench")]
+        tenant: String,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn qos(q: u8) -> QoS {
+    match q {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+fn payload(size: usize) -> Vec<u8> {
+    let mut p = vec![b'x'; size.max(8)];
+    p[..8].copy_from_slice(&now_us().to_be_bytes());
+    p
+}
+
+fn options(args: &Args, id: &str) -> MqttOptions {
+    let mut o = MqttOptions::new(id, args.target.ip().to_string(), args.target.port());
+    o.set_keep_alive(Duration::from_secs(60))
+        .set_max_packet_size(1 << 20, 1 << 20);
+    o
+}
+
+/// Counts deliveries and their latencies, shared by subscriber tasks.
+#[derive(Default)]
+struct Receiver {
+    count: AtomicU64,
+    /// When the last delivery arrived (µs since the epoch).
+    last_us: AtomicU64,
+    latencies: Mutex<Vec<u64>>,
+}
+
+async fn subscribe(
+    args: &Args,
+    id: String,
+    filter: &str,
+    q: u8,
+    rx: Arc<Receiver>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let (client, mut ev) = AsyncClient::new(options(args, &id), 1000);
+    client.subscribe(filter, qos(q)).await?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ev.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => bail!("subscriber {id}: {e}"),
+            Err(_) => bail!("subscriber {id}: no SUBACK"),
+        }
+    }
+    Ok(tokio::spawn(async move {
+        let _client = client;
+        let mut local = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            match tokio::time::timeout(Duration::from_millis(200), ev.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                    rx.count.fetch_add(1, Ordering::Relaxed);
+                    rx.last_us.store(now_us(), Ordering::Relaxed);
+                    if p.payload.len() >= 8 {
+                        let sent = u64::from_be_bytes(p.payload[..8].try_into().expect("8 bytes"));
+                        local.push(now_us().saturating_sub(sent));
+                    }
+                }
+                Ok(Ok(_)) | Err(_) => {}
+                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        rx.latencies.lock().await.extend(local);
+    }))
+}
+
+/// Runs `publishers` clients for `seconds`, each at `rate` msg/s (0: unthrottled); returns sent.
+async fn publish(
+    args: &Args,
+    prefix: &str,
+    publishers: usize,
+    rate: u64,
+    q: u8,
+    size: usize,
+    seconds: u64,
+) -> anyhow::Result<u64> {
+    let sent = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for i in 0..publishers {
+        let (client, mut ev) = AsyncClient::new(options(args, &format!("{prefix}-pub-{i}")), 1000);
+        let sent = sent.clone();
+        let topic = format!("{prefix}/{i}");
+        tasks.push(tokio::spawn(async move {
+            let written = sent.clone();
+            // Counts what was written to the socket, not what was queued in the client.
+            let driver = tokio::spawn(async move {
+                loop {
+                    match ev.poll().await {
+                        Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) => {
+                            written.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            });
+            let mut tick = (rate > 0).then(|| {
+                let mut t = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                t
+            });
+            while Instant::now() < deadline {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
+                if client
+                    .publish(topic.as_str(), qos(q), false, payload(size))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            // Let in-flight QoS 1 publishes complete before the connection goes.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = client.disconnect().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            driver.abort();
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    Ok(sent.load(Ordering::Relaxed))
+}
+
+/// Waits until `rx` has `expected` or stops growing for 2 s.
+async fn drain(rx: &Receiver, expected: u64) {
+    let mut last = (rx.count.load(Ordering::Relaxed), Instant::now());
+    while rx.count.load(Ordering::Relaxed) < expected {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = rx.count.load(Ordering::Relaxed);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(2) {
+            return;
+        }
+    }
+}
+
+struct Meter {
+    server: Option<String>,
+    start: Instant,
+    server0: Option<ProcStats>,
+    self0: ProcStats,
+}
+
+impl Meter {
+    fn start(args: &Args) -> Meter {
+        let server = args.server_pid.map(|p| p.to_string());
+        let server0 = server.as_deref().and_then(proc_stats);
+        Meter {
+            server,
+            start: Instant::now(),
+            server0,
+            self0: proc_stats("self").unwrap_or_default(),
+        }
+    }
+
+    fn finish(&self, delivered: u64) -> Value {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let server1 = self.server.as_deref().and_then(proc_stats);
+        let self1 = proc_stats("self").unwrap_or_default();
+        let gen_cores = (self1.cpu - self.self0.cpu).as_secs_f64() / elapsed;
+        let mut v = json!({ "elapsed_s": elapsed, "generator_cores": gen_cores,
+                            "generator_saturated": gen_cores > 0.9 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64 });
+        if let (Some(a), Some(b)) = (self.server0, server1) {
+            let cpu = (b.cpu - a.cpu).as_secs_f64();
+            v["server_cpu_s"] = json!(cpu);
+            v["server_cpu_us_per_msg"] = json!(if delivered > 0 {
+                cpu * 1e6 / delivered as f64
+            } else {
+                0.0
+            });
+            v["server_rss_bytes"] = json!(b.rss);
+            v["server_rss_growth_bytes"] = json!(b.rss as i64 - a.rss as i64);
+        }
+        v
+    }
+}
+
+async fn fan(
+    args: &Args,
+    publishers: usize,
+    subscribers: usize,
+    rate: u64,
+    q: u8,
+    size: usize,
+    seconds: u64,
+) -> anyhow::Result<Value> {
+    let prefix = format!("bench{}", now_us() % 100_000);
+    let rx = Arc::new(Receiver::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut subs = Vec::new();
+    for i in 0..subscribers {
+        subs.push(
+            subscribe(
+                args,
+                format!("{prefix}-sub-{i}"),
+                &format!("{prefix}/#"),
+                q,
+                rx.clone(),
+                stop.clone(),
+            )
+            .await?,
+        );
+    }
+    let meter = Meter::start(args);
+    let start_us = now_us();
+    let sent = publish(args, &prefix, publishers, rate, q, size, seconds).await?;
+    let expected = sent * subscribers as u64;
+    drain(&rx, expected).await;
+    let delivered = rx.count.load(Ordering::Relaxed);
+    let mut v = meter.finish(delivered);
+    stop.store(true, Ordering::Relaxed);
+    for s in subs {
+        let _ = s.await;
+    }
+    let mut lat = std::mem::take(&mut *rx.latencies.lock().await);
+    v["sent"] = json!(sent);
+    v["expected"] = json!(expected);
+    v["delivered"] = json!(delivered);
+    v["lost"] = json!(expected.saturating_sub(delivered));
+    let span_s = (rx.last_us.load(Ordering::Relaxed).saturating_sub(start_us)) as f64 / 1e6;
+    v["delivered_per_s"] = json!(if span_s > 0.0 {
+        delivered as f64 / span_s
+    } else {
+        0.0
+    });
+    v["latency"] = json!(percentiles(&mut lat));
+    Ok(v)
+}
+
+fn connect_packet(client_id: &str, login: Option<(&str, &str)>) -> Vec<u8> {
+    let s = |b: &[u8], out: &mut Vec<u8>| {
+        out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        out.extend_from_slice(b);
+    };
+    let mut body = Vec::new();
+    s(b"MQTT", &mut body);
+    body.push(4);
+    body.push(if login.is_some() { 0xC2 } else { 0x02 });
+    body.extend_from_slice(&1200u16.to_be_bytes());
+    s(client_id.as_bytes(), &mut body);
+    if let Some((u, p)) = login {
+        s(u.as_bytes(), &mut body);
+        s(p.as_bytes(), &mut body);
+    }
+    let mut out = vec![0x10];
+    let mut n = body.len();
+    loop {
+        let mut b = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(body);
+    out
+}
+
+async fn open_one(
+    target: SocketAddr,
+    source: IpAddr,
+    packet: Vec<u8>,
+) -> anyhow::Result<TcpStream> {
+    let socket = if source.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    let mut s = socket.connect(target).await?;
+    s.write_all(&packet).await?;
+    let mut ack = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut ack))
+        .await
+        .context("no CONNACK")??;
+    if ack[0] != 0x20 || ack[3] != 0 {
+        bail!("refused: CONNACK {ack:?}");
+    }
+    Ok(s)
+}
+
+async fn connect(
+    args: &Args,
+    connections: usize,
+    sources: &[IpAddr],
+    devices: Option<&PathBuf>,
+    parallel: usize,
+) -> anyhow::Result<Value> {
+    let creds: Vec<Value> = match devices {
+        Some(path) => std::fs::read_to_string(path)?
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
+    if devices.is_some() && creds.len() < connections {
+        bail!("{} credentials for {connections} connections", creds.len());
+    }
+    let prefix = format!("idle{}", now_us() % 100_000);
+    let meter = Meter::start(args);
+    let held = Arc::new(Mutex::new(Vec::with_capacity(connections)));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let gate = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut tasks = Vec::new();
+    for i in 0..connections {
+        let packet = match creds.get(i) {
+            Some(c) => connect_packet(
+                c["client_id"].as_str().unwrap_or_default(),
+                Some((
+                    c["username"].as_str().unwrap_or_default(),
+                    c["password"].as_str().unwrap_or_default(),
+                )),
+            ),
+            None => connect_packet(&format!("{prefix}-{i}"), None),
+        };
+        let (held, errors, gate) = (held.clone(), errors.clone(), gate.clone());
+        let (target, source) = (args.target, sources[i % sources.len()]);
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await.expect("semaphore open");
+            match open_one(target, source, packet).await {
+                Ok(s) => held.lock().await.push(s),
+                Err(e) => {
+                    // Out of file descriptors (EMFILE) or ports: back off instead of storming.
+                    errors.lock().await.push(e.to_string());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let connected = held.lock().await.len() as u64;
+    let elapsed = meter.start.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await; // let the server settle before reading RSS
+    let mut v = meter.finish(connected);
+    let errors = errors.lock().await;
+    v["connections"] = json!(connections);
+    v["connected"] = json!(connected);
+    v["connects_per_s"] = json!(connected as f64 / elapsed);
+    v["authenticated"] = json!(devices.is_some());
+    if let Some(growth) = v["server_rss_growth_bytes"].as_i64() {
+        v["rss_per_connection_bytes"] = json!(growth as f64 / connected.max(1) as f64);
+    }
+    v["errors"] = json!(errors.len());
+    if let Some(first) = errors.first() {
+        v["first_error"] = json!(first);
+    }
+    Ok(v)
+}
+
+async fn http(
+    api: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> anyhow::Result<Value> {
+    let body = body.to_string();
+    let mut s = TcpStream::connect(api).await?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await?;
+    let (head, body) = resp
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    if !head.starts_with("HTTP/1.1 2") {
+        bail!("{method} {path}: {head} {body}");
+    }
+    Ok(serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+async fn provision(
+    api: SocketAddr,
+    token: &str,
+    tenant: &str,
+    count: usize,
+    out: &PathBuf,
+) -> anyhow::Result<Value> {
+    // A profile without registry or connection rate limits, so provisioning and connecting are
+    // measured rather than throttled.
+    let profile = json!({ "rates": { "registry_operations": "", "tenant_connections": "", "device_connections": "" } });
+    http(
+        api,
+        token,
+        "PUT",
+        &format!("/api/v1/profiles/{tenant}"),
+        &profile,
+    )
+    .await?;
+    let _ = http(
+        api,
+        token,
+        "POST",
+        "/api/v1/tenants",
+        &json!({ "id": tenant, "profile": tenant }),
+    )
+    .await;
+    let p = http(
+        api,
+        token,
+        "POST",
+        "/api/v1/products",
+        &json!({ "tenant": tenant, "name": "bench" }),
+    )
+    .await?;
+    let pk = p["product_key"].as_str().context("product_key")?.to_owned();
+    let mut lines = String::new();
+    for i in 0..count {
+        let d = http(
+            api,
+            token,
+            "POST",
+            &format!("/api/v1/products/{pk}/devices"),
+            &json!({ "device_name": format!("bench-{i:06}") }),
+        )
+        .await?;
+        let secret = d["device_secret"].as_str().context("device_secret")?;
+        let c = ironhub_core::auth::device_credentials(
+            &pk,
+            &format!("bench-{i:06}"),
+            secret,
+            ironhub_core::now_ms(),
+        );
+        lines.push_str(&serde_json::to_string(&c)?);
+        lines.push('\n');
+    }
+    std::fs::write(out, lines)?;
+    Ok(json!({ "product_key": pk, "devices": count }))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (name, params, result) = match &args.scenario {
+        Scenario::FanIn {
+            publishers,
+            rate,
+            qos,
+            payload,
+            seconds,
+        } => (
+            "fan-in",
+            json!({ "publishers": publishers, "rate": rate, "qos": qos, "payload": payload, "seconds": seconds }),
+            fan(&args, *publishers, 1, *rate, *qos, *payload, *seconds).await?,
+        ),
+        Scenario::FanOut {
+            subscribers,
+            rate,
+            qos,
+            payload,
+            seconds,
+        } => (
+            "fan-out",
+            json!({ "subscribers": subscribers, "rate": rate, "qos": qos, "payload": payload, "seconds": seconds }),
+            fan(&args, 1, *subscribers, *rate, *qos, *payload, *seconds).await?,
+        ),
+        Scenario::Connect {
+            connections,
+            sources,
+            devices,
+            parallel,
+        } => (
+            "connect",
+            json!({ "connections": connections, "sources": sources.len() }),
+            connect(&args, *connections, sources, devices.as_ref(), *parallel).await?,
+        ),
+        Scenario::Provision {
+            api,
+            token,
+            tenant,
+            count,
+            out,
+        } => {
+            let r = provision(*api, token, tenant, *count, out).await?;
+            println!("{r}");
+            return Ok(());
+        }
+    };
+    let row = json!({ "scenario": name, "server": args.label, "params": params, "result": result });
+    println!("{row}");
+    if let Some(path) = &args.json {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        writeln!(f, "{row}")?;
+    }
+    Ok(())
+}
