@@ -32,12 +32,24 @@ const TOKEN: &str = "conformance-admin-token";
 /// Upper bound on every wait in the suite: a test fails rather than hangs.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("addr")
-        .port()
+/// A free loopback port below Linux's ephemeral range (32768 and up), so that client sockets
+/// cannot take it between this check and the server's bind.
+pub fn free_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut x = nanos
+        ^ (std::process::id() << 8)
+        ^ NEXT.fetch_add(7919, std::sync::atomic::Ordering::Relaxed);
+    loop {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let port = 20_000 + (x >> 8) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
 }
 
 fn binary() -> PathBuf {
@@ -78,24 +90,35 @@ impl Deployment {
         {
             return attached;
         }
-        let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = data.path().join("ironhub.toml");
-        let text = format!(
-            "data_dir = {:?}\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n[mqtt]\nlisten = \"{mqtt}\"\n{extra_config}\n",
-            data.path().join("data")
-        );
-        std::fs::write(&config, text).expect("write config");
         let mut d = Deployment {
-            mqtt,
-            api: format!("http://{admin}"),
+            mqtt: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api: String::new(),
             token: TOKEN.into(),
             config,
             data,
             child: None,
         };
-        d.spawn().await;
-        d
+        // Another process may take a port between the check and the bind: then try new ones.
+        for _ in 0..5 {
+            let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let text = format!(
+                "data_dir = {:?}\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n[mqtt]\nlisten = \"{mqtt}\"\n{extra_config}\n",
+                d.data.path().join("data")
+            );
+            std::fs::write(&d.config, text).expect("write config");
+            (d.mqtt, d.api) = (mqtt, format!("http://{admin}"));
+            match d.try_spawn().await {
+                Ok(()) => return d,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("ironhub did not start; log:\n{log}"),
+            }
+        }
+        panic!(
+            "ironhub did not start: no free ports after 5 tries; log:\n{}",
+            d.log()
+        )
     }
 
     /// The deployment named by `IRONHUB_TARGET_*`, if set.
@@ -136,6 +159,14 @@ impl Deployment {
     }
 
     async fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn().await {
+            panic!("ironhub did not start; log:\n{log}");
+        }
+    }
+
+    /// Starts the server and waits until it serves; Err carries its log when it exited or did
+    /// not get ready in time.
+    async fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::File::create(self.data.path().join("ironhub.log")).expect("log file");
         let child = Command::new(binary())
             .arg("serve")
@@ -153,13 +184,19 @@ impl Deployment {
             let ready = self.call(Method::GET, "/healthz", None).await.is_ok()
                 && tokio::net::TcpStream::connect(self.mqtt).await.is_ok();
             if ready {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "ironhub did not start; log:\n{}",
-                self.log()
-            );
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || Instant::now() >= deadline {
+                if let Some(mut c) = self.child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                return Err(self.log());
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -325,6 +362,9 @@ impl Deployment {
 
 impl Drop for Deployment {
     fn drop(&mut self) {
+        if std::thread::panicking() && self.child.is_some() {
+            eprintln!("--- ironhub log of the failed test ---\n{}", self.log());
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

@@ -572,11 +572,7 @@ fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf
 async fn mosquitto_clients_talk_over_tls_with_signed_device_credentials() {
     let certs = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(certs.path());
-    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let tls_port = ironhub_conformance::free_port();
     let d = Deployment::start(&format!(
         "[mqtt.tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = {cert:?}\nkey = {key:?}\n"
     ))

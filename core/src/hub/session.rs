@@ -537,9 +537,15 @@ impl Hub {
             return Err(ConnectRefusal::Disabled);
         }
         if !device.activated {
-            let mut d = device.clone();
+            // Off the connect path: a first connection should not wait for a durable write of
+            // a status flag (the device shows online from its session meanwhile).
+            let (hub, mut d) = (self.clone(), device.clone());
             d.activated = true;
-            store::write(&**self.store(), |t| records::put_device(t, &d)).await?;
+            tokio::spawn(async move {
+                if let Err(e) = store::write(&**hub.store(), |t| records::put_device(t, &d)).await {
+                    tracing::warn!(error = %e, "could not record a device's activation");
+                }
+            });
         }
         Ok(Authenticated::Client(
             ClientIdentity {

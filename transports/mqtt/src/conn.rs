@@ -37,6 +37,10 @@ const REGISTER_LINGER: Duration = Duration::from_secs(5);
 pub const RECEIVE_MAXIMUM: u16 = 100;
 /// Topic aliases a client may set.
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 32;
+/// Read-buffer space bounds: idle connections keep the smallest, busy ones grow to the largest
+/// (doubling when a read fills the space, halving when reads stay small).
+const READ_HINT_MIN: usize = 512;
+const READ_HINT_MAX: usize = 64 * 1024;
 /// Deliveries written per wake-up before the socket is flushed.
 const WRITE_BATCH: usize = 64;
 
@@ -88,7 +92,8 @@ where
     };
     let mut conn = Writer {
         wr,
-        wbuf: BytesMut::with_capacity(4096),
+        // Grows to what the connection writes; idle connections keep it small.
+        wbuf: BytesMut::new(),
         codec,
     };
     let version = connect.version;
@@ -168,6 +173,7 @@ where
         aliases: TopicAliases::new(TOPIC_ALIAS_MAXIMUM),
         pending: VecDeque::new(),
         bandwidth: hub.connection_bandwidth(),
+        read_hint: READ_HINT_MIN,
     }
     .run(connected, shutdown)
     .await;
@@ -274,6 +280,8 @@ struct Driver<S> {
     pending: VecDeque<Delivery>,
     /// The connection's read allowance (L-019).
     bandwidth: Option<ByteRate>,
+    /// How much free space to give the next read.
+    read_hint: usize,
 }
 
 /// Removes the stored copy of a delivery the client acknowledged (or that can never be sent).
@@ -327,8 +335,17 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
         let mut deadline = Instant::now() + self.keep_alive_limit;
         // Set while reads are paused by the bandwidth limit (L-019).
         let mut resume: Option<Instant> = None;
+        if self.rbuf.is_empty() {
+            // CONNECT needed a few KB; an idle connection needs much less.
+            self.rbuf = BytesMut::with_capacity(READ_HINT_MIN);
+        }
         loop {
             self.send_pending(session).await;
+            let spare = self.rbuf.capacity() - self.rbuf.len();
+            if spare < self.read_hint {
+                self.rbuf.reserve(self.read_hint);
+            }
+            let offered = self.rbuf.capacity() - self.rbuf.len();
             if self.conn.flush().await.is_err() {
                 return End::Abnormal;
             }
@@ -360,6 +377,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
                     let n = match read {
                         Ok(0) | Err(_) => return End::Abnormal,
                         Ok(n) => n,
+                    };
+                    self.read_hint = if n == offered {
+                        (self.read_hint * 2).min(READ_HINT_MAX)
+                    } else if n < self.read_hint / 4 {
+                        (self.read_hint / 2).max(READ_HINT_MIN)
+                    } else {
+                        self.read_hint
                     };
                     // Keep-alive counts from the pause's end: the client did send.
                     if let Some(pause) = self.bandwidth.as_mut().map(|b| b.charge(n as u64, now_ms())).filter(|p| *p > 0) {
