@@ -1,5 +1,6 @@
-//! Micro-benchmarks of the per-message hot paths: topic matching against many subscriptions,
-//! signature verification at connect, and the store's write path.
+//! Micro-benchmarks of the per-message hot paths: MQTT decode and encode, topic matching against
+//! many subscriptions, rate-limit buckets and the hourly window, signature verification at
+//! connect, and a store transaction on each backend.
 
 use std::hint::black_box;
 
@@ -55,27 +56,105 @@ fn signatures(c: &mut Criterion) {
     });
 }
 
-fn store_writes(c: &mut Criterion) {
+fn one_key_transactions(c: &mut Criterion, name: &str, store: &dyn ironhub_core::store::Store) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let store = ironhub_core::store::memory::memory_store();
     let mut n = 0u64;
-    c.bench_function("memory store: one-key transaction", |b| {
+    c.bench_function(name, |b| {
         b.iter(|| {
             n += 1;
-            runtime.block_on(async {
-                ironhub_core::store::transact(&store, |t| {
-                    Box::pin(async move {
-                        t.set(&n.to_be_bytes(), b"v");
-                        Ok(())
-                    })
-                })
-                .await
+            let key = n.to_be_bytes();
+            runtime
+                .block_on(ironhub_core::store::write(store, |t| t.set(&key, b"v")))
                 .expect("commit")
-            })
         })
+    });
+}
+
+fn store_writes(c: &mut Criterion) {
+    one_key_transactions(
+        c,
+        "memory store: one-key transaction",
+        &ironhub_core::store::memory::memory_store(),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let embedded = ironhub_store_embedded::open(dir.path()).expect("redb");
+    one_key_transactions(
+        c,
+        "embedded (redb) store: one-key durable transaction",
+        &embedded,
+    );
+}
+
+fn mqtt_codec(c: &mut Criterion) {
+    use ironhub_mqtt::codec::{Codec, Outbound, QoS, publish_packet};
+    // A v3.1.1 CONNECT, then a QoS 1 PUBLISH of 64 bytes.
+    let connect: &[u8] = &[
+        0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 2, b'c', b'1',
+    ];
+    let mut publish = vec![0x32, 0, 0, 9];
+    publish.extend_from_slice(b"/a/b/user");
+    publish.extend_from_slice(&[0, 1]);
+    publish.extend_from_slice(&[b'x'; 64]);
+    publish[1] = (publish.len() - 2) as u8;
+    let mut codec = Codec::new(256 * 1024);
+    codec
+        .decode(&mut bytes::BytesMut::from(connect))
+        .expect("connect")
+        .expect("packet");
+    c.bench_function("mqtt: decode a 64-byte QoS 1 PUBLISH", |b| {
+        b.iter(|| {
+            let mut buf = bytes::BytesMut::from(&publish[..]);
+            black_box(codec.decode(&mut buf).expect("decodes").expect("packet"));
+        })
+    });
+    let payload = bytes::Bytes::from_static(&[b'x'; 64]);
+    let mut out = bytes::BytesMut::with_capacity(4096);
+    c.bench_function("mqtt: encode a 64-byte QoS 0 PUBLISH", |b| {
+        b.iter(|| {
+            out.clear();
+            let p = publish_packet(
+                "/a/b/user",
+                payload.clone(),
+                QoS::AtMostOnce,
+                false,
+                None,
+                None,
+            );
+            codec
+                .encode(Outbound::Publish(Box::new(p)), &mut out)
+                .expect("encodes");
+            black_box(out.len());
+        })
+    });
+}
+
+fn limits(c: &mut Criterion) {
+    use ironhub_core::limits::rate::{Buckets, RateSpec};
+    use ironhub_core::limits::window::Window;
+    let spec: RateSpec = "100:1,1000:60".parse().expect("spec");
+    let mut buckets = Buckets::new(&spec, 0);
+    let mut now = 0u64;
+    c.bench_function("limits: take from two token buckets", |b| {
+        b.iter(|| {
+            now += 100; // 10 per second: always allowed
+            black_box(buckets.try_take(now, 1)).expect("allowed");
+        })
+    });
+    let mut window = Window::new(u64::MAX / 2, 0);
+    let mut t = 0u64;
+    c.bench_function("limits: charge the hourly data-point window", |b| {
+        b.iter(|| {
+            t += 1000;
+            black_box(window.charge(t, 5));
+        })
+    });
+    let json =
+        br#"{"id":"1","version":"1.0","params":{"temperature":21.5,"humidity":40,"state":"on"}}"#;
+    c.bench_function("limits: count the data points of an Alink post", |b| {
+        b.iter(|| black_box(ironhub_core::limits::datapoints::count(black_box(json))))
     });
 }
 
@@ -83,6 +162,13 @@ fn store_writes(c: &mut Criterion) {
 #[allow(missing_docs)]
 mod group {
     use super::*;
-    criterion_group!(benches, topic_matching, signatures, store_writes);
+    criterion_group!(
+        benches,
+        mqtt_codec,
+        topic_matching,
+        limits,
+        signatures,
+        store_writes
+    );
 }
 criterion_main!(group::benches);
