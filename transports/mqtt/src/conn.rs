@@ -97,7 +97,9 @@ where
         codec,
     };
     let version = connect.version;
-    let outcome = hub.connect(connect_request(&connect)).await;
+    // Boxed: large futures that run once (or rarely) would otherwise size every idle
+    // connection's task for their worst case.
+    let outcome = Box::pin(hub.connect(connect_request(&connect))).await;
     let connected = match outcome {
         Err(refusal) => {
             tracing::info!(%peer, client_id = %connect.client_id, %refusal, "connection refused");
@@ -287,7 +289,7 @@ struct Driver<S> {
 /// Removes the stored copy of a delivery the client acknowledged (or that can never be sent).
 async fn forget_stored(session: &Session, d: &Delivery) {
     if let Some(seq) = d.stored_seq
-        && let Err(e) = session.acknowledged(seq).await
+        && let Err(e) = Box::pin(session.acknowledged(seq)).await
     {
         tracing::warn!(error = %e, "could not remove a stored delivery");
     }
@@ -320,9 +322,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
         let _ = self.conn.flush().await;
         let mut unacked = self.outflight.into_unacked();
         unacked.extend(self.pending.into_iter().filter(|d| d.stored_seq.is_none()));
-        session
-            .close(matches!(end, End::Normal), unacked, deliveries)
-            .await;
+        Box::pin(session.close(matches!(end, End::Normal), unacked, deliveries)).await;
     }
 
     async fn serve(
@@ -524,7 +524,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
                         subscription_id: id,
                     })
                     .collect();
-                let (results, retained) = session.subscribe(requests).await;
+                let (results, retained) = Box::pin(session.subscribe(requests)).await;
                 let codes = results
                     .into_iter()
                     .map(|r| match r {
@@ -542,7 +542,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
                 self.pending.extend(retained);
             }
             Inbound::Unsubscribe { packet_id, filters } => {
-                let existed = session.unsubscribe(filters).await;
+                let existed = Box::pin(session.unsubscribe(filters)).await;
                 self.conn.send(Outbound::UnsubAck(packet_id, existed));
             }
             Inbound::PingReq => {
@@ -628,7 +628,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
             },
             message_expiry_secs: props.message_expiry_interval.map(NonZeroU32::get),
         };
-        let outcome = session.publish(request).await;
+        let outcome = Box::pin(session.publish(request)).await;
         let (reason, discarded) = match &outcome {
             Ok(_) => (0x00, false),
             Err(PublishRefusal::NotAuthorized(_)) => (0x87, false),
@@ -677,5 +677,31 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
             _ => {}
         }
         Flow::Continue
+    }
+}
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    /// Every connection's task is as large as the largest state of this future, idle or not:
+    /// rarely used large futures (connect, close, subscribe, publish) are boxed to keep it small.
+    #[tokio::test]
+    async fn an_idle_connection_task_stays_small() {
+        let hub = ironhub_core::Hub::start(
+            Default::default(),
+            Arc::new(ironhub_core::store::memory::memory_store()),
+        )
+        .await
+        .unwrap();
+        let (stream, _peer) = tokio::io::duplex(64);
+        let task = super::serve_connection(
+            stream,
+            "127.0.0.1:1".parse().unwrap(),
+            hub,
+            Default::default(),
+        );
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 4096, "connection future is {size} bytes");
+        assert!(std::mem::size_of::<ironhub_core::hub::Delivery>() <= 64);
     }
 }
