@@ -201,6 +201,11 @@ impl Deployment {
         }
     }
 
+    /// The server's data directory (where a self-signed QUIC certificate is generated).
+    pub fn data_dir(&self) -> PathBuf {
+        self.data.path().join("data")
+    }
+
     /// The server's log so far (for assertion messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data.path().join("ironhub.log")).unwrap_or_default()
@@ -475,6 +480,46 @@ pub mod raw {
         remaining_length(body.len(), &mut out);
         out.extend(body);
         out
+    }
+
+    /// SUBSCRIBE to one filter.
+    pub fn subscribe(packet_id: u16, filter: &str, qos: u8) -> Vec<u8> {
+        let mut body = packet_id.to_be_bytes().to_vec();
+        string(filter.as_bytes(), &mut body);
+        body.push(qos);
+        let mut out = vec![0x82];
+        remaining_length(body.len(), &mut out);
+        out.extend(body);
+        out
+    }
+
+    /// Reads one packet: its first byte and its body.
+    pub async fn read_packet<R: tokio::io::AsyncRead + Unpin>(
+        r: &mut R,
+    ) -> std::io::Result<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let first = r.read_u8().await?;
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let b = r.read_u8().await?;
+            len |= usize::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body).await?;
+        Ok((first, body))
+    }
+
+    /// The topic and payload of a QoS 0 PUBLISH body.
+    pub fn publish_parts(body: &[u8]) -> (String, Vec<u8>) {
+        let n = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        (
+            String::from_utf8_lossy(&body[2..2 + n]).into_owned(),
+            body[2 + n..].to_vec(),
+        )
     }
 
     /// QoS 0 PUBLISH.

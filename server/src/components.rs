@@ -13,7 +13,7 @@ use crate::config::{Config, StoreBackend};
 pub enum ComponentError {
     /// Compiled out.
     #[cfg_attr(
-        all(feature = "mqtt", feature = "embedded"),
+        all(feature = "mqtt", feature = "quic", feature = "embedded"),
         expect(
             dead_code,
             reason = "constructed only in builds that leave a component out"
@@ -63,7 +63,41 @@ pub async fn transports(config: &Config) -> Result<Vec<Box<dyn Transport>>, Comp
     if config.mqtt.enabled {
         out.extend(mqtt(config).await?);
     }
+    if config.quic.enabled {
+        out.push(quic(config)?);
+    }
     Ok(out)
+}
+
+#[cfg(feature = "quic")]
+fn quic(config: &Config) -> Result<Box<dyn Transport>, ComponentError> {
+    let start = |reason: String| ComponentError::Start {
+        component: "quic",
+        reason,
+    };
+    let q = &config.quic;
+    let (cert, key) = match (&q.cert, &q.key) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        (None, None) => {
+            ironhub_quic::self_signed(&config.data_dir).map_err(|e| start(e.to_string()))?
+        }
+        _ => {
+            return Err(start(
+                "set both quic.cert and quic.key, or neither (self-signed)".into(),
+            ));
+        }
+    };
+    let t = ironhub_quic::QuicTransport::bind(q.listen, &cert, &key)
+        .map_err(|e| start(e.to_string()))?;
+    Ok(Box::new(t))
+}
+
+#[cfg(not(feature = "quic"))]
+fn quic(_config: &Config) -> Result<Box<dyn Transport>, ComponentError> {
+    Err(ComponentError::CompiledOut {
+        component: "[quic]",
+        feature: "quic",
+    })
 }
 
 #[cfg(feature = "mqtt")]
@@ -100,6 +134,9 @@ pub fn compiled() -> Vec<&'static str> {
     }
     if cfg!(feature = "mqtt") {
         v.push("transport:mqtt");
+    }
+    if cfg!(feature = "quic") {
+        v.push("transport:quic");
     }
     v
 }

@@ -17,6 +17,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The MQTT transport.
     pub mqtt: MqttConfig,
+    /// MQTT over QUIC.
+    pub quic: QuicConfig,
     /// The storage backend.
     pub store: StoreConfig,
     /// Hub engine settings (keep-alive range, queue sizes, open-broker mode).
@@ -29,6 +31,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             admin: AdminConfig::default(),
             mqtt: MqttConfig::default(),
+            quic: QuicConfig::default(),
             store: StoreConfig::default(),
             hub: HubConfig::default(),
         }
@@ -93,6 +96,31 @@ pub struct TlsListenerConfig {
 
 fn default_tls_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8883))
+}
+
+/// `[quic]`: MQTT over QUIC (needs the `quic` cargo feature). Off by default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicConfig {
+    /// Serve MQTT over QUIC.
+    pub enabled: bool,
+    /// UDP listen address (14567, as EMQX).
+    pub listen: SocketAddr,
+    /// PEM certificate chain; with `key` unset, a self-signed pair is generated in `data_dir`.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        QuicConfig {
+            enabled: false,
+            listen: SocketAddr::from(([0, 0, 0, 0], 14567)),
+            cert: None,
+            key: None,
+        }
+    }
 }
 
 /// Which storage backend.

@@ -7,7 +7,8 @@
 //! ## Cargo features
 //! Components are chosen at compile time; a configuration naming a compiled-out component fails at
 //! start with the feature to enable.
-//! - `mqtt` (default): MQTT 3.1.1/5.0 over TCP.
+//! - `mqtt` (default): MQTT 3.1.1/5.0 over TCP and TLS.
+//! - `quic` (default): MQTT over QUIC (`[quic] enabled = true`).
 //! - `embedded` (default): the redb store, the single-node default.
 //! - `jemalloc` (default): jemalloc as the global allocator.
 

@@ -1,0 +1,149 @@
+//! MQTT over QUIC, black-box: a quinn client (ALPN `mqtt`, trusting the certificate the server
+//! generated on its first start) speaks MQTT on the first bidirectional stream, next to TCP
+//! clients on the same hub.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ironhub_conformance::{Deployment, WAIT, free_port, open_v3, raw, v3, v5};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+async fn quic_deployment(extra: &str) -> (Deployment, SocketAddr) {
+    let port = free_port();
+    let d = Deployment::start(&format!(
+        "[quic]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n{extra}"
+    ))
+    .await;
+    (d, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Opens a QUIC connection and its MQTT stream.
+async fn quic_stream(
+    d: &Deployment,
+    addr: SocketAddr,
+) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
+    let cert = CertificateDer::from_pem_file(d.data_dir().join("quic-cert.pem"))
+        .expect("generated certificate");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"mqtt".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let connection = tokio::time::timeout(WAIT, endpoint.connect(addr, "localhost").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let (send, recv) = connection.open_bi().await.unwrap();
+    (connection, send, recv)
+}
+
+async fn next(recv: &mut quinn::RecvStream) -> (u8, Vec<u8>) {
+    tokio::time::timeout(WAIT, raw::read_packet(recv))
+        .await
+        .expect("a packet in time")
+        .expect("stream open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_and_tcp_clients_publish_and_subscribe_to_each_other() {
+    let (d, addr) = quic_deployment("[hub.open_broker]\nenabled = true\n").await;
+    let (tcp, mut tcp_ev) = v3::connect(open_v3(&d, "tcp-1")).await;
+    tcp.subscribe("mix/#", rumqttc::QoS::AtMostOnce)
+        .await
+        .unwrap();
+    v3::suback(&mut tcp_ev).await;
+
+    let (_conn, mut send, mut recv) = quic_stream(&d, addr).await;
+    send.write_all(&raw::connect("quic-1", 60, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut recv).await,
+        (0x20, vec![0, 0]),
+        "CONNACK over QUIC"
+    );
+
+    send.write_all(&raw::publish("mix/from-quic", b"hello tcp"))
+        .await
+        .unwrap();
+    let got = v3::next_publish(&mut tcp_ev).await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("mix/from-quic", &b"hello tcp"[..])
+    );
+
+    send.write_all(&raw::subscribe(1, "back/#", 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut recv).await,
+        (0x90, vec![0, 1, 0]),
+        "SUBACK over QUIC"
+    );
+    tcp.publish(
+        "back/from-tcp",
+        rumqttc::QoS::AtMostOnce,
+        false,
+        "hello quic",
+    )
+    .await
+    .unwrap();
+    let (first, body) = loop {
+        tokio::select! {
+            p = next(&mut recv) => break p,
+            _ = tcp_ev.poll() => {}
+        }
+    };
+    assert_eq!(first & 0xF0, 0x30);
+    assert_eq!(
+        raw::publish_parts(&body),
+        ("back/from-tcp".to_string(), b"hello quic".to_vec())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_device_over_quic_takes_over_its_tcp_connection() {
+    let (d, addr) = quic_deployment("").await;
+    let dev = d.provision("acme").await;
+    let (_tcp, mut tcp_ev) = v5::connect(dev.v5_options(&d)).await;
+
+    let c = dev.mqtt();
+    let (_conn, mut send, mut recv) = quic_stream(&d, addr).await;
+    send.write_all(&raw::connect(
+        &c.client_id,
+        60,
+        Some((&c.username, &c.password)),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        next(&mut recv).await,
+        (0x20, vec![0, 0]),
+        "signed CONNECT accepted over QUIC"
+    );
+    let reason = v5::closed(&mut tcp_ev).await;
+    assert_eq!(
+        reason.map(|r| r as u8),
+        Some(0x8E),
+        "the TCP connection was taken over"
+    );
+
+    // And the QUIC session works: the device's own topic round-trips.
+    send.write_all(&raw::subscribe(1, &dev.user_topic("q"), 0))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut recv).await.0, 0x90);
+    send.write_all(&raw::publish(&dev.user_topic("q"), b"via quic"))
+        .await
+        .unwrap();
+    let (_, body) = next(&mut recv).await;
+    assert_eq!(raw::publish_parts(&body).1, b"via quic");
+}
