@@ -22,7 +22,7 @@ async fn quic_deployment(extra: &str) -> (Deployment, SocketAddr) {
 async fn quic_stream(
     d: &Deployment,
     addr: SocketAddr,
-) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
+) -> (quinn::Endpoint, quinn::SendStream, quinn::RecvStream) {
     let cert = CertificateDer::from_pem_file(d.data_dir().join("quic-cert.pem"))
         .expect("generated certificate");
     let mut roots = rustls::RootCertStore::empty();
@@ -42,7 +42,7 @@ async fn quic_stream(
         .unwrap()
         .unwrap();
     let (send, recv) = connection.open_bi().await.unwrap();
-    (connection, send, recv)
+    (endpoint, send, recv)
 }
 
 async fn next(recv: &mut quinn::RecvStream) -> (u8, Vec<u8>) {
@@ -53,7 +53,7 @@ async fn next(recv: &mut quinn::RecvStream) -> (u8, Vec<u8>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quic_and_tcp_clients_publish_and_subscribe_to_each_other() {
+async fn quic_and_tcp_clients_publish_and_subscribe_to_each_other_across_a_migration() {
     let (d, addr) = quic_deployment("[hub.open_broker]\nenabled = true\n").await;
     let (tcp, mut tcp_ev) = v3::connect(open_v3(&d, "tcp-1")).await;
     tcp.subscribe("mix/#", rumqttc::QoS::AtMostOnce)
@@ -61,7 +61,7 @@ async fn quic_and_tcp_clients_publish_and_subscribe_to_each_other() {
         .unwrap();
     v3::suback(&mut tcp_ev).await;
 
-    let (_conn, mut send, mut recv) = quic_stream(&d, addr).await;
+    let (endpoint, mut send, mut recv) = quic_stream(&d, addr).await;
     send.write_all(&raw::connect("quic-1", 60, None))
         .await
         .unwrap();
@@ -80,13 +80,18 @@ async fn quic_and_tcp_clients_publish_and_subscribe_to_each_other() {
         ("mix/from-quic", &b"hello tcp"[..])
     );
 
+    // Connection migration: the client moves to a new UDP socket (a new address, as after NAT
+    // rebinding); the QUIC connection, and so the MQTT session, carries on.
+    endpoint
+        .rebind(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .unwrap();
     send.write_all(&raw::subscribe(1, "back/#", 0))
         .await
         .unwrap();
     assert_eq!(
         next(&mut recv).await,
         (0x90, vec![0, 1, 0]),
-        "SUBACK over QUIC"
+        "SUBACK over QUIC after migrating"
     );
     tcp.publish(
         "back/from-tcp",
@@ -116,7 +121,7 @@ async fn a_signed_device_over_quic_takes_over_its_tcp_connection() {
     let (_tcp, mut tcp_ev) = v5::connect(dev.v5_options(&d)).await;
 
     let c = dev.mqtt();
-    let (_conn, mut send, mut recv) = quic_stream(&d, addr).await;
+    let (_endpoint, mut send, mut recv) = quic_stream(&d, addr).await;
     send.write_all(&raw::connect(
         &c.client_id,
         60,
