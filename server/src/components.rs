@@ -13,7 +13,12 @@ use crate::config::{Config, StoreBackend};
 pub enum ComponentError {
     /// Compiled out.
     #[cfg_attr(
-        all(feature = "mqtt", feature = "quic", feature = "embedded"),
+        all(
+            feature = "mqtt",
+            feature = "quic",
+            feature = "http",
+            feature = "embedded"
+        ),
         expect(
             dead_code,
             reason = "constructed only in builds that leave a component out"
@@ -66,7 +71,30 @@ pub async fn transports(config: &Config) -> Result<Vec<Box<dyn Transport>>, Comp
     if config.quic.enabled {
         out.push(quic(config)?);
     }
+    if config.http.enabled {
+        out.push(http(config).await?);
+    }
     Ok(out)
+}
+
+#[cfg(feature = "http")]
+async fn http(config: &Config) -> Result<Box<dyn Transport>, ComponentError> {
+    let h = &config.http;
+    let t = ironhub_http::HttpTransport::bind(h.listen, h.token_ttl_secs)
+        .await
+        .map_err(|e| ComponentError::Start {
+            component: "http",
+            reason: format!("bind {}: {e}", h.listen),
+        })?;
+    Ok(Box::new(t))
+}
+
+#[cfg(not(feature = "http"))]
+async fn http(_config: &Config) -> Result<Box<dyn Transport>, ComponentError> {
+    Err(ComponentError::CompiledOut {
+        component: "[http]",
+        feature: "http",
+    })
 }
 
 #[cfg(feature = "quic")]
@@ -137,6 +165,9 @@ pub fn compiled() -> Vec<&'static str> {
     }
     if cfg!(feature = "quic") {
         v.push("transport:quic");
+    }
+    if cfg!(feature = "http") {
+        v.push("transport:http");
     }
     v
 }

@@ -19,6 +19,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// MQTT over QUIC.
     pub quic: QuicConfig,
+    /// The HTTP device transport.
+    pub http: HttpConfig,
     /// The storage backend.
     pub store: StoreConfig,
     /// Hub engine settings (keep-alive range, queue sizes, open-broker mode).
@@ -32,6 +34,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             mqtt: MqttConfig::default(),
             quic: QuicConfig::default(),
+            http: HttpConfig::default(),
             store: StoreConfig::default(),
             hub: HubConfig::default(),
         }
@@ -119,6 +122,28 @@ impl Default for QuicConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 14567)),
             cert: None,
             key: None,
+        }
+    }
+}
+
+/// `[http]`: the HTTP device transport (needs the `http` cargo feature). Off by default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Serve HTTP devices.
+    pub enabled: bool,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// How long a device token from `/auth` is valid, seconds (Alibaba: 48 hours).
+    pub token_ttl_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: false,
+            listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            token_ttl_secs: 48 * 3600,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! start with the feature to enable.
 //! - `mqtt` (default): MQTT 3.1.1/5.0 over TCP and TLS.
 //! - `quic` (default): MQTT over QUIC (`[quic] enabled = true`).
+//! - `http` (default): the HTTP device transport (`[http] enabled = true`).
 //! - `embedded` (default): the redb store, the single-node default.
 //! - `jemalloc` (default): jemalloc as the global allocator.
 

@@ -21,6 +21,7 @@ use crate::{now_ms, topic};
 mod limits;
 mod router;
 mod session;
+mod tokens;
 
 pub use router::Delivery;
 use session::Slot;
@@ -28,6 +29,7 @@ pub use session::{
     ClientIdentity, ConnectOutcome, ConnectRefusal, ConnectRequest, Connected, KickReason,
     PublishRefusal, PublishRequest, Session, SubscribeRefusal, SubscribeRequest, Will,
 };
+pub use tokens::AuthRequest;
 
 /// Errors of management operations; each maps to one HTTP status in the admin API.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +129,7 @@ pub(crate) struct Inner {
     pub(crate) profiles: RwLock<HashMap<String, Arc<Profile>>>,
     /// Each tenant's profile name.
     pub(crate) tenant_profiles: RwLock<HashMap<String, String>>,
+    pub(crate) tokens: tokens::Tokens,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -208,6 +211,7 @@ impl Hub {
                 meter: Meter::default(),
                 profiles: RwLock::new(HashMap::new()),
                 tenant_profiles: RwLock::new(HashMap::new()),
+                tokens: tokens::Tokens::default(),
                 config,
                 store,
             }),
@@ -333,6 +337,7 @@ impl Hub {
                 tracing::warn!(error = %e, "session sweep failed");
             }
             self.inner.limiter.sweep(now);
+            self.sweep_tokens(now);
         }
     }
 

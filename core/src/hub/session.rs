@@ -518,19 +518,37 @@ impl Hub {
         if signed.is_register() {
             return self.register(pk, dn, &signed, password).await;
         }
+        let identity = self
+            .verify_device(
+                pk,
+                dn,
+                &signed.id,
+                signed.timestamp.as_deref(),
+                signed.signmethod,
+                password,
+            )
+            .await?;
+        Ok(Authenticated::Client(identity, None))
+    }
+
+    /// Checks a device's signature (the MQTT password scheme, also used by the HTTP and CoAP
+    /// `/auth` requests) and that it is enabled.
+    pub(crate) async fn verify_device(
+        &self,
+        pk: &str,
+        dn: &str,
+        client_id: &str,
+        timestamp: Option<&str>,
+        method: auth::SignMethod,
+        presented: &[u8],
+    ) -> Result<ClientIdentity, ConnectRefusal> {
         let device = self
             .device_record(pk, dn)
             .await?
             .ok_or(ConnectRefusal::BadCredentials("unknown device"))?;
-        let expected = auth::mqtt_password(
-            signed.signmethod,
-            &device.device_secret,
-            &signed.id,
-            dn,
-            pk,
-            signed.timestamp.as_deref(),
-        );
-        if !auth::signature_matches(&expected, password) {
+        let expected =
+            auth::mqtt_password(method, &device.device_secret, client_id, dn, pk, timestamp);
+        if !auth::signature_matches(&expected, presented) {
             return Err(ConnectRefusal::BadCredentials("signature mismatch"));
         }
         if !device.enabled {
@@ -547,14 +565,11 @@ impl Hub {
                 }
             });
         }
-        Ok(Authenticated::Client(
-            ClientIdentity {
-                tenant: device.tenant.clone(),
-                key: Arc::from(device_session_key(pk, dn)),
-                device: Some((pk.to_owned(), dn.to_owned())),
-            },
-            None,
-        ))
+        Ok(ClientIdentity {
+            tenant: device.tenant.clone(),
+            key: Arc::from(device_session_key(pk, dn)),
+            device: Some((pk.to_owned(), dn.to_owned())),
+        })
     }
 
     /// Dynamic registration: the device proves it holds the ProductSecret and receives its
@@ -782,6 +797,73 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// Checks and accepts a publish of a client, connected or not (HTTP, CoAP): topic bounds,
+    /// ACL, property bounds, limits, then routing. Ok means safely accepted.
+    pub async fn publish_from(
+        &self,
+        identity: &ClientIdentity,
+        req: PublishRequest,
+    ) -> Result<usize, PublishRefusal> {
+        topic::validate_name(&req.topic).map_err(PublishRefusal::TopicInvalid)?;
+        self.check_topic(&req.topic)
+            .map_err(PublishRefusal::Limited)?;
+        if !self.may(&identity, Access::Publish, &req.topic) {
+            tracing::warn!(session = %identity.key, topic = %req.topic, "ACL: publish refused");
+            return Err(PublishRefusal::NotAuthorized(req.topic));
+        }
+        self.check_properties(&req.properties)
+            .map_err(PublishRefusal::Limited)?;
+        let (tenant, device) = (&identity.tenant, &identity.key);
+        self.admit_message(tenant, device, req.qos != QoS::AtMostOnce, &req.payload)
+            .await
+            .map_err(PublishRefusal::Limited)?;
+        let now = now_ms();
+        let property_post = identity.device.as_ref().is_some_and(|(pk, dn)| {
+            req.topic.strip_prefix(&format!("/sys/{pk}/{dn}")) == Some(PROPERTY_POST)
+        });
+        let reply = property_post.then(|| {
+            (
+                format!("{}_reply", req.topic),
+                alink_reply(&req.payload),
+                req.qos,
+            )
+        });
+        let msg = Message {
+            tenant: identity.tenant.clone(),
+            topic: req.topic,
+            payload: req.payload,
+            qos: req.qos,
+            retain: req.retain,
+            properties: req.properties,
+            expires_at_ms: req.message_expiry_secs.map(|s| now + u64::from(s) * 1000),
+            origin: Origin::Client(identity.key.to_string()),
+            received_at_ms: now,
+        };
+        let delivered = self
+            .accept(msg)
+            .await
+            .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+        if let Some((topic, payload, qos)) = reply {
+            let reply = Message {
+                tenant: identity.tenant.clone(),
+                topic,
+                payload,
+                qos: qos.min(QoS::AtLeastOnce),
+                retain: false,
+                properties: Properties::default(),
+                expires_at_ms: None,
+                origin: Origin::Hub,
+                received_at_ms: now,
+            };
+            self.accept(reply)
+                .await
+                .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+        }
+        Ok(delivered)
+    }
+}
+
 /// The Alink topic of property posts, answered on `..._reply`.
 const PROPERTY_POST: &str = "/thing/event/property/post";
 
@@ -816,67 +898,7 @@ impl Session {
     /// Checks and accepts a publish. Ok means the message is safely accepted (QoS 1/2 deliveries
     /// to offline persistent sessions are durable): the transport may acknowledge it.
     pub async fn publish(&self, req: PublishRequest) -> Result<usize, PublishRefusal> {
-        topic::validate_name(&req.topic).map_err(PublishRefusal::TopicInvalid)?;
-        self.hub
-            .check_topic(&req.topic)
-            .map_err(PublishRefusal::Limited)?;
-        if !self.hub.may(&self.identity, Access::Publish, &req.topic) {
-            tracing::warn!(session = %self.identity.key, topic = %req.topic, "ACL: publish refused");
-            return Err(PublishRefusal::NotAuthorized(req.topic));
-        }
-        self.hub
-            .check_properties(&req.properties)
-            .map_err(PublishRefusal::Limited)?;
-        let (tenant, device) = (&self.identity.tenant, &self.identity.key);
-        self.hub
-            .admit_message(tenant, device, req.qos != QoS::AtMostOnce, &req.payload)
-            .await
-            .map_err(PublishRefusal::Limited)?;
-        let now = now_ms();
-        let property_post = self.identity.device.as_ref().is_some_and(|(pk, dn)| {
-            req.topic.strip_prefix(&format!("/sys/{pk}/{dn}")) == Some(PROPERTY_POST)
-        });
-        let reply = property_post.then(|| {
-            (
-                format!("{}_reply", req.topic),
-                alink_reply(&req.payload),
-                req.qos,
-            )
-        });
-        let msg = Message {
-            tenant: self.identity.tenant.clone(),
-            topic: req.topic,
-            payload: req.payload,
-            qos: req.qos,
-            retain: req.retain,
-            properties: req.properties,
-            expires_at_ms: req.message_expiry_secs.map(|s| now + u64::from(s) * 1000),
-            origin: Origin::Client(self.identity.key.to_string()),
-            received_at_ms: now,
-        };
-        let delivered = self
-            .hub
-            .accept(msg)
-            .await
-            .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
-        if let Some((topic, payload, qos)) = reply {
-            let reply = Message {
-                tenant: self.identity.tenant.clone(),
-                topic,
-                payload,
-                qos: qos.min(QoS::AtLeastOnce),
-                retain: false,
-                properties: Properties::default(),
-                expires_at_ms: None,
-                origin: Origin::Hub,
-                received_at_ms: now,
-            };
-            self.hub
-                .accept(reply)
-                .await
-                .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
-        }
-        Ok(delivered)
+        self.hub.publish_from(&self.identity, req).await
     }
 
     /// Subscribes; returns per filter the granted QoS or the refusal, and the retained messages

@@ -1,0 +1,321 @@
+//! ironhub-http: devices that cannot hold a connection publish over HTTP, with the public Alibaba
+//! Cloud HTTPS device scheme: `POST /auth` with a signed JSON body returns a token;
+//! `POST /topic/<topic>` with the token in the `password` header publishes the body. ACL, limits
+//! and metering are the hub's, as for MQTT. Every answer is JSON `{"code", "message", "info"}`
+//! (`code` 0 on success) with a precise HTTP status; limits add `"limit": "L-xxx"` and
+//! `Retry-After`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, RETRY_AFTER};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use ironhub_core::Hub;
+use ironhub_core::auth::SignMethod;
+use ironhub_core::hub::{AuthRequest, ConnectRefusal, PublishRefusal, PublishRequest};
+use ironhub_core::limits::{LimitKind, Limited as Limit};
+use ironhub_core::message::{Properties, QoS};
+use ironhub_core::transport::{BoxError, Transport};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long shutdown waits for requests in progress.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest `/auth` body.
+const MAX_AUTH_BODY: usize = 4096;
+
+/// The HTTP device transport.
+pub struct HttpTransport {
+    listener: TcpListener,
+    token_ttl_secs: u64,
+}
+
+impl HttpTransport {
+    /// Binds; tokens live `token_ttl_secs` (Alibaba: 48 hours).
+    pub async fn bind(addr: SocketAddr, token_ttl_secs: u64) -> std::io::Result<Self> {
+        Ok(HttpTransport {
+            listener: TcpListener::bind(addr).await?,
+            token_ttl_secs,
+        })
+    }
+}
+
+/// An answer: status, Alibaba-style code, message, info, and for limits the id and retry time.
+struct Answer {
+    status: StatusCode,
+    code: u32,
+    message: String,
+    info: Value,
+    limit: Option<&'static str>,
+    retry_after_secs: Option<u64>,
+}
+
+impl Answer {
+    fn ok(info: Value) -> Self {
+        Answer {
+            status: StatusCode::OK,
+            code: 0,
+            message: "success".into(),
+            info,
+            limit: None,
+            retry_after_secs: None,
+        }
+    }
+
+    fn error(status: StatusCode, code: u32, message: impl Into<String>) -> Self {
+        Answer {
+            status,
+            code,
+            message: message.into(),
+            info: Value::Null,
+            limit: None,
+            retry_after_secs: None,
+        }
+    }
+
+    fn limited(l: &Limit) -> Self {
+        let status = match l.limit.kind() {
+            LimitKind::Rate | LimitKind::Quota => StatusCode::TOO_MANY_REQUESTS,
+            LimitKind::Malformed => StatusCode::BAD_REQUEST,
+        };
+        let mut a = Answer::error(status, 40000, l.to_string());
+        a.limit = Some(l.limit.id());
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            a.retry_after_secs = Some(
+                l.retry_after_ms
+                    .map_or(60, |ms| ms.div_ceil(1000).clamp(1, 3600)),
+            );
+        }
+        a
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let mut body = json!({ "code": self.code, "message": self.message, "info": self.info });
+        if let Some(limit) = self.limit {
+            body["limit"] = json!(limit);
+        }
+        let mut r = Response::builder()
+            .status(self.status)
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(secs) = self.retry_after_secs {
+            r = r.header(RETRY_AFTER, secs.to_string());
+        }
+        r.body(Full::new(Bytes::from(body.to_string())))
+            .expect("static response parts are valid")
+    }
+}
+
+fn refusal_answer(r: &ConnectRefusal) -> Answer {
+    match r {
+        ConnectRefusal::BadCredentials(why) => Answer::error(
+            StatusCode::UNAUTHORIZED,
+            20000,
+            format!("authentication failed: {why}"),
+        ),
+        ConnectRefusal::Disabled => {
+            Answer::error(StatusCode::FORBIDDEN, 20001, "device is disabled")
+        }
+        ConnectRefusal::NotAuthorized(why) => {
+            Answer::error(StatusCode::FORBIDDEN, 20001, why.clone())
+        }
+        ConnectRefusal::KeepAliveOutOfRange { .. } => {
+            Answer::error(StatusCode::BAD_REQUEST, 10000, r.to_string())
+        }
+        ConnectRefusal::Limited(l) => Answer::limited(l),
+        ConnectRefusal::Unavailable(_) => {
+            Answer::error(StatusCode::SERVICE_UNAVAILABLE, 10000, "server unavailable")
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthBody {
+    product_key: String,
+    device_name: String,
+    client_id: String,
+    #[serde(default)]
+    timestamp: Option<String>,
+    #[serde(default = "default_method")]
+    signmethod: String,
+    sign: String,
+}
+
+fn default_method() -> String {
+    "hmacmd5".into()
+}
+
+async fn collect(req: Request<Incoming>, max: usize) -> Result<Bytes, Answer> {
+    Limited::new(req.into_body(), max)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|_| {
+            Answer::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                10000,
+                format!("body larger than {max} bytes"),
+            )
+        })
+}
+
+async fn auth(hub: &Hub, req: Request<Incoming>, ttl: u64) -> Answer {
+    let body = match collect(req, MAX_AUTH_BODY).await {
+        Ok(b) => b,
+        Err(a) => return a,
+    };
+    let parsed: AuthBody = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return Answer::error(
+                StatusCode::BAD_REQUEST,
+                10000,
+                format!("invalid auth request: {e}"),
+            );
+        }
+    };
+    let Some(sign_method) = SignMethod::parse(&parsed.signmethod) else {
+        return Answer::error(
+            StatusCode::BAD_REQUEST,
+            10000,
+            "signmethod must be hmacsha256, hmacsha1 or hmacmd5",
+        );
+    };
+    let request = AuthRequest {
+        product_key: parsed.product_key,
+        device_name: parsed.device_name,
+        client_id: parsed.client_id,
+        timestamp: parsed.timestamp,
+        sign_method,
+        sign: parsed.sign,
+    };
+    match hub.issue_token(&request, ttl).await {
+        Ok((token, _)) => Answer::ok(json!({ "token": token, "expires_in": ttl })),
+        Err(r) => refusal_answer(&r),
+    }
+}
+
+async fn publish(hub: &Hub, req: Request<Incoming>, topic: String) -> Answer {
+    let token = req
+        .headers()
+        .get("password")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let Some(identity) = token.as_deref().and_then(|t| hub.token_identity(t)) else {
+        return Answer::error(
+            StatusCode::UNAUTHORIZED,
+            20001,
+            "token is missing, invalid or expired: POST /auth for a new one",
+        );
+    };
+    let payload = match collect(req, hub.config().max_packet_size as usize).await {
+        Ok(b) => b,
+        Err(a) => return a,
+    };
+    let request = PublishRequest {
+        topic,
+        payload,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Properties::default(),
+        message_expiry_secs: None,
+    };
+    match hub.publish_from(&identity, request).await {
+        Ok(delivered) => Answer::ok(json!({ "delivered_to": delivered })),
+        Err(PublishRefusal::NotAuthorized(t)) => Answer::error(
+            StatusCode::FORBIDDEN,
+            20002,
+            format!("not authorized to publish to {t}"),
+        ),
+        Err(PublishRefusal::TopicInvalid(e)) => Answer::error(
+            StatusCode::BAD_REQUEST,
+            10000,
+            format!("invalid topic: {e}"),
+        ),
+        Err(PublishRefusal::Limited(l)) => Answer::limited(&l),
+        Err(PublishRefusal::Unavailable(_)) => {
+            Answer::error(StatusCode::SERVICE_UNAVAILABLE, 10000, "server unavailable")
+        }
+    }
+}
+
+async fn handle(hub: Hub, req: Request<Incoming>, ttl: u64) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let answer = match (req.method(), path.as_str()) {
+        (&Method::POST, "/auth") => auth(&hub, req, ttl).await,
+        (&Method::POST, p) if p.starts_with("/topic/") => {
+            let topic = p["/topic".len()..].to_owned();
+            publish(&hub, req, topic).await
+        }
+        (_, "/auth") => Answer::error(StatusCode::METHOD_NOT_ALLOWED, 10000, "use POST"),
+        (_, p) if p.starts_with("/topic/") => {
+            Answer::error(StatusCode::METHOD_NOT_ALLOWED, 10000, "use POST")
+        }
+        _ => Answer::error(
+            StatusCode::NOT_FOUND,
+            10000,
+            format!("no route {path}: POST /auth or /topic/<topic>"),
+        ),
+    };
+    answer.into_response()
+}
+
+#[async_trait]
+impl Transport for HttpTransport {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    async fn serve(self: Box<Self>, hub: Hub, shutdown: CancellationToken) -> Result<(), BoxError> {
+        let tracker = TaskTracker::new();
+        tracing::info!(addr = %self.listener.local_addr()?, "HTTP devices listening");
+        let ttl = self.token_ttl_secs;
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = self.listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "HTTP accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let (hub, shutdown) = (hub.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                let service = service_fn(move |req| {
+                    let hub = hub.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(hub, req, ttl).await) }
+                });
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+        tracker.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("HTTP requests did not finish in time");
+        }
+        Ok(())
+    }
+}
