@@ -808,7 +808,7 @@ impl Hub {
         topic::validate_name(&req.topic).map_err(PublishRefusal::TopicInvalid)?;
         self.check_topic(&req.topic)
             .map_err(PublishRefusal::Limited)?;
-        if !self.may(&identity, Access::Publish, &req.topic) {
+        if !self.may(identity, Access::Publish, &req.topic) {
             tracing::warn!(session = %identity.key, topic = %req.topic, "ACL: publish refused");
             return Err(PublishRefusal::NotAuthorized(req.topic));
         }
