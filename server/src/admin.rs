@@ -15,6 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use ironhub_core::limits::{LimitKind, Profile};
 use ironhub_core::model::NodeType;
+use ironhub_core::store::{records, transact};
 use ironhub_core::{Hub, HubError, QoS};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -141,6 +142,12 @@ impl Admin {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        if path == "/metrics" {
+            return Response::builder()
+                .header(CONTENT_TYPE, "text/plain; version=0.0.4")
+                .body(Full::new(Bytes::from(prometheus(&self.hub.stats()))))
+                .expect("static response parts are valid");
+        }
         let result = self.route(req).await;
         let mut retry_after = None;
         let (status, body) = match result {
@@ -190,6 +197,25 @@ impl Admin {
     async fn route(&self, req: Request<Incoming>) -> ApiResult {
         if req.uri().path() == "/healthz" {
             return Ok((StatusCode::OK, json!({ "status": "ok" })));
+        }
+        if req.uri().path() == "/readyz" {
+            // Ready when the store answers a read.
+            let store = self.hub.store().clone();
+            return match transact(&*store, |t| {
+                Box::pin(records::get_meta(t, "admin_token_sha256"))
+            })
+            .await
+            {
+                Ok(_) => Ok((StatusCode::OK, json!({ "status": "ready" }))),
+                Err(e) => {
+                    tracing::error!(error = %e, "readiness: store unavailable");
+                    Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "storage is unavailable",
+                    ))
+                }
+            };
         }
         if !self.authorized(&req) {
             return Err(ApiError::new(
@@ -344,6 +370,85 @@ impl Admin {
             )),
         }
     }
+}
+
+/// The hub's counters in the Prometheus text format (served unauthenticated at `/metrics`, on the
+/// admin listener, which is loopback unless configured otherwise).
+fn prometheus(s: &ironhub_core::hub::StatsSnapshot) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, v) in samples {
+            out.push_str(&format!("{name}{labels} {v}\n"));
+        }
+    };
+    let one = |v: u64| vec![(String::new(), v)];
+    metric(
+        "ironhub_connections_accepted_total",
+        "counter",
+        "Connections accepted.",
+        &one(s.connections_accepted),
+    );
+    metric(
+        "ironhub_connections_refused_total",
+        "counter",
+        "Connections refused at CONNECT.",
+        &one(s.connections_refused),
+    );
+    metric(
+        "ironhub_connections_open",
+        "gauge",
+        "Sessions connected now.",
+        &one(s.connections_open),
+    );
+    metric(
+        "ironhub_sessions",
+        "gauge",
+        "Sessions known (connected or stored).",
+        &one(s.sessions),
+    );
+    metric(
+        "ironhub_messages_in_total",
+        "counter",
+        "Messages accepted from publishers.",
+        &one(s.messages_in),
+    );
+    metric(
+        "ironhub_deliveries_total",
+        "counter",
+        "Deliveries handed to sessions.",
+        &one(s.deliveries),
+    );
+    metric(
+        "ironhub_sessions_expired_total",
+        "counter",
+        "Expired sessions reclaimed.",
+        &one(s.sessions_expired),
+    );
+    let mut dropped: Vec<(String, u64)> = s
+        .dropped
+        .iter()
+        .map(|(r, v)| (format!("{{reason=\"{r}\"}}"), *v))
+        .collect();
+    dropped.sort();
+    metric(
+        "ironhub_dropped_total",
+        "counter",
+        "Deliveries dropped, by reason.",
+        &dropped,
+    );
+    let limited: Vec<(String, u64)> = s
+        .limited
+        .iter()
+        .map(|(id, v)| (format!("{{limit=\"{id}\"}}"), *v))
+        .collect();
+    metric(
+        "ironhub_limited_total",
+        "counter",
+        "Requests stopped by a documented limit (docs/limits.md).",
+        &limited,
+    );
+    out
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {

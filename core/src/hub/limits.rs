@@ -164,7 +164,7 @@ impl Hub {
             .limiter
             .registry(&self.profile_of(tenant), tenant, now_ms())
             .map_err(|limited| HubError::Limited {
-                limited,
+                limited: self.counted(limited),
                 message: format!("device registry operations of tenant {tenant}"),
             })
     }
@@ -200,6 +200,12 @@ impl Hub {
             profile: (*self.profile_of(&device.tenant)).clone(),
             events: Vec::new(),
         })
+    }
+
+    /// Counts a limit's refusal in the hub's stats (and so in /metrics), passing it on.
+    pub(crate) fn counted(&self, limited: Limited) -> Limited {
+        self.inner.stats.limited(limited.limit);
+        limited
     }
 
     /// Topic name or filter bounds (L-031 length, L-032 levels).

@@ -90,6 +90,8 @@ pub struct Stats {
     pub dropped_offline_queue_full: AtomicU64,
     /// Expired sessions reclaimed.
     pub sessions_expired: AtomicU64,
+    /// Requests stopped by each limit, indexed like [`LimitId::ALL`].
+    pub limited: [AtomicU64; LimitId::ALL.len()],
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -111,6 +113,8 @@ pub struct StatsSnapshot {
     pub dropped: HashMap<&'static str, u64>,
     /// Expired sessions reclaimed.
     pub sessions_expired: u64,
+    /// Requests stopped by each limit, by id (limits never hit are left out).
+    pub limited: std::collections::BTreeMap<&'static str, u64>,
 }
 
 pub(crate) struct Inner {
@@ -183,11 +187,12 @@ impl From<&Product> for ProductView {
     }
 }
 
-/// A management request stopped by `limit`.
-pub(crate) fn limited(limit: LimitId, message: String) -> HubError {
-    HubError::Limited {
-        limited: Limited::new(limit),
-        message,
+impl Stats {
+    /// Counts a request stopped by a limit.
+    pub(crate) fn limited(&self, limit: LimitId) {
+        if let Some(i) = LimitId::ALL.iter().position(|l| *l == limit) {
+            self.limited[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -197,6 +202,14 @@ pub fn device_session_key(pk: &str, dn: &str) -> String {
 }
 
 impl Hub {
+    /// A management request stopped by `limit` (counted).
+    fn limited(&self, limit: LimitId, message: String) -> HubError {
+        HubError::Limited {
+            limited: self.counted(Limited::new(limit)),
+            message,
+        }
+    }
+
     /// Starts the engine on `store`: reloads persistent sessions (dropping expired ones) and
     /// retained messages, and starts the session sweeper.
     pub async fn start(config: HubConfig, store: Arc<dyn Store>) -> Result<Hub, HubError> {
@@ -278,6 +291,12 @@ impl Hub {
                 ("offline_queue_full", get(&s.dropped_offline_queue_full)),
             ]),
             sessions_expired: get(&s.sessions_expired),
+            limited: LimitId::ALL
+                .iter()
+                .zip(s.limited.iter())
+                .filter(|(_, n)| get(n) > 0)
+                .map(|(id, n)| (id.id(), get(n)))
+                .collect(),
         }
     }
 
@@ -477,7 +496,7 @@ impl Hub {
         })
         .await?;
         if !created {
-            return Err(limited(
+            return Err(self.limited(
                 LimitId::ProductsPerTenant,
                 format!("tenant {tenant} has {max} products"),
             ));
@@ -588,7 +607,7 @@ impl Hub {
                 what: "device",
                 id: format!("{pk}/{name}"),
             }),
-            Err(Some((limit, max))) => Err(limited(limit, format!("at most {max} devices"))),
+            Err(Some((limit, max))) => Err(self.limited(limit, format!("at most {max} devices"))),
         }
     }
 

@@ -659,7 +659,7 @@ impl Hub {
             )));
         }
         self.admit_connection(&identity.tenant, &identity.key)
-            .map_err(ConnectRefusal::Limited)?;
+            .map_err(|l| ConnectRefusal::Limited(self.counted(l)))?;
         let expiry = match req.session_expiry_secs {
             Some(requested) => requested.min(cfg.max_session_expiry_secs),
             None if req.clean_start => 0,
@@ -807,17 +807,17 @@ impl Hub {
     ) -> Result<usize, PublishRefusal> {
         topic::validate_name(&req.topic).map_err(PublishRefusal::TopicInvalid)?;
         self.check_topic(&req.topic)
-            .map_err(PublishRefusal::Limited)?;
+            .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
         if !self.may(identity, Access::Publish, &req.topic) {
             tracing::warn!(session = %identity.key, topic = %req.topic, "ACL: publish refused");
             return Err(PublishRefusal::NotAuthorized(req.topic));
         }
         self.check_properties(&req.properties)
-            .map_err(PublishRefusal::Limited)?;
+            .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
         let (tenant, device) = (&identity.tenant, &identity.key);
         self.admit_message(tenant, device, req.qos != QoS::AtMostOnce, &req.payload)
             .await
-            .map_err(PublishRefusal::Limited)?;
+            .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
         let now = now_ms();
         let property_post = identity.device.as_ref().is_some_and(|(pk, dn)| {
             req.topic.strip_prefix(&format!("/sys/{pk}/{dn}")) == Some(PROPERTY_POST)
@@ -910,7 +910,9 @@ impl Session {
         let mut results = Vec::with_capacity(requests.len());
         let mut retained = Vec::new();
         if requests.len() > self.hub.config().max_filters_per_subscribe {
-            let refusal = SubscribeRefusal::Limited(Limited::new(LimitId::FiltersPerSubscribe));
+            let refusal = SubscribeRefusal::Limited(
+                self.hub.counted(Limited::new(LimitId::FiltersPerSubscribe)),
+            );
             return (vec![Err(refusal); requests.len()], retained);
         }
         let max_subscriptions = self
@@ -928,7 +930,7 @@ impl Session {
                 }
             };
             if let Err(limited) = self.hub.check_topic(&req.filter) {
-                results.push(Err(SubscribeRefusal::Limited(limited)));
+                results.push(Err(SubscribeRefusal::Limited(self.hub.counted(limited))));
                 continue;
             }
             if !self
@@ -941,9 +943,10 @@ impl Session {
             }
             let full = max_subscriptions > 0 && st.subscriptions.len() as u64 >= max_subscriptions;
             if full && !st.subscriptions.contains_key(&req.filter) {
-                results.push(Err(SubscribeRefusal::Limited(Limited::new(
-                    LimitId::SubscriptionsPerDevice,
-                ))));
+                results.push(Err(SubscribeRefusal::Limited(
+                    self.hub
+                        .counted(Limited::new(LimitId::SubscriptionsPerDevice)),
+                )));
                 continue;
             }
             let record = SubscriptionRecord {

@@ -54,7 +54,7 @@ impl Hub {
             )
             .await?;
         self.admit_connection(&identity.tenant, &identity.key)
-            .map_err(ConnectRefusal::Limited)?;
+            .map_err(|l| ConnectRefusal::Limited(self.counted(l)))?;
         let now = now_ms();
         let token = crate::model::new_secret();
         let mut map = self.inner.tokens.map.lock().expect("tokens lock");

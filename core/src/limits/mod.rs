@@ -80,6 +80,35 @@ pub enum LimitKind {
 }
 
 impl LimitId {
+    /// Every enforced limit, in id order.
+    pub const ALL: [LimitId; 22] = {
+        use LimitId::*;
+        [
+            ProductsPerTenant,
+            DevicesPerProduct,
+            DevicesPerTenant,
+            TenantConnections,
+            DeviceConnections,
+            SubscriptionsPerDevice,
+            TenantMessages,
+            DeviceMessagesQos0,
+            DeviceMessagesQos1,
+            ConnectionBandwidth,
+            UserProperties,
+            UserPropertyLength,
+            RequestResponseLength,
+            TopicLength,
+            TopicLevels,
+            FiltersPerSubscribe,
+            MonthlyMessages,
+            MonthlyDataPoints,
+            TenantDataPoints,
+            DeviceDataPoints,
+            RegistryOperations,
+            DataPointsPerHour,
+        ]
+    };
+
     /// The stable id used in docs/limits.md, logs, usage reports and error bodies.
     pub fn id(self) -> &'static str {
         use LimitId::*;

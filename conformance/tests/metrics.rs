@@ -1,0 +1,68 @@
+//! Operations endpoints: `/metrics` moves when messages flow (scrape, publish, scrape again) and
+//! names the limits that stopped requests; `/healthz` and `/readyz` answer.
+
+use hyper::Method;
+use ironhub_conformance::{Deployment, v5};
+use rumqttc::v5::mqttbytes::QoS;
+use serde_json::json;
+
+async fn scrape(d: &Deployment) -> String {
+    let url = format!("{}/metrics", d.api);
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "10", &url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
+fn value(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_when_messages_flow_and_name_the_limits() {
+    let d = Deployment::start("").await;
+    let dev = d
+        .tenant_with_profile(
+            &Deployment::unique_tenant("ops"),
+            json!({ "rates": { "device_messages_qos1": "3:60" } }),
+        )
+        .await;
+    let before = scrape(&d).await;
+    let (c, mut ev) = v5::connect(dev.v5_options(&d)).await;
+    for _ in 0..4 {
+        c.publish(dev.user_topic("m"), QoS::AtLeastOnce, false, "x")
+            .await
+            .unwrap();
+        v5::puback(&mut ev).await;
+    }
+    let after = scrape(&d).await;
+    assert!(
+        after.contains("# TYPE ironhub_messages_in_total counter"),
+        "{after}"
+    );
+    assert_eq!(
+        value(&after, "ironhub_messages_in_total") - value(&before, "ironhub_messages_in_total"),
+        3
+    );
+    assert_eq!(value(&after, "ironhub_connections_open"), 1);
+    assert_eq!(
+        value(&after, "ironhub_limited_total{limit=\"L-017\"}"),
+        1,
+        "the 4th was throttled: {after}"
+    );
+
+    assert_eq!(d.api(Method::GET, "/healthz", None).await.0, 200);
+    let (ready, v) = d.api(Method::GET, "/readyz", None).await;
+    assert_eq!((ready, v["status"].as_str()), (200, Some("ready")));
+}
