@@ -91,7 +91,7 @@ pub struct Stats {
     /// Expired sessions reclaimed.
     pub sessions_expired: AtomicU64,
     /// Requests stopped by each limit, indexed like [`LimitId::ALL`].
-    pub limited: [AtomicU64; LimitId::ALL.len()],
+    pub limited: [AtomicU64; LimitId::COUNT],
 }
 
 /// A point-in-time copy of [`Stats`].

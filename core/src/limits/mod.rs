@@ -19,176 +19,78 @@ pub use profile::{DEFAULT_PROFILE, Profile};
 use rate::{Buckets, RateSpec};
 use window::Window;
 
-/// Limits the hub enforces, by their id in docs/limits.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum LimitId {
-    /// L-001 products per tenant.
-    ProductsPerTenant,
-    /// L-002 devices per product.
-    DevicesPerProduct,
-    /// L-003 devices per tenant.
-    DevicesPerTenant,
-    /// L-011 connection requests per tenant.
-    TenantConnections,
-    /// L-012 connection requests per device.
-    DeviceConnections,
-    /// L-013 subscriptions per device.
-    SubscriptionsPerDevice,
-    /// L-014 messages per tenant.
-    TenantMessages,
-    /// L-016 QoS 0 messages per device.
-    DeviceMessagesQos0,
-    /// L-017 QoS 1 messages per device.
-    DeviceMessagesQos1,
-    /// L-019 bandwidth per connection.
-    ConnectionBandwidth,
-    /// L-026 MQTT 5 user properties per message.
-    UserProperties,
-    /// L-027 MQTT 5 user property key or value length.
-    UserPropertyLength,
-    /// L-028 MQTT 5 response topic or correlation data length.
-    RequestResponseLength,
-    /// L-031 topic length.
-    TopicLength,
-    /// L-032 topic levels.
-    TopicLevels,
-    /// L-033 topic filters per SUBSCRIBE.
-    FiltersPerSubscribe,
-    /// L-070 transport messages per month.
-    MonthlyMessages,
-    /// L-071 transport data points per month.
-    MonthlyDataPoints,
-    /// L-073 data points per tenant (rate).
-    TenantDataPoints,
-    /// L-074 data points per device (rate).
-    DeviceDataPoints,
-    /// L-075 device registry operations per tenant.
-    RegistryOperations,
-    /// L-080 data points per device per hour (sliding window).
-    DataPointsPerHour,
-}
-
 /// How a transport answers a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKind {
-    /// Too fast: throttled (MQTT 5 0x96 / 0x9F, HTTP 429, CoAP 4.29).
+    /// Too fast: throttled (MQTT 5 0x97 / CONNACK 0x9F, HTTP 429, CoAP 4.29).
     Rate,
-    /// A count or budget is used up (MQTT 5 0x97, HTTP 403).
+    /// A count or budget is used up (MQTT 5 0x97, HTTP 403 or 429).
     Quota,
-    /// The request itself is out of bounds (MQTT 5 0x90 / 0x8F / 0x95, HTTP 400).
+    /// The request itself is out of bounds (MQTT 5 0x90 / 0x8F / 0x83, HTTP 400).
     Malformed,
 }
 
-impl LimitId {
-    /// Every enforced limit, in id order.
-    pub const ALL: [LimitId; 22] = {
-        use LimitId::*;
-        [
-            ProductsPerTenant,
-            DevicesPerProduct,
-            DevicesPerTenant,
-            TenantConnections,
-            DeviceConnections,
-            SubscriptionsPerDevice,
-            TenantMessages,
-            DeviceMessagesQos0,
-            DeviceMessagesQos1,
-            ConnectionBandwidth,
-            UserProperties,
-            UserPropertyLength,
-            RequestResponseLength,
-            TopicLength,
-            TopicLevels,
-            FiltersPerSubscribe,
-            MonthlyMessages,
-            MonthlyDataPoints,
-            TenantDataPoints,
-            DeviceDataPoints,
-            RegistryOperations,
-            DataPointsPerHour,
-        ]
+/// Declares the catalog once: each enforced row of docs/limits.md with its id, a few words, and
+/// the kind of answer transports give.
+macro_rules! catalog {
+    ($($variant:ident => $id:literal, $what:literal, $kind:ident;)*) => {
+        /// Limits the hub enforces, by their id in docs/limits.md.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        pub enum LimitId {
+            $(
+                #[doc = concat!($id, " ", $what, ".")]
+                $variant,
+            )*
+        }
+
+        impl LimitId {
+            /// How many limits are enforced.
+            pub const COUNT: usize = [$($id),*].len();
+
+            /// Every enforced limit, in id order.
+            pub const ALL: [LimitId; Self::COUNT] = [$(LimitId::$variant),*];
+
+            /// The stable id used in docs/limits.md, logs, usage reports and error bodies.
+            pub fn id(self) -> &'static str {
+                match self { $(LimitId::$variant => $id,)* }
+            }
+
+            /// What is limited, in a few words (for error messages and reports).
+            pub fn describe(self) -> &'static str {
+                match self { $(LimitId::$variant => $what,)* }
+            }
+
+            /// How transports answer it.
+            pub fn kind(self) -> LimitKind {
+                match self { $(LimitId::$variant => LimitKind::$kind,)* }
+            }
+        }
     };
+}
 
-    /// The stable id used in docs/limits.md, logs, usage reports and error bodies.
-    pub fn id(self) -> &'static str {
-        use LimitId::*;
-        match self {
-            ProductsPerTenant => "L-001",
-            DevicesPerProduct => "L-002",
-            DevicesPerTenant => "L-003",
-            TenantConnections => "L-011",
-            DeviceConnections => "L-012",
-            SubscriptionsPerDevice => "L-013",
-            TenantMessages => "L-014",
-            DeviceMessagesQos0 => "L-016",
-            DeviceMessagesQos1 => "L-017",
-            ConnectionBandwidth => "L-019",
-            UserProperties => "L-026",
-            UserPropertyLength => "L-027",
-            RequestResponseLength => "L-028",
-            TopicLength => "L-031",
-            TopicLevels => "L-032",
-            FiltersPerSubscribe => "L-033",
-            MonthlyMessages => "L-070",
-            MonthlyDataPoints => "L-071",
-            TenantDataPoints => "L-073",
-            DeviceDataPoints => "L-074",
-            RegistryOperations => "L-075",
-            DataPointsPerHour => "L-080",
-        }
-    }
-
-    /// What is limited, in a few words (for error messages and reports).
-    pub fn describe(self) -> &'static str {
-        use LimitId::*;
-        match self {
-            ProductsPerTenant => "products per tenant",
-            DevicesPerProduct => "devices per product",
-            DevicesPerTenant => "devices per tenant",
-            TenantConnections => "connection requests per tenant",
-            DeviceConnections => "connection requests per device",
-            SubscriptionsPerDevice => "subscriptions per device",
-            TenantMessages => "messages per tenant",
-            DeviceMessagesQos0 => "QoS 0 messages per device",
-            DeviceMessagesQos1 => "QoS 1 messages per device",
-            ConnectionBandwidth => "bandwidth per connection",
-            UserProperties => "user properties per message",
-            UserPropertyLength => "user property key or value length",
-            RequestResponseLength => "response topic or correlation data length",
-            TopicLength => "topic length",
-            TopicLevels => "topic levels",
-            FiltersPerSubscribe => "topic filters per SUBSCRIBE",
-            MonthlyMessages => "transport messages per month",
-            MonthlyDataPoints => "transport data points per month",
-            TenantDataPoints => "data points per tenant",
-            DeviceDataPoints => "data points per device",
-            RegistryOperations => "device registry operations per tenant",
-            DataPointsPerHour => "data points per device per hour",
-        }
-    }
-
-    /// How transports answer it.
-    pub fn kind(self) -> LimitKind {
-        use LimitId::*;
-        match self {
-            TenantConnections | DeviceConnections | TenantMessages | DeviceMessagesQos0
-            | DeviceMessagesQos1 | ConnectionBandwidth | TenantDataPoints | DeviceDataPoints
-            | RegistryOperations => LimitKind::Rate,
-            ProductsPerTenant
-            | DevicesPerProduct
-            | DevicesPerTenant
-            | SubscriptionsPerDevice
-            | MonthlyMessages
-            | MonthlyDataPoints
-            | DataPointsPerHour
-            | FiltersPerSubscribe => LimitKind::Quota,
-            UserProperties
-            | UserPropertyLength
-            | RequestResponseLength
-            | TopicLength
-            | TopicLevels => LimitKind::Malformed,
-        }
-    }
+catalog! {
+    ProductsPerTenant => "L-001", "products per tenant", Quota;
+    DevicesPerProduct => "L-002", "devices per product", Quota;
+    DevicesPerTenant => "L-003", "devices per tenant", Quota;
+    TenantConnections => "L-011", "connection requests per tenant", Rate;
+    DeviceConnections => "L-012", "connection requests per device", Rate;
+    SubscriptionsPerDevice => "L-013", "subscriptions per device", Quota;
+    TenantMessages => "L-014", "messages per tenant", Rate;
+    DeviceMessagesQos0 => "L-016", "QoS 0 messages per device", Rate;
+    DeviceMessagesQos1 => "L-017", "QoS 1 messages per device", Rate;
+    ConnectionBandwidth => "L-019", "bandwidth per connection", Rate;
+    UserProperties => "L-026", "user properties per message", Malformed;
+    UserPropertyLength => "L-027", "user property key or value length", Malformed;
+    RequestResponseLength => "L-028", "response topic or correlation data length", Malformed;
+    TopicLength => "L-031", "topic length", Malformed;
+    TopicLevels => "L-032", "topic levels", Malformed;
+    FiltersPerSubscribe => "L-033", "topic filters per SUBSCRIBE", Quota;
+    MonthlyMessages => "L-070", "transport messages per month", Quota;
+    MonthlyDataPoints => "L-071", "transport data points per month", Quota;
+    TenantDataPoints => "L-073", "data points per tenant", Rate;
+    DeviceDataPoints => "L-074", "data points per device", Rate;
+    RegistryOperations => "L-075", "device registry operations per tenant", Rate;
+    DataPointsPerHour => "L-080", "data points per device per hour", Quota;
 }
 
 impl std::fmt::Display for LimitId {
