@@ -442,6 +442,38 @@ pub fn open_v5(d: &Deployment, client_id: &str) -> rumqttc::v5::MqttOptions {
     o
 }
 
+/// A self-signed certificate for 127.0.0.1 made with the openssl command line tool.
+pub fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(status.success());
+    (cert, key)
+}
+
 /// Raw MQTT bytes for protocol-level tests, where a well-behaved client library cannot go.
 pub mod raw {
     /// Encodes a remaining length (MQTT variable byte integer).

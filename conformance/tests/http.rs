@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 
 struct Http {
     base: String,
+    /// Extra curl arguments (the CA file for HTTPS).
+    tls: Vec<String>,
 }
 
 /// One curl call: returns (status, headers, JSON body).
@@ -43,6 +45,23 @@ impl Http {
             d,
             Http {
                 base: format!("http://127.0.0.1:{port}"),
+                tls: Vec::new(),
+            },
+        )
+    }
+
+    async fn start_https(certs: &std::path::Path) -> (Deployment, Http) {
+        let (cert, key) = ironhub_conformance::self_signed(certs);
+        let port = free_port();
+        let d = Deployment::start(&format!(
+            "[http]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\ncert = {cert:?}\nkey = {key:?}\n"
+        ))
+        .await;
+        (
+            d,
+            Http {
+                base: format!("https://127.0.0.1:{port}"),
+                tls: vec!["--cacert".into(), cert.display().to_string()],
             },
         )
     }
@@ -63,7 +82,8 @@ impl Http {
         .to_string()
     }
 
-    async fn call(&self, args: Vec<String>) -> (u16, String, Value) {
+    async fn call(&self, mut args: Vec<String>) -> (u16, String, Value) {
+        args.splice(0..0, self.tls.iter().cloned());
         tokio::task::spawn_blocking(move || {
             curl(&args.iter().map(String::as_str).collect::<Vec<_>>())
         })
@@ -197,4 +217,28 @@ async fn http_publishes_meet_the_same_rate_limits_with_429_and_retry_after() {
     assert_eq!(first, 200);
     assert_eq!((second, v["limit"].as_str()), (429, Some("L-017")), "{v}");
     assert!(head.contains("retry-after:"), "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_the_configured_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let (d, https) = Http::start_https(certs.path()).await;
+    let dev = d.provision("acme").await;
+    let token = https.token(&dev).await;
+    let (status, _, v) = https
+        .publish(
+            Some(&token),
+            &dev.user_topic("secure"),
+            b"over https".to_vec(),
+        )
+        .await;
+    assert_eq!((status, v["code"].as_i64()), (200, Some(0)), "{v}");
+    let plain = format!("http{}", &https.base["https".len()..]);
+    let (status, _, _) = Http {
+        base: plain,
+        tls: Vec::new(),
+    }
+    .auth(&dev, &dev.device_secret)
+    .await;
+    assert_ne!(status, 200, "plain HTTP is not served on the HTTPS port");
 }

@@ -80,12 +80,24 @@ pub async fn transports(config: &Config) -> Result<Vec<Box<dyn Transport>>, Comp
 #[cfg(feature = "http")]
 async fn http(config: &Config) -> Result<Box<dyn Transport>, ComponentError> {
     let h = &config.http;
-    let t = ironhub_http::HttpTransport::bind(h.listen, h.token_ttl_secs)
+    let start = |reason: String| ComponentError::Start {
+        component: "http",
+        reason,
+    };
+    let tls = match (&h.cert, &h.key) {
+        (Some(cert), Some(key)) => {
+            Some(ironhub_tls::acceptor(cert, key).map_err(|e| start(e.to_string()))?)
+        }
+        (None, None) => None,
+        _ => {
+            return Err(start(
+                "set both http.cert and http.key for HTTPS, or neither for plain HTTP".into(),
+            ));
+        }
+    };
+    let t = ironhub_http::HttpTransport::bind(h.listen, h.token_ttl_secs, tls)
         .await
-        .map_err(|e| ComponentError::Start {
-            component: "http",
-            reason: format!("bind {}: {e}", h.listen),
-        })?;
+        .map_err(|e| start(format!("bind {}: {e}", h.listen)))?;
     Ok(Box::new(t))
 }
 
@@ -136,7 +148,7 @@ async fn mqtt(config: &Config) -> Result<Vec<Box<dyn Transport>>, ComponentError
         .map_err(|e| start("mqtt", format!("bind {}: {e}", config.mqtt.listen)))?;
     let mut out: Vec<Box<dyn Transport>> = vec![Box::new(plain)];
     if let Some(tls) = &config.mqtt.tls {
-        let acceptor = ironhub_mqtt::tls::acceptor(&tls.cert, &tls.key)
+        let acceptor = ironhub_tls::acceptor(&tls.cert, &tls.key)
             .map_err(|e| start("mqtt tls", e.to_string()))?;
         let secure = ironhub_mqtt::MqttTransport::bind_tls(tls.listen, acceptor)
             .await

@@ -136,6 +136,10 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// How long a device token from `/auth` is valid, seconds (Alibaba: 48 hours).
     pub token_ttl_secs: u64,
+    /// PEM certificate chain: with `key`, the listener speaks HTTPS; without both, plain HTTP.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -144,6 +148,8 @@ impl Default for HttpConfig {
             enabled: false,
             listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
             token_ttl_secs: 48 * 3600,
+            cert: None,
+            key: None,
         }
     }
 }

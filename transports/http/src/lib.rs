@@ -1,5 +1,5 @@
-//! ironhub-http: devices that cannot hold a connection publish over HTTP, with the public Alibaba
-//! Cloud HTTPS device scheme: `POST /auth` with a signed JSON body returns a token;
+//! ironhub-http: devices that cannot hold a connection publish over HTTPS (or plain HTTP), with
+//! the public Alibaba Cloud HTTPS device scheme: `POST /auth` with a signed JSON body returns a token;
 //! `POST /topic/<topic>` with the token in the `password` header publishes the body. ACL, limits
 //! and metering are the hub's, as for MQTT. Every answer is JSON `{"code", "message", "info"}`
 //! (`code` 0 on success) with a precise HTTP status; limits add `"limit": "L-xxx"` and
@@ -23,6 +23,7 @@ use ironhub_core::hub::{AuthRequest, ConnectRefusal, PublishRefusal, PublishRequ
 use ironhub_core::limits::{LimitKind, Limited as Limit};
 use ironhub_core::message::{Properties, QoS};
 use ironhub_core::transport::{BoxError, Transport};
+use ironhub_tls::TlsAcceptor;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -34,19 +35,48 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest `/auth` body.
 const MAX_AUTH_BODY: usize = 4096;
 
-/// The HTTP device transport.
+/// How long a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP device transport, plain or HTTPS.
 pub struct HttpTransport {
     listener: TcpListener,
     token_ttl_secs: u64,
+    tls: Option<TlsAcceptor>,
 }
 
 impl HttpTransport {
-    /// Binds; tokens live `token_ttl_secs` (Alibaba: 48 hours).
-    pub async fn bind(addr: SocketAddr, token_ttl_secs: u64) -> std::io::Result<Self> {
+    /// Binds; tokens live `token_ttl_secs` (Alibaba: 48 hours); with `tls`, HTTPS.
+    pub async fn bind(
+        addr: SocketAddr,
+        token_ttl_secs: u64,
+        tls: Option<TlsAcceptor>,
+    ) -> std::io::Result<Self> {
         Ok(HttpTransport {
             listener: TcpListener::bind(addr).await?,
             token_ttl_secs,
+            tls,
         })
+    }
+}
+
+/// Serves HTTP/1.1 on one accepted stream until it closes or shutdown.
+async fn serve_stream<S>(stream: S, hub: Hub, ttl: u64, shutdown: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let hub = hub.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(hub, req, ttl).await) }
+    });
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 
@@ -278,7 +308,7 @@ impl Transport for HttpTransport {
 
     async fn serve(self: Box<Self>, hub: Hub, shutdown: CancellationToken) -> Result<(), BoxError> {
         let tracker = TaskTracker::new();
-        tracing::info!(addr = %self.listener.local_addr()?, "HTTP devices listening");
+        tracing::info!(addr = %self.listener.local_addr()?, tls = self.tls.is_some(), "HTTP devices listening");
         let ttl = self.token_ttl_secs;
         loop {
             let (stream, _) = tokio::select! {
@@ -293,21 +323,21 @@ impl Transport for HttpTransport {
                 },
             };
             let (hub, shutdown) = (hub.clone(), shutdown.clone());
-            tracker.spawn(async move {
-                let service = service_fn(move |req| {
-                    let hub = hub.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(hub, req, ttl).await) }
-                });
-                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = shutdown.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
+            match &self.tls {
+                None => {
+                    tracker.spawn(serve_stream(stream, hub, ttl, shutdown));
                 }
-            });
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    tracker.spawn(async move {
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                            Ok(Ok(tls)) => serve_stream(tls, hub, ttl, shutdown).await,
+                            Ok(Err(e)) => tracing::debug!(error = %e, "HTTPS handshake failed"),
+                            Err(_) => tracing::debug!("HTTPS handshake timed out"),
+                        }
+                    });
+                }
+            }
         }
         tracker.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())

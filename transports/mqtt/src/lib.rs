@@ -10,15 +10,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ironhub_core::Hub;
 use ironhub_core::transport::{BoxError, Transport};
+use ironhub_tls::TlsAcceptor;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub mod codec;
 pub mod conn;
 pub mod state;
-pub mod tls;
 
 /// How long shutdown waits for connections to close (and persist their sessions).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,12 +1,14 @@
-//! TLS for MQTT (port 8883 by convention): rustls with the aws-lc-rs provider, certificate chain
-//! and private key from PEM files named in the configuration.
+//! ironhub-tls: the TLS acceptor of the TCP transports (MQTT over TLS, HTTPS): rustls with the
+//! aws-lc-rs provider (the one crypto provider of the whole build), certificate chain and private
+//! key from PEM files named in the configuration.
+
+pub use tokio_rustls::TlsAcceptor;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::TlsAcceptor;
 
 /// Why TLS could not be set up; names the file and the problem.
 #[derive(Debug, thiserror::Error)]
