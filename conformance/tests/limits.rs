@@ -508,40 +508,42 @@ async fn v5_publish_with(
     v5::puback(&mut ev).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn l_026_user_properties_per_message() {
+/// Publishes with properties at a bound and one past it: the first is accepted, the second gets
+/// 0x83 (implementation specific error) naming the limit.
+async fn property_bound(
+    id: &str,
+    bound: usize,
+    documented: &str,
+    props: impl Fn(usize) -> PublishProperties,
+) {
     let (d, dev) = setup(unlimited()).await;
-    let props = |n: usize| PublishProperties {
-        user_properties: (0..n).map(|i| (format!("k{i}"), "v".to_string())).collect(),
-        ..Default::default()
-    };
-    let ok = v5_publish_with(&d, &dev, &dev.user_topic("p"), props(20)).await;
-    let over = v5_publish_with(&d, &dev, &dev.user_topic("p"), props(21)).await;
-    let observed = format!("20 properties: {ok:?}; 21: {over:?}");
+    let at = v5_publish_with(&d, &dev, &dev.user_topic("p"), props(bound)).await;
+    let over = v5_publish_with(&d, &dev, &dev.user_topic("p"), props(bound + 1)).await;
+    let observed = format!("{bound}: {at:?}; {}: {over:?}", bound + 1);
     check(
-        "L-026",
-        "20",
+        id,
+        documented,
         &observed,
-        ok == PubAckReason::Success && over == PubAckReason::ImplementationSpecificError,
+        at == PubAckReason::Success && over == PubAckReason::ImplementationSpecificError,
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_026_user_properties_per_message() {
+    property_bound("L-026", 20, "20", |n| PublishProperties {
+        user_properties: (0..n).map(|i| (format!("k{i}"), "v".to_string())).collect(),
+        ..Default::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l_027_user_property_length() {
-    let (d, dev) = setup(unlimited()).await;
-    let props = |n: usize| PublishProperties {
+    property_bound("L-027", 128, "128 characters", |n| PublishProperties {
         user_properties: vec![("k".into(), "v".repeat(n))],
         ..Default::default()
-    };
-    let ok = v5_publish_with(&d, &dev, &dev.user_topic("p"), props(128)).await;
-    let over = v5_publish_with(&d, &dev, &dev.user_topic("p"), props(129)).await;
-    let observed = format!("128 characters: {ok:?}; 129: {over:?}");
-    check(
-        "L-027",
-        "128 characters",
-        &observed,
-        ok == PubAckReason::Success && over == PubAckReason::ImplementationSpecificError,
-    );
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -348,36 +348,25 @@ async fn fan(
     Ok(v)
 }
 
+/// An MQTT 3.1.1 CONNECT (clean session, keep-alive 1200 s so idle connections send nothing).
 fn connect_packet(client_id: &str, login: Option<(&str, &str)>) -> Vec<u8> {
-    let s = |b: &[u8], out: &mut Vec<u8>| {
-        out.extend_from_slice(&(b.len() as u16).to_be_bytes());
-        out.extend_from_slice(b);
+    use tokio_util::codec::Encoder;
+    let connect = rmqtt_codec::v3::Connect {
+        clean_session: true,
+        keep_alive: 1200,
+        client_id: client_id.into(),
+        username: login.map(|(u, _)| u.into()),
+        password: login.map(|(_, p)| bytes::Bytes::copy_from_slice(p.as_bytes())),
+        ..Default::default()
     };
-    let mut body = Vec::new();
-    s(b"MQTT", &mut body);
-    body.push(4);
-    body.push(if login.is_some() { 0xC2 } else { 0x02 });
-    body.extend_from_slice(&1200u16.to_be_bytes());
-    s(client_id.as_bytes(), &mut body);
-    if let Some((u, p)) = login {
-        s(u.as_bytes(), &mut body);
-        s(p.as_bytes(), &mut body);
-    }
-    let mut out = vec![0x10];
-    let mut n = body.len();
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(body);
-    out
+    let mut buf = bytes::BytesMut::new();
+    rmqtt_codec::v3::Codec::new(0)
+        .encode(
+            rmqtt_codec::v3::Packet::Connect(Box::new(connect)),
+            &mut buf,
+        )
+        .expect("a CONNECT encodes");
+    buf.to_vec()
 }
 
 async fn open_one(
