@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::quota::{MonthlyQuota, civil_from_days};
 use crate::limits::{LimitId, Limited, Profile};
-use crate::store::{self, KeyRange, Store, StoreError, decode_counter, transact};
+use crate::store::{self, KeyRange, Store, StoreError, decode_counter, records, transact};
 
 /// Messages devices sent (accepted or not).
 pub const MESSAGES: &str = "messages";
@@ -64,33 +64,52 @@ struct TenantMonth {
     points: Option<MonthlyQuota>,
 }
 
+/// Counters not yet in the store: tenant -> scope (device, or "" for the tenant) -> hour. Nested
+/// so that the per-message lookup borrows the names and allocates only on first sight.
+type Pending = HashMap<String, HashMap<String, BTreeMap<u64, Counts>>>;
+
+/// Adds `n` to a metric of a scope and hour.
+fn bump(pending: &mut Pending, tenant: &str, scope: &str, hour: u64, metric: &str, n: u64) {
+    if !pending.contains_key(tenant) {
+        pending.insert(tenant.to_owned(), HashMap::new());
+    }
+    let scopes = pending.get_mut(tenant).expect("inserted above");
+    if !scopes.contains_key(scope) {
+        scopes.insert(scope.to_owned(), BTreeMap::new());
+    }
+    let counts = scopes
+        .get_mut(scope)
+        .expect("inserted above")
+        .entry(hour)
+        .or_default();
+    match counts.get_mut(metric) {
+        Some(c) => *c += n,
+        None => {
+            counts.insert(metric.to_owned(), n);
+        }
+    }
+}
+
 /// The hub's meter.
 #[derive(Default)]
 pub struct Meter {
-    pending: Mutex<HashMap<(String, String, u64), Counts>>,
+    pending: Mutex<Pending>,
     months: Mutex<HashMap<String, TenantMonth>>,
 }
 
 fn counter_key(tenant: &str, device: &str, hour: u64, metric: &str) -> Vec<u8> {
-    let mut k = hour_prefix(tenant, device, hour);
-    k.extend_from_slice(metric.as_bytes());
-    k
+    records::key(&[
+        b"u",
+        tenant.as_bytes(),
+        device.as_bytes(),
+        &hour.to_be_bytes(),
+        metric.as_bytes(),
+    ])
 }
 
-fn scope_prefix(tenant: &str, device: &str) -> Vec<u8> {
-    let mut k = b"u\0".to_vec();
-    k.extend_from_slice(tenant.as_bytes());
-    k.push(0);
-    k.extend_from_slice(device.as_bytes());
-    k.push(0);
-    k
-}
-
+/// Every key of one hour of a scope starts with this (the empty last part adds the separator).
 fn hour_prefix(tenant: &str, device: &str, hour: u64) -> Vec<u8> {
-    let mut k = scope_prefix(tenant, device);
-    k.extend_from_slice(&hour.to_be_bytes());
-    k.push(0);
-    k
+    counter_key(tenant, device, hour, "")
 }
 
 /// First hour (hours since the epoch) of the UTC day and month of `now_ms`.
@@ -106,15 +125,8 @@ impl Meter {
         let hour = now_ms / HOUR_MS;
         let mut pending = self.pending.lock().expect("meter lock");
         for scope in [Some(""), device].into_iter().flatten() {
-            let counts = pending
-                .entry((tenant.to_owned(), scope.to_owned(), hour))
-                .or_default();
             for (metric, n) in metrics {
-                if let Some(c) = counts.get_mut(*metric) {
-                    *c += n;
-                } else {
-                    counts.insert((*metric).to_owned(), *n);
-                }
+                bump(&mut pending, tenant, scope, hour, metric, *n);
             }
         }
     }
@@ -125,21 +137,27 @@ impl Meter {
         if batch.is_empty() {
             return Ok(());
         }
+        let rows = || {
+            batch.iter().flat_map(|(tenant, scopes)| {
+                scopes.iter().flat_map(move |(scope, hours)| {
+                    hours.iter().flat_map(move |(hour, counts)| {
+                        counts
+                            .iter()
+                            .map(move |(metric, n)| (tenant, scope, *hour, metric, *n))
+                    })
+                })
+            })
+        };
         let written = store::write(store, |t| {
-            for ((tenant, device, hour), counts) in &batch {
-                for (metric, n) in counts {
-                    t.add(&counter_key(tenant, device, *hour, metric), *n as i64);
-                }
+            for (tenant, scope, hour, metric, n) in rows() {
+                t.add(&counter_key(tenant, scope, hour, metric), n as i64);
             }
         })
         .await;
         if written.is_err() {
             let mut pending = self.pending.lock().expect("meter lock");
-            for (k, counts) in batch {
-                let entry = pending.entry(k).or_default();
-                for (metric, n) in counts {
-                    *entry.entry(metric).or_default() += n;
-                }
+            for (tenant, scope, hour, metric, n) in rows() {
+                bump(&mut pending, tenant, scope, hour, metric, n);
             }
         }
         written
@@ -157,7 +175,8 @@ impl Meter {
             start: hour_prefix(tenant, device, from_hour),
             end: hour_prefix(tenant, device, to_hour + 1),
         };
-        let prefix_len = scope_prefix(tenant, device).len();
+        // The hour starts after the scope's parts and their separators.
+        let prefix_len = records::key(&[b"u", tenant.as_bytes(), device.as_bytes()]).len() + 1;
         let rows = transact(store, |t| {
             let range = range.clone();
             Box::pin(async move { t.range(&range, 0).await })
@@ -175,12 +194,11 @@ impl Meter {
                 decode_counter(&v).max(0) as u64;
         }
         let pending = self.pending.lock().expect("meter lock");
-        for ((t, d, hour), counts) in pending.iter() {
-            if t == tenant && d == device && (from_hour..=to_hour).contains(hour) {
-                let entry = out.entry(*hour).or_default();
-                for (metric, n) in counts {
-                    *entry.entry(metric.clone()).or_default() += n;
-                }
+        let hours = pending.get(tenant).and_then(|scopes| scopes.get(device));
+        for (hour, counts) in hours.into_iter().flat_map(|h| h.range(from_hour..=to_hour)) {
+            let entry = out.entry(*hour).or_default();
+            for (metric, n) in counts {
+                *entry.entry(metric.clone()).or_default() += n;
             }
         }
         Ok(out)
@@ -323,22 +341,23 @@ pub async fn save_event(
     tenant: &str,
     event: &UsageEvent,
 ) -> Result<(), StoreError> {
-    let mut key = b"e\0".to_vec();
-    key.extend_from_slice(tenant.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&event.at_ms.to_be_bytes());
-    // Two events of one instant (80 % and 100 % crossed at once) must not share a key.
-    key.extend_from_slice(format!("\0{}\0{}", event.limit, event.kind).as_bytes());
+    // Limit and kind in the key: two events of one instant (80 % and 100 % crossed at once) must
+    // not share it.
+    let at = event.at_ms.to_be_bytes();
+    let key = records::key(&[
+        b"e",
+        tenant.as_bytes(),
+        &at,
+        event.limit.as_bytes(),
+        event.kind.as_bytes(),
+    ]);
     let value = serde_json::to_vec(event).expect("events serialize");
     store::write(store, |t| t.set(&key, &value)).await
 }
 
 /// A tenant's usage events, oldest first.
 pub async fn events(store: &dyn Store, tenant: &str) -> Result<Vec<UsageEvent>, StoreError> {
-    let mut prefix = b"e\0".to_vec();
-    prefix.extend_from_slice(tenant.as_bytes());
-    prefix.push(0);
-    let range = KeyRange::prefix(&prefix);
+    let range = KeyRange::prefix(&records::key(&[b"e", tenant.as_bytes(), b""]));
     let rows = transact(store, |t| {
         let range = range.clone();
         Box::pin(async move { t.range(&range, 0).await })

@@ -372,82 +372,84 @@ impl Admin {
     }
 }
 
+/// Samples of one metric: label set (`{k="v"}` or empty) and value.
+type Samples = Vec<(String, u64)>;
+
 /// The hub's counters in the Prometheus text format (served unauthenticated at `/metrics`, on the
 /// admin listener, which is loopback unless configured otherwise).
 fn prometheus(s: &ironhub_core::hub::StatsSnapshot) -> String {
+    let labelled = |label: &str, values: Vec<(&str, u64)>| -> Samples {
+        let mut v: Samples = values
+            .into_iter()
+            .map(|(k, n)| (format!("{{{label}=\"{k}\"}}"), n))
+            .collect();
+        v.sort();
+        v
+    };
+    let one = |v: u64| -> Samples { vec![(String::new(), v)] };
+    let metrics = [
+        (
+            "ironhub_connections_accepted_total",
+            "counter",
+            "Connections accepted.",
+            one(s.connections_accepted),
+        ),
+        (
+            "ironhub_connections_refused_total",
+            "counter",
+            "Connections refused at CONNECT.",
+            one(s.connections_refused),
+        ),
+        (
+            "ironhub_connections_open",
+            "gauge",
+            "Sessions connected now.",
+            one(s.connections_open),
+        ),
+        (
+            "ironhub_sessions",
+            "gauge",
+            "Sessions known (connected or stored).",
+            one(s.sessions),
+        ),
+        (
+            "ironhub_messages_in_total",
+            "counter",
+            "Messages accepted from publishers.",
+            one(s.messages_in),
+        ),
+        (
+            "ironhub_deliveries_total",
+            "counter",
+            "Deliveries handed to sessions.",
+            one(s.deliveries),
+        ),
+        (
+            "ironhub_sessions_expired_total",
+            "counter",
+            "Expired sessions reclaimed.",
+            one(s.sessions_expired),
+        ),
+        (
+            "ironhub_dropped_total",
+            "counter",
+            "Deliveries dropped, by reason.",
+            labelled("reason", s.dropped.iter().map(|(k, v)| (*k, *v)).collect()),
+        ),
+        (
+            "ironhub_limited_total",
+            "counter",
+            "Requests stopped by a documented limit (docs/limits.md).",
+            labelled("limit", s.limited.iter().map(|(k, v)| (*k, *v)).collect()),
+        ),
+    ];
     let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+    for (name, kind, help, samples) in metrics {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
         for (labels, v) in samples {
             out.push_str(&format!("{name}{labels} {v}\n"));
         }
-    };
-    let one = |v: u64| vec![(String::new(), v)];
-    metric(
-        "ironhub_connections_accepted_total",
-        "counter",
-        "Connections accepted.",
-        &one(s.connections_accepted),
-    );
-    metric(
-        "ironhub_connections_refused_total",
-        "counter",
-        "Connections refused at CONNECT.",
-        &one(s.connections_refused),
-    );
-    metric(
-        "ironhub_connections_open",
-        "gauge",
-        "Sessions connected now.",
-        &one(s.connections_open),
-    );
-    metric(
-        "ironhub_sessions",
-        "gauge",
-        "Sessions known (connected or stored).",
-        &one(s.sessions),
-    );
-    metric(
-        "ironhub_messages_in_total",
-        "counter",
-        "Messages accepted from publishers.",
-        &one(s.messages_in),
-    );
-    metric(
-        "ironhub_deliveries_total",
-        "counter",
-        "Deliveries handed to sessions.",
-        &one(s.deliveries),
-    );
-    metric(
-        "ironhub_sessions_expired_total",
-        "counter",
-        "Expired sessions reclaimed.",
-        &one(s.sessions_expired),
-    );
-    let mut dropped: Vec<(String, u64)> = s
-        .dropped
-        .iter()
-        .map(|(r, v)| (format!("{{reason=\"{r}\"}}"), *v))
-        .collect();
-    dropped.sort();
-    metric(
-        "ironhub_dropped_total",
-        "counter",
-        "Deliveries dropped, by reason.",
-        &dropped,
-    );
-    let limited: Vec<(String, u64)> = s
-        .limited
-        .iter()
-        .map(|(id, v)| (format!("{{limit=\"{id}\"}}"), *v))
-        .collect();
-    metric(
-        "ironhub_limited_total",
-        "counter",
-        "Requests stopped by a documented limit (docs/limits.md).",
-        &limited,
-    );
+    }
     out
 }
 

@@ -190,9 +190,8 @@ impl From<&Product> for ProductView {
 impl Stats {
     /// Counts a request stopped by a limit.
     pub(crate) fn limited(&self, limit: LimitId) {
-        if let Some(i) = LimitId::ALL.iter().position(|l| *l == limit) {
-            self.limited[i].fetch_add(1, Ordering::Relaxed);
-        }
+        // `LimitId::ALL` lists the variants in declaration order.
+        self.limited[limit as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -442,12 +441,7 @@ impl Hub {
     /// Deletes a tenant that owns no product.
     pub async fn delete_tenant(&self, id: &str) -> Result<(), HubError> {
         self.tenant(id).await?;
-        if self
-            .products(Some(id))
-            .await?
-            .iter()
-            .any(|p| p.tenant == id)
-        {
+        if !self.products(Some(id)).await?.is_empty() {
             return Err(HubError::Conflict(format!(
                 "tenant {id} still has products; delete them first"
             )));

@@ -404,9 +404,7 @@ impl Slot {
         let mut st = self.state.clone().lock_owned().await;
         let expired = st.live.is_none()
             && !st.removed
-            && st
-                .disconnected_at_ms
-                .is_some_and(|at| at + u64::from(st.expiry_secs) * 1000 <= now);
+            && records::expired(st.disconnected_at_ms, st.expiry_secs, now);
         if !expired {
             return Ok(false);
         }
@@ -820,7 +818,12 @@ impl Hub {
             .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
         let now = now_ms();
         let property_post = identity.device.as_ref().is_some_and(|(pk, dn)| {
-            req.topic.strip_prefix(&format!("/sys/{pk}/{dn}")) == Some(PROPERTY_POST)
+            req.topic
+                .strip_prefix("/sys/")
+                .and_then(|t| t.strip_prefix(pk.as_str()))
+                .and_then(|t| t.strip_prefix('/'))
+                .and_then(|t| t.strip_prefix(dn.as_str()))
+                == Some(PROPERTY_POST)
         });
         let reply = property_post.then(|| {
             (

@@ -27,7 +27,8 @@ use crate::store::decode_counter;
 /// Most rows returned by one listing read.
 pub const LIST_LIMIT: usize = 10_000;
 
-fn key(parts: &[&[u8]]) -> Vec<u8> {
+/// A key of `parts` joined by 0x00 (the separator of every key of the layout above).
+pub(crate) fn key(parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
@@ -258,9 +259,14 @@ pub struct SessionRecord {
 impl SessionRecord {
     /// Whether the session expired by `now_ms`.
     pub fn expired(&self, now_ms: u64) -> bool {
-        self.disconnected_at_ms
-            .is_some_and(|at| at + u64::from(self.expiry_secs) * 1000 <= now_ms)
+        expired(self.disconnected_at_ms, self.expiry_secs, now_ms)
     }
+}
+
+/// Whether a session disconnected at `disconnected_at_ms` (None: connected) with `expiry_secs`
+/// has expired by `now_ms`.
+pub fn expired(disconnected_at_ms: Option<u64>, expiry_secs: u32, now_ms: u64) -> bool {
+    disconnected_at_ms.is_some_and(|at| at + u64::from(expiry_secs) * 1000 <= now_ms)
 }
 
 /// Reads a session.
