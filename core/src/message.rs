@@ -75,6 +75,20 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message the hub itself publishes (downlink, replies): not retained, no properties.
+    pub fn from_hub(tenant: &str, topic: String, payload: Bytes, qos: QoS, now_ms: u64) -> Message {
+        Message {
+            tenant: tenant.to_owned(),
+            topic,
+            payload,
+            qos,
+            retain: false,
+            properties: Properties::default(),
+            expires_at_ms: None,
+            origin: Origin::Hub,
+            received_at_ms: now_ms,
+        }
+    }
     /// Whether the message expired before `now_ms`.
     pub fn expired(&self, now_ms: u64) -> bool {
         self.expires_at_ms.is_some_and(|t| t <= now_ms)

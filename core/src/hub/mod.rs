@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::HubConfig;
 use crate::limits::{LimitId, Limited, Limiter, Profile};
-use crate::message::{Message, Origin, Properties, QoS};
+use crate::message::{Message, QoS};
 use crate::metering::Meter;
 use crate::model::{self, Device, DeviceState, NodeType, Product, Tenant};
 use crate::store::records::{self, LIST_LIMIT};
@@ -719,17 +719,8 @@ impl Hub {
     ) -> Result<usize, HubError> {
         topic::validate_name(topic_name).map_err(|e| HubError::Invalid(e.to_string()))?;
         self.tenant(tenant).await?;
-        let msg = Message {
-            tenant: tenant.to_owned(),
-            topic: topic_name.to_owned(),
-            payload,
-            qos,
-            retain,
-            properties: Properties::default(),
-            expires_at_ms: None,
-            origin: Origin::Hub,
-            received_at_ms: now_ms(),
-        };
+        let mut msg = Message::from_hub(tenant, topic_name.to_owned(), payload, qos, now_ms());
+        msg.retain = retain;
         Ok(self.accept(msg).await?)
     }
 }

@@ -848,17 +848,13 @@ impl Hub {
             .await
             .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
         if let Some((topic, payload, qos)) = reply {
-            let reply = Message {
-                tenant: identity.tenant.clone(),
+            let reply = Message::from_hub(
+                &identity.tenant,
                 topic,
                 payload,
-                qos: qos.min(QoS::AtLeastOnce),
-                retain: false,
-                properties: Properties::default(),
-                expires_at_ms: None,
-                origin: Origin::Hub,
-                received_at_ms: now,
-            };
+                qos.min(QoS::AtLeastOnce),
+                now,
+            );
             self.accept(reply)
                 .await
                 .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;

@@ -460,10 +460,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
             if !self.conn.send(Outbound::Publish(Box::new(packet))) {
                 // Larger than the client accepts (MQTT-3.1.2-25): it is discarded, not retried.
                 if let Some(id) = packet_id {
-                    let _ = self.outflight.puback(id).or_else(|| {
-                        self.outflight.pubrec(id);
-                        self.outflight.pubcomp(id)
-                    });
+                    self.outflight.forget(id);
                 }
                 forget_stored(session, &d).await;
             }

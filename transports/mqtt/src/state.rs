@@ -88,6 +88,11 @@ impl Outflight {
         }
     }
 
+    /// Drops an id whatever its stage (a delivery that could not be sent).
+    pub fn forget(&mut self, id: NonZeroU16) {
+        self.entries.remove(&id.get());
+    }
+
     /// Everything still unacknowledged, in the order it was sent.
     pub fn into_unacked(self) -> Vec<Delivery> {
         let mut v: Vec<(u64, Delivery)> =
