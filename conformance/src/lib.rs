@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 #[macro_use]
 mod helpers;
+pub mod amqp;
 pub mod report;
 pub mod v3;
 pub mod v5;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hyper::Method;
 use ironhub_conformance::report::{self, check};
-use ironhub_conformance::{Deployment, DeviceCreds, raw, v3, v5};
+use ironhub_conformance::{Deployment, DeviceCreds, amqp, raw, v3, v5};
 use rumqttc::v5::mqttbytes::QoS as Q5;
 use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode as Cr5, Filter, PubAckReason, PublishProperties, SubscribeReasonCode as Sr5,
@@ -877,13 +877,158 @@ async fn a_noisy_tenant_does_not_throttle_another() {
     );
 }
 
+/// A deployment with the AMQP sink (the shared RabbitMQ node) and a device of a new tenant.
+async fn setup_amqp(profile: Value) -> (Deployment, DeviceCreds, String) {
+    let url = amqp::rabbitmq(amqp::SHARED_NODE);
+    let d = Deployment::start(&format!("[amqp]\nurl = \"{url}\"\n")).await;
+    let dev = d
+        .tenant_with_profile(&Deployment::unique_tenant("limits"), profile)
+        .await;
+    (d, dev, url)
+}
+
+async fn create_group(d: &Deployment, tenant: &str) -> (u16, Value) {
+    d.api(
+        Method::POST,
+        &format!("/api/v1/tenants/{tenant}/consumer-groups"),
+        Some(json!({ "name": "g" })),
+    )
+    .await
+}
+
+async fn associate(d: &Deployment, tenant: &str, group: &Value, pk: &str) -> (u16, Value) {
+    let id = group["id"].as_str().expect("group id");
+    let path = format!("/api/v1/tenants/{tenant}/consumer-groups/{id}/products/{pk}");
+    d.api(Method::PUT, &path, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_006_consumer_groups_per_tenant() {
+    let (d, dev, _) = setup_amqp(json!({ "forwarding": { "consumer_groups": 2 } })).await;
+    let (first, _) = create_group(&d, &dev.tenant).await;
+    let (second, _) = create_group(&d, &dev.tenant).await;
+    let (third, v) = create_group(&d, &dev.tenant).await;
+    let observed = format!(
+        "groups 1, 2: HTTP {first}, {second}; 3rd HTTP {third} {}",
+        v["limit"]
+    );
+    check(
+        "L-006",
+        "2 (profile forwarding.consumer_groups)",
+        &observed,
+        first == 201 && second == 201 && third == 403 && v["limit"] == "L-006",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_060_consumer_groups_per_product() {
+    let (d, dev, _) = setup_amqp(json!({ "forwarding": { "groups_per_product": 1 } })).await;
+    let (_, g1) = create_group(&d, &dev.tenant).await;
+    let (_, g2) = create_group(&d, &dev.tenant).await;
+    let (first, _) = associate(&d, &dev.tenant, &g1, &dev.product_key).await;
+    let (second, v) = associate(&d, &dev.tenant, &g2, &dev.product_key).await;
+    let observed = format!(
+        "1st group HTTP {first}; 2nd group HTTP {second} {}",
+        v["limit"]
+    );
+    check(
+        "L-060",
+        "1 (profile forwarding.groups_per_product)",
+        &observed,
+        first == 200 && second == 403 && v["limit"] == "L-060",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_061_products_per_consumer_group() {
+    let (d, dev, _) = setup_amqp(json!({ "forwarding": { "products_per_group": 1 } })).await;
+    let (_, other) = create_product(&d, &dev.tenant).await;
+    let (_, g) = create_group(&d, &dev.tenant).await;
+    let (first, _) = associate(&d, &dev.tenant, &g, &dev.product_key).await;
+    let other_pk = other["product_key"].as_str().unwrap();
+    let (second, v) = associate(&d, &dev.tenant, &g, other_pk).await;
+    let observed = format!(
+        "1st product HTTP {first}; 2nd product HTTP {second} {}",
+        v["limit"]
+    );
+    check(
+        "L-061",
+        "1 (profile forwarding.products_per_group)",
+        &observed,
+        first == 200 && second == 403 && v["limit"] == "L-061",
+    );
+}
+
+/// Publishes `n` QoS 1 messages `m0..` and waits for each PUBACK; returns the connection, kept
+/// open so that no offline notification follows.
+async fn publish_acked(
+    d: &Deployment,
+    dev: &DeviceCreds,
+    n: usize,
+) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let (c, mut ev) = v3::connect(dev.v3_options(d)).await;
+    for i in 0..n {
+        c.publish(
+            dev.user_topic("data"),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            format!("m{i}"),
+        )
+        .await
+        .unwrap();
+        v3::acked(&mut ev).await;
+    }
+    (c, ev)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_063_consumer_group_retention() {
+    // Length: a group keeping 3 messages holds the newest 3 of 6 (the online notification, then
+    // m0..m4).
+    let profile = with(
+        unlimited(),
+        json!({ "forwarding": { "group_max_messages": 3 } }),
+    );
+    let (d, dev, url) = setup_amqp(profile).await;
+    let (_, g) = create_group(&d, &dev.tenant).await;
+    associate(&d, &dev.tenant, &g, &dev.product_key).await;
+    let _connected = publish_acked(&d, &dev, 5).await;
+    let mut consumer = amqp::GroupConsumer::start(&url, g["queue"].as_str().unwrap()).await;
+    let kept: Vec<String> = consumer
+        .drain(Duration::from_secs(2))
+        .await
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
+    // Time: a group keeping messages 1 s has nothing left for a consumer arriving 3 s later.
+    let profile = with(
+        unlimited(),
+        json!({ "forwarding": { "group_retention_secs": 1 } }),
+    );
+    let tenant = Deployment::unique_tenant("limits");
+    let dev2 = d.tenant_with_profile(&tenant, profile).await;
+    let (_, g2) = create_group(&d, &tenant).await;
+    associate(&d, &tenant, &g2, &dev2.product_key).await;
+    let _connected2 = publish_acked(&d, &dev2, 2).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut late = amqp::GroupConsumer::start(&url, g2["queue"].as_str().unwrap()).await;
+    let expired = late.drain(Duration::from_secs(1)).await.len();
+    let observed =
+        format!("length 3: kept {kept:?} of m0..m4; retention 1 s: {expired} left after 3 s");
+    check(
+        "L-063",
+        "profile forwarding.group_max_messages 3, forwarding.group_retention_secs 1",
+        &observed,
+        kept == ["m2", "m3", "m4"] && expired == 0,
+    );
+}
+
 /// Rows of the contract whose feature is not built yet, with the issue that builds it. The
 /// coverage test checks this list and docs/limits.md agree, so a row cannot silently lose its
 /// test or its plan.
 const NOT_YET_BUILT: &[(&str, u32)] = &[
     ("L-004", 4),
     ("L-005", 4),
-    ("L-006", 4),
     ("L-015", 5),
     ("L-018", 5),
     ("L-023", 6),
@@ -903,10 +1048,7 @@ const NOT_YET_BUILT: &[(&str, u32)] = &[
     ("L-050", 4),
     ("L-051", 4),
     ("L-052", 4),
-    ("L-060", 4),
-    ("L-061", 4),
     ("L-062", 4),
-    ("L-063", 4),
     ("L-072", 4),
     ("L-076", 5),
 ];

@@ -48,6 +48,14 @@ pub struct HubConfig {
     /// Bytes per second one connection may send (seed 000: 8 Mbps); faster senders are paused
     /// (TCP back-pressure), nothing is dropped. 0 = unlimited.
     pub max_connection_bytes_per_sec: u64,
+    /// Events buffered in memory per sink before publishers wait (QoS 1) or events are dropped
+    /// and counted (QoS 0).
+    pub sink_buffer_capacity: usize,
+    /// Most events a sink sends in one batch.
+    pub sink_batch_size: usize,
+    /// How long a sink may take to confirm a batch before its events go to the store's outbox
+    /// (and the QoS 1 publishers are answered from there).
+    pub sink_send_timeout_ms: u64,
     /// The open-broker mode for a sandbox tenant.
     pub open_broker: OpenBrokerConfig,
 }
@@ -72,6 +80,9 @@ impl Default for HubConfig {
             max_request_response_length: 128,
             usage_flush_interval_secs: 10,
             max_connection_bytes_per_sec: 1_000_000,
+            sink_buffer_capacity: 10_000,
+            sink_batch_size: 256,
+            sink_send_timeout_ms: 5_000,
             open_broker: OpenBrokerConfig::default(),
         }
     }

@@ -8,6 +8,7 @@
 pub mod acl;
 pub mod auth;
 pub mod config;
+pub mod forward;
 pub mod hub;
 pub mod limits;
 pub mod message;

@@ -65,6 +65,30 @@ pub struct Device {
     pub created_at_ms: u64,
 }
 
+/// A consumer group (server-side subscription): a durable queue on a sink that receives the
+/// upstream messages and the status and lifecycle notifications of its products' devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerGroup {
+    /// The tenant that owns the group.
+    pub tenant: String,
+    /// Identifier, issued by the hub.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The sink holding the queue ("amqp").
+    pub sink: String,
+    /// The queue's name on the sink: `ironhub.{tenant}.{id}`.
+    pub queue: String,
+    /// Associated ProductKeys, sorted.
+    pub products: Vec<String>,
+    /// How long an unconsumed message is kept, seconds (fixed at creation).
+    pub retention_secs: u64,
+    /// Most messages kept (fixed at creation).
+    pub max_messages: u64,
+    /// Creation time, ms since the epoch.
+    pub created_at_ms: u64,
+}
+
 /// The state the admin API reports for a device (seed 000: inactive, online, offline, disabled).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

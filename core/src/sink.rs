@@ -1,8 +1,12 @@
-//! The `Sink` trait: a destination for messages leaving the hub (AMQP consumer groups, SQS).
+//! The `Sink` trait: a destination for events leaving the hub (AMQP consumer groups, SQS queues).
+//!
+//! The hub's forwarder (`crate::forward`) batches events per destination, calls [`Sink::send`],
+//! and keeps in the store whatever a sink could not confirm, to send it again later. A sink only
+//! has to say, truthfully, which events the destination confirmed.
 
 use async_trait::async_trait;
 
-use crate::message::Message;
+use crate::forward::{Destination, Event};
 
 /// Why a sink could not deliver.
 #[derive(Debug, thiserror::Error)]
@@ -10,22 +14,26 @@ pub enum SinkError {
     /// The destination is unreachable or refused the whole batch; retry later.
     #[error("destination unavailable: {0}")]
     Unavailable(String),
-    /// Some messages of the batch failed (indices into the batch); the rest were confirmed.
-    #[error("{} messages of the batch failed", failed.len())]
+    /// Some events of the batch failed (indices into the batch); the rest were confirmed.
+    #[error("{} events of the batch failed", failed.len())]
     Partial {
-        /// Indices of the failed messages.
+        /// Indices of the failed events.
         failed: Vec<usize>,
     },
 }
 
 /// A destination with at-least-once delivery: `send` returns Ok only once the destination has
-/// confirmed every message of the batch.
+/// confirmed every event of the batch.
 #[async_trait]
 pub trait Sink: Send + Sync + 'static {
-    /// Name for logs and metrics.
+    /// The sink's kind, as destinations name it ("amqp", "sqs"): also its name in metrics.
     fn name(&self) -> &str;
-    /// Delivers a batch; Ok means every message was confirmed by the destination.
-    async fn send(&self, batch: &[Message]) -> Result<(), SinkError>;
+    /// Creates the destination's queue (with its retention) if it does not exist, so consumers
+    /// can attach before the first event.
+    async fn prepare(&self, destination: &Destination) -> Result<(), SinkError>;
+    /// Delivers a batch to one destination (a queue), creating the queue with the destination's
+    /// retention if it does not exist; Ok means every event was confirmed.
+    async fn send(&self, destination: &Destination, batch: &[&Event]) -> Result<(), SinkError>;
     /// Checks the destination is usable (run at startup and by readiness probes).
     async fn healthcheck(&self) -> Result<(), SinkError>;
 }

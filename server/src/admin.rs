@@ -77,6 +77,9 @@ impl From<HubError> for ApiError {
                 e.retry_after_secs = limited.retry_after_ms.map(|ms| ms.div_ceil(1000).max(1));
                 e
             }
+            HubError::Unavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
             HubError::Store(err) => {
                 // Details go to the log, not to the caller.
                 tracing::error!(error = %err, "store failure in admin API");
@@ -145,7 +148,10 @@ impl Admin {
         if path == "/metrics" {
             return Response::builder()
                 .header(CONTENT_TYPE, "text/plain; version=0.0.4")
-                .body(Full::new(Bytes::from(prometheus(&self.hub.stats()))))
+                .body(Full::new(Bytes::from(prometheus(
+                    &self.hub.stats(),
+                    &self.hub.sink_stats(),
+                ))))
                 .expect("static response parts are valid");
         }
         let result = self.route(req).await;
@@ -201,20 +207,27 @@ impl Admin {
         if req.uri().path() == "/readyz" {
             // Ready when the store answers a read.
             let store = self.hub.store().clone();
-            return match transact(&*store, |t| {
+            if let Err(e) = transact(&*store, |t| {
                 Box::pin(records::get_meta(t, "admin_token_sha256"))
             })
             .await
             {
-                Ok(_) => Ok((StatusCode::OK, json!({ "status": "ready" }))),
-                Err(e) => {
-                    tracing::error!(error = %e, "readiness: store unavailable");
-                    Err(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "storage is unavailable",
-                    ))
-                }
+                tracing::error!(error = %e, "readiness: store unavailable");
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "storage is unavailable",
+                ));
+            }
+            // Sinks keep what they cannot send in the store, so a broker outage does not stop
+            // the hub; readiness still reports it for operators and load balancers.
+            return match self.hub.sinks_ready().await {
+                Ok(()) => Ok((StatusCode::OK, json!({ "status": "ready" }))),
+                Err(e) => Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    e,
+                )),
             };
         }
         if !self.authorized(&req) {
@@ -349,6 +362,54 @@ impl Admin {
                 hub.delete_device(pk, dn).await?;
                 Ok((StatusCode::NO_CONTENT, Value::Null))
             }
+            (Method::POST, ["api", "v1", "tenants", tenant, "consumer-groups"]) => {
+                let r: CreateGroup = parse(&body)?;
+                let g = hub.create_consumer_group(tenant, &r.name).await?;
+                Ok((StatusCode::CREATED, json!(g)))
+            }
+            (Method::GET, ["api", "v1", "tenants", tenant, "consumer-groups"]) => {
+                Ok((StatusCode::OK, json!(hub.consumer_groups(tenant).await?)))
+            }
+            (Method::GET, ["api", "v1", "tenants", tenant, "consumer-groups", id]) => {
+                Ok((StatusCode::OK, json!(hub.consumer_group(tenant, id).await?)))
+            }
+            (Method::DELETE, ["api", "v1", "tenants", tenant, "consumer-groups", id]) => {
+                hub.delete_consumer_group(tenant, id).await?;
+                Ok((StatusCode::NO_CONTENT, Value::Null))
+            }
+            (
+                Method::PUT,
+                [
+                    "api",
+                    "v1",
+                    "tenants",
+                    tenant,
+                    "consumer-groups",
+                    id,
+                    "products",
+                    pk,
+                ],
+            ) => {
+                let g = hub.associate_product(tenant, id, pk).await?;
+                Ok((StatusCode::OK, json!(g)))
+            }
+            (
+                Method::DELETE,
+                [
+                    "api",
+                    "v1",
+                    "tenants",
+                    tenant,
+                    "consumer-groups",
+                    id,
+                    "products",
+                    pk,
+                ],
+            ) => {
+                let g = hub.dissociate_product(tenant, id, pk).await?;
+                Ok((StatusCode::OK, json!(g)))
+            }
+            (Method::GET, ["api", "v1", "sinks"]) => Ok((StatusCode::OK, json!(hub.sink_stats()))),
             (Method::POST, ["api", "v1", "messages"]) => {
                 let r: PublishMessage = parse(&body)?;
                 let qos = QoS::from_u8(r.qos)
@@ -377,7 +438,10 @@ type Samples = Vec<(String, u64)>;
 
 /// The hub's counters in the Prometheus text format (served unauthenticated at `/metrics`, on the
 /// admin listener, which is loopback unless configured otherwise).
-fn prometheus(s: &ironhub_core::hub::StatsSnapshot) -> String {
+fn prometheus(
+    s: &ironhub_core::hub::StatsSnapshot,
+    sinks: &[ironhub_core::forward::SinkStatsSnapshot],
+) -> String {
     let labelled = |label: &str, values: Vec<(&str, u64)>| -> Samples {
         let mut v: Samples = values
             .into_iter()
@@ -387,6 +451,12 @@ fn prometheus(s: &ironhub_core::hub::StatsSnapshot) -> String {
         v
     };
     let one = |v: u64| -> Samples { vec![(String::new(), v)] };
+    let per_sink = |f: fn(&ironhub_core::forward::SinkStatsSnapshot) -> u64| -> Samples {
+        sinks
+            .iter()
+            .map(|k| (format!("{{sink=\"{}\"}}", k.sink), f(k)))
+            .collect()
+    };
     let metrics = [
         (
             "ironhub_connections_accepted_total",
@@ -441,6 +511,48 @@ fn prometheus(s: &ironhub_core::hub::StatsSnapshot) -> String {
             "counter",
             "Requests stopped by a documented limit (docs/limits.md).",
             labelled("limit", s.limited.iter().map(|(k, v)| (*k, *v)).collect()),
+        ),
+        (
+            "ironhub_sink_confirmed_total",
+            "counter",
+            "Events a sink's destination confirmed.",
+            per_sink(|k| k.confirmed),
+        ),
+        (
+            "ironhub_sink_stored_total",
+            "counter",
+            "Events written to the outbox because the sink did not confirm them in time.",
+            per_sink(|k| k.stored),
+        ),
+        (
+            "ironhub_sink_resent_total",
+            "counter",
+            "Events confirmed after waiting in the outbox.",
+            per_sink(|k| k.resent),
+        ),
+        (
+            "ironhub_sink_send_failures_total",
+            "counter",
+            "Failed send attempts (batches).",
+            per_sink(|k| k.send_failures),
+        ),
+        (
+            "ironhub_sink_dropped_total",
+            "counter",
+            "Events dropped: QoS 0 at a full buffer, or expired in the outbox.",
+            per_sink(|k| k.dropped_buffer_full + k.expired),
+        ),
+        (
+            "ironhub_sink_outbox",
+            "gauge",
+            "Events waiting in the outbox.",
+            per_sink(|k| k.outbox),
+        ),
+        (
+            "ironhub_sink_buffered",
+            "gauge",
+            "Events waiting in the in-memory buffer.",
+            per_sink(|k| k.buffered),
         ),
     ];
     let mut out = String::new();
@@ -504,6 +616,12 @@ struct CreateProduct {
 #[serde(deny_unknown_fields)]
 struct CreateDevice {
     device_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateGroup {
+    name: String,
 }
 
 #[derive(Deserialize)]

@@ -127,6 +127,59 @@ pub enum ProductCmd {
     },
 }
 
+/// `ironhub group ...`
+#[derive(Debug, Subcommand)]
+pub enum GroupCmd {
+    /// Create a consumer group; prints its id and its queue on the broker.
+    Create {
+        /// Owning tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+    },
+    /// List a tenant's consumer groups.
+    List {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Send a product's messages and notifications to a group.
+    AddProduct {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Group id.
+        #[arg(long)]
+        group: String,
+        /// ProductKey.
+        #[arg(long)]
+        product: String,
+    },
+    /// Stop sending a product's messages to a group.
+    RemoveProduct {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Group id.
+        #[arg(long)]
+        group: String,
+        /// ProductKey.
+        #[arg(long)]
+        product: String,
+    },
+    /// Delete a group (its queue stays on the broker).
+    Delete {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Group id.
+        #[arg(long)]
+        group: String,
+    },
+}
+
 /// `ironhub device ...`
 #[derive(Debug, Subcommand)]
 pub enum DeviceCmd {
@@ -357,6 +410,40 @@ pub async fn product(api: &ApiArgs, cmd: ProductCmd) -> anyhow::Result<()> {
                 None,
             )
             .await?
+        }
+    };
+    print(&v);
+    Ok(())
+}
+
+/// Runs a consumer-group subcommand.
+pub async fn group(api: &ApiArgs, cmd: GroupCmd) -> anyhow::Result<()> {
+    let groups = |tenant: &str| format!("/api/v1/tenants/{tenant}/consumer-groups");
+    let v = match cmd {
+        GroupCmd::Create { tenant, name } => {
+            let body = json!({ "name": name });
+            call(api, Method::POST, &groups(&tenant), Some(body)).await?
+        }
+        GroupCmd::List { tenant } => call(api, Method::GET, &groups(&tenant), None).await?,
+        GroupCmd::AddProduct {
+            tenant,
+            group,
+            product,
+        } => {
+            let path = format!("{}/{group}/products/{product}", groups(&tenant));
+            call(api, Method::PUT, &path, None).await?
+        }
+        GroupCmd::RemoveProduct {
+            tenant,
+            group,
+            product,
+        } => {
+            let path = format!("{}/{group}/products/{product}", groups(&tenant));
+            call(api, Method::DELETE, &path, None).await?
+        }
+        GroupCmd::Delete { tenant, group } => {
+            let path = format!("{}/{group}", groups(&tenant));
+            call(api, Method::DELETE, &path, None).await?
         }
     };
     print(&v);

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use ironhub_core::sink::Sink;
 use ironhub_core::store::Store;
 use ironhub_core::transport::Transport;
 
@@ -17,7 +18,8 @@ pub enum ComponentError {
             feature = "mqtt",
             feature = "quic",
             feature = "http",
-            feature = "embedded"
+            feature = "embedded",
+            feature = "amqp"
         ),
         expect(
             dead_code,
@@ -166,6 +168,28 @@ async fn mqtt(_config: &Config) -> Result<Vec<Box<dyn Transport>>, ComponentErro
     })
 }
 
+/// The configured sinks.
+pub fn sinks(config: &Config) -> Result<Vec<Arc<dyn Sink>>, ComponentError> {
+    let mut out = Vec::new();
+    if let Some(amqp) = &config.amqp {
+        out.push(amqp_sink(&amqp.url)?);
+    }
+    Ok(out)
+}
+
+#[cfg(feature = "amqp")]
+fn amqp_sink(url: &str) -> Result<Arc<dyn Sink>, ComponentError> {
+    Ok(Arc::new(ironhub_amqp::AmqpSink::new(url)))
+}
+
+#[cfg(not(feature = "amqp"))]
+fn amqp_sink(_url: &str) -> Result<Arc<dyn Sink>, ComponentError> {
+    Err(ComponentError::CompiledOut {
+        component: "[amqp]",
+        feature: "amqp",
+    })
+}
+
 /// The components compiled into this binary, for `ironhub --version` and logs.
 pub fn compiled() -> Vec<&'static str> {
     let mut v = vec!["store:memory"];
@@ -180,6 +204,9 @@ pub fn compiled() -> Vec<&'static str> {
     }
     if cfg!(feature = "http") {
         v.push("transport:http");
+    }
+    if cfg!(feature = "amqp") {
+        v.push("sink:amqp");
     }
     v
 }

@@ -23,6 +23,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// The storage backend.
     pub store: StoreConfig,
+    /// The AMQP sink (consumer groups); absent: no AMQP.
+    pub amqp: Option<AmqpConfig>,
     /// Hub engine settings (keep-alive range, queue sizes, open-broker mode).
     pub hub: HubConfig,
 }
@@ -36,6 +38,7 @@ impl Default for Config {
             quic: QuicConfig::default(),
             http: HttpConfig::default(),
             store: StoreConfig::default(),
+            amqp: None,
             hub: HubConfig::default(),
         }
     }
@@ -152,6 +155,14 @@ impl Default for HttpConfig {
             key: None,
         }
     }
+}
+
+/// `[amqp]`: the AMQP sink; consumer groups are queues on this broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpConfig {
+    /// `amqp://user:password@host:port/vhost` (or `amqps://`).
+    pub url: String,
 }
 
 /// Which storage backend.

@@ -54,6 +54,9 @@ enum Command {
     /// Manage devices and compute their MQTT credentials.
     #[command(subcommand)]
     Device(cli::DeviceCmd),
+    /// Manage consumer groups (server-side subscription over AMQP).
+    #[command(subcommand)]
+    Group(cli::GroupCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -78,6 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Profile(c) => cli::profile(&cli.api, c).await,
             Command::Product(c) => cli::product(&cli.api, c).await,
             Command::Device(c) => cli::device(&cli.api, c).await,
+            Command::Group(c) => cli::group(&cli.api, c).await,
         }
     })
 }

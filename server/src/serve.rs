@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// Store backend: embedded or memory.
     #[arg(long, env = "IRONHUB_STORE")]
     store: Option<StoreBackend>,
+    /// AMQP broker URL for consumer groups (enables the AMQP sink).
+    #[arg(long, env = "IRONHUB_AMQP_URL", hide_env_values = true)]
+    amqp_url: Option<String>,
     /// Log filter (RUST_LOG syntax).
     #[arg(long, env = "IRONHUB_LOG", default_value = "info")]
     log: String,
@@ -79,12 +82,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(s) = args.store {
         config.store.backend = s;
     }
+    if let Some(url) = args.amqp_url {
+        config.amqp = Some(crate::config::AmqpConfig { url });
+    }
     tracing::info!(components = ?components::compiled(), "starting ironhub {}", env!("CARGO_PKG_VERSION"));
 
     let store = components::open_store(&config)?;
     let hub = Hub::start(config.hub.clone(), store)
         .await
         .context("starting the hub")?;
+    for sink in components::sinks(&config)? {
+        hub.attach_sink(sink);
+    }
     let token_sha256 = admin_token(&hub, &config).await?;
     let transports = components::transports(&config).await?;
     let admin_listener = TcpListener::bind(config.admin.listen)

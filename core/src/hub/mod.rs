@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HubConfig;
+use crate::forward::Event;
 use crate::limits::{LimitId, Limited, Limiter, Profile};
 use crate::message::{Message, QoS};
 use crate::metering::Meter;
@@ -18,11 +19,13 @@ use crate::store::records::{self, LIST_LIMIT};
 use crate::store::{self, Store, StoreError, transact};
 use crate::{now_ms, topic};
 
+mod groups;
 mod limits;
 mod router;
 mod session;
 mod tokens;
 
+pub use groups::GROUP_SINK;
 pub use router::Delivery;
 use session::Slot;
 pub use session::{
@@ -64,6 +67,9 @@ pub enum HubError {
         /// What was limited.
         message: String,
     },
+    /// A destination the request needs is unreachable.
+    #[error("{0}")]
+    Unavailable(String),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -134,6 +140,10 @@ pub(crate) struct Inner {
     /// Each tenant's profile name.
     pub(crate) tenant_profiles: RwLock<HashMap<String, String>>,
     pub(crate) tokens: tokens::Tokens,
+    /// Attached sinks and their workers.
+    pub(crate) forwarder: crate::forward::Forwarder,
+    /// The consumer-group queues of each product.
+    pub(crate) group_routes: RwLock<groups::GroupRoutes>,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -224,12 +234,15 @@ impl Hub {
                 profiles: RwLock::new(HashMap::new()),
                 tenant_profiles: RwLock::new(HashMap::new()),
                 tokens: tokens::Tokens::default(),
+                forwarder: crate::forward::Forwarder::default(),
+                group_routes: RwLock::new(HashMap::new()),
                 config,
                 store,
             }),
         };
         hub.restore().await?;
         hub.load_profiles().await?;
+        hub.load_groups().await?;
         if hub.inner.config.open_broker.enabled {
             let id = hub.inner.config.open_broker.tenant.clone();
             model::validate_tenant_id(&id).map_err(|e| HubError::Invalid(e.to_string()))?;
@@ -248,6 +261,7 @@ impl Hub {
     /// their transports first.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
+        self.inner.forwarder.stop().await;
         if let Err(e) = self.inner.meter.flush(&**self.store()).await {
             tracing::error!(error = %e, "could not write usage counters at shutdown");
         }
@@ -524,7 +538,8 @@ impl Hub {
 
     /// Deletes a product and its devices; their connections are closed.
     pub async fn delete_product(&self, pk: &str) -> Result<(), HubError> {
-        self.product(pk).await?;
+        let product = self.product(pk).await?;
+        self.forget_product_in_groups(&product.tenant, pk).await?;
         for d in self.devices(pk, LIST_LIMIT).await? {
             let key = device_session_key(pk, &d.device_name);
             self.kick(&key).await;
@@ -596,7 +611,12 @@ impl Hub {
         })
         .await?;
         match outcome {
-            Ok(()) => Ok(device),
+            Ok(()) => {
+                self.notify_groups(pk, |id, now| {
+                    Event::lifecycle(id, &device.tenant, pk, &name, "create", now)
+                });
+                Ok(device)
+            }
             Err(None) => Err(HubError::AlreadyExists {
                 what: "device",
                 id: format!("{pk}/{name}"),
@@ -689,6 +709,10 @@ impl Hub {
         if !enabled {
             self.kick(&device_session_key(pk, dn)).await;
         }
+        let action = if enabled { "enable" } else { "disable" };
+        self.notify_groups(pk, |id, now| {
+            Event::lifecycle(id, &device.tenant, pk, dn, action, now)
+        });
         Ok(self.view(&device))
     }
 
@@ -704,6 +728,9 @@ impl Hub {
             records::count_devices(t, &device.tenant, pk, -1);
         })
         .await?;
+        self.notify_groups(pk, |id, now| {
+            Event::lifecycle(id, &device.tenant, pk, dn, "delete", now)
+        });
         Ok(())
     }
 

@@ -15,6 +15,7 @@ use super::router::Delivery;
 use super::{Hub, device_session_key};
 use crate::acl::{self, Access};
 use crate::auth::{self, SignedClientId};
+use crate::forward::{Event, EventKind};
 use crate::limits::{LimitId, Limited};
 use crate::message::{Message, Origin, Properties, QoS};
 use crate::model::{self, Device};
@@ -695,6 +696,11 @@ impl Hub {
         slot.online.store(true, Ordering::Relaxed);
         drop(st);
         tracing::info!(session = %identity.key, tenant = %identity.tenant, session_present, "connected");
+        if let Some((pk, dn)) = &identity.device {
+            self.notify_groups(pk, |id, now| {
+                Event::status(id, &identity.tenant, pk, dn, true, now)
+            });
+        }
         Ok(ConnectOutcome::Connected(Box::new(Connected {
             session: Session {
                 hub: self.clone(),
@@ -843,10 +849,36 @@ impl Hub {
             origin: Origin::Client(identity.key.to_string()),
             received_at_ms: now,
         };
+        // Built only for products with consumer groups: most messages go nowhere else.
+        let upstream = identity.device.as_ref().and_then(|(pk, dn)| {
+            let destinations = self.group_destinations(pk)?;
+            Some((
+                destinations,
+                Event {
+                    id: self.next_seq(),
+                    kind: EventKind::Upstream,
+                    tenant: msg.tenant.clone(),
+                    product_key: pk.clone(),
+                    device_name: dn.clone(),
+                    topic: msg.topic.clone(),
+                    qos: msg.qos,
+                    generated_at_ms: now,
+                    payload: msg.payload.clone(),
+                },
+            ))
+        });
         let delivered = self
             .accept(msg)
             .await
             .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+        if let Some((destinations, event)) = upstream {
+            let wait = event.qos != QoS::AtMostOnce;
+            self.inner
+                .forwarder
+                .forward(self, &destinations, event, wait)
+                .await
+                .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+        }
         if let Some((topic, payload, qos)) = reply {
             let reply = Message::from_hub(
                 &identity.tenant,
@@ -1111,6 +1143,11 @@ impl Session {
         }
         drop(st);
         tracing::info!(session = %self.identity.key, normal, "disconnected");
+        if current && let Some((pk, dn)) = &self.identity.device {
+            hub.notify_groups(pk, |id, now| {
+                Event::status(id, &self.identity.tenant, pk, dn, false, now)
+            });
+        }
         if !normal && let Some(will) = &self.will {
             let msg = Message {
                 tenant: self.identity.tenant.clone(),

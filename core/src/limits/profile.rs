@@ -29,6 +29,8 @@ pub struct Profile {
     pub data_points_per_hour: u64,
     /// Monthly API limits: a warning at 80 %, the component disabled for the tenant at 100 %.
     pub monthly: MonthlyLimits,
+    /// Server-side subscription: consumer groups and their queues.
+    pub forwarding: ForwardingLimits,
 }
 
 impl Default for Profile {
@@ -39,6 +41,7 @@ impl Default for Profile {
             rates: RateLimits::default(),
             data_points_per_hour: 3600,
             monthly: MonthlyLimits::default(),
+            forwarding: ForwardingLimits::default(),
         }
     }
 }
@@ -102,6 +105,34 @@ impl Default for RateLimits {
             tenant_data_points: RateSpec::default(),
             device_data_points: RateSpec::default(),
             registry_operations: rate("100:1"),
+        }
+    }
+}
+
+/// Server-side subscription limits (seed 000 section 7, AMQP server-side subscription).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardingLimits {
+    /// Consumer groups per tenant (seed 000: 1,000).
+    pub consumer_groups: u64,
+    /// Consumer groups one product may be associated with (seed 000: 10).
+    pub groups_per_product: u64,
+    /// Products one consumer group may be associated with (seed 000: 1,000).
+    pub products_per_group: u64,
+    /// How long a consumer group keeps a message nobody consumed, seconds (seed 000: one day).
+    pub group_retention_secs: u64,
+    /// Messages a consumer group keeps; the oldest are dropped beyond it (seed 000: 100 million).
+    pub group_max_messages: u64,
+}
+
+impl Default for ForwardingLimits {
+    fn default() -> Self {
+        ForwardingLimits {
+            consumer_groups: 1_000,
+            groups_per_product: 10,
+            products_per_group: 1_000,
+            group_retention_secs: 86_400,
+            group_max_messages: 100_000_000,
         }
     }
 }

@@ -12,16 +12,20 @@
 //! | `r\0{tenant}\0{topic}` | retained [`Message`] |
 //! | `m\0{name}` | hub metadata (raw bytes) |
 //! | `f\0{profile}` | tenant [`Profile`] (JSON, so profiles survive new fields) |
+//! | `g\0{tenant}\0{group}` | [`ConsumerGroup`] |
+//! | `o\0{sink}\0{seq: u64 BE}` | ([`Destination`], [`Event`]) a sink has not confirmed yet, in order |
 //! | `n\0t\0{tenant}` / `n\0p\0{productKey}` | device count of a tenant / a product (i64 counter) |
+//! | `n\0o\0{sink}` | events in a sink's outbox (i64 counter) |
 //! | `u\0...`, `e\0...` | usage counters and events (see `crate::metering`) |
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::{KeyRange, StoreError, Txn};
+use super::{KeyRange, Store, StoreError, Txn};
+use crate::forward::{Destination, Event};
 use crate::limits::Profile;
 use crate::message::{Message, QoS};
-use crate::model::{Device, Product, Tenant};
+use crate::model::{ConsumerGroup, Device, Product, Tenant};
 use crate::store::decode_counter;
 
 /// Most rows returned by one listing read.
@@ -366,4 +370,103 @@ pub async fn get_meta(txn: &mut dyn Txn, name: &str) -> Result<Option<Bytes>, St
 /// Writes a metadata value.
 pub fn put_meta(txn: &mut dyn Txn, name: &str, value: &[u8]) {
     txn.set(&key(&[b"m", name.as_bytes()]), value);
+}
+
+// ---- consumer groups
+
+/// Reads a consumer group.
+pub async fn get_group(
+    txn: &mut dyn Txn,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<ConsumerGroup>, StoreError> {
+    get_typed(txn, &key(&[b"g", tenant.as_bytes(), id.as_bytes()])).await
+}
+
+/// Writes a consumer group.
+pub fn put_group(txn: &mut dyn Txn, g: &ConsumerGroup) {
+    txn.set(
+        &key(&[b"g", g.tenant.as_bytes(), g.id.as_bytes()]),
+        &encode(g),
+    );
+}
+
+/// Removes a consumer group.
+pub fn delete_group(txn: &mut dyn Txn, tenant: &str, id: &str) {
+    txn.clear(&key(&[b"g", tenant.as_bytes(), id.as_bytes()]));
+}
+
+/// Lists a tenant's consumer groups, or every tenant's.
+pub async fn list_groups(
+    txn: &mut dyn Txn,
+    tenant: Option<&str>,
+) -> Result<Vec<ConsumerGroup>, StoreError> {
+    let range = match tenant {
+        Some(t) => prefix(&[b"g", t.as_bytes()]),
+        None => prefix(&[b"g"]),
+    };
+    list_typed(txn, &range, 0).await
+}
+
+// ---- forwarding outbox: events a sink has not confirmed yet, in order
+
+/// One event waiting in a sink's outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    /// Its key, to clear it once sent.
+    pub key: Vec<u8>,
+    /// Where it goes.
+    pub destination: Destination,
+    /// The event.
+    pub event: Event,
+}
+
+fn outbox_count_key(sink: &str) -> Vec<u8> {
+    key(&[b"n", b"o", sink.as_bytes()])
+}
+
+/// Appends events to a sink's outbox under their sequence numbers (callers keep them increasing).
+pub fn put_outbox(txn: &mut dyn Txn, sink: &str, rows: &[(u64, &Destination, &Event)]) {
+    for (seq, destination, event) in rows {
+        let k = key(&[b"o", sink.as_bytes(), &seq.to_be_bytes()]);
+        txn.set(&k, &encode(&(destination, event)));
+    }
+    txn.add(&outbox_count_key(sink), rows.len() as i64);
+}
+
+/// Reads the oldest `limit` events of a sink's outbox.
+pub async fn read_outbox(
+    txn: &mut dyn Txn,
+    sink: &str,
+    limit: usize,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let rows = txn.range(&prefix(&[b"o", sink.as_bytes()]), limit).await?;
+    rows.iter()
+        .map(|(k, v)| {
+            let (destination, event) = decode(k, v)?;
+            Ok(OutboxRow {
+                key: k.to_vec(),
+                destination,
+                event,
+            })
+        })
+        .collect()
+}
+
+/// Removes sent or expired events from a sink's outbox.
+pub fn clear_outbox(txn: &mut dyn Txn, sink: &str, keys: &[Vec<u8>]) {
+    for k in keys {
+        txn.clear(k);
+    }
+    txn.add(&outbox_count_key(sink), -(keys.len() as i64));
+}
+
+/// How many events wait in a sink's outbox.
+pub async fn outbox_len(store: &dyn Store, sink: &str) -> Result<i64, StoreError> {
+    let k = outbox_count_key(sink);
+    super::transact(store, |t| {
+        let k = k.clone();
+        Box::pin(async move { Ok(t.get(&k).await?.map_or(0, |v| decode_counter(&v))) })
+    })
+    .await
 }

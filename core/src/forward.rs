@@ -1,0 +1,618 @@
+//! Forwarding: events leaving the hub for business servers (server-side subscription).
+//!
+//! An [`Event`] is a device's upstream message or a notification about a device (status,
+//! lifecycle), addressed to one or more [`Destination`]s: queues of a sink (a consumer group's
+//! RabbitMQ queue, an SQS queue). One worker per sink batches events per destination and hands
+//! them to the [`Sink`]; whatever the sink does not confirm is written to the store's outbox in the
+//! same order and sent again with back-off, oldest first, until the destination's retention
+//! expires it. A QoS 1 publisher is answered only once its event is confirmed or in the outbox,
+//! so an acknowledged message is never lost, while a sink outage costs devices one store write per
+//! batch instead of a refusal.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::hub::Hub;
+use crate::message::QoS;
+use crate::sink::{Sink, SinkError};
+use crate::store::records::{self, OutboxRow};
+use crate::store::{self, StoreError, transact};
+
+/// What an event tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A message a device published, payload unchanged.
+    Upstream,
+    /// The device went online or offline.
+    Status,
+    /// The device was created, deleted, enabled or disabled.
+    Lifecycle,
+}
+
+impl EventKind {
+    /// The name used in envelopes (the AMQP `type` property).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Upstream => "upstream",
+            EventKind::Status => "status",
+            EventKind::Lifecycle => "lifecycle",
+        }
+    }
+}
+
+/// One event on its way to business servers. The envelope each sink builds from it is documented
+/// in docs/protocols/amqp.md.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique message id (increasing, unique across restarts of this hub).
+    pub id: u64,
+    /// What the event tells.
+    pub kind: EventKind,
+    /// Owning tenant.
+    pub tenant: String,
+    /// ProductKey of the device concerned.
+    pub product_key: String,
+    /// DeviceName of the device concerned.
+    pub device_name: String,
+    /// The device's topic for upstream messages; the notification topic otherwise.
+    pub topic: String,
+    /// QoS the device published with (notifications: 1).
+    pub qos: QoS,
+    /// When the hub accepted the message or saw the change (ms since the epoch).
+    pub generated_at_ms: u64,
+    /// The device's payload, unchanged; a JSON document for notifications.
+    pub payload: Bytes,
+}
+
+impl Event {
+    /// A status notification on `/as/mqtt/status/{pk}/{dn}` (Alibaba's topic):
+    /// `{"status":"online"|"offline","productKey","deviceName","time"}`.
+    pub fn status(id: u64, tenant: &str, pk: &str, dn: &str, online: bool, now_ms: u64) -> Event {
+        let status = if online { "online" } else { "offline" };
+        let payload = serde_json::json!({
+            "status": status, "productKey": pk, "deviceName": dn, "time": now_ms,
+        });
+        Event::notification(id, EventKind::Status, tenant, pk, dn, now_ms, payload)
+            .with_topic(format!("/as/mqtt/status/{pk}/{dn}"))
+    }
+
+    /// A lifecycle notification on `/{pk}/{dn}/thing/lifecycle` (Alibaba's topic):
+    /// `{"action":"create"|"delete"|"enable"|"disable","productKey","deviceName","messageCreateTime"}`.
+    pub fn lifecycle(
+        id: u64,
+        tenant: &str,
+        pk: &str,
+        dn: &str,
+        action: &str,
+        now_ms: u64,
+    ) -> Event {
+        let payload = serde_json::json!({
+            "action": action, "productKey": pk, "deviceName": dn, "messageCreateTime": now_ms,
+        });
+        Event::notification(id, EventKind::Lifecycle, tenant, pk, dn, now_ms, payload)
+            .with_topic(format!("/{pk}/{dn}/thing/lifecycle"))
+    }
+
+    fn notification(
+        id: u64,
+        kind: EventKind,
+        tenant: &str,
+        pk: &str,
+        dn: &str,
+        now_ms: u64,
+        payload: serde_json::Value,
+    ) -> Event {
+        Event {
+            id,
+            kind,
+            tenant: tenant.to_owned(),
+            product_key: pk.to_owned(),
+            device_name: dn.to_owned(),
+            topic: String::new(),
+            qos: QoS::AtLeastOnce,
+            generated_at_ms: now_ms,
+            payload: Bytes::from(payload.to_string()),
+        }
+    }
+
+    fn with_topic(mut self, topic: String) -> Event {
+        self.topic = topic;
+        self
+    }
+}
+
+/// A queue of a sink that events go to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Destination {
+    /// The sink that serves it ("amqp", "sqs").
+    pub sink: String,
+    /// The queue's name on the sink.
+    pub queue: String,
+    /// How long an event may wait, in the queue or in the hub's outbox, before it expires (ms).
+    pub retention_ms: u64,
+    /// Most events the queue holds; the oldest are dropped beyond it. 0 = unlimited.
+    pub max_messages: u64,
+}
+
+/// Counters of one sink, for metrics.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Events the destination confirmed (directly or from the outbox).
+    pub confirmed: AtomicU64,
+    /// Events written to the outbox because the sink could not confirm them in time.
+    pub stored: AtomicU64,
+    /// Events confirmed after waiting in the outbox.
+    pub resent: AtomicU64,
+    /// Failed send attempts (batches).
+    pub send_failures: AtomicU64,
+    /// QoS 0 upstream events dropped because the sink's buffer was full.
+    pub dropped_buffer_full: AtomicU64,
+    /// Events dropped from the outbox past their destination's retention.
+    pub expired: AtomicU64,
+    /// Events waiting in the outbox now.
+    pub outbox: AtomicI64,
+}
+
+/// A point-in-time copy of a sink's counters.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SinkStatsSnapshot {
+    /// The sink's name.
+    pub sink: String,
+    /// Events confirmed.
+    pub confirmed: u64,
+    /// Events written to the outbox.
+    pub stored: u64,
+    /// Events confirmed from the outbox.
+    pub resent: u64,
+    /// Failed send attempts.
+    pub send_failures: u64,
+    /// QoS 0 events dropped at a full buffer.
+    pub dropped_buffer_full: u64,
+    /// Events expired in the outbox.
+    pub expired: u64,
+    /// Events in the outbox now.
+    pub outbox: u64,
+    /// Events in the in-memory buffer now.
+    pub buffered: u64,
+}
+
+/// Settings of the forwarder.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ForwarderSettings {
+    /// Events buffered in memory per sink.
+    pub(crate) buffer: usize,
+    /// Most events per batch.
+    pub(crate) batch: usize,
+    /// How long a send may take before its events go to the outbox.
+    pub(crate) send_timeout: Duration,
+}
+
+struct Job {
+    destination: Arc<Destination>,
+    event: Arc<Event>,
+    /// Told once the event is confirmed or stored; dropped if it could be neither.
+    done: Option<oneshot::Sender<()>>,
+}
+
+struct Worker {
+    tx: mpsc::Sender<Job>,
+    sink: Arc<dyn Sink>,
+    stats: Arc<SinkStats>,
+}
+
+/// The sinks attached to a hub and their workers.
+#[derive(Default)]
+pub(crate) struct Forwarder {
+    workers: std::sync::RwLock<HashMap<String, Worker>>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// Why an event could not be forwarded safely.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// Neither the sink confirmed it nor the store kept it.
+    #[error("event neither confirmed nor stored: {0}")]
+    NotKept(String),
+}
+
+impl From<StoreError> for ForwardError {
+    fn from(e: StoreError) -> Self {
+        ForwardError::NotKept(e.to_string())
+    }
+}
+
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+impl Forwarder {
+    pub(crate) fn attach(&self, hub: &Hub, sink: Arc<dyn Sink>, settings: ForwarderSettings) {
+        let (tx, rx) = mpsc::channel(settings.buffer.max(1));
+        let stats = Arc::new(SinkStats::default());
+        let name = sink.name().to_owned();
+        let run = SinkRun {
+            hub: hub.clone(),
+            sink: sink.clone(),
+            stats: stats.clone(),
+            settings,
+            backlog: true,
+            retry_at: Instant::now(),
+            backoff: RETRY_MIN,
+        };
+        let task = tokio::spawn(run.run(rx));
+        self.tasks.lock().expect("forwarder lock").push(task);
+        let worker = Worker { tx, sink, stats };
+        self.workers
+            .write()
+            .expect("forwarder lock")
+            .insert(name, worker);
+    }
+
+    /// Creates a destination's queue on its sink.
+    pub(crate) async fn prepare(&self, destination: &Destination) -> Result<(), SinkError> {
+        let sink = {
+            let workers = self.workers.read().expect("forwarder lock");
+            workers.get(&destination.sink).map(|w| w.sink.clone())
+        };
+        match sink {
+            Some(sink) => sink.prepare(destination).await,
+            None => Err(SinkError::Unavailable(format!(
+                "sink {} is not configured",
+                destination.sink
+            ))),
+        }
+    }
+
+    pub(crate) fn has_sink(&self, name: &str) -> bool {
+        self.workers
+            .read()
+            .expect("forwarder lock")
+            .contains_key(name)
+    }
+
+    /// Hands `event` to the worker of each destination's sink. With `wait`, returns once every
+    /// copy is confirmed or stored; without, a full buffer drops the event (counted).
+    pub(crate) async fn forward(
+        &self,
+        hub: &Hub,
+        destinations: &[Arc<Destination>],
+        event: Event,
+        wait: bool,
+    ) -> Result<(), ForwardError> {
+        let event = Arc::new(event);
+        let mut pending = Vec::new();
+        for destination in destinations {
+            let (done, confirmed) = if wait {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            } else {
+                (None, None)
+            };
+            let job = Job {
+                destination: destination.clone(),
+                event: event.clone(),
+                done,
+            };
+            let worker = {
+                let workers = self.workers.read().expect("forwarder lock");
+                workers
+                    .get(&destination.sink)
+                    .map(|w| (w.tx.clone(), w.stats.clone()))
+            };
+            let Some((tx, stats)) = worker else {
+                // The sink is not configured on this node: keep the event for when it is.
+                store_jobs(hub, &destination.sink, &[job]).await?;
+                continue;
+            };
+            if wait {
+                tx.send(job)
+                    .await
+                    .map_err(|_| ForwardError::NotKept("the hub is stopping".into()))?;
+                pending.extend(confirmed);
+            } else if tx.try_send(job).is_err() {
+                stats.dropped_buffer_full.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for confirmed in pending {
+            confirmed
+                .await
+                .map_err(|_| ForwardError::NotKept("the sink worker gave up".into()))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn stats(&self) -> Vec<SinkStatsSnapshot> {
+        let workers = self.workers.read().expect("forwarder lock");
+        let mut out: Vec<SinkStatsSnapshot> = workers
+            .iter()
+            .map(|(name, w)| {
+                let s = &w.stats;
+                SinkStatsSnapshot {
+                    sink: name.clone(),
+                    confirmed: s.confirmed.load(Ordering::Relaxed),
+                    stored: s.stored.load(Ordering::Relaxed),
+                    resent: s.resent.load(Ordering::Relaxed),
+                    send_failures: s.send_failures.load(Ordering::Relaxed),
+                    dropped_buffer_full: s.dropped_buffer_full.load(Ordering::Relaxed),
+                    expired: s.expired.load(Ordering::Relaxed),
+                    outbox: s.outbox.load(Ordering::Relaxed).max(0) as u64,
+                    buffered: (w.tx.max_capacity() - w.tx.capacity()) as u64,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.sink.cmp(&b.sink));
+        out
+    }
+
+    pub(crate) fn sinks(&self) -> Vec<Arc<dyn Sink>> {
+        let workers = self.workers.read().expect("forwarder lock");
+        workers.values().map(|w| w.sink.clone()).collect()
+    }
+
+    /// Stops the workers (they store what is still buffered) and waits for them.
+    pub(crate) async fn stop(&self) {
+        self.workers.write().expect("forwarder lock").clear();
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("forwarder lock"));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Writes jobs to the sink's outbox, in order, and tells their publishers they are safe.
+async fn store_jobs(hub: &Hub, sink: &str, jobs: &[Job]) -> Result<(), StoreError> {
+    let rows: Vec<(u64, &Destination, &Event)> = jobs
+        .iter()
+        .map(|j| (hub.next_seq(), &*j.destination, &*j.event))
+        .collect();
+    store::write(&**hub.store(), |t| records::put_outbox(t, sink, &rows)).await
+}
+
+/// The state of one sink's worker.
+struct SinkRun {
+    hub: Hub,
+    sink: Arc<dyn Sink>,
+    stats: Arc<SinkStats>,
+    settings: ForwarderSettings,
+    /// Whether the outbox may hold events: new events then go behind them, keeping order.
+    backlog: bool,
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+impl SinkRun {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let shutdown = self.hub.inner.shutdown.clone();
+        match records::outbox_len(&**self.hub.store(), self.sink.name()).await {
+            Ok(n) => self.stats.outbox.store(n, Ordering::Relaxed),
+            Err(e) => {
+                tracing::warn!(sink = self.sink.name(), error = %e, "could not read the outbox")
+            }
+        }
+        loop {
+            let first = if self.backlog {
+                tokio::select! {
+                    job = rx.recv() => job,
+                    () = tokio::time::sleep_until(self.retry_at) => {
+                        self.drain_outbox().await;
+                        continue;
+                    }
+                    () = shutdown.cancelled() => break,
+                }
+            } else {
+                tokio::select! {
+                    job = rx.recv() => job,
+                    () = shutdown.cancelled() => break,
+                }
+            };
+            let Some(first) = first else { break };
+            let mut jobs = vec![first];
+            while jobs.len() < self.settings.batch {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            if self.backlog {
+                self.store(jobs).await;
+            } else {
+                self.deliver(jobs).await;
+            }
+        }
+        // Stopping: whatever is still buffered goes to the outbox for the next start.
+        rx.close();
+        let mut rest = Vec::new();
+        while let Some(job) = rx.recv().await {
+            rest.push(job);
+        }
+        if !rest.is_empty() {
+            self.store(rest).await;
+        }
+    }
+
+    /// Sends jobs grouped by destination; what is not confirmed goes to the outbox.
+    async fn deliver(&mut self, jobs: Vec<Job>) {
+        let mut by_destination: Vec<(Arc<Destination>, Vec<Job>)> = Vec::new();
+        for job in jobs {
+            match by_destination
+                .iter_mut()
+                .find(|(d, _)| Arc::ptr_eq(d, &job.destination) || **d == *job.destination)
+            {
+                Some((_, group)) => group.push(job),
+                None => by_destination.push((job.destination.clone(), vec![job])),
+            }
+        }
+        let mut unconfirmed = Vec::new();
+        for (destination, group) in by_destination {
+            if self.backlog {
+                unconfirmed.extend(group);
+                continue;
+            }
+            let events: Vec<&Event> = group.iter().map(|j| &*j.event).collect();
+            let failed = self.send(&destination, &events).await;
+            if failed.is_empty() {
+                self.stats
+                    .confirmed
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                confirm(group);
+                continue;
+            }
+            self.stats
+                .confirmed
+                .fetch_add((group.len() - failed.len()) as u64, Ordering::Relaxed);
+            self.backlog = true;
+            let mut ok = Vec::new();
+            for (i, job) in group.into_iter().enumerate() {
+                if failed.contains(&i) {
+                    unconfirmed.push(job);
+                } else {
+                    ok.push(job);
+                }
+            }
+            confirm(ok);
+        }
+        if !unconfirmed.is_empty() {
+            self.store(unconfirmed).await;
+        }
+    }
+
+    /// Sends one batch; returns the indices that were not confirmed.
+    async fn send(&mut self, destination: &Destination, events: &[&Event]) -> Vec<usize> {
+        let outcome = tokio::time::timeout(
+            self.settings.send_timeout,
+            self.sink.send(destination, events),
+        )
+        .await;
+        let failed: Vec<usize> = match outcome {
+            Ok(Ok(())) => {
+                self.backoff = RETRY_MIN;
+                return Vec::new();
+            }
+            Ok(Err(SinkError::Partial { failed })) => failed,
+            Ok(Err(e)) => {
+                tracing::warn!(sink = self.sink.name(), queue = %destination.queue, error = %e, "send failed");
+                (0..events.len()).collect()
+            }
+            Err(_) => {
+                tracing::warn!(sink = self.sink.name(), queue = %destination.queue, "send timed out");
+                (0..events.len()).collect()
+            }
+        };
+        self.stats.send_failures.fetch_add(1, Ordering::Relaxed);
+        self.retry_at = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(RETRY_MAX);
+        failed
+    }
+
+    async fn store(&mut self, jobs: Vec<Job>) {
+        match store_jobs(&self.hub, self.sink.name(), &jobs).await {
+            Ok(()) => {
+                let n = jobs.len() as u64;
+                self.stats.stored.fetch_add(n, Ordering::Relaxed);
+                self.stats.outbox.fetch_add(n as i64, Ordering::Relaxed);
+                self.backlog = true;
+                confirm(jobs);
+            }
+            Err(e) => {
+                // Dropping the jobs tells waiting publishers their message was not kept: a QoS 1
+                // device is not acknowledged and sends it again.
+                tracing::error!(sink = self.sink.name(), error = %e, lost = jobs.len(), "could not store events in the outbox");
+            }
+        }
+    }
+
+    /// Sends the oldest events of the outbox; clears what was confirmed or expired.
+    async fn drain_outbox(&mut self) {
+        let name = self.sink.name().to_owned();
+        let rows = match transact(&**self.hub.store(), |t| {
+            let name = name.clone();
+            let limit = self.settings.batch;
+            Box::pin(async move { records::read_outbox(t, &name, limit).await })
+        })
+        .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(sink = %name, error = %e, "could not read the outbox");
+                self.retry_at = Instant::now() + RETRY_MAX;
+                return;
+            }
+        };
+        if rows.is_empty() {
+            self.backlog = false;
+            self.stats.outbox.store(0, Ordering::Relaxed);
+            return;
+        }
+        let now = crate::now_ms();
+        let mut done: Vec<Vec<u8>> = Vec::new();
+        let mut expired = 0u64;
+        let mut resent = 0u64;
+        let mut failure = false;
+        // Consecutive rows of one destination form a batch; a failure stops the pass so the
+        // outbox keeps its order.
+        let mut start = 0;
+        while start < rows.len() {
+            let destination = &rows[start].destination;
+            let end = rows[start..]
+                .iter()
+                .position(|r| r.destination != *destination)
+                .map_or(rows.len(), |n| start + n);
+            let batch = &rows[start..end];
+            let (live, old): (Vec<&OutboxRow>, Vec<&OutboxRow>) = batch
+                .iter()
+                .partition(|r| r.event.generated_at_ms + destination.retention_ms > now);
+            expired += old.len() as u64;
+            done.extend(old.iter().map(|r| r.key.clone()));
+            if !live.is_empty() {
+                let events: Vec<&Event> = live.iter().map(|r| &r.event).collect();
+                let failed = self.send(destination, &events).await;
+                for (i, row) in live.iter().enumerate() {
+                    if !failed.contains(&i) {
+                        done.push(row.key.clone());
+                        resent += 1;
+                    }
+                }
+                if !failed.is_empty() {
+                    failure = true;
+                    break;
+                }
+            }
+            start = end;
+        }
+        if let Err(e) = store::write(&**self.hub.store(), |t| {
+            records::clear_outbox(t, &name, &done)
+        })
+        .await
+        {
+            tracing::warn!(sink = %name, error = %e, "could not clear sent events from the outbox");
+            return;
+        }
+        self.stats.expired.fetch_add(expired, Ordering::Relaxed);
+        self.stats.resent.fetch_add(resent, Ordering::Relaxed);
+        self.stats.confirmed.fetch_add(resent, Ordering::Relaxed);
+        self.stats
+            .outbox
+            .fetch_sub(done.len() as i64, Ordering::Relaxed);
+        if expired > 0 {
+            tracing::warn!(sink = %name, expired, "events expired in the outbox");
+        }
+        if !failure {
+            self.retry_at = Instant::now();
+        }
+    }
+}
+
+fn confirm(jobs: Vec<Job>) {
+    for job in jobs {
+        if let Some(done) = job.done {
+            let _ = done.send(());
+        }
+    }
+}

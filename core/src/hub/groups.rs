@@ -1,0 +1,292 @@
+//! Consumer groups (server-side subscription) and the events their products' devices produce.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Hub, HubError};
+use crate::forward::{Destination, Event, SinkStatsSnapshot};
+use crate::limits::LimitId;
+use crate::model::{self, ConsumerGroup};
+use crate::now_ms;
+use crate::sink::Sink;
+use crate::store::{records, transact};
+
+/// The sink consumer groups live on.
+pub const GROUP_SINK: &str = "amqp";
+
+/// Where each product's events go: the queues of the consumer groups it is associated with.
+pub(crate) type GroupRoutes = HashMap<String, Arc<[Arc<Destination>]>>;
+
+impl Hub {
+    /// Attaches a sink: events for its destinations flow to it from now on, starting with those
+    /// its outbox kept from earlier.
+    pub fn attach_sink(&self, sink: Arc<dyn Sink>) {
+        let cfg = &self.inner.config;
+        let settings = crate::forward::ForwarderSettings {
+            buffer: cfg.sink_buffer_capacity,
+            batch: cfg.sink_batch_size,
+            send_timeout: std::time::Duration::from_millis(cfg.sink_send_timeout_ms),
+        };
+        self.inner.forwarder.attach(self, sink, settings);
+    }
+
+    /// Counters of every attached sink.
+    pub fn sink_stats(&self) -> Vec<SinkStatsSnapshot> {
+        self.inner.forwarder.stats()
+    }
+
+    /// Checks every attached sink can reach its destination.
+    pub async fn sinks_ready(&self) -> Result<(), String> {
+        for sink in self.inner.forwarder.sinks() {
+            sink.healthcheck()
+                .await
+                .map_err(|e| format!("sink {}: {e}", sink.name()))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn load_groups(&self) -> Result<(), HubError> {
+        let groups = transact(&**self.store(), |t| {
+            Box::pin(async move { records::list_groups(t, None).await })
+        })
+        .await?;
+        let mut routes: HashMap<String, Vec<Arc<Destination>>> = HashMap::new();
+        for g in &groups {
+            let destination = Arc::new(destination(g));
+            for pk in &g.products {
+                routes
+                    .entry(pk.clone())
+                    .or_default()
+                    .push(destination.clone());
+            }
+        }
+        let routes = routes
+            .into_iter()
+            .map(|(pk, d)| (pk, Arc::from(d)))
+            .collect();
+        *self.inner.group_routes.write().expect("group routes lock") = routes;
+        Ok(())
+    }
+
+    /// The queues a product's events go to, if any.
+    pub(crate) fn group_destinations(&self, pk: &str) -> Option<Arc<[Arc<Destination>]>> {
+        let routes = self.inner.group_routes.read().expect("group routes lock");
+        routes.get(pk).cloned()
+    }
+
+    /// Sends a notification about a device of product `pk` to the product's consumer groups, in
+    /// the background (`make` gets a message id and the time).
+    pub(crate) fn notify_groups(&self, pk: &str, make: impl FnOnce(u64, u64) -> Event) {
+        let Some(destinations) = self.group_destinations(pk) else {
+            return;
+        };
+        let event = make(self.next_seq(), now_ms());
+        let hub = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = hub
+                .inner
+                .forwarder
+                .forward(&hub, &destinations, event, true)
+                .await
+            {
+                tracing::warn!(error = %e, "a device notification was not forwarded");
+            }
+        });
+    }
+
+    /// Creates a consumer group; its queue is declared on the sink with the retention of the
+    /// tenant's profile (L-063) when the first event goes to it.
+    pub async fn create_consumer_group(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<ConsumerGroup, HubError> {
+        self.tenant(tenant).await?;
+        if !self.inner.forwarder.has_sink(GROUP_SINK) {
+            return Err(HubError::Invalid(
+                "consumer groups need the AMQP sink: configure [amqp] in the server config".into(),
+            ));
+        }
+        if name.is_empty() || name.len() > 64 {
+            return Err(HubError::Invalid("name must be 1 to 64 characters".into()));
+        }
+        let limits = self.profile_of(tenant).forwarding.clone();
+        let id = model::random_token(12);
+        let group = ConsumerGroup {
+            tenant: tenant.to_owned(),
+            queue: format!("ironhub.{tenant}.{id}"),
+            id,
+            name: name.to_owned(),
+            sink: GROUP_SINK.to_owned(),
+            products: Vec::new(),
+            retention_secs: limits.group_retention_secs,
+            max_messages: limits.group_max_messages,
+            created_at_ms: now_ms(),
+        };
+        self.inner
+            .forwarder
+            .prepare(&destination(&group))
+            .await
+            .map_err(|e| HubError::Unavailable(format!("cannot create the group's queue: {e}")))?;
+        let g = group.clone();
+        let max = limits.consumer_groups;
+        let created = transact(&**self.store(), |t| {
+            let g = g.clone();
+            Box::pin(async move {
+                let existing = records::list_groups(t, Some(&g.tenant)).await?;
+                if max > 0 && existing.len() as u64 >= max {
+                    return Ok(false);
+                }
+                records::put_group(t, &g);
+                Ok(true)
+            })
+        })
+        .await?;
+        if !created {
+            return Err(self.limited(
+                LimitId::ConsumerGroupsPerTenant,
+                format!("at most {max} consumer groups per tenant"),
+            ));
+        }
+        Ok(group)
+    }
+
+    /// A tenant's consumer groups.
+    pub async fn consumer_groups(&self, tenant: &str) -> Result<Vec<ConsumerGroup>, HubError> {
+        self.tenant(tenant).await?;
+        let tenant = tenant.to_owned();
+        Ok(transact(&**self.store(), |t| {
+            let tenant = tenant.clone();
+            Box::pin(async move { records::list_groups(t, Some(&tenant)).await })
+        })
+        .await?)
+    }
+
+    /// One consumer group of a tenant.
+    pub async fn consumer_group(&self, tenant: &str, id: &str) -> Result<ConsumerGroup, HubError> {
+        let (tenant2, id2) = (tenant.to_owned(), id.to_owned());
+        transact(&**self.store(), |t| {
+            let (tenant, id) = (tenant2.clone(), id2.clone());
+            Box::pin(async move { records::get_group(t, &tenant, &id).await })
+        })
+        .await?
+        .ok_or_else(|| HubError::NotFound {
+            what: "consumer group",
+            id: id.to_owned(),
+        })
+    }
+
+    /// Deletes a consumer group: its products' events stop going to its queue (the queue and
+    /// what it holds stay on the broker for consumers to finish).
+    pub async fn delete_consumer_group(&self, tenant: &str, id: &str) -> Result<(), HubError> {
+        self.consumer_group(tenant, id).await?;
+        crate::store::write(&**self.store(), |t| records::delete_group(t, tenant, id)).await?;
+        self.load_groups().await
+    }
+
+    /// Associates a product of the tenant with a consumer group (L-060, L-061).
+    pub async fn associate_product(
+        &self,
+        tenant: &str,
+        id: &str,
+        pk: &str,
+    ) -> Result<ConsumerGroup, HubError> {
+        let product = self.product(pk).await?;
+        if product.tenant != tenant {
+            // Another tenant's product does not exist for this one.
+            return Err(HubError::NotFound {
+                what: "product",
+                id: pk.to_owned(),
+            });
+        }
+        let limits = self.profile_of(tenant).forwarding.clone();
+        let (tenant2, id2, pk2) = (tenant.to_owned(), id.to_owned(), pk.to_owned());
+        let outcome = transact(&**self.store(), |t| {
+            let (tenant, id, pk) = (tenant2.clone(), id2.clone(), pk2.clone());
+            let limits = limits.clone();
+            Box::pin(async move {
+                let Some(mut group) = records::get_group(t, &tenant, &id).await? else {
+                    return Ok(Err(None));
+                };
+                if group.products.contains(&pk) {
+                    return Ok(Ok(group));
+                }
+                let max = limits.products_per_group;
+                if max > 0 && group.products.len() as u64 >= max {
+                    return Ok(Err(Some((LimitId::ProductsPerGroup, max))));
+                }
+                let all = records::list_groups(t, Some(&tenant)).await?;
+                let of_product = all.iter().filter(|g| g.products.contains(&pk)).count() as u64;
+                let max = limits.groups_per_product;
+                if max > 0 && of_product >= max {
+                    return Ok(Err(Some((LimitId::GroupsPerProduct, max))));
+                }
+                group.products.push(pk);
+                group.products.sort();
+                records::put_group(t, &group);
+                Ok(Ok(group))
+            })
+        })
+        .await?;
+        let group = match outcome {
+            Ok(group) => group,
+            Err(None) => {
+                return Err(HubError::NotFound {
+                    what: "consumer group",
+                    id: id.to_owned(),
+                });
+            }
+            Err(Some((limit, max))) => {
+                return Err(self.limited(limit, format!("at most {max}: {}", limit.describe())));
+            }
+        };
+        self.load_groups().await?;
+        Ok(group)
+    }
+
+    /// Removes a product from a consumer group.
+    pub async fn dissociate_product(
+        &self,
+        tenant: &str,
+        id: &str,
+        pk: &str,
+    ) -> Result<ConsumerGroup, HubError> {
+        let mut group = self.consumer_group(tenant, id).await?;
+        if !group.products.iter().any(|p| p == pk) {
+            return Err(HubError::NotFound {
+                what: "product in consumer group",
+                id: pk.to_owned(),
+            });
+        }
+        group.products.retain(|p| p != pk);
+        crate::store::write(&**self.store(), |t| records::put_group(t, &group)).await?;
+        self.load_groups().await?;
+        Ok(group)
+    }
+
+    /// Removes a deleted product from every group of its tenant.
+    pub(crate) async fn forget_product_in_groups(
+        &self,
+        tenant: &str,
+        pk: &str,
+    ) -> Result<(), HubError> {
+        let groups = self.consumer_groups(tenant).await?;
+        for mut g in groups
+            .into_iter()
+            .filter(|g| g.products.iter().any(|p| p == pk))
+        {
+            g.products.retain(|p| p != pk);
+            crate::store::write(&**self.store(), |t| records::put_group(t, &g)).await?;
+        }
+        self.load_groups().await
+    }
+}
+
+fn destination(g: &ConsumerGroup) -> Destination {
+    Destination {
+        sink: g.sink.clone(),
+        queue: g.queue.clone(),
+        retention_ms: g.retention_secs.saturating_mul(1000),
+        max_messages: g.max_messages,
+    }
+}
