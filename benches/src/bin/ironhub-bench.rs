@@ -2,8 +2,9 @@
 //!
 //! Scenarios: `fan-in` (N publishers at R msg/s each -> 1 subscriber), `fan-out` (1 publisher ->
 //! M subscribers), `connect` (N idle connections over several loopback source addresses, with
-//! signed device credentials from a file or anonymous), and `provision` (creates the devices for
-//! `connect` through ironhub's admin API). Each run prints a table row and appends JSON to
+//! signed device credentials from a file or anonymous), `provision` (creates the devices for
+//! `connect` through ironhub's admin API) and `amqp` (N devices -> a consumer group -> an AMQP
+//! consumer on RabbitMQ). Each run prints a table row and appends JSON to
 //! `--json`. Payloads carry their send time, so latency is end to end. The server's CPU time and
 //! memory come from /proc (`--server-pid`); the generator checks its own CPU so it can say when it
 //! was the bottleneck.
@@ -87,6 +88,27 @@ enum Scenario {
         /// Connections in progress at once.
         #[arg(long, default_value_t = 256)]
         parallel: usize,
+    },
+    /// N devices (created through the admin API) at R msg/s each -> a consumer group on RabbitMQ
+    /// -> one AMQP consumer: end-to-end latency and sustained rate through the AMQP sink.
+    Amqp {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        api: SocketAddr,
+        #[arg(long, env = "IRONHUB_ADMIN_TOKEN")]
+        token: String,
+        /// The broker ironhub's `[amqp]` points at, for the consumer.
+        #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+        amqp_url: String,
+        #[arg(long, default_value_t = 10)]
+        publishers: usize,
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        #[arg(long, default_value_t = 1)]
+        qos: u8,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
     },
     /// Creates a product and N devices through ironhub's admin API and writes their signed
     /// credentials, one JSON line each.
@@ -180,11 +202,10 @@ async fn subscribe(
     }))
 }
 
-/// Runs `publishers` clients for `seconds`, each at `rate` msg/s (0: unthrottled); returns sent.
+/// Runs one client per (options, topic) for `seconds`, each at `rate` msg/s (0: unthrottled);
+/// returns how many were sent.
 async fn publish(
-    args: &Args,
-    prefix: &str,
-    publishers: usize,
+    clients: Vec<(MqttOptions, String)>,
     rate: u64,
     q: u8,
     size: usize,
@@ -193,10 +214,9 @@ async fn publish(
     let sent = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
-    for i in 0..publishers {
-        let (client, mut ev) = AsyncClient::new(options(args, &format!("{prefix}-pub-{i}")), 1000);
+    for (opts, topic) in clients {
+        let (client, mut ev) = AsyncClient::new(opts, 1000);
         let sent = sent.clone();
-        let topic = format!("{prefix}/{i}");
         tasks.push(tokio::spawn(async move {
             let written = sent.clone();
             // Counts what was written to the socket, not what was queued in the client.
@@ -324,15 +344,27 @@ async fn fan(
     }
     let meter = Meter::start(args);
     let start_us = now_us();
-    let sent = publish(args, &prefix, publishers, rate, q, size, seconds).await?;
+    let clients = (0..publishers)
+        .map(|i| {
+            let opts = options(args, &format!("{prefix}-pub-{i}"));
+            (opts, format!("{prefix}/{i}"))
+        })
+        .collect();
+    let sent = publish(clients, rate, q, size, seconds).await?;
     let expected = sent * subscribers as u64;
     drain(&rx, expected).await;
     let delivered = rx.count.load(Ordering::Relaxed);
-    let mut v = meter.finish(delivered);
+    let v = meter.finish(delivered);
     stop.store(true, Ordering::Relaxed);
     for s in subs {
         let _ = s.await;
     }
+    Ok(summary(v, &rx, sent, expected, start_us).await)
+}
+
+/// Adds what was sent, delivered and lost, the delivered rate and the latencies to `v`.
+async fn summary(mut v: Value, rx: &Receiver, sent: u64, expected: u64, start_us: u64) -> Value {
+    let delivered = rx.count.load(Ordering::Relaxed);
     let mut lat = std::mem::take(&mut *rx.latencies.lock().await);
     v["sent"] = json!(sent);
     v["expected"] = json!(expected);
@@ -345,7 +377,112 @@ async fn fan(
         0.0
     });
     v["latency"] = json!(percentiles(&mut lat));
-    Ok(v)
+    v
+}
+
+/// Counts what an AMQP consumer of `queue` receives, with latencies from the payloads' send time.
+async fn consume_amqp(
+    url: &str,
+    queue: &str,
+    rx: Arc<Receiver>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use futures_util::StreamExt;
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+    let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .context("connect to RabbitMQ")?;
+    let channel = connection.create_channel().await?;
+    channel.basic_qos(1000, BasicQosOptions::default()).await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    Ok(tokio::spawn(async move {
+        let _connection = connection;
+        let mut local = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(Some(Ok(delivery))) =
+                tokio::time::timeout(Duration::from_millis(200), consumer.next()).await
+            else {
+                continue;
+            };
+            let upstream =
+                delivery.properties.kind().as_ref().map(|k| k.as_str()) == Some("upstream");
+            if upstream && delivery.data.len() >= 8 {
+                rx.count.fetch_add(1, Ordering::Relaxed);
+                rx.last_us.store(now_us(), Ordering::Relaxed);
+                let sent = u64::from_be_bytes(delivery.data[..8].try_into().expect("8 bytes"));
+                local.push(now_us().saturating_sub(sent));
+            }
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+        rx.latencies.lock().await.extend(local);
+    }))
+}
+
+/// The `amqp` scenario's settings.
+struct AmqpRun<'a> {
+    api: SocketAddr,
+    token: &'a str,
+    amqp_url: &'a str,
+    publishers: usize,
+    rate: u64,
+    q: u8,
+    size: usize,
+    seconds: u64,
+}
+
+async fn amqp(args: &Args, run: AmqpRun<'_>) -> anyhow::Result<Value> {
+    let tenant = format!("bench-amqp-{}", now_us() % 100_000);
+    let (pk, devices) = provision_devices(run.api, run.token, &tenant, run.publishers).await?;
+    let group = http(
+        run.api,
+        run.token,
+        "POST",
+        &format!("/api/v1/tenants/{tenant}/consumer-groups"),
+        &json!({ "name": "bench" }),
+    )
+    .await?;
+    let id = group["id"].as_str().context("group id")?;
+    let queue = group["queue"].as_str().context("group queue")?;
+    http(
+        run.api,
+        run.token,
+        "PUT",
+        &format!("/api/v1/tenants/{tenant}/consumer-groups/{id}/products/{pk}"),
+        &Value::Null,
+    )
+    .await?;
+    let rx = Arc::new(Receiver::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer = consume_amqp(run.amqp_url, queue, rx.clone(), stop.clone()).await?;
+    let clients = devices
+        .into_iter()
+        .map(|(c, dn)| {
+            let mut o = MqttOptions::new(
+                c.client_id,
+                args.target.ip().to_string(),
+                args.target.port(),
+            );
+            o.set_credentials(c.username, c.password)
+                .set_keep_alive(Duration::from_secs(60))
+                .set_max_packet_size(1 << 20, 1 << 20);
+            (o, format!("/{pk}/{dn}/user/data"))
+        })
+        .collect();
+    let meter = Meter::start(args);
+    let start_us = now_us();
+    let sent = publish(clients, run.rate, run.q, run.size, run.seconds).await?;
+    drain(&rx, sent).await;
+    let v = meter.finish(rx.count.load(Ordering::Relaxed));
+    stop.store(true, Ordering::Relaxed);
+    let _ = consumer.await;
+    Ok(summary(v, &rx, sent, sent, start_us).await)
 }
 
 /// An MQTT 3.1.1 CONNECT (clean session, keep-alive 1200 s so idle connections send nothing).
@@ -494,9 +631,27 @@ async fn provision(
     count: usize,
     out: &PathBuf,
 ) -> anyhow::Result<Value> {
-    // A profile without registry or connection rate limits, so provisioning and connecting are
-    // measured rather than throttled.
-    let profile = json!({ "rates": { "registry_operations": "", "tenant_connections": "", "device_connections": "" } });
+    let (pk, devices) = provision_devices(api, token, tenant, count).await?;
+    let mut lines = String::new();
+    for (c, _) in &devices {
+        lines.push_str(&serde_json::to_string(c)?);
+        lines.push('\n');
+    }
+    std::fs::write(out, lines)?;
+    Ok(json!({ "product_key": pk, "devices": count }))
+}
+
+/// Creates a tenant with an unthrottled profile, a product and `count` devices; returns the
+/// ProductKey and each device's signed credentials and name.
+async fn provision_devices(
+    api: SocketAddr,
+    token: &str,
+    tenant: &str,
+    count: usize,
+) -> anyhow::Result<(String, Vec<(ironhub_core::auth::MqttCredentials, String)>)> {
+    // No rate limits, so provisioning, connecting and publishing are measured, not throttled.
+    let profile = json!({ "rates": { "registry_operations": "", "tenant_connections": "", "device_connections": "",
+                                     "tenant_messages": "", "device_messages_qos0": "", "device_messages_qos1": "" } });
     http(
         api,
         token,
@@ -522,28 +677,22 @@ async fn provision(
     )
     .await?;
     let pk = p["product_key"].as_str().context("product_key")?.to_owned();
-    let mut lines = String::new();
+    let mut devices = Vec::with_capacity(count);
     for i in 0..count {
+        let name = format!("bench-{i:06}");
         let d = http(
             api,
             token,
             "POST",
             &format!("/api/v1/products/{pk}/devices"),
-            &json!({ "device_name": format!("bench-{i:06}") }),
+            &json!({ "device_name": name }),
         )
         .await?;
         let secret = d["device_secret"].as_str().context("device_secret")?;
-        let c = ironhub_core::auth::device_credentials(
-            &pk,
-            &format!("bench-{i:06}"),
-            secret,
-            ironhub_core::now_ms(),
-        );
-        lines.push_str(&serde_json::to_string(&c)?);
-        lines.push('\n');
+        let c = ironhub_core::auth::device_credentials(&pk, &name, secret, ironhub_core::now_ms());
+        devices.push((c, name));
     }
-    std::fs::write(out, lines)?;
-    Ok(json!({ "product_key": pk, "devices": count }))
+    Ok((pk, devices))
 }
 
 #[tokio::main]
@@ -581,6 +730,33 @@ async fn main() -> anyhow::Result<()> {
             "connect",
             json!({ "connections": connections, "sources": sources.len() }),
             connect(&args, *connections, sources, devices.as_ref(), *parallel).await?,
+        ),
+        Scenario::Amqp {
+            api,
+            token,
+            amqp_url,
+            publishers,
+            rate,
+            qos,
+            payload,
+            seconds,
+        } => (
+            "amqp",
+            json!({ "publishers": publishers, "rate": rate, "qos": qos, "payload": payload, "seconds": seconds }),
+            amqp(
+                &args,
+                AmqpRun {
+                    api: *api,
+                    token,
+                    amqp_url,
+                    publishers: *publishers,
+                    rate: *rate,
+                    q: *qos,
+                    size: *payload,
+                    seconds: *seconds,
+                },
+            )
+            .await?,
         ),
         Scenario::Provision {
             api,
