@@ -8,6 +8,9 @@ def scenario_name(r):
     p = r["params"]
     if r["scenario"] == "connect":
         return f"{p['connections']} idle connections from {p['sources']} source addresses"
+    if r["scenario"] == "amqp":
+        rate = "unthrottled" if p["rate"] == 0 else f"{p['rate']} msg/s"
+        return f"devices -> AMQP consumer: {p['publishers']} devices x {rate}, QoS {p['qos']} (consumer group on RabbitMQ)"
     if r["scenario"] == "fan-out":
         return f"fan-out: 1 publisher x {p['rate']} msg/s -> {p['subscribers']} subscribers, QoS {p['qos']}"
     rate = "unthrottled" if p["rate"] == 0 else f"{p['rate']} msg/s"
@@ -74,7 +77,8 @@ for name, by in pairs.items():
         mv, iv = get(m), get(i)
         ratio = f"{iv / mv:.2f}" if mv and iv is not None and mv != 0 else "-"
         if unit == "f":
-            out.append(f"| {name} | {label} | {mv:.2f} | {iv:.2f} | |" if mv is not None and iv is not None else f"| {name} | {label} | - | - | |")
+            cell = lambda v: f"{v:.2f}" if v is not None else "-"
+            out.append(f"| {name} | {label} | {cell(mv)} | {cell(iv)} | |")
         else:
             out.append(f"| {name} | {label} | {fmt(mv, unit)} | {fmt(iv, unit)} | {ratio} |")
 print("\n".join(out))
