@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 mod helpers;
 pub mod amqp;
 pub mod report;
+pub mod sqs;
 pub mod v3;
 pub mod v5;
 

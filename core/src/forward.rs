@@ -149,7 +149,7 @@ pub struct SinkStats {
     pub confirmed: AtomicU64,
     /// Events written to the outbox because the sink could not confirm them in time.
     pub stored: AtomicU64,
-    /// Events confirmed after waiting in the outbox.
+    /// Events sent from the outbox (confirmed, or rejected for good).
     pub resent: AtomicU64,
     /// Failed send attempts (batches).
     pub send_failures: AtomicU64,
@@ -157,6 +157,10 @@ pub struct SinkStats {
     pub dropped_buffer_full: AtomicU64,
     /// Events dropped from the outbox past their destination's retention.
     pub expired: AtomicU64,
+    /// Events the destination refused for good (dropped, never retried).
+    pub rejected: AtomicU64,
+    /// Batches the destination confirmed.
+    pub batches: AtomicU64,
     /// Events waiting in the outbox now.
     pub outbox: AtomicI64,
 }
@@ -170,7 +174,7 @@ pub struct SinkStatsSnapshot {
     pub confirmed: u64,
     /// Events written to the outbox.
     pub stored: u64,
-    /// Events confirmed from the outbox.
+    /// Events sent from the outbox.
     pub resent: u64,
     /// Failed send attempts.
     pub send_failures: u64,
@@ -178,6 +182,10 @@ pub struct SinkStatsSnapshot {
     pub dropped_buffer_full: u64,
     /// Events expired in the outbox.
     pub expired: u64,
+    /// Events the destination refused for good.
+    pub rejected: u64,
+    /// Batches confirmed.
+    pub batches: u64,
     /// Events in the outbox now.
     pub outbox: u64,
     /// Events in the in-memory buffer now.
@@ -342,6 +350,8 @@ impl Forwarder {
                     send_failures: s.send_failures.load(Ordering::Relaxed),
                     dropped_buffer_full: s.dropped_buffer_full.load(Ordering::Relaxed),
                     expired: s.expired.load(Ordering::Relaxed),
+                    rejected: s.rejected.load(Ordering::Relaxed),
+                    batches: s.batches.load(Ordering::Relaxed),
                     outbox: s.outbox.load(Ordering::Relaxed).max(0) as u64,
                     buffered: (w.tx.max_capacity() - w.tx.capacity()) as u64,
                 }
@@ -458,15 +468,9 @@ impl SinkRun {
             let events: Vec<&Event> = group.iter().map(|j| &*j.event).collect();
             let failed = self.send(&destination, &events).await;
             if failed.is_empty() {
-                self.stats
-                    .confirmed
-                    .fetch_add(group.len() as u64, Ordering::Relaxed);
                 confirm(group);
                 continue;
             }
-            self.stats
-                .confirmed
-                .fetch_add((group.len() - failed.len()) as u64, Ordering::Relaxed);
             self.backlog = true;
             let mut ok = Vec::new();
             for (i, job) in group.into_iter().enumerate() {
@@ -483,7 +487,8 @@ impl SinkRun {
         }
     }
 
-    /// Sends one batch; returns the indices that were not confirmed.
+    /// Sends one batch; returns the indices to send again. Events the destination rejects for
+    /// good are counted and treated as done.
     async fn send(&mut self, destination: &Destination, events: &[&Event]) -> Vec<usize> {
         let outcome = tokio::time::timeout(
             self.settings.send_timeout,
@@ -493,9 +498,27 @@ impl SinkRun {
         let failed: Vec<usize> = match outcome {
             Ok(Ok(())) => {
                 self.backoff = RETRY_MIN;
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .confirmed
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
                 return Vec::new();
             }
-            Ok(Err(SinkError::Partial { failed })) => failed,
+            Ok(Err(SinkError::Partial { failed, rejected })) => {
+                let done = events.len().saturating_sub(failed.len() + rejected.len());
+                self.stats
+                    .rejected
+                    .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .confirmed
+                    .fetch_add(done as u64, Ordering::Relaxed);
+                if failed.is_empty() {
+                    self.backoff = RETRY_MIN;
+                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    return Vec::new();
+                }
+                failed
+            }
             Ok(Err(e)) => {
                 tracing::warn!(sink = self.sink.name(), queue = %destination.queue, error = %e, "send failed");
                 (0..events.len()).collect()
@@ -596,7 +619,6 @@ impl SinkRun {
         }
         self.stats.expired.fetch_add(expired, Ordering::Relaxed);
         self.stats.resent.fetch_add(resent, Ordering::Relaxed);
-        self.stats.confirmed.fetch_add(resent, Ordering::Relaxed);
         self.stats
             .outbox
             .fetch_sub(done.len() as i64, Ordering::Relaxed);

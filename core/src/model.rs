@@ -75,9 +75,9 @@ pub struct ConsumerGroup {
     pub id: String,
     /// Display name.
     pub name: String,
-    /// The sink holding the queue ("amqp").
+    /// The sink holding the queue ("amqp" or "sqs").
     pub sink: String,
-    /// The queue's name on the sink: `ironhub.{tenant}.{id}`.
+    /// The queue's name on the sink: `ironhub.{tenant}.{id}` (AMQP), `ih-{tenant}-{id}` (SQS).
     pub queue: String,
     /// Associated ProductKeys, sorted.
     pub products: Vec<String>,

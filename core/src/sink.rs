@@ -15,10 +15,13 @@ pub enum SinkError {
     #[error("destination unavailable: {0}")]
     Unavailable(String),
     /// Some events of the batch failed (indices into the batch); the rest were confirmed.
-    #[error("{} events of the batch failed", failed.len())]
+    #[error("{} events of the batch failed, {} were rejected", failed.len(), rejected.len())]
     Partial {
-        /// Indices of the failed events.
+        /// Indices of events that failed for now: they are sent again.
         failed: Vec<usize>,
+        /// Indices of events the destination refuses for good (too large, invalid): dropped and
+        /// counted, never retried.
+        rejected: Vec<usize>,
     },
 }
 

@@ -17,7 +17,8 @@ use ironhub_core::store::Store;
 use ironhub_core::store::memory::memory_store;
 use ironhub_core::{Hub, HubConfig, QoS, auth, now_ms};
 
-/// A destination that fails the next `failures` batches, then confirms.
+/// A destination that fails the next `failures` batches, then confirms, except payloads starting
+/// with "bad", which it rejects for good.
 #[derive(Default)]
 struct ScriptedSink {
     failures: AtomicUsize,
@@ -41,10 +42,22 @@ impl Sink for ScriptedSink {
             return Err(SinkError::Unavailable("scripted failure".into()));
         }
         let mut received = self.received.lock().unwrap();
-        for e in batch {
-            received.push((destination.queue.clone(), e.kind, e.payload.clone()));
+        let mut rejected = Vec::new();
+        for (i, e) in batch.iter().enumerate() {
+            if e.payload.starts_with(b"bad") {
+                rejected.push(i);
+            } else {
+                received.push((destination.queue.clone(), e.kind, e.payload.clone()));
+            }
         }
-        Ok(())
+        if rejected.is_empty() {
+            Ok(())
+        } else {
+            Err(SinkError::Partial {
+                failed: Vec::new(),
+                rejected,
+            })
+        }
     }
     async fn healthcheck(&self) -> Result<(), SinkError> {
         Ok(())
@@ -90,7 +103,10 @@ async fn setup(store: Arc<dyn Store>, profile: serde_json::Value) -> Setup {
         .create_device(&product.product_key, Some("dev-1"))
         .await
         .unwrap();
-    let group = hub.create_consumer_group(&tenant.id, "g").await.unwrap();
+    let group = hub
+        .create_consumer_group(&tenant.id, "g", None)
+        .await
+        .unwrap();
     hub.associate_product(&tenant.id, &group.id, &product.product_key)
         .await
         .unwrap();
@@ -208,4 +224,19 @@ async fn stored_events_are_sent_by_the_next_start() {
     hub.attach_sink(sink.clone());
     let expected: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
     eventually("delivery after restart", || sink.upstream() == expected).await;
+}
+
+#[tokio::test]
+async fn events_the_destination_rejects_are_counted_and_not_retried() {
+    let s = setup(Arc::new(memory_store()), serde_json::json!({})).await;
+    for payload in ["m0", "bad", "m1"] {
+        s.device
+            .session
+            .publish(publish(topic(&s), payload.into(), QoS::AtLeastOnce))
+            .await
+            .unwrap();
+    }
+    eventually("the good ones", || s.sink.upstream() == ["m0", "m1"]).await;
+    let stats = &s.hub.sink_stats()[0];
+    assert_eq!((stats.rejected, stats.stored), (1, 0), "{stats:?}");
 }

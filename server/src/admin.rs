@@ -364,7 +364,9 @@ impl Admin {
             }
             (Method::POST, ["api", "v1", "tenants", tenant, "consumer-groups"]) => {
                 let r: CreateGroup = parse(&body)?;
-                let g = hub.create_consumer_group(tenant, &r.name).await?;
+                let g = hub
+                    .create_consumer_group(tenant, &r.name, r.sink.as_deref())
+                    .await?;
                 Ok((StatusCode::CREATED, json!(g)))
             }
             (Method::GET, ["api", "v1", "tenants", tenant, "consumer-groups"]) => {
@@ -539,8 +541,8 @@ fn prometheus(
         (
             "ironhub_sink_dropped_total",
             "counter",
-            "Events dropped: QoS 0 at a full buffer, or expired in the outbox.",
-            per_sink(|k| k.dropped_buffer_full + k.expired),
+            "Events dropped: QoS 0 at a full buffer, expired in the outbox, or rejected for good.",
+            per_sink(|k| k.dropped_buffer_full + k.expired + k.rejected),
         ),
         (
             "ironhub_sink_outbox",
@@ -622,6 +624,8 @@ struct CreateDevice {
 #[serde(deny_unknown_fields)]
 struct CreateGroup {
     name: String,
+    /// "amqp" (default) or "sqs".
+    sink: Option<String>,
 }
 
 #[derive(Deserialize)]

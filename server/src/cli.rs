@@ -138,6 +138,9 @@ pub enum GroupCmd {
         /// Display name.
         #[arg(long)]
         name: String,
+        /// The sink holding its queue: amqp (default) or sqs.
+        #[arg(long)]
+        sink: Option<String>,
     },
     /// List a tenant's consumer groups.
     List {
@@ -420,8 +423,8 @@ pub async fn product(api: &ApiArgs, cmd: ProductCmd) -> anyhow::Result<()> {
 pub async fn group(api: &ApiArgs, cmd: GroupCmd) -> anyhow::Result<()> {
     let groups = |tenant: &str| format!("/api/v1/tenants/{tenant}/consumer-groups");
     let v = match cmd {
-        GroupCmd::Create { tenant, name } => {
-            let body = json!({ "name": name });
+        GroupCmd::Create { tenant, name, sink } => {
+            let body = json!({ "name": name, "sink": sink });
             call(api, Method::POST, &groups(&tenant), Some(body)).await?
         }
         GroupCmd::List { tenant } => call(api, Method::GET, &groups(&tenant), None).await?,

@@ -19,7 +19,8 @@ pub enum ComponentError {
             feature = "quic",
             feature = "http",
             feature = "embedded",
-            feature = "amqp"
+            feature = "amqp",
+            feature = "sqs"
         ),
         expect(
             dead_code,
@@ -169,12 +170,43 @@ async fn mqtt(_config: &Config) -> Result<Vec<Box<dyn Transport>>, ComponentErro
 }
 
 /// The configured sinks.
-pub fn sinks(config: &Config) -> Result<Vec<Arc<dyn Sink>>, ComponentError> {
+pub async fn sinks(config: &Config) -> Result<Vec<Arc<dyn Sink>>, ComponentError> {
     let mut out = Vec::new();
     if let Some(amqp) = &config.amqp {
         out.push(amqp_sink(&amqp.url)?);
     }
+    if let Some(sqs) = &config.sqs {
+        out.push(sqs_sink(sqs).await?);
+    }
     Ok(out)
+}
+
+#[cfg(feature = "sqs")]
+async fn sqs_sink(c: &crate::config::SqsConfig) -> Result<Arc<dyn Sink>, ComponentError> {
+    let credentials = match (&c.access_key_id, &c.secret_access_key) {
+        (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
+        (None, None) => None,
+        _ => {
+            return Err(ComponentError::Start {
+                component: "sqs",
+                reason: "set both sqs.access_key_id and sqs.secret_access_key, or neither".into(),
+            });
+        }
+    };
+    let settings = ironhub_sqs::SqsSettings {
+        endpoint: c.endpoint.clone(),
+        region: c.region.clone(),
+        credentials,
+    };
+    Ok(Arc::new(ironhub_sqs::SqsSink::new(&settings).await))
+}
+
+#[cfg(not(feature = "sqs"))]
+async fn sqs_sink(_c: &crate::config::SqsConfig) -> Result<Arc<dyn Sink>, ComponentError> {
+    Err(ComponentError::CompiledOut {
+        component: "[sqs]",
+        feature: "sqs",
+    })
 }
 
 #[cfg(feature = "amqp")]
@@ -207,6 +239,9 @@ pub fn compiled() -> Vec<&'static str> {
     }
     if cfg!(feature = "amqp") {
         v.push("sink:amqp");
+    }
+    if cfg!(feature = "sqs") {
+        v.push("sink:sqs");
     }
     v
 }

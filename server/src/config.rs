@@ -25,6 +25,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// The AMQP sink (consumer groups); absent: no AMQP.
     pub amqp: Option<AmqpConfig>,
+    /// The SQS sink (consumer groups on SQS); absent: no SQS.
+    pub sqs: Option<SqsConfig>,
     /// Hub engine settings (keep-alive range, queue sizes, open-broker mode).
     pub hub: HubConfig,
 }
@@ -39,6 +41,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             store: StoreConfig::default(),
             amqp: None,
+            sqs: None,
             hub: HubConfig::default(),
         }
     }
@@ -155,6 +158,25 @@ impl Default for HttpConfig {
             key: None,
         }
     }
+}
+
+/// `[sqs]`: the SQS sink; consumer groups created with `"sink": "sqs"` are SQS queues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqsConfig {
+    /// A custom endpoint (`http://127.0.0.1:4566`); absent: AWS's regional endpoint.
+    pub endpoint: Option<String>,
+    /// The region.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Static credentials; absent: the AWS default chain (environment, profile, instance role).
+    pub access_key_id: Option<String>,
+    /// The secret of `access_key_id`.
+    pub secret_access_key: Option<String>,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
 }
 
 /// `[amqp]`: the AMQP sink; consumer groups are queues on this broker.

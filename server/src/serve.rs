@@ -91,7 +91,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let hub = Hub::start(config.hub.clone(), store)
         .await
         .context("starting the hub")?;
-    for sink in components::sinks(&config)? {
+    for sink in components::sinks(&config).await? {
         hub.attach_sink(sink);
     }
     let token_sha256 = admin_token(&hub, &config).await?;

@@ -11,8 +11,17 @@ use crate::now_ms;
 use crate::sink::Sink;
 use crate::store::{records, transact};
 
-/// The sink consumer groups live on.
+/// The sink consumer groups live on unless created on another.
 pub const GROUP_SINK: &str = "amqp";
+
+/// A group's queue name on its sink: `ironhub.{tenant}.{id}` on RabbitMQ; `ih-{tenant}-{id}` on
+/// SQS, whose names allow no dots and at most 80 characters.
+fn queue_name(sink: &str, tenant: &str, id: &str) -> String {
+    match sink {
+        "sqs" => format!("ih-{tenant}-{id}"),
+        _ => format!("ironhub.{tenant}.{id}"),
+    }
+}
 
 /// Where each product's events go: the queues of the consumer groups it is associated with.
 pub(crate) type GroupRoutes = HashMap<String, Arc<[Arc<Destination>]>>;
@@ -94,18 +103,20 @@ impl Hub {
         });
     }
 
-    /// Creates a consumer group; its queue is declared on the sink with the retention of the
-    /// tenant's profile (L-063) when the first event goes to it.
+    /// Creates a consumer group on `sink` ("amqp" when None); its queue is created on the sink
+    /// at once, with the retention of the tenant's profile (L-063).
     pub async fn create_consumer_group(
         &self,
         tenant: &str,
         name: &str,
+        sink: Option<&str>,
     ) -> Result<ConsumerGroup, HubError> {
         self.tenant(tenant).await?;
-        if !self.inner.forwarder.has_sink(GROUP_SINK) {
-            return Err(HubError::Invalid(
-                "consumer groups need the AMQP sink: configure [amqp] in the server config".into(),
-            ));
+        let sink = sink.unwrap_or(GROUP_SINK);
+        if !self.inner.forwarder.has_sink(sink) {
+            return Err(HubError::Invalid(format!(
+                "consumer groups on {sink} need its sink: configure [{sink}] in the server config"
+            )));
         }
         if name.is_empty() || name.len() > 64 {
             return Err(HubError::Invalid("name must be 1 to 64 characters".into()));
@@ -114,10 +125,10 @@ impl Hub {
         let id = model::random_token(12);
         let group = ConsumerGroup {
             tenant: tenant.to_owned(),
-            queue: format!("ironhub.{tenant}.{id}"),
+            queue: queue_name(sink, tenant, &id),
             id,
             name: name.to_owned(),
-            sink: GROUP_SINK.to_owned(),
+            sink: sink.to_owned(),
             products: Vec::new(),
             retention_secs: limits.group_retention_secs,
             max_messages: limits.group_max_messages,

@@ -143,7 +143,10 @@ impl AmqpSink {
             n if n == batch.len() => Err(SinkError::Unavailable(
                 "the broker refused every event of the batch".into(),
             )),
-            _ => Err(SinkError::Partial { failed }),
+            _ => Err(SinkError::Partial {
+                failed,
+                rejected: Vec::new(),
+            }),
         }
     }
 }
