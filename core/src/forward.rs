@@ -401,7 +401,10 @@ impl SinkRun {
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let shutdown = self.hub.inner.shutdown.clone();
         match records::outbox_len(&**self.hub.store(), self.sink.name()).await {
-            Ok(n) => self.stats.outbox.store(n, Ordering::Relaxed),
+            Ok(n) => {
+                self.stats.outbox.store(n, Ordering::Relaxed);
+                self.backlog = n > 0;
+            }
             Err(e) => {
                 tracing::warn!(sink = self.sink.name(), error = %e, "could not read the outbox")
             }
