@@ -877,6 +877,44 @@ async fn a_noisy_tenant_does_not_throttle_another() {
     );
 }
 
+/// A rule of `tenant` sending everything to `n` topic destinations.
+async fn create_topic_rule(d: &Deployment, tenant: &str, n: usize) -> (u16, Value) {
+    let destinations: Vec<Value> = (0..n)
+        .map(|i| json!({ "kind": "topic", "topic": format!("/copy/{i}") }))
+        .collect();
+    let rule = json!({ "name": "r", "sql": "SELECT * FROM '/#'", "destinations": destinations });
+    let path = format!("/api/v1/tenants/{tenant}/rules");
+    d.api(Method::POST, &path, Some(rule)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_005_rules_per_tenant() {
+    let (d, dev) = setup(json!({ "forwarding": { "rules": 1 } })).await;
+    let (first, _) = create_topic_rule(&d, &dev.tenant, 1).await;
+    let (second, v) = create_topic_rule(&d, &dev.tenant, 1).await;
+    let observed = format!("1st rule HTTP {first}; 2nd HTTP {second} {}", v["limit"]);
+    check(
+        "L-005",
+        "1 (profile forwarding.rules)",
+        &observed,
+        first == 201 && second == 403 && v["limit"] == "L-005",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_050_destinations_per_rule() {
+    let (d, dev) = setup(json!({ "forwarding": { "destinations_per_rule": 2 } })).await;
+    let (two, _) = create_topic_rule(&d, &dev.tenant, 2).await;
+    let (three, v) = create_topic_rule(&d, &dev.tenant, 3).await;
+    let observed = format!("2 destinations HTTP {two}; 3 HTTP {three} {}", v["limit"]);
+    check(
+        "L-050",
+        "2 (profile forwarding.destinations_per_rule)",
+        &observed,
+        two == 201 && three == 400 && v["limit"] == "L-050",
+    );
+}
+
 /// A deployment with the AMQP sink (the shared RabbitMQ node) and a device of a new tenant.
 async fn setup_amqp(profile: Value) -> (Deployment, DeviceCreds, String) {
     let url = amqp::rabbitmq(amqp::SHARED_NODE);
@@ -1028,7 +1066,6 @@ async fn l_063_consumer_group_retention() {
 /// test or its plan.
 const NOT_YET_BUILT: &[(&str, u32)] = &[
     ("L-004", 4),
-    ("L-005", 4),
     ("L-015", 5),
     ("L-018", 5),
     ("L-023", 6),
@@ -1045,7 +1082,6 @@ const NOT_YET_BUILT: &[(&str, u32)] = &[
     ("L-041", 5),
     ("L-042", 5),
     ("L-043", 5),
-    ("L-050", 4),
     ("L-051", 4),
     ("L-052", 4),
     ("L-062", 4),

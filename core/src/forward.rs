@@ -35,6 +35,10 @@ pub enum EventKind {
     Status,
     /// The device was created, deleted, enabled or disabled.
     Lifecycle,
+    /// A rule's output (its SELECT applied to a message).
+    Rule,
+    /// A rule's report that a destination failed after the retries.
+    RuleError,
 }
 
 impl EventKind {
@@ -44,6 +48,8 @@ impl EventKind {
             EventKind::Upstream => "upstream",
             EventKind::Status => "status",
             EventKind::Lifecycle => "lifecycle",
+            EventKind::Rule => "rule",
+            EventKind::RuleError => "rule_error",
         }
     }
 }
@@ -276,6 +282,11 @@ impl Forwarder {
                 destination.sink
             ))),
         }
+    }
+
+    pub(crate) fn sink(&self, name: &str) -> Option<Arc<dyn Sink>> {
+        let workers = self.workers.read().expect("forwarder lock");
+        workers.get(name).map(|w| w.sink.clone())
     }
 
     pub(crate) fn has_sink(&self, name: &str) -> bool {

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod message;
 pub mod metering;
 pub mod model;
+pub mod rules;
 pub mod sink;
 pub mod store;
 pub mod topic;

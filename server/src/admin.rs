@@ -13,6 +13,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use ironhub_core::hub::RuleSpec;
 use ironhub_core::limits::{LimitKind, Profile};
 use ironhub_core::model::NodeType;
 use ironhub_core::store::{records, transact};
@@ -410,6 +411,47 @@ impl Admin {
             ) => {
                 let g = hub.dissociate_product(tenant, id, pk).await?;
                 Ok((StatusCode::OK, json!(g)))
+            }
+            (Method::POST, ["api", "v1", "tenants", tenant, "rules"]) => {
+                let spec: RuleSpec = parse(&body)?;
+                Ok((
+                    StatusCode::CREATED,
+                    json!(hub.create_rule(tenant, spec).await?),
+                ))
+            }
+            (Method::GET, ["api", "v1", "tenants", tenant, "rules"]) => {
+                Ok((StatusCode::OK, json!(hub.rules(tenant).await?)))
+            }
+            (Method::GET, ["api", "v1", "tenants", tenant, "rules", id]) => {
+                Ok((StatusCode::OK, json!(hub.rule(tenant, id).await?)))
+            }
+            (Method::PUT, ["api", "v1", "tenants", tenant, "rules", id]) => {
+                let spec: RuleSpec = parse(&body)?;
+                Ok((
+                    StatusCode::OK,
+                    json!(hub.update_rule(tenant, id, spec).await?),
+                ))
+            }
+            (
+                Method::POST,
+                [
+                    "api",
+                    "v1",
+                    "tenants",
+                    tenant,
+                    "rules",
+                    id,
+                    action @ ("enable" | "disable"),
+                ],
+            ) => {
+                let r = hub
+                    .set_rule_enabled(tenant, id, *action == "enable")
+                    .await?;
+                Ok((StatusCode::OK, json!(r)))
+            }
+            (Method::DELETE, ["api", "v1", "tenants", tenant, "rules", id]) => {
+                hub.delete_rule(tenant, id).await?;
+                Ok((StatusCode::NO_CONTENT, Value::Null))
             }
             (Method::GET, ["api", "v1", "sinks"]) => Ok((StatusCode::OK, json!(hub.sink_stats()))),
             (Method::POST, ["api", "v1", "messages"]) => {

@@ -183,6 +183,51 @@ pub enum GroupCmd {
     },
 }
 
+/// `ironhub rule ...`
+#[derive(Debug, Subcommand)]
+pub enum RuleCmd {
+    /// Create a rule from its JSON (`{"name","sql","destinations":[...],"error_destination"?}`,
+    /// docs/rules.md).
+    Create {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The rule, as JSON.
+        #[arg(long)]
+        json: String,
+    },
+    /// List a tenant's rules with their counters (matched, forwarded, failed, dropped).
+    List {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Start running a rule.
+    Enable {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Rule id.
+        id: String,
+    },
+    /// Stop running a rule.
+    Disable {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Rule id.
+        id: String,
+    },
+    /// Delete a rule.
+    Delete {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Rule id.
+        id: String,
+    },
+}
+
 /// `ironhub device ...`
 #[derive(Debug, Subcommand)]
 pub enum DeviceCmd {
@@ -446,6 +491,32 @@ pub async fn group(api: &ApiArgs, cmd: GroupCmd) -> anyhow::Result<()> {
         }
         GroupCmd::Delete { tenant, group } => {
             let path = format!("{}/{group}", groups(&tenant));
+            call(api, Method::DELETE, &path, None).await?
+        }
+    };
+    print(&v);
+    Ok(())
+}
+
+/// Runs a rule subcommand.
+pub async fn rule(api: &ApiArgs, cmd: RuleCmd) -> anyhow::Result<()> {
+    let rules = |tenant: &str| format!("/api/v1/tenants/{tenant}/rules");
+    let v = match cmd {
+        RuleCmd::Create { tenant, json } => {
+            let body: Value = serde_json::from_str(&json).context("--json is not JSON")?;
+            call(api, Method::POST, &rules(&tenant), Some(body)).await?
+        }
+        RuleCmd::List { tenant } => call(api, Method::GET, &rules(&tenant), None).await?,
+        RuleCmd::Enable { tenant, id } => {
+            let path = format!("{}/{id}/enable", rules(&tenant));
+            call(api, Method::POST, &path, None).await?
+        }
+        RuleCmd::Disable { tenant, id } => {
+            let path = format!("{}/{id}/disable", rules(&tenant));
+            call(api, Method::POST, &path, None).await?
+        }
+        RuleCmd::Delete { tenant, id } => {
+            let path = format!("{}/{id}", rules(&tenant));
             call(api, Method::DELETE, &path, None).await?
         }
     };

@@ -57,6 +57,9 @@ enum Command {
     /// Manage consumer groups (server-side subscription over AMQP).
     #[command(subcommand)]
     Group(cli::GroupCmd),
+    /// Manage rules (data forwarding: SQL, destinations, retries).
+    #[command(subcommand)]
+    Rule(cli::RuleCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -82,6 +85,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Product(c) => cli::product(&cli.api, c).await,
             Command::Device(c) => cli::device(&cli.api, c).await,
             Command::Group(c) => cli::group(&cli.api, c).await,
+            Command::Rule(c) => cli::rule(&cli.api, c).await,
         }
     })
 }

@@ -293,7 +293,7 @@ impl Hub {
     }
 }
 
-fn destination(g: &ConsumerGroup) -> Destination {
+pub(crate) fn destination(g: &ConsumerGroup) -> Destination {
     Destination {
         sink: g.sink.clone(),
         queue: g.queue.clone(),

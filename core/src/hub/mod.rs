@@ -22,11 +22,13 @@ use crate::{now_ms, topic};
 mod groups;
 mod limits;
 mod router;
+mod rules;
 mod session;
 mod tokens;
 
 pub use groups::GROUP_SINK;
 pub use router::Delivery;
+pub use rules::{RuleSpec, RuleView};
 use session::Slot;
 pub use session::{
     ClientIdentity, ConnectOutcome, ConnectRefusal, ConnectRequest, Connected, KickReason,
@@ -144,6 +146,8 @@ pub(crate) struct Inner {
     pub(crate) forwarder: crate::forward::Forwarder,
     /// The consumer-group queues of each product.
     pub(crate) group_routes: RwLock<groups::GroupRoutes>,
+    /// Each tenant's enabled rules, compiled.
+    pub(crate) rules: rules::Rules,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -236,6 +240,7 @@ impl Hub {
                 tokens: tokens::Tokens::default(),
                 forwarder: crate::forward::Forwarder::default(),
                 group_routes: RwLock::new(HashMap::new()),
+                rules: rules::Rules::new(),
                 config,
                 store,
             }),
@@ -243,6 +248,7 @@ impl Hub {
         hub.restore().await?;
         hub.load_profiles().await?;
         hub.load_groups().await?;
+        hub.load_rules().await?;
         if hub.inner.config.open_broker.enabled {
             let id = hub.inner.config.open_broker.tenant.clone();
             model::validate_tenant_id(&id).map_err(|e| HubError::Invalid(e.to_string()))?;

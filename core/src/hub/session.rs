@@ -867,10 +867,25 @@ impl Hub {
                 },
             ))
         });
+        let rules = self.tenant_rules(&identity.tenant);
+        let rule_input = rules
+            .as_ref()
+            .map(|_| (msg.topic.clone(), msg.payload.clone(), msg.qos));
         let delivered = self
             .accept(msg)
             .await
             .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+        if let (Some(rules), Some((topic, payload, qos))) = (rules, rule_input) {
+            let input = super::rules::RuleInput {
+                tenant: &identity.tenant,
+                topic: &topic,
+                payload: &payload,
+                qos,
+                device: identity.device.as_ref(),
+                received_at_ms: now,
+            };
+            self.run_rules(&rules, &input).await;
+        }
         if let Some((destinations, event)) = upstream {
             let wait = event.qos != QoS::AtMostOnce;
             self.inner

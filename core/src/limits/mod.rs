@@ -72,6 +72,7 @@ catalog! {
     ProductsPerTenant => "L-001", "products per tenant", Quota;
     DevicesPerProduct => "L-002", "devices per product", Quota;
     DevicesPerTenant => "L-003", "devices per tenant", Quota;
+    RulesPerTenant => "L-005", "rules per tenant", Quota;
     ConsumerGroupsPerTenant => "L-006", "consumer groups per tenant", Quota;
     TenantConnections => "L-011", "connection requests per tenant", Rate;
     DeviceConnections => "L-012", "connection requests per device", Rate;
@@ -86,6 +87,7 @@ catalog! {
     TopicLength => "L-031", "topic length", Malformed;
     TopicLevels => "L-032", "topic levels", Malformed;
     FiltersPerSubscribe => "L-033", "topic filters per SUBSCRIBE", Quota;
+    DestinationsPerRule => "L-050", "destinations per rule", Malformed;
     GroupsPerProduct => "L-060", "consumer groups per product", Quota;
     ProductsPerGroup => "L-061", "products per consumer group", Quota;
     MonthlyMessages => "L-070", "transport messages per month", Quota;

@@ -109,10 +109,15 @@ impl Default for RateLimits {
     }
 }
 
-/// Server-side subscription limits (seed 000 section 7, AMQP server-side subscription).
+/// Rules and server-side subscription limits (seed 000 section 7: rules engine, AMQP
+/// server-side subscription).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ForwardingLimits {
+    /// Rules per tenant (seed 000: 1,000).
+    pub rules: u64,
+    /// Destinations one rule may have (seed 000: 10).
+    pub destinations_per_rule: u64,
     /// Consumer groups per tenant (seed 000: 1,000).
     pub consumer_groups: u64,
     /// Consumer groups one product may be associated with (seed 000: 10).
@@ -128,6 +133,8 @@ pub struct ForwardingLimits {
 impl Default for ForwardingLimits {
     fn default() -> Self {
         ForwardingLimits {
+            rules: 1_000,
+            destinations_per_rule: 10,
             consumer_groups: 1_000,
             groups_per_product: 10,
             products_per_group: 1_000,

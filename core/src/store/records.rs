@@ -13,6 +13,7 @@
 //! | `m\0{name}` | hub metadata (raw bytes) |
 //! | `f\0{profile}` | tenant [`Profile`] (JSON, so profiles survive new fields) |
 //! | `g\0{tenant}\0{group}` | [`ConsumerGroup`] |
+//! | `x\0{tenant}\0{rule}` | [`Rule`] (JSON, so rules survive new fields) |
 //! | `o\0{sink}\0{seq: u64 BE}` | ([`Destination`], [`Event`]) a sink has not confirmed yet, in order |
 //! | `n\0t\0{tenant}` / `n\0p\0{productKey}` | device count of a tenant / a product (i64 counter) |
 //! | `n\0o\0{sink}` | events in a sink's outbox (i64 counter) |
@@ -26,6 +27,7 @@ use crate::forward::{Destination, Event};
 use crate::limits::Profile;
 use crate::message::{Message, QoS};
 use crate::model::{ConsumerGroup, Device, Product, Tenant};
+use crate::rules::Rule;
 use crate::store::decode_counter;
 
 /// Most rows returned by one listing read.
@@ -469,4 +471,50 @@ pub async fn outbox_len(store: &dyn Store, sink: &str) -> Result<i64, StoreError
         Box::pin(async move { Ok(t.get(&k).await?.map_or(0, |v| decode_counter(&v))) })
     })
     .await
+}
+
+// ---- rules (JSON: destinations are a tagged enum, and rules should survive new fields)
+
+fn json<T: DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(k).replace('\0', "/"),
+        reason: e.to_string(),
+    })
+}
+
+/// Reads a rule.
+pub async fn get_rule(
+    txn: &mut dyn Txn,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<Rule>, StoreError> {
+    let k = key(&[b"x", tenant.as_bytes(), id.as_bytes()]);
+    match txn.get(&k).await? {
+        Some(v) => json(&k, &v).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Writes a rule.
+pub fn put_rule(txn: &mut dyn Txn, r: &Rule) {
+    let value = serde_json::to_vec(r).expect("rules serialize");
+    txn.set(&key(&[b"x", r.tenant.as_bytes(), r.id.as_bytes()]), &value);
+}
+
+/// Removes a rule.
+pub fn delete_rule(txn: &mut dyn Txn, tenant: &str, id: &str) {
+    txn.clear(&key(&[b"x", tenant.as_bytes(), id.as_bytes()]));
+}
+
+/// Lists a tenant's rules, or every tenant's.
+pub async fn list_rules(txn: &mut dyn Txn, tenant: Option<&str>) -> Result<Vec<Rule>, StoreError> {
+    let range = match tenant {
+        Some(t) => prefix(&[b"x", t.as_bytes()]),
+        None => prefix(&[b"x"]),
+    };
+    txn.range(&range, 0)
+        .await?
+        .iter()
+        .map(|(k, v)| json(k, v))
+        .collect()
 }

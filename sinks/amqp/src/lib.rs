@@ -196,7 +196,7 @@ fn properties(event: &Event) -> BasicProperties {
         .with_headers(headers);
     match event.kind {
         EventKind::Upstream => props,
-        EventKind::Status | EventKind::Lifecycle => {
+        EventKind::Status | EventKind::Lifecycle | EventKind::Rule | EventKind::RuleError => {
             props.with_content_type("application/json".into())
         }
     }

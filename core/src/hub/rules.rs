@@ -1,0 +1,506 @@
+//! Rules as the hub manages and runs them: stored per tenant, compiled once, evaluated on every
+//! message a client publishes in the tenant, their outputs delivered with retries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::{Hub, HubError};
+use crate::forward::{Destination, Event, EventKind};
+use crate::limits::LimitId;
+use crate::message::{Message, QoS};
+use crate::model;
+use crate::now_ms;
+use crate::rules::{
+    Context, Query, RETRY_DELAYS_SECS, Rule, RuleCounters, RuleCountersSnapshot, RuleDestination,
+    render_topic,
+};
+use crate::store::{records, transact};
+use crate::topic;
+
+/// How long an SQS queue named by a rule keeps messages (SQS's default, four days).
+const SQS_QUEUE_RETENTION_MS: u64 = 4 * 86_400_000;
+
+/// Deliveries to queue destinations in flight (retries included) before new ones are dropped.
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// How long one attempt at a destination may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A rule ready to run.
+pub(crate) struct ActiveRule {
+    rule: Rule,
+    query: Query,
+    counters: Arc<RuleCounters>,
+}
+
+/// The enabled rules of each tenant, and every rule's counters.
+pub(crate) struct Rules {
+    by_tenant: std::sync::RwLock<HashMap<String, Arc<[Arc<ActiveRule>]>>>,
+    counters: std::sync::Mutex<HashMap<String, Arc<RuleCounters>>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+impl Rules {
+    pub(crate) fn new() -> Rules {
+        Rules {
+            by_tenant: std::sync::RwLock::new(HashMap::new()),
+            counters: std::sync::Mutex::new(HashMap::new()),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+
+    fn counters(&self, id: &str) -> Arc<RuleCounters> {
+        let mut map = self.counters.lock().expect("rule counters lock");
+        map.entry(id.to_owned()).or_default().clone()
+    }
+}
+
+/// A rule with what it did, as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleView {
+    /// The rule.
+    #[serde(flatten)]
+    pub rule: Rule,
+    /// Its counters since the hub started.
+    pub counters: RuleCountersSnapshot,
+}
+
+/// The fields of a rule a client sets.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Display name.
+    pub name: String,
+    /// The statement.
+    pub sql: String,
+    /// Destinations (1 to 10).
+    pub destinations: Vec<RuleDestination>,
+    /// Where failures are reported.
+    #[serde(default)]
+    pub error_destination: Option<RuleDestination>,
+    /// Whether it runs (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A message as rules see it.
+pub(crate) struct RuleInput<'a> {
+    pub(crate) tenant: &'a str,
+    pub(crate) topic: &'a str,
+    pub(crate) payload: &'a Bytes,
+    pub(crate) qos: QoS,
+    pub(crate) device: Option<&'a (String, String)>,
+    pub(crate) received_at_ms: u64,
+}
+
+impl Hub {
+    pub(crate) async fn load_rules(&self) -> Result<(), HubError> {
+        let rules = transact(&**self.store(), |t| {
+            Box::pin(async move { records::list_rules(t, None).await })
+        })
+        .await?;
+        let mut by_tenant: HashMap<String, Vec<Arc<ActiveRule>>> = HashMap::new();
+        for rule in rules.into_iter().filter(|r| r.enabled) {
+            let Ok(query) = Query::parse(&rule.sql) else {
+                tracing::error!(rule = %rule.id, "stored rule no longer parses; skipped");
+                continue;
+            };
+            let counters = self.inner.rules.counters(&rule.id);
+            by_tenant
+                .entry(rule.tenant.clone())
+                .or_default()
+                .push(Arc::new(ActiveRule {
+                    rule,
+                    query,
+                    counters,
+                }));
+        }
+        let by_tenant = by_tenant
+            .into_iter()
+            .map(|(t, r)| (t, Arc::from(r)))
+            .collect();
+        *self.inner.rules.by_tenant.write().expect("rules lock") = by_tenant;
+        Ok(())
+    }
+
+    /// Checks a spec: the SQL parses, 1 to 10 destinations (L-050), each usable by the tenant.
+    async fn check_rule(&self, tenant: &str, spec: &RuleSpec) -> Result<(), HubError> {
+        Query::parse(&spec.sql).map_err(|e| HubError::Invalid(e.to_string()))?;
+        if spec.name.is_empty() || spec.name.len() > 64 {
+            return Err(HubError::Invalid("name must be 1 to 64 characters".into()));
+        }
+        let max = self.profile_of(tenant).forwarding.destinations_per_rule;
+        if spec.destinations.is_empty() {
+            return Err(HubError::Invalid(
+                "a rule needs at least one destination".into(),
+            ));
+        }
+        if max > 0 && spec.destinations.len() as u64 > max {
+            return Err(self.limited(
+                LimitId::DestinationsPerRule,
+                format!("at most {max} destinations per rule"),
+            ));
+        }
+        for d in spec.destinations.iter().chain(&spec.error_destination) {
+            self.resolve(tenant, d).await?;
+        }
+        Ok(())
+    }
+
+    /// Where a destination sends: a queue of a sink, or None for a topic (checked here).
+    async fn resolve(
+        &self,
+        tenant: &str,
+        d: &RuleDestination,
+    ) -> Result<Option<Destination>, HubError> {
+        match d {
+            RuleDestination::ConsumerGroup { group } => {
+                let g = self.consumer_group(tenant, group).await?;
+                Ok(Some(super::groups::destination(&g)))
+            }
+            RuleDestination::SqsQueue { queue } => {
+                if !self.inner.forwarder.has_sink("sqs") {
+                    return Err(HubError::Invalid(
+                        "sqs_queue destinations need the SQS sink: configure [sqs]".into(),
+                    ));
+                }
+                Ok(Some(Destination {
+                    sink: "sqs".into(),
+                    queue: queue.clone(),
+                    retention_ms: SQS_QUEUE_RETENTION_MS,
+                    max_messages: 0,
+                }))
+            }
+            RuleDestination::Topic { topic: t } => {
+                topic::validate_name(&render_topic(t, "pk", "dn"))
+                    .map_err(|e| HubError::Invalid(format!("destination topic {t}: {e}")))?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Creates a rule (L-005, L-050).
+    pub async fn create_rule(&self, tenant: &str, spec: RuleSpec) -> Result<RuleView, HubError> {
+        self.tenant(tenant).await?;
+        self.check_rule(tenant, &spec).await?;
+        let rule = Rule {
+            tenant: tenant.to_owned(),
+            id: model::random_token(12),
+            name: spec.name,
+            sql: spec.sql,
+            enabled: spec.enabled,
+            destinations: spec.destinations,
+            error_destination: spec.error_destination,
+            created_at_ms: now_ms(),
+        };
+        let max = self.profile_of(tenant).forwarding.rules;
+        let r = rule.clone();
+        let created = transact(&**self.store(), |t| {
+            let r = r.clone();
+            Box::pin(async move {
+                let existing = records::list_rules(t, Some(&r.tenant)).await?;
+                if max > 0 && existing.len() as u64 >= max {
+                    return Ok(false);
+                }
+                records::put_rule(t, &r);
+                Ok(true)
+            })
+        })
+        .await?;
+        if !created {
+            return Err(self.limited(
+                LimitId::RulesPerTenant,
+                format!("at most {max} rules per tenant"),
+            ));
+        }
+        self.load_rules().await?;
+        Ok(self.rule_view(rule))
+    }
+
+    fn rule_view(&self, rule: Rule) -> RuleView {
+        let counters = self.inner.rules.counters(&rule.id).snapshot();
+        RuleView { rule, counters }
+    }
+
+    /// A tenant's rules with their counters.
+    pub async fn rules(&self, tenant: &str) -> Result<Vec<RuleView>, HubError> {
+        self.tenant(tenant).await?;
+        let tenant = tenant.to_owned();
+        let rules = transact(&**self.store(), |t| {
+            let tenant = tenant.clone();
+            Box::pin(async move { records::list_rules(t, Some(&tenant)).await })
+        })
+        .await?;
+        Ok(rules.into_iter().map(|r| self.rule_view(r)).collect())
+    }
+
+    async fn rule_record(&self, tenant: &str, id: &str) -> Result<Rule, HubError> {
+        let (tenant2, id2) = (tenant.to_owned(), id.to_owned());
+        transact(&**self.store(), |t| {
+            let (tenant, id) = (tenant2.clone(), id2.clone());
+            Box::pin(async move { records::get_rule(t, &tenant, &id).await })
+        })
+        .await?
+        .ok_or_else(|| HubError::NotFound {
+            what: "rule",
+            id: id.to_owned(),
+        })
+    }
+
+    /// One rule with its counters.
+    pub async fn rule(&self, tenant: &str, id: &str) -> Result<RuleView, HubError> {
+        Ok(self.rule_view(self.rule_record(tenant, id).await?))
+    }
+
+    /// Replaces a rule's statement, destinations and state.
+    pub async fn update_rule(
+        &self,
+        tenant: &str,
+        id: &str,
+        spec: RuleSpec,
+    ) -> Result<RuleView, HubError> {
+        let mut rule = self.rule_record(tenant, id).await?;
+        self.check_rule(tenant, &spec).await?;
+        rule.name = spec.name;
+        rule.sql = spec.sql;
+        rule.enabled = spec.enabled;
+        rule.destinations = spec.destinations;
+        rule.error_destination = spec.error_destination;
+        crate::store::write(&**self.store(), |t| records::put_rule(t, &rule)).await?;
+        self.load_rules().await?;
+        Ok(self.rule_view(rule))
+    }
+
+    /// Enables or disables a rule.
+    pub async fn set_rule_enabled(
+        &self,
+        tenant: &str,
+        id: &str,
+        enabled: bool,
+    ) -> Result<RuleView, HubError> {
+        let mut rule = self.rule_record(tenant, id).await?;
+        rule.enabled = enabled;
+        crate::store::write(&**self.store(), |t| records::put_rule(t, &rule)).await?;
+        self.load_rules().await?;
+        Ok(self.rule_view(rule))
+    }
+
+    /// Deletes a rule.
+    pub async fn delete_rule(&self, tenant: &str, id: &str) -> Result<(), HubError> {
+        self.rule_record(tenant, id).await?;
+        crate::store::write(&**self.store(), |t| records::delete_rule(t, tenant, id)).await?;
+        self.load_rules().await
+    }
+
+    /// The enabled rules of a tenant, if any.
+    pub(crate) fn tenant_rules(&self, tenant: &str) -> Option<Arc<[Arc<ActiveRule>]>> {
+        let map = self.inner.rules.by_tenant.read().expect("rules lock");
+        map.get(tenant).cloned()
+    }
+
+    /// Runs `rules` on a message a client published. Topic destinations are published before
+    /// this returns; queue destinations are delivered in the background with retries.
+    pub(crate) async fn run_rules(&self, rules: &[Arc<ActiveRule>], m: &RuleInput<'_>) {
+        let matching: Vec<&Arc<ActiveRule>> = rules
+            .iter()
+            .filter(|r| topic::matches(&r.query.from, m.topic))
+            .collect();
+        if matching.is_empty() {
+            return;
+        }
+        let payload: Value = serde_json::from_slice(m.payload).unwrap_or(Value::Null);
+        let (pk, dn) = m
+            .device
+            .map_or(("", ""), |(pk, dn)| (pk.as_str(), dn.as_str()));
+        let cx = Context {
+            payload: &payload,
+            topic: m.topic,
+            product_key: pk,
+            device_name: dn,
+            message_id: self.next_seq(),
+            timestamp_ms: m.received_at_ms,
+        };
+        for rule in matching {
+            if !rule.query.matches(&cx) {
+                continue;
+            }
+            rule.counters
+                .matched
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let output = Bytes::from(rule.query.select(&cx).to_string());
+            for d in &rule.rule.destinations {
+                self.deliver_rule_output(rule, d, &cx, &output, m).await;
+            }
+        }
+    }
+
+    async fn deliver_rule_output(
+        &self,
+        rule: &Arc<ActiveRule>,
+        d: &RuleDestination,
+        cx: &Context<'_>,
+        output: &Bytes,
+        m: &RuleInput<'_>,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let counters = &rule.counters;
+        let destination = match self.resolve(m.tenant, d).await {
+            Ok(Some(destination)) => destination,
+            Ok(None) => {
+                let RuleDestination::Topic { topic: t } = d else {
+                    return;
+                };
+                let topic = render_topic(t, cx.product_key, cx.device_name);
+                let msg = Message::from_hub(
+                    m.tenant,
+                    topic,
+                    output.clone(),
+                    m.qos.min(QoS::AtLeastOnce),
+                    now_ms(),
+                );
+                match self.accept(msg).await {
+                    Ok(_) => counters.forwarded.fetch_add(1, Relaxed),
+                    Err(e) => {
+                        counters.failed.fetch_add(1, Relaxed);
+                        self.report_rule_failure(rule, d, cx, output, &e.to_string())
+                            .await;
+                        return;
+                    }
+                };
+                return;
+            }
+            Err(e) => {
+                // The destination went away (a deleted group): a failure, reported.
+                counters.failed.fetch_add(1, Relaxed);
+                self.report_rule_failure(rule, d, cx, output, &e.to_string())
+                    .await;
+                return;
+            }
+        };
+        let Ok(permit) = self.inner.rules.in_flight.clone().try_acquire_owned() else {
+            counters.dropped.fetch_add(1, Relaxed);
+            return;
+        };
+        let event = Event {
+            id: cx.message_id,
+            kind: EventKind::Rule,
+            tenant: m.tenant.to_owned(),
+            product_key: cx.product_key.to_owned(),
+            device_name: cx.device_name.to_owned(),
+            topic: m.topic.to_owned(),
+            qos: m.qos,
+            generated_at_ms: m.received_at_ms,
+            payload: output.clone(),
+        };
+        let (hub, rule, d) = (self.clone(), rule.clone(), d.clone());
+        let (topic, payload) = (m.topic.to_owned(), output.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut last_error = String::new();
+            for attempt in 0..=RETRY_DELAYS_SECS.len() {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_secs(RETRY_DELAYS_SECS[attempt - 1])).await;
+                }
+                match hub.send_once(&destination, &event).await {
+                    Ok(()) => {
+                        rule.counters.forwarded.fetch_add(1, Relaxed);
+                        return;
+                    }
+                    Err(e) => last_error = e,
+                }
+            }
+            rule.counters.failed.fetch_add(1, Relaxed);
+            let cx = Context {
+                payload: &Value::Null,
+                topic: &topic,
+                product_key: &event.product_key,
+                device_name: &event.device_name,
+                message_id: event.id,
+                timestamp_ms: event.generated_at_ms,
+            };
+            hub.report_rule_failure(&rule, &d, &cx, &payload, &last_error)
+                .await;
+        });
+    }
+
+    async fn send_once(&self, destination: &Destination, event: &Event) -> Result<(), String> {
+        let sink = self
+            .inner
+            .forwarder
+            .sink(&destination.sink)
+            .ok_or_else(|| format!("sink {} is not configured", destination.sink))?;
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, sink.send(destination, &[event])).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+
+    /// Sends a failure report to the rule's error destination (if it has one): a JSON document
+    /// naming the rule, the message, the destination and the error.
+    async fn report_rule_failure(
+        &self,
+        rule: &ActiveRule,
+        failed: &RuleDestination,
+        cx: &Context<'_>,
+        output: &Bytes,
+        error: &str,
+    ) {
+        let Some(error_destination) = &rule.rule.error_destination else {
+            tracing::warn!(rule = %rule.rule.id, error, "rule delivery failed; no error destination");
+            return;
+        };
+        let output: Value = serde_json::from_slice(output).unwrap_or(Value::Null);
+        let report = json!({
+            "ruleId": rule.rule.id, "ruleName": rule.rule.name, "topic": cx.topic,
+            "productKey": cx.product_key, "deviceName": cx.device_name,
+            "messageId": cx.message_id.to_string(), "destination": failed, "error": error,
+            "attempts": RETRY_DELAYS_SECS.len() + 1, "payload": output,
+        });
+        let payload = Bytes::from(report.to_string());
+        let tenant = rule.rule.tenant.as_str();
+        let outcome = match self.resolve(tenant, error_destination).await {
+            Ok(Some(destination)) => {
+                let event = Event {
+                    id: self.next_seq(),
+                    kind: EventKind::RuleError,
+                    tenant: tenant.to_owned(),
+                    product_key: cx.product_key.to_owned(),
+                    device_name: cx.device_name.to_owned(),
+                    topic: cx.topic.to_owned(),
+                    qos: QoS::AtLeastOnce,
+                    generated_at_ms: now_ms(),
+                    payload,
+                };
+                self.inner
+                    .forwarder
+                    .forward(self, &[Arc::new(destination)], event, true)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Ok(None) => {
+                let RuleDestination::Topic { topic: t } = error_destination else {
+                    return;
+                };
+                let topic = render_topic(t, cx.product_key, cx.device_name);
+                let msg = Message::from_hub(tenant, topic, payload, QoS::AtLeastOnce, now_ms());
+                self.accept(msg)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = outcome {
+            tracing::error!(rule = %rule.rule.id, error = %e, "could not report a rule failure");
+        }
+    }
+}

@@ -1,0 +1,653 @@
+//! The rule SQL: `SELECT <items> FROM '<topic filter>' [WHERE <condition>]` over JSON payloads,
+//! the dialect of Alibaba Cloud's rules engine (a quoted topic filter where SQL has a table).
+//!
+//! Hand-written rather than built on a general SQL parser: the dialect is a dozen productions,
+//! general parsers reject the quoted FROM, and evaluation needs only this small expression tree.
+//!
+//! - items: `*` (the payload's fields), `a.b[0] AS x`, `deviceName()`, arithmetic, literals;
+//!   without `AS`, a field is named after its last segment and a function after itself;
+//! - condition: `= != <> < <= > >=`, `AND OR NOT`, `IS [NOT] NULL`, `+ - * / %`, parentheses;
+//! - functions: `topic()`, `topic(n)` (n-th level, from 1), `productKey()`, `deviceName()`,
+//!   `messageId()`, `timestamp()` (ms), `lower(s)`, `upper(s)`, `concat(a, ...)`, `abs(n)`.
+//!
+//! A field missing from the payload (or a payload that is not JSON) is null; a comparison with
+//! null is false, so such messages do not match a WHERE that uses the field.
+
+use serde_json::{Map, Number, Value};
+
+/// Why a statement was refused, with the byte offset where parsing stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid rule SQL at {position}: {message}")]
+pub struct SqlError {
+    /// Byte offset in the statement.
+    pub position: usize,
+    /// What was expected.
+    pub message: String,
+}
+
+/// A parsed statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// Selected items, in order.
+    items: Vec<Item>,
+    /// The topic filter of FROM.
+    pub from: String,
+    condition: Option<Expr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Item {
+    All,
+    Field(Expr, String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Expr {
+    Literal(Value),
+    Path(Vec<Segment>),
+    Call(String, Vec<Expr>),
+    Not(Box<Expr>),
+    Neg(Box<Expr>),
+    IsNull(Box<Expr>, bool),
+    Binary(Box<Expr>, Op, Box<Expr>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Or,
+    And,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+}
+
+/// What a rule sees of a message.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The payload, parsed (Null when it is not JSON).
+    pub payload: &'a Value,
+    /// The message's topic.
+    pub topic: &'a str,
+    /// ProductKey of the publishing device ("" for other clients).
+    pub product_key: &'a str,
+    /// DeviceName of the publishing device ("" for other clients).
+    pub device_name: &'a str,
+    /// The message's id.
+    pub message_id: u64,
+    /// When the hub accepted it, ms.
+    pub timestamp_ms: u64,
+}
+
+const FUNCTIONS: &[&str] = &[
+    "topic",
+    "productKey",
+    "deviceName",
+    "messageId",
+    "timestamp",
+    "lower",
+    "upper",
+    "concat",
+    "abs",
+];
+
+impl Query {
+    /// Parses a statement.
+    pub fn parse(sql: &str) -> Result<Query, SqlError> {
+        let mut p = Parser {
+            tokens: tokenize(sql)?,
+            at: 0,
+            len: sql.len(),
+        };
+        p.keyword("SELECT")?;
+        let mut items = vec![p.item()?];
+        while p.eat(&Token::Comma) {
+            items.push(p.item()?);
+        }
+        p.keyword("FROM")?;
+        let from = match p.peek() {
+            Some(Token::Str(s)) => s.clone(),
+            _ => return Err(p.error("expected the topic filter in quotes after FROM")),
+        };
+        p.at += 1;
+        crate::topic::Filter::parse(&from).map_err(|e| p.error(&format!("FROM '{from}': {e}")))?;
+        let condition = if p.peek_keyword("WHERE") {
+            p.at += 1;
+            Some(p.expr()?)
+        } else {
+            None
+        };
+        if p.at < p.tokens.len() {
+            return Err(p.error("unexpected text after the statement"));
+        }
+        Ok(Query {
+            items,
+            from,
+            condition,
+        })
+    }
+
+    /// Whether a message passes the WHERE condition (true without one).
+    pub fn matches(&self, cx: &Context<'_>) -> bool {
+        self.condition
+            .as_ref()
+            .is_none_or(|c| eval(c, cx) == Value::Bool(true))
+    }
+
+    /// The JSON object the SELECT makes of a message.
+    pub fn select(&self, cx: &Context<'_>) -> Value {
+        let mut out = Map::new();
+        for item in &self.items {
+            match item {
+                Item::All => {
+                    if let Value::Object(fields) = cx.payload {
+                        out.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    }
+                }
+                Item::Field(expr, name) => {
+                    out.insert(name.clone(), eval(expr, cx));
+                }
+            }
+        }
+        Value::Object(out)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Word(String),
+    Str(String),
+    Num(Number),
+    Comma,
+    Dot,
+    Open,
+    Close,
+    OpenBracket,
+    CloseBracket,
+    Star,
+    Plus,
+    Minus,
+    Slash,
+    Percent,
+    Cmp(Op),
+}
+
+fn tokenize(sql: &str) -> Result<Vec<(usize, Token)>, SqlError> {
+    let bytes = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let err = |position, message: &str| SqlError {
+        position,
+        message: message.into(),
+    };
+    while i < bytes.len() {
+        let c = bytes[i];
+        let start = i;
+        let token = match c {
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                i += 1;
+                continue;
+            }
+            b'\'' | b'"' => {
+                let end = sql[i + 1..]
+                    .find(c as char)
+                    .ok_or_else(|| err(i, "unterminated string"))?;
+                let s = sql[i + 1..i + 1 + end].to_owned();
+                i += end + 2;
+                Token::Str(s)
+            }
+            b'0'..=b'9' => {
+                while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.') {
+                    i += 1;
+                }
+                let text = &sql[start..i];
+                let n = match text.parse::<i64>() {
+                    Ok(n) => Number::from(n),
+                    Err(_) => text
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(Number::from_f64)
+                        .ok_or_else(|| err(start, "invalid number"))?,
+                };
+                Token::Num(n)
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' || c == b'$' => {
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'$')
+                {
+                    i += 1;
+                }
+                Token::Word(sql[start..i].to_owned())
+            }
+            _ => {
+                let two = sql.get(i..i + 2).unwrap_or("");
+                let (token, len) = match (c, two) {
+                    (_, "<=") => (Token::Cmp(Op::Le), 2),
+                    (_, ">=") => (Token::Cmp(Op::Ge), 2),
+                    (_, "<>") | (_, "!=") => (Token::Cmp(Op::Ne), 2),
+                    (b'<', _) => (Token::Cmp(Op::Lt), 1),
+                    (b'>', _) => (Token::Cmp(Op::Gt), 1),
+                    (b'=', _) => (Token::Cmp(Op::Eq), 1),
+                    (b',', _) => (Token::Comma, 1),
+                    (b'.', _) => (Token::Dot, 1),
+                    (b'(', _) => (Token::Open, 1),
+                    (b')', _) => (Token::Close, 1),
+                    (b'[', _) => (Token::OpenBracket, 1),
+                    (b']', _) => (Token::CloseBracket, 1),
+                    (b'*', _) => (Token::Star, 1),
+                    (b'+', _) => (Token::Plus, 1),
+                    (b'-', _) => (Token::Minus, 1),
+                    (b'/', _) => (Token::Slash, 1),
+                    (b'%', _) => (Token::Percent, 1),
+                    _ => return Err(err(i, "unexpected character")),
+                };
+                i += len;
+                token
+            }
+        };
+        out.push((start, token));
+    }
+    Ok(out)
+}
+
+struct Parser {
+    tokens: Vec<(usize, Token)>,
+    at: usize,
+    len: usize,
+}
+
+impl Parser {
+    fn error(&self, message: &str) -> SqlError {
+        SqlError {
+            position: self.tokens.get(self.at).map_or(self.len, |(p, _)| *p),
+            message: message.into(),
+        }
+    }
+
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.at).map(|(_, t)| t)
+    }
+
+    fn next(&mut self) -> Option<Token> {
+        let t = self.tokens.get(self.at).map(|(_, t)| t.clone());
+        self.at += 1;
+        t
+    }
+
+    fn eat(&mut self, t: &Token) -> bool {
+        if self.peek() == Some(t) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn peek_keyword(&self, k: &str) -> bool {
+        matches!(self.peek(), Some(Token::Word(w)) if w.eq_ignore_ascii_case(k))
+    }
+
+    fn keyword(&mut self, k: &str) -> Result<(), SqlError> {
+        if self.peek_keyword(k) {
+            self.at += 1;
+            Ok(())
+        } else {
+            Err(self.error(&format!("expected {k}")))
+        }
+    }
+
+    fn item(&mut self) -> Result<Item, SqlError> {
+        if self.eat(&Token::Star) {
+            return Ok(Item::All);
+        }
+        let expr = self.expr()?;
+        let name = if self.peek_keyword("AS") {
+            self.at += 1;
+            match self.next() {
+                Some(Token::Word(w)) | Some(Token::Str(w)) => w,
+                _ => return Err(self.error("expected a name after AS")),
+            }
+        } else {
+            match &expr {
+                Expr::Path(segments) => match segments.iter().rev().find_map(|s| match s {
+                    Segment::Key(k) => Some(k.clone()),
+                    Segment::Index(_) => None,
+                }) {
+                    Some(k) => k,
+                    None => return Err(self.error("name this item with AS")),
+                },
+                Expr::Call(f, _) => f.clone(),
+                _ => return Err(self.error("name this expression with AS")),
+            }
+        };
+        Ok(Item::Field(expr, name))
+    }
+
+    fn expr(&mut self) -> Result<Expr, SqlError> {
+        self.binary_level(0)
+    }
+
+    /// Precedence climbing: OR < AND < comparison < additive < multiplicative.
+    fn binary_level(&mut self, level: u8) -> Result<Expr, SqlError> {
+        if level == 2 {
+            return self.comparison();
+        }
+        if level == 5 {
+            return self.unary();
+        }
+        let mut left = self.binary_level(level + 1)?;
+        loop {
+            let op = match (level, self.peek()) {
+                (0, Some(Token::Word(w))) if w.eq_ignore_ascii_case("OR") => Op::Or,
+                (1, Some(Token::Word(w))) if w.eq_ignore_ascii_case("AND") => Op::And,
+                (3, Some(Token::Plus)) => Op::Add,
+                (3, Some(Token::Minus)) => Op::Sub,
+                (4, Some(Token::Star)) => Op::Mul,
+                (4, Some(Token::Slash)) => Op::Div,
+                (4, Some(Token::Percent)) => Op::Rem,
+                _ => return Ok(left),
+            };
+            self.at += 1;
+            let right = self.binary_level(level + 1)?;
+            left = Expr::Binary(Box::new(left), op, Box::new(right));
+        }
+    }
+
+    fn comparison(&mut self) -> Result<Expr, SqlError> {
+        if self.peek_keyword("NOT") {
+            self.at += 1;
+            return Ok(Expr::Not(Box::new(self.comparison()?)));
+        }
+        let left = self.binary_level(3)?;
+        if self.peek_keyword("IS") {
+            self.at += 1;
+            let negated = self.peek_keyword("NOT");
+            if negated {
+                self.at += 1;
+            }
+            self.keyword("NULL")?;
+            return Ok(Expr::IsNull(Box::new(left), !negated));
+        }
+        if let Some(Token::Cmp(op)) = self.peek() {
+            let op = *op;
+            self.at += 1;
+            let right = self.binary_level(3)?;
+            return Ok(Expr::Binary(Box::new(left), op, Box::new(right)));
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self) -> Result<Expr, SqlError> {
+        if self.eat(&Token::Minus) {
+            return Ok(Expr::Neg(Box::new(self.unary()?)));
+        }
+        match self.next() {
+            Some(Token::Num(n)) => Ok(Expr::Literal(Value::Number(n))),
+            Some(Token::Str(s)) => Ok(Expr::Literal(Value::String(s))),
+            Some(Token::Open) => {
+                let e = self.expr()?;
+                if !self.eat(&Token::Close) {
+                    return Err(self.error("expected )"));
+                }
+                Ok(e)
+            }
+            Some(Token::Word(w)) => self.word(w),
+            _ => {
+                self.at -= 1;
+                Err(self.error("expected a value, a field or a function"))
+            }
+        }
+    }
+
+    fn word(&mut self, w: String) -> Result<Expr, SqlError> {
+        match w.to_ascii_lowercase().as_str() {
+            "true" => return Ok(Expr::Literal(Value::Bool(true))),
+            "false" => return Ok(Expr::Literal(Value::Bool(false))),
+            "null" => return Ok(Expr::Literal(Value::Null)),
+            _ => {}
+        }
+        if self.eat(&Token::Open) {
+            let Some(name) = FUNCTIONS.iter().find(|f| f.eq_ignore_ascii_case(&w)) else {
+                self.at -= 1;
+                return Err(self.error(&format!("unknown function {w}")));
+            };
+            let mut args = Vec::new();
+            if !self.eat(&Token::Close) {
+                args.push(self.expr()?);
+                while self.eat(&Token::Comma) {
+                    args.push(self.expr()?);
+                }
+                if !self.eat(&Token::Close) {
+                    return Err(self.error("expected ) after the arguments"));
+                }
+            }
+            return Ok(Expr::Call((*name).to_owned(), args));
+        }
+        let mut path = vec![Segment::Key(w)];
+        loop {
+            if self.eat(&Token::Dot) {
+                match self.next() {
+                    Some(Token::Word(k)) => path.push(Segment::Key(k)),
+                    _ => return Err(self.error("expected a field name after .")),
+                }
+            } else if self.eat(&Token::OpenBracket) {
+                let index = match self.next() {
+                    Some(Token::Num(n)) => n.as_u64(),
+                    _ => None,
+                };
+                let Some(index) = index else {
+                    return Err(self.error("expected an index in [ ]"));
+                };
+                if !self.eat(&Token::CloseBracket) {
+                    return Err(self.error("expected ]"));
+                }
+                path.push(Segment::Index(index as usize));
+            } else {
+                return Ok(Expr::Path(path));
+            }
+        }
+    }
+}
+
+fn number(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+fn num_value(x: f64) -> Value {
+    if x.fract() == 0.0 && x.abs() < 9.0e15 {
+        Value::from(x as i64)
+    } else {
+        Number::from_f64(x).map_or(Value::Null, Value::Number)
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn compare(a: &Value, op: Op, b: &Value) -> Value {
+    use std::cmp::Ordering;
+    let ordering = match (a, b) {
+        (Value::Null, _) | (_, Value::Null) => return Value::Bool(false),
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
+        _ => match (number(a), number(b)) {
+            (Some(x), Some(y)) => x.partial_cmp(&y),
+            _ => None,
+        },
+    };
+    let Some(o) = ordering else {
+        return Value::Bool(op == Op::Ne);
+    };
+    Value::Bool(match op {
+        Op::Eq => o == Ordering::Equal,
+        Op::Ne => o != Ordering::Equal,
+        Op::Lt => o == Ordering::Less,
+        Op::Le => o != Ordering::Greater,
+        Op::Gt => o == Ordering::Greater,
+        Op::Ge => o != Ordering::Less,
+        _ => false,
+    })
+}
+
+fn eval(e: &Expr, cx: &Context<'_>) -> Value {
+    match e {
+        Expr::Literal(v) => v.clone(),
+        Expr::Path(path) => {
+            let mut v = cx.payload;
+            for s in path {
+                let next = match s {
+                    Segment::Key(k) => v.get(k),
+                    Segment::Index(i) => v.get(*i),
+                };
+                match next {
+                    Some(n) => v = n,
+                    None => return Value::Null,
+                }
+            }
+            v.clone()
+        }
+        Expr::Call(f, args) => call(f, args, cx),
+        Expr::Not(x) => match eval(x, cx) {
+            Value::Bool(b) => Value::Bool(!b),
+            _ => Value::Bool(false),
+        },
+        Expr::Neg(x) => number(&eval(x, cx)).map_or(Value::Null, |n| num_value(-n)),
+        Expr::IsNull(x, want_null) => Value::Bool(eval(x, cx).is_null() == *want_null),
+        Expr::Binary(a, op, b) => {
+            let (a, b) = (eval(a, cx), eval(b, cx));
+            match op {
+                Op::And => Value::Bool(a == Value::Bool(true) && b == Value::Bool(true)),
+                Op::Or => Value::Bool(a == Value::Bool(true) || b == Value::Bool(true)),
+                Op::Eq | Op::Ne | Op::Lt | Op::Le | Op::Gt | Op::Ge => compare(&a, *op, &b),
+                Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Rem => {
+                    let (Some(x), Some(y)) = (number(&a), number(&b)) else {
+                        return Value::Null;
+                    };
+                    match op {
+                        Op::Add => num_value(x + y),
+                        Op::Sub => num_value(x - y),
+                        Op::Mul => num_value(x * y),
+                        Op::Div if y != 0.0 => num_value(x / y),
+                        Op::Rem if y != 0.0 => num_value(x % y),
+                        _ => Value::Null,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn call(f: &str, args: &[Expr], cx: &Context<'_>) -> Value {
+    let arg = |i: usize| args.get(i).map_or(Value::Null, |a| eval(a, cx));
+    match f {
+        "topic" => match number(&arg(0)) {
+            None => Value::String(cx.topic.to_owned()),
+            Some(n) if n >= 1.0 => cx
+                .topic
+                .trim_start_matches('/')
+                .split('/')
+                .nth(n as usize - 1)
+                .map_or(Value::Null, |l| Value::String(l.to_owned())),
+            Some(_) => Value::Null,
+        },
+        "productKey" => Value::String(cx.product_key.to_owned()),
+        "deviceName" => Value::String(cx.device_name.to_owned()),
+        "messageId" => Value::String(cx.message_id.to_string()),
+        "timestamp" => Value::from(cx.timestamp_ms),
+        "lower" => Value::String(text(&arg(0)).to_lowercase()),
+        "upper" => Value::String(text(&arg(0)).to_uppercase()),
+        "concat" => Value::String(args.iter().map(|a| text(&eval(a, cx))).collect()),
+        "abs" => number(&arg(0)).map_or(Value::Null, |n| num_value(n.abs())),
+        _ => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cx(payload: &Value) -> Context<'_> {
+        Context {
+            payload,
+            topic: "/a1pk/lamp-01/user/data",
+            product_key: "a1pk",
+            device_name: "lamp-01",
+            message_id: 42,
+            timestamp_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn selects_fields_functions_and_expressions() {
+        let q = Query::parse(
+            "SELECT t.celsius AS c, t.celsius * 9 / 5 + 32 AS f, deviceName(), topic(2) AS dev, items[1] \
+             FROM '/+/+/user/data' WHERE t.celsius > 30 AND NOT (mode = 'test')",
+        )
+        .unwrap();
+        assert_eq!(q.from, "/+/+/user/data");
+        let p = json!({"t": {"celsius": 35}, "mode": "live", "items": [1, 2]});
+        assert!(q.matches(&cx(&p)));
+        assert_eq!(
+            q.select(&cx(&p)),
+            json!({"c": 35, "f": 95, "deviceName": "lamp-01", "dev": "lamp-01", "items": 2})
+        );
+        let cool = json!({"t": {"celsius": 20}, "mode": "live"});
+        assert!(!q.matches(&cx(&cool)));
+        let test = json!({"t": {"celsius": 40}, "mode": "test"});
+        assert!(!q.matches(&cx(&test)));
+    }
+
+    #[test]
+    fn missing_fields_and_non_json_payloads_do_not_match() {
+        let q =
+            Query::parse("SELECT * FROM '/#' WHERE temp >= 1 OR temp IS NULL AND x = 1").unwrap();
+        assert!(!q.matches(&cx(&Value::Null)));
+        let q = Query::parse("select *, 'v1' as version from '/#' where temp is not null").unwrap();
+        let p = json!({"temp": 3});
+        assert!(q.matches(&cx(&p)));
+        assert_eq!(q.select(&cx(&p)), json!({"temp": 3, "version": "v1"}));
+        assert!(!q.matches(&cx(&json!({"other": 1}))));
+    }
+
+    #[test]
+    fn errors_say_where_and_what() {
+        let e = Query::parse("SELECT a FROM topic").unwrap_err();
+        assert!(e.message.contains("quotes"), "{e}");
+        assert_eq!(e.position, 14);
+        assert!(
+            Query::parse("SELECT a + 1 FROM '/#'")
+                .unwrap_err()
+                .message
+                .contains("AS")
+        );
+        assert!(
+            Query::parse("SELECT nope() FROM '/#'")
+                .unwrap_err()
+                .message
+                .contains("unknown function")
+        );
+        assert!(Query::parse("SELECT a FROM '/#' WHERE").is_err());
+        assert!(Query::parse("SELECT a FROM '/a/#/b'").is_err());
+        assert!(Query::parse("SELECT a FROM '/#' extra").is_err());
+        assert!(Query::parse("SELECT 'open FROM '/#'").is_err());
+    }
+}
