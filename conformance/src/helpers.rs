@@ -70,5 +70,23 @@ macro_rules! common_helpers {
             })
             .await
         }
+
+        /// Waits up to `wait` for the next PUBLISH (for waits longer than [`crate::WAIT`]).
+        pub async fn next_publish_within(
+            ev: &mut EventLoop,
+            wait: std::time::Duration,
+        ) -> Option<Publish> {
+            tokio::time::timeout(wait, async {
+                loop {
+                    match ev.poll().await {
+                        Ok(Event::Incoming(Packet::Publish(p))) => return p,
+                        Err(e) => panic!("connection lost: {e}"),
+                        _ => {}
+                    }
+                }
+            })
+            .await
+            .ok()
+        }
     };
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -306,8 +307,8 @@ impl Hub {
         map.get(tenant).cloned()
     }
 
-    /// Runs `rules` on a message a client published. Topic destinations are published before
-    /// this returns; queue destinations are delivered in the background with retries.
+    /// Runs `rules` on a message a client published: each matching rule's output is handed to
+    /// its destinations in the background (L-051 applies per matched message).
     pub(crate) async fn run_rules(&self, rules: &[Arc<ActiveRule>], m: &RuleInput<'_>) {
         let matching: Vec<&Arc<ActiveRule>> = rules
             .iter()
@@ -328,107 +329,49 @@ impl Hub {
             message_id: self.next_seq(),
             timestamp_ms: m.received_at_ms,
         };
+        let profile = self.profile_of(m.tenant);
         for rule in matching {
             if !rule.query.matches(&cx) {
                 continue;
             }
-            rule.counters
-                .matched
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            rule.counters.matched.fetch_add(1, Relaxed);
+            if let Err(limited) = self
+                .inner
+                .limiter
+                .rule_message(&profile, m.tenant, now_ms())
+            {
+                self.counted(limited);
+                rule.counters.throttled.fetch_add(1, Relaxed);
+                continue;
+            }
             let output = Bytes::from(rule.query.select(&cx).to_string());
             for d in &rule.rule.destinations {
-                self.deliver_rule_output(rule, d, &cx, &output, m).await;
+                let delivery = Delivery {
+                    hub: self.clone(),
+                    rule: rule.clone(),
+                    destination: d.clone(),
+                    tenant: m.tenant.to_owned(),
+                    topic: m.topic.to_owned(),
+                    product_key: pk.to_owned(),
+                    device_name: dn.to_owned(),
+                    message_id: cx.message_id,
+                    qos: m.qos,
+                    received_at_ms: m.received_at_ms,
+                    output: output.clone(),
+                };
+                match self.inner.rules.in_flight.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tokio::spawn(async move {
+                            delivery.run().await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        rule.counters.dropped.fetch_add(1, Relaxed);
+                    }
+                }
             }
         }
-    }
-
-    async fn deliver_rule_output(
-        &self,
-        rule: &Arc<ActiveRule>,
-        d: &RuleDestination,
-        cx: &Context<'_>,
-        output: &Bytes,
-        m: &RuleInput<'_>,
-    ) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let counters = &rule.counters;
-        let destination = match self.resolve(m.tenant, d).await {
-            Ok(Some(destination)) => destination,
-            Ok(None) => {
-                let RuleDestination::Topic { topic: t } = d else {
-                    return;
-                };
-                let topic = render_topic(t, cx.product_key, cx.device_name);
-                let msg = Message::from_hub(
-                    m.tenant,
-                    topic,
-                    output.clone(),
-                    m.qos.min(QoS::AtLeastOnce),
-                    now_ms(),
-                );
-                match self.accept(msg).await {
-                    Ok(_) => counters.forwarded.fetch_add(1, Relaxed),
-                    Err(e) => {
-                        counters.failed.fetch_add(1, Relaxed);
-                        self.report_rule_failure(rule, d, cx, output, &e.to_string())
-                            .await;
-                        return;
-                    }
-                };
-                return;
-            }
-            Err(e) => {
-                // The destination went away (a deleted group): a failure, reported.
-                counters.failed.fetch_add(1, Relaxed);
-                self.report_rule_failure(rule, d, cx, output, &e.to_string())
-                    .await;
-                return;
-            }
-        };
-        let Ok(permit) = self.inner.rules.in_flight.clone().try_acquire_owned() else {
-            counters.dropped.fetch_add(1, Relaxed);
-            return;
-        };
-        let event = Event {
-            id: cx.message_id,
-            kind: EventKind::Rule,
-            tenant: m.tenant.to_owned(),
-            product_key: cx.product_key.to_owned(),
-            device_name: cx.device_name.to_owned(),
-            topic: m.topic.to_owned(),
-            qos: m.qos,
-            generated_at_ms: m.received_at_ms,
-            payload: output.clone(),
-        };
-        let (hub, rule, d) = (self.clone(), rule.clone(), d.clone());
-        let (topic, payload) = (m.topic.to_owned(), output.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let mut last_error = String::new();
-            for attempt in 0..=RETRY_DELAYS_SECS.len() {
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_secs(RETRY_DELAYS_SECS[attempt - 1])).await;
-                }
-                match hub.send_once(&destination, &event).await {
-                    Ok(()) => {
-                        rule.counters.forwarded.fetch_add(1, Relaxed);
-                        return;
-                    }
-                    Err(e) => last_error = e,
-                }
-            }
-            rule.counters.failed.fetch_add(1, Relaxed);
-            let cx = Context {
-                payload: &Value::Null,
-                topic: &topic,
-                product_key: &event.product_key,
-                device_name: &event.device_name,
-                message_id: event.id,
-                timestamp_ms: event.generated_at_ms,
-            };
-            hub.report_rule_failure(&rule, &d, &cx, &payload, &last_error)
-                .await;
-        });
     }
 
     async fn send_once(&self, destination: &Destination, event: &Event) -> Result<(), String> {
@@ -446,40 +389,23 @@ impl Hub {
 
     /// Sends a failure report to the rule's error destination (if it has one): a JSON document
     /// naming the rule, the message, the destination and the error.
-    async fn report_rule_failure(
-        &self,
-        rule: &ActiveRule,
-        failed: &RuleDestination,
-        cx: &Context<'_>,
-        output: &Bytes,
-        error: &str,
-    ) {
-        let Some(error_destination) = &rule.rule.error_destination else {
-            tracing::warn!(rule = %rule.rule.id, error, "rule delivery failed; no error destination");
+    async fn report_rule_failure(&self, d: &Delivery, error: &str) {
+        let rule = &d.rule.rule;
+        let Some(error_destination) = &rule.error_destination else {
+            tracing::warn!(rule = %rule.id, error, "rule delivery failed; no error destination");
             return;
         };
-        let output: Value = serde_json::from_slice(output).unwrap_or(Value::Null);
+        let output: Value = serde_json::from_slice(&d.output).unwrap_or(Value::Null);
         let report = json!({
-            "ruleId": rule.rule.id, "ruleName": rule.rule.name, "topic": cx.topic,
-            "productKey": cx.product_key, "deviceName": cx.device_name,
-            "messageId": cx.message_id.to_string(), "destination": failed, "error": error,
+            "ruleId": rule.id, "ruleName": rule.name, "topic": d.topic,
+            "productKey": d.product_key, "deviceName": d.device_name,
+            "messageId": d.message_id.to_string(), "destination": d.destination, "error": error,
             "attempts": RETRY_DELAYS_SECS.len() + 1, "payload": output,
         });
         let payload = Bytes::from(report.to_string());
-        let tenant = rule.rule.tenant.as_str();
-        let outcome = match self.resolve(tenant, error_destination).await {
+        let outcome = match self.resolve(&rule.tenant, error_destination).await {
             Ok(Some(destination)) => {
-                let event = Event {
-                    id: self.next_seq(),
-                    kind: EventKind::RuleError,
-                    tenant: tenant.to_owned(),
-                    product_key: cx.product_key.to_owned(),
-                    device_name: cx.device_name.to_owned(),
-                    topic: cx.topic.to_owned(),
-                    qos: QoS::AtLeastOnce,
-                    generated_at_ms: now_ms(),
-                    payload,
-                };
+                let event = d.event(self.next_seq(), EventKind::RuleError, payload);
                 self.inner
                     .forwarder
                     .forward(self, &[Arc::new(destination)], event, true)
@@ -490,8 +416,9 @@ impl Hub {
                 let RuleDestination::Topic { topic: t } = error_destination else {
                     return;
                 };
-                let topic = render_topic(t, cx.product_key, cx.device_name);
-                let msg = Message::from_hub(tenant, topic, payload, QoS::AtLeastOnce, now_ms());
+                let topic = render_topic(t, &d.product_key, &d.device_name);
+                let msg =
+                    Message::from_hub(&rule.tenant, topic, payload, QoS::AtLeastOnce, now_ms());
                 self.accept(msg)
                     .await
                     .map(|_| ())
@@ -500,7 +427,89 @@ impl Hub {
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = outcome {
-            tracing::error!(rule = %rule.rule.id, error = %e, "could not report a rule failure");
+            tracing::error!(rule = %rule.id, error = %e, "could not report a rule failure");
+        }
+    }
+}
+
+/// One rule output on its way to one destination.
+struct Delivery {
+    hub: Hub,
+    rule: Arc<ActiveRule>,
+    destination: RuleDestination,
+    tenant: String,
+    topic: String,
+    product_key: String,
+    device_name: String,
+    message_id: u64,
+    qos: QoS,
+    received_at_ms: u64,
+    output: Bytes,
+}
+
+impl Delivery {
+    fn event(&self, id: u64, kind: EventKind, payload: Bytes) -> Event {
+        Event {
+            id,
+            kind,
+            tenant: self.tenant.clone(),
+            product_key: self.product_key.clone(),
+            device_name: self.device_name.clone(),
+            topic: self.topic.clone(),
+            qos: self.qos,
+            generated_at_ms: self.received_at_ms,
+            payload,
+        }
+    }
+
+    /// Tries the destination, then again after 1, 3 and 10 s; reports the failure after that.
+    async fn run(self) {
+        let mut last_error = String::new();
+        for attempt in 0..=RETRY_DELAYS_SECS.len() {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(RETRY_DELAYS_SECS[attempt - 1])).await;
+            }
+            match self.attempt().await {
+                Ok(()) => {
+                    self.rule.counters.forwarded.fetch_add(1, Relaxed);
+                    return;
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        self.rule.counters.failed.fetch_add(1, Relaxed);
+        self.hub.report_rule_failure(&self, &last_error).await;
+    }
+
+    /// One write to the destination, within the tenant's write rate (L-052).
+    async fn attempt(&self) -> Result<(), String> {
+        let hub = &self.hub;
+        let profile = hub.profile_of(&self.tenant);
+        if let Err(limited) = hub
+            .inner
+            .limiter
+            .rule_write(&profile, &self.tenant, now_ms())
+        {
+            hub.counted(limited);
+            return Err(limited.to_string());
+        }
+        match hub.resolve(&self.tenant, &self.destination).await {
+            Ok(Some(destination)) => {
+                let event = self.event(self.message_id, EventKind::Rule, self.output.clone());
+                hub.send_once(&destination, &event).await
+            }
+            Ok(None) => {
+                let RuleDestination::Topic { topic: t } = &self.destination else {
+                    return Err("not a topic".into());
+                };
+                let topic = render_topic(t, &self.product_key, &self.device_name);
+                let qos = self.qos.min(QoS::AtLeastOnce);
+                let msg =
+                    Message::from_hub(&self.tenant, topic, self.output.clone(), qos, now_ms());
+                hub.accept(msg).await.map(|_| ()).map_err(|e| e.to_string())
+            }
+            // The destination went away (a deleted group).
+            Err(e) => Err(e.to_string()),
         }
     }
 }

@@ -88,6 +88,8 @@ catalog! {
     TopicLevels => "L-032", "topic levels", Malformed;
     FiltersPerSubscribe => "L-033", "topic filters per SUBSCRIBE", Quota;
     DestinationsPerRule => "L-050", "destinations per rule", Malformed;
+    RuleMessages => "L-051", "rule-engine messages per tenant", Rate;
+    RuleWrites => "L-052", "rule writes to destinations per tenant", Rate;
     GroupsPerProduct => "L-060", "consumer groups per product", Quota;
     ProductsPerGroup => "L-061", "products per consumer group", Quota;
     MonthlyMessages => "L-070", "transport messages per month", Quota;
@@ -184,6 +186,8 @@ pub struct Limiter {
     tenant_points: Keyed<Buckets>,
     device_points: Keyed<Buckets>,
     registry: Keyed<Buckets>,
+    rule_messages: Keyed<Buckets>,
+    rule_writes: Keyed<Buckets>,
     hourly_points: Keyed<Window>,
 }
 
@@ -317,6 +321,30 @@ impl Limiter {
         )
     }
 
+    /// A message a rule of the tenant is about to process (L-051).
+    pub fn rule_message(&self, p: &Profile, tenant: &str, now: u64) -> Result<(), Limited> {
+        take(
+            &self.rule_messages,
+            tenant,
+            &p.rates.rule_messages,
+            now,
+            1,
+            LimitId::RuleMessages,
+        )
+    }
+
+    /// A rule output about to be written to a destination (L-052).
+    pub fn rule_write(&self, p: &Profile, tenant: &str, now: u64) -> Result<(), Limited> {
+        take(
+            &self.rule_writes,
+            tenant,
+            &p.rates.rule_writes,
+            now,
+            1,
+            LimitId::RuleWrites,
+        )
+    }
+
     /// Drops state that is back to its initial value (full buckets, empty windows): it is the
     /// same as no state, so memory stays bounded by the keys active in the last period.
     pub fn sweep(&self, now: u64) {
@@ -329,6 +357,8 @@ impl Limiter {
             &self.tenant_points,
             &self.device_points,
             &self.registry,
+            &self.rule_messages,
+            &self.rule_writes,
         ] {
             k.map
                 .lock()

@@ -92,6 +92,10 @@ pub struct RateLimits {
     /// Device registry operations (create, disable, enable, delete) per tenant through the API
     /// (seed 002 throttles identity operations; 100 per second).
     pub registry_operations: RateSpec,
+    /// Messages the tenant's rules process (seed 000: 1,000 per second).
+    pub rule_messages: RateSpec,
+    /// Writes of rule outputs to destinations (seed 000: 2,000 per second).
+    pub rule_writes: RateSpec,
 }
 
 impl Default for RateLimits {
@@ -105,6 +109,8 @@ impl Default for RateLimits {
             tenant_data_points: RateSpec::default(),
             device_data_points: RateSpec::default(),
             registry_operations: rate("100:1"),
+            rule_messages: rate("1000:1"),
+            rule_writes: rate("2000:1"),
         }
     }
 }

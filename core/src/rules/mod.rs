@@ -59,6 +59,8 @@ pub struct Rule {
 pub struct RuleCounters {
     /// Messages that passed its FROM and WHERE.
     pub matched: AtomicU64,
+    /// Matched messages discarded by the tenant's rule-engine rate (L-051).
+    pub throttled: AtomicU64,
     /// Deliveries to destinations that succeeded (one per destination and message).
     pub forwarded: AtomicU64,
     /// Deliveries that failed after the retries (reported to the error destination).
@@ -72,6 +74,8 @@ pub struct RuleCounters {
 pub struct RuleCountersSnapshot {
     /// Messages matched.
     pub matched: u64,
+    /// Matched messages discarded by L-051.
+    pub throttled: u64,
     /// Deliveries that succeeded.
     pub forwarded: u64,
     /// Deliveries that failed after the retries.
@@ -85,6 +89,7 @@ impl RuleCounters {
     pub fn snapshot(&self) -> RuleCountersSnapshot {
         RuleCountersSnapshot {
             matched: self.matched.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
             forwarded: self.forwarded.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
