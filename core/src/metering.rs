@@ -21,6 +21,8 @@ pub const MESSAGES: &str = "messages";
 pub const DATA_POINTS: &str = "data_points";
 /// Successful connections.
 pub const CONNECTIONS: &str = "connections";
+/// Rule executions (a rule's output for one matched message).
+pub const RULE_EXECUTIONS: &str = "rule_executions";
 /// Prefix of discarded-message metrics: `discarded.{limit id}`.
 pub const DISCARDED: &str = "discarded.";
 
@@ -62,6 +64,7 @@ pub struct Usage {
 struct TenantMonth {
     messages: Option<MonthlyQuota>,
     points: Option<MonthlyQuota>,
+    rules: Option<MonthlyQuota>,
 }
 
 /// Counters not yet in the store: tenant -> scope (device, or "" for the tenant) -> hour. Nested
@@ -253,6 +256,7 @@ impl Meter {
             TenantMonth {
                 messages: Some(MonthlyQuota::new(now_ms, get(MESSAGES))),
                 points: Some(MonthlyQuota::new(now_ms, get(DATA_POINTS))),
+                rules: Some(MonthlyQuota::new(now_ms, get(RULE_EXECUTIONS))),
             },
         );
         Ok(())
@@ -322,6 +326,42 @@ impl Meter {
             }
         }
         events
+    }
+
+    /// Charges one rule execution to the tenant's month (L-072): Err when the monthly quota is
+    /// exhausted (nothing charged), else the usage events it raised.
+    pub fn charge_rule_execution(
+        &self,
+        profile: &Profile,
+        tenant: &str,
+        now_ms: u64,
+    ) -> Result<Vec<UsageEvent>, Limited> {
+        let value = profile.monthly.rule_executions;
+        let crossed = {
+            let mut months = self.months.lock().expect("meter lock");
+            let m = months.entry(tenant.to_owned()).or_default();
+            let quota = m.rules.get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
+            if quota.exhausted(value, now_ms) {
+                return Err(Limited::new(LimitId::MonthlyRuleExecutions));
+            }
+            let crossed = quota.charge(value, 1, now_ms);
+            [
+                ("warning", crossed.warning),
+                ("disabled", crossed.exhausted),
+            ]
+            .into_iter()
+            .filter(|(_, hit)| *hit)
+            .map(|(kind, _)| UsageEvent {
+                at_ms: now_ms,
+                limit: LimitId::MonthlyRuleExecutions.id().to_owned(),
+                kind: kind.to_owned(),
+                used: quota.used(),
+                limit_value: value,
+            })
+            .collect()
+        };
+        self.add(tenant, None, &[(RULE_EXECUTIONS, 1)], now_ms);
+        Ok(crossed)
     }
 
     /// Records that a limit discarded a message.

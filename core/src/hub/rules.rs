@@ -335,14 +335,30 @@ impl Hub {
                 continue;
             }
             rule.counters.matched.fetch_add(1, Relaxed);
-            if let Err(limited) = self
+            let now = now_ms();
+            let admitted = self
                 .inner
                 .limiter
-                .rule_message(&profile, m.tenant, now_ms())
-            {
-                self.counted(limited);
-                rule.counters.throttled.fetch_add(1, Relaxed);
-                continue;
+                .rule_message(&profile, m.tenant, now)
+                .and_then(|()| {
+                    self.inner
+                        .meter
+                        .charge_rule_execution(&profile, m.tenant, now)
+                });
+            let events = match admitted {
+                Ok(events) => events,
+                Err(limited) => {
+                    self.counted(limited);
+                    rule.counters.throttled.fetch_add(1, Relaxed);
+                    continue;
+                }
+            };
+            for event in events {
+                tracing::warn!(tenant = m.tenant, limit = %event.limit, kind = %event.kind, used = event.used, "monthly rule executions");
+                if let Err(e) = crate::metering::save_event(&**self.store(), m.tenant, &event).await
+                {
+                    tracing::warn!(error = %e, "could not store a usage event");
+                }
             }
             let output = Bytes::from(rule.query.select(&cx).to_string());
             for d in &rule.rule.destinations {

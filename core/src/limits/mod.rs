@@ -94,6 +94,7 @@ catalog! {
     ProductsPerGroup => "L-061", "products per consumer group", Quota;
     MonthlyMessages => "L-070", "transport messages per month", Quota;
     MonthlyDataPoints => "L-071", "transport data points per month", Quota;
+    MonthlyRuleExecutions => "L-072", "rule executions per month", Quota;
     TenantDataPoints => "L-073", "data points per tenant", Rate;
     DeviceDataPoints => "L-074", "data points per device", Rate;
     RegistryOperations => "L-075", "device registry operations per tenant", Rate;

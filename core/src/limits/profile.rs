@@ -158,6 +158,8 @@ pub struct MonthlyLimits {
     pub transport_messages: u64,
     /// Data points devices send per month (no seed default: unlimited).
     pub transport_data_points: u64,
+    /// Rule executions per month (seed 001: unlimited by default).
+    pub rule_executions: u64,
 }
 
 impl Default for MonthlyLimits {
@@ -165,6 +167,7 @@ impl Default for MonthlyLimits {
         MonthlyLimits {
             transport_messages: 100_000_000,
             transport_data_points: 0,
+            rule_executions: 0,
         }
     }
 }

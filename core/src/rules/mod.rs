@@ -59,7 +59,8 @@ pub struct Rule {
 pub struct RuleCounters {
     /// Messages that passed its FROM and WHERE.
     pub matched: AtomicU64,
-    /// Matched messages discarded by the tenant's rule-engine rate (L-051).
+    /// Matched messages discarded by the tenant's rule-engine rate (L-051) or monthly quota
+    /// (L-072).
     pub throttled: AtomicU64,
     /// Deliveries to destinations that succeeded (one per destination and message).
     pub forwarded: AtomicU64,
@@ -74,7 +75,7 @@ pub struct RuleCounters {
 pub struct RuleCountersSnapshot {
     /// Messages matched.
     pub matched: u64,
-    /// Matched messages discarded by L-051.
+    /// Matched messages discarded by L-051 or L-072.
     pub throttled: u64,
     /// Deliveries that succeeded.
     pub forwarded: u64,
