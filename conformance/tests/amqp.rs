@@ -333,3 +333,111 @@ async fn the_documented_python_consumer_receives_device_messages() {
     assert_eq!(upstream[0]["deviceName"], dev.device_name);
     assert!(lines.iter().any(|l| l["type"] == "status"));
 }
+
+/// An Alink topology request signed with the sub-device's secret, as the Link SDK sends it.
+fn topo_entry(sub: &DeviceCreds, secret: &str) -> Value {
+    let ts = ironhub_core::now_ms().to_string();
+    let client_id = format!("{}&{}", sub.product_key, sub.device_name);
+    let sign = ironhub_core::auth::sign(
+        ironhub_core::auth::SignMethod::HmacSha256,
+        secret,
+        &[
+            ("clientId", &client_id),
+            ("deviceName", &sub.device_name),
+            ("productKey", &sub.product_key),
+            ("timestamp", &ts),
+        ],
+    );
+    json!({ "productKey": sub.product_key, "deviceName": sub.device_name, "clientId": client_id,
+            "timestamp": ts, "signMethod": "hmacSha256", "sign": sign })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_topology_changes_are_answered_and_notified() {
+    let (d, url) = deployment(SHARED_NODE).await;
+    let tenant = Deployment::unique_tenant("amqp-topo");
+    let sub = d.tenant_with_profile(&tenant, fast_profile()).await;
+    let other = d.add_device(&sub.product_key, "sub-2").await;
+    let (s, p) = d
+        .api(
+            Method::POST,
+            "/api/v1/products",
+            Some(json!({ "tenant": tenant, "name": "gw", "node_type": "gateway" })),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let gw = d
+        .add_device(p["product_key"].as_str().unwrap(), "gw-1")
+        .await;
+    let queue = group(&d, &tenant, &[&gw.product_key]).await;
+    let mut consumer = GroupConsumer::start(&url, &queue).await;
+
+    let (c, mut ev) = v3::connect(gw.v3_options(&d)).await;
+    let sys = format!("/sys/{}/{}/thing/topo", gw.product_key, gw.device_name);
+    let mut call = async |op: &str, params: Value| -> Value {
+        let body = json!({ "id": "1", "version": "1.0", "params": params, "method": format!("thing.topo.{op}") });
+        c.publish(
+            format!("{sys}/{op}"),
+            QoS::AtLeastOnce,
+            false,
+            body.to_string(),
+        )
+        .await
+        .unwrap();
+        loop {
+            let p = v3::next_publish(&mut ev).await;
+            if p.topic == format!("{sys}/{op}_reply") {
+                return serde_json::from_slice(&p.payload).unwrap();
+            }
+        }
+    };
+    let added = call("add", json!([topo_entry(&sub, &sub.device_secret)])).await;
+    assert_eq!(added["code"], 200, "{added}");
+    assert_eq!(added["data"][0]["deviceName"], sub.device_name);
+    let forged = call("add", json!([topo_entry(&other, "not-the-secret")])).await;
+    assert_eq!(
+        forged["code"], 6206,
+        "a wrong signature is refused: {forged}"
+    );
+    let listed = call("get", json!({})).await;
+    assert_eq!(
+        listed["data"],
+        json!([{ "productKey": sub.product_key, "deviceName": sub.device_name }])
+    );
+    let removed = call(
+        "delete",
+        json!([{ "productKey": sub.product_key, "deviceName": sub.device_name }]),
+    )
+    .await;
+    assert_eq!(removed["code"], 200, "{removed}");
+    let path = format!(
+        "/api/v1/products/{}/devices/{}/sub-devices",
+        gw.product_key, gw.device_name
+    );
+    assert_eq!(d.api(Method::GET, &path, None).await.1, json!([]));
+
+    let actions: Vec<(String, String)> = consumer
+        .drain(Duration::from_secs(2))
+        .await
+        .iter()
+        .filter(|m| m.kind == "topology")
+        .map(json_of)
+        .map(|v| {
+            (
+                v["action"].as_str().unwrap_or("").to_owned(),
+                v["devices"][0]["deviceName"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let name = sub.device_name.clone();
+    assert_eq!(
+        actions,
+        [
+            ("add".to_owned(), name.clone()),
+            ("remove".to_owned(), name)
+        ]
+    );
+}

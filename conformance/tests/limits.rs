@@ -877,6 +877,41 @@ async fn a_noisy_tenant_does_not_throttle_another() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_004_sub_devices_per_gateway() {
+    let (d, dev) = setup(json!({ "entities": { "sub_devices_per_gateway": 1 } })).await;
+    let second = d.add_device(&dev.product_key, "dev-2").await;
+    let (s, p) = d
+        .api(
+            Method::POST,
+            "/api/v1/products",
+            Some(json!({ "tenant": dev.tenant, "name": "gw", "node_type": "gateway" })),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let gw = d
+        .add_device(p["product_key"].as_str().unwrap(), "gw-1")
+        .await;
+    let attach = |sub: &DeviceCreds| {
+        format!(
+            "/api/v1/products/{}/devices/{}/sub-devices/{}/{}",
+            gw.product_key, gw.device_name, sub.product_key, sub.device_name
+        )
+    };
+    let (first, _) = d.api(Method::PUT, &attach(&dev), None).await;
+    let (again, v) = d.api(Method::PUT, &attach(&second), None).await;
+    let observed = format!(
+        "1st sub-device HTTP {first}; 2nd HTTP {again} {}",
+        v["limit"]
+    );
+    check(
+        "L-004",
+        "1 (profile entities.sub_devices_per_gateway)",
+        &observed,
+        first == 200 && again == 403 && v["limit"] == "L-004",
+    );
+}
+
 /// A rule of `tenant` sending everything to `n` topic destinations.
 async fn create_topic_rule(d: &Deployment, tenant: &str, n: usize) -> (u16, Value) {
     let destinations: Vec<Value> = (0..n)
@@ -1220,7 +1255,6 @@ async fn l_063_consumer_group_retention() {
 /// coverage test checks this list and docs/limits.md agree, so a row cannot silently lose its
 /// test or its plan.
 const NOT_YET_BUILT: &[(&str, u32)] = &[
-    ("L-004", 4),
     ("L-015", 5),
     ("L-018", 5),
     ("L-023", 6),

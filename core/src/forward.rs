@@ -35,6 +35,8 @@ pub enum EventKind {
     Status,
     /// The device was created, deleted, enabled or disabled.
     Lifecycle,
+    /// A gateway's sub-devices changed.
+    Topology,
     /// A rule's output (its SELECT applied to a message).
     Rule,
     /// A rule's report that a destination failed after the retries.
@@ -48,6 +50,7 @@ impl EventKind {
             EventKind::Upstream => "upstream",
             EventKind::Status => "status",
             EventKind::Lifecycle => "lifecycle",
+            EventKind::Topology => "topology",
             EventKind::Rule => "rule",
             EventKind::RuleError => "rule_error",
         }
@@ -105,6 +108,29 @@ impl Event {
         });
         Event::notification(id, EventKind::Lifecycle, tenant, pk, dn, now_ms, payload)
             .with_topic(format!("/{pk}/{dn}/thing/lifecycle"))
+    }
+
+    /// A topology notification on `/{pk}/{dn}/thing/topo/lifecycle` (Alibaba's topic):
+    /// `{"action":"add"|"remove","gwProductKey","gwDeviceName","devices":[{"productKey","deviceName"}],"messageCreateTime"}`.
+    pub fn topology(
+        id: u64,
+        tenant: &str,
+        gateway: (&str, &str),
+        action: &str,
+        devices: &[(String, String)],
+        now_ms: u64,
+    ) -> Event {
+        let (pk, dn) = gateway;
+        let devices: Vec<serde_json::Value> = devices
+            .iter()
+            .map(|(p, d)| serde_json::json!({ "productKey": p, "deviceName": d }))
+            .collect();
+        let payload = serde_json::json!({
+            "action": action, "gwProductKey": pk, "gwDeviceName": dn, "devices": devices,
+            "messageCreateTime": now_ms,
+        });
+        Event::notification(id, EventKind::Topology, tenant, pk, dn, now_ms, payload)
+            .with_topic(format!("/{pk}/{dn}/thing/topo/lifecycle"))
     }
 
     fn notification(

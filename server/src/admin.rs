@@ -359,6 +359,43 @@ impl Admin {
                 let d = hub.set_device_enabled(pk, dn, *action == "enable").await?;
                 Ok((StatusCode::OK, json!(d)))
             }
+            (Method::GET, ["api", "v1", "products", pk, "devices", dn, "sub-devices"]) => {
+                Ok((StatusCode::OK, json!(hub.sub_devices(pk, dn).await?)))
+            }
+            (
+                Method::PUT,
+                [
+                    "api",
+                    "v1",
+                    "products",
+                    pk,
+                    "devices",
+                    dn,
+                    "sub-devices",
+                    spk,
+                    sdn,
+                ],
+            ) => {
+                hub.add_sub_device((pk, dn), (spk, sdn)).await?;
+                Ok((StatusCode::OK, json!(hub.sub_devices(pk, dn).await?)))
+            }
+            (
+                Method::DELETE,
+                [
+                    "api",
+                    "v1",
+                    "products",
+                    pk,
+                    "devices",
+                    dn,
+                    "sub-devices",
+                    spk,
+                    sdn,
+                ],
+            ) => {
+                hub.remove_sub_device((pk, dn), (spk, sdn)).await?;
+                Ok((StatusCode::NO_CONTENT, Value::Null))
+            }
             (Method::DELETE, ["api", "v1", "products", pk, "devices", dn]) => {
                 hub.delete_device(pk, dn).await?;
                 Ok((StatusCode::NO_CONTENT, Value::Null))

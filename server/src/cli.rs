@@ -306,6 +306,45 @@ pub enum DeviceCmd {
         #[arg(long)]
         shell: bool,
     },
+    /// List a gateway's sub-devices.
+    SubDevices {
+        /// The gateway's ProductKey.
+        #[arg(long)]
+        product: String,
+        /// The gateway's DeviceName.
+        #[arg(long)]
+        name: String,
+    },
+    /// Attach a sub-device to a gateway (detaching it from any other).
+    AddSub {
+        /// The gateway's ProductKey.
+        #[arg(long)]
+        product: String,
+        /// The gateway's DeviceName.
+        #[arg(long)]
+        name: String,
+        /// The sub-device's ProductKey.
+        #[arg(long)]
+        sub_product: String,
+        /// The sub-device's DeviceName.
+        #[arg(long)]
+        sub_name: String,
+    },
+    /// Detach a sub-device from a gateway.
+    RemoveSub {
+        /// The gateway's ProductKey.
+        #[arg(long)]
+        product: String,
+        /// The gateway's DeviceName.
+        #[arg(long)]
+        name: String,
+        /// The sub-device's ProductKey.
+        #[arg(long)]
+        sub_product: String,
+        /// The sub-device's DeviceName.
+        #[arg(long)]
+        sub_name: String,
+    },
 }
 
 async fn call(
@@ -581,6 +620,32 @@ pub async fn device(api: &ApiArgs, cmd: DeviceCmd) -> anyhow::Result<()> {
                 None,
             )
             .await?
+        }
+        DeviceCmd::SubDevices { product, name } => {
+            let path = format!("/api/v1/products/{product}/devices/{name}/sub-devices");
+            call(api, Method::GET, &path, None).await?
+        }
+        DeviceCmd::AddSub {
+            product,
+            name,
+            sub_product,
+            sub_name,
+        } => {
+            let path = format!(
+                "/api/v1/products/{product}/devices/{name}/sub-devices/{sub_product}/{sub_name}"
+            );
+            call(api, Method::PUT, &path, None).await?
+        }
+        DeviceCmd::RemoveSub {
+            product,
+            name,
+            sub_product,
+            sub_name,
+        } => {
+            let path = format!(
+                "/api/v1/products/{product}/devices/{name}/sub-devices/{sub_product}/{sub_name}"
+            );
+            call(api, Method::DELETE, &path, None).await?
         }
         DeviceCmd::Usage { product, name } => {
             call(

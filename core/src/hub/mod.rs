@@ -25,6 +25,7 @@ mod router;
 mod rules;
 mod session;
 mod tokens;
+mod topology;
 
 pub use groups::GROUP_SINK;
 pub use router::Delivery;
@@ -35,6 +36,7 @@ pub use session::{
     PublishRefusal, PublishRequest, Session, SubscribeRefusal, SubscribeRequest, Will,
 };
 pub use tokens::AuthRequest;
+pub use topology::SubDevice;
 
 /// Errors of management operations; each maps to one HTTP status in the admin API.
 #[derive(Debug, thiserror::Error)]
@@ -550,6 +552,8 @@ impl Hub {
             let key = device_session_key(pk, &d.device_name);
             self.kick(&key).await;
             self.drop_session(&key).await?;
+            self.forget_topology(&product.tenant, pk, &d.device_name)
+                .await?;
         }
         let pk2 = pk.to_owned();
         transact(&**self.store(), |t| {
@@ -729,6 +733,7 @@ impl Hub {
         let key = device_session_key(pk, dn);
         self.kick(&key).await;
         self.drop_session(&key).await?;
+        self.forget_topology(&device.tenant, pk, dn).await?;
         store::write(&**self.store(), |t| {
             records::delete_device(t, pk, dn);
             records::count_devices(t, &device.tenant, pk, -1);

@@ -12,6 +12,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::router::Delivery;
+use super::topology::TopoOp;
 use super::{Hub, device_session_key};
 use crate::acl::{self, Access};
 use crate::auth::{self, SignedClientId};
@@ -823,20 +824,24 @@ impl Hub {
             .await
             .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
         let now = now_ms();
-        let property_post = identity.device.as_ref().is_some_and(|(pk, dn)| {
+        // A device's own `/sys/{pk}/{dn}/...` requests the hub answers on `..._reply`.
+        let sys_suffix = identity.device.as_ref().and_then(|(pk, dn)| {
             req.topic
-                .strip_prefix("/sys/")
-                .and_then(|t| t.strip_prefix(pk.as_str()))
-                .and_then(|t| t.strip_prefix('/'))
-                .and_then(|t| t.strip_prefix(dn.as_str()))
-                == Some(PROPERTY_POST)
+                .strip_prefix("/sys/")?
+                .strip_prefix(pk.as_str())?
+                .strip_prefix('/')?
+                .strip_prefix(dn.as_str())
         });
-        let reply = property_post.then(|| {
+        let reply = (sys_suffix == Some(PROPERTY_POST)).then(|| {
             (
                 format!("{}_reply", req.topic),
                 alink_reply(&req.payload),
                 req.qos,
             )
+        });
+        let topology = sys_suffix.and_then(TopoOp::from_suffix).map(|op| {
+            let topic = format!("{}_reply", req.topic);
+            (op, topic, req.payload.clone(), req.qos)
         });
         let msg = Message {
             tenant: identity.tenant.clone(),
@@ -894,6 +899,14 @@ impl Hub {
                 .await
                 .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
         }
+        let reply = match (reply, topology, identity.device.as_ref()) {
+            (Some(reply), _, _) => Some(reply),
+            (None, Some((op, topic, request, qos)), Some((pk, dn))) => {
+                let answer = self.topology_request((pk, dn), op, &request).await;
+                Some((topic, answer, qos))
+            }
+            _ => None,
+        };
         if let Some((topic, payload, qos)) = reply {
             let reply = Message::from_hub(
                 &identity.tenant,

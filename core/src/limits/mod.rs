@@ -72,6 +72,7 @@ catalog! {
     ProductsPerTenant => "L-001", "products per tenant", Quota;
     DevicesPerProduct => "L-002", "devices per product", Quota;
     DevicesPerTenant => "L-003", "devices per tenant", Quota;
+    SubDevicesPerGateway => "L-004", "sub-devices per gateway", Quota;
     RulesPerTenant => "L-005", "rules per tenant", Quota;
     ConsumerGroupsPerTenant => "L-006", "consumer groups per tenant", Quota;
     TenantConnections => "L-011", "connection requests per tenant", Rate;

@@ -58,6 +58,8 @@ pub struct EntityLimits {
     pub devices_per_product: u64,
     /// Topic filters one device may hold (seed 000: 100).
     pub subscriptions_per_device: u64,
+    /// Sub-devices one gateway may carry (seed 000: 1,500).
+    pub sub_devices_per_gateway: u64,
 }
 
 impl Default for EntityLimits {
@@ -67,6 +69,7 @@ impl Default for EntityLimits {
             devices: 10_000_000,
             devices_per_product: 1_000_000,
             subscriptions_per_device: 100,
+            sub_devices_per_gateway: 1_500,
         }
     }
 }

@@ -13,6 +13,8 @@
 //! | `m\0{name}` | hub metadata (raw bytes) |
 //! | `f\0{profile}` | tenant [`Profile`] (JSON, so profiles survive new fields) |
 //! | `g\0{tenant}\0{group}` | [`ConsumerGroup`] |
+//! | `k\0{gwProductKey}\0{gwDeviceName}\0{productKey}\0{deviceName}` | empty: a gateway carries a sub-device |
+//! | `K\0{productKey}\0{deviceName}` | (gwProductKey, gwDeviceName): the gateway of a sub-device |
 //! | `x\0{tenant}\0{rule}` | [`Rule`] (JSON, so rules survive new fields) |
 //! | `o\0{sink}\0{seq: u64 BE}` | ([`Destination`], [`Event`]) a sink has not confirmed yet, in order |
 //! | `n\0t\0{tenant}` / `n\0p\0{productKey}` | device count of a tenant / a product (i64 counter) |
@@ -517,4 +519,60 @@ pub async fn list_rules(txn: &mut dyn Txn, tenant: Option<&str>) -> Result<Vec<R
         .iter()
         .map(|(k, v)| json(k, v))
         .collect()
+}
+
+// ---- gateway topology: which sub-devices each gateway carries
+
+fn topology_key(gw: (&str, &str), sub: (&str, &str)) -> Vec<u8> {
+    key(&[
+        b"k",
+        gw.0.as_bytes(),
+        gw.1.as_bytes(),
+        sub.0.as_bytes(),
+        sub.1.as_bytes(),
+    ])
+}
+
+fn gateway_key(sub: (&str, &str)) -> Vec<u8> {
+    key(&[b"K", sub.0.as_bytes(), sub.1.as_bytes()])
+}
+
+/// Attaches a sub-device to a gateway (both directions of the edge).
+pub fn put_topology(txn: &mut dyn Txn, gw: (&str, &str), sub: (&str, &str)) {
+    txn.set(&topology_key(gw, sub), b"");
+    txn.set(&gateway_key(sub), &encode(&(gw.0, gw.1)));
+}
+
+/// Detaches a sub-device from a gateway.
+pub fn delete_topology(txn: &mut dyn Txn, gw: (&str, &str), sub: (&str, &str)) {
+    txn.clear(&topology_key(gw, sub));
+    txn.clear(&gateway_key(sub));
+}
+
+/// The gateway a sub-device is attached to.
+pub async fn gateway_of(
+    txn: &mut dyn Txn,
+    sub: (&str, &str),
+) -> Result<Option<(String, String)>, StoreError> {
+    get_typed(txn, &gateway_key(sub)).await
+}
+
+/// A gateway's sub-devices as (productKey, deviceName), at most `limit` (0: all).
+pub async fn list_sub_devices(
+    txn: &mut dyn Txn,
+    gw: (&str, &str),
+    limit: usize,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let range = prefix(&[b"k", gw.0.as_bytes(), gw.1.as_bytes()]);
+    let skip = range.start.len();
+    Ok(txn
+        .range(&range, limit)
+        .await?
+        .iter()
+        .filter_map(|(k, _)| {
+            let rest = std::str::from_utf8(&k[skip..]).ok()?;
+            let (pk, dn) = rest.split_once('\0')?;
+            Some((pk.to_owned(), dn.to_owned()))
+        })
+        .collect())
 }

@@ -196,9 +196,11 @@ fn properties(event: &Event) -> BasicProperties {
         .with_headers(headers);
     match event.kind {
         EventKind::Upstream => props,
-        EventKind::Status | EventKind::Lifecycle | EventKind::Rule | EventKind::RuleError => {
-            props.with_content_type("application/json".into())
-        }
+        EventKind::Status
+        | EventKind::Lifecycle
+        | EventKind::Topology
+        | EventKind::Rule
+        | EventKind::RuleError => props.with_content_type("application/json".into()),
     }
 }
 

@@ -1,0 +1,351 @@
+//! Gateway topology: which sub-devices a gateway carries, managed by the gateway over Alink
+//! (`/sys/{pk}/{dn}/thing/topo/add|delete|get`, answered on `..._reply`) or through the admin API.
+//! Every change is a `topology` notification to the consumer groups of the gateway's product.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{Hub, HubError};
+use crate::auth::{self, SignMethod};
+use crate::forward::Event;
+use crate::limits::LimitId;
+use crate::model::NodeType;
+use crate::store::{records, transact};
+
+/// A sub-device of a gateway.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SubDevice {
+    /// ProductKey.
+    #[serde(rename = "productKey")]
+    pub product_key: String,
+    /// DeviceName.
+    #[serde(rename = "deviceName")]
+    pub device_name: String,
+}
+
+/// An Alink topology request a gateway can send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TopoOp {
+    Add,
+    Delete,
+    Get,
+}
+
+impl TopoOp {
+    /// The request of a `/sys/{pk}/{dn}` topic suffix, if it is one.
+    pub(crate) fn from_suffix(suffix: &str) -> Option<TopoOp> {
+        match suffix {
+            "/thing/topo/add" => Some(TopoOp::Add),
+            "/thing/topo/delete" => Some(TopoOp::Delete),
+            "/thing/topo/get" => Some(TopoOp::Get),
+            _ => None,
+        }
+    }
+
+    fn method(self) -> &'static str {
+        match self {
+            TopoOp::Add => "thing.topo.add",
+            TopoOp::Delete => "thing.topo.delete",
+            TopoOp::Get => "thing.topo.get",
+        }
+    }
+}
+
+/// Alink answer codes for topology requests (docs/protocols/mqtt.md).
+mod code {
+    pub const OK: u16 = 200;
+    pub const BAD_REQUEST: u16 = 460;
+    pub const NOT_FOUND: u16 = 6100;
+    pub const OVER_LIMIT: u16 = 6203;
+    pub const BAD_SIGNATURE: u16 = 6206;
+    pub const WRONG_NODE_TYPE: u16 = 6401;
+}
+
+fn reply(id: &Value, op: TopoOp, code: u16, data: Value, message: &str) -> Bytes {
+    let body = json!({
+        "id": id, "code": code, "data": data, "message": message,
+        "method": op.method(), "version": "1.0",
+    });
+    Bytes::from(body.to_string())
+}
+
+/// Why a topology change was refused, with its Alink code.
+fn alink_code(e: &HubError) -> u16 {
+    match e {
+        HubError::NotFound { .. } => code::NOT_FOUND,
+        HubError::Limited { .. } => code::OVER_LIMIT,
+        HubError::Conflict(_) => code::WRONG_NODE_TYPE,
+        _ => code::BAD_REQUEST,
+    }
+}
+
+impl Hub {
+    /// Answers a gateway's Alink topology request (the reply's payload).
+    pub(crate) async fn topology_request(
+        &self,
+        gateway: (&str, &str),
+        op: TopoOp,
+        payload: &[u8],
+    ) -> Bytes {
+        let request: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
+        let id = request.get("id").cloned().unwrap_or(Value::Null);
+        let params = request.get("params").cloned().unwrap_or(Value::Null);
+        let entries: Vec<&Value> = match (&params, op) {
+            (Value::Array(a), _) => a.iter().collect(),
+            (Value::Object(_), TopoOp::Get) | (Value::Null, TopoOp::Get) => Vec::new(),
+            (Value::Object(_), _) => vec![&params],
+            _ => {
+                return reply(
+                    &id,
+                    op,
+                    code::BAD_REQUEST,
+                    json!({}),
+                    "params must be a list",
+                );
+            }
+        };
+        if op == TopoOp::Get {
+            return match self.sub_devices(gateway.0, gateway.1).await {
+                Ok(list) => reply(&id, op, code::OK, json!(list), "success"),
+                Err(e) => reply(&id, op, alink_code(&e), json!({}), &e.to_string()),
+            };
+        }
+        let mut done = Vec::new();
+        for entry in entries {
+            let field = |k: &str| entry.get(k).and_then(Value::as_str).unwrap_or("");
+            let sub = (field("productKey"), field("deviceName"));
+            if sub.0.is_empty() || sub.1.is_empty() {
+                let message = "each entry needs productKey and deviceName";
+                return reply(&id, op, code::BAD_REQUEST, json!(done), message);
+            }
+            let outcome = match op {
+                TopoOp::Add => match self.check_sub_device_signature(sub, entry).await {
+                    Ok(()) => self.add_sub_device(gateway, sub).await,
+                    Err(c) => {
+                        let message = "sub-device signature mismatch";
+                        return reply(&id, op, c, json!(done), message);
+                    }
+                },
+                _ => self.remove_sub_device(gateway, sub).await,
+            };
+            if let Err(e) = outcome {
+                return reply(&id, op, alink_code(&e), json!(done), &e.to_string());
+            }
+            done.push(json!({ "productKey": sub.0, "deviceName": sub.1 }));
+        }
+        reply(&id, op, code::OK, json!(done), "success")
+    }
+
+    /// A topo/add entry proves the gateway holds the sub-device's secret: `sign` is the HMAC of
+    /// clientId, deviceName, productKey and timestamp, as for the sub-device's own MQTT login.
+    async fn check_sub_device_signature(
+        &self,
+        sub: (&str, &str),
+        entry: &Value,
+    ) -> Result<(), u16> {
+        let field = |k: &str| entry.get(k).and_then(Value::as_str).unwrap_or("");
+        let method = SignMethod::parse(field("signMethod")).ok_or(code::BAD_REQUEST)?;
+        let device = self
+            .device_record(sub.0, sub.1)
+            .await
+            .map_err(|_| code::BAD_REQUEST)?
+            .ok_or(code::NOT_FOUND)?;
+        let client_id = entry.get("clientId").and_then(Value::as_str).unwrap_or("");
+        let mut params = vec![
+            ("clientId", client_id),
+            ("deviceName", sub.1),
+            ("productKey", sub.0),
+        ];
+        let timestamp = field("timestamp");
+        if !timestamp.is_empty() {
+            params.push(("timestamp", timestamp));
+        }
+        let expected = auth::sign(method, &device.device_secret, &params);
+        if auth::signature_matches(&expected, field("sign").as_bytes()) {
+            Ok(())
+        } else {
+            Err(code::BAD_SIGNATURE)
+        }
+    }
+
+    /// Checks that `gateway` is a device of a gateway product and `sub` a plain device of the
+    /// same tenant; returns the tenant.
+    async fn check_topology(
+        &self,
+        gateway: (&str, &str),
+        sub: (&str, &str),
+    ) -> Result<String, HubError> {
+        let gw = self.device(gateway.0, gateway.1).await?;
+        if self.product(gateway.0).await?.node_type != NodeType::Gateway {
+            return Err(HubError::Conflict(format!(
+                "{}/{} is not a gateway (its product's node_type is device)",
+                gateway.0, gateway.1
+            )));
+        }
+        let sub_device = self.device(sub.0, sub.1).await?;
+        if sub_device.tenant != gw.tenant {
+            return Err(HubError::NotFound {
+                what: "device",
+                id: format!("{}/{}", sub.0, sub.1),
+            });
+        }
+        if self.product(sub.0).await?.node_type == NodeType::Gateway {
+            return Err(HubError::Conflict(
+                "a gateway cannot be a sub-device".into(),
+            ));
+        }
+        Ok(gw.tenant)
+    }
+
+    /// Attaches `sub` to `gateway` (L-004). A sub-device has one gateway: attaching it to another
+    /// detaches it from the first.
+    pub async fn add_sub_device(
+        &self,
+        gateway: (&str, &str),
+        sub: (&str, &str),
+    ) -> Result<(), HubError> {
+        let tenant = self.check_topology(gateway, sub).await?;
+        let max = self.profile_of(&tenant).entities.sub_devices_per_gateway;
+        let (gw, sd) = (owned(gateway), owned(sub));
+        let outcome = transact(&**self.store(), |t| {
+            let (gw, sd) = (gw.clone(), sd.clone());
+            Box::pin(async move {
+                let gw = (gw.0.as_str(), gw.1.as_str());
+                let sd = (sd.0.as_str(), sd.1.as_str());
+                let previous = records::gateway_of(t, sd).await?;
+                if previous
+                    .as_ref()
+                    .is_some_and(|p| (p.0.as_str(), p.1.as_str()) == gw)
+                {
+                    return Ok(Ok(None));
+                }
+                let limit = if max > 0 { max as usize + 1 } else { 0 };
+                let count = records::list_sub_devices(t, gw, limit).await?.len() as u64;
+                if max > 0 && count >= max {
+                    return Ok(Err(()));
+                }
+                if let Some(p) = &previous {
+                    records::delete_topology(t, (&p.0, &p.1), sd);
+                }
+                records::put_topology(t, gw, sd);
+                Ok(Ok(Some(previous)))
+            })
+        })
+        .await?;
+        let previous = match outcome {
+            Err(()) => {
+                return Err(self.limited(
+                    LimitId::SubDevicesPerGateway,
+                    format!("at most {max} sub-devices per gateway"),
+                ));
+            }
+            Ok(None) => return Ok(()),
+            Ok(Some(previous)) => previous,
+        };
+        let devices = [owned(sub)];
+        if let Some(p) = previous {
+            self.notify_topology(&tenant, (&p.0, &p.1), "remove", &devices);
+        }
+        self.notify_topology(&tenant, gateway, "add", &devices);
+        Ok(())
+    }
+
+    /// Detaches `sub` from `gateway`.
+    pub async fn remove_sub_device(
+        &self,
+        gateway: (&str, &str),
+        sub: (&str, &str),
+    ) -> Result<(), HubError> {
+        let gw = self.device(gateway.0, gateway.1).await?;
+        let (g, sd) = (owned(gateway), owned(sub));
+        let removed = transact(&**self.store(), |t| {
+            let (g, sd) = (g.clone(), sd.clone());
+            Box::pin(async move {
+                let sdr = (sd.0.as_str(), sd.1.as_str());
+                let current = records::gateway_of(t, sdr).await?;
+                if current.as_ref() != Some(&g) {
+                    return Ok(false);
+                }
+                records::delete_topology(t, (&g.0, &g.1), sdr);
+                Ok(true)
+            })
+        })
+        .await?;
+        if !removed {
+            return Err(HubError::NotFound {
+                what: "sub-device of this gateway",
+                id: format!("{}/{}", sub.0, sub.1),
+            });
+        }
+        self.notify_topology(&gw.tenant, gateway, "remove", &[owned(sub)]);
+        Ok(())
+    }
+
+    /// A gateway's sub-devices.
+    pub async fn sub_devices(&self, pk: &str, dn: &str) -> Result<Vec<SubDevice>, HubError> {
+        self.device(pk, dn).await?;
+        let gw = (pk.to_owned(), dn.to_owned());
+        let list = transact(&**self.store(), |t| {
+            let gw = gw.clone();
+            Box::pin(async move { records::list_sub_devices(t, (&gw.0, &gw.1), 0).await })
+        })
+        .await?;
+        Ok(list
+            .into_iter()
+            .map(|(product_key, device_name)| SubDevice {
+                product_key,
+                device_name,
+            })
+            .collect())
+    }
+
+    /// Removes a deleted device from the topology, as a gateway or as a sub-device.
+    pub(crate) async fn forget_topology(
+        &self,
+        tenant: &str,
+        pk: &str,
+        dn: &str,
+    ) -> Result<(), HubError> {
+        let me = (pk.to_owned(), dn.to_owned());
+        let (subs, gateway) = transact(&**self.store(), |t| {
+            let me = me.clone();
+            Box::pin(async move {
+                let me = (me.0.as_str(), me.1.as_str());
+                let subs = records::list_sub_devices(t, me, 0).await?;
+                for s in &subs {
+                    records::delete_topology(t, me, (&s.0, &s.1));
+                }
+                let gateway = records::gateway_of(t, me).await?;
+                if let Some(g) = &gateway {
+                    records::delete_topology(t, (&g.0, &g.1), me);
+                }
+                Ok((subs, gateway))
+            })
+        })
+        .await?;
+        if !subs.is_empty() {
+            self.notify_topology(tenant, (pk, dn), "remove", &subs);
+        }
+        if let Some(g) = gateway {
+            self.notify_topology(tenant, (&g.0, &g.1), "remove", &[me]);
+        }
+        Ok(())
+    }
+
+    fn notify_topology(
+        &self,
+        tenant: &str,
+        gateway: (&str, &str),
+        action: &str,
+        devices: &[(String, String)],
+    ) {
+        self.notify_groups(gateway.0, |id, now| {
+            Event::topology(id, tenant, gateway, action, devices, now)
+        });
+    }
+}
+
+fn owned(d: (&str, &str)) -> (String, String) {
+    (d.0.to_owned(), d.1.to_owned())
+}
