@@ -40,6 +40,36 @@ pub fn rabbitmq(node: (&str, u16)) -> String {
     format!("amqp://guest:guest@127.0.0.1:{}/%2f", node.1)
 }
 
+/// The `[amqp]` section for a deployment using `node`, with the management API so that each
+/// consumer group gets its own user.
+pub fn config(node: (&str, u16)) -> String {
+    let url = rabbitmq(node);
+    format!(
+        "[amqp]\nurl = \"{url}\"\nmanagement_url = \"http://127.0.0.1:{}\"\n",
+        node.1 + 11000
+    )
+}
+
+/// The AMQP URL of `node` for a user (a consumer group's credentials).
+pub fn url_as(node: (&str, u16), user: &str, password: &str) -> String {
+    format!("amqp://{user}:{password}@127.0.0.1:{}/%2f", node.1)
+}
+
+/// Whether `user` may consume `queue` (opens a connection and a consumer, then closes them).
+pub async fn try_consume(url: &str, queue: &str) -> Result<Connection, lapin::Error> {
+    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_consume(
+            queue.into(),
+            "probe".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(connection)
+}
+
 /// One message as a consumer sees it.
 #[derive(Debug, Clone)]
 pub struct Received {

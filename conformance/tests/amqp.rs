@@ -16,14 +16,19 @@ fn fast_profile() -> Value {
                        "tenant_messages": "", "device_connections": "" } })
 }
 
-async fn deployment(node: (&str, u16)) -> (Deployment, String) {
-    let url = amqp::rabbitmq(node);
-    let d = Deployment::start(&format!("[amqp]\nurl = \"{url}\"\n")).await;
-    (d, url)
+async fn deployment(node: (&str, u16)) -> Deployment {
+    Deployment::start(&amqp::config(node)).await
 }
 
-/// Creates a consumer group and associates `products` with it; returns its queue.
-async fn group(d: &Deployment, tenant: &str, products: &[&str]) -> String {
+/// A consumer group as its business server sees it: its queue and the AMQP URL with the
+/// group's own credentials (shown once, at creation).
+struct Group {
+    queue: String,
+    url: String,
+}
+
+/// Creates a consumer group on `node` and associates `products` with it.
+async fn group(d: &Deployment, node: (&str, u16), tenant: &str, products: &[&str]) -> Group {
     let (s, g) = d
         .api(
             Method::POST,
@@ -38,7 +43,16 @@ async fn group(d: &Deployment, tenant: &str, products: &[&str]) -> String {
         let (s, v) = d.api(Method::PUT, &path, None).await;
         assert_eq!(s, 200, "associate: {v}");
     }
-    g["queue"].as_str().expect("queue").to_owned()
+    let credentials = &g["credentials"];
+    let url = amqp::url_as(
+        node,
+        credentials["username"].as_str().expect("username"),
+        credentials["password"].as_str().expect("password"),
+    );
+    Group {
+        queue: g["queue"].as_str().expect("queue").to_owned(),
+        url,
+    }
 }
 
 async fn second_product(d: &Deployment, tenant: &str) -> DeviceCreds {
@@ -60,12 +74,12 @@ fn json_of(m: &Received) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_group_receives_its_products_messages_and_notifications_only() {
-    let (d, url) = deployment(SHARED_NODE).await;
+    let d = deployment(SHARED_NODE).await;
     let tenant = Deployment::unique_tenant("amqp");
     let dev = d.tenant_with_profile(&tenant, fast_profile()).await;
     let other = second_product(&d, &tenant).await;
-    let queue = group(&d, &tenant, &[&dev.product_key]).await;
-    let mut consumer = GroupConsumer::start(&url, &queue).await;
+    let g = group(&d, SHARED_NODE, &tenant, &[&dev.product_key]).await;
+    let mut consumer = GroupConsumer::start(&g.url, &g.queue).await;
 
     let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
     let (oc, mut oev) = v3::connect(other.v3_options(&d)).await;
@@ -163,11 +177,11 @@ async fn a_consumer_group_receives_its_products_messages_and_notifications_only(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_notification_follows_a_disconnect() {
-    let (d, url) = deployment(SHARED_NODE).await;
+    let d = deployment(SHARED_NODE).await;
     let tenant = Deployment::unique_tenant("amqp-status");
     let dev = d.tenant_with_profile(&tenant, fast_profile()).await;
-    let queue = group(&d, &tenant, &[&dev.product_key]).await;
-    let mut consumer = GroupConsumer::start(&url, &queue).await;
+    let g = group(&d, SHARED_NODE, &tenant, &[&dev.product_key]).await;
+    let mut consumer = GroupConsumer::start(&g.url, &g.queue).await;
     let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
     c.disconnect().await.unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -188,10 +202,10 @@ const RESTART_NODE: (&str, u16) = ("ironhub-restart", 5674);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_message_is_lost_while_rabbitmq_restarts() {
-    let (d, url) = deployment(RESTART_NODE).await;
+    let d = deployment(RESTART_NODE).await;
     let tenant = Deployment::unique_tenant("amqp-restart");
     let dev = d.tenant_with_profile(&tenant, fast_profile()).await;
-    let queue = group(&d, &tenant, &[&dev.product_key]).await;
+    let g = group(&d, RESTART_NODE, &tenant, &[&dev.product_key]).await;
     let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
     let mut acknowledged = Vec::new();
     for i in 0..150 {
@@ -212,7 +226,7 @@ async fn no_acknowledged_message_is_lost_while_rabbitmq_restarts() {
         v3::acked(&mut ev).await;
         acknowledged.push(i);
     }
-    let mut consumer = GroupConsumer::start(&url, &queue).await;
+    let mut consumer = GroupConsumer::start(&g.url, &g.queue).await;
     let mut seen = Vec::new();
     // The hub retries with back-off (at most 30 s between attempts).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -260,7 +274,7 @@ async fn no_acknowledged_message_is_lost_while_rabbitmq_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_are_tenant_scoped_and_need_the_tenants_own_products() {
-    let (d, _url) = deployment(SHARED_NODE).await;
+    let d = deployment(SHARED_NODE).await;
     let a = Deployment::unique_tenant("amqp-a");
     let b = Deployment::unique_tenant("amqp-b");
     d.provision(&a).await;
@@ -288,14 +302,27 @@ async fn groups_are_tenant_scoped_and_need_the_tenants_own_products() {
         )
         .await;
     assert_eq!(s, 404, "another tenant's group");
+
+    // On the broker, a group's credentials read its own queue and nothing else.
+    let own = group(&d, SHARED_NODE, &a, &[]).await;
+    let theirs = group(&d, SHARED_NODE, &b, &[]).await;
+    assert!(amqp::try_consume(&own.url, &own.queue).await.is_ok());
+    let refused = amqp::try_consume(&own.url, &theirs.queue).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("ACCESS_REFUSED")),
+        "another tenant's queue: {:?}",
+        refused.err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_python_consumer_receives_device_messages() {
-    let (d, url) = deployment(SHARED_NODE).await;
+    let d = deployment(SHARED_NODE).await;
     let tenant = Deployment::unique_tenant("amqp-pika");
     let dev = d.tenant_with_profile(&tenant, fast_profile()).await;
-    let queue = group(&d, &tenant, &[&dev.product_key]).await;
+    let g = group(&d, SHARED_NODE, &tenant, &[&dev.product_key]).await;
     let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
     for i in 0..3 {
         c.publish(
@@ -311,7 +338,7 @@ async fn the_documented_python_consumer_receives_device_messages() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/amqp_consumer.py");
     // The hub runs in its own process: blocking this test's thread does not stall it.
     let out = std::process::Command::new("python3")
-        .args([script, &url, &queue, "2"])
+        .args([script, &g.url, &g.queue, "2"])
         .output()
         .expect("python3 runs");
     assert!(
@@ -354,7 +381,7 @@ fn topo_entry(sub: &DeviceCreds, secret: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_topology_changes_are_answered_and_notified() {
-    let (d, url) = deployment(SHARED_NODE).await;
+    let d = deployment(SHARED_NODE).await;
     let tenant = Deployment::unique_tenant("amqp-topo");
     let sub = d.tenant_with_profile(&tenant, fast_profile()).await;
     let other = d.add_device(&sub.product_key, "sub-2").await;
@@ -369,8 +396,8 @@ async fn gateway_topology_changes_are_answered_and_notified() {
     let gw = d
         .add_device(p["product_key"].as_str().unwrap(), "gw-1")
         .await;
-    let queue = group(&d, &tenant, &[&gw.product_key]).await;
-    let mut consumer = GroupConsumer::start(&url, &queue).await;
+    let g = group(&d, SHARED_NODE, &tenant, &[&gw.product_key]).await;
+    let mut consumer = GroupConsumer::start(&g.url, &g.queue).await;
 
     let (c, mut ev) = v3::connect(gw.v3_options(&d)).await;
     let sys = format!("/sys/{}/{}/thing/topo", gw.product_key, gw.device_name);

@@ -1108,7 +1108,7 @@ async fn l_072_rule_executions_per_month() {
 /// A deployment with the AMQP sink (the shared RabbitMQ node) and a device of a new tenant.
 async fn setup_amqp(profile: Value) -> (Deployment, DeviceCreds, String) {
     let url = amqp::rabbitmq(amqp::SHARED_NODE);
-    let d = Deployment::start(&format!("[amqp]\nurl = \"{url}\"\n")).await;
+    let d = Deployment::start(&amqp::config(amqp::SHARED_NODE)).await;
     let dev = d
         .tenant_with_profile(&Deployment::unique_tenant("limits"), profile)
         .await;
@@ -1184,6 +1184,37 @@ async fn l_061_products_per_consumer_group() {
         "1 (profile forwarding.products_per_group)",
         &observed,
         first == 200 && second == 403 && v["limit"] == "L-061",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_062_consumers_per_consumer_group() {
+    let (d, dev, _) = setup_amqp(json!({ "forwarding": { "consumers_per_group": 2 } })).await;
+    let (s, g) = create_group(&d, &dev.tenant).await;
+    assert_eq!(s, 201, "{g}");
+    let url = amqp::url_as(
+        amqp::SHARED_NODE,
+        g["credentials"]["username"].as_str().expect("credentials"),
+        g["credentials"]["password"].as_str().expect("credentials"),
+    );
+    let queue = g["queue"].as_str().unwrap();
+    let mut open = Vec::new();
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        match amqp::try_consume(&url, queue).await {
+            Ok(c) => {
+                outcomes.push("consuming".to_owned());
+                open.push(c);
+            }
+            Err(e) => outcomes.push(format!("refused: {e}")),
+        }
+    }
+    let observed = format!("3 consumers with the group's credentials: {outcomes:?}");
+    check(
+        "L-062",
+        "2 (profile forwarding.consumers_per_group; the group's RabbitMQ user limits)",
+        &observed,
+        outcomes[..2] == ["consuming", "consuming"] && outcomes[2].starts_with("refused"),
     );
 }
 
@@ -1271,7 +1302,6 @@ const NOT_YET_BUILT: &[(&str, u32)] = &[
     ("L-041", 5),
     ("L-042", 5),
     ("L-043", 5),
-    ("L-062", 4),
     ("L-076", 5),
 ];
 

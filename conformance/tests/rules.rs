@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 async fn deployment() -> (Deployment, String) {
     let url = amqp::rabbitmq(SHARED_NODE);
     let endpoint = sqs::moto();
-    let config = format!("[amqp]\nurl = \"{url}\"\n{}", sqs::config(&endpoint));
+    let config = format!("{}{}", amqp::config(SHARED_NODE), sqs::config(&endpoint));
     (Deployment::start(&config).await, url)
 }
 

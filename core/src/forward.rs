@@ -310,6 +310,26 @@ impl Forwarder {
         }
     }
 
+    /// Asks a destination's sink for consumer credentials.
+    pub(crate) async fn grant_consumer(
+        &self,
+        destination: &Destination,
+        max_consumers: u64,
+    ) -> Result<Option<crate::sink::ConsumerCredentials>, SinkError> {
+        match self.sink(&destination.sink) {
+            Some(sink) => sink.grant_consumer(destination, max_consumers).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Asks a destination's sink to remove its consumer credentials.
+    pub(crate) async fn revoke_consumer(&self, destination: &Destination) -> Result<(), SinkError> {
+        match self.sink(&destination.sink) {
+            Some(sink) => sink.revoke_consumer(destination).await,
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn sink(&self, name: &str) -> Option<Arc<dyn Sink>> {
         let workers = self.workers.read().expect("forwarder lock");
         workers.get(name).map(|w| w.sink.clone())

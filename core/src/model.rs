@@ -87,6 +87,9 @@ pub struct ConsumerGroup {
     pub max_messages: u64,
     /// Creation time, ms since the epoch.
     pub created_at_ms: u64,
+    /// The broker user that may consume the queue, when the sink manages consumer credentials
+    /// (its password is shown once, at creation).
+    pub consumer_user: Option<String>,
 }
 
 /// The state the admin API reports for a device (seed 000: inactive, online, offline, disabled).

@@ -25,6 +25,15 @@ pub enum SinkError {
     },
 }
 
+/// Credentials that may only consume one destination, shown once when they are created.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConsumerCredentials {
+    /// User name on the destination's broker.
+    pub username: String,
+    /// Its password.
+    pub password: String,
+}
+
 /// A destination with at-least-once delivery: `send` returns Ok only once the destination has
 /// confirmed every event of the batch.
 #[async_trait]
@@ -39,4 +48,19 @@ pub trait Sink: Send + Sync + 'static {
     async fn send(&self, destination: &Destination, batch: &[&Event]) -> Result<(), SinkError>;
     /// Checks the destination is usable (run at startup and by readiness probes).
     async fn healthcheck(&self) -> Result<(), SinkError>;
+    /// Creates credentials that may only consume `destination`, with at most `max_consumers`
+    /// connections (0: unlimited); None when this sink leaves consumer access to its operator.
+    async fn grant_consumer(
+        &self,
+        destination: &Destination,
+        max_consumers: u64,
+    ) -> Result<Option<ConsumerCredentials>, SinkError> {
+        let _ = (destination, max_consumers);
+        Ok(None)
+    }
+    /// Removes what `grant_consumer` created for `destination`.
+    async fn revoke_consumer(&self, destination: &Destination) -> Result<(), SinkError> {
+        let _ = destination;
+        Ok(())
+    }
 }

@@ -103,7 +103,7 @@ async fn setup(store: Arc<dyn Store>, profile: serde_json::Value) -> Setup {
         .create_device(&product.product_key, Some("dev-1"))
         .await
         .unwrap();
-    let group = hub
+    let (group, _) = hub
         .create_consumer_group(&tenant.id, "g", None)
         .await
         .unwrap();

@@ -402,10 +402,12 @@ impl Admin {
             }
             (Method::POST, ["api", "v1", "tenants", tenant, "consumer-groups"]) => {
                 let r: CreateGroup = parse(&body)?;
-                let g = hub
+                let (g, credentials) = hub
                     .create_consumer_group(tenant, &r.name, r.sink.as_deref())
                     .await?;
-                Ok((StatusCode::CREATED, json!(g)))
+                let mut body = json!(g);
+                body["credentials"] = json!(credentials);
+                Ok((StatusCode::CREATED, body))
             }
             (Method::GET, ["api", "v1", "tenants", tenant, "consumer-groups"]) => {
                 Ok((StatusCode::OK, json!(hub.consumer_groups(tenant).await?)))

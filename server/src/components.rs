@@ -173,7 +173,7 @@ async fn mqtt(_config: &Config) -> Result<Vec<Box<dyn Transport>>, ComponentErro
 pub async fn sinks(config: &Config) -> Result<Vec<Arc<dyn Sink>>, ComponentError> {
     let mut out = Vec::new();
     if let Some(amqp) = &config.amqp {
-        out.push(amqp_sink(&amqp.url)?);
+        out.push(amqp_sink(amqp)?);
     }
     if let Some(sqs) = &config.sqs {
         out.push(sqs_sink(sqs).await?);
@@ -210,12 +210,22 @@ async fn sqs_sink(_c: &crate::config::SqsConfig) -> Result<Arc<dyn Sink>, Compon
 }
 
 #[cfg(feature = "amqp")]
-fn amqp_sink(url: &str) -> Result<Arc<dyn Sink>, ComponentError> {
-    Ok(Arc::new(ironhub_amqp::AmqpSink::new(url)))
+fn amqp_sink(c: &crate::config::AmqpConfig) -> Result<Arc<dyn Sink>, ComponentError> {
+    let sink = ironhub_amqp::AmqpSink::new(&c.url);
+    let sink = match &c.management_url {
+        Some(base) => sink
+            .with_management(base)
+            .map_err(|reason| ComponentError::Start {
+                component: "amqp",
+                reason,
+            })?,
+        None => sink,
+    };
+    Ok(Arc::new(sink))
 }
 
 #[cfg(not(feature = "amqp"))]
-fn amqp_sink(_url: &str) -> Result<Arc<dyn Sink>, ComponentError> {
+fn amqp_sink(_c: &crate::config::AmqpConfig) -> Result<Arc<dyn Sink>, ComponentError> {
     Err(ComponentError::CompiledOut {
         component: "[amqp]",
         feature: "amqp",

@@ -185,6 +185,10 @@ fn default_region() -> String {
 pub struct AmqpConfig {
     /// `amqp://user:password@host:port/vhost` (or `amqps://`).
     pub url: String,
+    /// RabbitMQ's management API (`http://host:15672`): with it, each consumer group gets its
+    /// own user, read-only on its queue, with at most L-062 consumers. The URL's user needs the
+    /// `administrator` tag.
+    pub management_url: Option<String>,
 }
 
 /// Which storage backend.

@@ -83,7 +83,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.store.backend = s;
     }
     if let Some(url) = args.amqp_url {
-        config.amqp = Some(crate::config::AmqpConfig { url });
+        let management_url = config.amqp.take().and_then(|a| a.management_url);
+        config.amqp = Some(crate::config::AmqpConfig {
+            url,
+            management_url,
+        });
     }
     tracing::info!(components = ?components::compiled(), "starting ironhub {}", env!("CARGO_PKG_VERSION"));
 

@@ -8,7 +8,7 @@ use crate::forward::{Destination, Event, SinkStatsSnapshot};
 use crate::limits::LimitId;
 use crate::model::{self, ConsumerGroup};
 use crate::now_ms;
-use crate::sink::Sink;
+use crate::sink::{ConsumerCredentials, Sink};
 use crate::store::{records, transact};
 
 /// The sink consumer groups live on unless created on another.
@@ -104,13 +104,14 @@ impl Hub {
     }
 
     /// Creates a consumer group on `sink` ("amqp" when None); its queue is created on the sink
-    /// at once, with the retention of the tenant's profile (L-063).
+    /// at once, with the retention of the tenant's profile (L-063), and, where the sink manages
+    /// them, credentials that may only consume it, at most L-062 at a time (returned once).
     pub async fn create_consumer_group(
         &self,
         tenant: &str,
         name: &str,
         sink: Option<&str>,
-    ) -> Result<ConsumerGroup, HubError> {
+    ) -> Result<(ConsumerGroup, Option<ConsumerCredentials>), HubError> {
         self.tenant(tenant).await?;
         let sink = sink.unwrap_or(GROUP_SINK);
         if !self.inner.forwarder.has_sink(sink) {
@@ -133,12 +134,24 @@ impl Hub {
             retention_secs: limits.group_retention_secs,
             max_messages: limits.group_max_messages,
             created_at_ms: now_ms(),
+            consumer_user: None,
         };
+        let mut group = group;
+        let dest = destination(&group);
         self.inner
             .forwarder
-            .prepare(&destination(&group))
+            .prepare(&dest)
             .await
             .map_err(|e| HubError::Unavailable(format!("cannot create the group's queue: {e}")))?;
+        let credentials = self
+            .inner
+            .forwarder
+            .grant_consumer(&dest, limits.consumers_per_group)
+            .await
+            .map_err(|e| {
+                HubError::Unavailable(format!("cannot create the group's consumer user: {e}"))
+            })?;
+        group.consumer_user = credentials.as_ref().map(|c| c.username.clone());
         let g = group.clone();
         let max = limits.consumer_groups;
         let created = transact(&**self.store(), |t| {
@@ -154,12 +167,27 @@ impl Hub {
         })
         .await?;
         if !created {
+            self.revoke_consumer(&group).await;
             return Err(self.limited(
                 LimitId::ConsumerGroupsPerTenant,
                 format!("at most {max} consumer groups per tenant"),
             ));
         }
-        Ok(group)
+        Ok((group, credentials))
+    }
+
+    async fn revoke_consumer(&self, group: &ConsumerGroup) {
+        if group.consumer_user.is_none() {
+            return;
+        }
+        if let Err(e) = self
+            .inner
+            .forwarder
+            .revoke_consumer(&destination(group))
+            .await
+        {
+            tracing::warn!(group = %group.id, error = %e, "could not remove the group's consumer user");
+        }
     }
 
     /// A tenant's consumer groups.
@@ -190,8 +218,9 @@ impl Hub {
     /// Deletes a consumer group: its products' events stop going to its queue (the queue and
     /// what it holds stay on the broker for consumers to finish).
     pub async fn delete_consumer_group(&self, tenant: &str, id: &str) -> Result<(), HubError> {
-        self.consumer_group(tenant, id).await?;
+        let group = self.consumer_group(tenant, id).await?;
         crate::store::write(&**self.store(), |t| records::delete_group(t, tenant, id)).await?;
+        self.revoke_consumer(&group).await;
         self.load_groups().await
     }
 

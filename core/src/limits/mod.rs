@@ -93,6 +93,7 @@ catalog! {
     RuleWrites => "L-052", "rule writes to destinations per tenant", Rate;
     GroupsPerProduct => "L-060", "consumer groups per product", Quota;
     ProductsPerGroup => "L-061", "products per consumer group", Quota;
+    ConsumersPerGroup => "L-062", "consumers per consumer group", Quota;
     MonthlyMessages => "L-070", "transport messages per month", Quota;
     MonthlyDataPoints => "L-071", "transport data points per month", Quota;
     MonthlyRuleExecutions => "L-072", "rule executions per month", Quota;

@@ -133,6 +133,8 @@ pub struct ForwardingLimits {
     pub groups_per_product: u64,
     /// Products one consumer group may be associated with (seed 000: 1,000).
     pub products_per_group: u64,
+    /// Consumers (connections, and channels) of one consumer group's broker user (seed 000: 64).
+    pub consumers_per_group: u64,
     /// How long a consumer group keeps a message nobody consumed, seconds (seed 000: one day).
     pub group_retention_secs: u64,
     /// Messages a consumer group keeps; the oldest are dropped beyond it (seed 000: 100 million).
@@ -147,6 +149,7 @@ impl Default for ForwardingLimits {
             consumer_groups: 1_000,
             groups_per_product: 10,
             products_per_group: 1_000,
+            consumers_per_group: 64,
             group_retention_secs: 86_400,
             group_max_messages: 100_000_000,
         }

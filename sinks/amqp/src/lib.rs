@@ -4,17 +4,23 @@
 //! broker confirmed every event. Reconnection is lazy: a failed batch drops the connection, and
 //! the hub's forwarder retries with back-off (events wait in the store's outbox meanwhile).
 //!
+//! With the management API configured, each consumer group also gets its own RabbitMQ user that
+//! may only read the group's queue, with at most N connections and channels (L-062).
+//!
 //! The envelope (properties and headers) is documented in docs/protocols/amqp.md.
 
 use std::collections::HashSet;
+use std::str::FromStr;
 
 use async_trait::async_trait;
 use ironhub_core::forward::{Destination, Event, EventKind};
-use ironhub_core::sink::{Sink, SinkError};
+use ironhub_core::sink::{ConsumerCredentials, Sink, SinkError};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
+
+mod management;
 
 /// The sink's name, as consumer groups refer to it.
 pub const NAME: &str = "amqp";
@@ -23,6 +29,7 @@ pub const NAME: &str = "amqp";
 pub struct AmqpSink {
     uri: String,
     link: Mutex<Option<Link>>,
+    management: Option<management::Management>,
 }
 
 /// An open connection with a confirm-mode channel and the queues declared on it.
@@ -49,7 +56,22 @@ impl AmqpSink {
         AmqpSink {
             uri: uri.into(),
             link: Mutex::new(None),
+            management: None,
         }
+    }
+
+    /// Uses RabbitMQ's management HTTP API at `base` (`http://host:15672`), with the AMQP URL's
+    /// user (who needs the `administrator` tag), to give each consumer group its own user.
+    pub fn with_management(mut self, base: &str) -> Result<AmqpSink, String> {
+        let uri = lapin::uri::AMQPUri::from_str(&self.uri).map_err(|e| format!("amqp url: {e}"))?;
+        let user = &uri.authority.userinfo;
+        self.management = Some(management::Management::new(
+            base,
+            &user.username,
+            &user.password,
+            &uri.vhost,
+        ));
+        Ok(self)
     }
 
     async fn connect(&self) -> Result<Link, SinkError> {
@@ -234,5 +256,30 @@ impl Sink for AmqpSink {
     async fn healthcheck(&self) -> Result<(), SinkError> {
         let mut slot = self.link.lock().await;
         self.link(&mut slot).await.map(|_| ())
+    }
+
+    /// A user named after the queue, read-only on it, at most `max_consumers` connections and
+    /// channels.
+    async fn grant_consumer(
+        &self,
+        destination: &Destination,
+        max_consumers: u64,
+    ) -> Result<Option<ConsumerCredentials>, SinkError> {
+        let Some(management) = &self.management else {
+            return Ok(None);
+        };
+        let username = destination.queue.clone();
+        let password = ironhub_core::model::random_token(24);
+        management
+            .create_consumer(&username, &password, &destination.queue, max_consumers)
+            .await?;
+        Ok(Some(ConsumerCredentials { username, password }))
+    }
+
+    async fn revoke_consumer(&self, destination: &Destination) -> Result<(), SinkError> {
+        match &self.management {
+            Some(management) => management.delete_consumer(&destination.queue).await,
+            None => Ok(()),
+        }
     }
 }
