@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 #[macro_use]
 mod helpers;
 pub mod amqp;
+pub mod coap;
 pub mod report;
 pub mod sqs;
 pub mod v3;

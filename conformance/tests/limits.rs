@@ -912,6 +912,23 @@ async fn l_004_sub_devices_per_gateway() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_023_coap_message_size() {
+    let (d, coap) = ironhub_conformance::coap::Coap::start("").await;
+    let dev = d.provision(&Deployment::unique_tenant("limits")).await;
+    let token = coap.token(&dev);
+    let path = ironhub_conformance::coap::topic_path(&dev);
+    let fits = coap.post(&path, Some(&token), &"x".repeat(1024), &[]);
+    let over = coap.post(&path, Some(&token), &"x".repeat(1025), &[]);
+    let observed = format!("1024 bytes: {}; 1025 bytes: {}", fits.trim(), over.trim());
+    check(
+        "L-023",
+        "1 KB (config max_coap_payload 1024)",
+        &observed,
+        fits.contains(r#""code":0"#) && over.starts_with("4.13") && over.contains("L-023"),
+    );
+}
+
 /// A rule of `tenant` sending everything to `n` topic destinations.
 async fn create_topic_rule(d: &Deployment, tenant: &str, n: usize) -> (u16, Value) {
     let destinations: Vec<Value> = (0..n)
@@ -1288,7 +1305,6 @@ async fn l_063_consumer_group_retention() {
 const NOT_YET_BUILT: &[(&str, u32)] = &[
     ("L-015", 5),
     ("L-018", 5),
-    ("L-023", 6),
     ("L-025", 5),
     ("L-030", 5),
     ("L-035", 5),

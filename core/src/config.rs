@@ -56,6 +56,8 @@ pub struct HubConfig {
     /// How long a sink may take to confirm a batch before its events go to the store's outbox
     /// (and the QoS 1 publishers are answered from there).
     pub sink_send_timeout_ms: u64,
+    /// Largest CoAP payload, bytes (L-023, seed 000: 1 KB); larger requests get 4.13.
+    pub max_coap_payload: usize,
     /// The open-broker mode for a sandbox tenant.
     pub open_broker: OpenBrokerConfig,
 }
@@ -83,6 +85,7 @@ impl Default for HubConfig {
             sink_buffer_capacity: 10_000,
             sink_batch_size: 256,
             sink_send_timeout_ms: 5_000,
+            max_coap_payload: 1024,
             open_broker: OpenBrokerConfig::default(),
         }
     }

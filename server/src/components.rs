@@ -18,6 +18,7 @@ pub enum ComponentError {
             feature = "mqtt",
             feature = "quic",
             feature = "http",
+            feature = "coap",
             feature = "embedded",
             feature = "amqp",
             feature = "sqs"
@@ -77,7 +78,34 @@ pub async fn transports(config: &Config) -> Result<Vec<Box<dyn Transport>>, Comp
     if config.http.enabled {
         out.push(http(config).await?);
     }
+    if config.coap.enabled {
+        out.push(coap(config).await?);
+    }
     Ok(out)
+}
+
+#[cfg(feature = "coap")]
+async fn coap(config: &Config) -> Result<Box<dyn Transport>, ComponentError> {
+    let c = &config.coap;
+    let settings = ironhub_coap::CoapSettings {
+        token_ttl_secs: c.token_ttl_secs,
+        separate_after: std::time::Duration::from_millis(c.separate_after_ms),
+    };
+    let t = ironhub_coap::CoapTransport::bind(c.listen, settings)
+        .await
+        .map_err(|e| ComponentError::Start {
+            component: "coap",
+            reason: format!("bind {}: {e}", c.listen),
+        })?;
+    Ok(Box::new(t))
+}
+
+#[cfg(not(feature = "coap"))]
+async fn coap(_config: &Config) -> Result<Box<dyn Transport>, ComponentError> {
+    Err(ComponentError::CompiledOut {
+        component: "[coap]",
+        feature: "coap",
+    })
 }
 
 #[cfg(feature = "http")]
@@ -246,6 +274,9 @@ pub fn compiled() -> Vec<&'static str> {
     }
     if cfg!(feature = "http") {
         v.push("transport:http");
+    }
+    if cfg!(feature = "coap") {
+        v.push("transport:coap");
     }
     if cfg!(feature = "amqp") {
         v.push("sink:amqp");

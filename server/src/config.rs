@@ -21,6 +21,8 @@ pub struct Config {
     pub quic: QuicConfig,
     /// The HTTP device transport.
     pub http: HttpConfig,
+    /// The CoAP device transport.
+    pub coap: CoapConfig,
     /// The storage backend.
     pub store: StoreConfig,
     /// The AMQP sink (consumer groups); absent: no AMQP.
@@ -39,6 +41,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             quic: QuicConfig::default(),
             http: HttpConfig::default(),
+            coap: CoapConfig::default(),
             store: StoreConfig::default(),
             amqp: None,
             sqs: None,
@@ -156,6 +159,31 @@ impl Default for HttpConfig {
             token_ttl_secs: 48 * 3600,
             cert: None,
             key: None,
+        }
+    }
+}
+
+/// `[coap]`: CoAP devices (UDP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoapConfig {
+    /// Off unless enabled.
+    pub enabled: bool,
+    /// UDP address.
+    pub listen: SocketAddr,
+    /// How long device tokens live.
+    pub token_ttl_secs: u64,
+    /// How long a confirmable request may take before an empty ACK and a separate response.
+    pub separate_after_ms: u64,
+}
+
+impl Default for CoapConfig {
+    fn default() -> Self {
+        CoapConfig {
+            enabled: false,
+            listen: SocketAddr::from(([0, 0, 0, 0], 5683)),
+            token_ttl_secs: 48 * 3600,
+            separate_after_ms: 500,
         }
     }
 }

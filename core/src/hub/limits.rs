@@ -220,6 +220,14 @@ impl Hub {
         Ok(())
     }
 
+    /// The CoAP payload bound (L-023), counted when it refuses.
+    pub fn check_coap_payload(&self, len: usize) -> Result<(), Limited> {
+        if len > self.inner.config.max_coap_payload {
+            return Err(self.counted(Limited::new(LimitId::CoapMessageSize)));
+        }
+        Ok(())
+    }
+
     /// MQTT 5 property bounds (L-026 to L-028).
     pub(crate) fn check_properties(&self, p: &Properties) -> Result<(), Limited> {
         let cfg = &self.inner.config;

@@ -101,7 +101,24 @@ pub struct Stats {
     /// Expired sessions reclaimed.
     pub sessions_expired: AtomicU64,
     /// Requests stopped by each limit, indexed like [`LimitId::ALL`].
-    pub limited: [AtomicU64; LimitId::COUNT],
+    pub limited: LimitCounters,
+}
+
+/// One counter per limit, indexed like [`LimitId::ALL`].
+#[derive(Debug)]
+pub struct LimitCounters([AtomicU64; LimitId::COUNT]);
+
+impl Default for LimitCounters {
+    fn default() -> Self {
+        LimitCounters(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl std::ops::Deref for LimitCounters {
+    type Target = [AtomicU64; LimitId::COUNT];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 /// A point-in-time copy of [`Stats`].

@@ -87,6 +87,7 @@ catalog! {
     RequestResponseLength => "L-028", "response topic or correlation data length", Malformed;
     TopicLength => "L-031", "topic length", Malformed;
     TopicLevels => "L-032", "topic levels", Malformed;
+    CoapMessageSize => "L-023", "CoAP message size", Malformed;
     FiltersPerSubscribe => "L-033", "topic filters per SUBSCRIBE", Quota;
     DestinationsPerRule => "L-050", "destinations per rule", Malformed;
     RuleMessages => "L-051", "rule-engine messages per tenant", Rate;
