@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ironhub_conformance::{Deployment, WAIT, free_port, open_v3, raw, v3, v5};
+use hyper::Method;
+use ironhub_conformance::{Deployment, WAIT, amqp, free_port, open_v3, raw, v3, v5};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -116,8 +117,29 @@ async fn quic_and_tcp_clients_publish_and_subscribe_to_each_other_across_a_migra
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_device_over_quic_takes_over_its_tcp_connection() {
-    let (d, addr) = quic_deployment("").await;
+    let (d, addr) = quic_deployment(&amqp::config(amqp::SHARED_NODE)).await;
     let dev = d.provision("acme").await;
+    // A consumer group of the device's product: QUIC messages reach it like any other.
+    let (s, g) = d
+        .api(
+            Method::POST,
+            "/api/v1/tenants/acme/consumer-groups",
+            Some(serde_json::json!({ "name": "backend" })),
+        )
+        .await;
+    assert_eq!(s, 201, "{g}");
+    let path = format!(
+        "/api/v1/tenants/acme/consumer-groups/{}/products/{}",
+        g["id"].as_str().unwrap(),
+        dev.product_key
+    );
+    assert_eq!(d.api(Method::PUT, &path, None).await.0, 200);
+    let url = amqp::url_as(
+        amqp::SHARED_NODE,
+        g["credentials"]["username"].as_str().unwrap(),
+        g["credentials"]["password"].as_str().unwrap(),
+    );
+    let mut consumer = amqp::GroupConsumer::start(&url, g["queue"].as_str().unwrap()).await;
     let (_tcp, mut tcp_ev) = v5::connect(dev.v5_options(&d)).await;
 
     let c = dev.mqtt();
@@ -151,4 +173,16 @@ async fn a_signed_device_over_quic_takes_over_its_tcp_connection() {
         .unwrap();
     let (_, body) = next(&mut recv).await;
     assert_eq!(raw::publish_parts(&body).1, b"via quic");
+    let upstream: Vec<Vec<u8>> = consumer
+        .drain(std::time::Duration::from_secs(2))
+        .await
+        .into_iter()
+        .filter(|m| m.kind == "upstream")
+        .map(|m| m.payload)
+        .collect();
+    assert_eq!(
+        upstream,
+        [b"via quic".to_vec()],
+        "the consumer group got it"
+    );
 }
