@@ -255,11 +255,36 @@ impl Deployment {
         path: &str,
         body: Option<Value>,
     ) -> Result<(u16, hyper::HeaderMap, Value), String> {
+        let authorization = format!("Bearer {}", self.token);
+        self.call_as(method, path, body, &authorization).await
+    }
+
+    /// Calls the API with another `Authorization` header (a tenant's API key); returns status,
+    /// headers and JSON body.
+    pub async fn api_as(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        authorization: &str,
+    ) -> (u16, hyper::HeaderMap, Value) {
+        self.call_as(method, path, body, authorization)
+            .await
+            .expect("API reachable")
+    }
+
+    async fn call_as(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        authorization: &str,
+    ) -> Result<(u16, hyper::HeaderMap, Value), String> {
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.api))
-            .header("authorization", format!("Bearer {}", self.token))
+            .header("authorization", authorization)
             .body(Full::new(
                 body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
             ))

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -13,8 +14,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use ironhub_core::hub::RuleSpec;
-use ironhub_core::limits::{LimitKind, Profile};
+use ironhub_core::hub::{RRPC_TIMEOUT_MS, RuleSpec};
+use ironhub_core::limits::{LimitId, LimitKind, Limited as Limit, Profile};
 use ironhub_core::model::NodeType;
 use ironhub_core::store::{records, transact};
 use ironhub_core::{Hub, HubError, QoS};
@@ -69,6 +70,9 @@ impl From<HubError> for ApiError {
             HubError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             HubError::Limited { limited, message } => {
                 let (status, code) = match limited.limit.kind() {
+                    _ if limited.limit == LimitId::BroadcastSize => {
+                        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+                    }
                     LimitKind::Rate => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
                     LimitKind::Quota => (StatusCode::FORBIDDEN, "limit_exceeded"),
                     LimitKind::Malformed => (StatusCode::BAD_REQUEST, "invalid_request"),
@@ -230,6 +234,9 @@ impl Admin {
                     e,
                 )),
             };
+        }
+        if req.uri().path().starts_with("/api/v1/business/") {
+            return self.business(req).await;
         }
         if !self.authorized(&req) {
             return Err(ApiError::new(
@@ -492,6 +499,21 @@ impl Admin {
                 hub.delete_rule(tenant, id).await?;
                 Ok((StatusCode::NO_CONTENT, Value::Null))
             }
+            (Method::POST, ["api", "v1", "tenants", tenant, "api-keys"]) => {
+                let r: CreateApiKey = parse(&body)?;
+                let (key, secret) = hub.create_api_key(tenant, &r.name).await?;
+                let mut v = json!(key);
+                v["token"] = json!(format!("{}.{secret}", key.id));
+                Ok((StatusCode::CREATED, v))
+            }
+            (Method::GET, ["api", "v1", "tenants", tenant, "api-keys"]) => {
+                hub.tenant(tenant).await?;
+                Ok((StatusCode::OK, json!(hub.api_keys(tenant))))
+            }
+            (Method::DELETE, ["api", "v1", "tenants", tenant, "api-keys", id]) => {
+                hub.delete_api_key(tenant, id).await?;
+                Ok((StatusCode::NO_CONTENT, Value::Null))
+            }
             (Method::GET, ["api", "v1", "sinks"]) => Ok((StatusCode::OK, json!(hub.sink_stats()))),
             (Method::POST, ["api", "v1", "messages"]) => {
                 let r: PublishMessage = parse(&body)?;
@@ -514,6 +536,149 @@ impl Admin {
             )),
         }
     }
+}
+
+impl Admin {
+    /// The business API: authenticated by a tenant's API key, scoped to that tenant.
+    async fn business(&self, req: Request<Incoming>) -> ApiResult {
+        let token = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned);
+        let hub = &self.hub;
+        let tenant = match token.as_deref().and_then(|t| hub.business_tenant(t)) {
+            Some(Ok(tenant)) => tenant,
+            Some(Err(limited)) => return Err(limited_error(limited)),
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing or wrong API key (Authorization: Bearer <keyId>.<secret>)",
+                ));
+            }
+        };
+        let method = req.method().clone();
+        let path = req.uri().path().trim_end_matches('/').to_owned();
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let body = read_body(req).await?;
+        match (method, segments.as_slice()) {
+            (Method::POST, ["api", "v1", "business", "pub"]) => {
+                let r: BusinessPub = parse(&body)?;
+                let qos = match r.qos {
+                    0 => QoS::AtMostOnce,
+                    1 => QoS::AtLeastOnce,
+                    _ => return Err(ApiError::bad_request("qos must be 0 or 1")),
+                };
+                let payload = r.payload.decode()?;
+                let n = hub
+                    .pub_to_device(
+                        &tenant,
+                        &r.product_key,
+                        &r.device_name,
+                        &r.topic,
+                        payload,
+                        qos,
+                    )
+                    .await?;
+                Ok((StatusCode::OK, json!({ "delivered_to": n })))
+            }
+            (Method::POST, ["api", "v1", "business", "rrpc"]) => {
+                let r: BusinessRrpc = parse(&body)?;
+                let payload = r.payload.decode()?;
+                let timeout = r.timeout_ms.unwrap_or(*RRPC_TIMEOUT_MS.end());
+                let outcome = hub
+                    .rrpc(&tenant, &r.product_key, &r.device_name, payload, timeout)
+                    .await?;
+                Ok((StatusCode::OK, json!(outcome)))
+            }
+            (Method::POST, ["api", "v1", "business", "broadcast"]) => {
+                let r: BusinessBroadcast = parse(&body)?;
+                let payload = r.payload.decode()?;
+                let (id, n) = hub.broadcast(&tenant, &r.product_key, payload).await?;
+                Ok((
+                    StatusCode::OK,
+                    json!({ "message_id": id, "delivered_to": n }),
+                ))
+            }
+            (Method::GET, ["api", "v1", "business", "devices", pk, dn]) => Ok((
+                StatusCode::OK,
+                json!(hub.device_status(&tenant, pk, dn).await?),
+            )),
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route {path}"),
+            )),
+        }
+    }
+}
+
+fn limited_error(limited: Limit) -> ApiError {
+    ApiError::from(HubError::Limited {
+        limited,
+        message: "business API requests".into(),
+    })
+}
+
+/// A payload in a JSON body: text, or base64 with `"encoding": "base64"`.
+#[derive(Deserialize)]
+struct Payload {
+    payload: String,
+    #[serde(default)]
+    encoding: Option<String>,
+}
+
+impl Payload {
+    fn decode(self) -> Result<Bytes, ApiError> {
+        match self.encoding.as_deref() {
+            None | Some("text") => Ok(Bytes::from(self.payload)),
+            Some("base64") => base64::engine::general_purpose::STANDARD
+                .decode(&self.payload)
+                .map(Bytes::from)
+                .map_err(|e| ApiError::bad_request(format!("payload is not base64: {e}"))),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "encoding must be text or base64, not {other}"
+            ))),
+        }
+    }
+}
+
+// No deny_unknown_fields: serde does not support it with `flatten`.
+#[derive(Deserialize)]
+struct BusinessPub {
+    product_key: String,
+    device_name: String,
+    topic: String,
+    #[serde(flatten)]
+    payload: Payload,
+    #[serde(default)]
+    qos: u8,
+}
+
+// No deny_unknown_fields: serde does not support it with `flatten`.
+#[derive(Deserialize)]
+struct BusinessRrpc {
+    product_key: String,
+    device_name: String,
+    #[serde(flatten)]
+    payload: Payload,
+    timeout_ms: Option<u64>,
+}
+
+// No deny_unknown_fields: serde does not support it with `flatten`.
+#[derive(Deserialize)]
+struct BusinessBroadcast {
+    product_key: String,
+    #[serde(flatten)]
+    payload: Payload,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateApiKey {
+    name: String,
 }
 
 /// Samples of one metric: label set (`{k="v"}` or empty) and value.

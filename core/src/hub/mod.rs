@@ -19,6 +19,7 @@ use crate::store::records::{self, LIST_LIMIT};
 use crate::store::{self, Store, StoreError, transact};
 use crate::{now_ms, topic};
 
+mod business;
 mod groups;
 mod limits;
 mod router;
@@ -27,6 +28,7 @@ mod session;
 mod tokens;
 mod topology;
 
+pub use business::{ApiKey, DeviceStatus, RRPC_TIMEOUT_MS, RrpcOutcome};
 pub use groups::GROUP_SINK;
 pub use router::Delivery;
 pub use rules::{RuleSpec, RuleView};
@@ -167,6 +169,10 @@ pub(crate) struct Inner {
     pub(crate) group_routes: RwLock<groups::GroupRoutes>,
     /// Each tenant's enabled rules, compiled.
     pub(crate) rules: rules::Rules,
+    /// Business API keys.
+    pub(crate) api_keys: business::ApiKeys,
+    /// RRPC calls waiting for their device.
+    pub(crate) rrpc: business::PendingRrpc,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -260,6 +266,8 @@ impl Hub {
                 forwarder: crate::forward::Forwarder::default(),
                 group_routes: RwLock::new(HashMap::new()),
                 rules: rules::Rules::new(),
+                api_keys: business::ApiKeys::default(),
+                rrpc: business::PendingRrpc::default(),
                 config,
                 store,
             }),
@@ -268,6 +276,7 @@ impl Hub {
         hub.load_profiles().await?;
         hub.load_groups().await?;
         hub.load_rules().await?;
+        hub.load_api_keys().await?;
         if hub.inner.config.open_broker.enabled {
             let id = hub.inner.config.open_broker.tenant.clone();
             model::validate_tenant_id(&id).map_err(|e| HubError::Invalid(e.to_string()))?;

@@ -839,6 +839,9 @@ impl Hub {
                 req.qos,
             )
         });
+        if let Some(id) = sys_suffix.and_then(|s| s.strip_prefix("/rrpc/response/")) {
+            self.rrpc_response(&identity.key, id, &req.payload);
+        }
         let topology = sys_suffix.and_then(TopoOp::from_suffix).map(|op| {
             let topic = format!("{}_reply", req.topic);
             (op, topic, req.payload.clone(), req.qos)

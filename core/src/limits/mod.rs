@@ -80,7 +80,9 @@ catalog! {
     SubscriptionsPerDevice => "L-013", "subscriptions per device", Quota;
     TenantMessages => "L-014", "messages per tenant", Rate;
     DeviceMessagesQos0 => "L-016", "QoS 0 messages per device", Rate;
+    TenantDownlink => "L-015", "messages to devices per tenant", Rate;
     DeviceMessagesQos1 => "L-017", "QoS 1 messages per device", Rate;
+    DeviceDownlink => "L-018", "messages a device receives from the business API", Rate;
     ConnectionBandwidth => "L-019", "bandwidth per connection", Rate;
     UserProperties => "L-026", "user properties per message", Malformed;
     UserPropertyLength => "L-027", "user property key or value length", Malformed;
@@ -89,6 +91,8 @@ catalog! {
     TopicLevels => "L-032", "topic levels", Malformed;
     CoapMessageSize => "L-023", "CoAP message size", Malformed;
     FiltersPerSubscribe => "L-033", "topic filters per SUBSCRIBE", Quota;
+    BroadcastSize => "L-035", "broadcast message size", Malformed;
+    Broadcasts => "L-036", "broadcasts per tenant", Rate;
     DestinationsPerRule => "L-050", "destinations per rule", Malformed;
     RuleMessages => "L-051", "rule-engine messages per tenant", Rate;
     RuleWrites => "L-052", "rule writes to destinations per tenant", Rate;
@@ -101,6 +105,7 @@ catalog! {
     TenantDataPoints => "L-073", "data points per tenant", Rate;
     DeviceDataPoints => "L-074", "data points per device", Rate;
     RegistryOperations => "L-075", "device registry operations per tenant", Rate;
+    ApiRequests => "L-076", "business API requests per tenant", Rate;
     DataPointsPerHour => "L-080", "data points per device per hour", Quota;
 }
 
@@ -192,6 +197,10 @@ pub struct Limiter {
     registry: Keyed<Buckets>,
     rule_messages: Keyed<Buckets>,
     rule_writes: Keyed<Buckets>,
+    api_requests: Keyed<Buckets>,
+    tenant_downlink: Keyed<Buckets>,
+    device_downlink: Keyed<Buckets>,
+    broadcasts: Keyed<Buckets>,
     hourly_points: Keyed<Window>,
 }
 
@@ -349,6 +358,57 @@ impl Limiter {
         )
     }
 
+    /// A business API request of the tenant (L-076).
+    pub fn api_request(&self, p: &Profile, tenant: &str, now: u64) -> Result<(), Limited> {
+        take(
+            &self.api_requests,
+            tenant,
+            &p.rates.api_requests,
+            now,
+            1,
+            LimitId::ApiRequests,
+        )
+    }
+
+    /// A message the business API sends to a device: the device's rate (L-018), then the
+    /// tenant's (L-015).
+    pub fn downlink(
+        &self,
+        p: &Profile,
+        tenant: &str,
+        device: &str,
+        now: u64,
+    ) -> Result<(), Limited> {
+        take(
+            &self.device_downlink,
+            device,
+            &p.rates.device_downlink,
+            now,
+            1,
+            LimitId::DeviceDownlink,
+        )?;
+        take(
+            &self.tenant_downlink,
+            tenant,
+            &p.rates.tenant_downlink,
+            now,
+            1,
+            LimitId::TenantDownlink,
+        )
+    }
+
+    /// A broadcast of the tenant (L-036).
+    pub fn broadcast(&self, p: &Profile, tenant: &str, now: u64) -> Result<(), Limited> {
+        take(
+            &self.broadcasts,
+            tenant,
+            &p.rates.broadcasts,
+            now,
+            1,
+            LimitId::Broadcasts,
+        )
+    }
+
     /// Drops state that is back to its initial value (full buckets, empty windows): it is the
     /// same as no state, so memory stays bounded by the keys active in the last period.
     pub fn sweep(&self, now: u64) {
@@ -363,6 +423,10 @@ impl Limiter {
             &self.registry,
             &self.rule_messages,
             &self.rule_writes,
+            &self.api_requests,
+            &self.tenant_downlink,
+            &self.device_downlink,
+            &self.broadcasts,
         ] {
             k.map
                 .lock()

@@ -29,8 +29,10 @@ pub struct Profile {
     pub data_points_per_hour: u64,
     /// Monthly API limits: a warning at 80 %, the component disabled for the tenant at 100 %.
     pub monthly: MonthlyLimits,
-    /// Server-side subscription: consumer groups and their queues.
+    /// Rules and server-side subscription: consumer groups and their queues.
     pub forwarding: ForwardingLimits,
+    /// The business API.
+    pub business: BusinessLimits,
 }
 
 impl Default for Profile {
@@ -42,6 +44,7 @@ impl Default for Profile {
             data_points_per_hour: 3600,
             monthly: MonthlyLimits::default(),
             forwarding: ForwardingLimits::default(),
+            business: BusinessLimits::default(),
         }
     }
 }
@@ -99,6 +102,15 @@ pub struct RateLimits {
     pub rule_messages: RateSpec,
     /// Writes of rule outputs to destinations (seed 000: 2,000 per second).
     pub rule_writes: RateSpec,
+    /// Business API requests per tenant (seed 001: 100 per second).
+    pub api_requests: RateSpec,
+    /// Messages the business API sends to the tenant's devices (Pub, RRPC; seed 000: 2,000 per
+    /// second).
+    pub tenant_downlink: RateSpec,
+    /// Messages the business API sends to one device (seed 000: 50 per second).
+    pub device_downlink: RateSpec,
+    /// Broadcasts per tenant (seed 000: one per minute).
+    pub broadcasts: RateSpec,
 }
 
 impl Default for RateLimits {
@@ -114,6 +126,26 @@ impl Default for RateLimits {
             registry_operations: rate("100:1"),
             rule_messages: rate("1000:1"),
             rule_writes: rate("2000:1"),
+            api_requests: rate("100:1"),
+            tenant_downlink: rate("2000:1"),
+            device_downlink: rate("50:1"),
+            broadcasts: rate("1:60"),
+        }
+    }
+}
+
+/// Business API limits (seed 000).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusinessLimits {
+    /// Largest broadcast payload, bytes (seed 000: 64 KB).
+    pub broadcast_bytes: u64,
+}
+
+impl Default for BusinessLimits {
+    fn default() -> Self {
+        BusinessLimits {
+            broadcast_bytes: 64 * 1024,
         }
     }
 }

@@ -15,6 +15,7 @@
 //! | `g\0{tenant}\0{group}` | [`ConsumerGroup`] |
 //! | `k\0{gwProductKey}\0{gwDeviceName}\0{productKey}\0{deviceName}` | empty: a gateway carries a sub-device |
 //! | `K\0{productKey}\0{deviceName}` | (gwProductKey, gwDeviceName): the gateway of a sub-device |
+//! | `y\0{keyId}` | [`ApiKey`] of the business API (the secret as its SHA-256) |
 //! | `x\0{tenant}\0{rule}` | [`Rule`] (JSON, so rules survive new fields) |
 //! | `o\0{sink}\0{seq: u64 BE}` | ([`Destination`], [`Event`]) a sink has not confirmed yet, in order |
 //! | `n\0t\0{tenant}` / `n\0p\0{productKey}` | device count of a tenant / a product (i64 counter) |
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{KeyRange, Store, StoreError, Txn};
 use crate::forward::{Destination, Event};
+use crate::hub::ApiKey;
 use crate::limits::Profile;
 use crate::message::{Message, QoS};
 use crate::model::{ConsumerGroup, Device, Product, Tenant};
@@ -575,4 +577,21 @@ pub async fn list_sub_devices(
             Some((pk.to_owned(), dn.to_owned()))
         })
         .collect())
+}
+
+// ---- business API keys
+
+/// Writes an API key.
+pub fn put_api_key(txn: &mut dyn Txn, k: &ApiKey) {
+    txn.set(&key(&[b"y", k.id.as_bytes()]), &encode(k));
+}
+
+/// Removes an API key.
+pub fn delete_api_key(txn: &mut dyn Txn, id: &str) {
+    txn.clear(&key(&[b"y", id.as_bytes()]));
+}
+
+/// Lists every API key.
+pub async fn list_api_keys(txn: &mut dyn Txn) -> Result<Vec<ApiKey>, StoreError> {
+    list_typed(txn, &prefix(&[b"y"]), 0).await
 }

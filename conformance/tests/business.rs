@@ -1,0 +1,285 @@
+//! The business API, black-box: a business server with a tenant's API key drives devices that
+//! are real MQTT clients (Pub, RRPC, broadcast, status), and can never reach another tenant's.
+
+use std::time::Duration;
+
+use hyper::Method;
+use ironhub_conformance::{Deployment, DeviceCreds, v3};
+use rumqttc::{Event, Packet, QoS};
+use serde_json::{Value, json};
+
+/// Creates an API key for `tenant`; returns its bearer token.
+pub async fn api_key(d: &Deployment, tenant: &str) -> String {
+    let (s, v) = d
+        .api(
+            Method::POST,
+            &format!("/api/v1/tenants/{tenant}/api-keys"),
+            Some(json!({ "name": "backend" })),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    v["token"].as_str().expect("token").to_owned()
+}
+
+async fn call(
+    d: &Deployment,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let auth = format!("Bearer {key}");
+    let (s, _, v) = d.api_as(method, path, body, &auth).await;
+    (s, v)
+}
+
+/// A device that answers every RRPC request with `pong:` + the request.
+fn rrpc_responder(
+    c: rumqttc::AsyncClient,
+    mut ev: rumqttc::EventLoop,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok(e) = ev.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = e
+                && p.topic.contains("/rrpc/request/")
+            {
+                let topic = p.topic.replace("/rrpc/request/", "/rrpc/response/");
+                let mut answer = b"pong:".to_vec();
+                answer.extend_from_slice(&p.payload);
+                c.publish(topic, QoS::AtMostOnce, false, answer)
+                    .await
+                    .unwrap();
+            }
+        }
+    })
+}
+
+struct Setup {
+    d: Deployment,
+    dev: DeviceCreds,
+    key: String,
+    other_key: String,
+    other_dev: DeviceCreds,
+}
+
+async fn setup() -> Setup {
+    let d = Deployment::start("").await;
+    let a = Deployment::unique_tenant("biz-a");
+    let b = Deployment::unique_tenant("biz-b");
+    let dev = d.provision(&a).await;
+    let other_dev = d.provision(&b).await;
+    let key = api_key(&d, &a).await;
+    let other_key = api_key(&d, &b).await;
+    Setup {
+        d,
+        dev,
+        key,
+        other_key,
+        other_dev,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_and_status_reach_the_device() {
+    let s = setup().await;
+    let (d, dev) = (&s.d, &s.dev);
+    let (c, mut ev) = v3::connect(dev.v3_options(d)).await;
+    c.subscribe(dev.user_topic("get"), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    v3::suback(&mut ev).await;
+    let body = json!({ "product_key": dev.product_key, "device_name": dev.device_name,
+                       "topic": dev.user_topic("get"), "payload": "turn on", "qos": 1 });
+    let (st, v) = call(d, &s.key, Method::POST, "/api/v1/business/pub", Some(body)).await;
+    assert_eq!((st, &v["delivered_to"]), (200, &json!(1)), "{v}");
+    let p = v3::next_publish(&mut ev).await;
+    assert_eq!(&p.payload[..], b"turn on");
+    let binary = json!({ "product_key": dev.product_key, "device_name": dev.device_name,
+                         "topic": dev.user_topic("get"), "payload": "AAEC", "encoding": "base64" });
+    call(
+        d,
+        &s.key,
+        Method::POST,
+        "/api/v1/business/pub",
+        Some(binary),
+    )
+    .await;
+    assert_eq!(&v3::next_publish(&mut ev).await.payload[..], &[0, 1, 2]);
+
+    let wrong_topic = json!({ "product_key": dev.product_key, "device_name": dev.device_name,
+                              "topic": "/elsewhere/x", "payload": "x" });
+    let (st, v) = call(
+        d,
+        &s.key,
+        Method::POST,
+        "/api/v1/business/pub",
+        Some(wrong_topic),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+
+    let path = format!(
+        "/api/v1/business/devices/{}/{}",
+        dev.product_key, dev.device_name
+    );
+    let (st, v) = call(d, &s.key, Method::GET, &path, None).await;
+    assert_eq!((st, &v["state"]), (200, &json!("online")), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rrpc_succeeds_times_out_or_finds_the_device_offline() {
+    let s = setup().await;
+    let (d, dev) = (&s.d, &s.dev);
+    let call_rrpc = |dn: &str, timeout_ms: u64| {
+        json!({ "product_key": dev.product_key, "device_name": dn, "payload": "ping",
+                "timeout_ms": timeout_ms })
+    };
+    let offline = d.add_device(&dev.product_key, "sleeper").await;
+    let (st, v) = call(
+        d,
+        &s.key,
+        Method::POST,
+        "/api/v1/business/rrpc",
+        Some(call_rrpc(&offline.device_name, 8000)),
+    )
+    .await;
+    assert_eq!((st, &v["rrpc_code"]), (200, &json!("OFFLINE")), "{v}");
+
+    let (c, ev) = v3::connect(dev.v3_options(d)).await;
+    let responder = rrpc_responder(c, ev);
+    let (st, v) = call(
+        d,
+        &s.key,
+        Method::POST,
+        "/api/v1/business/rrpc",
+        Some(call_rrpc(&dev.device_name, 8000)),
+    )
+    .await;
+    assert_eq!((st, &v["rrpc_code"]), (200, &json!("SUCCESS")), "{v}");
+    assert_eq!(v["payload"], "pong:ping");
+    responder.abort();
+
+    // Online but silent: TIMEOUT after the requested time.
+    let silent = d.add_device(&dev.product_key, "silent").await;
+    let (_c2, mut ev2) = v3::connect(silent.v3_options(d)).await;
+    let keep = tokio::spawn(async move { while ev2.poll().await.is_ok() {} });
+    let started = std::time::Instant::now();
+    let (st, v) = call(
+        d,
+        &s.key,
+        Method::POST,
+        "/api/v1/business/rrpc",
+        Some(call_rrpc(&silent.device_name, 1000)),
+    )
+    .await;
+    assert_eq!((st, &v["rrpc_code"]), (200, &json!("TIMEOUT")), "{v}");
+    assert!(started.elapsed() >= Duration::from_millis(1000));
+    keep.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_reaches_every_online_device_of_the_product_and_no_other() {
+    let s = setup().await;
+    let (d, dev) = (&s.d, &s.dev);
+    let second = d.add_device(&dev.product_key, "dev-2").await;
+    let (s2, p2) = d
+        .api(
+            Method::POST,
+            "/api/v1/products",
+            Some(json!({ "tenant": dev.tenant, "name": "other" })),
+        )
+        .await;
+    assert_eq!(s2, 201);
+    let elsewhere = d
+        .add_device(p2["product_key"].as_str().unwrap(), "dev-x")
+        .await;
+    let mut loops = Vec::new();
+    for device in [dev, &second, &elsewhere] {
+        let (c, ev) = v3::connect(device.v3_options(d)).await;
+        loops.push((c, ev));
+    }
+    let body = json!({ "product_key": dev.product_key, "payload": "firmware 1.2 is out" });
+    let (st, v) = call(
+        d,
+        &s.key,
+        Method::POST,
+        "/api/v1/business/broadcast",
+        Some(body),
+    )
+    .await;
+    assert_eq!((st, &v["delivered_to"]), (200, &json!(2)), "{v}");
+    let id = v["message_id"].as_str().unwrap().to_owned();
+    let mut got = Vec::new();
+    for (i, (_c, ev)) in loops.iter_mut().enumerate() {
+        if let Some(p) =
+            v3::next_publish_within(ev, Duration::from_secs(if i < 2 { 5 } else { 1 })).await
+        {
+            got.push((
+                i,
+                p.topic.clone(),
+                String::from_utf8_lossy(&p.payload).into_owned(),
+            ));
+        }
+    }
+    let expected: Vec<(usize, String, String)> = [dev, &second]
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            (
+                i,
+                format!(
+                    "/sys/{}/{}/broadcast/request/{id}",
+                    x.product_key, x.device_name
+                ),
+                "firmware 1.2 is out".to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected, "the product's devices only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_never_reaches_another_tenants_devices() {
+    let s = setup().await;
+    let (d, dev) = (&s.d, &s.dev);
+    let (_c, mut ev) = v3::connect(dev.v3_options(d)).await;
+    let keep = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    let target = json!({ "product_key": dev.product_key, "device_name": dev.device_name });
+    let mut pub_body = target.clone();
+    pub_body["topic"] = json!(dev.user_topic("get"));
+    pub_body["payload"] = json!("x");
+    let mut rrpc_body = target.clone();
+    rrpc_body["payload"] = json!("x");
+    let broadcast_body = json!({ "product_key": dev.product_key, "payload": "x" });
+    let status = format!(
+        "/api/v1/business/devices/{}/{}",
+        dev.product_key, dev.device_name
+    );
+    let requests = [
+        (Method::POST, "/api/v1/business/pub", Some(pub_body)),
+        (Method::POST, "/api/v1/business/rrpc", Some(rrpc_body)),
+        (
+            Method::POST,
+            "/api/v1/business/broadcast",
+            Some(broadcast_body),
+        ),
+        (Method::GET, status.as_str(), None),
+    ];
+    for (method, path, body) in requests {
+        let (st, v) = call(d, &s.other_key, method.clone(), path, body.clone()).await;
+        assert_eq!(st, 404, "another tenant's key on {path}: {v}");
+        let (st, _) = call(d, "ak-unknown.secret", method.clone(), path, body.clone()).await;
+        assert_eq!(st, 401, "an unknown key on {path}");
+        let forged = format!("{}x", s.key);
+        let (st, _) = call(d, &forged, method.clone(), path, body).await;
+        assert_eq!(st, 401, "a wrong secret on {path}");
+    }
+    // The other tenant's key works on its own device.
+    let own = format!(
+        "/api/v1/business/devices/{}/{}",
+        s.other_dev.product_key, s.other_dev.device_name
+    );
+    let (st, v) = call(d, &s.other_key, Method::GET, &own, None).await;
+    assert_eq!((st, &v["state"]), (200, &json!("inactive")), "{v}");
+    keep.abort();
+}

@@ -1,0 +1,392 @@
+//! The business API's engine: tenant API keys, and driving devices from a business server (Pub
+//! to a device topic, synchronous RRPC, broadcast to a product's online devices). Every call is
+//! scoped to the key's tenant: another tenant's device does not exist for it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+use super::{Hub, HubError, device_session_key};
+use crate::limits::{LimitId, Limited};
+use crate::message::{Message, QoS};
+use crate::model::{self, DeviceState};
+use crate::now_ms;
+use crate::store::{self, records, transact};
+use crate::topic;
+
+/// RRPC timeouts accepted, ms (seed 000: 8 s at most, the default).
+pub const RRPC_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 1_000..=8_000;
+
+/// A tenant's API key as stored (the secret only as its SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// Public identifier (`ak...`).
+    pub id: String,
+    /// The tenant it acts for.
+    pub tenant: String,
+    /// Display name.
+    pub name: String,
+    /// SHA-256 of the secret, hex.
+    #[serde(skip_serializing)]
+    pub secret_sha256: String,
+    /// Creation time, ms since the epoch.
+    pub created_at_ms: u64,
+}
+
+/// API keys by id, in memory for the per-request check.
+#[derive(Default)]
+pub(crate) struct ApiKeys {
+    by_id: Mutex<HashMap<String, ApiKey>>,
+}
+
+/// Calls waiting for a device's RRPC response, by (session key, request id).
+#[derive(Default)]
+pub(crate) struct PendingRrpc {
+    calls: Mutex<HashMap<(String, u64), oneshot::Sender<Bytes>>>,
+}
+
+/// How an RRPC call ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "rrpc_code", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RrpcOutcome {
+    /// The device answered: its payload.
+    Success {
+        /// The device's response, as text when it is UTF-8 (base64 otherwise, see `encoding`).
+        payload: String,
+        /// `base64` when the payload is not UTF-8.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        encoding: Option<&'static str>,
+        /// The request id (the last topic level).
+        message_id: String,
+    },
+    /// The device is connected but did not answer in time.
+    Timeout {
+        /// The request id.
+        message_id: String,
+    },
+    /// The device is not connected: nothing was sent.
+    Offline,
+}
+
+/// A device's status as the business API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DeviceStatus {
+    /// ProductKey.
+    pub product_key: String,
+    /// DeviceName.
+    pub device_name: String,
+    /// inactive, online, offline or disabled.
+    pub state: DeviceState,
+}
+
+fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn not_found(pk: &str, dn: &str) -> HubError {
+    HubError::NotFound {
+        what: "device",
+        id: format!("{pk}/{dn}"),
+    }
+}
+
+impl Hub {
+    pub(crate) async fn load_api_keys(&self) -> Result<(), HubError> {
+        let keys = transact(&**self.store(), |t| {
+            Box::pin(async move { records::list_api_keys(t).await })
+        })
+        .await?;
+        let mut map = self.inner.api_keys.by_id.lock().expect("api keys lock");
+        *map = keys.into_iter().map(|k| (k.id.clone(), k)).collect();
+        Ok(())
+    }
+
+    /// Creates an API key for a tenant; returns it with its secret (shown once). The bearer
+    /// token is `{id}.{secret}`.
+    pub async fn create_api_key(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<(ApiKey, String), HubError> {
+        self.tenant(tenant).await?;
+        let secret = model::new_secret();
+        let key = ApiKey {
+            id: format!("ak{}", model::random_token(14)),
+            tenant: tenant.to_owned(),
+            name: name.to_owned(),
+            secret_sha256: hash(&secret),
+            created_at_ms: now_ms(),
+        };
+        store::write(&**self.store(), |t| records::put_api_key(t, &key)).await?;
+        self.inner
+            .api_keys
+            .by_id
+            .lock()
+            .expect("api keys lock")
+            .insert(key.id.clone(), key.clone());
+        Ok((key, secret))
+    }
+
+    /// A tenant's API keys (without secrets).
+    pub fn api_keys(&self, tenant: &str) -> Vec<ApiKey> {
+        let map = self.inner.api_keys.by_id.lock().expect("api keys lock");
+        let mut keys: Vec<ApiKey> = map
+            .values()
+            .filter(|k| k.tenant == tenant)
+            .cloned()
+            .collect();
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        keys
+    }
+
+    /// Revokes an API key.
+    pub async fn delete_api_key(&self, tenant: &str, id: &str) -> Result<(), HubError> {
+        let known = self.api_keys(tenant).iter().any(|k| k.id == id);
+        if !known {
+            return Err(HubError::NotFound {
+                what: "api key",
+                id: id.to_owned(),
+            });
+        }
+        store::write(&**self.store(), |t| records::delete_api_key(t, id)).await?;
+        self.inner
+            .api_keys
+            .by_id
+            .lock()
+            .expect("api keys lock")
+            .remove(id);
+        Ok(())
+    }
+
+    /// The tenant a bearer token `{id}.{secret}` acts for, after the tenant's request rate
+    /// (L-076). None when the token is unknown or wrong.
+    pub fn business_tenant(&self, token: &str) -> Option<Result<String, Limited>> {
+        let (id, secret) = token.split_once('.')?;
+        let tenant = {
+            let map = self.inner.api_keys.by_id.lock().expect("api keys lock");
+            let key = map.get(id)?;
+            let presented = hash(secret);
+            let same = presented
+                .bytes()
+                .zip(key.secret_sha256.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+            if !same || presented.len() != key.secret_sha256.len() {
+                return None;
+            }
+            key.tenant.clone()
+        };
+        let profile = self.profile_of(&tenant);
+        let admitted = self
+            .inner
+            .limiter
+            .api_request(&profile, &tenant, now_ms())
+            .map_err(|l| self.counted(l));
+        Some(admitted.map(|()| tenant))
+    }
+
+    /// Checks that a device exists in the tenant (another tenant's device does not exist here).
+    async fn tenant_device(&self, tenant: &str, pk: &str, dn: &str) -> Result<(), HubError> {
+        match self.device_record(pk, dn).await? {
+            Some(d) if d.tenant == tenant => Ok(()),
+            _ => Err(not_found(pk, dn)),
+        }
+    }
+
+    /// Downlink rates: the tenant's (L-015) and the device's (L-018).
+    fn admit_downlink(&self, tenant: &str, device_key: &str) -> Result<(), HubError> {
+        let profile = self.profile_of(tenant);
+        self.inner
+            .limiter
+            .downlink(&profile, tenant, device_key, now_ms())
+            .map_err(|l| HubError::Limited {
+                limited: self.counted(l),
+                message: "too many messages to devices".into(),
+            })
+    }
+
+    /// The device's status.
+    pub async fn device_status(
+        &self,
+        tenant: &str,
+        pk: &str,
+        dn: &str,
+    ) -> Result<DeviceStatus, HubError> {
+        self.tenant_device(tenant, pk, dn).await?;
+        let view = self.device(pk, dn).await?;
+        Ok(DeviceStatus {
+            product_key: view.product_key,
+            device_name: view.device_name,
+            state: view.state,
+        })
+    }
+
+    /// Publishes `payload` to one of a device's own topics (`/{pk}/{dn}/...` or
+    /// `/sys/{pk}/{dn}/...`); returns how many sessions it was handed to.
+    pub async fn pub_to_device(
+        &self,
+        tenant: &str,
+        pk: &str,
+        dn: &str,
+        topic_name: &str,
+        payload: Bytes,
+        qos: QoS,
+    ) -> Result<usize, HubError> {
+        self.tenant_device(tenant, pk, dn).await?;
+        let own = [format!("/{pk}/{dn}/"), format!("/sys/{pk}/{dn}/")];
+        if !own.iter().any(|p| topic_name.starts_with(p.as_str())) {
+            return Err(HubError::Invalid(format!(
+                "topic must be one of the device's: /{pk}/{dn}/... or /sys/{pk}/{dn}/..."
+            )));
+        }
+        topic::validate_name(topic_name).map_err(|e| HubError::Invalid(e.to_string()))?;
+        self.admit_downlink(tenant, &device_session_key(pk, dn))?;
+        let msg = Message::from_hub(tenant, topic_name.to_owned(), payload, qos, now_ms());
+        Ok(self.accept(msg).await?)
+    }
+
+    /// Calls a device synchronously: publishes `/sys/{pk}/{dn}/rrpc/request/{id}` and waits up to
+    /// `timeout_ms` (1 to 8 s, L-025) for its publish on `/sys/{pk}/{dn}/rrpc/response/{id}`.
+    pub async fn rrpc(
+        &self,
+        tenant: &str,
+        pk: &str,
+        dn: &str,
+        payload: Bytes,
+        timeout_ms: u64,
+    ) -> Result<RrpcOutcome, HubError> {
+        if !RRPC_TIMEOUT_MS.contains(&timeout_ms) {
+            return Err(HubError::Invalid(format!(
+                "timeout_ms must be {} to {} (L-025)",
+                RRPC_TIMEOUT_MS.start(),
+                RRPC_TIMEOUT_MS.end()
+            )));
+        }
+        self.tenant_device(tenant, pk, dn).await?;
+        let key = device_session_key(pk, dn);
+        if !self.slot(&key).is_some_and(|s| s.is_online()) {
+            return Ok(RrpcOutcome::Offline);
+        }
+        self.admit_downlink(tenant, &key)?;
+        let id = self.next_seq();
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .rrpc
+            .calls
+            .lock()
+            .expect("rrpc lock")
+            .insert((key.clone(), id), tx);
+        let request = format!("/sys/{pk}/{dn}/rrpc/request/{id}");
+        let msg = Message::from_hub(tenant, request, payload, QoS::AtMostOnce, now_ms());
+        let sent = self.accept(msg).await;
+        let answer = match sent {
+            Ok(_) => tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await,
+            Err(e) => {
+                self.forget_rrpc(&key, id);
+                return Err(e.into());
+            }
+        };
+        self.forget_rrpc(&key, id);
+        let message_id = id.to_string();
+        Ok(match answer {
+            Ok(Ok(reply)) => {
+                let (payload, encoding) = match std::str::from_utf8(&reply) {
+                    Ok(text) => (text.to_owned(), None),
+                    Err(_) => (
+                        base64::engine::general_purpose::STANDARD.encode(&reply),
+                        Some("base64"),
+                    ),
+                };
+                RrpcOutcome::Success {
+                    payload,
+                    encoding,
+                    message_id,
+                }
+            }
+            _ => RrpcOutcome::Timeout { message_id },
+        })
+    }
+
+    fn forget_rrpc(&self, key: &str, id: u64) {
+        self.inner
+            .rrpc
+            .calls
+            .lock()
+            .expect("rrpc lock")
+            .remove(&(key.to_owned(), id));
+    }
+
+    /// A device's publish on `.../rrpc/response/{id}` answers the call waiting for it.
+    pub(crate) fn rrpc_response(&self, device_key: &str, id: &str, payload: &Bytes) {
+        let Ok(id) = id.parse::<u64>() else {
+            return;
+        };
+        let waiting = self
+            .inner
+            .rrpc
+            .calls
+            .lock()
+            .expect("rrpc lock")
+            .remove(&(device_key.to_owned(), id));
+        if let Some(tx) = waiting {
+            let _ = tx.send(payload.clone());
+        }
+    }
+
+    /// Sends `payload` to every online device of a product, on
+    /// `/sys/{pk}/{dn}/broadcast/request/{id}` (no subscription needed); at most 64 KB (L-035)
+    /// and the tenant's broadcast rate (L-036). Returns the id and how many devices got it.
+    pub async fn broadcast(
+        &self,
+        tenant: &str,
+        pk: &str,
+        payload: Bytes,
+    ) -> Result<(String, usize), HubError> {
+        let product = self.product(pk).await?;
+        if product.tenant != tenant {
+            return Err(HubError::NotFound {
+                what: "product",
+                id: pk.to_owned(),
+            });
+        }
+        let profile = self.profile_of(tenant);
+        let max = profile.business.broadcast_bytes;
+        if max > 0 && payload.len() as u64 > max {
+            return Err(HubError::Limited {
+                limited: self.counted(Limited::new(LimitId::BroadcastSize)),
+                message: format!("a broadcast is at most {max} bytes"),
+            });
+        }
+        self.inner
+            .limiter
+            .broadcast(&profile, tenant, now_ms())
+            .map_err(|l| HubError::Limited {
+                limited: self.counted(l),
+                message: "too many broadcasts".into(),
+            })?;
+        let prefix = format!("{pk}/");
+        let online: Vec<String> = {
+            let sessions = self.inner.sessions.read().expect("sessions lock");
+            sessions
+                .iter()
+                .filter(|(k, slot)| k.starts_with(&prefix) && slot.is_online())
+                .map(|(k, _)| k[prefix.len()..].to_owned())
+                .collect()
+        };
+        let id = self.next_seq().to_string();
+        let now = now_ms();
+        let mut reached = 0;
+        for dn in online {
+            let topic_name = format!("/sys/{pk}/{dn}/broadcast/request/{id}");
+            let msg = Message::from_hub(tenant, topic_name, payload.clone(), QoS::AtMostOnce, now);
+            reached += self.accept(msg).await?;
+        }
+        Ok((id, reached))
+    }
+}
