@@ -70,7 +70,7 @@ impl From<HubError> for ApiError {
             HubError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             HubError::Limited { limited, message } => {
                 let (status, code) = match limited.limit.kind() {
-                    _ if limited.limit == LimitId::BroadcastSize => {
+                    _ if matches!(limited.limit, LimitId::BroadcastSize | LimitId::ShadowSize) => {
                         (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
                     }
                     LimitKind::Rate => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
@@ -602,6 +602,16 @@ impl Admin {
                     json!({ "message_id": id, "delivered_to": n }),
                 ))
             }
+            (Method::GET, ["api", "v1", "business", "shadows", pk, dn]) => {
+                Ok((StatusCode::OK, json!(hub.shadow(&tenant, pk, dn).await?)))
+            }
+            (Method::PUT, ["api", "v1", "business", "shadows", pk, dn]) => {
+                let r: DesiredUpdate = parse(&body)?;
+                let shadow = hub
+                    .set_desired(&tenant, pk, dn, &r.state.desired, r.version)
+                    .await?;
+                Ok((StatusCode::OK, json!(shadow)))
+            }
             (Method::GET, ["api", "v1", "business", "devices", pk, dn]) => Ok((
                 StatusCode::OK,
                 json!(hub.device_status(&tenant, pk, dn).await?),
@@ -673,6 +683,19 @@ struct BusinessBroadcast {
     product_key: String,
     #[serde(flatten)]
     payload: Payload,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DesiredUpdate {
+    state: DesiredState,
+    version: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DesiredState {
+    desired: serde_json::Map<String, Value>,
 }
 
 #[derive(Deserialize)]

@@ -192,7 +192,12 @@ impl Hub {
     }
 
     /// Checks that a device exists in the tenant (another tenant's device does not exist here).
-    async fn tenant_device(&self, tenant: &str, pk: &str, dn: &str) -> Result<(), HubError> {
+    pub(crate) async fn tenant_device(
+        &self,
+        tenant: &str,
+        pk: &str,
+        dn: &str,
+    ) -> Result<(), HubError> {
         match self.device_record(pk, dn).await? {
             Some(d) if d.tenant == tenant => Ok(()),
             _ => Err(not_found(pk, dn)),

@@ -25,6 +25,7 @@ mod limits;
 mod router;
 mod rules;
 mod session;
+mod shadow;
 mod tokens;
 mod topology;
 
@@ -37,6 +38,7 @@ pub use session::{
     ClientIdentity, ConnectOutcome, ConnectRefusal, ConnectRequest, Connected, KickReason,
     PublishRefusal, PublishRequest, Session, SubscribeRefusal, SubscribeRequest, Will,
 };
+pub use shadow::{Shadow, ShadowState};
 pub use tokens::AuthRequest;
 pub use topology::SubDevice;
 
@@ -761,6 +763,7 @@ impl Hub {
         self.drop_session(&key).await?;
         self.forget_topology(&device.tenant, pk, dn).await?;
         store::write(&**self.store(), |t| {
+            records::delete_shadow(t, pk, dn);
             records::delete_device(t, pk, dn);
             records::count_devices(t, &device.tenant, pk, -1);
         })

@@ -170,8 +170,9 @@ impl Router {
     }
 }
 
-/// The device a `/sys/{pk}/{dn}/...` topic addresses: the Link SDK never subscribes to its own
-/// system topics, so the hub delivers them to the device without a subscription.
+/// The device a `/sys/{pk}/{dn}/...` or `/shadow/get/{pk}/{dn}` topic addresses: the Link SDK
+/// never subscribes to its own system topics, and a shadow's pending desired state must reach a
+/// device that has not subscribed yet, so the hub delivers them without a subscription.
 fn sys_topic_device(topic: &str) -> Option<String> {
     let mut levels = topic.split('/');
     match (
@@ -180,8 +181,12 @@ fn sys_topic_device(topic: &str) -> Option<String> {
         levels.next(),
         levels.next(),
         levels.next(),
+        levels.next(),
     ) {
-        (Some(""), Some("sys"), Some(pk), Some(dn), Some(_)) => {
+        (Some(""), Some("sys"), Some(pk), Some(dn), Some(_), _) => {
+            Some(super::device_session_key(pk, dn))
+        }
+        (Some(""), Some("shadow"), Some("get"), Some(pk), Some(dn), None) => {
             Some(super::device_session_key(pk, dn))
         }
         _ => None,

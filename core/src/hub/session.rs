@@ -701,6 +701,10 @@ impl Hub {
             self.notify_groups(pk, |id, now| {
                 Event::status(id, &identity.tenant, pk, dn, true, now)
             });
+            // A desired state set while the device was away reaches it now.
+            let hub = self.clone();
+            let (tenant, pk, dn) = (identity.tenant.clone(), pk.clone(), dn.clone());
+            tokio::spawn(async move { hub.shadow_on_connect(&tenant, &pk, &dn).await });
         }
         Ok(ConnectOutcome::Connected(Box::new(Connected {
             session: Session {
@@ -839,6 +843,17 @@ impl Hub {
                 req.qos,
             )
         });
+        let shadow_request = identity
+            .device
+            .as_ref()
+            .is_some_and(|(pk, dn)| {
+                req.topic
+                    .strip_prefix("/shadow/update/")
+                    .and_then(|t| t.strip_prefix(pk.as_str()))
+                    .and_then(|t| t.strip_prefix('/'))
+                    == Some(dn.as_str())
+            })
+            .then(|| req.payload.clone());
         if let Some(id) = sys_suffix.and_then(|s| s.strip_prefix("/rrpc/response/")) {
             self.rrpc_response(&identity.key, id, &req.payload);
         }
@@ -899,6 +914,11 @@ impl Hub {
             self.inner
                 .forwarder
                 .forward(self, &destinations, event, wait)
+                .await
+                .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+        }
+        if let (Some(request), Some((pk, dn))) = (shadow_request, identity.device.as_ref()) {
+            self.shadow_request(&identity.tenant, pk, dn, &request)
                 .await
                 .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
         }

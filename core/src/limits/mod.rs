@@ -15,7 +15,7 @@ pub mod quota;
 pub mod rate;
 pub mod window;
 
-pub use profile::{DEFAULT_PROFILE, Profile};
+pub use profile::{DEFAULT_PROFILE, Profile, ShadowLimits};
 use rate::{Buckets, RateSpec};
 use window::Window;
 
@@ -92,6 +92,10 @@ catalog! {
     CoapMessageSize => "L-023", "CoAP message size", Malformed;
     FiltersPerSubscribe => "L-033", "topic filters per SUBSCRIBE", Quota;
     BroadcastSize => "L-035", "broadcast message size", Malformed;
+    ShadowLevels => "L-040", "shadow JSON levels", Malformed;
+    ShadowSize => "L-041", "shadow size", Malformed;
+    ShadowProperties => "L-042", "shadow properties", Malformed;
+    ShadowRequests => "L-043", "shadow requests per device", Rate;
     Broadcasts => "L-036", "broadcasts per tenant", Rate;
     DestinationsPerRule => "L-050", "destinations per rule", Malformed;
     RuleMessages => "L-051", "rule-engine messages per tenant", Rate;
@@ -201,6 +205,7 @@ pub struct Limiter {
     tenant_downlink: Keyed<Buckets>,
     device_downlink: Keyed<Buckets>,
     broadcasts: Keyed<Buckets>,
+    shadow_requests: Keyed<Buckets>,
     hourly_points: Keyed<Window>,
 }
 
@@ -409,6 +414,18 @@ impl Limiter {
         )
     }
 
+    /// A shadow request of a device (L-043).
+    pub fn shadow_request(&self, p: &Profile, device: &str, now: u64) -> Result<(), Limited> {
+        take(
+            &self.shadow_requests,
+            device,
+            &p.rates.shadow_requests,
+            now,
+            1,
+            LimitId::ShadowRequests,
+        )
+    }
+
     /// Drops state that is back to its initial value (full buckets, empty windows): it is the
     /// same as no state, so memory stays bounded by the keys active in the last period.
     pub fn sweep(&self, now: u64) {
@@ -427,6 +444,7 @@ impl Limiter {
             &self.tenant_downlink,
             &self.device_downlink,
             &self.broadcasts,
+            &self.shadow_requests,
         ] {
             k.map
                 .lock()

@@ -33,6 +33,8 @@ pub struct Profile {
     pub forwarding: ForwardingLimits,
     /// The business API.
     pub business: BusinessLimits,
+    /// Device shadows.
+    pub shadow: ShadowLimits,
 }
 
 impl Default for Profile {
@@ -45,6 +47,7 @@ impl Default for Profile {
             monthly: MonthlyLimits::default(),
             forwarding: ForwardingLimits::default(),
             business: BusinessLimits::default(),
+            shadow: ShadowLimits::default(),
         }
     }
 }
@@ -111,6 +114,8 @@ pub struct RateLimits {
     pub device_downlink: RateSpec,
     /// Broadcasts per tenant (seed 000: one per minute).
     pub broadcasts: RateSpec,
+    /// Shadow requests per device (seed 000: 20 per second).
+    pub shadow_requests: RateSpec,
 }
 
 impl Default for RateLimits {
@@ -130,6 +135,29 @@ impl Default for RateLimits {
             tenant_downlink: rate("2000:1"),
             device_downlink: rate("50:1"),
             broadcasts: rate("1:60"),
+            shadow_requests: rate("20:1"),
+        }
+    }
+}
+
+/// Device shadow limits (seed 000).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShadowLimits {
+    /// JSON levels of the reported or desired state (seed 000: 5).
+    pub levels: u64,
+    /// Size of the shadow document, bytes (seed 000: 16 KB).
+    pub bytes: u64,
+    /// Reported plus desired properties (seed 000: 128).
+    pub properties: u64,
+}
+
+impl Default for ShadowLimits {
+    fn default() -> Self {
+        ShadowLimits {
+            levels: 5,
+            bytes: 16 * 1024,
+            properties: 128,
         }
     }
 }

@@ -15,6 +15,7 @@
 //! | `g\0{tenant}\0{group}` | [`ConsumerGroup`] |
 //! | `k\0{gwProductKey}\0{gwDeviceName}\0{productKey}\0{deviceName}` | empty: a gateway carries a sub-device |
 //! | `K\0{productKey}\0{deviceName}` | (gwProductKey, gwDeviceName): the gateway of a sub-device |
+//! | `w\0{productKey}\0{deviceName}` | device [`Shadow`] (JSON) |
 //! | `y\0{keyId}` | [`ApiKey`] of the business API (the secret as its SHA-256) |
 //! | `x\0{tenant}\0{rule}` | [`Rule`] (JSON, so rules survive new fields) |
 //! | `o\0{sink}\0{seq: u64 BE}` | ([`Destination`], [`Event`]) a sink has not confirmed yet, in order |
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{KeyRange, Store, StoreError, Txn};
 use crate::forward::{Destination, Event};
-use crate::hub::ApiKey;
+use crate::hub::{ApiKey, Shadow};
 use crate::limits::Profile;
 use crate::message::{Message, QoS};
 use crate::model::{ConsumerGroup, Device, Product, Tenant};
@@ -594,4 +595,30 @@ pub fn delete_api_key(txn: &mut dyn Txn, id: &str) {
 /// Lists every API key.
 pub async fn list_api_keys(txn: &mut dyn Txn) -> Result<Vec<ApiKey>, StoreError> {
     list_typed(txn, &prefix(&[b"y"]), 0).await
+}
+
+// ---- device shadows (JSON: they are JSON documents)
+
+/// Reads a device's shadow.
+pub async fn get_shadow(
+    txn: &mut dyn Txn,
+    pk: &str,
+    dn: &str,
+) -> Result<Option<Shadow>, StoreError> {
+    let k = key(&[b"w", pk.as_bytes(), dn.as_bytes()]);
+    match txn.get(&k).await? {
+        Some(v) => json(&k, &v).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Writes a device's shadow.
+pub fn put_shadow(txn: &mut dyn Txn, pk: &str, dn: &str, shadow: &Shadow) {
+    let value = serde_json::to_vec(shadow).expect("shadows serialize");
+    txn.set(&key(&[b"w", pk.as_bytes(), dn.as_bytes()]), &value);
+}
+
+/// Removes a device's shadow.
+pub fn delete_shadow(txn: &mut dyn Txn, pk: &str, dn: &str) {
+    txn.clear(&key(&[b"w", pk.as_bytes(), dn.as_bytes()]));
 }
