@@ -150,6 +150,14 @@ impl Admin {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        if path == "/openapi.json" {
+            return Response::builder()
+                .header(CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(
+                    crate::openapi::document().to_string(),
+                )))
+                .expect("static response parts are valid");
+        }
         if path == "/metrics" {
             return Response::builder()
                 .header(CONTENT_TYPE, "text/plain; version=0.0.4")

@@ -17,6 +17,7 @@ mod admin;
 mod cli;
 mod components;
 mod config;
+mod openapi;
 mod serve;
 
 use clap::{Parser, Subcommand};
