@@ -1,6 +1,7 @@
 """A CoAP device written with aiocoap (a client that is not ironhub's), for the conformance tests.
 
 Usage:
+  coap_device.py auth <uri> <json>                       POST /auth, the signed JSON body
   coap_device.py publish <uri> <token> <payload> [non]   POST with the token in option 2088
   coap_device.py retransmit <host> <port> <path> <token> <payload>
       sends the same confirmable datagram twice (as a client does when its ACK is lost) and
@@ -33,6 +34,15 @@ async def publish(uri, token, payload, non):
     msg = Message(code=Code.POST, uri=uri, payload=payload.encode(),
                   mtype=numbers.NON if non else numbers.CON)
     msg.opt.add_option(token_option(token))
+    response = await asyncio.wait_for(ctx.request(msg).response, 10)
+    await ctx.shutdown()
+    return {"code": str(response.code).split()[0], "payload": response.payload.decode()}
+
+
+async def auth(uri, body):
+    ctx = await aiocoap.Context.create_client_context()
+    msg = Message(code=Code.POST, uri=uri, payload=body.encode())
+    msg.opt.content_format = 50  # application/json
     response = await asyncio.wait_for(ctx.request(msg).response, 10)
     await ctx.shutdown()
     return {"code": str(response.code).split()[0], "payload": response.payload.decode()}
@@ -71,7 +81,9 @@ def ping(host, port):
 
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
-    if cmd == "publish":
+    if cmd == "auth":
+        result = asyncio.run(auth(args[0], args[1]))
+    elif cmd == "publish":
         result = asyncio.run(publish(args[0], args[1], args[2], len(args) > 3 and args[3] == "non"))
     elif cmd == "retransmit":
         result = retransmit(*args)

@@ -99,7 +99,7 @@ async fn coap_errors_have_their_response_codes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aiocoap_publishes_and_a_retransmitted_con_is_handled_once() {
+async fn aiocoap_authenticates_publishes_and_a_retransmitted_con_is_handled_once() {
     let (d, coap) = Coap::start("").await;
     let dev = d.provision(&Deployment::unique_tenant("coap-dup")).await;
     let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
@@ -107,8 +107,16 @@ async fn aiocoap_publishes_and_a_retransmitted_con_is_handled_once() {
         .await
         .unwrap();
     v3::suback(&mut ev).await;
-    let token = coap.token(&dev);
+    let auth = coap.aiocoap(&["auth", &coap.uri("/auth"), &auth_body(&dev)]);
+    assert_eq!(auth["code"], "2.05", "{auth}");
+    let token: Value = serde_json::from_str(auth["payload"].as_str().unwrap()).unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
     let uri = coap.uri(&topic_path(&dev));
+    let bad = coap.aiocoap(&["publish", &uri, "not-a-token", "{}"]);
+    assert_eq!(bad["code"], "4.01", "a bad token: {bad}");
+    let big = "x".repeat(1100);
+    let too_large = coap.aiocoap(&["publish", &uri, &token, &big]);
+    assert_eq!(too_large["code"], "4.13", "over 1 KB: {too_large}");
     let con = coap.aiocoap(&["publish", &uri, &token, r#"{"n":1}"#]);
     assert_eq!(con["code"], "2.05", "{con}");
     let non = coap.aiocoap(&["publish", &uri, &token, r#"{"n":2}"#, "non"]);
