@@ -283,3 +283,84 @@ async fn a_key_never_reaches_another_tenants_devices() {
     assert_eq!((st, &v["state"]), (200, &json!("inactive")), "{v}");
     keep.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_are_listed_by_page_and_state_with_their_history() {
+    let s = setup().await;
+    let (d, dev) = (&s.d, &s.dev);
+    for i in 2..=5 {
+        d.add_device(&dev.product_key, &format!("dev-{i}")).await;
+    }
+    let (c, mut ev) = v3::connect(dev.v3_options(d)).await;
+    let list = |q: &str| {
+        format!(
+            "/api/v1/business/devices?product_key={}{q}",
+            dev.product_key
+        )
+    };
+    let names = |v: &Value| -> Vec<String> {
+        v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["device_name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (st, first) = call(d, &s.key, Method::GET, &list("&page_size=2"), None).await;
+    assert_eq!(st, 200, "{first}");
+    assert_eq!(names(&first), ["dev-1", "dev-2"]);
+    let next = first["next"].as_str().unwrap().to_owned();
+    let (_, second) = call(
+        d,
+        &s.key,
+        Method::GET,
+        &list(&format!("&page_size=2&after={next}")),
+        None,
+    )
+    .await;
+    assert_eq!(names(&second), ["dev-3", "dev-4"]);
+    let (_, last) = call(
+        d,
+        &s.key,
+        Method::GET,
+        &list("&page_size=2&after=dev-4"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (names(&last), &last["next"]),
+        (vec!["dev-5".to_owned()], &Value::Null)
+    );
+    let (_, online) = call(d, &s.key, Method::GET, &list("&state=online"), None).await;
+    assert_eq!(names(&online), ["dev-1"]);
+    let (st, _) = call(d, &s.other_key, Method::GET, &list(""), None).await;
+    assert_eq!(st, 404, "another tenant's product");
+
+    c.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while ev.poll().await.is_ok() {}
+    })
+    .await;
+    let history = format!(
+        "/api/v1/business/devices/{}/{}/history",
+        dev.product_key, dev.device_name
+    );
+    // Written in the background: wait for both changes.
+    let mut statuses = Vec::new();
+    for _ in 0..50 {
+        let (_, v) = call(d, &s.key, Method::GET, &history, None).await;
+        statuses = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["status"].as_str().unwrap().to_owned())
+            .collect();
+        if statuses.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(statuses, ["offline", "online"], "newest first");
+    let (st, _) = call(d, &s.other_key, Method::GET, &history, None).await;
+    assert_eq!(st, 404);
+}

@@ -569,6 +569,7 @@ impl Admin {
         };
         let method = req.method().clone();
         let path = req.uri().path().trim_end_matches('/').to_owned();
+        let query = req.uri().query().unwrap_or("").to_owned();
         let segments: Vec<&str> = path.split('/').skip(1).collect();
         let body = read_body(req).await?;
         match (method, segments.as_slice()) {
@@ -609,6 +610,39 @@ impl Admin {
                     StatusCode::OK,
                     json!({ "message_id": id, "delivered_to": n }),
                 ))
+            }
+            (Method::GET, ["api", "v1", "business", "devices"]) => {
+                let pk = query_param(&query, "product_key")
+                    .ok_or_else(|| ApiError::bad_request("product_key is required"))?;
+                let state = match query_param(&query, "state") {
+                    None => None,
+                    Some(s) => Some(serde_json::from_value(json!(s)).map_err(|_| {
+                        ApiError::bad_request("state: inactive, online, offline or disabled")
+                    })?),
+                };
+                let page_size = match query_param(&query, "page_size") {
+                    None => 50,
+                    Some(n) => n
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIST).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::bad_request(format!("page_size must be 1 to {MAX_LIST}"))
+                        })?,
+                };
+                let after = query_param(&query, "after");
+                let page = hub
+                    .device_page(&tenant, &pk, state, after.as_deref(), page_size)
+                    .await?;
+                Ok((StatusCode::OK, json!(page)))
+            }
+            (Method::GET, ["api", "v1", "business", "devices", pk, dn, "history"]) => {
+                let limit = query_param(&query, "limit")
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or(100)
+                    .clamp(1, 1000);
+                let events = hub.status_history(&tenant, pk, dn, limit).await?;
+                Ok((StatusCode::OK, json!({ "events": events })))
             }
             (Method::GET, ["api", "v1", "business", "shadows", pk, dn]) => {
                 Ok((StatusCode::OK, json!(hub.shadow(&tenant, pk, dn).await?)))

@@ -252,8 +252,18 @@ const ROUTES: &[Route] = &[
     ),
     business(
         "GET",
+        "/api/v1/business/devices",
+        "A page of a product's devices (?product_key=&state=&after=&page_size=)",
+    ),
+    business(
+        "GET",
         "/api/v1/business/devices/{pk}/{dn}",
         "A device's status",
+    ),
+    business(
+        "GET",
+        "/api/v1/business/devices/{pk}/{dn}/history",
+        "A device's online/offline changes of the last 7 days, newest first (?limit=)",
     ),
     business(
         "GET",

@@ -395,3 +395,162 @@ impl Hub {
         Ok((id, reached))
     }
 }
+
+/// How long online/offline history is kept.
+pub const HISTORY_RETENTION_MS: u64 = 7 * 86_400_000;
+
+/// Status changes waiting to be written, at most this many (more are dropped and logged).
+const HISTORY_BUFFER: usize = 10_000;
+
+/// Writes online/offline changes in batches, off the connection path.
+pub(crate) struct History {
+    tx: tokio::sync::mpsc::Sender<(String, String, records::StatusEvent)>,
+    rx: Mutex<Option<tokio::sync::mpsc::Receiver<(String, String, records::StatusEvent)>>>,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(HISTORY_BUFFER);
+        History {
+            tx,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+}
+
+/// A page of devices.
+#[derive(Debug, Clone, Serialize)]
+pub struct DevicePage {
+    /// The devices, in name order.
+    pub devices: Vec<DeviceStatus>,
+    /// Pass as `after` for the next page; None at the end.
+    pub next: Option<String>,
+}
+
+impl Hub {
+    /// Records that a device went online or offline (written in the background).
+    pub(crate) fn record_status(&self, pk: &str, dn: &str, online: bool) {
+        let event = records::StatusEvent {
+            status: if online { "online" } else { "offline" }.into(),
+            time: now_ms(),
+        };
+        if self
+            .inner
+            .history
+            .tx
+            .try_send((pk.to_owned(), dn.to_owned(), event))
+            .is_err()
+        {
+            tracing::warn!(device = %format!("{pk}/{dn}"), "status history buffer full: a change was not recorded");
+        }
+    }
+
+    /// Writes buffered status changes, a batch per transaction, until shutdown.
+    pub(crate) async fn write_history_forever(&self) {
+        let Some(mut rx) = self.inner.history.rx.lock().expect("history lock").take() else {
+            return;
+        };
+        let shutdown = self.inner.shutdown.clone();
+        loop {
+            let first = tokio::select! {
+                e = rx.recv() => e,
+                () = shutdown.cancelled() => None,
+            };
+            let Some(first) = first else { return };
+            let mut batch = vec![first];
+            while batch.len() < 512 {
+                match rx.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
+                }
+            }
+            let rows: Vec<(u64, _)> = batch.into_iter().map(|e| (self.next_seq(), e)).collect();
+            let cutoff = now_ms().saturating_sub(HISTORY_RETENTION_MS);
+            let written = store::write(&**self.store(), |t| {
+                for (seq, (pk, dn, event)) in &rows {
+                    records::put_status_event(t, pk, dn, *seq, event);
+                    records::trim_status_events(t, pk, dn, cutoff);
+                }
+            })
+            .await;
+            if let Err(e) = written {
+                tracing::warn!(error = %e, lost = rows.len(), "could not write status history");
+            }
+        }
+    }
+
+    /// A device's online/offline changes of the last 7 days, newest first (at most `limit`).
+    pub async fn status_history(
+        &self,
+        tenant: &str,
+        pk: &str,
+        dn: &str,
+        limit: usize,
+    ) -> Result<Vec<records::StatusEvent>, HubError> {
+        self.tenant_device(tenant, pk, dn).await?;
+        let (pk, dn) = (pk.to_owned(), dn.to_owned());
+        let cutoff = now_ms().saturating_sub(HISTORY_RETENTION_MS);
+        let events = transact(&**self.store(), |t| {
+            let (pk, dn) = (pk.clone(), dn.clone());
+            Box::pin(async move { records::list_status_events(t, &pk, &dn, limit).await })
+        })
+        .await?;
+        Ok(events.into_iter().filter(|e| e.time >= cutoff).collect())
+    }
+
+    /// A page of a product's devices in name order, after `after`, optionally only those in
+    /// `state`, at most `page_size`.
+    pub async fn device_page(
+        &self,
+        tenant: &str,
+        pk: &str,
+        state: Option<DeviceState>,
+        after: Option<&str>,
+        page_size: usize,
+    ) -> Result<DevicePage, HubError> {
+        let product = self.product(pk).await?;
+        if product.tenant != tenant {
+            return Err(HubError::NotFound {
+                what: "product",
+                id: pk.to_owned(),
+            });
+        }
+        let mut devices = Vec::new();
+        let mut cursor = after.map(str::to_owned);
+        // Reads in batches until the page is full or the product ends.
+        loop {
+            let batch = page_size.max(1) * 4;
+            let (pk2, from) = (pk.to_owned(), cursor.clone());
+            let rows = transact(&**self.store(), |t| {
+                let (pk, from) = (pk2.clone(), from.clone());
+                Box::pin(async move {
+                    records::list_devices_after(t, &pk, from.as_deref(), batch).await
+                })
+            })
+            .await?;
+            let exhausted = rows.len() < batch;
+            for (i, d) in rows.iter().enumerate() {
+                cursor = Some(d.device_name.clone());
+                let view = self.view(d);
+                if state.is_none_or(|s| s == view.state) {
+                    devices.push(DeviceStatus {
+                        product_key: view.product_key,
+                        device_name: view.device_name,
+                        state: view.state,
+                    });
+                    if devices.len() == page_size {
+                        let last_of_all = exhausted && i + 1 == rows.len();
+                        let next = (!last_of_all).then(|| d.device_name.clone());
+                        return Ok(DevicePage { devices, next });
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(DevicePage {
+                    devices,
+                    next: None,
+                });
+            }
+        }
+    }
+}

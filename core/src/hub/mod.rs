@@ -29,7 +29,9 @@ mod shadow;
 mod tokens;
 mod topology;
 
-pub use business::{ApiKey, DeviceStatus, RRPC_TIMEOUT_MS, RrpcOutcome};
+pub use business::{
+    ApiKey, DevicePage, DeviceStatus, HISTORY_RETENTION_MS, RRPC_TIMEOUT_MS, RrpcOutcome,
+};
 pub use groups::GROUP_SINK;
 pub use router::Delivery;
 pub use rules::{RuleSpec, RuleView};
@@ -175,6 +177,8 @@ pub(crate) struct Inner {
     pub(crate) api_keys: business::ApiKeys,
     /// RRPC calls waiting for their device.
     pub(crate) rrpc: business::PendingRrpc,
+    /// Online/offline changes on their way to the store.
+    pub(crate) history: business::History,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -270,6 +274,7 @@ impl Hub {
                 rules: rules::Rules::new(),
                 api_keys: business::ApiKeys::default(),
                 rrpc: business::PendingRrpc::default(),
+                history: business::History::default(),
                 config,
                 store,
             }),
@@ -290,6 +295,8 @@ impl Hub {
         tokio::spawn(async move { sweeper.sweep_sessions_forever().await });
         let flusher = hub.clone();
         tokio::spawn(async move { flusher.flush_usage_forever().await });
+        let historian = hub.clone();
+        tokio::spawn(async move { historian.write_history_forever().await });
         Ok(hub)
     }
 
@@ -676,7 +683,7 @@ impl Hub {
         .await
     }
 
-    fn view(&self, d: &Device) -> DeviceView {
+    pub(crate) fn view(&self, d: &Device) -> DeviceView {
         let key = device_session_key(&d.product_key, &d.device_name);
         let online = self.slot(&key).is_some_and(|s| s.is_online());
         let state = match (d.enabled, online, d.activated) {
@@ -764,6 +771,7 @@ impl Hub {
         self.forget_topology(&device.tenant, pk, dn).await?;
         store::write(&**self.store(), |t| {
             records::delete_shadow(t, pk, dn);
+            records::delete_status_events(t, pk, dn);
             records::delete_device(t, pk, dn);
             records::count_devices(t, &device.tenant, pk, -1);
         })

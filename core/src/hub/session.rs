@@ -701,6 +701,7 @@ impl Hub {
             self.notify_groups(pk, |id, now| {
                 Event::status(id, &identity.tenant, pk, dn, true, now)
             });
+            self.record_status(pk, dn, true);
             // A desired state set while the device was away reaches it now.
             let hub = self.clone();
             let (tenant, pk, dn) = (identity.tenant.clone(), pk.clone(), dn.clone());
@@ -1195,6 +1196,7 @@ impl Session {
         drop(st);
         tracing::info!(session = %self.identity.key, normal, "disconnected");
         if current && let Some((pk, dn)) = &self.identity.device {
+            hub.record_status(pk, dn, false);
             hub.notify_groups(pk, |id, now| {
                 Event::status(id, &self.identity.tenant, pk, dn, false, now)
             });

@@ -15,6 +15,7 @@
 //! | `g\0{tenant}\0{group}` | [`ConsumerGroup`] |
 //! | `k\0{gwProductKey}\0{gwDeviceName}\0{productKey}\0{deviceName}` | empty: a gateway carries a sub-device |
 //! | `K\0{productKey}\0{deviceName}` | (gwProductKey, gwDeviceName): the gateway of a sub-device |
+//! | `v\0{productKey}\0{deviceName}\0{u64::MAX - ms: BE}{seq: BE}` | [`StatusEvent`], newest first |
 //! | `w\0{productKey}\0{deviceName}` | device [`Shadow`] (JSON) |
 //! | `y\0{keyId}` | [`ApiKey`] of the business API (the secret as its SHA-256) |
 //! | `x\0{tenant}\0{rule}` | [`Rule`] (JSON, so rules survive new fields) |
@@ -233,6 +234,70 @@ pub async fn list_devices(
     limit: usize,
 ) -> Result<Vec<Device>, StoreError> {
     list_typed(txn, &prefix(&[b"d", pk.as_bytes()]), limit).await
+}
+
+/// Lists a product's devices in name order after `after` (exclusive), at most `limit`.
+pub async fn list_devices_after(
+    txn: &mut dyn Txn,
+    pk: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Device>, StoreError> {
+    let mut range = prefix(&[b"d", pk.as_bytes()]);
+    if let Some(after) = after {
+        // Names hold no 0x00: the first key after `after` itself.
+        range.start = key(&[b"d", pk.as_bytes(), after.as_bytes()]);
+        range.start.push(0);
+    }
+    list_typed(txn, &range, limit).await
+}
+
+// ---- online/offline history, newest first (keys hold the inverted time)
+
+/// A device going online or offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusEvent {
+    /// `online` or `offline`.
+    pub status: String,
+    /// When, ms since the epoch.
+    pub time: u64,
+}
+
+fn status_key(pk: &str, dn: &str, at_ms: u64, seq: u64) -> Vec<u8> {
+    let mut stamp = (u64::MAX - at_ms).to_be_bytes().to_vec();
+    stamp.extend_from_slice(&seq.to_be_bytes());
+    key(&[b"v", pk.as_bytes(), dn.as_bytes(), &stamp])
+}
+
+/// Records a status change (`seq` keeps changes of the same millisecond apart).
+pub fn put_status_event(txn: &mut dyn Txn, pk: &str, dn: &str, seq: u64, event: &StatusEvent) {
+    txn.set(&status_key(pk, dn, event.time, seq), &encode(event));
+}
+
+/// The newest `limit` status changes of a device.
+pub async fn list_status_events(
+    txn: &mut dyn Txn,
+    pk: &str,
+    dn: &str,
+    limit: usize,
+) -> Result<Vec<StatusEvent>, StoreError> {
+    list_typed(txn, &prefix(&[b"v", pk.as_bytes(), dn.as_bytes()]), limit).await
+}
+
+/// Forgets a device's status changes older than `before_ms`.
+pub fn trim_status_events(txn: &mut dyn Txn, pk: &str, dn: &str, before_ms: u64) {
+    let all = prefix(&[b"v", pk.as_bytes(), dn.as_bytes()]);
+    // Newest first: everything from the first key of `before_ms - 1` on is older.
+    let range = KeyRange {
+        start: status_key(pk, dn, before_ms.saturating_sub(1), 0),
+        end: all.end,
+    };
+    txn.clear_range(&range);
+}
+
+/// Forgets all of a device's status changes.
+pub fn delete_status_events(txn: &mut dyn Txn, pk: &str, dn: &str) {
+    txn.clear_range(&prefix(&[b"v", pk.as_bytes(), dn.as_bytes()]));
 }
 
 // ---- sessions and their offline queues

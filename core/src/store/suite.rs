@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::records::{self, SessionRecord, SubscriptionRecord};
-use super::{KeyRange, Store, StoreError, transact};
+use super::{self as store, KeyRange, Store, StoreError, transact};
 use crate::message::{Message, Origin, Properties, QoS};
 use crate::model::{Device, Tenant};
 
@@ -18,6 +18,7 @@ pub async fn run(store: &dyn Store) {
     transact_commits_the_body(store).await;
     typed_records_round_trip(store).await;
     queue_keeps_publication_order(store).await;
+    status_history_is_newest_first_and_trimmed(store).await;
 }
 
 /// Checks that committed data survives closing and reopening the backend. `open` opens the same
@@ -276,4 +277,54 @@ async fn queue_keeps_publication_order(store: &dyn Store) {
     assert_eq!(records::count_queued(&mut *t, "s10", 100).await.unwrap(), 1);
     records::delete_session(&mut *t, "s10");
     t.commit().await.unwrap();
+}
+
+async fn status_history_is_newest_first_and_trimmed(store: &dyn Store) {
+    let event = |status: &str, time| records::StatusEvent {
+        status: status.into(),
+        time,
+    };
+    let events = [
+        event("online", 1_000),
+        event("offline", 2_000),
+        event("online", 3_000),
+    ];
+    store::write(store, |t| {
+        for (seq, e) in events.iter().enumerate() {
+            records::put_status_event(t, "pk", "dn", seq as u64, e);
+        }
+        // Another device's history stays apart.
+        records::put_status_event(t, "pk", "dn2", 9, &event("online", 2_500));
+    })
+    .await
+    .expect("write");
+    let read = |limit| {
+        transact(store, move |t| {
+            Box::pin(async move { records::list_status_events(t, "pk", "dn", limit).await })
+        })
+    };
+    let newest: Vec<u64> = read(10)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.time)
+        .collect();
+    assert_eq!(newest, [3_000, 2_000, 1_000]);
+    assert_eq!(read(1).await.expect("read")[0].time, 3_000);
+    store::write(store, |t| records::trim_status_events(t, "pk", "dn", 2_000))
+        .await
+        .expect("trim");
+    let kept: Vec<u64> = read(10)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.time)
+        .collect();
+    assert_eq!(kept, [3_000, 2_000], "older than the cutoff is gone");
+    let other = transact(store, |t| {
+        Box::pin(async move { records::list_status_events(t, "pk", "dn2", 10).await })
+    })
+    .await
+    .expect("read");
+    assert_eq!(other.len(), 1);
 }
