@@ -19,6 +19,7 @@ pub mod sink;
 pub mod store;
 pub mod topic;
 pub mod transport;
+pub mod tsl;
 
 pub use config::HubConfig;
 pub use hub::{Hub, HubError};

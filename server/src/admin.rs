@@ -18,6 +18,7 @@ use ironhub_core::hub::{RRPC_TIMEOUT_MS, RuleSpec};
 use ironhub_core::limits::{LimitId, LimitKind, Limited as Limit, Profile};
 use ironhub_core::model::NodeType;
 use ironhub_core::store::{records, transact};
+use ironhub_core::tsl::ThingModel;
 use ironhub_core::{Hub, HubError, QoS};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -340,6 +341,14 @@ impl Admin {
                 let d = hub.create_device(pk, r.device_name.as_deref()).await?;
                 // The DeviceSecret is shown here, once.
                 Ok((StatusCode::CREATED, json!(d)))
+            }
+            (Method::PUT, ["api", "v1", "products", pk, "tsl"]) => {
+                let model: ThingModel = parse(&body)?;
+                hub.put_thing_model(pk, model).await?;
+                Ok((StatusCode::OK, json!(hub.thing_model(pk).await?)))
+            }
+            (Method::GET, ["api", "v1", "products", pk, "tsl"]) => {
+                Ok((StatusCode::OK, json!(hub.thing_model(pk).await?)))
             }
             (Method::GET, ["api", "v1", "products", pk, "devices"]) => {
                 let limit = match query_param(&query, "limit") {

@@ -118,6 +118,16 @@ const ROUTES: &[Route] = &[
         "/api/v1/products/{pk}",
         "Delete a product and its devices",
     ),
+    admin(
+        "GET",
+        "/api/v1/products/{pk}/tsl",
+        "A product's thing model",
+    ),
+    admin(
+        "PUT",
+        "/api/v1/products/{pk}/tsl",
+        "Set a product's thing model",
+    ),
     created(
         "/api/v1/products/{pk}/devices",
         "Create a device (its DeviceSecret is shown once)",

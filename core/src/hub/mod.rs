@@ -28,6 +28,7 @@ mod session;
 mod shadow;
 mod tokens;
 mod topology;
+mod tsl;
 
 pub use business::{
     ApiKey, DevicePage, DeviceStatus, HISTORY_RETENTION_MS, RRPC_TIMEOUT_MS, RrpcOutcome,
@@ -179,6 +180,8 @@ pub(crate) struct Inner {
     pub(crate) rrpc: business::PendingRrpc,
     /// Online/offline changes on their way to the store.
     pub(crate) history: business::History,
+    /// Products' thing models.
+    pub(crate) models: tsl::Models,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -275,6 +278,7 @@ impl Hub {
                 api_keys: business::ApiKeys::default(),
                 rrpc: business::PendingRrpc::default(),
                 history: business::History::default(),
+                models: RwLock::new(HashMap::new()),
                 config,
                 store,
             }),
@@ -284,6 +288,7 @@ impl Hub {
         hub.load_groups().await?;
         hub.load_rules().await?;
         hub.load_api_keys().await?;
+        hub.load_models().await?;
         if hub.inner.config.open_broker.enabled {
             let id = hub.inner.config.open_broker.tenant.clone();
             model::validate_tenant_id(&id).map_err(|e| HubError::Invalid(e.to_string()))?;
@@ -601,6 +606,7 @@ impl Hub {
                 records::count_devices(t, &product.tenant, &pk, -(devices as i64));
                 records::clear_product_count(t, &pk);
                 records::delete_product(t, &pk);
+                records::delete_model(t, &pk);
                 Ok(())
             })
         })

@@ -838,9 +838,13 @@ impl Hub {
                 .strip_prefix(dn.as_str())
         });
         let reply = (sys_suffix == Some(PROPERTY_POST)).then(|| {
+            let model = identity
+                .device
+                .as_ref()
+                .and_then(|(pk, _)| self.model_of(pk));
             (
                 format!("{}_reply", req.topic),
-                alink_reply(&req.payload),
+                alink_reply(&req.payload, model.as_deref()),
                 req.qos,
             )
         });
@@ -951,24 +955,35 @@ impl Hub {
 const PROPERTY_POST: &str = "/thing/event/property/post";
 
 /// Alink reply to a property post: `{"id","code","data","message","method","version"}`. Code 200
-/// on success, 460 (request parameter error) when the payload is not Alink JSON.
-fn alink_reply(payload: &[u8]) -> Bytes {
+/// on success, 460 (request parameter error) when the payload is not Alink JSON, and with a
+/// thing model 6304 (unknown property) or 6306 (wrong type or out of range).
+fn alink_reply(payload: &[u8], model: Option<&crate::tsl::ThingModel>) -> Bytes {
     let request: Option<serde_json::Value> = serde_json::from_slice(payload).ok();
     let id = request
         .as_ref()
         .and_then(|v| v.get("id"))
         .cloned()
         .unwrap_or(serde_json::Value::Null);
-    let reply = match request {
-        Some(v) if v.get("params").is_some_and(|p| p.is_object()) => serde_json::json!({
-            "id": id, "code": 200, "data": {}, "message": "success",
-            "method": "thing.event.property.post", "version": "1.0",
-        }),
-        _ => serde_json::json!({
-            "id": id, "code": 460, "data": {}, "message": "request parameter error: params must be a JSON object",
-            "method": "thing.event.property.post", "version": "1.0",
-        }),
+    let params = request
+        .as_ref()
+        .and_then(|v| v.get("params"))
+        .and_then(|p| p.as_object());
+    let outcome = match (params, model) {
+        (None, _) => Err((
+            460,
+            "request parameter error: params must be a JSON object".to_owned(),
+        )),
+        (Some(params), Some(model)) => model.check_post(params),
+        (Some(_), None) => Ok(()),
     };
+    let (code, message) = match outcome {
+        Ok(()) => (200, "success".to_owned()),
+        Err(e) => e,
+    };
+    let reply = serde_json::json!({
+        "id": id, "code": code, "data": {}, "message": message,
+        "method": "thing.event.property.post", "version": "1.0",
+    });
     Bytes::from(reply.to_string())
 }
 

@@ -92,6 +92,10 @@ catalog! {
     CoapMessageSize => "L-023", "CoAP message size", Malformed;
     FiltersPerSubscribe => "L-033", "topic filters per SUBSCRIBE", Quota;
     BroadcastSize => "L-035", "broadcast message size", Malformed;
+    TslFeatures => "L-046", "features of a thing model", Malformed;
+    TslTypeSize => "L-047", "struct fields, enum items or array elements", Malformed;
+    TslTextLength => "L-048", "length of a text feature", Malformed;
+    TslParams => "L-049", "service and event parameters", Malformed;
     ShadowLevels => "L-040", "shadow JSON levels", Malformed;
     ShadowSize => "L-041", "shadow size", Malformed;
     ShadowProperties => "L-042", "shadow properties", Malformed;

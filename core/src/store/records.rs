@@ -16,6 +16,7 @@
 //! | `k\0{gwProductKey}\0{gwDeviceName}\0{productKey}\0{deviceName}` | empty: a gateway carries a sub-device |
 //! | `K\0{productKey}\0{deviceName}` | (gwProductKey, gwDeviceName): the gateway of a sub-device |
 //! | `v\0{productKey}\0{deviceName}\0{u64::MAX - ms: BE}{seq: BE}` | [`StatusEvent`], newest first |
+//! | `z\0{productKey}` | the product's [`ThingModel`] (JSON) |
 //! | `w\0{productKey}\0{deviceName}` | device [`Shadow`] (JSON) |
 //! | `y\0{keyId}` | [`ApiKey`] of the business API (the secret as its SHA-256) |
 //! | `x\0{tenant}\0{rule}` | [`Rule`] (JSON, so rules survive new fields) |
@@ -35,6 +36,7 @@ use crate::message::{Message, QoS};
 use crate::model::{ConsumerGroup, Device, Product, Tenant};
 use crate::rules::Rule;
 use crate::store::decode_counter;
+use crate::tsl::ThingModel;
 
 /// Most rows returned by one listing read.
 pub const LIST_LIMIT: usize = 10_000;
@@ -686,4 +688,33 @@ pub fn put_shadow(txn: &mut dyn Txn, pk: &str, dn: &str, shadow: &Shadow) {
 /// Removes a device's shadow.
 pub fn delete_shadow(txn: &mut dyn Txn, pk: &str, dn: &str) {
     txn.clear(&key(&[b"w", pk.as_bytes(), dn.as_bytes()]));
+}
+
+// ---- thing models (JSON)
+
+/// Writes a product's thing model.
+pub fn put_model(txn: &mut dyn Txn, pk: &str, model: &ThingModel) {
+    let value = serde_json::to_vec(model).expect("models serialize");
+    txn.set(&key(&[b"z", pk.as_bytes()]), &value);
+}
+
+/// Removes a product's thing model.
+pub fn delete_model(txn: &mut dyn Txn, pk: &str) {
+    txn.clear(&key(&[b"z", pk.as_bytes()]));
+}
+
+/// Every product's thing model, by ProductKey.
+pub async fn list_models(txn: &mut dyn Txn) -> Result<Vec<(String, ThingModel)>, StoreError> {
+    let range = prefix(&[b"z"]);
+    let skip = range.start.len();
+    txn.range(&range, 0)
+        .await?
+        .iter()
+        .map(|(k, v)| {
+            Ok((
+                String::from_utf8_lossy(&k[skip..]).into_owned(),
+                json(k, v)?,
+            ))
+        })
+        .collect()
 }

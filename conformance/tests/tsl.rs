@@ -1,0 +1,65 @@
+//! Thing models, black-box: a product's model is set through the admin API and a device's
+//! property posts (rumqttc, Alink JSON) are answered 200, 6304 or 6306 on `..._reply`.
+
+use hyper::Method;
+use ironhub_conformance::{Deployment, v3};
+use rumqttc::QoS;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn property_posts_are_validated_against_the_thing_model() {
+    let d = Deployment::start("").await;
+    let dev = d.provision(&Deployment::unique_tenant("tsl")).await;
+    let model = json!({ "properties": [
+        { "identifier": "temp", "name": "Temperature",
+          "dataType": { "type": "float", "specs": { "min": -40, "max": 85, "unit": "°C" } } },
+        { "identifier": "power", "accessMode": "rw",
+          "dataType": { "type": "bool", "specs": { "0": "off", "1": "on" } } } ],
+        "services": [ { "identifier": "reboot", "callType": "async" } ],
+        "events": [ { "identifier": "overheat", "type": "alert", "outputData": [
+            { "identifier": "temp", "dataType": { "type": "float", "specs": { "min": -40, "max": 200 } } } ] } ] });
+    let path = format!("/api/v1/products/{}/tsl", dev.product_key);
+    let (s, v) = d.api(Method::PUT, &path, Some(model)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        d.api(Method::GET, &path, None).await.1["properties"][0]["identifier"],
+        "temp"
+    );
+
+    let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
+    let topic = format!(
+        "/sys/{}/{}/thing/event/property/post",
+        dev.product_key, dev.device_name
+    );
+    let mut post = async |params: Value| -> Value {
+        let body = json!({ "id": "7", "version": "1.0", "params": params,
+                           "method": "thing.event.property.post" });
+        c.publish(&topic, QoS::AtLeastOnce, false, body.to_string())
+            .await
+            .unwrap();
+        loop {
+            let p = v3::next_publish(&mut ev).await;
+            if p.topic.ends_with("/property/post_reply") {
+                return serde_json::from_slice(&p.payload).unwrap();
+            }
+        }
+    };
+    let ok = post(json!({ "temp": 21.5, "power": 1 })).await;
+    assert_eq!(
+        (ok["code"].clone(), ok["id"].clone()),
+        (json!(200), json!("7")),
+        "{ok}"
+    );
+    let unknown = post(json!({ "humidity": 40 })).await;
+    assert_eq!(unknown["code"], 6304, "{unknown}");
+    let out_of_range = post(json!({ "temp": 120 })).await;
+    assert_eq!(out_of_range["code"], 6306, "{out_of_range}");
+    assert!(out_of_range["message"].as_str().unwrap().contains("temp"));
+    let wrong_type = post(json!({ "power": "yes" })).await;
+    assert_eq!(wrong_type["code"], 6306, "{wrong_type}");
+
+    let bad = json!({ "properties": [ { "identifier": "x",
+        "dataType": { "type": "int", "specs": { "min": 5, "max": 1 } } } ] });
+    let (s, v) = d.api(Method::PUT, &path, Some(bad)).await;
+    assert_eq!(s, 400, "min above max: {v}");
+}

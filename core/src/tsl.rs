@@ -1,0 +1,403 @@
+//! TSL thing models (Alibaba's Thing Specification Language, simplified): a product's properties,
+//! services and events with typed data, the model's bounds (L-046 to L-049) and the validation of
+//! the property posts devices send (`thing.event.property.post`), answered with Alink codes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::limits::{LimitId, Limited};
+
+/// A data type and its specs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "specs", rename_all = "lowercase")]
+pub enum DataType {
+    /// 32-bit integer within `min..=max`.
+    Int(NumberSpecs),
+    /// Single-precision number within `min..=max`.
+    Float(NumberSpecs),
+    /// Double-precision number within `min..=max`.
+    Double(NumberSpecs),
+    /// A string of at most `length` characters (L-048: 10,240).
+    Text(TextSpecs),
+    /// 0 or 1 (or true/false), with names.
+    Bool(Map<String, Value>),
+    /// One of the listed integer values (L-047: 100 items), with names.
+    Enum(Map<String, Value>),
+    /// A UTC time in ms, as a string or a number.
+    Date(Map<String, Value>),
+    /// Named fields (L-047: 50).
+    Struct(Vec<Param>),
+    /// Up to `size` items of one type (L-047: 512).
+    Array(ArraySpecs),
+}
+
+/// Specs of numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NumberSpecs {
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Unit, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+/// Specs of text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextSpecs {
+    /// Longest value, characters.
+    pub length: usize,
+}
+
+/// Specs of arrays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArraySpecs {
+    /// Most items.
+    pub size: usize,
+    /// The items' type.
+    pub item: Box<DataType>,
+}
+
+/// A named, typed value: a property, a struct field or a service/event parameter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Param {
+    /// Identifier (the JSON key devices use).
+    pub identifier: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// The type.
+    #[serde(rename = "dataType")]
+    pub data_type: DataType,
+}
+
+/// A property of the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Property {
+    /// The value's definition.
+    #[serde(flatten)]
+    pub param: Param,
+    /// `rw` or `r`.
+    #[serde(rename = "accessMode", default = "rw")]
+    pub access_mode: String,
+}
+
+fn rw() -> String {
+    "rw".into()
+}
+
+/// A service devices offer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    /// Identifier.
+    pub identifier: String,
+    /// `async` or `sync`.
+    #[serde(rename = "callType", default)]
+    pub call_type: String,
+    /// Input parameters.
+    #[serde(rename = "inputData", default)]
+    pub input: Vec<Param>,
+    /// Output parameters.
+    #[serde(rename = "outputData", default)]
+    pub output: Vec<Param>,
+}
+
+/// An event devices raise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventDef {
+    /// Identifier.
+    pub identifier: String,
+    /// `info`, `alert` or `error`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// Its parameters.
+    #[serde(rename = "outputData", default)]
+    pub output: Vec<Param>,
+}
+
+/// A product's thing model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThingModel {
+    /// Properties.
+    #[serde(default)]
+    pub properties: Vec<Property>,
+    /// Services.
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// Events.
+    #[serde(default)]
+    pub events: Vec<EventDef>,
+}
+
+/// Bounds of thing models (seed 000).
+pub mod bounds {
+    /// Properties, services and events of a model (L-046).
+    pub const FEATURES: usize = 300;
+    /// Fields of a struct (L-047).
+    pub const STRUCT_FIELDS: usize = 50;
+    /// Items of an enum (L-047).
+    pub const ENUM_ITEMS: usize = 100;
+    /// Elements of an array (L-047).
+    pub const ARRAY_SIZE: usize = 512;
+    /// Length of a text (L-048).
+    pub const TEXT_LENGTH: usize = 10_240;
+    /// Input or output parameters of one service or event (L-049).
+    pub const PARAMS_EACH: usize = 100;
+    /// Parameters of all services and events of a product (L-049).
+    pub const PARAMS_ALL: usize = 300;
+}
+
+/// Why a model was refused: the limit (if a bound) and what.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ModelError {
+    /// The bound it exceeds, if any.
+    pub limit: Option<Limited>,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn bound(limit: LimitId, message: String) -> ModelError {
+    ModelError {
+        limit: Some(Limited::new(limit)),
+        message,
+    }
+}
+
+fn check_type(t: &DataType, at: &str) -> Result<(), ModelError> {
+    match t {
+        DataType::Int(s) | DataType::Float(s) | DataType::Double(s) if s.min > s.max => {
+            Err(ModelError {
+                limit: None,
+                message: format!("{at}: min is above max"),
+            })
+        }
+        DataType::Text(s) if s.length > bounds::TEXT_LENGTH => Err(bound(
+            LimitId::TslTextLength,
+            format!("{at}: text length at most {}", bounds::TEXT_LENGTH),
+        )),
+        DataType::Enum(items) if items.len() > bounds::ENUM_ITEMS => Err(bound(
+            LimitId::TslTypeSize,
+            format!("{at}: at most {} enum items", bounds::ENUM_ITEMS),
+        )),
+        DataType::Struct(fields) => {
+            if fields.len() > bounds::STRUCT_FIELDS {
+                return Err(bound(
+                    LimitId::TslTypeSize,
+                    format!("{at}: at most {} struct fields", bounds::STRUCT_FIELDS),
+                ));
+            }
+            fields
+                .iter()
+                .try_for_each(|f| check_type(&f.data_type, &format!("{at}.{}", f.identifier)))
+        }
+        DataType::Array(a) => {
+            if a.size > bounds::ARRAY_SIZE {
+                return Err(bound(
+                    LimitId::TslTypeSize,
+                    format!("{at}: at most {} array elements", bounds::ARRAY_SIZE),
+                ));
+            }
+            check_type(&a.item, &format!("{at}[]"))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl ThingModel {
+    /// Checks the model's bounds (L-046 to L-049) and types.
+    pub fn check(&self) -> Result<(), ModelError> {
+        let features = self.properties.len() + self.services.len() + self.events.len();
+        if features > bounds::FEATURES {
+            return Err(bound(
+                LimitId::TslFeatures,
+                format!(
+                    "at most {} properties, services and events",
+                    bounds::FEATURES
+                ),
+            ));
+        }
+        let mut all_params = 0;
+        let lists = self
+            .services
+            .iter()
+            .flat_map(|s| [(&s.identifier, &s.input), (&s.identifier, &s.output)])
+            .chain(self.events.iter().map(|e| (&e.identifier, &e.output)));
+        for (id, params) in lists {
+            if params.len() > bounds::PARAMS_EACH {
+                return Err(bound(
+                    LimitId::TslParams,
+                    format!("{id}: at most {} parameters", bounds::PARAMS_EACH),
+                ));
+            }
+            all_params += params.len();
+            params
+                .iter()
+                .try_for_each(|p| check_type(&p.data_type, &format!("{id}.{}", p.identifier)))?;
+        }
+        if all_params > bounds::PARAMS_ALL {
+            return Err(bound(
+                LimitId::TslParams,
+                format!(
+                    "at most {} service and event parameters in all",
+                    bounds::PARAMS_ALL
+                ),
+            ));
+        }
+        self.properties
+            .iter()
+            .try_for_each(|p| check_type(&p.param.data_type, &p.param.identifier))
+    }
+
+    /// Validates the `params` of a property post: every key a property of the model, every value
+    /// of its type and range. Err is the Alink code and message of the reply.
+    pub fn check_post(&self, params: &Map<String, Value>) -> Result<(), (u16, String)> {
+        for (key, value) in params {
+            // Alink allows {"value": v, "time": ms} as well as the bare value.
+            let value = value
+                .get("value")
+                .filter(|_| value.get("time").is_some())
+                .unwrap_or(value);
+            let Some(p) = self.properties.iter().find(|p| p.param.identifier == *key) else {
+                return Err((
+                    6304,
+                    format!("property {key} is not in the product's model"),
+                ));
+            };
+            check_value(&p.param.data_type, value)
+                .map_err(|why| (6306, format!("property {key}: {why}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn check_value(t: &DataType, v: &Value) -> Result<(), String> {
+    let range = |s: &NumberSpecs, x: f64| {
+        if x < s.min || x > s.max {
+            Err(format!("{x} is outside {}..{}", s.min, s.max))
+        } else {
+            Ok(())
+        }
+    };
+    match t {
+        DataType::Int(s) => match v.as_i64() {
+            Some(x) => range(s, x as f64),
+            None => Err("expected an integer".into()),
+        },
+        DataType::Float(s) | DataType::Double(s) => match v.as_f64() {
+            Some(x) => range(s, x),
+            None => Err("expected a number".into()),
+        },
+        DataType::Text(s) => match v.as_str() {
+            Some(text) if text.chars().count() <= s.length => Ok(()),
+            Some(_) => Err(format!("longer than {} characters", s.length)),
+            None => Err("expected text".into()),
+        },
+        DataType::Bool(_) => match v {
+            Value::Bool(_) => Ok(()),
+            Value::Number(n) if n.as_i64().is_some_and(|x| x == 0 || x == 1) => Ok(()),
+            _ => Err("expected 0 or 1".into()),
+        },
+        DataType::Enum(items) => match v.as_i64() {
+            Some(x) if items.contains_key(&x.to_string()) => Ok(()),
+            _ => Err(format!(
+                "expected one of {:?}",
+                items.keys().collect::<Vec<_>>()
+            )),
+        },
+        DataType::Date(_) => match v {
+            Value::Number(n) if n.as_u64().is_some() => Ok(()),
+            Value::String(s) if s.parse::<u64>().is_ok() => Ok(()),
+            _ => Err("expected a UTC time in ms".into()),
+        },
+        DataType::Struct(fields) => {
+            let Some(obj) = v.as_object() else {
+                return Err("expected an object".into());
+            };
+            for (k, field_value) in obj {
+                let Some(f) = fields.iter().find(|f| f.identifier == *k) else {
+                    return Err(format!("no field {k}"));
+                };
+                check_value(&f.data_type, field_value).map_err(|e| format!("{k}: {e}"))?;
+            }
+            Ok(())
+        }
+        DataType::Array(a) => {
+            let Some(items) = v.as_array() else {
+                return Err("expected an array".into());
+            };
+            if items.len() > a.size {
+                return Err(format!("more than {} items", a.size));
+            }
+            items.iter().try_for_each(|i| check_value(&a.item, i))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn model() -> ThingModel {
+        serde_json::from_value(json!({ "properties": [
+            { "identifier": "temp", "dataType": { "type": "float", "specs": { "min": -40, "max": 85 } } },
+            { "identifier": "mode", "dataType": { "type": "enum", "specs": { "0": "off", "1": "eco" } } },
+            { "identifier": "label", "dataType": { "type": "text", "specs": { "length": 4 } } },
+            { "identifier": "pos", "dataType": { "type": "struct", "specs": [
+                { "identifier": "x", "dataType": { "type": "int", "specs": { "min": 0, "max": 9 } } } ] } },
+            { "identifier": "samples", "dataType": { "type": "array", "specs": { "size": 2,
+                "item": { "type": "int", "specs": { "min": 0, "max": 100 } } } } }
+        ] }))
+        .unwrap()
+    }
+
+    fn post(params: Value) -> Result<(), (u16, String)> {
+        model().check_post(params.as_object().unwrap())
+    }
+
+    #[test]
+    fn posts_are_checked_against_types_and_ranges() {
+        assert!(
+            post(
+                json!({ "temp": 21.5, "mode": 1, "label": "abcd", "pos": { "x": 3 },
+                             "samples": [1, 2] })
+            )
+            .is_ok()
+        );
+        assert!(post(json!({ "temp": { "value": 20, "time": 1 } })).is_ok());
+        assert_eq!(post(json!({ "humidity": 1 })).unwrap_err().0, 6304);
+        for bad in [
+            json!({ "temp": 90 }),
+            json!({ "mode": 2 }),
+            json!({ "label": "abcde" }),
+            json!({ "pos": { "x": 10 } }),
+            json!({ "samples": [1, 2, 3] }),
+            json!({ "temp": "hot" }),
+        ] {
+            assert_eq!(post(bad.clone()).unwrap_err().0, 6306, "{bad}");
+        }
+    }
+
+    #[test]
+    fn model_bounds_name_their_limit() {
+        let long_text = json!({ "properties": [ { "identifier": "t",
+            "dataType": { "type": "text", "specs": { "length": 10_241 } } } ] });
+        let m: ThingModel = serde_json::from_value(long_text).unwrap();
+        assert_eq!(
+            m.check().unwrap_err().limit.unwrap().limit,
+            LimitId::TslTextLength
+        );
+        let props: Vec<Value> = (0..301)
+            .map(|i| json!({ "identifier": format!("p{i}"), "dataType": { "type": "bool", "specs": {} } }))
+            .collect();
+        let m: ThingModel = serde_json::from_value(json!({ "properties": props })).unwrap();
+        assert_eq!(
+            m.check().unwrap_err().limit.unwrap().limit,
+            LimitId::TslFeatures
+        );
+        assert!(model().check().is_ok());
+    }
+}
