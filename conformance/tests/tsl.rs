@@ -63,3 +63,63 @@ async fn property_posts_are_validated_against_the_thing_model() {
     let (s, v) = d.api(Method::PUT, &path, Some(bad)).await;
     assert_eq!(s, 400, "min above max: {v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_categories_restrict_a_products_user_topics() {
+    use ironhub_conformance::v5;
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::mqttbytes::v5::{PubAckReason, SubscribeReasonCode as Sr5};
+
+    let d = Deployment::start("").await;
+    let dev = d.provision(&Deployment::unique_tenant("topics")).await;
+    let path = format!("/api/v1/products/{}/topics", dev.product_key);
+    let categories = json!([
+        { "topic": "/${productKey}/${deviceName}/user/update", "operation": "pub" },
+        { "topic": "/${productKey}/${deviceName}/user/get", "operation": "sub" },
+        { "topic": "/${productKey}/${deviceName}/user/data/+", "operation": "all" } ]);
+    let (s, v) = d.api(Method::PUT, &path, Some(categories)).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = d
+        .api(
+            Method::PUT,
+            &path,
+            Some(json!([{ "topic": "/elsewhere/x", "operation": "pub" }])),
+        )
+        .await;
+    assert_eq!(s, 400, "a category outside the user space: {v}");
+
+    let (c, mut ev) = v5::connect(dev.v5_options(&d)).await;
+    let mut publish = async |leaf: &str| -> PubAckReason {
+        c.publish(dev.user_topic(leaf), Q5::AtLeastOnce, false, "x")
+            .await
+            .unwrap();
+        v5::puback(&mut ev).await
+    };
+    assert_eq!(publish("update").await, PubAckReason::Success);
+    assert_eq!(publish("data/temp").await, PubAckReason::Success);
+    assert_eq!(
+        publish("get").await,
+        PubAckReason::NotAuthorized,
+        "get is sub only"
+    );
+    assert_eq!(
+        publish("other").await,
+        PubAckReason::NotAuthorized,
+        "not a category"
+    );
+    let mut codes = Vec::new();
+    for leaf in ["get", "update", "data/+"] {
+        c.subscribe(dev.user_topic(leaf), Q5::AtMostOnce)
+            .await
+            .unwrap();
+        codes.extend(v5::suback(&mut ev).await);
+    }
+    assert_eq!(
+        codes,
+        [
+            Sr5::Success(Q5::AtMostOnce),
+            Sr5::NotAuthorized,
+            Sr5::Success(Q5::AtMostOnce)
+        ]
+    );
+}

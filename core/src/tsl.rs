@@ -116,10 +116,13 @@ pub struct EventDef {
     pub output: Vec<Param>,
 }
 
-/// A product's thing model.
+/// A set of properties, services and events: the default module of a model, or a custom one.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ThingModel {
+pub struct Module {
+    /// Identifier of a custom module; devices post its properties as `{module}:{property}`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub identifier: String,
     /// Properties.
     #[serde(default)]
     pub properties: Vec<Property>,
@@ -131,9 +134,29 @@ pub struct ThingModel {
     pub events: Vec<EventDef>,
 }
 
+/// A product's thing model: the default module and up to 20 custom ones (L-045).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThingModel {
+    /// Properties of the default module.
+    #[serde(default)]
+    pub properties: Vec<Property>,
+    /// Services of the default module.
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// Events of the default module.
+    #[serde(default)]
+    pub events: Vec<EventDef>,
+    /// Custom modules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<Module>,
+}
+
 /// Bounds of thing models (seed 000).
 pub mod bounds {
-    /// Properties, services and events of a model (L-046).
+    /// Custom modules of a model (L-045).
+    pub const MODULES: usize = 20;
+    /// Properties, services and events of one module (L-046).
     pub const FEATURES: usize = 300;
     /// Fields of a struct (L-047).
     pub const STRUCT_FIELDS: usize = 50;
@@ -206,15 +229,16 @@ fn check_type(t: &DataType, at: &str) -> Result<(), ModelError> {
     }
 }
 
-impl ThingModel {
-    /// Checks the model's bounds (L-046 to L-049) and types.
-    pub fn check(&self) -> Result<(), ModelError> {
+impl Module {
+    /// Checks one module's feature count (L-046) and its types; returns its service and event
+    /// parameters, which count towards the product's total (L-049).
+    fn check(&self) -> Result<usize, ModelError> {
         let features = self.properties.len() + self.services.len() + self.events.len();
         if features > bounds::FEATURES {
             return Err(bound(
                 LimitId::TslFeatures,
                 format!(
-                    "at most {} properties, services and events",
+                    "at most {} properties, services and events per module",
                     bounds::FEATURES
                 ),
             ));
@@ -237,6 +261,48 @@ impl ThingModel {
                 .iter()
                 .try_for_each(|p| check_type(&p.data_type, &format!("{id}.{}", p.identifier)))?;
         }
+        self.properties
+            .iter()
+            .try_for_each(|p| check_type(&p.param.data_type, &p.param.identifier))?;
+        Ok(all_params)
+    }
+}
+
+impl ThingModel {
+    fn default_module(&self) -> Module {
+        Module {
+            identifier: String::new(),
+            properties: self.properties.clone(),
+            services: self.services.clone(),
+            events: self.events.clone(),
+        }
+    }
+
+    /// Checks the model's bounds (L-045 to L-049) and types.
+    pub fn check(&self) -> Result<(), ModelError> {
+        if self.modules.len() > bounds::MODULES {
+            return Err(bound(
+                LimitId::TslModules,
+                format!("at most {} custom modules", bounds::MODULES),
+            ));
+        }
+        if let Some(m) = self
+            .modules
+            .iter()
+            .find(|m| m.identifier.is_empty() || m.identifier.contains(':'))
+        {
+            return Err(ModelError {
+                limit: None,
+                message: format!(
+                    "module identifier {:?} must be non-empty and without ':'",
+                    m.identifier
+                ),
+            });
+        }
+        let mut all_params = self.default_module().check()?;
+        for m in &self.modules {
+            all_params += m.check()?;
+        }
         if all_params > bounds::PARAMS_ALL {
             return Err(bound(
                 LimitId::TslParams,
@@ -246,13 +312,12 @@ impl ThingModel {
                 ),
             ));
         }
-        self.properties
-            .iter()
-            .try_for_each(|p| check_type(&p.param.data_type, &p.param.identifier))
+        Ok(())
     }
 
-    /// Validates the `params` of a property post: every key a property of the model, every value
-    /// of its type and range. Err is the Alink code and message of the reply.
+    /// Validates the `params` of a property post: every key a property of the model (a custom
+    /// module's as `{module}:{property}`), every value of its type and range. Err is the Alink
+    /// code and message of the reply.
     pub fn check_post(&self, params: &Map<String, Value>) -> Result<(), (u16, String)> {
         for (key, value) in params {
             // Alink allows {"value": v, "time": ms} as well as the bare value.
@@ -260,7 +325,21 @@ impl ThingModel {
                 .get("value")
                 .filter(|_| value.get("time").is_some())
                 .unwrap_or(value);
-            let Some(p) = self.properties.iter().find(|p| p.param.identifier == *key) else {
+            let (properties, name) = match key.split_once(':') {
+                Some((module, name)) => {
+                    match self.modules.iter().find(|m| m.identifier == module) {
+                        Some(m) => (&m.properties, name),
+                        None => {
+                            return Err((
+                                6304,
+                                format!("module {module} is not in the product's model"),
+                            ));
+                        }
+                    }
+                }
+                None => (&self.properties, key.as_str()),
+            };
+            let Some(p) = properties.iter().find(|p| p.param.identifier == name) else {
                 return Err((
                     6304,
                     format!("property {key} is not in the product's model"),
@@ -399,5 +478,30 @@ mod tests {
             LimitId::TslFeatures
         );
         assert!(model().check().is_ok());
+        let modules: Vec<Value> = (0..21)
+            .map(|i| json!({ "identifier": format!("m{i}") }))
+            .collect();
+        let m: ThingModel = serde_json::from_value(json!({ "modules": modules })).unwrap();
+        assert_eq!(
+            m.check().unwrap_err().limit.unwrap().limit,
+            LimitId::TslModules
+        );
+    }
+
+    #[test]
+    fn custom_module_properties_are_posted_with_their_module() {
+        let m: ThingModel = serde_json::from_value(json!({ "modules": [ { "identifier": "light",
+            "properties": [ { "identifier": "level",
+                "dataType": { "type": "int", "specs": { "min": 0, "max": 10 } } } ] } ] }))
+        .unwrap();
+        let post = |p: Value| m.check_post(p.as_object().unwrap());
+        assert!(post(json!({ "light:level": 5 })).is_ok());
+        assert_eq!(post(json!({ "light:level": 11 })).unwrap_err().0, 6306);
+        assert_eq!(
+            post(json!({ "level": 5 })).unwrap_err().0,
+            6304,
+            "not in the default module"
+        );
+        assert_eq!(post(json!({ "dark:level": 5 })).unwrap_err().0, 6304);
     }
 }

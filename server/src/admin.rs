@@ -14,7 +14,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use ironhub_core::hub::{RRPC_TIMEOUT_MS, RuleSpec};
+use ironhub_core::hub::{RRPC_TIMEOUT_MS, RuleSpec, TopicCategory};
 use ironhub_core::limits::{LimitId, LimitKind, Limited as Limit, Profile};
 use ironhub_core::model::NodeType;
 use ironhub_core::store::{records, transact};
@@ -341,6 +341,16 @@ impl Admin {
                 let d = hub.create_device(pk, r.device_name.as_deref()).await?;
                 // The DeviceSecret is shown here, once.
                 Ok((StatusCode::CREATED, json!(d)))
+            }
+            (Method::PUT, ["api", "v1", "products", pk, "topics"]) => {
+                let categories: Vec<TopicCategory> = parse(&body)?;
+                Ok((
+                    StatusCode::OK,
+                    json!(hub.put_topic_categories(pk, categories).await?),
+                ))
+            }
+            (Method::GET, ["api", "v1", "products", pk, "topics"]) => {
+                Ok((StatusCode::OK, json!(hub.topic_categories(pk).await?)))
             }
             (Method::PUT, ["api", "v1", "products", pk, "tsl"]) => {
                 let model: ThingModel = parse(&body)?;

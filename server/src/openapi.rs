@@ -120,6 +120,16 @@ const ROUTES: &[Route] = &[
     ),
     admin(
         "GET",
+        "/api/v1/products/{pk}/topics",
+        "A product's topic categories",
+    ),
+    admin(
+        "PUT",
+        "/api/v1/products/{pk}/topics",
+        "Replace a product's topic categories",
+    ),
+    admin(
+        "GET",
         "/api/v1/products/{pk}/tsl",
         "A product's thing model",
     ),

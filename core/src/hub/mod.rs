@@ -27,6 +27,7 @@ mod rules;
 mod session;
 mod shadow;
 mod tokens;
+mod topics;
 mod topology;
 mod tsl;
 
@@ -43,6 +44,7 @@ pub use session::{
 };
 pub use shadow::{Shadow, ShadowState};
 pub use tokens::AuthRequest;
+pub use topics::{Operation, TopicCategory};
 pub use topology::SubDevice;
 
 /// Errors of management operations; each maps to one HTTP status in the admin API.
@@ -182,6 +184,8 @@ pub(crate) struct Inner {
     pub(crate) history: business::History,
     /// Products' thing models.
     pub(crate) models: tsl::Models,
+    /// Products' topic categories.
+    pub(crate) categories: topics::Categories,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -279,6 +283,7 @@ impl Hub {
                 rrpc: business::PendingRrpc::default(),
                 history: business::History::default(),
                 models: RwLock::new(HashMap::new()),
+                categories: RwLock::new(HashMap::new()),
                 config,
                 store,
             }),
@@ -289,6 +294,7 @@ impl Hub {
         hub.load_rules().await?;
         hub.load_api_keys().await?;
         hub.load_models().await?;
+        hub.load_topic_categories().await?;
         if hub.inner.config.open_broker.enabled {
             let id = hub.inner.config.open_broker.tenant.clone();
             model::validate_tenant_id(&id).map_err(|e| HubError::Invalid(e.to_string()))?;
@@ -607,6 +613,7 @@ impl Hub {
                 records::clear_product_count(t, &pk);
                 records::delete_product(t, &pk);
                 records::delete_model(t, &pk);
+                records::put_topic_categories(t, &pk, &[]);
                 Ok(())
             })
         })

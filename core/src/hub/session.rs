@@ -797,7 +797,10 @@ impl Hub {
 
     fn may(&self, identity: &ClientIdentity, access: Access, topic_or_filter: &str) -> bool {
         match &identity.device {
-            Some((pk, dn)) => acl::device_may(access, pk, dn, topic_or_filter),
+            Some((pk, dn)) => {
+                acl::device_may(access, pk, dn, topic_or_filter)
+                    && self.category_allows(pk, dn, access, topic_or_filter)
+            }
             None => acl::open_broker_may(
                 &self.inner.config.open_broker.rules,
                 access,

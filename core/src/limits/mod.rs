@@ -90,9 +90,11 @@ catalog! {
     TopicLength => "L-031", "topic length", Malformed;
     TopicLevels => "L-032", "topic levels", Malformed;
     CoapMessageSize => "L-023", "CoAP message size", Malformed;
+    TopicCategories => "L-030", "custom topic categories per product", Quota;
     FiltersPerSubscribe => "L-033", "topic filters per SUBSCRIBE", Quota;
     BroadcastSize => "L-035", "broadcast message size", Malformed;
-    TslFeatures => "L-046", "features of a thing model", Malformed;
+    TslModules => "L-045", "custom modules of a thing model", Malformed;
+    TslFeatures => "L-046", "features of a thing model module", Malformed;
     TslTypeSize => "L-047", "struct fields, enum items or array elements", Malformed;
     TslTextLength => "L-048", "length of a text feature", Malformed;
     TslParams => "L-049", "service and event parameters", Malformed;

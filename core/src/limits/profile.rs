@@ -66,6 +66,8 @@ pub struct EntityLimits {
     pub subscriptions_per_device: u64,
     /// Sub-devices one gateway may carry (seed 000: 1,500).
     pub sub_devices_per_gateway: u64,
+    /// Custom topic categories per product (seed 000: 50).
+    pub topic_categories: u64,
 }
 
 impl Default for EntityLimits {
@@ -76,6 +78,7 @@ impl Default for EntityLimits {
             devices_per_product: 1_000_000,
             subscriptions_per_device: 100,
             sub_devices_per_gateway: 1_500,
+            topic_categories: 50,
         }
     }
 }

@@ -16,6 +16,7 @@
 //! | `k\0{gwProductKey}\0{gwDeviceName}\0{productKey}\0{deviceName}` | empty: a gateway carries a sub-device |
 //! | `K\0{productKey}\0{deviceName}` | (gwProductKey, gwDeviceName): the gateway of a sub-device |
 //! | `v\0{productKey}\0{deviceName}\0{u64::MAX - ms: BE}{seq: BE}` | [`StatusEvent`], newest first |
+//! | `c\0{productKey}` | the product's [`TopicCategory`] list (JSON) |
 //! | `z\0{productKey}` | the product's [`ThingModel`] (JSON) |
 //! | `w\0{productKey}\0{deviceName}` | device [`Shadow`] (JSON) |
 //! | `y\0{keyId}` | [`ApiKey`] of the business API (the secret as its SHA-256) |
@@ -30,7 +31,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{KeyRange, Store, StoreError, Txn};
 use crate::forward::{Destination, Event};
-use crate::hub::{ApiKey, Shadow};
+use crate::hub::{ApiKey, Shadow, TopicCategory};
 use crate::limits::Profile;
 use crate::message::{Message, QoS};
 use crate::model::{ConsumerGroup, Device, Product, Tenant};
@@ -706,6 +707,39 @@ pub fn delete_model(txn: &mut dyn Txn, pk: &str) {
 /// Every product's thing model, by ProductKey.
 pub async fn list_models(txn: &mut dyn Txn) -> Result<Vec<(String, ThingModel)>, StoreError> {
     let range = prefix(&[b"z"]);
+    let skip = range.start.len();
+    txn.range(&range, 0)
+        .await?
+        .iter()
+        .map(|(k, v)| {
+            Ok((
+                String::from_utf8_lossy(&k[skip..]).into_owned(),
+                json(k, v)?,
+            ))
+        })
+        .collect()
+}
+
+// ---- topic categories (JSON)
+
+/// Replaces a product's topic categories (an empty list removes them).
+pub fn put_topic_categories(txn: &mut dyn Txn, pk: &str, categories: &[TopicCategory]) {
+    let k = key(&[b"c", pk.as_bytes()]);
+    if categories.is_empty() {
+        txn.clear(&k);
+    } else {
+        txn.set(
+            &k,
+            &serde_json::to_vec(categories).expect("categories serialize"),
+        );
+    }
+}
+
+/// Every product's topic categories, by ProductKey.
+pub async fn list_topic_categories(
+    txn: &mut dyn Txn,
+) -> Result<Vec<(String, Vec<TopicCategory>)>, StoreError> {
+    let range = prefix(&[b"c"]);
     let skip = range.start.len();
     txn.range(&range, 0)
         .await?

@@ -1,0 +1,159 @@
+//! Custom topic categories of a product (Alibaba's "topic categories"): templates such as
+//! `/${productKey}/${deviceName}/user/update` with the operation devices may perform. A product
+//! without categories lets its devices use any topic of their `user` space; with categories,
+//! only the listed ones, each for its operation.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Hub, HubError};
+use crate::acl::Access;
+use crate::limits::LimitId;
+use crate::store::{self, records, transact};
+use crate::topic;
+
+/// What devices may do on a category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    /// Publish only.
+    Pub,
+    /// Subscribe only.
+    Sub,
+    /// Both.
+    All,
+}
+
+/// A topic category.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicCategory {
+    /// `/${productKey}/${deviceName}/user/...`, `+` and `#` allowed after `user/`.
+    pub topic: String,
+    /// pub, sub or all.
+    pub operation: Operation,
+    /// For people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// The categories of each product that has some.
+pub(crate) type Categories = RwLock<HashMap<String, Arc<Vec<TopicCategory>>>>;
+
+const PREFIX: &str = "/${productKey}/${deviceName}/user/";
+
+impl TopicCategory {
+    /// The category's filter for one device.
+    fn filter_for(&self, pk: &str, dn: &str) -> String {
+        self.topic
+            .replace("${productKey}", pk)
+            .replace("${deviceName}", dn)
+    }
+
+    fn allows(&self, access: Access) -> bool {
+        matches!(
+            (self.operation, access),
+            (Operation::All, _)
+                | (Operation::Pub, Access::Publish)
+                | (Operation::Sub, Access::Subscribe)
+        )
+    }
+}
+
+impl Hub {
+    pub(crate) async fn load_topic_categories(&self) -> Result<(), HubError> {
+        let all = transact(&**self.store(), |t| {
+            Box::pin(async move { records::list_topic_categories(t).await })
+        })
+        .await?;
+        let map = all.into_iter().map(|(pk, c)| (pk, Arc::new(c))).collect();
+        *self.inner.categories.write().expect("categories lock") = map;
+        Ok(())
+    }
+
+    /// Replaces a product's topic categories (L-030); an empty list lifts the restriction.
+    pub async fn put_topic_categories(
+        &self,
+        pk: &str,
+        categories: Vec<TopicCategory>,
+    ) -> Result<Vec<TopicCategory>, HubError> {
+        let product = self.product(pk).await?;
+        let max = self.profile_of(&product.tenant).entities.topic_categories;
+        if max > 0 && categories.len() as u64 > max {
+            return Err(self.limited(
+                LimitId::TopicCategories,
+                format!("at most {max} topic categories per product"),
+            ));
+        }
+        for c in &categories {
+            let Some(rest) = c.topic.strip_prefix(PREFIX).filter(|r| !r.is_empty()) else {
+                return Err(HubError::Invalid(format!(
+                    "topic {} must start with {PREFIX}",
+                    c.topic
+                )));
+            };
+            topic::Filter::parse(&format!("/p/d/user/{rest}"))
+                .map_err(|e| HubError::Invalid(format!("topic {}: {e}", c.topic)))?;
+        }
+        store::write(&**self.store(), |t| {
+            records::put_topic_categories(t, pk, &categories)
+        })
+        .await?;
+        let mut map = self.inner.categories.write().expect("categories lock");
+        if categories.is_empty() {
+            map.remove(pk);
+        } else {
+            map.insert(pk.to_owned(), Arc::new(categories.clone()));
+        }
+        Ok(categories)
+    }
+
+    /// A product's topic categories.
+    pub async fn topic_categories(&self, pk: &str) -> Result<Vec<TopicCategory>, HubError> {
+        self.product(pk).await?;
+        let map = self.inner.categories.read().expect("categories lock");
+        Ok(map.get(pk).map(|c| (**c).clone()).unwrap_or_default())
+    }
+
+    /// Whether a device's access to a topic of its `user` space is allowed by its product's
+    /// categories (always, when the product has none or the topic is elsewhere).
+    pub(crate) fn category_allows(
+        &self,
+        pk: &str,
+        dn: &str,
+        access: Access,
+        topic_or_filter: &str,
+    ) -> bool {
+        // Checked on every publish: no allocation, and most products have no categories.
+        let categories = {
+            let map = self.inner.categories.read().expect("categories lock");
+            match map.get(pk) {
+                Some(c) => c.clone(),
+                None => return true,
+            }
+        };
+        let in_user_space = topic_or_filter
+            .strip_prefix('/')
+            .and_then(|t| t.strip_prefix(pk))
+            .and_then(|t| t.strip_prefix('/'))
+            .and_then(|t| t.strip_prefix(dn))
+            .is_some_and(|t| t.starts_with("/user/"));
+        if !in_user_space {
+            return true;
+        }
+        categories.iter().filter(|c| c.allows(access)).any(|c| {
+            let filter = c.filter_for(pk, dn);
+            match access {
+                Access::Publish => topic::matches(&filter, topic_or_filter),
+                // A subscription must be the category itself, or a topic inside it.
+                Access::Subscribe => {
+                    filter == topic_or_filter
+                        || (!topic_or_filter.contains(['+', '#'])
+                            && topic::matches(&filter, topic_or_filter))
+                }
+            }
+        })
+    }
+}
