@@ -21,7 +21,8 @@ pub enum ComponentError {
             feature = "coap",
             feature = "embedded",
             feature = "amqp",
-            feature = "sqs"
+            feature = "sqs",
+            feature = "fdb"
         ),
         expect(
             dead_code,
@@ -62,6 +63,28 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, ComponentError> {
         StoreBackend::Embedded => Err(ComponentError::CompiledOut {
             component: "store.backend = \"embedded\"",
             feature: "embedded",
+        }),
+        #[cfg(feature = "fdb")]
+        StoreBackend::Fdb => {
+            let cluster_file = config
+                .store
+                .cluster_file
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned());
+            ironhub_store_fdb::FdbStore::open(
+                cluster_file.as_deref(),
+                config.store.key_prefix.as_bytes(),
+            )
+            .map(|s| Arc::new(s) as Arc<dyn Store>)
+            .map_err(|e| ComponentError::Start {
+                component: "fdb store",
+                reason: e.to_string(),
+            })
+        }
+        #[cfg(not(feature = "fdb"))]
+        StoreBackend::Fdb => Err(ComponentError::CompiledOut {
+            component: "store.backend = \"fdb\"",
+            feature: "fdb",
         }),
     }
 }
@@ -265,6 +288,9 @@ pub fn compiled() -> Vec<&'static str> {
     let mut v = vec!["store:memory"];
     if cfg!(feature = "embedded") {
         v.push("store:embedded");
+    }
+    if cfg!(feature = "fdb") {
+        v.push("store:fdb");
     }
     if cfg!(feature = "mqtt") {
         v.push("transport:mqtt");

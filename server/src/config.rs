@@ -228,14 +228,30 @@ pub enum StoreBackend {
     Embedded,
     /// In memory: nothing survives a restart. For tests and demos.
     Memory,
+    /// A FoundationDB cluster shared by several nodes (needs the `fdb` cargo feature).
+    Fdb,
 }
 
 /// `[store]`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// Backend.
     pub backend: StoreBackend,
+    /// FoundationDB's cluster file (absent: its default, `/etc/foundationdb/fdb.cluster`).
+    pub cluster_file: Option<PathBuf>,
+    /// Prefix of every key in FoundationDB, one per deployment sharing a cluster.
+    pub key_prefix: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Embedded,
+            cluster_file: None,
+            key_prefix: "ironhub/".into(),
+        }
+    }
 }
 
 /// Why the configuration could not be loaded.

@@ -54,8 +54,9 @@ impl std::str::FromStr for StoreBackend {
         match s {
             "embedded" => Ok(StoreBackend::Embedded),
             "memory" => Ok(StoreBackend::Memory),
+            "fdb" => Ok(StoreBackend::Fdb),
             other => Err(format!(
-                "unknown store backend {other:?} (embedded, memory)"
+                "unknown store backend {other:?} (embedded, memory, fdb)"
             )),
         }
     }
@@ -192,7 +193,8 @@ mod tests {
     #[test]
     fn store_backend_parses() {
         assert_eq!("memory".parse::<StoreBackend>(), Ok(StoreBackend::Memory));
-        assert!("fdb".parse::<StoreBackend>().is_err());
+        assert_eq!("fdb".parse::<StoreBackend>(), Ok(StoreBackend::Fdb));
+        assert!("sqlite".parse::<StoreBackend>().is_err());
     }
 
     #[test]
