@@ -124,6 +124,16 @@ async fn pub_and_status_reach_the_device() {
     );
     let (st, v) = call(d, &s.key, Method::GET, &path, None).await;
     assert_eq!((st, &v["state"]), (200, &json!("online")), "{v}");
+
+    // Listing keys shows neither the secret nor its hash.
+    let keys_path = format!("/api/v1/tenants/{}/api-keys", dev.tenant);
+    let (st, keys) = d.api(Method::GET, &keys_path, None).await;
+    assert_eq!(st, 200);
+    let listed = keys.to_string();
+    assert!(
+        keys[0]["id"].is_string() && !listed.contains("secret"),
+        "{listed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,4 +373,48 @@ async fn devices_are_listed_by_page_and_state_with_their_history() {
     assert_eq!(statuses, ["offline", "online"], "newest first");
     let (st, _) = call(d, &s.other_key, Method::GET, &history, None).await;
     assert_eq!(st, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rules_models_and_categories_survive_a_restart() {
+    let s = setup().await;
+    let mut d = s.d;
+    let dev = &s.dev;
+    let rule = json!({ "name": "r", "sql": "SELECT * FROM '/#'",
+                       "destinations": [{ "kind": "topic", "topic": "/copy/x" }] });
+    let (st, r) = d
+        .api(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/rules", dev.tenant),
+            Some(rule),
+        )
+        .await;
+    assert_eq!(st, 201, "{r}");
+    let model = json!({ "properties": [{ "identifier": "t",
+        "dataType": { "type": "int", "specs": { "min": 0, "max": 9 } } }] });
+    let tsl = format!("/api/v1/products/{}/tsl", dev.product_key);
+    assert_eq!(d.api(Method::PUT, &tsl, Some(model)).await.0, 200);
+    let topics = format!("/api/v1/products/{}/topics", dev.product_key);
+    let categories =
+        json!([{ "topic": "/${productKey}/${deviceName}/user/get", "operation": "all" }]);
+    assert_eq!(d.api(Method::PUT, &topics, Some(categories)).await.0, 200);
+
+    d.restart().await;
+
+    let status = format!(
+        "/api/v1/business/devices/{}/{}",
+        dev.product_key, dev.device_name
+    );
+    let (st, _) = call(&d, &s.key, Method::GET, &status, None).await;
+    assert_eq!(st, 200, "the API key still works");
+    let rules = format!("/api/v1/tenants/{}/rules", dev.tenant);
+    assert_eq!(d.api(Method::GET, &rules, None).await.1[0]["id"], r["id"]);
+    assert_eq!(
+        d.api(Method::GET, &tsl, None).await.1["properties"][0]["identifier"],
+        "t"
+    );
+    assert_eq!(
+        d.api(Method::GET, &topics, None).await.1[0]["operation"],
+        "all"
+    );
 }

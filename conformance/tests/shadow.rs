@@ -45,7 +45,7 @@ async fn next_shadow(ev: &mut rumqttc::EventLoop, dev: &DeviceCreds) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_round_trips_and_an_offline_device_gets_its_delta_on_reconnect() {
-    let d = Deployment::start("").await;
+    let mut d = Deployment::start("").await;
     let dev = d.provision(&Deployment::unique_tenant("shadow")).await;
     let auth = api_key(&d, &dev.tenant).await;
     let path = format!(
@@ -99,6 +99,16 @@ async fn a_shadow_round_trips_and_an_offline_device_gets_its_delta_on_reconnect(
     assert_eq!(control["method"], "control", "{control}");
     assert_eq!(control["payload"]["state"]["desired"]["brightness"], 80);
     assert_eq!(control["payload"]["state"]["desired"]["color"], "green");
+    drop((_c, ev));
+
+    // Still pending after a restart of the hub.
+    d.restart().await;
+    let (_c, mut ev) = v3::connect(dev.v3_options(&d)).await;
+    let control = next_shadow(&mut ev, &dev).await;
+    assert_eq!(
+        control["payload"]["state"]["desired"]["brightness"], 80,
+        "{control}"
+    );
 
     // Another tenant's key sees nothing.
     let other = d.provision(&Deployment::unique_tenant("shadow-b")).await;

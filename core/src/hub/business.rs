@@ -32,11 +32,34 @@ pub struct ApiKey {
     pub tenant: String,
     /// Display name.
     pub name: String,
-    /// SHA-256 of the secret, hex.
-    #[serde(skip_serializing)]
+    /// SHA-256 of the secret, hex (stored; never shown: see [`ApiKeyView`]).
     pub secret_sha256: String,
     /// Creation time, ms since the epoch.
     pub created_at_ms: u64,
+}
+
+/// An API key as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKeyView {
+    /// Public identifier.
+    pub id: String,
+    /// The tenant it acts for.
+    pub tenant: String,
+    /// Display name.
+    pub name: String,
+    /// Creation time, ms since the epoch.
+    pub created_at_ms: u64,
+}
+
+impl From<&ApiKey> for ApiKeyView {
+    fn from(k: &ApiKey) -> Self {
+        ApiKeyView {
+            id: k.id.clone(),
+            tenant: k.tenant.clone(),
+            name: k.name.clone(),
+            created_at_ms: k.created_at_ms,
+        }
+    }
 }
 
 /// API keys by id, in memory for the per-request check.
@@ -113,7 +136,7 @@ impl Hub {
         &self,
         tenant: &str,
         name: &str,
-    ) -> Result<(ApiKey, String), HubError> {
+    ) -> Result<(ApiKeyView, String), HubError> {
         self.tenant(tenant).await?;
         let secret = model::new_secret();
         let key = ApiKey {
@@ -130,16 +153,16 @@ impl Hub {
             .lock()
             .expect("api keys lock")
             .insert(key.id.clone(), key.clone());
-        Ok((key, secret))
+        Ok((ApiKeyView::from(&key), secret))
     }
 
     /// A tenant's API keys (without secrets).
-    pub fn api_keys(&self, tenant: &str) -> Vec<ApiKey> {
+    pub fn api_keys(&self, tenant: &str) -> Vec<ApiKeyView> {
         let map = self.inner.api_keys.by_id.lock().expect("api keys lock");
-        let mut keys: Vec<ApiKey> = map
+        let mut keys: Vec<ApiKeyView> = map
             .values()
             .filter(|k| k.tenant == tenant)
-            .cloned()
+            .map(ApiKeyView::from)
             .collect();
         keys.sort_by(|a, b| a.id.cmp(&b.id));
         keys

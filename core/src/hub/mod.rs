@@ -186,6 +186,8 @@ pub(crate) struct Inner {
     pub(crate) models: tsl::Models,
     /// Products' topic categories.
     pub(crate) categories: topics::Categories,
+    /// Devices whose shadow has desired properties (delivered at connect).
+    pub(crate) desired_pending: RwLock<std::collections::HashSet<String>>,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -284,6 +286,7 @@ impl Hub {
                 history: business::History::default(),
                 models: RwLock::new(HashMap::new()),
                 categories: RwLock::new(HashMap::new()),
+                desired_pending: RwLock::new(std::collections::HashSet::new()),
                 config,
                 store,
             }),
@@ -295,6 +298,7 @@ impl Hub {
         hub.load_api_keys().await?;
         hub.load_models().await?;
         hub.load_topic_categories().await?;
+        hub.load_pending_desired().await?;
         if hub.inner.config.open_broker.enabled {
             let id = hub.inner.config.open_broker.tenant.clone();
             model::validate_tenant_id(&id).map_err(|e| HubError::Invalid(e.to_string()))?;

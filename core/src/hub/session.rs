@@ -703,9 +703,11 @@ impl Hub {
             });
             self.record_status(pk, dn, true);
             // A desired state set while the device was away reaches it now.
-            let hub = self.clone();
-            let (tenant, pk, dn) = (identity.tenant.clone(), pk.clone(), dn.clone());
-            tokio::spawn(async move { hub.shadow_on_connect(&tenant, &pk, &dn).await });
+            if self.has_pending_desired(&identity.key) {
+                let hub = self.clone();
+                let (tenant, pk, dn) = (identity.tenant.clone(), pk.clone(), dn.clone());
+                tokio::spawn(async move { hub.shadow_on_connect(&tenant, &pk, &dn).await });
+            }
         }
         Ok(ConnectOutcome::Connected(Box::new(Connected {
             session: Session {

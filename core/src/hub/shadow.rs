@@ -211,6 +211,9 @@ impl Hub {
             })
         })
         .await?;
+        if let Ok(shadow) = &outcome {
+            self.note_desired(pk, dn, shadow);
+        }
         Ok(outcome)
     }
 
@@ -390,6 +393,41 @@ impl Hub {
                 .await?;
         }
         Ok(shadow)
+    }
+
+    /// Remembers which devices have desired properties, so that connecting devices without any
+    /// cost no store read.
+    pub(crate) async fn load_pending_desired(&self) -> Result<(), HubError> {
+        let devices = transact(&**self.store(), |t| {
+            Box::pin(async move { records::devices_with_desired(t).await })
+        })
+        .await?;
+        let mut pending = self.inner.desired_pending.write().expect("desired lock");
+        pending.extend(
+            devices
+                .iter()
+                .map(|(pk, dn)| super::device_session_key(pk, dn)),
+        );
+        Ok(())
+    }
+
+    fn note_desired(&self, pk: &str, dn: &str, shadow: &Shadow) {
+        let key = super::device_session_key(pk, dn);
+        let mut pending = self.inner.desired_pending.write().expect("desired lock");
+        if shadow.state.desired.is_empty() {
+            pending.remove(&key);
+        } else {
+            pending.insert(key);
+        }
+    }
+
+    /// Whether a device's shadow has desired properties to deliver at connect.
+    pub(crate) fn has_pending_desired(&self, device_key: &str) -> bool {
+        self.inner
+            .desired_pending
+            .read()
+            .expect("desired lock")
+            .contains(device_key)
     }
 
     /// On connect: a device with desired properties pending gets them.

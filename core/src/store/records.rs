@@ -686,6 +686,24 @@ pub fn put_shadow(txn: &mut dyn Txn, pk: &str, dn: &str, shadow: &Shadow) {
     txn.set(&key(&[b"w", pk.as_bytes(), dn.as_bytes()]), &value);
 }
 
+/// The devices whose shadow has desired properties, as (productKey, deviceName).
+pub async fn devices_with_desired(txn: &mut dyn Txn) -> Result<Vec<(String, String)>, StoreError> {
+    let range = prefix(&[b"w"]);
+    let skip = range.start.len();
+    let mut out = Vec::new();
+    for (k, v) in txn.range(&range, 0).await? {
+        let shadow: Shadow = json(&k, &v)?;
+        if shadow.state.desired.is_empty() {
+            continue;
+        }
+        let rest = String::from_utf8_lossy(&k[skip..]).into_owned();
+        if let Some((pk, dn)) = rest.split_once('\0') {
+            out.push((pk.to_owned(), dn.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
 /// Removes a device's shadow.
 pub fn delete_shadow(txn: &mut dyn Txn, pk: &str, dn: &str) {
     txn.clear(&key(&[b"w", pk.as_bytes(), dn.as_bytes()]));
