@@ -194,13 +194,7 @@ impl Hub {
         let tenant = {
             let map = self.inner.api_keys.by_id.lock().expect("api keys lock");
             let key = map.get(id)?;
-            let presented = hash(secret);
-            let same = presented
-                .bytes()
-                .zip(key.secret_sha256.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-            if !same || presented.len() != key.secret_sha256.len() {
+            if !crate::auth::signature_matches(&key.secret_sha256, hash(secret).as_bytes()) {
                 return None;
             }
             key.tenant.clone()
@@ -246,8 +240,10 @@ impl Hub {
         pk: &str,
         dn: &str,
     ) -> Result<DeviceStatus, HubError> {
-        self.tenant_device(tenant, pk, dn).await?;
-        let view = self.device(pk, dn).await?;
+        let view = match self.device_record(pk, dn).await? {
+            Some(d) if d.tenant == tenant => self.view(&d),
+            _ => return Err(not_found(pk, dn)),
+        };
         Ok(DeviceStatus {
             product_key: view.product_key,
             device_name: view.device_name,

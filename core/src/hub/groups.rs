@@ -23,8 +23,14 @@ fn queue_name(sink: &str, tenant: &str, id: &str) -> String {
     }
 }
 
-/// Where each product's events go: the queues of the consumer groups it is associated with.
-pub(crate) type GroupRoutes = HashMap<String, Arc<[Arc<Destination>]>>;
+/// Where events go, rebuilt from the stored groups whenever one changes.
+#[derive(Default)]
+pub(crate) struct GroupRoutes {
+    /// Each product's destinations: the queues of the consumer groups it is associated with.
+    by_product: HashMap<String, Arc<[Arc<Destination>]>>,
+    /// Each group's queue by `{tenant}/{id}`, for rules (no store read per rule output).
+    by_id: HashMap<String, Arc<Destination>>,
+}
 
 impl Hub {
     /// Attaches a sink: events for its destinations flow to it from now on, starting with those
@@ -60,8 +66,10 @@ impl Hub {
         })
         .await?;
         let mut routes: HashMap<String, Vec<Arc<Destination>>> = HashMap::new();
+        let mut by_id = HashMap::new();
         for g in &groups {
             let destination = Arc::new(destination(g));
+            by_id.insert(format!("{}/{}", g.tenant, g.id), destination.clone());
             for pk in &g.products {
                 routes
                     .entry(pk.clone())
@@ -69,18 +77,25 @@ impl Hub {
                     .push(destination.clone());
             }
         }
-        let routes = routes
+        let by_product = routes
             .into_iter()
             .map(|(pk, d)| (pk, Arc::from(d)))
             .collect();
-        *self.inner.group_routes.write().expect("group routes lock") = routes;
+        *self.inner.group_routes.write().expect("group routes lock") =
+            GroupRoutes { by_product, by_id };
         Ok(())
     }
 
     /// The queues a product's events go to, if any.
     pub(crate) fn group_destinations(&self, pk: &str) -> Option<Arc<[Arc<Destination>]>> {
         let routes = self.inner.group_routes.read().expect("group routes lock");
-        routes.get(pk).cloned()
+        routes.by_product.get(pk).cloned()
+    }
+
+    /// The queue of a tenant's consumer group, if it exists.
+    pub(crate) fn group_destination(&self, tenant: &str, id: &str) -> Option<Arc<Destination>> {
+        let routes = self.inner.group_routes.read().expect("group routes lock");
+        routes.by_id.get(&format!("{tenant}/{id}")).cloned()
     }
 
     /// Sends a notification about a device of product `pk` to the product's consumer groups, in
@@ -173,6 +188,7 @@ impl Hub {
                 format!("at most {max} consumer groups per tenant"),
             ));
         }
+        self.load_groups().await?;
         Ok((group, credentials))
     }
 
@@ -322,7 +338,7 @@ impl Hub {
     }
 }
 
-pub(crate) fn destination(g: &ConsumerGroup) -> Destination {
+fn destination(g: &ConsumerGroup) -> Destination {
     Destination {
         sink: g.sink.clone(),
         queue: g.queue.clone(),

@@ -279,7 +279,7 @@ impl Hub {
                 tenant_profiles: RwLock::new(HashMap::new()),
                 tokens: tokens::Tokens::default(),
                 forwarder: crate::forward::Forwarder::default(),
-                group_routes: RwLock::new(HashMap::new()),
+                group_routes: RwLock::new(groups::GroupRoutes::default()),
                 rules: rules::Rules::new(),
                 api_keys: business::ApiKeys::default(),
                 rrpc: business::PendingRrpc::default(),

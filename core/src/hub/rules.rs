@@ -151,22 +151,22 @@ impl Hub {
             ));
         }
         for d in spec.destinations.iter().chain(&spec.error_destination) {
-            self.resolve(tenant, d).await?;
+            self.resolve(tenant, d)?;
         }
         Ok(())
     }
 
     /// Where a destination sends: a queue of a sink, or None for a topic (checked here).
-    async fn resolve(
-        &self,
-        tenant: &str,
-        d: &RuleDestination,
-    ) -> Result<Option<Destination>, HubError> {
+    fn resolve(&self, tenant: &str, d: &RuleDestination) -> Result<Option<Destination>, HubError> {
         match d {
-            RuleDestination::ConsumerGroup { group } => {
-                let g = self.consumer_group(tenant, group).await?;
-                Ok(Some(super::groups::destination(&g)))
-            }
+            RuleDestination::ConsumerGroup { group } => match self.group_destination(tenant, group)
+            {
+                Some(d) => Ok(Some((*d).clone())),
+                None => Err(HubError::NotFound {
+                    what: "consumer group",
+                    id: group.clone(),
+                }),
+            },
             RuleDestination::SqsQueue { queue } => {
                 if !self.inner.forwarder.has_sink("sqs") {
                     return Err(HubError::Invalid(
@@ -298,6 +298,12 @@ impl Hub {
     pub async fn delete_rule(&self, tenant: &str, id: &str) -> Result<(), HubError> {
         self.rule_record(tenant, id).await?;
         crate::store::write(&**self.store(), |t| records::delete_rule(t, tenant, id)).await?;
+        self.inner
+            .rules
+            .counters
+            .lock()
+            .expect("rule counters lock")
+            .remove(id);
         self.load_rules().await
     }
 
@@ -419,7 +425,7 @@ impl Hub {
             "attempts": RETRY_DELAYS_SECS.len() + 1, "payload": output,
         });
         let payload = Bytes::from(report.to_string());
-        let outcome = match self.resolve(&rule.tenant, error_destination).await {
+        let outcome = match self.resolve(&rule.tenant, error_destination) {
             Ok(Some(destination)) => {
                 let event = d.event(self.next_seq(), EventKind::RuleError, payload);
                 self.inner
@@ -509,7 +515,7 @@ impl Delivery {
             hub.counted(limited);
             return Err(limited.to_string());
         }
-        match hub.resolve(&self.tenant, &self.destination).await {
+        match hub.resolve(&self.tenant, &self.destination) {
             Ok(Some(destination)) => {
                 let event = self.event(self.message_id, EventKind::Rule, self.output.clone());
                 hub.send_once(&destination, &event).await

@@ -834,42 +834,10 @@ impl Hub {
             .await
             .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
         let now = now_ms();
-        // A device's own `/sys/{pk}/{dn}/...` requests the hub answers on `..._reply`.
-        let sys_suffix = identity.device.as_ref().and_then(|(pk, dn)| {
-            req.topic
-                .strip_prefix("/sys/")?
-                .strip_prefix(pk.as_str())?
-                .strip_prefix('/')?
-                .strip_prefix(dn.as_str())
-        });
-        let reply = (sys_suffix == Some(PROPERTY_POST)).then(|| {
-            let model = identity
-                .device
-                .as_ref()
-                .and_then(|(pk, _)| self.model_of(pk));
-            (
-                format!("{}_reply", req.topic),
-                alink_reply(&req.payload, model.as_deref()),
-                req.qos,
-            )
-        });
-        let shadow_request = identity
-            .device
-            .as_ref()
-            .is_some_and(|(pk, dn)| {
-                req.topic
-                    .strip_prefix("/shadow/update/")
-                    .and_then(|t| t.strip_prefix(pk.as_str()))
-                    .and_then(|t| t.strip_prefix('/'))
-                    == Some(dn.as_str())
-            })
-            .then(|| req.payload.clone());
-        if let Some(id) = sys_suffix.and_then(|s| s.strip_prefix("/rrpc/response/")) {
-            self.rrpc_response(&identity.key, id, &req.payload);
-        }
-        let topology = sys_suffix.and_then(TopoOp::from_suffix).map(|op| {
-            let topic = format!("{}_reply", req.topic);
-            (op, topic, req.payload.clone(), req.qos)
+        // A request of the device to the hub on one of its own topics, handled after routing.
+        let request = identity.device.as_ref().and_then(|(pk, dn)| {
+            DeviceRequest::of(&req.topic, pk, dn)
+                .map(|kind| (kind, req.topic.clone(), req.payload.clone(), req.qos))
         });
         let msg = Message {
             tenant: identity.tenant.clone(),
@@ -927,30 +895,41 @@ impl Hub {
                 .await
                 .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
         }
-        if let (Some(request), Some((pk, dn))) = (shadow_request, identity.device.as_ref()) {
-            self.shadow_request(&identity.tenant, pk, dn, &request)
-                .await
-                .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
-        }
-        let reply = match (reply, topology, identity.device.as_ref()) {
-            (Some(reply), _, _) => Some(reply),
-            (None, Some((op, topic, request, qos)), Some((pk, dn))) => {
-                let answer = self.topology_request((pk, dn), op, &request).await;
-                Some((topic, answer, qos))
+        if let (Some((kind, topic, payload, qos)), Some((pk, dn))) =
+            (request, identity.device.as_ref())
+        {
+            let answer = match kind {
+                DeviceRequest::PropertyPost => {
+                    let model = self.model_of(pk);
+                    Some(alink_reply(&payload, model.as_deref()))
+                }
+                DeviceRequest::Topology(op) => {
+                    Some(self.topology_request((pk, dn), op, &payload).await)
+                }
+                DeviceRequest::RrpcResponse => {
+                    let id = topic.rsplit('/').next().unwrap_or_default();
+                    self.rrpc_response(&identity.key, id, &payload);
+                    None
+                }
+                DeviceRequest::Shadow => {
+                    self.shadow_request(&identity.tenant, pk, dn, &payload)
+                        .await
+                        .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+                    None
+                }
+            };
+            if let Some(answer) = answer {
+                let reply = Message::from_hub(
+                    &identity.tenant,
+                    format!("{topic}_reply"),
+                    answer,
+                    qos.min(QoS::AtLeastOnce),
+                    now,
+                );
+                self.accept(reply)
+                    .await
+                    .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
             }
-            _ => None,
-        };
-        if let Some((topic, payload, qos)) = reply {
-            let reply = Message::from_hub(
-                &identity.tenant,
-                topic,
-                payload,
-                qos.min(QoS::AtLeastOnce),
-                now,
-            );
-            self.accept(reply)
-                .await
-                .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
         }
         Ok(delivered)
     }
@@ -958,6 +937,44 @@ impl Hub {
 
 /// The Alink topic of property posts, answered on `..._reply`.
 const PROPERTY_POST: &str = "/thing/event/property/post";
+
+/// What a device asks of the hub by publishing on one of its own topics.
+enum DeviceRequest {
+    /// `/sys/{pk}/{dn}/thing/event/property/post`: answered on `..._reply` (checked by the TSL).
+    PropertyPost,
+    /// `/sys/{pk}/{dn}/thing/topo/add|delete|get`: answered on `..._reply`.
+    Topology(TopoOp),
+    /// `/sys/{pk}/{dn}/rrpc/response/{id}`: completes the RRPC call waiting for it.
+    RrpcResponse,
+    /// `/shadow/update/{pk}/{dn}`: answered on `/shadow/get/{pk}/{dn}`.
+    Shadow,
+}
+
+impl DeviceRequest {
+    /// The request a device `pk`/`dn` makes by publishing on `topic`, if any.
+    fn of(topic: &str, pk: &str, dn: &str) -> Option<DeviceRequest> {
+        if let Some(suffix) = topic
+            .strip_prefix("/sys/")
+            .and_then(|t| t.strip_prefix(pk))
+            .and_then(|t| t.strip_prefix('/'))
+            .and_then(|t| t.strip_prefix(dn))
+        {
+            if suffix == PROPERTY_POST {
+                return Some(DeviceRequest::PropertyPost);
+            }
+            if suffix.starts_with("/rrpc/response/") {
+                return Some(DeviceRequest::RrpcResponse);
+            }
+            return TopoOp::from_suffix(suffix).map(DeviceRequest::Topology);
+        }
+        let shadow = topic
+            .strip_prefix("/shadow/update/")
+            .and_then(|t| t.strip_prefix(pk))
+            .and_then(|t| t.strip_prefix('/'))
+            == Some(dn);
+        shadow.then_some(DeviceRequest::Shadow)
+    }
+}
 
 /// Alink reply to a property post: `{"id","code","data","message","method","version"}`. Code 200
 /// on success, 460 (request parameter error) when the payload is not Alink JSON, and with a

@@ -151,17 +151,15 @@ impl Hub {
             .await
             .map_err(|_| code::BAD_REQUEST)?
             .ok_or(code::NOT_FOUND)?;
-        let client_id = entry.get("clientId").and_then(Value::as_str).unwrap_or("");
-        let mut params = vec![
-            ("clientId", client_id),
-            ("deviceName", sub.1),
-            ("productKey", sub.0),
-        ];
-        let timestamp = field("timestamp");
-        if !timestamp.is_empty() {
-            params.push(("timestamp", timestamp));
-        }
-        let expected = auth::sign(method, &device.device_secret, &params);
+        let timestamp = Some(field("timestamp")).filter(|t| !t.is_empty());
+        let expected = auth::mqtt_password(
+            method,
+            &device.device_secret,
+            field("clientId"),
+            sub.1,
+            sub.0,
+            timestamp,
+        );
         if auth::signature_matches(&expected, field("sign").as_bytes()) {
             Ok(())
         } else {

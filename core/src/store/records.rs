@@ -193,16 +193,7 @@ pub fn clear_product_count(txn: &mut dyn Txn, pk: &str) {
 
 /// Reads a profile.
 pub async fn get_profile(txn: &mut dyn Txn, name: &str) -> Result<Option<Profile>, StoreError> {
-    let k = key(&[b"f", name.as_bytes()]);
-    match txn.get(&k).await? {
-        Some(v) => serde_json::from_slice(&v)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                key: format!("f/{name}"),
-                reason: e.to_string(),
-            }),
-        None => Ok(None),
-    }
+    get_json(txn, &key(&[b"f", name.as_bytes()])).await
 }
 
 /// Writes a profile.
@@ -221,12 +212,7 @@ pub async fn list_profiles(txn: &mut dyn Txn) -> Result<Vec<Profile>, StoreError
     txn.range(&prefix(&[b"f"]), LIST_LIMIT)
         .await?
         .iter()
-        .map(|(k, v)| {
-            serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
-                key: String::from_utf8_lossy(k).replace('\0', "/"),
-                reason: e.to_string(),
-            })
-        })
+        .map(|(k, v)| json(k, v))
         .collect()
 }
 
@@ -555,17 +541,42 @@ fn json<T: DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T, StoreError> {
     })
 }
 
+async fn get_json<T: DeserializeOwned>(
+    txn: &mut dyn Txn,
+    k: &[u8],
+) -> Result<Option<T>, StoreError> {
+    match txn.get(k).await? {
+        Some(v) => json(k, &v).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Every JSON record under `tag`, with the rest of its key (a ProductKey) as text.
+async fn list_json_by_name<T: DeserializeOwned>(
+    txn: &mut dyn Txn,
+    tag: &[u8],
+) -> Result<Vec<(String, T)>, StoreError> {
+    let range = prefix(&[tag]);
+    let skip = range.start.len();
+    txn.range(&range, 0)
+        .await?
+        .iter()
+        .map(|(k, v)| {
+            Ok((
+                String::from_utf8_lossy(&k[skip..]).into_owned(),
+                json(k, v)?,
+            ))
+        })
+        .collect()
+}
+
 /// Reads a rule.
 pub async fn get_rule(
     txn: &mut dyn Txn,
     tenant: &str,
     id: &str,
 ) -> Result<Option<Rule>, StoreError> {
-    let k = key(&[b"x", tenant.as_bytes(), id.as_bytes()]);
-    match txn.get(&k).await? {
-        Some(v) => json(&k, &v).map(Some),
-        None => Ok(None),
-    }
+    get_json(txn, &key(&[b"x", tenant.as_bytes(), id.as_bytes()])).await
 }
 
 /// Writes a rule.
@@ -673,11 +684,7 @@ pub async fn get_shadow(
     pk: &str,
     dn: &str,
 ) -> Result<Option<Shadow>, StoreError> {
-    let k = key(&[b"w", pk.as_bytes(), dn.as_bytes()]);
-    match txn.get(&k).await? {
-        Some(v) => json(&k, &v).map(Some),
-        None => Ok(None),
-    }
+    get_json(txn, &key(&[b"w", pk.as_bytes(), dn.as_bytes()])).await
 }
 
 /// Writes a device's shadow.
@@ -724,18 +731,7 @@ pub fn delete_model(txn: &mut dyn Txn, pk: &str) {
 
 /// Every product's thing model, by ProductKey.
 pub async fn list_models(txn: &mut dyn Txn) -> Result<Vec<(String, ThingModel)>, StoreError> {
-    let range = prefix(&[b"z"]);
-    let skip = range.start.len();
-    txn.range(&range, 0)
-        .await?
-        .iter()
-        .map(|(k, v)| {
-            Ok((
-                String::from_utf8_lossy(&k[skip..]).into_owned(),
-                json(k, v)?,
-            ))
-        })
-        .collect()
+    list_json_by_name(txn, b"z").await
 }
 
 // ---- topic categories (JSON)
@@ -757,16 +753,5 @@ pub fn put_topic_categories(txn: &mut dyn Txn, pk: &str, categories: &[TopicCate
 pub async fn list_topic_categories(
     txn: &mut dyn Txn,
 ) -> Result<Vec<(String, Vec<TopicCategory>)>, StoreError> {
-    let range = prefix(&[b"c"]);
-    let skip = range.start.len();
-    txn.range(&range, 0)
-        .await?
-        .iter()
-        .map(|(k, v)| {
-            Ok((
-                String::from_utf8_lossy(&k[skip..]).into_owned(),
-                json(k, v)?,
-            ))
-        })
-        .collect()
+    list_json_by_name(txn, b"c").await
 }

@@ -90,6 +90,18 @@ impl FdbTxn {
         k
     }
 
+    /// A range's keys in the cluster (an open end stops at the end of the prefix).
+    fn bounds(&self, range: &KeyRange) -> (Vec<u8>, Vec<u8>) {
+        let end = if range.end.is_empty() {
+            let mut end = self.prefix.clone();
+            end.push(0xff);
+            end
+        } else {
+            self.key(&range.end)
+        };
+        (self.key(&range.start), end)
+    }
+
     fn trx(&self) -> Result<&Transaction, StoreError> {
         self.trx
             .as_ref()
@@ -130,14 +142,7 @@ impl Txn for FdbTxn {
         range: &KeyRange,
         limit: usize,
     ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
-        let start = self.key(&range.start);
-        let end = if range.end.is_empty() {
-            let mut end = self.prefix.clone();
-            end.push(0xff);
-            end
-        } else {
-            self.key(&range.end)
-        };
+        let (start, end) = self.bounds(range);
         let mut opt = RangeOption::from((start, end));
         opt.limit = (limit > 0).then_some(limit);
         opt.mode = StreamingMode::WantAll;
@@ -182,14 +187,7 @@ impl Txn for FdbTxn {
     }
 
     fn clear_range(&mut self, range: &KeyRange) {
-        let start = self.key(&range.start);
-        let end = if range.end.is_empty() {
-            let mut end = self.prefix.clone();
-            end.push(0xff);
-            end
-        } else {
-            self.key(&range.end)
-        };
+        let (start, end) = self.bounds(range);
         if let Some(trx) = &self.trx {
             trx.clear_range(&start, &end);
         }

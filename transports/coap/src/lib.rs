@@ -18,12 +18,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use coap_lite::{RequestType, ResponseType};
 use ironhub_core::Hub;
-use ironhub_core::auth::SignMethod;
 use ironhub_core::hub::{AuthRequest, ConnectRefusal, PublishRefusal, PublishRequest};
 use ironhub_core::limits::{LimitKind, Limited};
 use ironhub_core::message::{Properties, QoS};
 use ironhub_core::transport::{BoxError, Transport};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 use tokio::sync::Mutex;
@@ -167,49 +165,11 @@ fn refusal(r: &ConnectRefusal) -> Response {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AuthBody {
-    product_key: String,
-    device_name: String,
-    client_id: String,
-    #[serde(default)]
-    timestamp: Option<String>,
-    #[serde(default = "default_method")]
-    signmethod: String,
-    sign: String,
-}
-
-fn default_method() -> String {
-    "hmacmd5".into()
-}
-
 impl Server {
     async fn auth(&self, req: &Request) -> Response {
-        let parsed: AuthBody = match serde_json::from_slice(&req.payload) {
-            Ok(p) => p,
-            Err(e) => {
-                return answer(
-                    ResponseType::BadRequest,
-                    10000,
-                    format!("invalid auth request: {e}"),
-                );
-            }
-        };
-        let Some(sign_method) = SignMethod::parse(&parsed.signmethod) else {
-            return answer(
-                ResponseType::BadRequest,
-                10000,
-                "signmethod must be hmacsha256, hmacsha1 or hmacmd5",
-            );
-        };
-        let request = AuthRequest {
-            product_key: parsed.product_key,
-            device_name: parsed.device_name,
-            client_id: parsed.client_id,
-            timestamp: parsed.timestamp,
-            sign_method,
-            sign: parsed.sign,
+        let request = match AuthRequest::from_json(&req.payload) {
+            Ok(r) => r,
+            Err(message) => return answer(ResponseType::BadRequest, 10000, message),
         };
         let ttl = self.settings.token_ttl_secs;
         match self.hub.issue_token(&request, ttl).await {

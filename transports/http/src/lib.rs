@@ -18,13 +18,11 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use ironhub_core::Hub;
-use ironhub_core::auth::SignMethod;
 use ironhub_core::hub::{AuthRequest, ConnectRefusal, PublishRefusal, PublishRequest};
 use ironhub_core::limits::{LimitKind, Limited as Limit};
 use ironhub_core::message::{Properties, QoS};
 use ironhub_core::transport::{BoxError, Transport};
 use ironhub_tls::TlsAcceptor;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -168,23 +166,6 @@ fn refusal_answer(r: &ConnectRefusal) -> Answer {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AuthBody {
-    product_key: String,
-    device_name: String,
-    client_id: String,
-    #[serde(default)]
-    timestamp: Option<String>,
-    #[serde(default = "default_method")]
-    signmethod: String,
-    sign: String,
-}
-
-fn default_method() -> String {
-    "hmacmd5".into()
-}
-
 async fn collect(req: Request<Incoming>, max: usize) -> Result<Bytes, Answer> {
     Limited::new(req.into_body(), max)
         .collect()
@@ -204,30 +185,9 @@ async fn auth(hub: &Hub, req: Request<Incoming>, ttl: u64) -> Answer {
         Ok(b) => b,
         Err(a) => return a,
     };
-    let parsed: AuthBody = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => {
-            return Answer::error(
-                StatusCode::BAD_REQUEST,
-                10000,
-                format!("invalid auth request: {e}"),
-            );
-        }
-    };
-    let Some(sign_method) = SignMethod::parse(&parsed.signmethod) else {
-        return Answer::error(
-            StatusCode::BAD_REQUEST,
-            10000,
-            "signmethod must be hmacsha256, hmacsha1 or hmacmd5",
-        );
-    };
-    let request = AuthRequest {
-        product_key: parsed.product_key,
-        device_name: parsed.device_name,
-        client_id: parsed.client_id,
-        timestamp: parsed.timestamp,
-        sign_method,
-        sign: parsed.sign,
+    let request = match AuthRequest::from_json(&body) {
+        Ok(r) => r,
+        Err(message) => return Answer::error(StatusCode::BAD_REQUEST, 10000, message),
     };
     match hub.issue_token(&request, ttl).await {
         Ok((token, _)) => Answer::ok(json!({ "token": token, "expires_in": ttl })),
