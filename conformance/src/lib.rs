@@ -84,6 +84,11 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// The admin token (for clients other than this harness, such as the console test's browser).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// Starts ironhub on the embedded store with `extra_config` (TOML) appended to a config that
     /// sets the ports and data directory.
     pub async fn start(extra_config: &str) -> Deployment {

@@ -418,3 +418,161 @@ async fn keys_rules_models_and_categories_survive_a_restart() {
         "all"
     );
 }
+
+/// The admin API with a tenant's key (what the web console signs in with): the tenant's own
+/// products, devices, recent messages, shadows and usage, nothing of another tenant (404) and
+/// nothing hub-wide (403).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_key_on_the_admin_api_reaches_its_own_tenant_only() {
+    let s = setup().await;
+    let (d, dev, key) = (&s.d, &s.dev, s.key.as_str());
+    let (pk, tenant) = (&dev.product_key, &dev.tenant);
+
+    let (st, who) = call(d, key, Method::GET, "/api/v1/whoami", None).await;
+    assert_eq!(
+        (st, who["role"].as_str(), who["tenant"].as_str()),
+        (200, Some("tenant"), Some(tenant.as_str()))
+    );
+    let (st, tenants) = call(d, key, Method::GET, "/api/v1/tenants", None).await;
+    assert_eq!(st, 200);
+    let ids: Vec<&str> = tenants
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [tenant.as_str()], "only its own tenant");
+    let (st, products) = call(d, key, Method::GET, "/api/v1/products", None).await;
+    assert_eq!(st, 200);
+    assert!(
+        products
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["tenant"] == json!(tenant)),
+        "{products}"
+    );
+
+    // Its own registry: create, disable, publish, read back.
+    let (st, created) = call(
+        d,
+        key,
+        Method::POST,
+        &format!("/api/v1/products/{pk}/devices"),
+        Some(json!({ "device_name": "by-key" })),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    assert!(
+        created["device_secret"]
+            .as_str()
+            .is_some_and(|s| s.len() == 32),
+        "the secret is shown once: {created}"
+    );
+    let (st, listed) = call(
+        d,
+        key,
+        Method::GET,
+        &format!("/api/v1/products/{pk}/devices/by-key"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, listed.get("device_secret")),
+        (200, None),
+        "and never again: {listed}"
+    );
+    let (c, mut ev) = v3::connect(dev.v3_options(d)).await;
+    c.publish(
+        dev.user_topic("data"),
+        QoS::AtLeastOnce,
+        false,
+        vec![0xffu8, 0x00],
+    )
+    .await
+    .unwrap();
+    v3::acked(&mut ev).await;
+    c.publish(
+        dev.user_topic("data"),
+        QoS::AtLeastOnce,
+        false,
+        "{\"t\":21.5}",
+    )
+    .await
+    .unwrap();
+    v3::acked(&mut ev).await;
+    let path = format!("/api/v1/products/{pk}/devices/{}/messages", dev.device_name);
+    let (st, recent) = call(d, key, Method::GET, &path, None).await;
+    assert_eq!(st, 200, "{recent}");
+    let m = recent["messages"].as_array().unwrap();
+    assert_eq!(m.len(), 2, "{recent}");
+    assert_eq!(
+        (m[0]["preview"].as_str(), m[0]["encoding"].as_str()),
+        (Some("{\"t\":21.5}"), Some("text")),
+        "newest first"
+    );
+    assert_eq!(
+        (m[1]["preview"].as_str(), m[1]["encoding"].as_str()),
+        (Some("/wA="), Some("base64"))
+    );
+    assert_eq!(m[0]["topic"], json!(dev.user_topic("data")));
+    let shadow = format!("/api/v1/products/{pk}/devices/{}/shadow", dev.device_name);
+    assert_eq!(call(d, key, Method::GET, &shadow, None).await.0, 200);
+    let (st, usage) = call(
+        d,
+        key,
+        Method::GET,
+        &format!("/api/v1/tenants/{tenant}/usage"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(usage["monthly"][0]["used"], 2, "{usage}");
+    assert_eq!(usage["monthly"][0]["state"], "ok");
+
+    // Another tenant's things do not exist for it.
+    let other_pk = &s.other_dev.product_key;
+    for path in [
+        format!("/api/v1/products/{other_pk}"),
+        format!("/api/v1/products/{other_pk}/devices"),
+        format!(
+            "/api/v1/products/{other_pk}/devices/{}/messages",
+            s.other_dev.device_name
+        ),
+        format!("/api/v1/tenants/{}/usage", s.other_dev.tenant),
+        format!("/api/v1/tenants/{}/api-keys", s.other_dev.tenant),
+    ] {
+        let (st, v) = call(d, key, Method::GET, &path, None).await;
+        assert_eq!(st, 404, "{path}: {v}");
+    }
+    let (st, v) = call(
+        d,
+        key,
+        Method::POST,
+        "/api/v1/products",
+        Some(json!({ "tenant": s.other_dev.tenant, "name": "x" })),
+    )
+    .await;
+    assert_eq!((st, v["error"].as_str()), (403, Some("forbidden")), "{v}");
+    // Hub-wide operations stay with the admin token.
+    for (method, path, body) in [
+        (Method::GET, "/api/v1/stats".to_owned(), None),
+        (Method::GET, "/api/v1/profiles".to_owned(), None),
+        (
+            Method::POST,
+            "/api/v1/tenants".to_owned(),
+            Some(json!({ "id": "x" })),
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/tenants/{tenant}/profile"),
+            Some(json!({ "profile": "default" })),
+        ),
+        (Method::DELETE, format!("/api/v1/tenants/{tenant}"), None),
+    ] {
+        let (st, v) = call(d, key, method.clone(), &path, body).await;
+        assert_eq!(st, 403, "{method} {path}: {v}");
+    }
+    let (st, v) = call(d, "nope.nope", Method::GET, "/api/v1/products", None).await;
+    assert_eq!((st, v["error"].as_str()), (401, Some("unauthorized")));
+}

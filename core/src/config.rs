@@ -58,6 +58,11 @@ pub struct HubConfig {
     pub sink_send_timeout_ms: u64,
     /// Largest CoAP payload, bytes (L-023, seed 000: 1 KB); larger requests get 4.13.
     pub max_coap_payload: usize,
+    /// Messages remembered per device for the console and `GET .../devices/{dn}/messages`
+    /// (0 = none).
+    pub recent_messages_per_device: usize,
+    /// Devices whose recent messages are remembered (beyond it, some are forgotten).
+    pub recent_messages_max_devices: usize,
     /// The open-broker mode for a sandbox tenant.
     pub open_broker: OpenBrokerConfig,
 }
@@ -86,6 +91,8 @@ impl Default for HubConfig {
             sink_batch_size: 256,
             sink_send_timeout_ms: 5_000,
             max_coap_payload: 1024,
+            recent_messages_per_device: 10,
+            recent_messages_max_devices: 100_000,
             open_broker: OpenBrokerConfig::default(),
         }
     }

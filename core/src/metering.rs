@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::quota::{MonthlyQuota, civil_from_days};
+use crate::limits::quota::{MonthlyQuota, WARNING_PERCENT, civil_from_days};
 use crate::limits::{LimitId, Limited, Profile};
 use crate::store::{self, KeyRange, Store, StoreError, decode_counter, records, transact};
 
@@ -58,6 +58,36 @@ pub struct Usage {
     /// The last 24 hours, oldest first, each with its start (ms): seed 003's publishing status,
     /// with the discarded messages per hour.
     pub last_24h: Vec<(u64, Counts)>,
+}
+
+/// Where a tenant stands against one monthly limit (seed 001's API usage dashboard).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MonthlyUsage {
+    /// The limit id (L-070, L-071, L-072).
+    pub limit: String,
+    /// What is counted: `transport_messages`, `transport_data_points`, `rule_executions`.
+    pub component: &'static str,
+    /// Admitted this month.
+    pub used: u64,
+    /// The profile's monthly limit (0 = unlimited).
+    pub limit_value: u64,
+    /// `ok`, `warning` (80 % reached) or `disabled` (100 % reached: the component is off for the
+    /// tenant until the month ends).
+    pub state: &'static str,
+}
+
+/// Messages a count admitted: all sent minus those a limit discarded.
+fn admitted_messages(counts: &Counts) -> u64 {
+    let discarded: u64 = counts
+        .iter()
+        .filter(|(k, _)| k.starts_with(DISCARDED))
+        .map(|(_, n)| n)
+        .sum();
+    counts
+        .get(MESSAGES)
+        .copied()
+        .unwrap_or(0)
+        .saturating_sub(discarded)
 }
 
 #[derive(Default)]
@@ -254,12 +284,59 @@ impl Meter {
         months.insert(
             tenant.to_owned(),
             TenantMonth {
-                messages: Some(MonthlyQuota::new(now_ms, get(MESSAGES))),
+                // Discarded messages are counted as sent but were never charged.
+                messages: Some(MonthlyQuota::new(now_ms, admitted_messages(&usage.month))),
                 points: Some(MonthlyQuota::new(now_ms, get(DATA_POINTS))),
                 rules: Some(MonthlyQuota::new(now_ms, get(RULE_EXECUTIONS))),
             },
         );
         Ok(())
+    }
+
+    /// The tenant's standing against each monthly limit of `profile`.
+    pub fn monthly(&self, profile: &Profile, tenant: &str, now_ms: u64) -> Vec<MonthlyUsage> {
+        let mut months = self.months.lock().expect("meter lock");
+        let m = months.entry(tenant.to_owned()).or_default();
+        let quotas = [
+            (
+                &mut m.messages,
+                LimitId::MonthlyMessages,
+                "transport_messages",
+                profile.monthly.transport_messages,
+            ),
+            (
+                &mut m.points,
+                LimitId::MonthlyDataPoints,
+                "transport_data_points",
+                profile.monthly.transport_data_points,
+            ),
+            (
+                &mut m.rules,
+                LimitId::MonthlyRuleExecutions,
+                "rule_executions",
+                profile.monthly.rule_executions,
+            ),
+        ];
+        quotas
+            .into_iter()
+            .map(|(quota, limit, component, value)| {
+                let quota = quota.get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
+                let state = if quota.exhausted(value, now_ms) {
+                    "disabled"
+                } else if value > 0 && quota.used() * 100 >= value * WARNING_PERCENT {
+                    "warning"
+                } else {
+                    "ok"
+                };
+                MonthlyUsage {
+                    limit: limit.id().to_owned(),
+                    component,
+                    used: quota.used(),
+                    limit_value: value,
+                    state,
+                }
+            })
+            .collect()
     }
 
     /// Whether the tenant's transport is disabled by a monthly quota now.
@@ -468,5 +545,37 @@ mod tests {
             Some(LimitId::MonthlyMessages)
         );
         assert_eq!(meter.transport_disabled(&p, "other", T0), None);
+    }
+
+    #[tokio::test]
+    async fn the_monthly_view_counts_admitted_messages_also_after_a_restart() {
+        let store = memory_store();
+        let meter = Meter::default();
+        let mut p = Profile::default();
+        p.monthly.transport_messages = 10;
+        let discard = Limited::new(LimitId::DeviceMessagesQos0);
+        for i in 0..12u64 {
+            meter.add("t", Some("pk/d"), &[(MESSAGES, 1)], T0);
+            if i < 8 {
+                meter.charge_month(&p, "t", 1, T0);
+            } else {
+                meter.discarded("t", "pk/d", &discard, T0);
+            }
+        }
+        let state = |m: &Meter| {
+            let v = m.monthly(&p, "t", T0);
+            assert_eq!(v[0].limit, "L-070");
+            (v[0].used, v[0].state)
+        };
+        assert_eq!(state(&meter), (8, "warning"));
+        meter.flush(&store).await.unwrap();
+        let restarted = Meter::default();
+        restarted.load_month(&store, "t", T0).await.unwrap();
+        assert_eq!(
+            state(&restarted),
+            (8, "warning"),
+            "discarded messages were never charged"
+        );
+        assert_eq!(Meter::default().monthly(&p, "t", T0)[0].state, "ok");
     }
 }

@@ -9,7 +9,7 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -101,6 +101,26 @@ impl From<HubError> for ApiError {
 
 type ApiResult = Result<(StatusCode, Value), ApiError>;
 
+/// Who called the admin API.
+enum Principal {
+    /// The admin token: everything.
+    Admin,
+    /// A tenant's API key: that tenant's things only.
+    Tenant(String),
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong token (Authorization: Bearer <admin token> or <keyId>.<secret>)",
+    )
+}
+
+fn forbidden(message: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
 /// Shared state of the admin API.
 pub struct Admin {
     hub: Hub,
@@ -159,6 +179,20 @@ impl Admin {
                 )))
                 .expect("static response parts are valid");
         }
+        if path == "/" || path == "/console" {
+            return Response::builder()
+                .status(StatusCode::FOUND)
+                .header(LOCATION, "/console/")
+                .body(Full::new(Bytes::new()))
+                .expect("static response parts are valid");
+        }
+        if let Some((content_type, body)) = crate::console::asset(&path) {
+            return Response::builder()
+                .header(CONTENT_TYPE, content_type)
+                .header(CACHE_CONTROL, "no-cache")
+                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                .expect("static response parts are valid");
+        }
         if path == "/metrics" {
             return Response::builder()
                 .header(CONTENT_TYPE, "text/plain; version=0.0.4")
@@ -198,20 +232,76 @@ impl Admin {
             .expect("static response parts are valid")
     }
 
-    fn authorized(&self, req: &Request<Incoming>) -> bool {
+    /// Who is calling: the admin token, or a tenant's API key (rate-limited like the business
+    /// API, L-076).
+    fn principal(&self, req: &Request<Incoming>) -> Result<Principal, ApiError> {
         let presented = req
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        presented.is_some_and(|t| {
-            // Hashes compared byte by byte without early exit.
+        // Hashes compared byte by byte without early exit.
+        let is_admin = |t: &str| {
             token_hash(t)
                 .iter()
                 .zip(self.token_sha256.iter())
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0
-        })
+        };
+        match presented {
+            Some(t) if is_admin(t) => Ok(Principal::Admin),
+            Some(t) => match self.hub.business_tenant(t) {
+                Some(Ok(tenant)) => Ok(Principal::Tenant(tenant)),
+                Some(Err(limited)) => Err(limited_error(limited)),
+                None => Err(unauthorized()),
+            },
+            None => Err(unauthorized()),
+        }
+    }
+
+    /// What a tenant's API key may do on the admin API: read and manage what belongs to its
+    /// tenant (products, devices, consumer groups, rules, API keys, usage); tenants, profiles,
+    /// hub-wide counters and publishing as the hub stay with the admin token. Another tenant's
+    /// things answer 404, as if they did not exist.
+    async fn tenant_may(
+        &self,
+        own: &str,
+        method: &Method,
+        segments: &[&str],
+    ) -> Result<(), ApiError> {
+        match segments {
+            ["api", "v1", "whoami"] => Ok(()),
+            ["api", "v1", "tenants"] if method == Method::GET => Ok(()),
+            ["api", "v1", "tenants", id, rest @ ..] => {
+                if id != &own {
+                    return Err(HubError::NotFound {
+                        what: "tenant",
+                        id: (*id).to_owned(),
+                    }
+                    .into());
+                }
+                match (method, rest) {
+                    (&Method::DELETE, []) | (_, ["profile"]) => Err(forbidden(
+                        "changing a tenant or its profile needs the admin token",
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            ["api", "v1", "products"] => Ok(()),
+            ["api", "v1", "products", pk, ..] => {
+                let product = self.hub.product(pk).await?;
+                if product.tenant == own {
+                    Ok(())
+                } else {
+                    Err(HubError::NotFound {
+                        what: "product",
+                        id: (*pk).to_owned(),
+                    }
+                    .into())
+                }
+            }
+            _ => Err(forbidden("this operation needs the admin token")),
+        }
     }
 
     async fn route(&self, req: Request<Incoming>) -> ApiResult {
@@ -247,20 +337,28 @@ impl Admin {
         if req.uri().path().starts_with("/api/v1/business/") {
             return self.business(req).await;
         }
-        if !self.authorized(&req) {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong admin token (Authorization: Bearer <token>)",
-            ));
-        }
+        let principal = self.principal(&req)?;
         let method = req.method().clone();
         let path = req.uri().path().trim_end_matches('/').to_owned();
-        let query = req.uri().query().unwrap_or("").to_owned();
+        let mut query = req.uri().query().unwrap_or("").to_owned();
         let segments: Vec<&str> = path.split('/').skip(1).collect();
+        if let Principal::Tenant(own) = &principal {
+            self.tenant_may(own, &method, &segments).await?;
+            if segments == ["api", "v1", "products"] {
+                // A tenant lists its own products, whatever the query asks.
+                query = format!("tenant={own}");
+            }
+        }
         let body = read_body(req).await?;
         let hub = &self.hub;
         match (method, segments.as_slice()) {
+            (Method::GET, ["api", "v1", "whoami"]) => Ok((
+                StatusCode::OK,
+                match &principal {
+                    Principal::Admin => json!({ "role": "admin" }),
+                    Principal::Tenant(t) => json!({ "role": "tenant", "tenant": t }),
+                },
+            )),
             (Method::GET, ["api", "v1", "stats"]) => Ok((StatusCode::OK, json!(hub.stats()))),
             (Method::POST, ["api", "v1", "tenants"]) => {
                 let r: CreateTenant = parse(&body)?;
@@ -291,9 +389,10 @@ impl Admin {
                 hub.delete_profile(name).await?;
                 Ok((StatusCode::NO_CONTENT, Value::Null))
             }
-            (Method::GET, ["api", "v1", "tenants"]) => {
-                Ok((StatusCode::OK, json!(hub.tenants().await?)))
-            }
+            (Method::GET, ["api", "v1", "tenants"]) => match &principal {
+                Principal::Admin => Ok((StatusCode::OK, json!(hub.tenants().await?))),
+                Principal::Tenant(own) => Ok((StatusCode::OK, json!([hub.tenant(own).await?]))),
+            },
             (Method::GET, ["api", "v1", "tenants", id]) => {
                 Ok((StatusCode::OK, json!(hub.tenant(id).await?)))
             }
@@ -303,6 +402,13 @@ impl Admin {
             }
             (Method::POST, ["api", "v1", "products"]) => {
                 let r: CreateProduct = parse(&body)?;
+                if let Principal::Tenant(own) = &principal
+                    && *own != r.tenant
+                {
+                    return Err(forbidden(
+                        "a tenant's API key creates products of its tenant only",
+                    ));
+                }
                 let p = hub
                     .create_product(
                         &r.tenant,
@@ -377,6 +483,17 @@ impl Admin {
             }
             (Method::GET, ["api", "v1", "products", pk, "devices", dn, "usage"]) => {
                 Ok((StatusCode::OK, json!(hub.device_usage(pk, dn).await?)))
+            }
+            (Method::GET, ["api", "v1", "products", pk, "devices", dn, "messages"]) => Ok((
+                StatusCode::OK,
+                json!({ "messages": hub.recent_messages(pk, dn).await? }),
+            )),
+            (Method::GET, ["api", "v1", "products", pk, "devices", dn, "shadow"]) => {
+                let device = hub.device(pk, dn).await?;
+                Ok((
+                    StatusCode::OK,
+                    json!(hub.shadow(&device.tenant, pk, dn).await?),
+                ))
             }
             (
                 Method::POST,

@@ -17,6 +17,7 @@ mod admin;
 mod cli;
 mod components;
 mod config;
+mod console;
 mod openapi;
 mod serve;
 

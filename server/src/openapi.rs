@@ -76,6 +76,11 @@ const ROUTES: &[Route] = &[
     ),
     open("/metrics", "Prometheus metrics (text format)"),
     open("/openapi.json", "This document"),
+    admin(
+        "GET",
+        "/api/v1/whoami",
+        "Who the credentials are (admin or a tenant)",
+    ),
     admin("GET", "/api/v1/stats", "Hub counters"),
     created("/api/v1/tenants", "Create a tenant"),
     admin("GET", "/api/v1/tenants", "List tenants"),
@@ -167,6 +172,16 @@ const ROUTES: &[Route] = &[
         "GET",
         "/api/v1/products/{pk}/devices/{dn}/usage",
         "A device's usage (24-hour publishing status)",
+    ),
+    admin(
+        "GET",
+        "/api/v1/products/{pk}/devices/{dn}/messages",
+        "The last messages a device sent (newest first, this node's memory)",
+    ),
+    admin(
+        "GET",
+        "/api/v1/products/{pk}/devices/{dn}/shadow",
+        "A device's shadow",
     ),
     admin(
         "GET",
@@ -306,6 +321,18 @@ fn parameters(path: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Admin routes a tenant's API key may call for its own tenant (the router's `tenant_may`):
+/// its products and devices, and what lives under its tenant but the tenant and its profile.
+fn tenant_key_may(r: &Route) -> bool {
+    let own_tenant = r.path.starts_with("/api/v1/tenants/{tenant}")
+        && !r.path.ends_with("/profile")
+        && !(r.method == "DELETE" && r.path == "/api/v1/tenants/{tenant}");
+    own_tenant
+        || r.path.starts_with("/api/v1/products")
+        || r.path == "/api/v1/whoami"
+        || (r.method == "GET" && r.path == "/api/v1/tenants")
+}
+
 fn operation(r: &Route) -> Value {
     let mut op = json!({
         "summary": r.summary,
@@ -318,6 +345,9 @@ fn operation(r: &Route) -> Value {
         },
     });
     match r.auth {
+        Auth::Admin if tenant_key_may(r) => {
+            op["security"] = json!([{ "admin": [] }, { "apiKey": [] }]);
+        }
         Auth::Admin => op["security"] = json!([{ "admin": [] }]),
         Auth::ApiKey => op["security"] = json!([{ "apiKey": [] }]),
         Auth::None => op["security"] = json!([]),
@@ -341,7 +371,9 @@ pub fn document() -> Value {
         "info": {
             "title": "ironhub",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "The admin API (admin token) and the business API (a tenant's API key). \
+            "description": "The admin API (admin token; a tenant's API key for its own tenant's \
+                products, devices, groups, rules, keys and usage) and the business API (a \
+                tenant's API key). \
                 Field-level documentation: docs/operations.md, docs/business-api.md, docs/rules.md, \
                 docs/protocols/amqp.md.",
         },

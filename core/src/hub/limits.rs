@@ -8,7 +8,7 @@ use super::{Hub, HubError};
 use crate::limits::rate::ByteRate;
 use crate::limits::{DEFAULT_PROFILE, LimitId, Limited, Profile, datapoints};
 use crate::message::Properties;
-use crate::metering::{self, Usage, UsageEvent};
+use crate::metering::{self, MonthlyUsage, Usage, UsageEvent};
 use crate::model::Tenant;
 use crate::now_ms;
 use crate::store::{self, records, transact};
@@ -22,6 +22,8 @@ pub struct UsageReport {
     pub profile: Profile,
     /// Monthly-quota events (80 % warnings, 100 % disabled), oldest first; tenant reports only.
     pub events: Vec<UsageEvent>,
+    /// Standing against each monthly limit; tenant reports only.
+    pub monthly: Vec<MonthlyUsage>,
 }
 
 impl Hub {
@@ -179,9 +181,11 @@ impl Hub {
             .usage(&*store, tenant, None, now_ms())
             .await?;
         let events = metering::events(&*store, tenant).await?;
+        let profile = self.profile_of(tenant);
         Ok(UsageReport {
             usage,
-            profile: (*self.profile_of(tenant)).clone(),
+            monthly: self.inner.meter.monthly(&profile, tenant, now_ms()),
+            profile: (*profile).clone(),
             events,
         })
     }
@@ -199,6 +203,7 @@ impl Hub {
             usage,
             profile: (*self.profile_of(&device.tenant)).clone(),
             events: Vec::new(),
+            monthly: Vec::new(),
         })
     }
 

@@ -22,6 +22,7 @@ use crate::{now_ms, topic};
 mod business;
 mod groups;
 mod limits;
+mod recent;
 mod router;
 mod rules;
 mod session;
@@ -35,6 +36,7 @@ pub use business::{
     ApiKey, DevicePage, DeviceStatus, HISTORY_RETENTION_MS, RRPC_TIMEOUT_MS, RrpcOutcome,
 };
 pub use groups::GROUP_SINK;
+pub use recent::RecentMessage;
 pub use router::Delivery;
 pub use rules::{RuleSpec, RuleView};
 use session::Slot;
@@ -188,6 +190,8 @@ pub(crate) struct Inner {
     pub(crate) categories: topics::Categories,
     /// Devices whose shadow has desired properties (delivered at connect).
     pub(crate) desired_pending: RwLock<std::collections::HashSet<String>>,
+    /// The last messages of each device (a bounded view for the console).
+    pub(crate) recent: recent::Recent,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -287,6 +291,10 @@ impl Hub {
                 models: RwLock::new(HashMap::new()),
                 categories: RwLock::new(HashMap::new()),
                 desired_pending: RwLock::new(std::collections::HashSet::new()),
+                recent: recent::Recent::new(
+                    config.recent_messages_per_device,
+                    config.recent_messages_max_devices,
+                ),
                 config,
                 store,
             }),
@@ -730,6 +738,17 @@ impl Hub {
         Ok(self.view(&d))
     }
 
+    /// The last messages the device sent (newest first; this node's memory, bounded by
+    /// `recent_messages_per_device`).
+    pub async fn recent_messages(
+        &self,
+        pk: &str,
+        dn: &str,
+    ) -> Result<Vec<RecentMessage>, HubError> {
+        self.device(pk, dn).await?;
+        Ok(self.inner.recent.of(&device_session_key(pk, dn)))
+    }
+
     /// Lists a product's devices (at most `limit`).
     pub async fn devices(&self, pk: &str, limit: usize) -> Result<Vec<DeviceView>, HubError> {
         self.product(pk).await?;
@@ -785,6 +804,7 @@ impl Hub {
         let key = device_session_key(pk, dn);
         self.kick(&key).await;
         self.drop_session(&key).await?;
+        self.inner.recent.forget(&key);
         self.forget_topology(&device.tenant, pk, dn).await?;
         store::write(&**self.store(), |t| {
             records::delete_shadow(t, pk, dn);

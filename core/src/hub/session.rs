@@ -834,6 +834,11 @@ impl Hub {
             .await
             .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
         let now = now_ms();
+        if identity.device.is_some() {
+            self.inner
+                .recent
+                .record(device, &req.topic, &req.payload, req.qos, now);
+        }
         // A request of the device to the hub on one of its own topics, handled after routing.
         let request = identity.device.as_ref().and_then(|(pk, dn)| {
             DeviceRequest::of(&req.topic, pk, dn)

@@ -1,0 +1,135 @@
+// Drives the ironhub web console in a real browser (Debian's Chromium through playwright-core).
+// conformance/tests/console.rs starts a hub, provisions a tenant and runs this script; the two
+// talk over stdio: the script prints `DEVICE <pk> <dn> <secret>` once the console created a device
+// (the test connects it over MQTT and makes it publish, some of it throttled) and `MORE` when it
+// wants a second batch of messages; the test answers nothing, it acts. Exit 0 means every check
+// held; screenshots go to $ARTIFACTS whatever happens.
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set`);
+  return v;
+};
+const url = env("CONSOLE_URL");
+const adminToken = env("ADMIN_TOKEN");
+const tenantKey = env("TENANT_KEY");
+const tenant = env("TENANT");
+const productKey = env("PRODUCT_KEY");
+const artifacts = env("ARTIFACTS");
+const WAIT = 20_000;
+mkdirSync(artifacts, { recursive: true });
+
+// Bounded: the whole run stops by itself.
+const deadline = setTimeout(() => {
+  console.error("console test: over 120 s, giving up");
+  process.exit(2);
+}, 120_000);
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+page.setDefaultTimeout(WAIT);
+const shot = (name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+const step = (what) => console.error(`console test: ${what}`);
+const number = async (locator) => Number((await locator.innerText()).replace(/[^0-9]/g, ""));
+
+/** Waits until `f()` (polled) returns true. */
+async function until(what, f) {
+  const end = Date.now() + WAIT;
+  for (;;) {
+    if (await f().catch(() => false)) return;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await page.waitForTimeout(250);
+  }
+}
+
+async function signIn(token) {
+  await page.goto(url);
+  await page.fill("#token", token);
+  await page.click("#login button[type=submit]");
+  await page.waitForSelector("#nav:not([hidden])");
+}
+
+try {
+  step("the admin signs in and sees the tenant");
+  await signIn(adminToken);
+  await page.click("a[href='#/tenants']");
+  await page.waitForSelector(`tr[data-tenant='${tenant}']`);
+  await shot("01-admin-tenants");
+  await page.click("#sign-out");
+
+  step("a wrong token is refused with a message");
+  await page.fill("#token", "not-a-token");
+  await page.click("#login button[type=submit]");
+  await until("the refusal", async () => (await page.innerText("#error")).includes("not accepted"));
+
+  step("the tenant signs in with its API key and creates a device");
+  await signIn(tenantKey);
+  if ((await page.innerText("#who")) !== `tenant ${tenant}`) throw new Error("signed in as the wrong principal");
+  if (await page.isVisible("a[href='#/tenants']")) throw new Error("a tenant key sees the tenants page");
+  await page.click("a[href='#/products']");
+  await page.click(`tr[data-product='${productKey}'] a`);
+  await page.fill("#device-name", "console-dev");
+  await page.click("#create-device button[type=submit]");
+  const secret = await page.innerText("#secret code[data-field=DeviceSecret]");
+  if (!/^[0-9a-f]{32}$/i.test(secret)) throw new Error(`no DeviceSecret shown: ${secret}`);
+  await page.waitForSelector("tr[data-device='console-dev'] .badge");
+  await shot("02-device-created");
+  if ((await page.innerText("tr[data-device='console-dev'] .badge")) !== "inactive") {
+    throw new Error("a new device should be inactive");
+  }
+  console.log(`DEVICE ${productKey} console-dev ${secret}`);
+
+  step("the device comes online");
+  await until("the device online", async () =>
+    (await page.innerText("tr[data-device='console-dev'] .badge")) === "online");
+  await shot("03-device-online");
+
+  step("the device page shows its messages and the throttled ones per hour");
+  await page.click("tr[data-device='console-dev'] a");
+  await until("the online badge", async () => (await page.innerText("#device-state")) === "online");
+  await until("discarded messages in the hourly status", async () =>
+    (await number(page.locator("#hours tr").first().locator("td.discarded"))) > 0);
+  await until("the last messages", async () => (await page.locator("#messages tr code").count()) > 0);
+  const discarded = await number(page.locator("#hours tr").first().locator("td.discarded"));
+  const sent = await number(page.locator("#hours tr").first().locator("td").nth(1));
+  step(`hour row: ${sent} messages, ${discarded} discarded`);
+  if (!(discarded > 0 && discarded < sent)) throw new Error(`unexpected hour row: ${sent} sent, ${discarded} discarded`);
+  await shot("04-device-page");
+
+  step("the usage page counts messages against the monthly limit");
+  await page.click("a[href='#/usage']");
+  const used = page.locator("tr[data-component=transport_messages] td.used");
+  await until("monthly usage", async () => (await number(used)) > 0);
+  const before = await number(used);
+  if (await page.locator("tr[data-component=transport_messages].warning").count()) {
+    throw new Error(`warning shown already at ${before}`);
+  }
+  await shot("05-usage-before");
+  console.log("MORE");
+  await until("the usage numbers to change", async () => (await number(used)) > before);
+  await until("the 80 % warning", async () =>
+    (await page.locator("tr[data-component=transport_messages].warning").count()) === 1);
+  step(`monthly transport messages: ${before} -> ${await number(used)}`);
+  await shot("06-usage-warning");
+
+  step("the overview charts live rates");
+  await page.click("a[href='#/']");
+  await until("two rate samples", async () =>
+    ((await page.getAttribute("#rate-chart svg polyline", "points")) || "").split(" ").length >= 2);
+  await shot("07-overview");
+  step("all checks held");
+  await browser.close();
+  clearTimeout(deadline);
+} catch (e) {
+  console.error(`console test failed: ${e.message}`);
+  await shot("failure").catch(() => {});
+  await browser.close();
+  process.exit(1);
+}
