@@ -39,6 +39,9 @@ async fn metrics_move_when_messages_flow_and_name_the_limits() {
         )
         .await;
     let before = scrape(&d).await;
+    let mut wrong = dev.clone();
+    wrong.device_secret = "0".repeat(32);
+    v5::refusal(wrong.v5_options(&d)).await;
     let (c, mut ev) = v5::connect(dev.v5_options(&d)).await;
     for _ in 0..4 {
         c.publish(dev.user_topic("m"), QoS::AtLeastOnce, false, "x")
@@ -55,7 +58,49 @@ async fn metrics_move_when_messages_flow_and_name_the_limits() {
         value(&after, "ironhub_messages_in_total") - value(&before, "ironhub_messages_in_total"),
         3
     );
-    assert_eq!(value(&after, "ironhub_connections_open"), 1);
+    let moved = |series: &str| value(&after, series) - value(&before, series);
+    assert_eq!(
+        moved("ironhub_messages_received_total{transport=\"mqtt\",qos=\"1\"}"),
+        3
+    );
+    assert_eq!(
+        moved("ironhub_messages_received_total{transport=\"mqtt\",qos=\"0\"}"),
+        0
+    );
+    assert_eq!(
+        value(&after, "ironhub_connections_open{transport=\"mqtt\"}"),
+        1
+    );
+    assert_eq!(
+        moved("ironhub_connections_accepted_total{transport=\"mqtt\"}"),
+        1
+    );
+    assert_eq!(
+        moved("ironhub_connections_refused_total{transport=\"mqtt\",reason=\"bad_credentials\"}"),
+        1,
+        "{after}"
+    );
+    let tenant = &dev.tenant;
+    assert_eq!(
+        value(
+            &after,
+            &format!("ironhub_tenant_connections_open{{tenant=\"{tenant}\"}}")
+        ),
+        1
+    );
+    assert_eq!(
+        value(
+            &after,
+            &format!("ironhub_tenant_monthly_used{{tenant=\"{tenant}\",limit=\"L-070\"}}")
+        ),
+        3,
+        "admitted messages count against the month: {after}"
+    );
+    assert!(
+        moved("ironhub_store_seconds_count{backend=\"embedded\",op=\"commit\"}") > 0,
+        "the store was written (session, usage): {after}"
+    );
+    assert_eq!(value(&after, "ironhub_cluster_nodes"), 1);
     assert_eq!(
         value(&after, "ironhub_limited_total{limit=\"L-017\"}"),
         1,

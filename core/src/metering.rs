@@ -293,6 +293,16 @@ impl Meter {
         Ok(())
     }
 
+    /// Tenants whose monthly usage is tracked here.
+    pub fn tenants(&self) -> Vec<String> {
+        self.months
+            .lock()
+            .expect("meter lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// The tenant's standing against each monthly limit of `profile`.
     pub fn monthly(&self, profile: &Profile, tenant: &str, now_ms: u64) -> Vec<MonthlyUsage> {
         let mut months = self.months.lock().expect("meter lock");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use ironhub_core::forward::{Destination, Event, EventKind};
-use ironhub_core::hub::{ConnectOutcome, ConnectRequest, Connected, PublishRequest};
+use ironhub_core::hub::{ConnectOutcome, ConnectRequest, Connected, PublishRequest, TransportKind};
 use ironhub_core::message::Properties;
 use ironhub_core::sink::{Sink, SinkError};
 use ironhub_core::store::Store;
@@ -117,6 +117,7 @@ async fn setup(store: Arc<dyn Store>, profile: serde_json::Value) -> Setup {
         now_ms(),
     );
     let req = ConnectRequest {
+        transport: TransportKind::Mqtt,
         client_id: creds.client_id,
         username: Some(creds.username),
         password: Some(Bytes::from(creds.password)),
@@ -137,6 +138,7 @@ async fn setup(store: Arc<dyn Store>, profile: serde_json::Value) -> Setup {
 
 fn publish(topic: String, payload: String, qos: QoS) -> PublishRequest {
     PublishRequest {
+        transport: TransportKind::Mqtt,
         topic,
         payload: Bytes::from(payload),
         qos,

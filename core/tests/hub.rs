@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ironhub_core::hub::{
     ConnectOutcome, ConnectRequest, Connected, KickReason, PublishRequest, SubscribeRequest,
+    TransportKind,
 };
 use ironhub_core::message::Properties;
 use ironhub_core::store::{memory::memory_store, records, transact};
@@ -30,6 +31,7 @@ async fn hub(tune: impl FnOnce(&mut HubConfig)) -> Hub {
 
 fn request(client_id: &str, clean_start: bool, session_expiry_secs: Option<u32>) -> ConnectRequest {
     ConnectRequest {
+        transport: TransportKind::Mqtt,
         client_id: client_id.into(),
         username: None,
         password: None,
@@ -49,6 +51,7 @@ async fn connect(hub: &Hub, req: ConnectRequest) -> Connected {
 
 fn publish(topic: &str, qos: QoS) -> PublishRequest {
     PublishRequest {
+        transport: TransportKind::Mqtt,
         topic: topic.into(),
         payload: Bytes::from_static(b"x"),
         qos,

@@ -196,7 +196,7 @@ impl Admin {
         if path == "/metrics" {
             return Response::builder()
                 .header(CONTENT_TYPE, "text/plain; version=0.0.4")
-                .body(Full::new(Bytes::from(prometheus(
+                .body(Full::new(Bytes::from(crate::metrics::render(
                     &self.hub.stats(),
                     &self.hub.sink_stats(),
                 ))))
@@ -880,138 +880,6 @@ struct DesiredState {
 #[serde(deny_unknown_fields)]
 struct CreateApiKey {
     name: String,
-}
-
-/// Samples of one metric: label set (`{k="v"}` or empty) and value.
-type Samples = Vec<(String, u64)>;
-
-/// The hub's counters in the Prometheus text format (served unauthenticated at `/metrics`, on the
-/// admin listener, which is loopback unless configured otherwise).
-fn prometheus(
-    s: &ironhub_core::hub::StatsSnapshot,
-    sinks: &[ironhub_core::forward::SinkStatsSnapshot],
-) -> String {
-    let labelled = |label: &str, values: Vec<(&str, u64)>| -> Samples {
-        let mut v: Samples = values
-            .into_iter()
-            .map(|(k, n)| (format!("{{{label}=\"{k}\"}}"), n))
-            .collect();
-        v.sort();
-        v
-    };
-    let one = |v: u64| -> Samples { vec![(String::new(), v)] };
-    let per_sink = |f: fn(&ironhub_core::forward::SinkStatsSnapshot) -> u64| -> Samples {
-        sinks
-            .iter()
-            .map(|k| (format!("{{sink=\"{}\"}}", k.sink), f(k)))
-            .collect()
-    };
-    let metrics = [
-        (
-            "ironhub_connections_accepted_total",
-            "counter",
-            "Connections accepted.",
-            one(s.connections_accepted),
-        ),
-        (
-            "ironhub_connections_refused_total",
-            "counter",
-            "Connections refused at CONNECT.",
-            one(s.connections_refused),
-        ),
-        (
-            "ironhub_connections_open",
-            "gauge",
-            "Sessions connected now.",
-            one(s.connections_open),
-        ),
-        (
-            "ironhub_sessions",
-            "gauge",
-            "Sessions known (connected or stored).",
-            one(s.sessions),
-        ),
-        (
-            "ironhub_messages_in_total",
-            "counter",
-            "Messages accepted from publishers.",
-            one(s.messages_in),
-        ),
-        (
-            "ironhub_deliveries_total",
-            "counter",
-            "Deliveries handed to sessions.",
-            one(s.deliveries),
-        ),
-        (
-            "ironhub_sessions_expired_total",
-            "counter",
-            "Expired sessions reclaimed.",
-            one(s.sessions_expired),
-        ),
-        (
-            "ironhub_dropped_total",
-            "counter",
-            "Deliveries dropped, by reason.",
-            labelled("reason", s.dropped.iter().map(|(k, v)| (*k, *v)).collect()),
-        ),
-        (
-            "ironhub_limited_total",
-            "counter",
-            "Requests stopped by a documented limit (docs/limits.md).",
-            labelled("limit", s.limited.iter().map(|(k, v)| (*k, *v)).collect()),
-        ),
-        (
-            "ironhub_sink_confirmed_total",
-            "counter",
-            "Events a sink's destination confirmed.",
-            per_sink(|k| k.confirmed),
-        ),
-        (
-            "ironhub_sink_stored_total",
-            "counter",
-            "Events written to the outbox because the sink did not confirm them in time.",
-            per_sink(|k| k.stored),
-        ),
-        (
-            "ironhub_sink_resent_total",
-            "counter",
-            "Events confirmed after waiting in the outbox.",
-            per_sink(|k| k.resent),
-        ),
-        (
-            "ironhub_sink_send_failures_total",
-            "counter",
-            "Failed send attempts (batches).",
-            per_sink(|k| k.send_failures),
-        ),
-        (
-            "ironhub_sink_dropped_total",
-            "counter",
-            "Events dropped: QoS 0 at a full buffer, expired in the outbox, or rejected for good.",
-            per_sink(|k| k.dropped_buffer_full + k.expired + k.rejected),
-        ),
-        (
-            "ironhub_sink_outbox",
-            "gauge",
-            "Events waiting in the outbox.",
-            per_sink(|k| k.outbox),
-        ),
-        (
-            "ironhub_sink_buffered",
-            "gauge",
-            "Events waiting in the in-memory buffer.",
-            per_sink(|k| k.buffered),
-        ),
-    ];
-    let mut out = String::new();
-    for (name, kind, help, samples) in metrics {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-        for (labels, v) in samples {
-            out.push_str(&format!("{name}{labels} {v}\n"));
-        }
-    }
-    out
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {

@@ -18,6 +18,7 @@ mod cli;
 mod components;
 mod config;
 mod console;
+mod metrics;
 mod openapi;
 mod serve;
 

@@ -1,7 +1,7 @@
 //! The hub engine: the one place where devices are authenticated, topics authorized, sessions
 //! kept and messages routed. Transports hold a cheap [`Hub`] clone and call into it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -42,7 +42,8 @@ pub use rules::{RuleSpec, RuleView};
 use session::Slot;
 pub use session::{
     ClientIdentity, ConnectOutcome, ConnectRefusal, ConnectRequest, Connected, KickReason,
-    PublishRefusal, PublishRequest, Session, SubscribeRefusal, SubscribeRequest, Will,
+    PublishRefusal, PublishRequest, Session, SubscribeRefusal, SubscribeRequest, TransportKind,
+    Will,
 };
 pub use shadow::{Shadow, ShadowState};
 pub use tokens::AuthRequest;
@@ -113,6 +114,36 @@ pub struct Stats {
     pub sessions_expired: AtomicU64,
     /// Requests stopped by each limit, indexed like [`LimitId::ALL`].
     pub limited: LimitCounters,
+    /// Connections (HTTP and CoAP: token requests) accepted, by [`TransportKind`].
+    pub accepted: [AtomicU64; TransportKind::COUNT],
+    /// Connections refused, by [`TransportKind`] and [`ConnectRefusal::kind`].
+    pub refused: [[AtomicU64; ConnectRefusal::KINDS]; TransportKind::COUNT],
+    /// Messages accepted from clients, by [`TransportKind`] and QoS.
+    pub received: [[AtomicU64; 3]; TransportKind::COUNT],
+    /// Deliveries handed to sessions, by QoS.
+    pub delivered: [AtomicU64; 3],
+}
+
+impl Stats {
+    /// Counts a connection attempt's outcome.
+    pub(crate) fn connect(&self, transport: TransportKind, refusal: Option<&ConnectRefusal>) {
+        match refusal {
+            None => {
+                self.connections_accepted.fetch_add(1, Ordering::Relaxed);
+                self.accepted[transport as usize].fetch_add(1, Ordering::Relaxed);
+            }
+            Some(r) => {
+                self.connections_refused.fetch_add(1, Ordering::Relaxed);
+                self.refused[transport as usize][r.kind()].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Counts a delivery handed to a session.
+    pub(crate) fn delivered(&self, qos: QoS) {
+        self.deliveries.fetch_add(1, Ordering::Relaxed);
+        self.delivered[qos as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// One counter per limit, indexed like [`LimitId::ALL`].
@@ -153,6 +184,29 @@ pub struct StatsSnapshot {
     pub sessions_expired: u64,
     /// Requests stopped by each limit, by id (limits never hit are left out).
     pub limited: std::collections::BTreeMap<&'static str, u64>,
+    /// By transport: connections open, accepted, refused by reason, messages received by QoS.
+    pub transports: BTreeMap<&'static str, TransportStats>,
+    /// Deliveries by QoS (0, 1, 2).
+    pub delivered_by_qos: [u64; 3],
+    /// Connections open per tenant (tenants with none are left out).
+    pub tenants_online: BTreeMap<String, u64>,
+    /// Each tenant's standing against its monthly limits (tenants seen since the start).
+    pub tenants_monthly: BTreeMap<String, Vec<crate::metering::MonthlyUsage>>,
+    /// The store's latency.
+    pub store: crate::store::timed::StoreLatency,
+}
+
+/// Counters of one transport.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Connections open now.
+    pub open: u64,
+    /// Connections (token requests for HTTP and CoAP) accepted.
+    pub accepted: u64,
+    /// Refused, by reason (reasons never seen are left out).
+    pub refused: BTreeMap<&'static str, u64>,
+    /// Messages accepted from clients, by QoS (0, 1, 2).
+    pub received: [u64; 3],
 }
 
 pub(crate) struct Inner {
@@ -192,6 +246,8 @@ pub(crate) struct Inner {
     pub(crate) desired_pending: RwLock<std::collections::HashSet<String>>,
     /// The last messages of each device (a bounded view for the console).
     pub(crate) recent: recent::Recent,
+    /// The store's latency histograms.
+    pub(crate) store_latency: crate::store::timed::LatencyHandle,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -270,6 +326,7 @@ impl Hub {
     /// Starts the engine on `store`: reloads persistent sessions (dropping expired ones) and
     /// retained messages, and starts the session sweeper.
     pub async fn start(config: HubConfig, store: Arc<dyn Store>) -> Result<Hub, HubError> {
+        let (store, store_latency) = crate::store::timed::TimedStore::wrap(store);
         let hub = Hub {
             inner: Arc::new(Inner {
                 seq: AtomicU64::new(now_ms().saturating_mul(1_000_000)),
@@ -297,6 +354,7 @@ impl Hub {
                 ),
                 config,
                 store,
+                store_latency,
             }),
         };
         hub.restore().await?;
@@ -352,8 +410,50 @@ impl Hub {
         let s = &self.inner.stats;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let sessions = self.inner.sessions.read().expect("sessions lock");
-        let open = sessions.values().filter(|s| s.is_online()).count() as u64;
+        let mut open_by = [0u64; TransportKind::COUNT];
+        let mut tenants_online = BTreeMap::new();
+        for slot in sessions.values() {
+            if let Some(t) = slot.online_by() {
+                open_by[t] += 1;
+                *tenants_online.entry(slot.tenant.clone()).or_default() += 1;
+            }
+        }
+        let open = open_by.iter().sum();
+        let transports = TransportKind::ALL
+            .iter()
+            .map(|&t| {
+                let i = t as usize;
+                let stats = TransportStats {
+                    open: open_by[i],
+                    accepted: get(&s.accepted[i]),
+                    refused: ConnectRefusal::KIND_LABELS
+                        .iter()
+                        .zip(&s.refused[i])
+                        .filter(|(_, n)| get(n) > 0)
+                        .map(|(reason, n)| (*reason, get(n)))
+                        .collect(),
+                    received: s.received[i].each_ref().map(get),
+                };
+                (t.label(), stats)
+            })
+            .collect();
+        let now = now_ms();
+        let tenants_monthly = self
+            .inner
+            .meter
+            .tenants()
+            .into_iter()
+            .map(|t| {
+                let usage = self.inner.meter.monthly(&self.profile_of(&t), &t, now);
+                (t, usage)
+            })
+            .collect();
         StatsSnapshot {
+            tenants_monthly,
+            transports,
+            delivered_by_qos: s.delivered.each_ref().map(get),
+            tenants_online,
+            store: self.inner.store_latency.snapshot(),
             connections_accepted: get(&s.connections_accepted),
             connections_refused: get(&s.connections_refused),
             connections_open: open,

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,9 +43,50 @@ pub struct Will {
     pub properties: Properties,
 }
 
+/// The transport a client came in by (a label of the hub's counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// MQTT over TCP.
+    Mqtt = 0,
+    /// MQTT over TLS.
+    MqttTls = 1,
+    /// MQTT over QUIC.
+    Quic = 2,
+    /// HTTP devices.
+    Http = 3,
+    /// CoAP devices.
+    Coap = 4,
+}
+
+impl TransportKind {
+    /// How many transports there are.
+    pub const COUNT: usize = 5;
+    /// Every transport, in the order of their discriminants.
+    pub const ALL: [TransportKind; TransportKind::COUNT] = [
+        TransportKind::Mqtt,
+        TransportKind::MqttTls,
+        TransportKind::Quic,
+        TransportKind::Http,
+        TransportKind::Coap,
+    ];
+
+    /// The name in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            TransportKind::Mqtt => "mqtt",
+            TransportKind::MqttTls => "mqtt-tls",
+            TransportKind::Quic => "quic",
+            TransportKind::Http => "http",
+            TransportKind::Coap => "coap",
+        }
+    }
+}
+
 /// What a transport extracted from a connect request.
 #[derive(Debug, Clone)]
 pub struct ConnectRequest {
+    /// The transport it came in by.
+    pub transport: TransportKind,
     /// Client identifier as sent.
     pub client_id: String,
     /// User name, if any.
@@ -90,6 +131,32 @@ pub enum ConnectRefusal {
     /// The hub cannot serve now (storage failure).
     #[error("server unavailable: {0}")]
     Unavailable(String),
+}
+
+impl ConnectRefusal {
+    /// How many kinds of refusal there are.
+    pub const KINDS: usize = 6;
+    /// The kinds' names in metrics, indexed by [`ConnectRefusal::kind`].
+    pub const KIND_LABELS: [&'static str; ConnectRefusal::KINDS] = [
+        "bad_credentials",
+        "disabled",
+        "not_authorized",
+        "keep_alive",
+        "limited",
+        "unavailable",
+    ];
+
+    /// Index of this refusal's kind in [`ConnectRefusal::KIND_LABELS`].
+    pub fn kind(&self) -> usize {
+        match self {
+            ConnectRefusal::BadCredentials(_) => 0,
+            ConnectRefusal::Disabled => 1,
+            ConnectRefusal::NotAuthorized(_) => 2,
+            ConnectRefusal::KeepAliveOutOfRange { .. } => 3,
+            ConnectRefusal::Limited(_) => 4,
+            ConnectRefusal::Unavailable(_) => 5,
+        }
+    }
 }
 
 impl From<StoreError> for ConnectRefusal {
@@ -152,6 +219,8 @@ pub struct Connected {
 /// A publish as a transport received it.
 #[derive(Debug, Clone)]
 pub struct PublishRequest {
+    /// The transport it came in by.
+    pub transport: TransportKind,
     /// Topic name.
     pub topic: String,
     /// Payload.
@@ -241,8 +310,10 @@ struct SlotState {
 /// A session's place in the hub, online or not.
 pub(crate) struct Slot {
     pub(crate) key: Arc<str>,
-    tenant: String,
+    pub(crate) tenant: String,
     online: AtomicBool,
+    /// The transport of the connection while online ([`TransportKind`] as u8).
+    transport: AtomicU8,
     state: Arc<Mutex<SlotState>>,
 }
 
@@ -254,6 +325,7 @@ impl Slot {
             key,
             tenant,
             online: AtomicBool::new(false),
+            transport: AtomicU8::new(0),
             state: Arc::new(Mutex::new(SlotState {
                 live: None,
                 removed: false,
@@ -288,6 +360,12 @@ impl Slot {
         self.online.load(Ordering::Relaxed)
     }
 
+    /// The transport of the connection, when online.
+    pub(crate) fn online_by(&self) -> Option<usize> {
+        self.is_online()
+            .then(|| usize::from(self.transport.load(Ordering::Relaxed)))
+    }
+
     fn record(&self, st: &SlotState) -> SessionRecord {
         SessionRecord {
             key: self.key.to_string(),
@@ -302,6 +380,7 @@ impl Slot {
     /// queue (QoS 1/2) when persistent and offline.
     pub(crate) async fn deliver(&self, hub: &Hub, delivery: Delivery) -> Result<(), StoreError> {
         let stats = &hub.inner.stats;
+        let qos = delivery.qos;
         let mut st = self.state.clone().lock_owned().await;
         let Some(live) = &st.live else {
             return self.deliver_offline(hub, &mut st, delivery).await;
@@ -309,7 +388,7 @@ impl Slot {
         let tx = live.tx.clone();
         let delivery = match tx.try_send(delivery) {
             Ok(()) => {
-                stats.deliveries.fetch_add(1, Ordering::Relaxed);
+                stats.delivered(qos);
                 return Ok(());
             }
             Err(mpsc::error::TrySendError::Closed(d)) => {
@@ -334,7 +413,7 @@ impl Slot {
         }
         match tokio::time::timeout(wait, tx.send(delivery)).await {
             Ok(Ok(())) => {
-                stats.deliveries.fetch_add(1, Ordering::Relaxed);
+                stats.delivered(qos);
                 Ok(())
             }
             // The connection closed meanwhile: the session is offline now.
@@ -393,7 +472,7 @@ impl Slot {
         })
         .await?;
         st.queued += 1;
-        stats.deliveries.fetch_add(1, Ordering::Relaxed);
+        stats.delivered(msg.qos);
         Ok(())
     }
 
@@ -622,16 +701,14 @@ impl Hub {
 
     /// Authenticates a connection and opens (or resumes, or takes over) its session.
     pub async fn connect(&self, req: ConnectRequest) -> Result<ConnectOutcome, ConnectRefusal> {
+        let transport = req.transport;
         let outcome = self.connect_inner(req).await;
-        let counter = match &outcome {
-            Ok(_) => &self.inner.stats.connections_accepted,
-            Err(_) => &self.inner.stats.connections_refused,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.inner.stats.connect(transport, outcome.as_ref().err());
         outcome
     }
 
     async fn connect_inner(&self, req: ConnectRequest) -> Result<ConnectOutcome, ConnectRefusal> {
+        let transport = req.transport;
         let (identity, assigned_client_id) = match self.authenticate(&req).await? {
             Authenticated::Registered(payload) => {
                 return Ok(ConnectOutcome::Registered {
@@ -694,6 +771,7 @@ impl Hub {
             done: done.clone(),
             generation,
         });
+        slot.transport.store(transport as u8, Ordering::Relaxed);
         slot.online.store(true, Ordering::Relaxed);
         drop(st);
         tracing::info!(session = %identity.key, tenant = %identity.tenant, session_present, "connected");
@@ -833,6 +911,8 @@ impl Hub {
         self.admit_message(tenant, device, req.qos != QoS::AtMostOnce, &req.payload)
             .await
             .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
+        self.inner.stats.received[req.transport as usize][req.qos as usize]
+            .fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
         if identity.device.is_some() {
             self.inner

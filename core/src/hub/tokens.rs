@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::Hub;
-use super::session::{ClientIdentity, ConnectRefusal};
+use super::session::{ClientIdentity, ConnectRefusal, TransportKind};
 use crate::auth::SignMethod;
 use crate::now_ms;
 
@@ -73,6 +73,17 @@ impl Hub {
     /// Authenticates a device request and issues a token valid for `ttl_secs`. The connection
     /// limits (L-011, L-012) and monthly quotas apply as to an MQTT CONNECT.
     pub async fn issue_token(
+        &self,
+        transport: TransportKind,
+        req: &AuthRequest,
+        ttl_secs: u64,
+    ) -> Result<(String, ClientIdentity), ConnectRefusal> {
+        let issued = self.issue_token_inner(req, ttl_secs).await;
+        self.inner.stats.connect(transport, issued.as_ref().err());
+        issued
+    }
+
+    async fn issue_token_inner(
         &self,
         req: &AuthRequest,
         ttl_secs: u64,

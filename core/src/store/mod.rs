@@ -15,6 +15,7 @@ pub mod records;
 mod serial;
 #[cfg(feature = "suite")]
 pub mod suite;
+pub mod timed;
 
 pub use serial::{Backend, Mutation, SerialStore};
 

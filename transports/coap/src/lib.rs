@@ -18,7 +18,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use coap_lite::{RequestType, ResponseType};
 use ironhub_core::Hub;
-use ironhub_core::hub::{AuthRequest, ConnectRefusal, PublishRefusal, PublishRequest};
+use ironhub_core::hub::{
+    AuthRequest, ConnectRefusal, PublishRefusal, PublishRequest, TransportKind,
+};
 use ironhub_core::limits::{LimitKind, Limited};
 use ironhub_core::message::{Properties, QoS};
 use ironhub_core::transport::{BoxError, Transport};
@@ -172,7 +174,11 @@ impl Server {
             Err(message) => return answer(ResponseType::BadRequest, 10000, message),
         };
         let ttl = self.settings.token_ttl_secs;
-        match self.hub.issue_token(&request, ttl).await {
+        match self
+            .hub
+            .issue_token(TransportKind::Coap, &request, ttl)
+            .await
+        {
             Ok((token, _)) => Response {
                 code: ResponseType::Content,
                 payload: json!({ "token": token, "expires_in": ttl })
@@ -218,6 +224,7 @@ impl Server {
             Kind::NonConfirmable => QoS::AtMostOnce,
         };
         let request = PublishRequest {
+            transport: TransportKind::Coap,
             topic,
             payload: Bytes::from(req.payload.clone()),
             qos,

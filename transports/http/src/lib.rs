@@ -18,7 +18,9 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use ironhub_core::Hub;
-use ironhub_core::hub::{AuthRequest, ConnectRefusal, PublishRefusal, PublishRequest};
+use ironhub_core::hub::{
+    AuthRequest, ConnectRefusal, PublishRefusal, PublishRequest, TransportKind,
+};
 use ironhub_core::limits::{LimitKind, Limited as Limit};
 use ironhub_core::message::{Properties, QoS};
 use ironhub_core::transport::{BoxError, Transport};
@@ -189,7 +191,7 @@ async fn auth(hub: &Hub, req: Request<Incoming>, ttl: u64) -> Answer {
         Ok(r) => r,
         Err(message) => return Answer::error(StatusCode::BAD_REQUEST, 10000, message),
     };
-    match hub.issue_token(&request, ttl).await {
+    match hub.issue_token(TransportKind::Http, &request, ttl).await {
         Ok((token, _)) => Answer::ok(json!({ "token": token, "expires_in": ttl })),
         Err(r) => refusal_answer(&r),
     }
@@ -213,6 +215,7 @@ async fn publish(hub: &Hub, req: Request<Incoming>, topic: String) -> Answer {
         Err(a) => return a,
     };
     let request = PublishRequest {
+        transport: TransportKind::Http,
         topic,
         payload,
         qos: QoS::AtLeastOnce,

@@ -12,7 +12,8 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 use ironhub_core::hub::{
     ConnectOutcome, ConnectRefusal, ConnectRequest, Connected, Delivery, KickReason,
-    PublishRefusal, PublishRequest, Session, SubscribeRefusal, SubscribeRequest, Will,
+    PublishRefusal, PublishRequest, Session, SubscribeRefusal, SubscribeRequest, TransportKind,
+    Will,
 };
 use ironhub_core::limits::rate::ByteRate;
 use ironhub_core::limits::{LimitId, LimitKind};
@@ -69,8 +70,13 @@ enum End {
 }
 
 /// Serves one accepted connection to its end.
-pub async fn serve_connection<S>(stream: S, peer: SocketAddr, hub: Hub, shutdown: CancellationToken)
-where
+pub async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    transport: TransportKind,
+    hub: Hub,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut rd, wr) = tokio::io::split(stream);
@@ -99,7 +105,7 @@ where
     let version = connect.version;
     // Boxed: large futures that run once (or rarely) would otherwise size every idle
     // connection's task for their worst case.
-    let outcome = Box::pin(hub.connect(connect_request(&connect))).await;
+    let outcome = Box::pin(hub.connect(connect_request(&connect, transport))).await;
     let connected = match outcome {
         Err(refusal) => {
             tracing::info!(%peer, client_id = %connect.client_id, %refusal, "connection refused");
@@ -176,6 +182,7 @@ where
         pending: VecDeque::new(),
         bandwidth: hub.connection_bandwidth(),
         read_hint: READ_HINT_MIN,
+        transport,
     }
     .run(connected, shutdown)
     .await;
@@ -197,8 +204,9 @@ async fn read_first<R: AsyncRead + Unpin>(
     }
 }
 
-fn connect_request(c: &ConnectPacket) -> ConnectRequest {
+fn connect_request(c: &ConnectPacket, transport: TransportKind) -> ConnectRequest {
     ConnectRequest {
+        transport,
         client_id: c.client_id.clone(),
         username: c.username.clone(),
         password: c.password.clone(),
@@ -284,6 +292,8 @@ struct Driver<S> {
     bandwidth: Option<ByteRate>,
     /// How much free space to give the next read.
     read_hint: usize,
+    /// TCP, TLS or QUIC (for the hub's counters).
+    transport: TransportKind,
 }
 
 /// Removes the stored copy of a delivery the client acknowledged (or that can never be sent).
@@ -608,6 +618,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
         }
         let props = p.properties.unwrap_or_default();
         let request = PublishRequest {
+            transport: self.transport,
             topic: topic.clone(),
             payload: p.payload,
             qos: hub_qos(p.qos),
@@ -694,6 +705,7 @@ mod tests {
         let task = super::serve_connection(
             stream,
             "127.0.0.1:1".parse().unwrap(),
+            ironhub_core::hub::TransportKind::Mqtt,
             hub,
             Default::default(),
         );

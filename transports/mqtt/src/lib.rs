@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ironhub_core::Hub;
+use ironhub_core::hub::TransportKind;
 use ironhub_core::transport::{BoxError, Transport};
 use ironhub_tls::TlsAcceptor;
 use tokio::net::TcpListener;
@@ -82,13 +83,13 @@ impl Transport for MqttTransport {
                     let (hub, shutdown) = (hub.clone(), shutdown.clone());
                     match &self.tls {
                         None => {
-                            tracker.spawn(conn::serve_connection(stream, peer, hub, shutdown));
+                            tracker.spawn(conn::serve_connection(stream, peer, TransportKind::Mqtt, hub, shutdown));
                         }
                         Some(acceptor) => {
                             let handshake = acceptor.accept(stream);
                             tracker.spawn(async move {
                                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
-                                    Ok(Ok(tls)) => conn::serve_connection(tls, peer, hub, shutdown).await,
+                                    Ok(Ok(tls)) => conn::serve_connection(tls, peer, TransportKind::MqttTls, hub, shutdown).await,
                                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                                 }

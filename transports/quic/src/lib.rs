@@ -131,7 +131,14 @@ async fn serve_quic_connection(incoming: quinn::Incoming, hub: Hub, shutdown: Ca
             return;
         }
     };
-    ironhub_mqtt::conn::serve_connection(tokio::io::join(recv, send), peer, hub, shutdown).await;
+    ironhub_mqtt::conn::serve_connection(
+        tokio::io::join(recv, send),
+        peer,
+        ironhub_core::hub::TransportKind::Quic,
+        hub,
+        shutdown,
+    )
+    .await;
     connection.close(0u32.into(), b"");
 }
 
