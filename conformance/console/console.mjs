@@ -119,11 +119,27 @@ try {
   step(`monthly transport messages: ${before} -> ${await number(used)}`);
   await shot("06-usage-warning");
 
+  step("search and disable on the product page");
+  await page.click("a[href='#/products']");
+  await page.click(`tr[data-product='${productKey}'] a`);
+  await page.waitForSelector("tr[data-device='console-dev']");
+  const rows = () => page.locator("#devices tr").count();
+  if ((await rows()) !== 2) throw new Error(`expected the provisioned device and console-dev, got ${await rows()}`);
+  await page.fill("#device-search", "console");
+  await until("the search to keep one device", async () => (await rows()) === 1);
+  await page.fill("#device-search", "no-such-device");
+  await until("the search to keep none", async () => (await rows()) === 0);
+  await page.fill("#device-search", "");
+  await page.click("tr[data-device='console-dev'] button");
+  await until("the device disabled", async () =>
+    (await page.innerText("tr[data-device='console-dev'] .badge")) === "disabled");
+  await shot("07-device-disabled");
+
   step("the overview charts live rates");
   await page.click("a[href='#/']");
   await until("two rate samples", async () =>
     ((await page.getAttribute("#rate-chart svg polyline", "points")) || "").split(" ").length >= 2);
-  await shot("07-overview");
+  await shot("08-overview");
   step("all checks held");
   await browser.close();
   clearTimeout(deadline);

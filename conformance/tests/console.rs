@@ -2,7 +2,8 @@
 //! (playwright-core from the npm registry). The admin signs in and sees the tenant; the tenant
 //! signs in with its API key, creates a device and is shown its secret once; this test connects
 //! that device over MQTT and makes it publish, partly over its rate limit; the console shows it
-//! online, its last messages, the discarded messages of the hour, and the tenant's monthly usage
+//! online, its last messages, the discarded messages of the hour, the search and the disable
+//! button of the product page, and the tenant's monthly usage
 //! moving past the 80 % warning. Screenshots: `target/conformance/console/`.
 //!
 //! `.ci/run` installs Chromium and the script's npm package; run it once before this test.

@@ -128,8 +128,11 @@ const legend = (...items) => h("div", { class: "legend" }, items.map(([name, col
 function overview() {
   const cards = h("div", { class: "cards", id: "overview-cards" });
   const chart = h("div", { id: "rate-chart" });
+  const [first, second] = session.role === "admin"
+    ? [["messages in", "#2458d6"], ["deliveries", "#17803d"]]
+    : [["messages sent", "#2458d6"], ["discarded", "#c0262d"]];
   view(h("h1", {}, "Overview"), cards, h("h2", {}, "Live message rate (per second, last 2 minutes)"), chart,
-    legend(["messages in", "#2458d6"], ["deliveries", "#17803d"]));
+    legend(first, second));
   const samples = [];
   let last = null;
   every(2000, async () => {
@@ -145,7 +148,7 @@ function overview() {
         metric("limited requests", Object.values(s.limited || {}).reduce((a, b) => a + b, 0)));
     } else {
       const u = await api("GET", `/api/v1/tenants/${enc(session.tenant)}/usage`);
-      now = { at: Date.now(), in: u.usage.hour.messages || 0, out: 0 };
+      now = { at: Date.now(), in: u.usage.hour.messages || 0, out: discardedIn(u.usage.hour) };
       cards.replaceChildren(
         metric("messages this hour", u.usage.hour.messages, "messages-in"),
         metric("discarded this hour", discardedIn(u.usage.hour)),
@@ -159,8 +162,8 @@ function overview() {
     }
     last = now;
     chart.replaceChildren(lineChart([
-      { name: "in", color: "#2458d6", points: samples.map((s) => s.in) },
-      { name: "out", color: "#17803d", points: samples.map((s) => s.out) },
+      { name: first[0], color: first[1], points: samples.map((s) => s.in) },
+      { name: second[0], color: second[1], points: samples.map((s) => s.out) },
     ], "message rate"));
   });
 }

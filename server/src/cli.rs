@@ -183,6 +183,35 @@ pub enum GroupCmd {
     },
 }
 
+/// `ironhub api-key ...`
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCmd {
+    /// Create a key; prints its token (`{id}.{secret}`) once.
+    Create {
+        /// Owning tenant.
+        #[arg(long)]
+        tenant: String,
+        /// What it is for.
+        #[arg(long)]
+        name: String,
+    },
+    /// List a tenant's keys (without secrets).
+    List {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Delete a key: it stops working at once.
+    Delete {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Key id.
+        #[arg(long)]
+        id: String,
+    },
+}
+
 /// `ironhub rule ...`
 #[derive(Debug, Subcommand)]
 pub enum RuleCmd {
@@ -531,6 +560,29 @@ pub async fn group(api: &ApiArgs, cmd: GroupCmd) -> anyhow::Result<()> {
         GroupCmd::Delete { tenant, group } => {
             let path = format!("{}/{group}", groups(&tenant));
             call(api, Method::DELETE, &path, None).await?
+        }
+    };
+    print(&v);
+    Ok(())
+}
+
+/// Runs an API key subcommand.
+pub async fn api_key(api: &ApiArgs, cmd: ApiKeyCmd) -> anyhow::Result<()> {
+    let keys = |tenant: &str| format!("/api/v1/tenants/{tenant}/api-keys");
+    let v = match cmd {
+        ApiKeyCmd::Create { tenant, name } => {
+            let body = json!({ "name": name });
+            call(api, Method::POST, &keys(&tenant), Some(body)).await?
+        }
+        ApiKeyCmd::List { tenant } => call(api, Method::GET, &keys(&tenant), None).await?,
+        ApiKeyCmd::Delete { tenant, id } => {
+            call(
+                api,
+                Method::DELETE,
+                &format!("{}/{id}", keys(&tenant)),
+                None,
+            )
+            .await?
         }
     };
     print(&v);

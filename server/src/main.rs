@@ -63,6 +63,9 @@ enum Command {
     /// Manage rules (data forwarding: SQL, destinations, retries).
     #[command(subcommand)]
     Rule(cli::RuleCmd),
+    /// Manage a tenant's API keys (business API and web console).
+    #[command(subcommand)]
+    ApiKey(cli::ApiKeyCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -89,6 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Device(c) => cli::device(&cli.api, c).await,
             Command::Group(c) => cli::group(&cli.api, c).await,
             Command::Rule(c) => cli::rule(&cli.api, c).await,
+            Command::ApiKey(c) => cli::api_key(&cli.api, c).await,
         }
     })
 }

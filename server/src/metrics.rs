@@ -59,7 +59,12 @@ impl Exposition {
 const QOS: [&str; 3] = ["0", "1", "2"];
 
 /// A per-sink family: name, type, help, and the value of one sink.
-type SinkFamily = (&'static str, &'static str, &'static str, fn(&SinkStatsSnapshot) -> u64);
+type SinkFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&SinkStatsSnapshot) -> u64,
+);
 
 /// The exposition of the hub's counters and its sinks'.
 pub fn render(s: &StatsSnapshot, sinks: &[SinkStatsSnapshot]) -> String {
