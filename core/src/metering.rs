@@ -293,6 +293,31 @@ impl Meter {
         Ok(())
     }
 
+    /// Sets a tenant's monthly usage to what the store and this node's pending counters say (all
+    /// nodes add to the store), keeping the month's warnings already raised.
+    pub async fn refresh_month(
+        &self,
+        store: &dyn Store,
+        tenant: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let usage = self.usage(store, tenant, None, now_ms).await?;
+        let get = |m: &str| usage.month.get(m).copied().unwrap_or(0);
+        let mut months = self.months.lock().expect("meter lock");
+        let m = months.entry(tenant.to_owned()).or_default();
+        let quotas = [
+            (&mut m.messages, admitted_messages(&usage.month)),
+            (&mut m.points, get(DATA_POINTS)),
+            (&mut m.rules, get(RULE_EXECUTIONS)),
+        ];
+        for (quota, used) in quotas {
+            quota
+                .get_or_insert_with(|| MonthlyQuota::new(now_ms, 0))
+                .set_used(used, now_ms);
+        }
+        Ok(())
+    }
+
     /// Tenants whose monthly usage is tracked here.
     pub fn tenants(&self) -> Vec<String> {
         self.months

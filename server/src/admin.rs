@@ -203,6 +203,17 @@ impl Admin {
                 .expect("static response parts are valid");
         }
         let result = self.route(req).await;
+        let changes_config = method != Method::GET
+            && path.starts_with("/api/v1/")
+            && !path.starts_with("/api/v1/business/")
+            && path != "/api/v1/messages";
+        if changes_config
+            && result.is_ok()
+            && let Err(e) = self.hub.config_changed().await
+        {
+            // The other nodes pick the change up at the next one, or when they restart.
+            tracing::warn!(error = %e, "could not mark the configuration as changed");
+        }
         let mut retry_after = None;
         let (status, body) = match result {
             Ok((status, body)) => (status, body),

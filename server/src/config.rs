@@ -31,6 +31,39 @@ pub struct Config {
     pub sqs: Option<SqsConfig>,
     /// Hub engine settings (keep-alive range, queue sizes, open-broker mode).
     pub hub: HubConfig,
+    /// This node's place in a cluster sharing the store; absent: a single node.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: one node of several sharing a store (FoundationDB in production).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's id, unique in the cluster (`[a-z0-9_-]`).
+    pub node_id: String,
+    /// Where the node-to-node link listens.
+    pub listen: SocketAddr,
+    /// Where the other nodes reach this one (default: `listen`).
+    pub advertise: Option<String>,
+    /// Where devices reach this node's MQTT listener, told to them when another node hands
+    /// over (default: none).
+    pub mqtt_advertise: Option<String>,
+    /// Shared secret every node presents on the link.
+    pub secret: String,
+    /// How often the node renews its lease, ms.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// How long a lease lasts, ms: a node silent this long counts as gone.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    1000
+}
+
+fn default_lease_ms() -> u64 {
+    5000
 }
 
 impl Default for Config {
@@ -46,6 +79,7 @@ impl Default for Config {
             amqp: None,
             sqs: None,
             hub: HubConfig::default(),
+            cluster: None,
         }
     }
 }

@@ -15,6 +15,7 @@
 
 mod admin;
 mod cli;
+mod cluster;
 mod components;
 mod config;
 mod console;

@@ -72,22 +72,23 @@ pub fn render(s: &StatsSnapshot, sinks: &[SinkStatsSnapshot]) -> String {
     e.family(
         "ironhub_node_info",
         "gauge",
-        "This node: version and store backend.",
+        "This node: version, store backend, cluster node id (empty for a single node).",
     )
     .sample(
         "ironhub_node_info",
         &[
             ("version", env!("CARGO_PKG_VERSION")),
             ("store", s.store.backend),
+            ("node", s.node.as_deref().unwrap_or("")),
         ],
         1,
     );
     e.family(
         "ironhub_cluster_nodes",
         "gauge",
-        "Nodes serving this deployment's devices (one: ironhub runs as a single node).",
+        "Live nodes of the cluster as of the last heartbeat, this one included (1 alone).",
     )
-    .sample("ironhub_cluster_nodes", &[], 1);
+    .sample("ironhub_cluster_nodes", &[], s.cluster_nodes);
 
     e.family(
         "ironhub_connections_open",

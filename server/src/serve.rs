@@ -3,16 +3,18 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use ironhub_core::Hub;
-use ironhub_core::store::{self, records, transact};
+use ironhub_core::store::{self, Store, records, transact};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{Admin, token_hash};
+use crate::cluster::Cluster;
 use crate::components;
 use crate::config::{Config, StoreBackend};
 
@@ -93,43 +95,87 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(components = ?components::compiled(), "starting ironhub {}", env!("CARGO_PKG_VERSION"));
 
     let store = components::open_store(&config)?;
-    let hub = Hub::start(config.hub.clone(), store)
-        .await
-        .context("starting the hub")?;
-    for sink in components::sinks(&config).await? {
-        hub.attach_sink(sink);
-    }
-    let token_sha256 = admin_token(&hub, &config).await?;
-    let transports = components::transports(&config).await?;
-    let admin_listener = TcpListener::bind(config.admin.listen)
-        .await
-        .with_context(|| format!("binding the admin API on {}", config.admin.listen))?;
-    tracing::info!(addr = %config.admin.listen, "admin API listening");
-
-    let shutdown = CancellationToken::new();
-    let mut tasks = Vec::new();
-    for t in transports {
-        let name = t.name();
-        let (hub, shutdown) = (hub.clone(), shutdown.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = t.serve(hub, shutdown).await {
-                tracing::error!(transport = name, error = %e, "transport failed");
-            }
-        }));
-    }
-    let admin = Admin::new(hub.clone(), token_sha256);
-    tasks.push(tokio::spawn(admin.serve(admin_listener, shutdown.clone())));
-
+    let node = Node::start(&config, store).await?;
     wait_for_signal().await;
-    tracing::info!("shutting down: closing connections and persisting sessions");
-    shutdown.cancel();
-    let all = futures_join(tasks);
-    if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
-        tracing::warn!("shutdown grace period elapsed");
-    }
-    hub.shutdown().await;
-    tracing::info!("stopped");
+    node.stop().await;
     Ok(())
+}
+
+/// A running hub with its transports, admin API and, when configured, its place in a cluster.
+pub struct Node {
+    /// The hub.
+    pub hub: Hub,
+    /// The cluster membership, if this node is one of several.
+    pub cluster: Option<Arc<Cluster>>,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    /// Starts everything `config` names on `store`.
+    pub async fn start(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<Node> {
+        let cluster = config
+            .cluster
+            .clone()
+            .map(|c| Cluster::new(c, store.clone()));
+        let hub = match &cluster {
+            Some(c) => Hub::start_node(config.hub.clone(), store, c.clone()).await,
+            None => Hub::start(config.hub.clone(), store).await,
+        }
+        .context("starting the hub")?;
+        for sink in components::sinks(config).await? {
+            hub.attach_sink(sink);
+        }
+        let token_sha256 = admin_token(&hub, config).await?;
+        let transports = components::transports(config).await?;
+        let admin_listener = TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("binding the admin API on {}", config.admin.listen))?;
+        tracing::info!(addr = %config.admin.listen, "admin API listening");
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        if let Some(c) = &cluster {
+            tasks.extend(
+                c.start(hub.clone(), shutdown.clone())
+                    .await
+                    .context("joining the cluster")?,
+            );
+        }
+        for t in transports {
+            let name = t.name();
+            let (hub, shutdown) = (hub.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = t.serve(hub, shutdown).await {
+                    tracing::error!(transport = name, error = %e, "transport failed");
+                }
+            }));
+        }
+        let admin = Admin::new(hub.clone(), token_sha256);
+        tasks.push(tokio::spawn(admin.serve(admin_listener, shutdown.clone())));
+        Ok(Node {
+            hub,
+            cluster,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops gracefully: leaves the cluster (devices are told where to go), closes connections
+    /// with their sessions persisted, flushes what the hub buffers.
+    pub async fn stop(self) {
+        if let Some(c) = &self.cluster {
+            c.leave().await;
+        }
+        tracing::info!("shutting down: closing connections and persisting sessions");
+        self.shutdown.cancel();
+        let all = futures_join(self.tasks);
+        if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
+            tracing::warn!("shutdown grace period elapsed");
+        }
+        self.hub.shutdown().await;
+        tracing::info!("stopped");
+    }
 }
 
 async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {

@@ -17,6 +17,7 @@ use crate::limits::{LimitId, Limited};
 use crate::message::{Message, QoS};
 use crate::model::{self, DeviceState};
 use crate::now_ms;
+use crate::store::StoreError;
 use crate::store::{self, records, transact};
 use crate::topic;
 
@@ -241,7 +242,7 @@ impl Hub {
         dn: &str,
     ) -> Result<DeviceStatus, HubError> {
         let view = match self.device_record(pk, dn).await? {
-            Some(d) if d.tenant == tenant => self.view(&d),
+            Some(d) if d.tenant == tenant => self.view(&d).await?,
             _ => return Err(not_found(pk, dn)),
         };
         Ok(DeviceStatus {
@@ -294,7 +295,7 @@ impl Hub {
         }
         self.tenant_device(tenant, pk, dn).await?;
         let key = device_session_key(pk, dn);
-        if !self.slot(&key).is_some_and(|s| s.is_online()) {
+        if !self.online_anywhere(&key).await? {
             return Ok(RrpcOutcome::Offline);
         }
         self.admit_downlink(tenant, &key)?;
@@ -347,9 +348,10 @@ impl Hub {
     }
 
     /// A device's publish on `.../rrpc/response/{id}` answers the call waiting for it.
-    pub(crate) fn rrpc_response(&self, device_key: &str, id: &str, payload: &Bytes) {
+    /// Completes the RRPC call waiting here for this answer; false when none does.
+    pub(crate) fn rrpc_response(&self, device_key: &str, id: &str, payload: &Bytes) -> bool {
         let Ok(id) = id.parse::<u64>() else {
-            return;
+            return false;
         };
         let waiting = self
             .inner
@@ -358,8 +360,12 @@ impl Hub {
             .lock()
             .expect("rrpc lock")
             .remove(&(device_key.to_owned(), id));
-        if let Some(tx) = waiting {
-            let _ = tx.send(payload.clone());
+        match waiting {
+            Some(tx) => {
+                let _ = tx.send(payload.clone());
+                true
+            }
+            None => false,
         }
     }
 
@@ -394,6 +400,22 @@ impl Hub {
                 limited: self.counted(l),
                 message: "too many broadcasts".into(),
             })?;
+        let id = self.next_seq().to_string();
+        let reached = self
+            .broadcast_local(tenant, pk, &id, payload.clone())
+            .await?
+            + self.broadcast_elsewhere(tenant, pk, &id, &payload).await;
+        Ok((id, reached))
+    }
+
+    /// Sends a broadcast to the product's devices online on this node.
+    pub(crate) async fn broadcast_local(
+        &self,
+        tenant: &str,
+        pk: &str,
+        id: &str,
+        payload: Bytes,
+    ) -> Result<usize, StoreError> {
         let prefix = format!("{pk}/");
         let online: Vec<String> = {
             let sessions = self.inner.sessions.read().expect("sessions lock");
@@ -403,15 +425,14 @@ impl Hub {
                 .map(|(k, _)| k[prefix.len()..].to_owned())
                 .collect()
         };
-        let id = self.next_seq().to_string();
         let now = now_ms();
         let mut reached = 0;
         for dn in online {
             let topic_name = format!("/sys/{pk}/{dn}/broadcast/request/{id}");
             let msg = Message::from_hub(tenant, topic_name, payload.clone(), QoS::AtMostOnce, now);
-            reached += self.accept(msg).await?;
+            reached += self.accept_routed(msg).await?;
         }
-        Ok((id, reached))
+        Ok(reached)
     }
 }
 
@@ -550,7 +571,7 @@ impl Hub {
             let exhausted = rows.len() < batch;
             for (i, d) in rows.iter().enumerate() {
                 cursor = Some(d.device_name.clone());
-                let view = self.view(d);
+                let view = self.view(d).await?;
                 if state.is_none_or(|s| s == view.state) {
                     devices.push(DeviceStatus {
                         product_key: view.product_key,

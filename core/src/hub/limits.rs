@@ -55,6 +55,27 @@ impl Hub {
         Ok(())
     }
 
+    /// Replaces the cached profiles and tenants' profile names with the store's (another node
+    /// changed them).
+    pub(crate) async fn load_profile_maps(&self) -> Result<(), HubError> {
+        let (profiles, tenants) = transact(&**self.store(), |t| {
+            Box::pin(async move {
+                Ok((
+                    records::list_profiles(t).await?,
+                    records::list_tenants(t).await?,
+                ))
+            })
+        })
+        .await?;
+        *self.inner.profiles.write().expect("profiles lock") = profiles
+            .into_iter()
+            .map(|p| (p.name.clone(), Arc::new(p)))
+            .collect();
+        *self.inner.tenant_profiles.write().expect("profiles lock") =
+            tenants.into_iter().map(|t| (t.id, t.profile)).collect();
+        Ok(())
+    }
+
     pub(crate) fn remember_tenant_profile(&self, tenant: &Tenant) {
         self.inner
             .tenant_profiles

@@ -20,6 +20,7 @@ use crate::store::{self, Store, StoreError, transact};
 use crate::{now_ms, topic};
 
 mod business;
+mod cluster;
 mod groups;
 mod limits;
 mod recent;
@@ -35,6 +36,7 @@ mod tsl;
 pub use business::{
     ApiKey, DevicePage, DeviceStatus, HISTORY_RETENTION_MS, RRPC_TIMEOUT_MS, RrpcOutcome,
 };
+pub use cluster::{PeerError, PeerReply, PeerRequest, Peers};
 pub use groups::GROUP_SINK;
 pub use recent::RecentMessage;
 pub use router::Delivery;
@@ -194,6 +196,10 @@ pub struct StatsSnapshot {
     pub tenants_monthly: BTreeMap<String, Vec<crate::metering::MonthlyUsage>>,
     /// The store's latency.
     pub store: crate::store::timed::StoreLatency,
+    /// This node's id in a cluster (None: a single node).
+    pub node: Option<String>,
+    /// Live nodes of the cluster, this one included (1 for a single node).
+    pub cluster_nodes: u64,
 }
 
 /// Counters of one transport.
@@ -248,6 +254,10 @@ pub(crate) struct Inner {
     pub(crate) recent: recent::Recent,
     /// The store's latency histograms.
     pub(crate) store_latency: crate::store::timed::LatencyHandle,
+    /// The other nodes, when this hub is one node of a cluster.
+    pub(crate) peers: Option<Arc<dyn cluster::Peers>>,
+    /// Where devices should go when this node leaves the cluster (an MQTT server reference).
+    pub(crate) handover: RwLock<Option<String>>,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -326,6 +336,25 @@ impl Hub {
     /// Starts the engine on `store`: reloads persistent sessions (dropping expired ones) and
     /// retained messages, and starts the session sweeper.
     pub async fn start(config: HubConfig, store: Arc<dyn Store>) -> Result<Hub, HubError> {
+        Hub::start_with(config, store, None).await
+    }
+
+    /// Starts the engine as one node of a cluster sharing `store` with the other nodes, which
+    /// `peers` reaches. Sessions are not loaded at start: each belongs to the node its device
+    /// connects to, which takes it from the store then.
+    pub async fn start_node(
+        config: HubConfig,
+        store: Arc<dyn Store>,
+        peers: Arc<dyn Peers>,
+    ) -> Result<Hub, HubError> {
+        Hub::start_with(config, store, Some(peers)).await
+    }
+
+    async fn start_with(
+        config: HubConfig,
+        store: Arc<dyn Store>,
+        peers: Option<Arc<dyn Peers>>,
+    ) -> Result<Hub, HubError> {
         let (store, store_latency) = crate::store::timed::TimedStore::wrap(store);
         let hub = Hub {
             inner: Arc::new(Inner {
@@ -355,6 +384,8 @@ impl Hub {
                 config,
                 store,
                 store_latency,
+                peers,
+                handover: RwLock::new(None),
             }),
         };
         hub.restore().await?;
@@ -449,6 +480,8 @@ impl Hub {
             })
             .collect();
         StatsSnapshot {
+            node: self.peers().map(|p| p.node_id().to_owned()),
+            cluster_nodes: self.inner.limiter.nodes(),
             tenants_monthly,
             transports,
             delivered_by_qos: s.delivered.each_ref().map(get),
@@ -500,6 +533,10 @@ impl Hub {
                     .stats
                     .sessions_expired
                     .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if self.peers().is_some() {
+                // In a cluster a session is loaded by the node its device connects to.
                 continue;
             }
             let key = record.key.clone();
@@ -808,22 +845,22 @@ impl Hub {
         .await
     }
 
-    pub(crate) fn view(&self, d: &Device) -> DeviceView {
+    pub(crate) async fn view(&self, d: &Device) -> Result<DeviceView, StoreError> {
         let key = device_session_key(&d.product_key, &d.device_name);
-        let online = self.slot(&key).is_some_and(|s| s.is_online());
+        let online = self.online_anywhere(&key).await?;
         let state = match (d.enabled, online, d.activated) {
             (false, _, _) => DeviceState::Disabled,
             (true, true, _) => DeviceState::Online,
             (true, false, true) => DeviceState::Offline,
             (true, false, false) => DeviceState::Inactive,
         };
-        DeviceView {
+        Ok(DeviceView {
             product_key: d.product_key.clone(),
             device_name: d.device_name.clone(),
             tenant: d.tenant.clone(),
             state,
             created_at_ms: d.created_at_ms,
-        }
+        })
     }
 
     /// Reads a device's public view.
@@ -835,7 +872,7 @@ impl Hub {
                 what: "device",
                 id: format!("{pk}/{dn}"),
             })?;
-        Ok(self.view(&d))
+        Ok(self.view(&d).await?)
     }
 
     /// The last messages the device sent (newest first; this node's memory, bounded by
@@ -858,7 +895,11 @@ impl Hub {
             Box::pin(async move { records::list_devices(t, &pk, limit).await })
         })
         .await?;
-        Ok(list.iter().map(|d| self.view(d)).collect())
+        let mut views = Vec::with_capacity(list.len());
+        for d in &list {
+            views.push(self.view(d).await?);
+        }
+        Ok(views)
     }
 
     /// Enables or disables a device; disabling closes its connection.
@@ -894,7 +935,7 @@ impl Hub {
         self.notify_groups(pk, |id, now| {
             Event::lifecycle(id, &device.tenant, pk, dn, action, now)
         });
-        Ok(self.view(&device))
+        Ok(self.view(&device).await?)
     }
 
     /// Deletes a device, closing its connection and dropping its session.

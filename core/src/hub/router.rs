@@ -173,7 +173,7 @@ impl Router {
 /// The device a `/sys/{pk}/{dn}/...` or `/shadow/get/{pk}/{dn}` topic addresses: the Link SDK
 /// never subscribes to its own system topics, and a shadow's pending desired state must reach a
 /// device that has not subscribed yet, so the hub delivers them without a subscription.
-fn sys_topic_device(topic: &str) -> Option<String> {
+pub(crate) fn sys_topic_device(topic: &str) -> Option<String> {
     let mut levels = topic.split('/');
     match (
         levels.next(),
@@ -198,7 +198,6 @@ impl Hub {
     /// Returns the number of sessions. QoS 1/2 deliveries to offline persistent sessions are
     /// durable when this returns.
     pub(crate) async fn accept(&self, msg: Message) -> Result<usize, StoreError> {
-        self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
         let msg = Arc::new(msg);
         if msg.retain {
             store::write(&**self.store(), |t| {
@@ -209,10 +208,35 @@ impl Hub {
                 }
             })
             .await?;
+        }
+        let here = self.route(&msg).await?;
+        Ok(here + self.route_remote(&msg).await?)
+    }
+
+    /// Routes a message to this node's sessions only: one another node accepted (its retained
+    /// copy is already stored), or a broadcast's share of this node.
+    pub(crate) async fn accept_routed(&self, msg: Message) -> Result<usize, StoreError> {
+        let msg = Arc::new(msg);
+        let here = self.route(&msg).await?;
+        if here == 0
+            && self.peers().is_some()
+            && let Some(key) = super::cluster::device_of_topic(&msg.topic)
+            && self.slot(&key).is_none()
+        {
+            // The device's session left this node meanwhile: its stored queue.
+            return self.queue_in_store(&key, &msg).await;
+        }
+        Ok(here)
+    }
+
+    /// Hands a message to the sessions of this node it goes to.
+    async fn route(&self, msg: &Arc<Message>) -> Result<usize, StoreError> {
+        self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+        if msg.retain {
             self.inner.router.set_retained(msg.clone());
         }
         let online = |key: &str| self.slot(key).is_some_and(|s| s.is_online());
-        let mut targets = self.inner.router.targets(&msg, online);
+        let mut targets = self.inner.router.targets(msg, online);
         if let Some(device) = sys_topic_device(&msg.topic) {
             let from_device = matches!(&msg.origin, Origin::Client(c) if *c == device);
             if !from_device && !targets.iter().any(|t| *t.session == *device) {

@@ -545,13 +545,72 @@ impl Hub {
             .cloned()
     }
 
-    /// Closes the connection of a session key, if any (administrative action).
+    /// Closes the connection of a session key, if any, on whichever node holds it
+    /// (administrative action).
     pub async fn kick(&self, key: &str) {
+        self.kick_anywhere(key).await;
+    }
+
+    /// Closes the connection of a session key on this node, if any.
+    pub(crate) async fn kick_local(&self, key: &str, reason: KickReason) {
         if let Some(slot) = self.slot(key) {
             let mut st = slot.state.clone().lock_owned().await;
             if let Some(kick) = st.live.as_mut().and_then(|l| l.kick.take()) {
-                let _ = kick.send(KickReason::AdministrativeAction);
+                let _ = kick.send(reason);
             }
+        }
+    }
+
+    /// Closes the slot's live connection, if any, and waits until it has ended (its session and
+    /// unacknowledged messages dealt with).
+    pub(crate) async fn close_live(&self, slot: &Arc<Slot>, reason: KickReason) {
+        let done = {
+            let mut st = slot.state.clone().lock_owned().await;
+            let Some(live) = st.live.as_mut() else {
+                return;
+            };
+            if let Some(kick) = live.kick.take() {
+                let _ = kick.send(reason);
+            }
+            live.done.clone()
+        };
+        if tokio::time::timeout(TAKEOVER_WAIT, done.cancelled())
+            .await
+            .is_err()
+        {
+            tracing::warn!(session = %slot.key, "connection did not close in time");
+        }
+    }
+
+    /// Closes a session's connection on this node (its state persisted as on any disconnect)
+    /// and forgets the session here: another node takes it over from the store.
+    pub(crate) async fn release_local(&self, key: &str) {
+        let Some(slot) = self.slot(key) else {
+            return;
+        };
+        self.close_live(&slot, KickReason::SessionTakenOver).await;
+        let mut st = slot.state.clone().lock_owned().await;
+        if st.live.is_none() && !st.removed {
+            self.forget_slot(&slot, &mut st);
+        }
+    }
+
+    /// Forgets a session on this node (routes, map entry) and leaves its stored state to the
+    /// node that takes it over. Caller holds the slot's lock.
+    fn forget_slot(&self, slot: &Arc<Slot>, st: &mut SlotState) {
+        for raw in st.subscriptions.keys() {
+            if let Ok(f) = Filter::parse(raw) {
+                self.inner.router.unsubscribe(&slot.tenant, &slot.key, &f);
+            }
+        }
+        st.subscriptions.clear();
+        st.removed = true;
+        let mut sessions = self.inner.sessions.write().expect("sessions lock");
+        if sessions
+            .get(&slot.key)
+            .is_some_and(|s| Arc::ptr_eq(s, slot))
+        {
+            sessions.remove(&slot.key);
         }
     }
 
@@ -743,6 +802,14 @@ impl Hub {
             None => cfg.max_session_expiry_secs,
         };
         let (slot, mut st) = self.take_slot(&identity).await;
+        if self.peers().is_some() {
+            // The session may be held by another node, or only in the store.
+            let previous = self.claim(&identity.key, true).await?;
+            self.take_over_from(&identity.key, previous).await;
+            if st.generation == 0 && !st.stored {
+                self.adopt(&slot, &mut st).await?;
+            }
+        }
         let resumable = st.stored || !st.subscriptions.is_empty() || st.queued > 0;
         if req.clean_start && resumable {
             self.wipe(&slot, &mut st).await?;
@@ -836,6 +903,43 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Takes a session this node does not have in memory from the store (cluster: it was held
+    /// by another node, or by one that is gone).
+    async fn adopt(&self, slot: &Arc<Slot>, st: &mut SlotState) -> Result<(), StoreError> {
+        let key = slot.key.clone();
+        let (record, queued) = transact(&**self.store(), |t| {
+            let key = key.clone();
+            Box::pin(async move {
+                let record = records::get_session(t, &key).await?;
+                let queued = match &record {
+                    Some(_) => records::count_queued(t, &key, usize::MAX).await?,
+                    None => 0,
+                };
+                Ok((record, queued))
+            })
+        })
+        .await?;
+        let Some(record) = record.filter(|r| !r.expired(now_ms()) && r.tenant == slot.tenant)
+        else {
+            return Ok(());
+        };
+        let restored = Slot::restored(&record, queued);
+        let mut from = restored.state.try_lock().expect("fresh slot is unlocked");
+        st.expiry_secs = from.expiry_secs;
+        st.disconnected_at_ms = from.disconnected_at_ms;
+        st.subscriptions = std::mem::take(&mut from.subscriptions);
+        st.queued = from.queued;
+        st.stored = true;
+        for sub in st.subscriptions.values() {
+            if let Ok(filter) = Filter::parse(&sub.filter) {
+                self.inner
+                    .router
+                    .subscribe(&slot.tenant, &slot.key, &filter, sub);
+            }
+        }
+        Ok(())
     }
 
     /// Discards a session's subscriptions and stored record and queue (clean start).
@@ -993,7 +1097,9 @@ impl Hub {
                 }
                 DeviceRequest::RrpcResponse => {
                     let id = topic.rsplit('/').next().unwrap_or_default();
-                    self.rrpc_response(&identity.key, id, &payload);
+                    if !self.rrpc_response(&identity.key, id, &payload) {
+                        self.rrpc_reply_elsewhere(&identity.key, id, &payload).await;
+                    }
                     None
                 }
                 DeviceRequest::Shadow => {
@@ -1095,6 +1201,11 @@ fn alink_reply(payload: &[u8], model: Option<&crate::tsl::ThingModel>) -> Bytes 
 }
 
 impl Session {
+    /// The hub this session belongs to.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
     /// Who this session is.
     pub fn identity(&self) -> &ClientIdentity {
         &self.identity
@@ -1312,8 +1423,12 @@ impl Session {
             .await?;
             st.queued += added;
             st.stored = true;
+            if current {
+                hub.unclaim(&self.slot.key, false).await?;
+            }
         } else if current {
             hub.remove_slot(&self.slot, &mut st).await?;
+            hub.unclaim(&self.slot.key, true).await?;
         }
         drop(st);
         tracing::info!(session = %self.identity.key, normal, "disconnected");

@@ -388,7 +388,7 @@ impl Hub {
             }
         };
         let key = super::device_session_key(pk, dn);
-        if self.slot(&key).is_some_and(|s| s.is_online()) {
+        if self.online_anywhere(&key).await? {
             self.to_device(tenant, pk, dn, Self::control(&shadow))
                 .await?;
         }
@@ -423,11 +423,14 @@ impl Hub {
 
     /// Whether a device's shadow has desired properties to deliver at connect.
     pub(crate) fn has_pending_desired(&self, device_key: &str) -> bool {
-        self.inner
-            .desired_pending
-            .read()
-            .expect("desired lock")
-            .contains(device_key)
+        // Another node may have set desired properties: in a cluster every connect looks.
+        self.peers().is_some()
+            || self
+                .inner
+                .desired_pending
+                .read()
+                .expect("desired lock")
+                .contains(device_key)
     }
 
     /// On connect: a device with desired properties pending gets them.

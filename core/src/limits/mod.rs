@@ -4,8 +4,10 @@
 //! sleeping. The hub calls [`Limiter`] on connect, publish and registry operations, so every
 //! transport enforces the same limits.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
@@ -213,6 +215,8 @@ pub struct Limiter {
     broadcasts: Keyed<Buckets>,
     shadow_requests: Keyed<Buckets>,
     hourly_points: Keyed<Window>,
+    /// Live nodes of the cluster (1 alone): each applies its share of the tenant-level rates.
+    nodes: AtomicU64,
 }
 
 fn take(
@@ -239,6 +243,24 @@ fn take(
 }
 
 impl Limiter {
+    /// How many nodes share the tenant-level rates.
+    pub fn nodes(&self) -> u64 {
+        self.nodes.load(Ordering::Relaxed).max(1)
+    }
+
+    /// Sets how many nodes share the tenant-level rates.
+    pub fn set_nodes(&self, nodes: u64) {
+        self.nodes.store(nodes.max(1), Ordering::Relaxed);
+    }
+
+    /// A tenant-level spec as this node applies it: its share when the cluster has several nodes.
+    fn tenant_share<'a>(&self, spec: &'a RateSpec) -> Cow<'a, RateSpec> {
+        match self.nodes.load(Ordering::Relaxed) {
+            0 | 1 => Cow::Borrowed(spec),
+            n => Cow::Owned(spec.share(n)),
+        }
+    }
+
     /// A connection request by a device of a tenant (after authentication).
     pub fn connection(
         &self,
@@ -258,7 +280,7 @@ impl Limiter {
         take(
             &self.tenant_connections,
             tenant,
-            &p.rates.tenant_connections,
+            &self.tenant_share(&p.rates.tenant_connections),
             now,
             1,
             LimitId::TenantConnections,
@@ -298,7 +320,7 @@ impl Limiter {
         take(
             &self.tenant_messages,
             tenant,
-            &p.rates.tenant_messages,
+            &self.tenant_share(&p.rates.tenant_messages),
             now,
             1,
             LimitId::TenantMessages,
@@ -326,7 +348,7 @@ impl Limiter {
         take(
             &self.tenant_points,
             tenant,
-            &p.rates.tenant_data_points,
+            &self.tenant_share(&p.rates.tenant_data_points),
             now,
             points,
             LimitId::TenantDataPoints,
@@ -338,7 +360,7 @@ impl Limiter {
         take(
             &self.registry,
             tenant,
-            &p.rates.registry_operations,
+            &self.tenant_share(&p.rates.registry_operations),
             now,
             1,
             LimitId::RegistryOperations,
@@ -350,7 +372,7 @@ impl Limiter {
         take(
             &self.rule_messages,
             tenant,
-            &p.rates.rule_messages,
+            &self.tenant_share(&p.rates.rule_messages),
             now,
             1,
             LimitId::RuleMessages,
@@ -362,7 +384,7 @@ impl Limiter {
         take(
             &self.rule_writes,
             tenant,
-            &p.rates.rule_writes,
+            &self.tenant_share(&p.rates.rule_writes),
             now,
             1,
             LimitId::RuleWrites,
@@ -374,7 +396,7 @@ impl Limiter {
         take(
             &self.api_requests,
             tenant,
-            &p.rates.api_requests,
+            &self.tenant_share(&p.rates.api_requests),
             now,
             1,
             LimitId::ApiRequests,
@@ -401,7 +423,7 @@ impl Limiter {
         take(
             &self.tenant_downlink,
             tenant,
-            &p.rates.tenant_downlink,
+            &self.tenant_share(&p.rates.tenant_downlink),
             now,
             1,
             LimitId::TenantDownlink,
@@ -413,7 +435,7 @@ impl Limiter {
         take(
             &self.broadcasts,
             tenant,
-            &p.rates.broadcasts,
+            &self.tenant_share(&p.rates.broadcasts),
             now,
             1,
             LimitId::Broadcasts,

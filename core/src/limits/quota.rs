@@ -68,6 +68,12 @@ impl MonthlyQuota {
         }
     }
 
+    /// Sets the usage this month to `used` when it is more (another node's share became known).
+    pub fn set_used(&mut self, used: u64, now_ms: u64) {
+        self.roll(now_ms);
+        self.used = self.used.max(used);
+    }
+
     /// Whether the limit (0 = unlimited) is reached now.
     pub fn exhausted(&mut self, limit: u64, now_ms: u64) -> bool {
         self.roll(now_ms);

@@ -92,6 +92,20 @@ impl<'de> Deserialize<'de> for RateSpec {
 }
 
 impl RateSpec {
+    /// One node's share of the spec in a cluster of `nodes`: each bucket's capacity divided
+    /// (rounded down, at least 1), so the nodes together never allow more than the spec.
+    pub fn share(&self, nodes: u64) -> RateSpec {
+        RateSpec(
+            self.0
+                .iter()
+                .map(|r| Rate {
+                    capacity: (r.capacity / nodes.max(1)).max(1),
+                    period_secs: r.period_secs,
+                })
+                .collect(),
+        )
+    }
+
     /// Whether the spec limits anything.
     pub fn is_unlimited(&self) -> bool {
         self.0.is_empty()

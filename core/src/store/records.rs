@@ -25,6 +25,9 @@
 //! | `n\0t\0{tenant}` / `n\0p\0{productKey}` | device count of a tenant / a product (i64 counter) |
 //! | `n\0o\0{sink}` | events in a sink's outbox (i64 counter) |
 //! | `u\0...`, `e\0...` | usage counters and events (see `crate::metering`) |
+//! | `N\0{node}` | [`NodeRecord`] of a cluster node: addresses and lease |
+//! | `R\0{sessionKey}` | [`RegistryEntry`]: the node holding a session, online or not |
+//! | `n\0cfg` | configuration version (i64 counter): nodes reload their caches when it moves |
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -754,4 +757,86 @@ pub async fn list_topic_categories(
     txn: &mut dyn Txn,
 ) -> Result<Vec<(String, Vec<TopicCategory>)>, StoreError> {
     list_json_by_name(txn, b"c").await
+}
+
+// ---- cluster: nodes, the session registry, the configuration version
+
+/// A node of a cluster (`N\0{node}`), renewed by its heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The node's id.
+    pub id: String,
+    /// Where its peers reach it (host:port of the cluster link).
+    pub cluster_addr: String,
+    /// Where devices reach its MQTT listener (told to devices when this node hands over).
+    pub mqtt_addr: Option<String>,
+    /// The lease: the node counts as alive until then (ms since the epoch).
+    pub lease_until_ms: u64,
+    /// When the node started.
+    pub started_at_ms: u64,
+}
+
+/// Where a session's connection is (`R\0{sessionKey}`): the node holding it, and whether it is
+/// connected there (an offline persistent session stays with the node it left).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryEntry {
+    /// The node.
+    pub node: String,
+    /// Connected now.
+    pub online: bool,
+    /// When this entry was written.
+    pub since_ms: u64,
+}
+
+/// Writes a node's record.
+pub fn put_node(txn: &mut dyn Txn, node: &NodeRecord) {
+    txn.set(&key(&[b"N", node.id.as_bytes()]), &encode(node));
+}
+
+/// Removes a node's record (it left the cluster).
+pub fn delete_node(txn: &mut dyn Txn, node: &str) {
+    txn.clear(&key(&[b"N", node.as_bytes()]));
+}
+
+/// Lists the nodes that have a record, live or not.
+pub async fn list_nodes(txn: &mut dyn Txn) -> Result<Vec<NodeRecord>, StoreError> {
+    list_typed(txn, &prefix(&[b"N"]), 0).await
+}
+
+fn registry_key(session: &str) -> Vec<u8> {
+    key(&[b"R", session.as_bytes()])
+}
+
+/// Reads where a session is.
+pub async fn get_registry(
+    txn: &mut dyn Txn,
+    session: &str,
+) -> Result<Option<RegistryEntry>, StoreError> {
+    get_typed(txn, &registry_key(session)).await
+}
+
+/// Records where a session is.
+pub fn put_registry(txn: &mut dyn Txn, session: &str, entry: &RegistryEntry) {
+    txn.set(&registry_key(session), &encode(entry));
+}
+
+/// Removes a session's registry entry.
+pub fn delete_registry(txn: &mut dyn Txn, session: &str) {
+    txn.clear(&registry_key(session));
+}
+
+const CONFIG_VERSION: &[u8] = b"cfg";
+
+/// Marks that tenants, profiles, groups, rules, keys, models or categories changed, so that
+/// every node reloads them.
+pub fn bump_config_version(txn: &mut dyn Txn) {
+    txn.add(&key(&[b"n", CONFIG_VERSION]), 1);
+}
+
+/// The configuration version (0 before any change).
+pub async fn config_version(txn: &mut dyn Txn) -> Result<i64, StoreError> {
+    Ok(txn
+        .get(&key(&[b"n", CONFIG_VERSION]))
+        .await?
+        .map_or(0, |v| decode_counter(&v)))
 }

@@ -19,6 +19,7 @@ pub async fn run(store: &dyn Store) {
     typed_records_round_trip(store).await;
     queue_keeps_publication_order(store).await;
     status_history_is_newest_first_and_trimmed(store).await;
+    cluster_records_round_trip(store).await;
 }
 
 /// Checks that committed data survives closing and reopening the backend. `open` opens the same
@@ -276,6 +277,51 @@ async fn queue_keeps_publication_order(store: &dyn Store) {
     assert_eq!(records::count_queued(&mut *t, "s1", 100).await.unwrap(), 0);
     assert_eq!(records::count_queued(&mut *t, "s10", 100).await.unwrap(), 1);
     records::delete_session(&mut *t, "s10");
+    t.commit().await.unwrap();
+}
+
+async fn cluster_records_round_trip(store: &dyn Store) {
+    let node = |id: &str, lease| records::NodeRecord {
+        id: id.into(),
+        cluster_addr: format!("{id}.example:7000"),
+        mqtt_addr: None,
+        lease_until_ms: lease,
+        started_at_ms: 1,
+    };
+    let entry = records::RegistryEntry {
+        node: "b".into(),
+        online: true,
+        since_ms: 5,
+    };
+    store::write(store, |t| {
+        records::put_node(t, &node("b", 20));
+        records::put_node(t, &node("a", 10));
+        records::put_registry(t, "pk/dev", &entry);
+        records::bump_config_version(t);
+        records::bump_config_version(t);
+    })
+    .await
+    .unwrap();
+    let mut t = store.begin().await.unwrap();
+    let nodes = records::list_nodes(&mut *t).await.unwrap();
+    assert_eq!(nodes, vec![node("a", 10), node("b", 20)], "in id order");
+    assert_eq!(
+        records::get_registry(&mut *t, "pk/dev").await.unwrap(),
+        Some(entry)
+    );
+    assert_eq!(
+        records::get_registry(&mut *t, "pk/other").await.unwrap(),
+        None
+    );
+    assert_eq!(records::config_version(&mut *t).await.unwrap(), 2);
+    records::delete_node(&mut *t, "a");
+    records::delete_node(&mut *t, "b");
+    records::delete_registry(&mut *t, "pk/dev");
+    assert!(records::list_nodes(&mut *t).await.unwrap().is_empty());
+    assert_eq!(
+        records::get_registry(&mut *t, "pk/dev").await.unwrap(),
+        None
+    );
     t.commit().await.unwrap();
 }
 

@@ -216,8 +216,9 @@ pub enum Outbound {
     UnsubAck(NonZeroU16, Vec<bool>),
     /// PINGRESP.
     PingResp,
-    /// DISCONNECT (5.0 only; 3.1.1 connections are just closed).
-    Disconnect(DisconnectReasonCode, Option<String>),
+    /// DISCONNECT (5.0 only; 3.1.1 connections are just closed): reason code, reason string,
+    /// server reference (where to connect instead).
+    Disconnect(DisconnectReasonCode, Option<String>, Option<String>),
 }
 
 enum State {
@@ -536,10 +537,11 @@ fn to_v5(p: Outbound) -> v5::Packet {
                 .collect(),
         }),
         Outbound::PingResp => v5::Packet::PingResponse,
-        Outbound::Disconnect(reason_code, reason_string) => {
+        Outbound::Disconnect(reason_code, reason_string, server_reference) => {
             v5::Packet::Disconnect(v5::Disconnect {
                 reason_code,
                 reason_string: reason_string.map(ByteString::from),
+                server_reference: server_reference.map(ByteString::from),
                 ..v5::Disconnect::default()
             })
         }

@@ -362,7 +362,21 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
             let can_take = self.outflight.has_room() && self.pending.is_empty();
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    self.disconnect(DisconnectReasonCode::ServerShuttingDown, "server shutting down").await;
+                    match session.hub().handover_reference() {
+                        // A cluster node leaving: the others serve this device (MQTT 5
+                        // "use another server", with one of them as the server reference).
+                        Some(reference) => {
+                            self.conn.send(Outbound::Disconnect(
+                                DisconnectReasonCode::UseAnotherServer,
+                                Some("this node is leaving the cluster: connect to another".into()),
+                                Some(reference),
+                            ));
+                            let _ = self.conn.flush().await;
+                        }
+                        None => {
+                            self.disconnect(DisconnectReasonCode::ServerShuttingDown, "server shutting down").await;
+                        }
+                    }
                     return End::Abnormal;
                 }
                 reason = &mut *kicked => {
@@ -419,7 +433,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
 
     async fn disconnect(&mut self, code: DisconnectReasonCode, text: &str) {
         self.conn
-            .send(Outbound::Disconnect(code, Some(text.to_owned())));
+            .send(Outbound::Disconnect(code, Some(text.to_owned()), None));
         let _ = self.conn.flush().await;
     }
 

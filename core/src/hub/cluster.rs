@@ -1,0 +1,530 @@
+//! The hub's side of a multi-node deployment: several hubs share one store and reach each other
+//! through [`Peers`] (the server implements it over TCP, with node leases in the store).
+//!
+//! - A session belongs to one node at a time, written in the store's registry (`R\0{key}`); a
+//!   connection on another node claims it, the previous node closes its connection and persists
+//!   the session, and the new node takes it from the store.
+//! - A message for a device (`/sys/{pk}/{dn}/...`, `/{pk}/{dn}/...`) goes to the node holding the
+//!   device's session; when that node is gone, QoS 1 messages go to the session's stored queue.
+//!   Other topics (the open broker's) go to every node, each routing to its own sessions.
+//! - Broadcasts, RRPC answers and administrative disconnects reach the node that can serve them.
+//! - Tenant-level rate limits are split between the live nodes; monthly usage is re-read from the
+//!   store's counters, which every node adds to (docs/operations.md says how exact this is).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{Hub, HubError, KickReason, device_session_key};
+use crate::message::{Message, QoS};
+use crate::now_ms;
+use crate::store::records::{self, RegistryEntry};
+use crate::store::{self, StoreError, transact};
+use crate::topic::{self, Filter};
+
+/// How long a node waits for another to release a session it takes over.
+const RELEASE_WAIT: Duration = Duration::from_secs(6);
+
+/// A request from one node to another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Route a message accepted elsewhere to this node's sessions (and no further).
+    Route(Message),
+    /// Close the session's connection here, persist it, and let it go: another node takes it.
+    Release {
+        /// Session key.
+        session: String,
+    },
+    /// Close the session's connection here (the device was disabled or deleted).
+    Kick {
+        /// Session key.
+        session: String,
+    },
+    /// Send a broadcast to this node's online devices of a product.
+    Broadcast {
+        /// Tenant.
+        tenant: String,
+        /// ProductKey.
+        product_key: String,
+        /// The broadcast's id (the last level of its topic).
+        id: String,
+        /// Payload.
+        payload: Bytes,
+    },
+    /// A device's RRPC answer, for the node whose caller waits for it.
+    RrpcReply {
+        /// The device's session key.
+        session: String,
+        /// The RRPC id.
+        id: u64,
+        /// The answer.
+        payload: Bytes,
+    },
+}
+
+/// The answer to a [`PeerRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerReply {
+    /// Sessions (or devices) the request reached on that node.
+    Delivered(usize),
+    /// Done.
+    Done,
+}
+
+/// A request that did not get an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    /// The node could not be reached or did not answer in time.
+    #[error("node {node} unreachable: {reason}")]
+    Unreachable {
+        /// Which node.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// The node answered with an error.
+    #[error("node {node} failed: {reason}")]
+    Failed {
+        /// Which node.
+        node: String,
+        /// What it said.
+        reason: String,
+    },
+}
+
+/// The other nodes of the cluster, as the hub needs them.
+#[async_trait]
+pub trait Peers: Send + Sync + 'static {
+    /// This node's id.
+    fn node_id(&self) -> &str;
+    /// Whether `node` holds a live lease.
+    fn is_live(&self, node: &str) -> bool;
+    /// The other live nodes.
+    fn others(&self) -> Vec<String>;
+    /// Sends a request to a node and waits for its answer.
+    async fn call(&self, node: &str, request: PeerRequest) -> Result<PeerReply, PeerError>;
+}
+
+/// The device a topic addresses, as its session key: `/sys/{pk}/{dn}/...`,
+/// `/shadow/get/{pk}/{dn}` and `/{pk}/{dn}/...` (devices may use only their own topics, so these
+/// are the only sessions that can subscribe to them).
+pub(super) fn device_of_topic(topic: &str) -> Option<String> {
+    let mut levels = topic.split('/');
+    if levels.next() != Some("") {
+        return None;
+    }
+    let (a, b, c, d) = (levels.next()?, levels.next()?, levels.next(), levels.next());
+    match (a, b) {
+        ("sys", pk) => Some(device_session_key(pk, c?)).filter(|_| d.is_some()),
+        ("shadow", "get") => Some(device_session_key(c?, d?)),
+        ("shadow" | "ext" | "broadcast", _) => None,
+        (pk, dn) if !pk.is_empty() && !dn.is_empty() && c.is_some() => {
+            Some(device_session_key(pk, dn))
+        }
+        _ => None,
+    }
+}
+
+impl Hub {
+    /// The cluster this hub is part of, if any.
+    pub(crate) fn peers(&self) -> Option<&Arc<dyn Peers>> {
+        self.inner.peers.as_ref()
+    }
+
+    /// Answers a request of another node.
+    pub async fn peer_request(&self, request: PeerRequest) -> Result<PeerReply, HubError> {
+        match request {
+            PeerRequest::Route(message) => {
+                Ok(PeerReply::Delivered(self.accept_routed(message).await?))
+            }
+            PeerRequest::Release { session } => {
+                self.release(&session).await?;
+                Ok(PeerReply::Done)
+            }
+            PeerRequest::Kick { session } => {
+                self.kick_local(&session, KickReason::AdministrativeAction)
+                    .await;
+                Ok(PeerReply::Done)
+            }
+            PeerRequest::Broadcast {
+                tenant,
+                product_key,
+                id,
+                payload,
+            } => Ok(PeerReply::Delivered(
+                self.broadcast_local(&tenant, &product_key, &id, payload)
+                    .await?,
+            )),
+            PeerRequest::RrpcReply {
+                session,
+                id,
+                payload,
+            } => {
+                self.rrpc_response(&session, &id.to_string(), &payload);
+                Ok(PeerReply::Done)
+            }
+        }
+    }
+
+    /// Where a session is, per the registry.
+    pub(crate) async fn registry_entry(
+        &self,
+        key: &str,
+    ) -> Result<Option<RegistryEntry>, StoreError> {
+        let key = key.to_owned();
+        transact(&**self.store(), |t| {
+            let key = key.clone();
+            Box::pin(async move { records::get_registry(t, &key).await })
+        })
+        .await
+    }
+
+    /// Whether a device's session is connected on this node or on another live one.
+    pub(crate) async fn online_anywhere(&self, key: &str) -> Result<bool, StoreError> {
+        if self.slot(key).is_some_and(|s| s.is_online()) {
+            return Ok(true);
+        }
+        let Some(peers) = self.peers() else {
+            return Ok(false);
+        };
+        Ok(self
+            .registry_entry(key)
+            .await?
+            .is_some_and(|e| e.online && e.node != peers.node_id() && peers.is_live(&e.node)))
+    }
+
+    /// Writes that this node holds `key` (connected or not); returns the previous holder.
+    pub(crate) async fn claim(
+        &self,
+        key: &str,
+        online: bool,
+    ) -> Result<Option<RegistryEntry>, StoreError> {
+        let Some(peers) = self.peers() else {
+            return Ok(None);
+        };
+        let entry = RegistryEntry {
+            node: peers.node_id().to_owned(),
+            online,
+            since_ms: now_ms(),
+        };
+        let key = key.to_owned();
+        transact(&**self.store(), |t| {
+            let (key, entry) = (key.clone(), entry.clone());
+            Box::pin(async move {
+                let previous = records::get_registry(t, &key).await?;
+                records::put_registry(t, &key, &entry);
+                Ok(previous)
+            })
+        })
+        .await
+    }
+
+    /// After a connection on this node ended: the registry says the session is offline here, or
+    /// forgets it (`gone`), unless another node has claimed it meanwhile.
+    pub(crate) async fn unclaim(&self, key: &str, gone: bool) -> Result<(), StoreError> {
+        let Some(peers) = self.peers() else {
+            return Ok(());
+        };
+        let me = peers.node_id().to_owned();
+        let key = key.to_owned();
+        transact(&**self.store(), |t| {
+            let (key, me) = (key.clone(), me.clone());
+            Box::pin(async move {
+                match records::get_registry(t, &key).await? {
+                    Some(e) if e.node == me && gone => records::delete_registry(t, &key),
+                    Some(mut e) if e.node == me => {
+                        e.online = false;
+                        e.since_ms = now_ms();
+                        records::put_registry(t, &key, &e);
+                    }
+                    _ => {}
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Asks the node that held a session before this connection to let it go, and waits for it
+    /// (its connection closed, its session and unacknowledged messages persisted).
+    pub(crate) async fn take_over_from(&self, key: &str, previous: Option<RegistryEntry>) {
+        let Some(peers) = self.peers() else {
+            return;
+        };
+        let Some(previous) = previous.filter(|p| p.node != peers.node_id()) else {
+            return;
+        };
+        if !peers.is_live(&previous.node) {
+            // A node that is gone persisted what it could; the store has the rest.
+            return;
+        }
+        let release = peers.call(
+            &previous.node,
+            PeerRequest::Release {
+                session: key.to_owned(),
+            },
+        );
+        match tokio::time::timeout(RELEASE_WAIT, release).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(session = %key, error = %e, "takeover: release failed"),
+            Err(_) => {
+                tracing::warn!(session = %key, node = %previous.node, "takeover: release timed out")
+            }
+        }
+    }
+
+    /// Closes a session's connection on this node and forgets the session here without touching
+    /// its stored state: another node takes it over.
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        self.release_local(key).await;
+        Ok(())
+    }
+
+    /// Routes a message to the sessions on other nodes that it goes to. `local` is true when the
+    /// addressed device's session is on this node (nothing to do elsewhere).
+    pub(crate) async fn route_remote(&self, msg: &Arc<Message>) -> Result<usize, StoreError> {
+        let Some(peers) = self.peers().cloned() else {
+            return Ok(0);
+        };
+        let open_broker = &self.inner.config.open_broker;
+        let device = device_of_topic(&msg.topic)
+            .filter(|_| !(open_broker.enabled && msg.tenant == open_broker.tenant));
+        let Some(key) = device else {
+            // Not addressed to one device: every node routes it to its own subscribers.
+            let calls = peers.others().into_iter().map(|node| {
+                let peers = peers.clone();
+                let request = PeerRequest::Route((**msg).clone());
+                async move { (peers.call(&node, request).await, node) }
+            });
+            let mut delivered = 0;
+            for (reply, node) in futures_util::future::join_all(calls).await {
+                match reply {
+                    Ok(PeerReply::Delivered(n)) => delivered += n,
+                    Ok(PeerReply::Done) => {}
+                    Err(e) => tracing::warn!(%node, error = %e, "message not routed to a node"),
+                }
+            }
+            return Ok(delivered);
+        };
+        if self.slot(&key).is_some() {
+            return Ok(0);
+        }
+        if let Some(entry) = self.registry_entry(&key).await?
+            && entry.node != peers.node_id()
+            && peers.is_live(&entry.node)
+        {
+            match peers
+                .call(&entry.node, PeerRequest::Route((**msg).clone()))
+                .await
+            {
+                Ok(PeerReply::Delivered(n)) => return Ok(n),
+                Ok(PeerReply::Done) => return Ok(0),
+                Err(e) => {
+                    tracing::warn!(session = %key, error = %e, "holding node unreachable: storing for the session");
+                }
+            }
+        }
+        self.queue_in_store(&key, msg).await
+    }
+
+    /// Puts a message in the stored queue of a session no live node holds, if the session
+    /// persists and would have received it (QoS 1; a matching subscription, or one of the
+    /// device's `/sys/` topics, which need none).
+    pub(super) async fn queue_in_store(
+        &self,
+        key: &str,
+        msg: &Arc<Message>,
+    ) -> Result<usize, StoreError> {
+        if msg.qos == QoS::AtMostOnce || msg.expired(now_ms()) {
+            return Ok(0);
+        }
+        let k = key.to_owned();
+        let Some(record) = transact(&**self.store(), |t| {
+            let k = k.clone();
+            Box::pin(async move { records::get_session(t, &k).await })
+        })
+        .await?
+        else {
+            return Ok(0);
+        };
+        if record.tenant != msg.tenant || record.expired(now_ms()) || record.expiry_secs == 0 {
+            return Ok(0);
+        }
+        let subscribed = record
+            .subscriptions
+            .iter()
+            .filter(|s| {
+                Filter::parse(&s.filter).is_ok_and(|f| topic::matches(&f.filter, &msg.topic))
+            })
+            .map(|s| s.qos)
+            .max();
+        let implicit = super::router::sys_topic_device(&msg.topic).is_some_and(|d| d == key);
+        let qos = match (subscribed, implicit) {
+            (Some(q), _) => q.min(msg.qos),
+            (None, true) => msg.qos.min(QoS::AtLeastOnce),
+            (None, false) => return Ok(0),
+        };
+        if qos == QoS::AtMostOnce {
+            return Ok(0);
+        }
+        let mut stored = (**msg).clone();
+        stored.qos = qos;
+        stored.retain = false;
+        let seq = self.next_seq();
+        store::write(&**self.store(), |t| {
+            records::push_queued(t, key, seq, &stored)
+        })
+        .await?;
+        self.inner.stats.delivered(qos);
+        Ok(1)
+    }
+
+    /// Closes a device's connection wherever it is (administrative action).
+    pub(crate) async fn kick_anywhere(&self, key: &str) {
+        self.kick_local(key, KickReason::AdministrativeAction).await;
+        let Some(peers) = self.peers() else {
+            return;
+        };
+        match self.registry_entry(key).await {
+            Ok(Some(e)) if e.node != peers.node_id() && peers.is_live(&e.node) => {
+                let kick = PeerRequest::Kick {
+                    session: key.to_owned(),
+                };
+                if let Err(e) = peers.call(&e.node, kick).await {
+                    tracing::warn!(session = %key, error = %e, "could not disconnect the device on its node");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(session = %key, error = %e, "registry unreadable"),
+        }
+    }
+
+    /// Hands an RRPC answer that no caller here waits for to the other nodes.
+    pub(crate) async fn rrpc_reply_elsewhere(&self, key: &str, id: &str, payload: &Bytes) {
+        let (Some(peers), Ok(id)) = (self.peers(), id.parse::<u64>()) else {
+            return;
+        };
+        for node in peers.others() {
+            let reply = PeerRequest::RrpcReply {
+                session: key.to_owned(),
+                id,
+                payload: payload.clone(),
+            };
+            if let Err(e) = peers.call(&node, reply).await {
+                tracing::debug!(%node, error = %e, "RRPC answer not handed over");
+            }
+        }
+    }
+
+    /// Sends a broadcast to the product's online devices on the other nodes; returns how many.
+    pub(crate) async fn broadcast_elsewhere(
+        &self,
+        tenant: &str,
+        pk: &str,
+        id: &str,
+        payload: &Bytes,
+    ) -> usize {
+        let Some(peers) = self.peers() else {
+            return 0;
+        };
+        let calls = peers.others().into_iter().map(|node| {
+            let request = PeerRequest::Broadcast {
+                tenant: tenant.to_owned(),
+                product_key: pk.to_owned(),
+                id: id.to_owned(),
+                payload: payload.clone(),
+            };
+            async move { (peers.call(&node, request).await, node) }
+        });
+        let mut reached = 0;
+        for (reply, node) in futures_util::future::join_all(calls).await {
+            match reply {
+                Ok(PeerReply::Delivered(n)) => reached += n,
+                Ok(PeerReply::Done) => {}
+                Err(e) => tracing::warn!(%node, error = %e, "broadcast not sent on a node"),
+            }
+        }
+        reached
+    }
+
+    /// Tells the connections closed from now on to go to `server` (MQTT 5 server reference):
+    /// this node is leaving and another serves its devices.
+    pub fn set_handover(&self, server: Option<String>) {
+        *self.inner.handover.write().expect("handover lock") = server;
+    }
+
+    /// Where a connection closed now should go instead, if this node is handing over.
+    pub fn handover_reference(&self) -> Option<String> {
+        self.inner.handover.read().expect("handover lock").clone()
+    }
+
+    /// How many nodes are live: tenant-level rate limits are split between them.
+    pub fn set_cluster_size(&self, nodes: usize) {
+        self.inner.limiter.set_nodes(nodes.max(1) as u64);
+    }
+
+    /// Re-reads everything the hub caches of the configuration (profiles and tenants' profiles,
+    /// consumer groups, rules, API keys, thing models, topic categories): another node changed
+    /// it. Monthly usage is refreshed separately ([`Hub::refresh_usage`]).
+    pub async fn reload_config(&self) -> Result<(), HubError> {
+        self.load_profile_maps().await?;
+        self.load_groups().await?;
+        self.load_rules().await?;
+        self.load_api_keys().await?;
+        self.load_models().await?;
+        self.load_topic_categories().await?;
+        Ok(())
+    }
+
+    /// The configuration version in the store; it moves when any node changes the configuration.
+    pub async fn config_version(&self) -> Result<i64, StoreError> {
+        transact(&**self.store(), |t| {
+            Box::pin(async move { records::config_version(t).await })
+        })
+        .await
+    }
+
+    /// Marks the configuration as changed, so that the other nodes reload it.
+    pub async fn config_changed(&self) -> Result<(), StoreError> {
+        if self.peers().is_none() {
+            return Ok(());
+        }
+        store::write(&**self.store(), records::bump_config_version).await
+    }
+
+    /// Brings the monthly usage of every tenant up to date with what all nodes added to the
+    /// store (each node flushes its counters there).
+    pub async fn refresh_usage(&self) -> Result<(), StoreError> {
+        let store = self.store().clone();
+        self.inner.meter.flush(&*store).await?;
+        let now = now_ms();
+        for tenant in self.inner.meter.tenants() {
+            self.inner
+                .meter
+                .refresh_month(&*store, &tenant, now)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_name_the_device_they_address() {
+        let dev = |t: &str| device_of_topic(t);
+        assert_eq!(dev("/sys/pk/dn/rrpc/request/1").as_deref(), Some("pk/dn"));
+        assert_eq!(dev("/pk/dn/user/get").as_deref(), Some("pk/dn"));
+        assert_eq!(dev("/shadow/get/pk/dn").as_deref(), Some("pk/dn"));
+        assert_eq!(dev("/sys/pk"), None);
+        assert_eq!(dev("/shadow/update/pk/dn"), None);
+        assert_eq!(dev("/pk/dn"), None, "a device's topics have a third level");
+        assert_eq!(dev("sensors/one/two"), None, "not under a device");
+        assert_eq!(dev("/ext/register/x"), None);
+    }
+}

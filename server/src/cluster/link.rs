@@ -1,0 +1,226 @@
+//! The node-to-node link: TCP, one connection per peer in each direction, frames of a u32
+//! big-endian length and a postcard [`Frame`]. The dialing node says who it is and presents the
+//! cluster secret first; requests are numbered and answered in any order, so a slow one (a
+//! takeover waits for a connection to close) does not hold up the others.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ironhub_core::Hub;
+use ironhub_core::hub::{PeerError, PeerReply, PeerRequest};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Largest frame (a message of 256 KB and its envelope fit with room).
+const MAX_FRAME: usize = 4 * 1024 * 1024;
+/// How long a request may take: a takeover waits up to 6 s for a connection to close.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection has to present itself.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What travels on the link.
+#[derive(Debug, Serialize, Deserialize)]
+enum Frame {
+    /// First frame of a dialing node: its id and the SHA-256 of the cluster secret.
+    Hello {
+        node: String,
+        secret_sha256: [u8; 32],
+    },
+    /// A request, numbered by the caller.
+    Request { id: u64, request: PeerRequest },
+    /// The answer to request `id`.
+    Reply {
+        id: u64,
+        reply: Result<PeerReply, String>,
+    },
+}
+
+async fn read_frame(rd: &mut OwnedReadHalf) -> std::io::Result<Frame> {
+    let len = rd.read_u32().await? as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other(format!("frame of {len} bytes")));
+    }
+    let mut buf = vec![0; len];
+    rd.read_exact(&mut buf).await?;
+    postcard::from_bytes(&buf).map_err(std::io::Error::other)
+}
+
+async fn write_frame(wr: &mut OwnedWriteHalf, frame: &Frame) -> std::io::Result<()> {
+    let bytes = postcard::to_stdvec(frame).map_err(std::io::Error::other)?;
+    let mut out = Vec::with_capacity(bytes.len() + 4);
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(&bytes);
+    wr.write_all(&out).await
+}
+
+fn secret_hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Serves the link: answers the requests of other nodes with `hub`.
+pub async fn serve(listener: TcpListener, hub: Hub, secret: String, shutdown: CancellationToken) {
+    let expected = secret_hash(&secret);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster link accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (hub, shutdown) = (hub.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let (mut rd, wr) = stream.into_split();
+            let node = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut rd)).await {
+                Ok(Ok(Frame::Hello {
+                    node,
+                    secret_sha256,
+                })) if constant_time_eq(&secret_sha256, &expected) => node,
+                _ => {
+                    tracing::warn!(%peer, "cluster link: refused a connection without the cluster secret");
+                    return;
+                }
+            };
+            tracing::debug!(%peer, %node, "cluster link: node connected");
+            let wr = Arc::new(Mutex::new(wr));
+            loop {
+                let frame = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    f = read_frame(&mut rd) => f,
+                };
+                let Ok(Frame::Request { id, request }) = frame else {
+                    return;
+                };
+                let (hub, wr) = (hub.clone(), wr.clone());
+                tokio::spawn(async move {
+                    let reply = hub.peer_request(request).await.map_err(|e| e.to_string());
+                    let mut wr = wr.lock().await;
+                    if let Err(e) = write_frame(&mut wr, &Frame::Reply { id, reply }).await {
+                        tracing::debug!(error = %e, "cluster link: reply not sent");
+                    }
+                });
+            }
+        });
+    }
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+type Waiting = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<PeerReply, String>>>>>;
+
+/// A connection to one peer.
+struct Conn {
+    writer: Mutex<OwnedWriteHalf>,
+    waiting: Waiting,
+    closed: CancellationToken,
+}
+
+/// Calls other nodes, keeping one connection to each.
+pub struct Dialer {
+    node_id: String,
+    secret_sha256: [u8; 32],
+    next_id: AtomicU64,
+    conns: Mutex<HashMap<String, Arc<Conn>>>,
+}
+
+impl Dialer {
+    /// A dialer for node `node_id` presenting `secret`.
+    pub fn new(node_id: &str, secret: &str) -> Dialer {
+        Dialer {
+            node_id: node_id.to_owned(),
+            secret_sha256: secret_hash(secret),
+            next_id: AtomicU64::new(1),
+            conns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn conn(&self, addr: &str) -> std::io::Result<Arc<Conn>> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(addr).filter(|c| !c.closed.is_cancelled()) {
+            return Ok(c.clone());
+        }
+        let stream = tokio::time::timeout(HELLO_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| std::io::Error::other("connect timed out"))??;
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let hello = Frame::Hello {
+            node: self.node_id.clone(),
+            secret_sha256: self.secret_sha256,
+        };
+        write_frame(&mut wr, &hello).await?;
+        let conn = Arc::new(Conn {
+            writer: Mutex::new(wr),
+            waiting: Arc::default(),
+            closed: CancellationToken::new(),
+        });
+        let (waiting, closed) = (conn.waiting.clone(), conn.closed.clone());
+        tokio::spawn(async move {
+            while let Ok(Frame::Reply { id, reply }) = read_frame(&mut rd).await {
+                if let Some(tx) = waiting.lock().expect("link lock").remove(&id) {
+                    let _ = tx.send(reply);
+                }
+            }
+            // Closed: callers still waiting get an error (their senders drop here).
+            closed.cancel();
+            waiting.lock().expect("link lock").clear();
+        });
+        conns.insert(addr.to_owned(), conn.clone());
+        Ok(conn)
+    }
+
+    /// Sends `request` to the node at `addr` and waits for the answer.
+    pub async fn call(
+        &self,
+        node: &str,
+        addr: &str,
+        request: PeerRequest,
+    ) -> Result<PeerReply, PeerError> {
+        let unreachable = |reason: String| PeerError::Unreachable {
+            node: node.to_owned(),
+            reason,
+        };
+        let conn = self
+            .conn(addr)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        conn.waiting.lock().expect("link lock").insert(id, tx);
+        let sent = {
+            let mut wr = conn.writer.lock().await;
+            write_frame(&mut wr, &Frame::Request { id, request }).await
+        };
+        if let Err(e) = sent {
+            conn.closed.cancel();
+            conn.waiting.lock().expect("link lock").remove(&id);
+            return Err(unreachable(e.to_string()));
+        }
+        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Err(reason))) => Err(PeerError::Failed {
+                node: node.to_owned(),
+                reason,
+            }),
+            Ok(Err(_)) => Err(unreachable("connection closed".into())),
+            Err(_) => {
+                conn.waiting.lock().expect("link lock").remove(&id);
+                Err(unreachable("no answer in time".into()))
+            }
+        }
+    }
+}
