@@ -219,6 +219,14 @@ impl Deployment {
         std::fs::read_to_string(self.data.path().join("ironhub.log")).unwrap_or_default()
     }
 
+    /// Stops the server at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the server with SIGTERM (graceful) and waits for it to exit.
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
