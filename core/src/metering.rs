@@ -27,6 +27,8 @@ pub const RULE_EXECUTIONS: &str = "rule_executions";
 pub const DISCARDED: &str = "discarded.";
 
 const HOUR_MS: u64 = 3_600_000;
+/// Counters written per transaction when flushing (each key ~60 bytes: well under 1 MB).
+const FLUSH_ROWS: usize = 5_000;
 
 /// Counters of one scope and period, by metric name.
 pub type Counts = BTreeMap<String, u64>;
@@ -181,19 +183,26 @@ impl Meter {
                 })
             })
         };
-        let written = store::write(store, |t| {
-            for (tenant, scope, hour, metric, n) in rows() {
-                t.add(&counter_key(tenant, scope, hour, metric), n as i64);
-            }
-        })
-        .await;
-        if written.is_err() {
-            let mut pending = self.pending.lock().expect("meter lock");
-            for (tenant, scope, hour, metric, n) in rows() {
-                bump(&mut pending, tenant, scope, hour, metric, n);
+        // Several transactions of at most FLUSH_ROWS counters: a large fleet's hour stays
+        // inside FoundationDB's 10 MB and 5 s per transaction.
+        let all: Vec<_> = rows().collect();
+        for (i, chunk) in all.chunks(FLUSH_ROWS).enumerate() {
+            let written = store::write(store, |t| {
+                for (tenant, scope, hour, metric, n) in chunk {
+                    t.add(&counter_key(tenant, scope, *hour, metric), *n as i64);
+                }
+            })
+            .await;
+            if let Err(e) = written {
+                // What was not written stays pending for the next flush.
+                let mut pending = self.pending.lock().expect("meter lock");
+                for (tenant, scope, hour, metric, n) in all.iter().skip(i * FLUSH_ROWS) {
+                    bump(&mut pending, tenant, scope, *hour, metric, *n);
+                }
+                return Err(e);
             }
         }
-        written
+        Ok(())
     }
 
     async fn hours(
@@ -555,6 +564,28 @@ mod tests {
         );
         let other = meter.usage(&store, "u", None, T0).await.unwrap();
         assert!(other.month.is_empty(), "tenants are separate");
+    }
+
+    #[tokio::test]
+    async fn a_flush_larger_than_one_transaction_is_split_and_complete() {
+        let store = memory_store();
+        let meter = Meter::default();
+        let devices = FLUSH_ROWS + 500;
+        for d in 0..devices {
+            meter.add("t", Some(&format!("pk/d{d}")), &[(MESSAGES, 1)], T0);
+        }
+        meter.flush(&store).await.unwrap();
+        let tenant = meter.usage(&store, "t", None, T0).await.unwrap();
+        assert_eq!(tenant.hour[MESSAGES], devices as u64);
+        let last = meter
+            .usage(&store, "t", Some(&format!("pk/d{}", devices - 1)), T0)
+            .await
+            .unwrap();
+        assert_eq!(last.hour[MESSAGES], 1);
+        assert!(
+            meter.pending.lock().unwrap().is_empty(),
+            "nothing left pending"
+        );
     }
 
     #[test]

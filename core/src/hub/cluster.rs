@@ -373,9 +373,8 @@ impl Hub {
         let mut stored = (**msg).clone();
         stored.qos = qos;
         stored.retain = false;
-        let seq = self.next_seq();
         store::write(&**self.store(), |t| {
-            records::push_queued(t, key, seq, &stored)
+            records::push_queued(t, key, 0, &stored)
         })
         .await?;
         self.inner.stats.delivered(qos);
@@ -477,14 +476,6 @@ impl Hub {
         self.load_models().await?;
         self.load_topic_categories().await?;
         Ok(())
-    }
-
-    /// The configuration version in the store; it moves when any node changes the configuration.
-    pub async fn config_version(&self) -> Result<i64, StoreError> {
-        transact(&**self.store(), |t| {
-            Box::pin(async move { records::config_version(t).await })
-        })
-        .await
     }
 
     /// Marks the configuration as changed, so that the other nodes reload it.

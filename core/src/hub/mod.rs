@@ -514,9 +514,16 @@ impl Hub {
 
     async fn restore(&self) -> Result<(), HubError> {
         let store = self.inner.store.clone();
+        // In a cluster a session is loaded by the node its device connects to: no scan of them
+        // all (which a large fleet on FoundationDB could not read in one transaction).
+        let clustered = self.peers().is_some();
         let (sessions, retained) = transact(&*store, |t| {
             Box::pin(async move {
-                let s = records::list_sessions(t).await?;
+                let s = if clustered {
+                    Vec::new()
+                } else {
+                    records::list_sessions(t).await?
+                };
                 let r = records::list_retained(t).await?;
                 Ok((s, r))
             })
@@ -533,10 +540,6 @@ impl Hub {
                     .stats
                     .sessions_expired
                     .fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if self.peers().is_some() {
-                // In a cluster a session is loaded by the node its device connects to.
                 continue;
             }
             let key = record.key.clone();

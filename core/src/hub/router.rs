@@ -23,7 +23,7 @@ pub struct Delivery {
     pub subscription_ids: Vec<u32>,
     /// Where the delivery waits in the session's stored queue, if it came from there; the stored
     /// copy is removed when the client acknowledges it.
-    pub stored_seq: Option<u64>,
+    pub stored_seq: Option<crate::store::records::QueueId>,
 }
 
 #[derive(Debug, Clone)]

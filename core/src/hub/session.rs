@@ -21,7 +21,7 @@ use crate::limits::{LimitId, Limited};
 use crate::message::{Message, Origin, Properties, QoS};
 use crate::model::{self, Device};
 use crate::now_ms;
-use crate::store::records::{self, SessionRecord, SubscriptionRecord};
+use crate::store::records::{self, QueueId, SessionRecord, SubscriptionRecord};
 use crate::store::{self, StoreError, transact};
 use crate::topic::{self, Filter};
 
@@ -463,12 +463,11 @@ impl Slot {
             tracing::warn!(session = %self.key, queued = st.queued, "offline queue full: message dropped");
             return Ok(());
         }
-        let seq = hub.next_seq();
         let mut msg = (*delivery.message).clone();
         msg.qos = delivery.qos;
         msg.retain = delivery.retain;
         store::write(&**hub.store(), |t| {
-            records::push_queued(t, &self.key, seq, &msg)
+            records::push_queued(t, &self.key, 0, &msg)
         })
         .await?;
         st.queued += 1;
@@ -1346,10 +1345,10 @@ impl Session {
     }
 
     /// The client acknowledged a delivery that came from the stored queue: forget the stored copy.
-    pub async fn acknowledged(&self, stored_seq: u64) -> Result<(), StoreError> {
+    pub async fn acknowledged(&self, stored: QueueId) -> Result<(), StoreError> {
         let mut st = self.slot.state.clone().lock_owned().await;
         store::write(&**self.hub.store(), |t| {
-            records::remove_queued(t, &self.slot.key, stored_seq)
+            records::remove_queued(t, &self.slot.key, &stored)
         })
         .await?;
         st.queued = st.queued.saturating_sub(1);
@@ -1407,7 +1406,7 @@ impl Session {
                 let mut msg = (*d.message).clone();
                 msg.qos = d.qos;
                 msg.retain = d.retain;
-                rows.push((hub.next_seq(), msg));
+                rows.push(msg);
             }
             if current {
                 st.disconnected_at_ms = Some(now);
@@ -1415,8 +1414,8 @@ impl Session {
             let record = self.slot.record(&st);
             let added = rows.len();
             store::write(&**hub.store(), |t| {
-                for (seq, msg) in &rows {
-                    records::push_queued(t, &self.slot.key, *seq, msg);
+                for (order, msg) in (0u32..).zip(&rows) {
+                    records::push_queued(t, &self.slot.key, order, msg);
                 }
                 records::put_session(t, &record);
             })

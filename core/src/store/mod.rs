@@ -108,6 +108,11 @@ pub trait Txn: Send {
     fn clear_range(&mut self, range: &KeyRange);
     /// Adds `delta` to a little-endian i64 counter (FDB `MutationType::Add`); never conflicts.
     fn add(&mut self, key: &[u8], delta: i64);
+    /// Writes `value` under `prefix`, a 10-byte versionstamp, then `suffix`: the stamps of later
+    /// commits sort after those of earlier ones, whichever node commits (FDB
+    /// `SetVersionstampedKey`), so ordered queues need no shared counter. The key cannot be read
+    /// in this transaction.
+    fn set_versionstamped(&mut self, prefix: &[u8], suffix: &[u8], value: &[u8]);
     /// Makes the writes durable.
     async fn commit(&mut self) -> Result<(), StoreError>;
     /// Resets the transaction for a retry if `err` is retryable, otherwise returns it.

@@ -8,7 +8,7 @@
 //! | `p\0{productKey}` | [`Product`] |
 //! | `d\0{productKey}\0{deviceName}` | [`Device`] |
 //! | `s\0{sessionKey}` | [`SessionRecord`] |
-//! | `q\0{sessionKey}\0{seq: u64 BE}` | [`Message`] waiting for an offline session, in order |
+//! | `q\0{sessionKey}\0{versionstamp: 10 bytes}{order: u32 BE}` | [`Message`] waiting for an offline session, in commit order ([`QueueId`]) |
 //! | `r\0{tenant}\0{topic}` | retained [`Message`] |
 //! | `m\0{name}` | hub metadata (raw bytes) |
 //! | `f\0{profile}` | tenant [`Profile`] (JSON, so profiles survive new fields) |
@@ -361,33 +361,43 @@ pub async fn list_sessions(txn: &mut dyn Txn) -> Result<Vec<SessionRecord>, Stor
     list_typed(txn, &prefix(&[b"s"]), 0).await
 }
 
-fn queue_key(session: &str, seq: u64) -> Vec<u8> {
-    key(&[b"q", session.as_bytes(), &seq.to_be_bytes()])
+/// Where a queued message is in its session's queue: the versionstamp of the commit that queued
+/// it (10 bytes, increasing with commit order across every node sharing the store) and its
+/// place in that commit (4 bytes).
+pub type QueueId = [u8; 14];
+
+fn queue_prefix(session: &str) -> Vec<u8> {
+    let mut k = key(&[b"q", session.as_bytes()]);
+    k.push(0);
+    k
 }
 
-/// Appends a message to a session's queue under `seq` (callers keep seq increasing).
-pub fn push_queued(txn: &mut dyn Txn, session: &str, seq: u64, msg: &Message) {
-    txn.set(&queue_key(session, seq), &encode(msg));
+/// Appends a message to a session's queue: after everything committed before, in any node, and
+/// at place `order` among the messages this transaction queues for the session.
+pub fn push_queued(txn: &mut dyn Txn, session: &str, order: u32, msg: &Message) {
+    txn.set_versionstamped(&queue_prefix(session), &order.to_be_bytes(), &encode(msg));
 }
 
 /// Removes one queued message.
-pub fn remove_queued(txn: &mut dyn Txn, session: &str, seq: u64) {
-    txn.clear(&queue_key(session, seq));
+pub fn remove_queued(txn: &mut dyn Txn, session: &str, id: &QueueId) {
+    let mut k = queue_prefix(session);
+    k.extend_from_slice(id);
+    txn.clear(&k);
 }
 
-/// Reads up to `limit` queued messages in order, with their sequence numbers.
+/// Reads up to `limit` queued messages in order, with their places.
 pub async fn read_queue(
     txn: &mut dyn Txn,
     session: &str,
     limit: usize,
-) -> Result<Vec<(u64, Message)>, StoreError> {
+) -> Result<Vec<(QueueId, Message)>, StoreError> {
     let rows = txn
         .range(&prefix(&[b"q", session.as_bytes()]), limit)
         .await?;
     rows.iter()
         .map(|(k, v)| {
-            let seq_bytes: [u8; 8] = k[k.len() - 8..].try_into().expect("8-byte suffix");
-            Ok((u64::from_be_bytes(seq_bytes), decode(k, v)?))
+            let id: QueueId = k[k.len() - 14..].try_into().expect("14-byte suffix");
+            Ok((id, decode(k, v)?))
         })
         .collect()
 }

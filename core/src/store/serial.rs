@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{KeyRange, Store, StoreError, Txn, decode_counter};
@@ -67,6 +68,9 @@ pub trait Backend: Send + Sync + 'static {
 pub struct SerialStore<B: Backend> {
     backend: Arc<B>,
     writer: Arc<Mutex<()>>,
+    /// The last commit version given out (versionstamps): the wall clock in ns at the start, so
+    /// that stamps keep increasing across restarts, then one more per commit.
+    version: Arc<AtomicU64>,
 }
 
 impl<B: Backend> SerialStore<B> {
@@ -75,8 +79,15 @@ impl<B: Backend> SerialStore<B> {
         SerialStore {
             backend: Arc::new(backend),
             writer: Arc::new(Mutex::new(())),
+            version: Arc::new(AtomicU64::new(now_ns())),
         }
     }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 #[async_trait]
@@ -90,6 +101,8 @@ impl<B: Backend> Store for SerialStore<B> {
         Ok(Box::new(SerialTxn {
             backend: self.backend.clone(),
             mutations: Vec::new(),
+            stamped: Vec::new(),
+            version: self.version.clone(),
             _guard: guard,
         }))
     }
@@ -98,6 +111,9 @@ impl<B: Backend> Store for SerialStore<B> {
 struct SerialTxn<B: Backend> {
     backend: Arc<B>,
     mutations: Vec<Mutation>,
+    /// Versionstamped writes: prefix, suffix, value; their keys are made at commit.
+    stamped: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
+    version: Arc<AtomicU64>,
     _guard: OwnedMutexGuard<()>,
 }
 
@@ -166,7 +182,26 @@ impl<B: Backend> Txn for SerialTxn<B> {
         self.mutations.push(Mutation::Add(key.to_vec(), delta));
     }
 
+    fn set_versionstamped(&mut self, prefix: &[u8], suffix: &[u8], value: &[u8]) {
+        self.stamped
+            .push((prefix.to_vec(), suffix.to_vec(), value.to_vec()));
+    }
+
     async fn commit(&mut self) -> Result<(), StoreError> {
+        if !self.stamped.is_empty() {
+            // One writer at a time (the lock this transaction holds): a plain read-then-write
+            // of the version is race-free. FoundationDB's stamp: 8-byte version, 2-byte order
+            // of the transaction in its batch (always 0 here).
+            let version = (self.version.load(Ordering::Relaxed) + 1).max(now_ns());
+            self.version.store(version, Ordering::Relaxed);
+            for (prefix, suffix, value) in std::mem::take(&mut self.stamped) {
+                let mut key = prefix;
+                key.extend_from_slice(&version.to_be_bytes());
+                key.extend_from_slice(&[0, 0]);
+                key.extend_from_slice(&suffix);
+                self.mutations.push(Mutation::Set(key, value));
+            }
+        }
         if self.mutations.is_empty() {
             return Ok(());
         }
@@ -180,6 +215,7 @@ impl<B: Backend> Txn for SerialTxn<B> {
     async fn on_error(&mut self, err: StoreError) -> Result<(), StoreError> {
         // One writer at a time: nothing to retry against.
         self.mutations.clear();
+        self.stamped.clear();
         Err(err)
     }
 }

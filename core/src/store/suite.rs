@@ -255,24 +255,35 @@ async fn typed_records_round_trip(store: &dyn Store) {
 }
 
 async fn queue_keeps_publication_order(store: &dyn Store) {
-    let mut t = store.begin().await.unwrap();
-    // Sequence numbers chosen so byte order differs from insertion order of the calls.
-    records::push_queued(&mut *t, "s1", 300, &message("q/3", b"3"));
-    records::push_queued(&mut *t, "s1", 2, &message("q/1", b"1"));
-    records::push_queued(&mut *t, "s1", 256, &message("q/2", b"2"));
-    records::push_queued(&mut *t, "s10", 1, &message("other", b"x"));
-    t.commit().await.unwrap();
-    drop(t);
+    // Three commits; in the first, the places given out of order: commit order first, then the
+    // place within a commit, whatever the order of the calls.
+    store::write(store, |t| {
+        records::push_queued(t, "s1", 1, &message("q/2", b"2"));
+        records::push_queued(t, "s1", 0, &message("q/1", b"1"));
+        records::push_queued(t, "s10", 0, &message("other", b"x"));
+    })
+    .await
+    .unwrap();
+    store::write(store, |t| {
+        records::push_queued(t, "s1", 0, &message("q/3", b"3"))
+    })
+    .await
+    .unwrap();
+    store::write(store, |t| {
+        records::push_queued(t, "s1", 0, &message("q/4", b"4"))
+    })
+    .await
+    .unwrap();
     let mut t = store.begin().await.unwrap();
     let q = records::read_queue(&mut *t, "s1", 0).await.unwrap();
     let topics: Vec<&str> = q.iter().map(|(_, m)| m.topic.as_str()).collect();
-    assert_eq!(topics, vec!["q/1", "q/2", "q/3"]);
-    assert_eq!(records::count_queued(&mut *t, "s1", 100).await.unwrap(), 3);
-    records::remove_queued(&mut *t, "s1", 2);
-    assert_eq!(
-        records::read_queue(&mut *t, "s1", 1).await.unwrap()[0].0,
-        256
-    );
+    assert_eq!(topics, vec!["q/1", "q/2", "q/3", "q/4"]);
+    assert!(q.windows(2).all(|w| w[0].0 < w[1].0), "places increase");
+    assert_eq!(q[0].0[..10], q[1].0[..10], "one commit, one versionstamp");
+    assert_eq!(records::count_queued(&mut *t, "s1", 100).await.unwrap(), 4);
+    records::remove_queued(&mut *t, "s1", &q[0].0);
+    let first = records::read_queue(&mut *t, "s1", 1).await.unwrap();
+    assert_eq!(first[0].1.topic, "q/2");
     records::delete_session(&mut *t, "s1");
     assert_eq!(records::count_queued(&mut *t, "s1", 100).await.unwrap(), 0);
     assert_eq!(records::count_queued(&mut *t, "s10", 100).await.unwrap(), 1);

@@ -166,6 +166,10 @@ impl Txn for TimedTxn {
         self.inner.add(key, delta);
     }
 
+    fn set_versionstamped(&mut self, prefix: &[u8], suffix: &[u8], value: &[u8]) {
+        self.inner.set_versionstamped(prefix, suffix, value);
+    }
+
     async fn commit(&mut self) -> Result<(), StoreError> {
         let start = Instant::now();
         let done = self.inner.commit().await;

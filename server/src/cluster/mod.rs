@@ -64,14 +64,19 @@ impl Cluster {
         }
     }
 
-    /// Renews this node's lease and reads who else is alive.
-    async fn heartbeat(&self) -> Result<usize, StoreError> {
+    /// Renews this node's lease and reads who else is alive and the configuration version, in
+    /// one transaction (the version rides on the lease renewal, so noticing another node's
+    /// change costs no extra round trip, which is what a FoundationDB watch would save).
+    async fn heartbeat(&self) -> Result<(usize, i64), StoreError> {
         let me = self.record();
-        let nodes = transact(&*self.store, |t| {
+        let (nodes, version) = transact(&*self.store, |t| {
             let me = me.clone();
             Box::pin(async move {
                 records::put_node(t, &me);
-                records::list_nodes(t).await
+                Ok((
+                    records::list_nodes(t).await?,
+                    records::config_version(t).await?,
+                ))
             })
         })
         .await?;
@@ -83,7 +88,7 @@ impl Cluster {
             .collect();
         let count = live.len();
         *self.live.write().expect("cluster lock") = live;
-        Ok(count)
+        Ok((count, version))
     }
 
     /// Joins: the first heartbeat, the link's listener, then a heartbeat every `heartbeat_ms`
@@ -95,7 +100,7 @@ impl Cluster {
     ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
         let _ = self.hub.set(hub.clone());
         let listener = TcpListener::bind(self.config.listen).await?;
-        let nodes = self.heartbeat().await?;
+        let (nodes, version) = self.heartbeat().await?;
         hub.set_cluster_size(nodes);
         tracing::info!(node = %self.config.node_id, link = %self.config.listen, nodes, "joined the cluster");
         let serve = tokio::spawn(link::serve(
@@ -105,32 +110,30 @@ impl Cluster {
             shutdown.clone(),
         ));
         let this = self.clone();
-        let beat = tokio::spawn(async move { this.beat_forever(hub, shutdown).await });
+        let beat = tokio::spawn(async move { this.beat_forever(hub, version, shutdown).await });
         Ok(vec![serve, beat])
     }
 
-    async fn beat_forever(&self, hub: Hub, shutdown: CancellationToken) {
+    async fn beat_forever(&self, hub: Hub, mut config_version: i64, shutdown: CancellationToken) {
         let every = Duration::from_millis(self.config.heartbeat_ms.max(50));
-        let mut config_version = hub.config_version().await.unwrap_or(0);
         for beat in 1u64.. {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
             match self.heartbeat().await {
-                Ok(nodes) => hub.set_cluster_size(nodes),
-                Err(e) => tracing::warn!(error = %e, "cluster heartbeat failed"),
-            }
-            match hub.config_version().await {
-                Ok(v) if v != config_version => {
-                    if let Err(e) = hub.reload_config().await {
-                        tracing::warn!(error = %e, "reloading the configuration failed");
-                    } else {
-                        config_version = v;
+                Ok((nodes, version)) => {
+                    hub.set_cluster_size(nodes);
+                    if version != config_version {
+                        match hub.reload_config().await {
+                            Ok(()) => config_version = version,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "reloading the configuration failed")
+                            }
+                        }
                     }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "configuration version unreadable"),
+                Err(e) => tracing::warn!(error = %e, "cluster heartbeat failed"),
             }
             if beat % USAGE_EVERY == 0
                 && let Err(e) = hub.refresh_usage().await

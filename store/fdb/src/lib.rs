@@ -6,9 +6,11 @@
 //! and `on_error` is FoundationDB's own retry and back-off (the core's `transact` loop calls it).
 //!
 //! Keys are the core's byte keys (documented in `records.rs`), under a prefix per deployment so
-//! several hubs (or tests) can share a cluster. Transactions stay small: the core never writes
-//! more than one batch (at most a few hundred keys) per transaction, well inside FoundationDB's
-//! 10 MB and 5 s limits.
+//! several hubs (or tests) can share a cluster. Offline-message queues use versionstamped keys
+//! (`SetVersionstampedKey`): messages that different nodes queue for one session sort in commit
+//! order with no shared counter to contend on. Transactions stay small: the core writes at most
+//! one batch per transaction (usage flushes are split into 5,000-counter transactions, a
+//! cluster node never scans all sessions), well inside FoundationDB's 10 MB and 5 s limits.
 //!
 //! Building needs Debian's `libclang-dev` (bindgen, with the crate's embedded headers); linking
 //! and running need FoundationDB's client library (`libfdb_c`, from the official packages).
@@ -197,6 +199,19 @@ impl Txn for FdbTxn {
         let k = self.key(key);
         if let Some(trx) = &self.trx {
             trx.atomic_op(&k, &delta.to_le_bytes(), MutationType::Add);
+        }
+    }
+
+    fn set_versionstamped(&mut self, prefix: &[u8], suffix: &[u8], value: &[u8]) {
+        // The key with a 10-byte placeholder that FoundationDB fills in at commit, followed by
+        // the placeholder's offset (u32 little-endian), as API version 520 and later expect.
+        let mut k = self.key(prefix);
+        let offset = k.len() as u32;
+        k.extend_from_slice(&[0; 10]);
+        k.extend_from_slice(suffix);
+        k.extend_from_slice(&offset.to_le_bytes());
+        if let Some(trx) = &self.trx {
+            trx.atomic_op(&k, value, MutationType::SetVersionstampedKey);
         }
     }
 
