@@ -94,6 +94,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!(components = ?components::compiled(), "starting ironhub {}", env!("CARGO_PKG_VERSION"));
 
+    if config.cluster.is_some() && config.store.backend != StoreBackend::Fdb {
+        anyhow::bail!(
+            "[cluster] needs a store the nodes share: set [store] backend = \"fdb\" (docs/operations.md, \"Running a cluster\")"
+        );
+    }
     let store = components::open_store(&config)?;
     let node = Node::start(&config, store).await?;
     wait_for_signal().await;

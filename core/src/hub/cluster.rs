@@ -25,6 +25,9 @@ use crate::store::records::{self, RegistryEntry};
 use crate::store::{self, StoreError, transact};
 use crate::topic::{self, Filter};
 
+/// Stored sessions read per transaction by the cluster-wide sweep.
+const SWEEP_PAGE: usize = 1000;
+
 /// How long a node waits for another to release a session it takes over.
 const RELEASE_WAIT: Duration = Duration::from_secs(6);
 
@@ -38,6 +41,8 @@ pub enum PeerRequest {
         /// Session key.
         session: String,
     },
+    /// Keep (or, empty, drop) a retained message in this node's index; it is in the store already.
+    Retain(Message),
     /// Close the session's connection here (the device was disabled or deleted).
     Kick {
         /// Session key.
@@ -139,6 +144,10 @@ impl Hub {
         match request {
             PeerRequest::Route(message) => {
                 Ok(PeerReply::Delivered(self.accept_routed(message).await?))
+            }
+            PeerRequest::Retain(message) => {
+                self.inner.router.set_retained(Arc::new(message));
+                Ok(PeerReply::Done)
             }
             PeerRequest::Release { session } => {
                 self.release(&session).await?;
@@ -292,6 +301,17 @@ impl Hub {
         let open_broker = &self.inner.config.open_broker;
         let device = device_of_topic(&msg.topic)
             .filter(|_| !(open_broker.enabled && msg.tenant == open_broker.tenant));
+        if msg.retain && device.is_some() {
+            // Whichever node the device subscribes on later must find it.
+            for node in peers.others() {
+                if let Err(e) = peers
+                    .call(&node, PeerRequest::Retain((**msg).clone()))
+                    .await
+                {
+                    tracing::warn!(%node, error = %e, "retained message not shared");
+                }
+            }
+        }
         let Some(key) = device else {
             // Not addressed to one device: every node routes it to its own subscribers.
             let calls = peers.others().into_iter().map(|node| {
@@ -447,6 +467,73 @@ impl Hub {
             }
         }
         reached
+    }
+
+    /// Reclaims the stored sessions whose expiry passed, whichever node held them (in a cluster
+    /// a session left by a node that is gone has no node to reclaim it): a session still marked
+    /// connected on a node that is gone counts as disconnected from now, and expires after its
+    /// expiry interval. Reads a page of sessions, and their registry entries, at a time. Returns
+    /// how many were reclaimed.
+    pub async fn sweep_stored_sessions(&self, now: u64) -> Result<usize, StoreError> {
+        let Some(peers) = self.peers().cloned() else {
+            return Ok(0);
+        };
+        let mut after: Option<String> = None;
+        let mut reclaimed = 0;
+        loop {
+            let (page, registry) = transact(&**self.store(), |t| {
+                let after = after.clone();
+                Box::pin(async move {
+                    let page =
+                        records::list_sessions_after(t, after.as_deref(), SWEEP_PAGE).await?;
+                    let registry = match (page.first(), page.last()) {
+                        (Some(first), Some(last)) => {
+                            records::list_registry(t, &first.key, &last.key).await?
+                        }
+                        _ => Vec::new(),
+                    };
+                    Ok((page, registry))
+                })
+            })
+            .await?;
+            let registry: std::collections::HashMap<String, RegistryEntry> =
+                registry.into_iter().collect();
+            let mut expired = Vec::new();
+            let mut orphaned = Vec::new();
+            for mut session in page.iter().filter(|s| self.slot(&s.key).is_none()).cloned() {
+                if session.expired(now) {
+                    expired.push(session.key);
+                } else if session.disconnected_at_ms.is_none()
+                    && registry
+                        .get(&session.key)
+                        .is_none_or(|e| !peers.is_live(&e.node))
+                {
+                    session.disconnected_at_ms = Some(now);
+                    orphaned.push(session);
+                }
+            }
+            if !expired.is_empty() || !orphaned.is_empty() {
+                store::write(&**self.store(), |t| {
+                    for key in &expired {
+                        records::delete_session(t, key);
+                        records::delete_registry(t, key);
+                    }
+                    for session in &orphaned {
+                        records::put_session(t, session);
+                    }
+                })
+                .await?;
+                reclaimed += expired.len();
+                self.inner
+                    .stats
+                    .sessions_expired
+                    .fetch_add(expired.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            if page.len() < SWEEP_PAGE {
+                return Ok(reclaimed);
+            }
+            after = page.last().map(|s| s.key.clone());
+        }
     }
 
     /// Tells the connections closed from now on to go to `server` (MQTT 5 server reference):

@@ -2,12 +2,20 @@
 //! the signed `/auth` request and sends the token with each message, without holding a session.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
 
 use super::Hub;
 use super::session::{ClientIdentity, ConnectRefusal, TransportKind};
 use crate::auth::SignMethod;
 use crate::now_ms;
+use crate::store::{self, StoreError, records, transact};
+
+/// The hex SHA-256 of a token, as a cluster stores it.
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
 
 /// Most live tokens kept; beyond it the expired ones are dropped, then new tokens are refused.
 const MAX_TOKENS: usize = 1_000_000;
@@ -102,25 +110,102 @@ impl Hub {
             .map_err(|l| ConnectRefusal::Limited(self.counted(l)))?;
         let now = now_ms();
         let token = crate::model::new_secret();
-        let mut map = self.inner.tokens.map.lock().expect("tokens lock");
-        if map.len() >= MAX_TOKENS {
-            map.retain(|_, (_, expires)| *expires > now);
+        let expires_at_ms = now + ttl_secs * 1000;
+        {
+            let mut map = self.inner.tokens.map.lock().expect("tokens lock");
             if map.len() >= MAX_TOKENS {
-                return Err(ConnectRefusal::Unavailable(
-                    "too many live device tokens".into(),
-                ));
+                map.retain(|_, (_, expires)| *expires > now);
+                if map.len() >= MAX_TOKENS {
+                    return Err(ConnectRefusal::Unavailable(
+                        "too many live device tokens".into(),
+                    ));
+                }
             }
+            map.insert(token.clone(), (identity.clone(), expires_at_ms));
         }
-        map.insert(token.clone(), (identity.clone(), now + ttl_secs * 1000));
+        if let (Some(_), Some((pk, dn))) = (self.peers(), &identity.device) {
+            // In a cluster the device's next request may reach another node.
+            let record = records::TokenRecord {
+                tenant: identity.tenant.clone(),
+                product_key: pk.clone(),
+                device_name: dn.clone(),
+                expires_at_ms,
+            };
+            let hash = token_hash(&token);
+            store::write(&**self.store(), |t| records::put_token(t, &hash, &record)).await?;
+        }
         Ok((token, identity))
     }
 
-    /// The device a token stands for, if it is known and not expired.
-    pub fn token_identity(&self, token: &str) -> Option<ClientIdentity> {
-        let map = self.inner.tokens.map.lock().expect("tokens lock");
-        map.get(token)
-            .filter(|(_, expires)| *expires > now_ms())
-            .map(|(id, _)| id.clone())
+    /// The device a token stands for, if it is known and not expired (in a cluster, also a
+    /// token another node issued).
+    pub async fn token_identity(&self, token: &str) -> Option<ClientIdentity> {
+        let now = now_ms();
+        let cached = {
+            let map = self.inner.tokens.map.lock().expect("tokens lock");
+            map.get(token)
+                .filter(|(_, expires)| *expires > now)
+                .map(|(id, _)| id.clone())
+        };
+        if cached.is_some() || self.peers().is_none() {
+            return cached;
+        }
+        let hash = token_hash(token);
+        let stored = transact(&**self.store(), |t| {
+            let hash = hash.clone();
+            Box::pin(async move { records::get_token(t, &hash).await })
+        })
+        .await
+        .inspect_err(|e| tracing::warn!(error = %e, "token lookup failed"))
+        .ok()
+        .flatten()
+        .filter(|r| r.expires_at_ms > now)?;
+        let identity = ClientIdentity {
+            key: Arc::from(super::device_session_key(
+                &stored.product_key,
+                &stored.device_name,
+            )),
+            tenant: stored.tenant,
+            device: Some((stored.product_key, stored.device_name)),
+        };
+        self.inner
+            .tokens
+            .map
+            .lock()
+            .expect("tokens lock")
+            .insert(token.to_owned(), (identity.clone(), stored.expires_at_ms));
+        Some(identity)
+    }
+
+    /// Drops the stored tokens that expired (cluster-wide chore of one node), a page at a time.
+    pub async fn sweep_stored_tokens(&self, now: u64) -> Result<usize, StoreError> {
+        let mut after: Option<String> = None;
+        let mut dropped = 0;
+        loop {
+            let page = transact(&**self.store(), |t| {
+                let after = after.clone();
+                Box::pin(async move { records::list_tokens_after(t, after.as_deref(), 1000).await })
+            })
+            .await?;
+            let expired: Vec<&String> = page
+                .iter()
+                .filter(|(_, r)| r.expires_at_ms <= now)
+                .map(|(h, _)| h)
+                .collect();
+            if !expired.is_empty() {
+                store::write(&**self.store(), |t| {
+                    for hash in &expired {
+                        records::delete_token(t, hash);
+                    }
+                })
+                .await?;
+                dropped += expired.len();
+            }
+            if page.len() < 1000 {
+                return Ok(dropped);
+            }
+            after = page.last().map(|(h, _)| h.clone());
+        }
     }
 
     /// Drops expired tokens (the session sweeper calls this).

@@ -28,6 +28,7 @@
 //! | `N\0{node}` | [`NodeRecord`] of a cluster node: addresses and lease |
 //! | `R\0{sessionKey}` | [`RegistryEntry`]: the node holding a session, online or not |
 //! | `n\0cfg` | configuration version (i64 counter): nodes reload their caches when it moves |
+//! | `T\0{sha256(token) hex}` | [`TokenRecord`]: an HTTP/CoAP device token, in a cluster |
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -359,6 +360,21 @@ pub fn delete_session(txn: &mut dyn Txn, session: &str) {
 /// Lists all sessions.
 pub async fn list_sessions(txn: &mut dyn Txn) -> Result<Vec<SessionRecord>, StoreError> {
     list_typed(txn, &prefix(&[b"s"]), 0).await
+}
+
+/// Lists up to `limit` sessions in key order, after the session `after` when given (pages).
+pub async fn list_sessions_after(
+    txn: &mut dyn Txn,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<SessionRecord>, StoreError> {
+    let mut range = prefix(&[b"s"]);
+    if let Some(after) = after {
+        // Keys hold no 0x00: the first key after `after` itself.
+        range.start = key(&[b"s", after.as_bytes()]);
+        range.start.push(0);
+    }
+    list_typed(txn, &range, limit).await
 }
 
 /// Where a queued message is in its session's queue: the versionstamp of the commit that queued
@@ -830,9 +846,92 @@ pub fn put_registry(txn: &mut dyn Txn, session: &str, entry: &RegistryEntry) {
     txn.set(&registry_key(session), &encode(entry));
 }
 
+/// The registry entries of the sessions `first..=last` (session keys), with their keys.
+pub async fn list_registry(
+    txn: &mut dyn Txn,
+    first: &str,
+    last: &str,
+) -> Result<Vec<(String, RegistryEntry)>, StoreError> {
+    let mut end = registry_key(last);
+    end.push(0);
+    let range = KeyRange {
+        start: registry_key(first),
+        end,
+    };
+    let skip = registry_key("").len();
+    txn.range(&range, 0)
+        .await?
+        .iter()
+        .map(|(k, v)| {
+            let key = String::from_utf8_lossy(&k[skip..]).into_owned();
+            Ok((key, decode(k, v)?))
+        })
+        .collect()
+}
+
 /// Removes a session's registry entry.
 pub fn delete_registry(txn: &mut dyn Txn, session: &str) {
     txn.clear(&registry_key(session));
+}
+
+/// A device token of the HTTP or CoAP transports (`T\0{sha256(token), hex}`), stored in a
+/// cluster so that any node accepts it; only its hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Tenant.
+    pub tenant: String,
+    /// ProductKey.
+    pub product_key: String,
+    /// DeviceName.
+    pub device_name: String,
+    /// When it expires, ms since the epoch.
+    pub expires_at_ms: u64,
+}
+
+fn token_key(token_sha256_hex: &str) -> Vec<u8> {
+    key(&[b"T", token_sha256_hex.as_bytes()])
+}
+
+/// Stores a device token (by its hash).
+pub fn put_token(txn: &mut dyn Txn, token_sha256_hex: &str, record: &TokenRecord) {
+    txn.set(&token_key(token_sha256_hex), &encode(record));
+}
+
+/// Reads a device token (by its hash).
+pub async fn get_token(
+    txn: &mut dyn Txn,
+    token_sha256_hex: &str,
+) -> Result<Option<TokenRecord>, StoreError> {
+    get_typed(txn, &token_key(token_sha256_hex)).await
+}
+
+/// Lists up to `limit` stored tokens (hash, record) after the hash `after` (pages).
+pub async fn list_tokens_after(
+    txn: &mut dyn Txn,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(String, TokenRecord)>, StoreError> {
+    let mut range = prefix(&[b"T"]);
+    if let Some(after) = after {
+        range.start = token_key(after);
+        range.start.push(0);
+    }
+    let skip = token_key("").len();
+    txn.range(&range, limit)
+        .await?
+        .iter()
+        .map(|(k, v)| {
+            Ok((
+                String::from_utf8_lossy(&k[skip..]).into_owned(),
+                decode(k, v)?,
+            ))
+        })
+        .collect()
+}
+
+/// Removes a stored token.
+pub fn delete_token(txn: &mut dyn Txn, token_sha256_hex: &str) {
+    txn.clear(&token_key(token_sha256_hex));
 }
 
 const CONFIG_VERSION: &[u8] = b"cfg";

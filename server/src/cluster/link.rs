@@ -34,7 +34,7 @@ enum Frame {
         secret_sha256: [u8; 32],
     },
     /// A request, numbered by the caller.
-    Request { id: u64, request: PeerRequest },
+    Request { id: u64, request: Box<PeerRequest> },
     /// The answer to request `id`.
     Reply {
         id: u64,
@@ -105,7 +105,7 @@ pub async fn serve(listener: TcpListener, hub: Hub, secret: String, shutdown: Ca
                 };
                 let (hub, wr) = (hub.clone(), wr.clone());
                 tokio::spawn(async move {
-                    let reply = hub.peer_request(request).await.map_err(|e| e.to_string());
+                    let reply = hub.peer_request(*request).await.map_err(|e| e.to_string());
                     let mut wr = wr.lock().await;
                     if let Err(e) = write_frame(&mut wr, &Frame::Reply { id, reply }).await {
                         tracing::debug!(error = %e, "cluster link: reply not sent");
@@ -203,7 +203,14 @@ impl Dialer {
         conn.waiting.lock().expect("link lock").insert(id, tx);
         let sent = {
             let mut wr = conn.writer.lock().await;
-            write_frame(&mut wr, &Frame::Request { id, request }).await
+            write_frame(
+                &mut wr,
+                &Frame::Request {
+                    id,
+                    request: Box::new(request),
+                },
+            )
+            .await
         };
         if let Err(e) = sent {
             conn.closed.cancel();

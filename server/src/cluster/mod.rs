@@ -116,6 +116,8 @@ impl Cluster {
 
     async fn beat_forever(&self, hub: Hub, mut config_version: i64, shutdown: CancellationToken) {
         let every = Duration::from_millis(self.config.heartbeat_ms.max(50));
+        let sweep_every = Duration::from_secs(hub.config().session_sweep_interval_secs.max(1));
+        let mut swept = tokio::time::Instant::now();
         for beat in 1u64.. {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -140,7 +142,28 @@ impl Cluster {
             {
                 tracing::warn!(error = %e, "refreshing monthly usage failed");
             }
+            // Sessions left by nodes that are gone expire in the store: the live node with the
+            // smallest id reclaims them.
+            if swept.elapsed() >= sweep_every && self.leads() {
+                swept = tokio::time::Instant::now();
+                match hub.sweep_stored_sessions(now_ms()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(reclaimed = n, "expired stored sessions reclaimed"),
+                    Err(e) => tracing::warn!(error = %e, "sweeping stored sessions failed"),
+                }
+                if let Err(e) = hub.sweep_stored_tokens(now_ms()).await {
+                    tracing::warn!(error = %e, "sweeping stored device tokens failed");
+                }
+            }
         }
+    }
+
+    /// Whether this node has the smallest id of the live nodes (it runs cluster-wide chores).
+    fn leads(&self) -> bool {
+        let live = self.live.read().expect("cluster lock");
+        live.keys()
+            .min()
+            .is_some_and(|min| *min == self.config.node_id)
     }
 
     /// Leaves the cluster before shutting down: the node's record goes, so the others stop

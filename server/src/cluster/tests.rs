@@ -48,16 +48,53 @@ struct TestNode {
     node: Option<Node>,
     mqtt: SocketAddr,
     api: SocketAddr,
+    http: SocketAddr,
+}
+
+/// One HTTP/1.1 exchange: the status and the JSON body.
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, Value) {
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(request.as_bytes()).await?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    let raw = tokio::time::timeout(WAIT, exchange)
+        .await
+        .expect("an answer in time")
+        .expect("reachable");
+    let text = String::from_utf8_lossy(&raw);
+    let status = text[9..12].parse().expect("status code");
+    let json = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| serde_json::from_str(b).unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
+    (status, json)
 }
 
 impl TestNode {
     async fn start(id: &'static str, store: Arc<dyn Store>) -> TestNode {
-        let (mqtt, api, link) = (free_addr(), free_addr(), free_addr());
+        let (mqtt, api, link, http) = (free_addr(), free_addr(), free_addr(), free_addr());
         let mut config = Config::default();
         config.store.backend = StoreBackend::Memory;
         config.admin.listen = api;
         config.admin.token = Some(TOKEN.into());
         config.mqtt.listen = mqtt;
+        config.http.enabled = true;
+        config.http.listen = http;
+        config.hub.session_sweep_interval_secs = 1;
         config.cluster = Some(ClusterConfig {
             node_id: id.into(),
             listen: link,
@@ -83,6 +120,7 @@ impl TestNode {
             node: Some(node),
             mqtt,
             api,
+            http,
         }
     }
 
@@ -105,29 +143,8 @@ impl TestNode {
     /// Calls the node's admin or business API; the status and JSON body.
     async fn api(&self, method: &str, path: &str, auth: &str, body: Option<Value>) -> (u16, Value) {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {auth}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let exchange = async {
-            let mut s = tokio::net::TcpStream::connect(self.api).await?;
-            s.write_all(request.as_bytes()).await?;
-            let mut out = Vec::new();
-            s.read_to_end(&mut out).await?;
-            Ok::<_, std::io::Error>(out)
-        };
-        let raw = tokio::time::timeout(WAIT, exchange)
-            .await
-            .expect("API answers in time")
-            .expect("API reachable");
-        let text = String::from_utf8_lossy(&raw);
-        let status = text[9..12].parse().expect("status code");
-        let json = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| serde_json::from_str(b).unwrap_or(Value::Null))
-            .unwrap_or(Value::Null);
-        (status, json)
+        let auth = format!("Authorization: Bearer {auth}\r\n");
+        http(self.api, method, path, &auth, &body).await
     }
 
     async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -153,6 +170,7 @@ impl Drop for TestNode {
 
 struct Cluster3 {
     nodes: Vec<TestNode>,
+    store: Arc<dyn Store>,
 }
 
 impl Cluster3 {
@@ -162,7 +180,7 @@ impl Cluster3 {
         for id in ["a", "b", "c"] {
             nodes.push(TestNode::start(id, store.clone()).await);
         }
-        let c = Cluster3 { nodes };
+        let c = Cluster3 { nodes, store };
         c.until_nodes(3).await;
         c
     }
@@ -626,4 +644,111 @@ async fn a_node_leaving_sends_its_mqtt5_devices_to_another() {
     let mut cluster = stopping.await.unwrap();
     cluster.nodes.retain(|n| n.id != "c");
     cluster.until_nodes(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_downlink_reaches_the_device_on_whichever_node_it_subscribes() {
+    let cluster = Cluster3::start().await;
+    let fleet = cluster.provision("retained", None, &["dev1"]).await;
+    let body = json!({ "tenant": "retained", "topic": fleet.topic("dev1", "config"),
+        "payload": "v42", "qos": 1, "retain": true });
+    cluster
+        .node("c")
+        .admin("POST", "/api/v1/messages", Some(body))
+        .await;
+    let (client, mut ev, _) = connect(fleet.options("dev1", cluster.node("a"), true)).await;
+    client
+        .subscribe(fleet.topic("dev1", "config"), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let got = next_publish(&mut ev).await;
+    assert_eq!((&got.payload[..], got.retain), (&b"v42"[..], true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sessions_of_a_killed_node_expire_in_the_store() {
+    let mut cluster = Cluster3::start().await;
+    let fleet = cluster.provision("expiry", None, &["dev1"]).await;
+    let secret = &fleet.secrets[0].1;
+    let creds =
+        ironhub_core::auth::device_credentials(&fleet.pk, "dev1", secret, ironhub_core::now_ms());
+    let b = cluster.node("b");
+    let mut o =
+        rumqttc::v5::MqttOptions::new(creds.client_id, b.mqtt.ip().to_string(), b.mqtt.port());
+    o.set_credentials(creds.username, creds.password)
+        .set_keep_alive(Duration::from_secs(60))
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(1));
+    let (_client, mut ev) = rumqttc::v5::AsyncClient::new(o, 16);
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(_)) =
+                ev.poll().await.expect("connects")
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("CONNACK");
+    let key = format!("{}/dev1", fleet.pk);
+    let stored = |store: Arc<dyn Store>, key: String| async move {
+        ironhub_core::store::transact(&*store, |t| {
+            let key = key.clone();
+            Box::pin(async move { ironhub_core::store::records::get_session(t, &key).await })
+        })
+        .await
+        .unwrap()
+    };
+    assert!(stored(cluster.store.clone(), key.clone()).await.is_some());
+    cluster.node_mut("b").kill();
+    drop(ev);
+    // Node a leads once b is gone; the session (expiry 1 s, never disconnected cleanly) is
+    // reclaimed once b's lease and the session's expiry have passed.
+    until("the stored session reclaimed", || {
+        let (store, key) = (cluster.store.clone(), key.clone());
+        async move { stored(store, key).await.is_none() }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_token_from_one_node_works_on_another() {
+    let cluster = Cluster3::start().await;
+    let fleet = cluster.provision("httptoken", None, &["dev1"]).await;
+    let (a, b, c) = (cluster.node("a"), cluster.node("b"), cluster.node("c"));
+    // The same device over MQTT on node c watches its own topic.
+    let (client, mut ev, _) = connect(fleet.options("dev1", c, true)).await;
+    subscribe(&client, &mut ev, &fleet.topic("dev1", "update")).await;
+    let secret = &fleet.secrets[0].1;
+    let ts = ironhub_core::now_ms().to_string();
+    let client_id = format!("{}.dev1", fleet.pk);
+    let sign = ironhub_core::auth::mqtt_password(
+        ironhub_core::auth::SignMethod::HmacSha1,
+        secret,
+        &client_id,
+        "dev1",
+        &fleet.pk,
+        Some(&ts),
+    );
+    let auth = json!({ "productKey": fleet.pk, "deviceName": "dev1", "clientId": client_id,
+        "timestamp": ts, "signmethod": "hmacsha1", "sign": sign });
+    let (status, v) = http(a.http, "POST", "/auth", "", &auth.to_string()).await;
+    assert_eq!(status, 200, "{v}");
+    let token = v["info"]["token"].as_str().expect("token").to_owned();
+    let path = format!("/topic{}", fleet.topic("dev1", "update"));
+    let (status, v) = http(
+        b.http,
+        "POST",
+        &path,
+        &format!("password: {token}\r\n"),
+        "t=21",
+    )
+    .await;
+    assert_eq!(status, 200, "node b accepts node a's token: {v}");
+    assert_eq!(
+        &next_publish(&mut ev).await.payload[..],
+        b"t=21",
+        "routed to node c"
+    );
 }

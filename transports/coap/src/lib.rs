@@ -191,11 +191,11 @@ impl Server {
     }
 
     async fn publish(&self, req: &Request, topic: String) -> Response {
-        let Some(identity) = req
-            .auth_token
-            .as_deref()
-            .and_then(|t| self.hub.token_identity(t))
-        else {
+        let identity = match req.auth_token.as_deref() {
+            Some(t) => self.hub.token_identity(t).await,
+            None => None,
+        };
+        let Some(identity) = identity else {
             return answer(
                 ResponseType::Unauthorized,
                 20001,

@@ -203,7 +203,11 @@ async fn publish(hub: &Hub, req: Request<Incoming>, topic: String) -> Answer {
         .get("password")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let Some(identity) = token.as_deref().and_then(|t| hub.token_identity(t)) else {
+    let identity = match token.as_deref() {
+        Some(t) => hub.token_identity(t).await,
+        None => None,
+    };
+    let Some(identity) = identity else {
         return Answer::error(
             StatusCode::UNAUTHORIZED,
             20001,
