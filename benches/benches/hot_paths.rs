@@ -158,6 +158,51 @@ fn limits(c: &mut Criterion) {
     });
 }
 
+/// The console's recent-message view on the publish path: a message kept (the device's first in
+/// 100 ms) and one skipped (under load), with 10,000 devices remembered.
+fn recent_messages(c: &mut Criterion) {
+    use ironhub_core::QoS;
+    use ironhub_core::hub::Recent;
+    let recent = Recent::new(10, 100_000);
+    for d in 0..10_000 {
+        recent.record(
+            &format!("pk/dev{d}"),
+            "/pk/dev/user/data",
+            b"{}",
+            QoS::AtMostOnce,
+            0,
+        );
+    }
+    let payload = [b'x'; 64];
+    let mut at = 1_000_000u64;
+    c.bench_function("recent: keep a 64-byte message of a device", |b| {
+        b.iter(|| {
+            at += ironhub_core::hub::RECENT_MIN_GAP_MS;
+            recent.record(
+                black_box("pk/dev42"),
+                "/pk/dev42/user/data",
+                &payload,
+                QoS::AtMostOnce,
+                at,
+            )
+        })
+    });
+    c.bench_function(
+        "recent: skip a message within 100 ms of the last kept",
+        |b| {
+            b.iter(|| {
+                recent.record(
+                    black_box("pk/dev42"),
+                    "/pk/dev42/user/data",
+                    &payload,
+                    QoS::AtMostOnce,
+                    at,
+                )
+            })
+        },
+    );
+}
+
 // criterion's macro generates an undocumented function.
 #[allow(missing_docs)]
 mod group {
@@ -168,7 +213,8 @@ mod group {
         topic_matching,
         limits,
         signatures,
-        store_writes
+        store_writes,
+        recent_messages
     );
 }
 criterion_main!(group::benches);

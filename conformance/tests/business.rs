@@ -492,6 +492,8 @@ async fn a_tenant_key_on_the_admin_api_reaches_its_own_tenant_only() {
     .await
     .unwrap();
     v3::acked(&mut ev).await;
+    // The view keeps at most one message per 100 ms of a device (docs/operations.md).
+    tokio::time::sleep(Duration::from_millis(150)).await;
     c.publish(
         dev.user_topic("data"),
         QoS::AtLeastOnce,

@@ -38,7 +38,7 @@ pub use business::{
 };
 pub use cluster::{PeerError, PeerReply, PeerRequest, Peers};
 pub use groups::GROUP_SINK;
-pub use recent::RecentMessage;
+pub use recent::{MIN_GAP_MS as RECENT_MIN_GAP_MS, Recent, RecentMessage};
 pub use router::Delivery;
 pub use rules::{RuleSpec, RuleView};
 use session::Slot;

@@ -16,6 +16,9 @@ use crate::QoS;
 pub const PREVIEW_BYTES: usize = 256;
 /// Locks the map is split over, so publishers of different devices rarely wait for each other.
 const SHARDS: usize = 16;
+/// A message this soon after the device's last remembered one is not kept: under load the view
+/// is a sample (at most ten a second per device), and a skipped message costs one lookup.
+pub const MIN_GAP_MS: u64 = 100;
 
 /// One message a device sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -66,6 +69,16 @@ impl Recent {
         if self.per_device == 0 {
             return;
         }
+        let shard = self.shard(device);
+        let recent_enough = shard
+            .lock()
+            .expect("recent lock")
+            .get(device)
+            .and_then(|m| m.back())
+            .is_some_and(|last| at_ms < last.at_ms + MIN_GAP_MS);
+        if recent_enough {
+            return;
+        }
         let head = &payload[..payload.len().min(PREVIEW_BYTES)];
         let (preview, encoding) = match std::str::from_utf8(head) {
             Ok(text) => (text.to_owned(), "text"),
@@ -88,7 +101,7 @@ impl Recent {
             encoding,
             truncated: payload.len() > PREVIEW_BYTES,
         };
-        let mut shard = self.shard(device).lock().expect("recent lock");
+        let mut shard = shard.lock().expect("recent lock");
         if !shard.contains_key(device) && shard.len() >= self.devices_per_shard {
             // Full: forget some other device (any will do; this is a view, not a record).
             if let Some(victim) = shard.keys().next().cloned() {
@@ -128,9 +141,19 @@ mod tests {
     fn keeps_the_newest_per_device_newest_first() {
         let recent = Recent::new(3, 100);
         for i in 0..5u64 {
-            recent.record("a", &format!("/t/{i}"), b"x", QoS::AtLeastOnce, i);
+            recent.record(
+                "a",
+                &format!("/t/{i}"),
+                b"x",
+                QoS::AtLeastOnce,
+                i * MIN_GAP_MS,
+            );
         }
-        let got: Vec<u64> = recent.of("a").iter().map(|m| m.at_ms).collect();
+        let got: Vec<u64> = recent
+            .of("a")
+            .iter()
+            .map(|m| m.at_ms / MIN_GAP_MS)
+            .collect();
         assert_eq!(got, vec![4, 3, 2]);
         assert!(recent.of("b").is_empty());
         recent.forget("a");
@@ -142,7 +165,13 @@ mod tests {
         let recent = Recent::new(2, 100);
         let long = "é".repeat(200); // 400 bytes: the cut falls inside a character
         recent.record("a", "/t", long.as_bytes(), QoS::AtMostOnce, 1);
-        recent.record("a", "/t", &[0xff, 0x00, 0x10], QoS::AtMostOnce, 2);
+        recent.record(
+            "a",
+            "/t",
+            &[0xff, 0x00, 0x10],
+            QoS::AtMostOnce,
+            1 + MIN_GAP_MS,
+        );
         let got = recent.of("a");
         assert_eq!(got[0].encoding, "base64");
         assert_eq!(got[0].preview, "/wAQ");
@@ -162,6 +191,16 @@ mod tests {
         let remembered: usize = recent.shards.iter().map(|s| s.lock().unwrap().len()).sum();
         assert!(remembered <= SHARDS, "{remembered} devices remembered");
         assert_eq!(recent.of("d999").len(), 1, "the newest device is kept");
+    }
+
+    #[test]
+    fn under_load_the_view_is_a_sample() {
+        let recent = Recent::new(10, 100);
+        for ms in 0..1000u64 {
+            recent.record("a", "/t", b"x", QoS::AtMostOnce, ms);
+        }
+        let got: Vec<u64> = recent.of("a").iter().map(|m| m.at_ms).collect();
+        assert_eq!(got, vec![900, 800, 700, 600, 500, 400, 300, 200, 100, 0]);
     }
 
     #[test]
