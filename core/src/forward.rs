@@ -248,6 +248,10 @@ struct Worker {
     stats: Arc<SinkStats>,
 }
 
+/// Resolves once an event is safe: confirmed by every destination, or in the outbox.
+pub type Confirmation =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ForwardError>> + Send>>;
+
 /// The sinks attached to a hub and their workers.
 #[derive(Default)]
 pub(crate) struct Forwarder {
@@ -351,6 +355,19 @@ impl Forwarder {
         event: Event,
         wait: bool,
     ) -> Result<(), ForwardError> {
+        self.enqueue(hub, destinations, event, wait).await?.await
+    }
+
+    /// Hands an event to the sinks' workers; with `wait`, the returned future resolves once
+    /// every destination confirmed it or it is in the outbox (the caller may keep working
+    /// meanwhile, as an MQTT connection reading the next PUBLISH does).
+    pub(crate) async fn enqueue(
+        &self,
+        hub: &Hub,
+        destinations: &[Arc<Destination>],
+        event: Event,
+        wait: bool,
+    ) -> Result<Confirmation, ForwardError> {
         let event = Arc::new(event);
         let mut pending = Vec::new();
         for destination in destinations {
@@ -385,12 +402,14 @@ impl Forwarder {
                 stats.dropped_buffer_full.fetch_add(1, Ordering::Relaxed);
             }
         }
-        for confirmed in pending {
-            confirmed
-                .await
-                .map_err(|_| ForwardError::NotKept("the sink worker gave up".into()))?;
-        }
-        Ok(())
+        Ok(Box::pin(async move {
+            for confirmed in pending {
+                confirmed
+                    .await
+                    .map_err(|_| ForwardError::NotKept("the sink worker gave up".into()))?;
+            }
+            Ok(())
+        }))
     }
 
     pub(crate) fn stats(&self) -> Vec<SinkStatsSnapshot> {

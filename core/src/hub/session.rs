@@ -16,7 +16,7 @@ use super::topology::TopoOp;
 use super::{Hub, device_session_key};
 use crate::acl::{self, Access};
 use crate::auth::{self, SignedClientId};
-use crate::forward::{Event, EventKind};
+use crate::forward::{Confirmation, Event, EventKind};
 use crate::limits::{LimitId, Limited};
 use crate::message::{Message, Origin, Properties, QoS};
 use crate::model::{self, Device};
@@ -1001,6 +1001,24 @@ impl Hub {
         identity: &ClientIdentity,
         req: PublishRequest,
     ) -> Result<usize, PublishRefusal> {
+        let (delivered, confirmation) = self.publish_deferred(identity, req).await?;
+        if let Some(confirmation) = confirmation {
+            confirmation
+                .await
+                .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+        }
+        Ok(delivered)
+    }
+
+    /// As [`Hub::publish_from`], but a QoS 1 message that goes to consumer groups comes back
+    /// with the confirmation to wait for before acknowledging it, instead of waiting here: a
+    /// connection keeps reading while its earlier messages wait for their sinks, and
+    /// acknowledges them in order.
+    pub async fn publish_deferred(
+        &self,
+        identity: &ClientIdentity,
+        req: PublishRequest,
+    ) -> Result<(usize, Option<Confirmation>), PublishRefusal> {
         topic::validate_name(&req.topic).map_err(PublishRefusal::TopicInvalid)?;
         self.check_topic(&req.topic)
             .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
@@ -1075,13 +1093,16 @@ impl Hub {
             };
             self.run_rules(&rules, &input).await;
         }
+        let mut confirmation = None;
         if let Some((destinations, event)) = upstream {
             let wait = event.qos != QoS::AtMostOnce;
-            self.inner
+            let enqueued = self
+                .inner
                 .forwarder
-                .forward(self, &destinations, event, wait)
+                .enqueue(self, &destinations, event, wait)
                 .await
                 .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+            confirmation = wait.then_some(enqueued);
         }
         if let (Some((kind, topic, payload, qos)), Some((pk, dn))) =
             (request, identity.device.as_ref())
@@ -1121,7 +1142,7 @@ impl Hub {
                     .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
             }
         }
-        Ok(delivered)
+        Ok((delivered, confirmation))
     }
 }
 
@@ -1214,6 +1235,15 @@ impl Session {
     /// to offline persistent sessions are durable): the transport may acknowledge it.
     pub async fn publish(&self, req: PublishRequest) -> Result<usize, PublishRefusal> {
         self.hub.publish_from(&self.identity, req).await
+    }
+
+    /// Publishes; a QoS 1 message going to consumer groups comes back with the confirmation to
+    /// wait for before acknowledging it ([`Hub::publish_deferred`]).
+    pub async fn publish_deferred(
+        &self,
+        req: PublishRequest,
+    ) -> Result<(usize, Option<Confirmation>), PublishRefusal> {
+        self.hub.publish_deferred(&self.identity, req).await
     }
 
     /// Subscribes; returns per filter the granted QoS or the refusal, and the retained messages

@@ -4,12 +4,16 @@
 //! keep-alive deadline, a takeover or administrative kick, and server shutdown.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU16, NonZeroU32};
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use bytestring::ByteString;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use ironhub_core::hub::{
     ConnectOutcome, ConnectRefusal, ConnectRequest, Connected, Delivery, KickReason,
     PublishRefusal, PublishRequest, Session, SubscribeRefusal, SubscribeRequest, TransportKind,
@@ -44,6 +48,23 @@ const READ_HINT_MIN: usize = 512;
 const READ_HINT_MAX: usize = 64 * 1024;
 /// Deliveries written per wake-up before the socket is flushed.
 const WRITE_BATCH: usize = 64;
+/// Acknowledgements a connection may owe at once while their messages wait for their sinks
+/// (consumer groups); at the bound it stops reading until the oldest is confirmed. The receive
+/// maximum bounds this for MQTT 5 clients; MQTT 3.1.1 has none.
+const MAX_OWED_ACKS: usize = RECEIVE_MAXIMUM as usize;
+
+/// An acknowledgement owed to the client, sent once its message is safe (in order).
+enum Owed {
+    /// PUBACK or PUBREC as decided at once.
+    Ack(Outbound),
+    /// The message could not be kept after all (the sink's store failed): 0x80 for MQTT 5,
+    /// a closed connection for 3.1.1.
+    Failed {
+        id: NonZeroU16,
+        exactly_once: bool,
+        text: String,
+    },
+}
 
 fn hub_qos(q: QoS) -> HubQoS {
     match q {
@@ -183,6 +204,7 @@ pub async fn serve_connection<S>(
         bandwidth: hub.connection_bandwidth(),
         read_hint: READ_HINT_MIN,
         transport,
+        owed: FuturesOrdered::new(),
     }
     .run(connected, shutdown)
     .await;
@@ -294,6 +316,8 @@ struct Driver<S> {
     read_hint: usize,
     /// TCP, TLS or QUIC (for the hub's counters).
     transport: TransportKind,
+    /// Acknowledgements waiting for their messages' sinks, in the order they are owed.
+    owed: FuturesOrdered<Pin<Box<dyn Future<Output = Owed> + Send>>>,
 }
 
 /// Removes the stored copy of a delivery the client acknowledged (or that can never be sent).
@@ -397,7 +421,26 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
                 _ = tokio::time::sleep_until(resume.unwrap_or_else(Instant::now)), if resume.is_some() => {
                     resume = None;
                 }
-                read = self.rd.read_buf(&mut self.rbuf), if resume.is_none() => {
+                Some(owed) = self.owed.next(), if !self.owed.is_empty() => {
+                    match owed {
+                        Owed::Ack(ack) => {
+                            self.conn.send(ack);
+                        }
+                        Owed::Failed { text, .. } if self.version == Version::V3 => {
+                            // No negative acknowledgement in 3.1.1: close, the client resends.
+                            tracing::warn!(session = %session.identity().key, %text, "message not kept");
+                            return End::Abnormal;
+                        }
+                        Owed::Failed { id, exactly_once: false, text } => {
+                            self.conn.send(Outbound::PubAck(id, 0x80, Some(text)));
+                        }
+                        Owed::Failed { id, exactly_once: true, text } => {
+                            self.inbound_qos2.release(id);
+                            self.conn.send(Outbound::PubRec(id, 0x80, Some(text)));
+                        }
+                    }
+                }
+                read = self.rd.read_buf(&mut self.rbuf), if resume.is_none() && self.owed.len() < MAX_OWED_ACKS => {
                     let n = match read {
                         Ok(0) | Err(_) => return End::Abnormal,
                         Ok(n) => n,
@@ -650,7 +693,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
             },
             message_expiry_secs: props.message_expiry_interval.map(NonZeroU32::get),
         };
-        let outcome = Box::pin(session.publish(request)).await;
+        let (outcome, confirmation) = match Box::pin(session.publish_deferred(request)).await {
+            Ok((delivered, confirmation)) => (Ok(delivered), confirmation),
+            Err(refusal) => (Err(refusal), None),
+        };
         let (reason, discarded) = match &outcome {
             Ok(_) => (0x00, false),
             Err(PublishRefusal::NotAuthorized(_)) => (0x87, false),
@@ -686,17 +732,34 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
         } else {
             reason
         };
-        match (p.qos, p.packet_id) {
-            (QoS::AtLeastOnce, Some(id)) => {
-                self.conn.send(Outbound::PubAck(id, reason, text));
-            }
+        let (ack, id, exactly_once) = match (p.qos, p.packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => (Outbound::PubAck(id, reason, text), id, false),
             (QoS::ExactlyOnce, Some(id)) => {
                 if outcome.is_ok() {
                     self.inbound_qos2.insert(id);
                 }
-                self.conn.send(Outbound::PubRec(id, reason, text));
+                (Outbound::PubRec(id, reason, text), id, true)
             }
-            _ => {}
+            _ => return Flow::Continue,
+        };
+        match confirmation {
+            // Nothing owed before it: acknowledge now.
+            None if self.owed.is_empty() => {
+                self.conn.send(ack);
+            }
+            None => self
+                .owed
+                .push_back(Box::pin(std::future::ready(Owed::Ack(ack)))),
+            Some(confirmation) => self.owed.push_back(Box::pin(async move {
+                match confirmation.await {
+                    Ok(()) => Owed::Ack(ack),
+                    Err(e) => Owed::Failed {
+                        id,
+                        exactly_once,
+                        text: e.to_string(),
+                    },
+                }
+            })),
         }
         Flow::Continue
     }
