@@ -649,9 +649,11 @@ async fn provision_devices(
     tenant: &str,
     count: usize,
 ) -> anyhow::Result<(String, Vec<(ironhub_core::auth::MqttCredentials, String)>)> {
-    // No rate limits, so provisioning, connecting and publishing are measured, not throttled.
+    // No rate limits, data-point window or monthly quota, so provisioning, connecting and
+    // publishing are measured, not throttled.
     let profile = json!({ "rates": { "registry_operations": "", "tenant_connections": "", "device_connections": "",
-                                     "tenant_messages": "", "device_messages_qos0": "", "device_messages_qos1": "" } });
+                                     "tenant_messages": "", "device_messages_qos0": "", "device_messages_qos1": "" },
+                          "data_points_per_hour": 0, "monthly": { "transport_messages": 0 } });
     http(
         api,
         token,
