@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{Hub, HubError, KickReason, device_session_key};
+use super::{ConnectRefusal, Hub, HubError, KickReason, device_session_key};
 use crate::message::{Message, QoS};
 use crate::now_ms;
 use crate::store::records::{self, RegistryEntry};
@@ -111,6 +111,46 @@ pub trait Peers: Send + Sync + 'static {
     fn others(&self) -> Vec<String>;
     /// Sends a request to a node and waits for its answer.
     async fn call(&self, node: &str, request: PeerRequest) -> Result<PeerReply, PeerError>;
+}
+
+/// Gives a session's claim back unless the connect that made it succeeded ([`ClaimGuard::keep`]):
+/// a failed connect must not leave the registry pointing at a node without the session.
+pub(crate) struct ClaimGuard {
+    hub: Hub,
+    key: String,
+    /// The entry the claim replaced, put back if the connect fails.
+    previous: Option<RegistryEntry>,
+    kept: bool,
+}
+
+impl ClaimGuard {
+    pub(crate) fn new(hub: &Hub, key: &str, previous: Option<RegistryEntry>) -> ClaimGuard {
+        ClaimGuard {
+            hub: hub.clone(),
+            key: key.to_owned(),
+            previous,
+            kept: false,
+        }
+    }
+
+    /// The connect succeeded: the claim stays.
+    pub(crate) fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let (hub, key, previous) = (
+            self.hub.clone(),
+            std::mem::take(&mut self.key),
+            self.previous.take(),
+        );
+        tokio::spawn(async move { hub.abandon_claim(&key, previous).await });
+    }
 }
 
 /// The device a topic addresses, as its session key: `/sys/{pk}/{dn}/...`,
@@ -231,6 +271,34 @@ impl Hub {
         .await
     }
 
+    /// Puts back the registry entry a claim replaced, unless another node claimed since.
+    pub(crate) async fn restore_claim(
+        &self,
+        key: &str,
+        previous: Option<RegistryEntry>,
+    ) -> Result<(), StoreError> {
+        let Some(peers) = self.peers() else {
+            return Ok(());
+        };
+        let (me, key) = (peers.node_id().to_owned(), key.to_owned());
+        transact(&**self.store(), |t| {
+            let (me, key, previous) = (me.clone(), key.clone(), previous.clone());
+            Box::pin(async move {
+                if records::get_registry(t, &key)
+                    .await?
+                    .is_some_and(|e| e.node == me)
+                {
+                    match &previous {
+                        Some(p) => records::put_registry(t, &key, p),
+                        None => records::delete_registry(t, &key),
+                    }
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
     /// After a connection on this node ended: the registry says the session is offline here, or
     /// forgets it (`gone`), unless another node has claimed it meanwhile.
     pub(crate) async fn unclaim(&self, key: &str, gone: bool) -> Result<(), StoreError> {
@@ -258,17 +326,22 @@ impl Hub {
     }
 
     /// Asks the node that held a session before this connection to let it go, and waits for it
-    /// (its connection closed, its session and unacknowledged messages persisted).
-    pub(crate) async fn take_over_from(&self, key: &str, previous: Option<RegistryEntry>) {
+    /// (its connection closed, its session and unacknowledged messages persisted). A live node
+    /// that does not answer refuses the connect: two nodes must not both serve the session.
+    pub(crate) async fn take_over_from(
+        &self,
+        key: &str,
+        previous: Option<RegistryEntry>,
+    ) -> Result<(), ConnectRefusal> {
         let Some(peers) = self.peers() else {
-            return;
+            return Ok(());
         };
         let Some(previous) = previous.filter(|p| p.node != peers.node_id()) else {
-            return;
+            return Ok(());
         };
         if !peers.is_live(&previous.node) {
             // A node that is gone persisted what it could; the store has the rest.
-            return;
+            return Ok(());
         }
         let release = peers.call(
             &previous.node,
@@ -276,12 +349,43 @@ impl Hub {
                 session: key.to_owned(),
             },
         );
-        match tokio::time::timeout(RELEASE_WAIT, release).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(session = %key, error = %e, "takeover: release failed"),
-            Err(_) => {
-                tracing::warn!(session = %key, node = %previous.node, "takeover: release timed out")
+        let failed = match tokio::time::timeout(RELEASE_WAIT, release).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("node {} did not answer in time", previous.node),
+        };
+        tracing::warn!(session = %key, reason = %failed, "takeover: the session was not released");
+        Err(ConnectRefusal::Unavailable(format!(
+            "the node holding the session did not let it go: {failed}"
+        )))
+    }
+
+    /// Whether this node may write the session's state: no node holds it in the registry, or
+    /// this one does (always, outside a cluster).
+    pub(crate) async fn holds(&self, key: &str) -> bool {
+        let Some(peers) = self.peers() else {
+            return true;
+        };
+        match self.registry_entry(key).await {
+            Ok(entry) => entry.is_none_or(|e| e.node == peers.node_id()),
+            Err(e) => {
+                tracing::warn!(session = %key, error = %e, "registry unreadable");
+                true
             }
+        }
+    }
+
+    /// After a connect: when another node claimed the session meanwhile (two connects at
+    /// once), the last claim holds and this node's connection goes.
+    pub(crate) async fn verify_claim(&self, key: &str) {
+        let Some(peers) = self.peers() else {
+            return;
+        };
+        if let Ok(Some(entry)) = self.registry_entry(key).await
+            && entry.node != peers.node_id()
+        {
+            tracing::info!(session = %key, node = %entry.node, "session claimed by another node since");
+            self.release_local(key).await;
         }
     }
 
@@ -393,10 +497,27 @@ impl Hub {
         let mut stored = (**msg).clone();
         stored.qos = qos;
         stored.retain = false;
-        store::write(&**self.store(), |t| {
-            records::push_queued(t, key, 0, &stored)
+        let cap = self.inner.config.max_offline_messages;
+        let owned_key = key.to_owned();
+        let queued = transact(&**self.store(), |t| {
+            let (stored, key) = (stored.clone(), owned_key.clone());
+            Box::pin(async move {
+                if records::count_queued(t, &key, cap).await? >= cap {
+                    return Ok(false);
+                }
+                records::push_queued(t, &key, 0, &stored);
+                Ok(true)
+            })
         })
         .await?;
+        if !queued {
+            self.inner
+                .stats
+                .dropped_offline_queue_full
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(session = %key, "offline queue full: message dropped");
+            return Ok(0);
+        }
         self.inner.stats.delivered(qos);
         Ok(1)
     }
@@ -472,8 +593,9 @@ impl Hub {
     /// Reclaims the stored sessions whose expiry passed, whichever node held them (in a cluster
     /// a session left by a node that is gone has no node to reclaim it): a session still marked
     /// connected on a node that is gone counts as disconnected from now, and expires after its
-    /// expiry interval. Reads a page of sessions, and their registry entries, at a time. Returns
-    /// how many were reclaimed.
+    /// expiry interval. Reads a page of sessions at a time; each change is made in a
+    /// transaction that reads the session and its registry entry again, so a device that
+    /// reconnected meanwhile keeps its session. Returns how many were reclaimed.
     pub async fn sweep_stored_sessions(&self, now: u64) -> Result<usize, StoreError> {
         let Some(peers) = self.peers().cloned() else {
             return Ok(0);
@@ -481,53 +603,49 @@ impl Hub {
         let mut after: Option<String> = None;
         let mut reclaimed = 0;
         loop {
-            let (page, registry) = transact(&**self.store(), |t| {
+            let page = transact(&**self.store(), |t| {
                 let after = after.clone();
                 Box::pin(async move {
-                    let page =
-                        records::list_sessions_after(t, after.as_deref(), SWEEP_PAGE).await?;
-                    let registry = match (page.first(), page.last()) {
-                        (Some(first), Some(last)) => {
-                            records::list_registry(t, &first.key, &last.key).await?
-                        }
-                        _ => Vec::new(),
-                    };
-                    Ok((page, registry))
+                    records::list_sessions_after(t, after.as_deref(), SWEEP_PAGE).await
                 })
             })
             .await?;
-            let registry: std::collections::HashMap<String, RegistryEntry> =
-                registry.into_iter().collect();
-            let mut expired = Vec::new();
-            let mut orphaned = Vec::new();
-            for mut session in page.iter().filter(|s| self.slot(&s.key).is_none()).cloned() {
-                if session.expired(now) {
-                    expired.push(session.key);
-                } else if session.disconnected_at_ms.is_none()
-                    && registry
-                        .get(&session.key)
-                        .is_none_or(|e| !peers.is_live(&e.node))
-                {
-                    session.disconnected_at_ms = Some(now);
-                    orphaned.push(session);
-                }
-            }
-            if !expired.is_empty() || !orphaned.is_empty() {
-                store::write(&**self.store(), |t| {
-                    for key in &expired {
-                        records::delete_session(t, key);
-                        records::delete_registry(t, key);
-                    }
-                    for session in &orphaned {
-                        records::put_session(t, session);
-                    }
+            let candidates: Vec<records::SessionRecord> = page
+                .iter()
+                .filter(|s| self.slot(&s.key).is_none())
+                .filter(|s| s.expired(now) || s.disconnected_at_ms.is_none())
+                .cloned()
+                .collect();
+            for seen in candidates {
+                let peers = peers.clone();
+                let gone = transact(&**self.store(), |t| {
+                    let (seen, peers) = (seen.clone(), peers.clone());
+                    Box::pin(async move {
+                        if records::get_session(t, &seen.key).await?.as_ref() != Some(&seen) {
+                            return Ok(false);
+                        }
+                        if seen.expired(now) {
+                            records::delete_session(t, &seen.key);
+                            records::delete_registry(t, &seen.key);
+                            return Ok(true);
+                        }
+                        let holder = records::get_registry(t, &seen.key).await?;
+                        if holder.is_none_or(|e| !peers.is_live(&e.node)) {
+                            let mut orphan = seen;
+                            orphan.disconnected_at_ms = Some(now);
+                            records::put_session(t, &orphan);
+                        }
+                        Ok(false)
+                    })
                 })
                 .await?;
-                reclaimed += expired.len();
-                self.inner
-                    .stats
-                    .sessions_expired
-                    .fetch_add(expired.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                if gone {
+                    reclaimed += 1;
+                    self.inner
+                        .stats
+                        .sessions_expired
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
             }
             if page.len() < SWEEP_PAGE {
                 return Ok(reclaimed);

@@ -232,6 +232,14 @@ impl Hub {
     /// Hands a message to the sessions of this node it goes to.
     async fn route(&self, msg: &Arc<Message>) -> Result<usize, StoreError> {
         self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+        if self.peers().is_some()
+            && let Some(key) = super::cluster::device_of_topic(&msg.topic)
+            && let Some(slot) = self.slot(&key)
+        {
+            // A connect taking the session over from another node holds the slot until the
+            // session (its subscriptions) is in place: route after it.
+            slot.settled().await;
+        }
         if msg.retain {
             self.inner.router.set_retained(msg.clone());
         }

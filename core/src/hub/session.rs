@@ -21,7 +21,7 @@ use crate::limits::{LimitId, Limited};
 use crate::message::{Message, Origin, Properties, QoS};
 use crate::model::{self, Device};
 use crate::now_ms;
-use crate::store::records::{self, QueueId, SessionRecord, SubscriptionRecord};
+use crate::store::records::{self, QueueId, RegistryEntry, SessionRecord, SubscriptionRecord};
 use crate::store::{self, StoreError, transact};
 use crate::topic::{self, Filter};
 
@@ -356,6 +356,11 @@ impl Slot {
         slot
     }
 
+    /// Waits until no one holds the slot's lock (a connect in progress is done).
+    pub(crate) async fn settled(&self) {
+        drop(self.state.lock().await);
+    }
+
     pub(crate) fn is_online(&self) -> bool {
         self.online.load(Ordering::Relaxed)
     }
@@ -382,6 +387,11 @@ impl Slot {
         let stats = &hub.inner.stats;
         let qos = delivery.qos;
         let mut st = self.state.clone().lock_owned().await;
+        if st.removed && hub.peers().is_some() {
+            // Handed over to another node while this delivery waited: it goes there.
+            drop(st);
+            return hub.route_remote(&delivery.message).await.map(|_| ());
+        }
         let Some(live) = &st.live else {
             return self.deliver_offline(hub, &mut st, delivery).await;
         };
@@ -589,9 +599,40 @@ impl Hub {
         };
         self.close_live(&slot, KickReason::SessionTakenOver).await;
         let mut st = slot.state.clone().lock_owned().await;
-        if st.live.is_none() && !st.removed {
+        if st.live.is_some() {
+            // The connection did not close in time: it is cut off from the session (its task
+            // ends on its own), as a local takeover does.
+            st.live = None;
+            slot.online.store(false, Ordering::Relaxed);
+        }
+        if !st.removed {
             self.forget_slot(&slot, &mut st);
         }
+    }
+
+    /// A connect that claimed the session failed: the claim goes, and the empty slot it left.
+    pub(crate) async fn abandon_claim(&self, key: &str, previous: Option<RegistryEntry>) {
+        if let Some(slot) = self.slot(key) {
+            let mut st = slot.state.clone().lock_owned().await;
+            let empty = st.live.is_none() && !st.stored && st.subscriptions.is_empty();
+            if empty && !st.removed {
+                self.forget_slot(&slot, &mut st);
+            }
+        }
+        if let Err(e) = self.restore_claim(key, previous).await {
+            tracing::warn!(session = %key, error = %e, "claim not given back");
+        }
+    }
+
+    /// Messages in a session's stored queue (up to the offline limit).
+    pub(crate) async fn count_stored(&self, key: &str) -> Result<usize, StoreError> {
+        let key = key.to_owned();
+        let cap = self.inner.config.max_offline_messages;
+        transact(&**self.store(), |t| {
+            let key = key.clone();
+            Box::pin(async move { records::count_queued(t, &key, cap).await })
+        })
+        .await
     }
 
     /// Forgets a session on this node (routes, map entry) and leaves its stored state to the
@@ -800,13 +841,30 @@ impl Hub {
             None if req.clean_start => 0,
             None => cfg.max_session_expiry_secs,
         };
-        let (slot, mut st) = self.take_slot(&identity).await;
+        // In a cluster the session may be held by another node, or only in the store: claim it
+        // and have the other node let it go (before taking the slot here, whose lock that node
+        // may need to answer a crossing claim), then take it from the store. If this connect
+        // fails after the claim, the guard gives the claim back.
+        let mut claim = None;
         if self.peers().is_some() {
-            // The session may be held by another node, or only in the store.
             let previous = self.claim(&identity.key, true).await?;
-            self.take_over_from(&identity.key, previous).await;
+            claim = Some(super::cluster::ClaimGuard::new(
+                self,
+                &identity.key,
+                previous.clone(),
+            ));
+            self.take_over_from(&identity.key, previous).await?;
+        }
+        let (slot, mut st) = self.take_slot(&identity).await;
+        if claim.is_some() {
+            // A connection of the session on this node, closed just now, marked the session
+            // offline here as it went: claim again.
+            self.claim(&identity.key, true).await?;
             if st.generation == 0 && !st.stored {
                 self.adopt(&slot, &mut st).await?;
+            } else if st.stored {
+                // Other nodes may have queued for it while it was away.
+                st.queued = self.count_stored(&slot.key).await?;
             }
         }
         let resumable = st.stored || !st.subscriptions.is_empty() || st.queued > 0;
@@ -852,6 +910,13 @@ impl Hub {
                 let (tenant, pk, dn) = (identity.tenant.clone(), pk.clone(), dn.clone());
                 tokio::spawn(async move { hub.shadow_on_connect(&tenant, &pk, &dn).await });
             }
+        }
+        if let Some(claim) = claim {
+            claim.keep();
+            // Two nodes claiming at once: the last claim holds, the other connection goes.
+            let hub = self.clone();
+            let key = identity.key.to_string();
+            tokio::spawn(async move { hub.verify_claim(&key).await });
         }
         Ok(ConnectOutcome::Connected(Box::new(Connected {
             session: Session {
@@ -1443,21 +1508,33 @@ impl Session {
             }
             let record = self.slot.record(&st);
             let added = rows.len();
+            // In a cluster another node may hold the session by now (this one was too slow to
+            // let go): its record is not overwritten, the unacknowledged messages still join
+            // the session's queue.
+            let mine = hub.holds(&self.slot.key).await;
             store::write(&**hub.store(), |t| {
                 for (order, msg) in (0u32..).zip(&rows) {
                     records::push_queued(t, &self.slot.key, order, msg);
                 }
-                records::put_session(t, &record);
+                if mine {
+                    records::put_session(t, &record);
+                }
             })
             .await?;
             st.queued += added;
             st.stored = true;
-            if current {
-                hub.unclaim(&self.slot.key, false).await?;
+            if current && let Err(e) = hub.unclaim(&self.slot.key, false).await {
+                tracing::warn!(session = %self.identity.key, error = %e, "registry not updated");
             }
         } else if current {
-            hub.remove_slot(&self.slot, &mut st).await?;
-            hub.unclaim(&self.slot.key, true).await?;
+            if hub.holds(&self.slot.key).await {
+                hub.remove_slot(&self.slot, &mut st).await?;
+            } else {
+                hub.forget_slot(&self.slot, &mut st);
+            }
+            if let Err(e) = hub.unclaim(&self.slot.key, true).await {
+                tracing::warn!(session = %self.identity.key, error = %e, "registry not updated");
+            }
         }
         drop(st);
         tracing::info!(session = %self.identity.key, normal, "disconnected");

@@ -846,29 +846,6 @@ pub fn put_registry(txn: &mut dyn Txn, session: &str, entry: &RegistryEntry) {
     txn.set(&registry_key(session), &encode(entry));
 }
 
-/// The registry entries of the sessions `first..=last` (session keys), with their keys.
-pub async fn list_registry(
-    txn: &mut dyn Txn,
-    first: &str,
-    last: &str,
-) -> Result<Vec<(String, RegistryEntry)>, StoreError> {
-    let mut end = registry_key(last);
-    end.push(0);
-    let range = KeyRange {
-        start: registry_key(first),
-        end,
-    };
-    let skip = registry_key("").len();
-    txn.range(&range, 0)
-        .await?
-        .iter()
-        .map(|(k, v)| {
-            let key = String::from_utf8_lossy(&k[skip..]).into_owned();
-            Ok((key, decode(k, v)?))
-        })
-        .collect()
-}
-
 /// Removes a session's registry entry.
 pub fn delete_registry(txn: &mut dyn Txn, session: &str) {
     txn.clear(&registry_key(session));

@@ -308,8 +308,6 @@ async fn cluster_records_round_trip(store: &dyn Store) {
         records::put_node(t, &node("b", 20));
         records::put_node(t, &node("a", 10));
         records::put_registry(t, "pk/dev", &entry);
-        records::put_registry(t, "pk/dev2", &entry);
-        records::put_registry(t, "pk/zzz", &entry);
         records::bump_config_version(t);
         records::bump_config_version(t);
     })
@@ -326,21 +324,10 @@ async fn cluster_records_round_trip(store: &dyn Store) {
         records::get_registry(&mut *t, "pk/other").await.unwrap(),
         None
     );
-    let span = records::list_registry(&mut *t, "pk/dev", "pk/dev2")
-        .await
-        .unwrap();
-    let keys: Vec<&str> = span.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(
-        keys,
-        vec!["pk/dev", "pk/dev2"],
-        "first..=last, nothing after"
-    );
     assert_eq!(records::config_version(&mut *t).await.unwrap(), 2);
     records::delete_node(&mut *t, "a");
     records::delete_node(&mut *t, "b");
     records::delete_registry(&mut *t, "pk/dev");
-    records::delete_registry(&mut *t, "pk/dev2");
-    records::delete_registry(&mut *t, "pk/zzz");
     assert!(records::list_nodes(&mut *t).await.unwrap().is_empty());
     assert_eq!(
         records::get_registry(&mut *t, "pk/dev").await.unwrap(),

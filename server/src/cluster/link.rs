@@ -24,6 +24,9 @@ const MAX_FRAME: usize = 4 * 1024 * 1024;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a new connection has to present itself.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a failed dial, calls to that node fail at once for this long (its lease tells the
+/// others soon whether it is gone).
+const REDIAL_AFTER: Duration = Duration::from_millis(500);
 
 /// What travels on the link.
 #[derive(Debug, Serialize, Deserialize)]
@@ -129,12 +132,21 @@ struct Conn {
     closed: CancellationToken,
 }
 
+/// The connection to one address: the live one, or when the last attempt failed.
+#[derive(Default)]
+struct Peer {
+    conn: Option<Arc<Conn>>,
+    failed_at: Option<tokio::time::Instant>,
+}
+
 /// Calls other nodes, keeping one connection to each.
 pub struct Dialer {
     node_id: String,
     secret_sha256: [u8; 32],
     next_id: AtomicU64,
-    conns: Mutex<HashMap<String, Arc<Conn>>>,
+    /// One entry per address, each behind its own lock: dialing a node that does not answer
+    /// holds up calls to that node only.
+    peers: std::sync::Mutex<HashMap<String, Arc<Mutex<Peer>>>>,
 }
 
 impl Dialer {
@@ -144,15 +156,40 @@ impl Dialer {
             node_id: node_id.to_owned(),
             secret_sha256: secret_hash(secret),
             next_id: AtomicU64::new(1),
-            conns: Mutex::new(HashMap::new()),
+            peers: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
     async fn conn(&self, addr: &str) -> std::io::Result<Arc<Conn>> {
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(addr).filter(|c| !c.closed.is_cancelled()) {
+        let peer = self
+            .peers
+            .lock()
+            .expect("link lock")
+            .entry(addr.to_owned())
+            .or_default()
+            .clone();
+        let mut peer = peer.lock().await;
+        if let Some(c) = peer.conn.as_ref().filter(|c| !c.closed.is_cancelled()) {
             return Ok(c.clone());
         }
+        if peer.failed_at.is_some_and(|at| at.elapsed() < REDIAL_AFTER) {
+            return Err(std::io::Error::other("the last attempt failed moments ago"));
+        }
+        match self.dial(addr).await {
+            Ok(conn) => {
+                peer.conn = Some(conn.clone());
+                peer.failed_at = None;
+                Ok(conn)
+            }
+            Err(e) => {
+                peer.conn = None;
+                peer.failed_at = Some(tokio::time::Instant::now());
+                Err(e)
+            }
+        }
+    }
+
+    async fn dial(&self, addr: &str) -> std::io::Result<Arc<Conn>> {
         let stream = tokio::time::timeout(HELLO_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| std::io::Error::other("connect timed out"))??;
@@ -179,12 +216,28 @@ impl Dialer {
             closed.cancel();
             waiting.lock().expect("link lock").clear();
         });
-        conns.insert(addr.to_owned(), conn.clone());
         Ok(conn)
     }
 
-    /// Sends `request` to the node at `addr` and waits for the answer.
+    /// Sends `request` to the node at `addr` and waits for the answer, all within
+    /// [`CALL_TIMEOUT`].
     pub async fn call(
+        &self,
+        node: &str,
+        addr: &str,
+        request: PeerRequest,
+    ) -> Result<PeerReply, PeerError> {
+        tokio::time::timeout(CALL_TIMEOUT, self.call_inner(node, addr, request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(PeerError::Unreachable {
+                    node: node.to_owned(),
+                    reason: "no answer in time".into(),
+                })
+            })
+    }
+
+    async fn call_inner(
         &self,
         node: &str,
         addr: &str,
@@ -217,17 +270,15 @@ impl Dialer {
             conn.waiting.lock().expect("link lock").remove(&id);
             return Err(unreachable(e.to_string()));
         }
-        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
-            Ok(Ok(Ok(reply))) => Ok(reply),
-            Ok(Ok(Err(reason))) => Err(PeerError::Failed {
+        // When `call`'s deadline drops this future, the waiting entry goes with the answer or
+        // the connection, whichever comes first.
+        match rx.await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(reason)) => Err(PeerError::Failed {
                 node: node.to_owned(),
                 reason,
             }),
-            Ok(Err(_)) => Err(unreachable("connection closed".into())),
-            Err(_) => {
-                conn.waiting.lock().expect("link lock").remove(&id);
-                Err(unreachable("no answer in time".into()))
-            }
+            Err(_) => Err(unreachable("connection closed".into())),
         }
     }
 }

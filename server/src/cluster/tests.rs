@@ -752,3 +752,33 @@ async fn an_http_token_from_one_node_works_on_another() {
         "routed to node c"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_on_the_same_node_stays_online_for_the_others() {
+    let cluster = Cluster3::start().await;
+    let fleet = cluster.provision("sameconn", None, &["dev1"]).await;
+    let (a, c) = (cluster.node("a"), cluster.node("c"));
+    let (_first, mut first_ev, _) = connect(fleet.options("dev1", a, false)).await;
+    let (_second, mut second_ev, present) = connect(fleet.options("dev1", a, false)).await;
+    assert!(present);
+    let closed = tokio::time::timeout(WAIT, async { while first_ev.poll().await.is_ok() {} }).await;
+    assert!(closed.is_ok(), "the first connection was taken over");
+    let path = format!("/api/v1/business/devices/{}/dev1", fleet.pk);
+    let (_, status) = c.api("GET", &path, &fleet.key, None).await;
+    assert_eq!(status["state"], "online", "seen from node c: {status}");
+    let body = json!({ "product_key": fleet.pk, "device_name": "dev1",
+        "payload": "ping", "timeout_ms": 2000 });
+    let (_, v) = c
+        .api("POST", "/api/v1/business/rrpc", &fleet.key, Some(body))
+        .await;
+    assert_eq!(
+        v["rrpc_code"], "TIMEOUT",
+        "reached the device (which does not answer): {v}"
+    );
+    let request = next_publish(&mut second_ev).await;
+    assert!(
+        request.topic.contains("/rrpc/request/"),
+        "{}",
+        request.topic
+    );
+}

@@ -660,8 +660,16 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
                 return Flow::Stop(End::Abnormal);
             };
             if self.inbound_qos2.is_pending(id) {
-                // Retransmission of a message already accepted: acknowledge again only.
-                self.conn.send(Outbound::PubRec(id, 0, None));
+                // Retransmission of a message already accepted: acknowledge again only, and
+                // not before the acknowledgements owed (the original may still wait for its
+                // sinks).
+                let again = Outbound::PubRec(id, 0, None);
+                if self.owed.is_empty() {
+                    self.conn.send(again);
+                } else {
+                    self.owed
+                        .push_back(Box::pin(std::future::ready(Owed::Ack(again))));
+                }
                 return Flow::Continue;
             }
             if !self.inbound_qos2.has_room() {
