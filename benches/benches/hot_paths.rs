@@ -203,6 +203,14 @@ fn recent_messages(c: &mut Criterion) {
     );
 }
 
+/// What every message of a tenant on the built-in profile cost until the hub kept one copy:
+/// building the default profile.
+fn default_profile(c: &mut Criterion) {
+    c.bench_function("limits: build the default profile", |b| {
+        b.iter(|| black_box(ironhub_core::limits::Profile::default()))
+    });
+}
+
 // criterion's macro generates an undocumented function.
 #[allow(missing_docs)]
 mod group {
@@ -214,7 +222,8 @@ mod group {
         limits,
         signatures,
         store_writes,
-        recent_messages
+        recent_messages,
+        default_profile
     );
 }
 criterion_main!(group::benches);

@@ -125,6 +125,18 @@ fn bump(pending: &mut Pending, tenant: &str, scope: &str, hour: u64, metric: &st
     }
 }
 
+/// A tenant's monthly quotas, created on first sight (the tenant's name is copied only then: this
+/// runs for every message).
+fn tenant_month<'a>(
+    months: &'a mut HashMap<String, TenantMonth>,
+    tenant: &str,
+) -> &'a mut TenantMonth {
+    if !months.contains_key(tenant) {
+        months.insert(tenant.to_owned(), TenantMonth::default());
+    }
+    months.get_mut(tenant).expect("inserted above")
+}
+
 /// The hub's meter.
 #[derive(Default)]
 pub struct Meter {
@@ -313,7 +325,7 @@ impl Meter {
         let usage = self.usage(store, tenant, None, now_ms).await?;
         let get = |m: &str| usage.month.get(m).copied().unwrap_or(0);
         let mut months = self.months.lock().expect("meter lock");
-        let m = months.entry(tenant.to_owned()).or_default();
+        let m = tenant_month(&mut months, tenant);
         let quotas = [
             (&mut m.messages, admitted_messages(&usage.month)),
             (&mut m.points, get(DATA_POINTS)),
@@ -340,7 +352,7 @@ impl Meter {
     /// The tenant's standing against each monthly limit of `profile`.
     pub fn monthly(&self, profile: &Profile, tenant: &str, now_ms: u64) -> Vec<MonthlyUsage> {
         let mut months = self.months.lock().expect("meter lock");
-        let m = months.entry(tenant.to_owned()).or_default();
+        let m = tenant_month(&mut months, tenant);
         let quotas = [
             (
                 &mut m.messages,
@@ -391,7 +403,7 @@ impl Meter {
         now_ms: u64,
     ) -> Option<LimitId> {
         let mut months = self.months.lock().expect("meter lock");
-        let m = months.entry(tenant.to_owned()).or_default();
+        let m = tenant_month(&mut months, tenant);
         let messages = m
             .messages
             .get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
@@ -413,7 +425,7 @@ impl Meter {
         now_ms: u64,
     ) -> Vec<UsageEvent> {
         let mut months = self.months.lock().expect("meter lock");
-        let m = months.entry(tenant.to_owned()).or_default();
+        let m = tenant_month(&mut months, tenant);
         let mut events = Vec::new();
         let charges = [
             (
@@ -460,7 +472,7 @@ impl Meter {
         let value = profile.monthly.rule_executions;
         let crossed = {
             let mut months = self.months.lock().expect("meter lock");
-            let m = months.entry(tenant.to_owned()).or_default();
+            let m = tenant_month(&mut months, tenant);
             let quota = m.rules.get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
             if quota.exhausted(value, now_ms) {
                 return Err(Limited::new(LimitId::MonthlyRuleExecutions));

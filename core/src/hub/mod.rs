@@ -258,6 +258,8 @@ pub(crate) struct Inner {
     pub(crate) peers: Option<Arc<dyn cluster::Peers>>,
     /// Where devices should go when this node leaves the cluster (an MQTT server reference).
     pub(crate) handover: RwLock<Option<String>>,
+    /// The built-in default profile (a stored profile named "default" replaces it).
+    pub(crate) default_profile: Arc<Profile>,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -386,6 +388,7 @@ impl Hub {
                 store_latency,
                 peers,
                 handover: RwLock::new(None),
+                default_profile: Arc::new(Profile::default()),
             }),
         };
         hub.restore().await?;

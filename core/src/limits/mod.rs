@@ -163,6 +163,30 @@ enum RateKey {
     Hourly(u64),
 }
 
+/// A [`RateKey`] borrowed for the check each request makes (copied only into new state).
+#[derive(Clone, Copy)]
+enum RateKeyRef<'a> {
+    Spec(&'a RateSpec),
+    Hourly(u64),
+}
+
+impl RateKeyRef<'_> {
+    fn matches(self, built: &RateKey) -> bool {
+        match (self, built) {
+            (RateKeyRef::Spec(a), RateKey::Spec(b)) => a == b,
+            (RateKeyRef::Hourly(a), RateKey::Hourly(b)) => a == *b,
+            _ => false,
+        }
+    }
+
+    fn to_key(self) -> RateKey {
+        match self {
+            RateKeyRef::Spec(s) => RateKey::Spec(s.clone()),
+            RateKeyRef::Hourly(n) => RateKey::Hourly(n),
+        }
+    }
+}
+
 impl<T> Default for Keyed<T> {
     fn default() -> Self {
         Keyed {
@@ -175,7 +199,7 @@ impl<T> Keyed<T> {
     fn with<R>(
         &self,
         key: &str,
-        built_from: RateKey,
+        built_from: RateKeyRef<'_>,
         make: impl FnOnce() -> T,
         f: impl FnOnce(&mut T) -> R,
     ) -> R {
@@ -185,11 +209,11 @@ impl<T> Keyed<T> {
             return f(&mut fresh);
         }
         match map.get_mut(key) {
-            Some(entry) if entry.0 == built_from => f(&mut entry.1),
+            Some(entry) if built_from.matches(&entry.0) => f(&mut entry.1),
             _ => {
                 let mut state = make();
                 let out = f(&mut state);
-                map.insert(key.to_owned(), (built_from, state));
+                map.insert(key.to_owned(), (built_from.to_key(), state));
                 out
             }
         }
@@ -232,7 +256,7 @@ fn take(
     }
     k.with(
         key,
-        RateKey::Spec(spec.clone()),
+        RateKeyRef::Spec(spec),
         || Buckets::new(spec, now),
         |b| b.try_take(now, cost),
     )
@@ -329,7 +353,7 @@ impl Limiter {
             let limit = p.data_points_per_hour;
             let fits = self.hourly_points.with(
                 device,
-                RateKey::Hourly(limit),
+                RateKeyRef::Hourly(limit),
                 || Window::new(limit, now),
                 |w| w.charge(now, points),
             );
