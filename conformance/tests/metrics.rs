@@ -8,9 +8,10 @@ use serde_json::json;
 
 async fn scrape(d: &Deployment) -> String {
     let url = format!("{}/metrics", d.api);
+    let auth = format!("Authorization: Bearer {}", d.token());
     tokio::task::spawn_blocking(move || {
         let out = std::process::Command::new("curl")
-            .args(["-s", "--max-time", "10", &url])
+            .args(["-s", "--max-time", "10", "-H", &auth, &url])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -107,6 +108,10 @@ async fn metrics_move_when_messages_flow_and_name_the_limits() {
         "the 4th was throttled: {after}"
     );
 
+    let (status, _, _) = d
+        .api_as(Method::GET, "/metrics", None, "Bearer not-the-admin-token")
+        .await;
+    assert_eq!(status, 401, "per-tenant figures need the admin token");
     assert_eq!(d.api(Method::GET, "/healthz", None).await.0, 200);
     let (ready, v) = d.api(Method::GET, "/readyz", None).await;
     assert_eq!((ready, v["status"].as_str()), (200, Some("ready")));

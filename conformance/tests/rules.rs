@@ -150,11 +150,12 @@ async fn a_failing_destination_is_retried_then_reported_to_the_error_destination
     let (dev, watcher) = devices(&d).await;
     let errors = watcher.user_topic("errors");
     // SQS refuses queue names with dots: every attempt fails, as with a misconfigured queue.
+    let queue = format!("{}-not.a.valid.name", dev.tenant);
     let (s, rule) = create_rule(
         &d,
         &dev.tenant,
         json!({ "name": "to-sqs", "sql": "SELECT * FROM '/+/+/user/data'",
-                "destinations": [ { "kind": "sqs_queue", "queue": "not.a.valid.name" } ],
+                "destinations": [ { "kind": "sqs_queue", "queue": queue } ],
                 "error_destination": { "kind": "topic", "topic": errors } }),
     )
     .await;
@@ -187,7 +188,7 @@ async fn a_failing_destination_is_retried_then_reported_to_the_error_destination
     );
     assert_eq!(report["ruleId"], rule["id"]);
     assert_eq!(report["attempts"], 4);
-    assert_eq!(report["destination"]["queue"], "not.a.valid.name");
+    assert_eq!(report["destination"]["queue"], json!(queue));
     assert_eq!(report["payload"], json!({"v": 1}));
     assert_eq!(report["deviceName"], "dev-1");
     assert!(
@@ -239,5 +240,52 @@ async fn invalid_rules_are_refused_with_the_reason() {
             v["message"].as_str().unwrap_or("").contains(says),
             "{body} -> {v}"
         );
+    }
+}
+
+/// A rule reaches only its own tenant: a topic destination naming another tenant's device
+/// delivers nothing there, and SQS destinations live under the tenant's own name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_cannot_reach_another_tenants_devices_or_queues() {
+    let (d, _url) = deployment().await;
+    let (dev, _watcher) = devices(&d).await;
+    let other = d.provision(&Deployment::unique_tenant("victim")).await;
+    let target = format!(
+        "/sys/{}/{}/thing/service/property/set",
+        other.product_key, other.device_name
+    );
+    let (s, rule) = create_rule(
+        &d,
+        &dev.tenant,
+        json!({ "name": "cross", "sql": "SELECT * FROM '/+/+/user/data'",
+                "destinations": [ { "kind": "topic", "topic": target } ] }),
+    )
+    .await;
+    assert_eq!(s, 201, "{rule}");
+    // The other tenant's device listens on its own /sys/ topics (no subscription needed).
+    let (_oc, mut oev) = v3::connect(other.v3_options(&d)).await;
+    let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
+    c.publish(
+        dev.user_topic("data"),
+        QoS::AtLeastOnce,
+        false,
+        r#"{"cmd":"open"}"#,
+    )
+    .await
+    .unwrap();
+    v3::acked(&mut ev).await;
+    assert!(
+        received(&mut oev, Duration::from_secs(1)).await.is_empty(),
+        "another tenant's device got a rule's output"
+    );
+    for queue in [format!("{}-orders", other.tenant), "ih-anything".to_owned()] {
+        let (s, v) = create_rule(
+            &d,
+            &dev.tenant,
+            json!({ "name": "q", "sql": "SELECT * FROM '/+/+/user/data'",
+                    "destinations": [ { "kind": "sqs_queue", "queue": queue } ] }),
+        )
+        .await;
+        assert_eq!(s, 400, "{queue}: {v}");
     }
 }

@@ -379,7 +379,9 @@ impl Meter {
                 let quota = quota.get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
                 let state = if quota.exhausted(value, now_ms) {
                     "disabled"
-                } else if value > 0 && quota.used() * 100 >= value * WARNING_PERCENT {
+                } else if value > 0
+                    && quota.used().saturating_mul(100) >= value.saturating_mul(WARNING_PERCENT)
+                {
                     "warning"
                 } else {
                     "ok"

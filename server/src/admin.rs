@@ -194,6 +194,19 @@ impl Admin {
                 .expect("static response parts are valid");
         }
         if path == "/metrics" {
+            // Per-tenant figures: the admin token only (tenants reach this listener too, for
+            // the console).
+            if !matches!(self.principal(&req), Ok(Principal::Admin)) {
+                return Response::builder()
+                    .status(StatusCode::UNAUTHORIZED)
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from(
+                        json!({ "error": "unauthorized",
+                                "message": "/metrics needs the admin token (Authorization: Bearer <token>)" })
+                        .to_string(),
+                    )))
+                    .expect("static response parts are valid");
+            }
             return Response::builder()
                 .header(CONTENT_TYPE, "text/plain; version=0.0.4")
                 .body(Full::new(Bytes::from(crate::metrics::render(
@@ -203,9 +216,12 @@ impl Admin {
                 .expect("static response parts are valid");
         }
         let result = self.route(req).await;
+        // What the hub caches (tenants' profiles, groups, rules, keys, models, categories):
+        // device records are read from the store and need no reload.
         let changes_config = method != Method::GET
             && path.starts_with("/api/v1/")
             && !path.starts_with("/api/v1/business/")
+            && !path.contains("/devices")
             && path != "/api/v1/messages";
         if changes_config
             && result.is_ok()

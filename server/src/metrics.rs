@@ -1,5 +1,5 @@
-//! `/metrics`: the hub's counters in the Prometheus text format (0.0.4). Served unauthenticated
-//! on the admin listener, which is loopback unless configured otherwise. docs/operations.md is
+//! `/metrics`: the hub's counters in the Prometheus text format (0.0.4), on the admin listener
+//! with the admin token (the figures name every tenant). docs/operations.md is
 //! the reference of every family below.
 
 use std::fmt::{Display, Write};

@@ -74,7 +74,11 @@ const ROUTES: &[Route] = &[
         "/readyz",
         "The store and every sink are usable (503 otherwise)",
     ),
-    open("/metrics", "Prometheus metrics (text format)"),
+    admin(
+        "GET",
+        "/metrics",
+        "Prometheus metrics (text format; the admin token)",
+    ),
     open("/openapi.json", "This document"),
     admin(
         "GET",

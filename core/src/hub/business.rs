@@ -139,6 +139,9 @@ impl Hub {
         name: &str,
     ) -> Result<(ApiKeyView, String), HubError> {
         self.tenant(tenant).await?;
+        if name.trim().is_empty() || name.chars().count() > 64 {
+            return Err(HubError::Invalid("name must be 1 to 64 characters".into()));
+        }
         let secret = model::new_secret();
         let key = ApiKey {
             id: format!("ak{}", model::random_token(14)),

@@ -443,6 +443,18 @@ impl Hub {
     pub fn stats(&self) -> StatsSnapshot {
         let s = &self.inner.stats;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        // Before the sessions lock: connects and disconnects need it.
+        let now = now_ms();
+        let tenants_monthly = self
+            .inner
+            .meter
+            .tenants()
+            .into_iter()
+            .map(|t| {
+                let usage = self.inner.meter.monthly(&self.profile_of(&t), &t, now);
+                (t, usage)
+            })
+            .collect();
         let sessions = self.inner.sessions.read().expect("sessions lock");
         let mut open_by = [0u64; TransportKind::COUNT];
         let mut tenants_online = BTreeMap::new();
@@ -469,17 +481,6 @@ impl Hub {
                     received: s.received[i].each_ref().map(get),
                 };
                 (t.label(), stats)
-            })
-            .collect();
-        let now = now_ms();
-        let tenants_monthly = self
-            .inner
-            .meter
-            .tenants()
-            .into_iter()
-            .map(|t| {
-                let usage = self.inner.meter.monthly(&self.profile_of(&t), &t, now);
-                (t, usage)
             })
             .collect();
         StatsSnapshot {
@@ -668,6 +669,15 @@ impl Hub {
             return Err(HubError::Conflict(format!(
                 "tenant {id} still has products; delete them first"
             )));
+        }
+        if !self.rules(id).await?.is_empty() || !self.consumer_groups(id).await?.is_empty() {
+            return Err(HubError::Conflict(format!(
+                "tenant {id} still has rules or consumer groups; delete them first"
+            )));
+        }
+        // Its API keys go with it: a tenant created again under the id must not inherit them.
+        for key in self.api_keys(id) {
+            self.delete_api_key(id, &key.id).await?;
         }
         store::write(&**self.store(), |t| records::delete_tenant(t, id)).await?;
         Ok(())

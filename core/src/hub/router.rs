@@ -247,7 +247,10 @@ impl Hub {
         let mut targets = self.inner.router.targets(msg, online);
         if let Some(device) = sys_topic_device(&msg.topic) {
             let from_device = matches!(&msg.origin, Origin::Client(c) if *c == device);
-            if !from_device && !targets.iter().any(|t| *t.session == *device) {
+            // Only a message of the device's own tenant reaches it this way (a tenant's rule
+            // may name any topic).
+            let same_tenant = self.slot(&device).is_some_and(|s| s.tenant == msg.tenant);
+            if same_tenant && !from_device && !targets.iter().any(|t| *t.session == *device) {
                 targets.push(Target {
                     session: Arc::from(device.as_str()),
                     qos: msg.qos.min(QoS::AtLeastOnce),

@@ -108,6 +108,17 @@ impl Hub {
             Box::pin(async move { records::list_rules(t, None).await })
         })
         .await?;
+        {
+            // Counters of rules deleted elsewhere (another node) go.
+            let ids: std::collections::HashSet<&str> =
+                rules.iter().map(|r| r.id.as_str()).collect();
+            self.inner
+                .rules
+                .counters
+                .lock()
+                .expect("rule counters lock")
+                .retain(|id, _| ids.contains(id.as_str()));
+        }
         let mut by_tenant: HashMap<String, Vec<Arc<ActiveRule>>> = HashMap::new();
         for rule in rules.into_iter().filter(|r| r.enabled) {
             let Ok(query) = Query::parse(&rule.sql) else {
@@ -168,6 +179,12 @@ impl Hub {
                 }),
             },
             RuleDestination::SqsQueue { queue } => {
+                // Each tenant's queues under its own name; `ih-` is the consumer groups'.
+                if !queue.starts_with(&format!("{tenant}-")) || queue.starts_with("ih-") {
+                    return Err(HubError::Invalid(format!(
+                        "an sqs_queue destination is named {tenant}-... (the tenant's id and a dash), not {queue}"
+                    )));
+                }
                 if !self.inner.forwarder.has_sink("sqs") {
                     return Err(HubError::Invalid(
                         "sqs_queue destinations need the SQS sink: configure [sqs]".into(),

@@ -85,11 +85,12 @@ impl MonthlyQuota {
     pub fn charge(&mut self, limit: u64, n: u64, now_ms: u64) -> Crossed {
         self.roll(now_ms);
         let before = self.used;
-        self.used += n;
+        self.used = self.used.saturating_add(n);
         if limit == 0 {
             return Crossed::default();
         }
-        let warning = !self.warned && self.used * 100 >= limit * WARNING_PERCENT;
+        let warning =
+            !self.warned && self.used.saturating_mul(100) >= limit.saturating_mul(WARNING_PERCENT);
         self.warned |= warning;
         Crossed {
             warning,
