@@ -20,10 +20,11 @@ pub struct Delivery {
     /// Retain flag to send (set for retained messages sent at subscribe time).
     pub retain: bool,
     /// MQTT 5 subscription identifiers of the matching subscriptions.
-    pub subscription_ids: Vec<u32>,
+    pub subscription_ids: Box<[u32]>,
     /// Where the delivery waits in the session's stored queue, if it came from there; the stored
-    /// copy is removed when the client acknowledges it.
-    pub stored_seq: Option<crate::store::records::QueueId>,
+    /// copy is removed when the client acknowledges it. Boxed: every connection's queue holds
+    /// room for deliveries, and few come from the store.
+    pub stored_seq: Option<Box<crate::store::records::QueueId>>,
 }
 
 #[derive(Debug, Clone)]
@@ -268,7 +269,7 @@ impl Hub {
                 message: msg.clone(),
                 qos: target.qos,
                 retain: target.retain,
-                subscription_ids: target.subscription_ids,
+                subscription_ids: target.subscription_ids.into_boxed_slice(),
                 stored_seq: None,
             };
             slot.deliver(self, delivery).await?;

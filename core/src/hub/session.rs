@@ -1037,8 +1037,8 @@ impl Hub {
                 qos: m.qos,
                 retain: m.retain,
                 message: Arc::new(m),
-                subscription_ids: Vec::new(),
-                stored_seq: Some(seq),
+                subscription_ids: Box::default(),
+                stored_seq: Some(Box::new(seq)),
             })
             .collect())
     }

@@ -212,7 +212,7 @@ mod tests {
             }),
             qos: QoS::AtLeastOnce,
             retain: false,
-            subscription_ids: Vec::new(),
+            subscription_ids: Box::default(),
             stored_seq: None,
         }
     }
