@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hyper::Method;
 use ironhub_conformance::{Deployment, DeviceCreds, v3};
-use rumqttc::{Event, Packet, QoS};
+use rumqttc::QoS;
 use serde_json::{Value, json};
 
 /// Creates an API key for `tenant`; returns its bearer token.
@@ -34,24 +34,8 @@ async fn call(
 }
 
 /// A device that answers every RRPC request with `pong:` + the request.
-fn rrpc_responder(
-    c: rumqttc::AsyncClient,
-    mut ev: rumqttc::EventLoop,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Ok(e) = ev.poll().await {
-            if let Event::Incoming(Packet::Publish(p)) = e
-                && p.topic.contains("/rrpc/request/")
-            {
-                let topic = p.topic.replace("/rrpc/request/", "/rrpc/response/");
-                let mut answer = b"pong:".to_vec();
-                answer.extend_from_slice(&p.payload);
-                c.publish(topic, QoS::AtMostOnce, false, answer)
-                    .await
-                    .unwrap();
-            }
-        }
-    })
+fn rrpc_responder(c: rumqttc::AsyncClient, ev: rumqttc::EventLoop) -> tokio::task::JoinHandle<()> {
+    v3::answer_rrpc(c, ev, |request| [b"pong:".as_slice(), request].concat())
 }
 
 struct Setup {

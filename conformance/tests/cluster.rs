@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use hyper::Method;
 use ironhub_conformance::{Deployment, DeviceCreds, free_port, v3};
-use rumqttc::{Event, Packet, QoS};
+use rumqttc::QoS;
 use serde_json::{Value, json};
 
 async fn node(id: &str, cluster_file: &str, prefix: &str) -> Deployment {
@@ -116,19 +116,7 @@ async fn three_processes_sharing_foundationdb() {
     assert_eq!(&v3::next_publish(&mut ev).await.payload[..], b"kept");
 
     // RRPC through node c to the device on node a.
-    let responder = tokio::spawn(async move {
-        while let Ok(e) = ev.poll().await {
-            if let Event::Incoming(Packet::Publish(p)) = e
-                && p.topic.contains("/rrpc/request/")
-            {
-                let topic = p.topic.replace("/rrpc/request/", "/rrpc/response/");
-                again
-                    .publish(topic, QoS::AtMostOnce, false, "pong")
-                    .await
-                    .unwrap();
-            }
-        }
-    });
+    let responder = v3::answer_rrpc(again, ev, |_| b"pong".to_vec());
     let call = json!({ "product_key": dev1.product_key, "device_name": dev1.device_name,
                        "payload": "ping", "timeout_ms": 5000 });
     let v = business(&c, &key, "/api/v1/business/rrpc", call).await;

@@ -292,31 +292,10 @@ impl Meter {
         })
     }
 
-    /// Loads this month's totals of a tenant so quotas survive restarts.
+    /// Loads a tenant's monthly usage from the store and this node's pending counters: at start
+    /// (quotas survive restarts) and, in a cluster, again and again (all nodes add to the store).
+    /// Usage only grows, and the month's warnings already raised stay raised.
     pub async fn load_month(
-        &self,
-        store: &dyn Store,
-        tenant: &str,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        let usage = self.usage(store, tenant, None, now_ms).await?;
-        let get = |m: &str| usage.month.get(m).copied().unwrap_or(0);
-        let mut months = self.months.lock().expect("meter lock");
-        months.insert(
-            tenant.to_owned(),
-            TenantMonth {
-                // Discarded messages are counted as sent but were never charged.
-                messages: Some(MonthlyQuota::new(now_ms, admitted_messages(&usage.month))),
-                points: Some(MonthlyQuota::new(now_ms, get(DATA_POINTS))),
-                rules: Some(MonthlyQuota::new(now_ms, get(RULE_EXECUTIONS))),
-            },
-        );
-        Ok(())
-    }
-
-    /// Sets a tenant's monthly usage to what the store and this node's pending counters say (all
-    /// nodes add to the store), keeping the month's warnings already raised.
-    pub async fn refresh_month(
         &self,
         store: &dyn Store,
         tenant: &str,

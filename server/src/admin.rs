@@ -109,6 +109,14 @@ enum Principal {
     Tenant(String),
 }
 
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(req: &Request<Incoming>) -> Option<&str> {
+    req.headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
 fn unauthorized() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
@@ -193,29 +201,26 @@ impl Admin {
                 .body(Full::new(Bytes::from_static(body.as_bytes())))
                 .expect("static response parts are valid");
         }
-        if path == "/metrics" {
+        let result = if path == "/metrics" {
             // Per-tenant figures: the admin token only (tenants reach this listener too, for
             // the console).
-            if !matches!(self.principal(&req), Ok(Principal::Admin)) {
+            if matches!(self.principal(&req), Ok(Principal::Admin)) {
                 return Response::builder()
-                    .status(StatusCode::UNAUTHORIZED)
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(Full::new(Bytes::from(
-                        json!({ "error": "unauthorized",
-                                "message": "/metrics needs the admin token (Authorization: Bearer <token>)" })
-                        .to_string(),
-                    )))
+                    .header(CONTENT_TYPE, "text/plain; version=0.0.4")
+                    .body(Full::new(Bytes::from(crate::metrics::render(
+                        &self.hub.stats(),
+                        &self.hub.sink_stats(),
+                    ))))
                     .expect("static response parts are valid");
             }
-            return Response::builder()
-                .header(CONTENT_TYPE, "text/plain; version=0.0.4")
-                .body(Full::new(Bytes::from(crate::metrics::render(
-                    &self.hub.stats(),
-                    &self.hub.sink_stats(),
-                ))))
-                .expect("static response parts are valid");
-        }
-        let result = self.route(req).await;
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "/metrics needs the admin token (Authorization: Bearer <token>)",
+            ))
+        } else {
+            self.route(req).await
+        };
         // What the hub caches (tenants' profiles, groups, rules, keys, models, categories):
         // device records are read from the store and need no reload.
         let changes_config = method != Method::GET
@@ -262,11 +267,7 @@ impl Admin {
     /// Who is calling: the admin token, or a tenant's API key (rate-limited like the business
     /// API, L-076).
     fn principal(&self, req: &Request<Incoming>) -> Result<Principal, ApiError> {
-        let presented = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let presented = bearer(req);
         // Hashes compared byte by byte without early exit.
         let is_admin = |t: &str| {
             token_hash(t)
@@ -712,14 +713,8 @@ impl Admin {
 impl Admin {
     /// The business API: authenticated by a tenant's API key, scoped to that tenant.
     async fn business(&self, req: Request<Incoming>) -> ApiResult {
-        let token = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned);
         let hub = &self.hub;
-        let tenant = match token.as_deref().and_then(|t| hub.business_tenant(t)) {
+        let tenant = match bearer(&req).and_then(|t| hub.business_tenant(t)) {
             Some(Ok(tenant)) => tenant,
             Some(Err(limited)) => return Err(limited_error(limited)),
             None => {

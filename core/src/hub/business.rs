@@ -109,7 +109,8 @@ pub struct DeviceStatus {
     pub state: DeviceState,
 }
 
-fn hash(secret: &str) -> String {
+/// The hex SHA-256 of a secret (API keys, device tokens): what the store keeps instead of it.
+pub(crate) fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 

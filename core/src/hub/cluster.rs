@@ -190,7 +190,7 @@ impl Hub {
                 Ok(PeerReply::Done)
             }
             PeerRequest::Release { session } => {
-                self.release(&session).await?;
+                self.release_local(&session).await;
                 Ok(PeerReply::Done)
             }
             PeerRequest::Kick { session } => {
@@ -389,15 +389,26 @@ impl Hub {
         }
     }
 
-    /// Closes a session's connection on this node and forgets the session here without touching
-    /// its stored state: another node takes it over.
-    async fn release(&self, key: &str) -> Result<(), StoreError> {
-        self.release_local(key).await;
-        Ok(())
+    /// Sends `request` to every other live node at once; returns how many sessions or devices
+    /// it reached there. A node that fails is logged (`what` was not done there).
+    async fn ask_others(&self, peers: &Arc<dyn Peers>, request: PeerRequest, what: &str) -> usize {
+        let calls = peers.others().into_iter().map(|node| {
+            let request = request.clone();
+            async move { (peers.call(&node, request).await, node) }
+        });
+        let mut reached = 0;
+        for (reply, node) in futures_util::future::join_all(calls).await {
+            match reply {
+                Ok(PeerReply::Delivered(n)) => reached += n,
+                Ok(PeerReply::Done) => {}
+                Err(e) => tracing::warn!(%node, error = %e, "{what} not done on a node"),
+            }
+        }
+        reached
     }
 
-    /// Routes a message to the sessions on other nodes that it goes to. `local` is true when the
-    /// addressed device's session is on this node (nothing to do elsewhere).
+    /// Routes a message to the sessions on other nodes that it goes to (nothing when the
+    /// addressed device's session is on this node).
     pub(crate) async fn route_remote(&self, msg: &Arc<Message>) -> Result<usize, StoreError> {
         let Some(peers) = self.peers().cloned() else {
             return Ok(0);
@@ -407,31 +418,14 @@ impl Hub {
             .filter(|_| !(open_broker.enabled && msg.tenant == open_broker.tenant));
         if msg.retain && device.is_some() {
             // Whichever node the device subscribes on later must find it.
-            for node in peers.others() {
-                if let Err(e) = peers
-                    .call(&node, PeerRequest::Retain((**msg).clone()))
-                    .await
-                {
-                    tracing::warn!(%node, error = %e, "retained message not shared");
-                }
-            }
+            let retain = PeerRequest::Retain((**msg).clone());
+            self.ask_others(&peers, retain, "sharing a retained message")
+                .await;
         }
         let Some(key) = device else {
             // Not addressed to one device: every node routes it to its own subscribers.
-            let calls = peers.others().into_iter().map(|node| {
-                let peers = peers.clone();
-                let request = PeerRequest::Route((**msg).clone());
-                async move { (peers.call(&node, request).await, node) }
-            });
-            let mut delivered = 0;
-            for (reply, node) in futures_util::future::join_all(calls).await {
-                match reply {
-                    Ok(PeerReply::Delivered(n)) => delivered += n,
-                    Ok(PeerReply::Done) => {}
-                    Err(e) => tracing::warn!(%node, error = %e, "message not routed to a node"),
-                }
-            }
-            return Ok(delivered);
+            let route = PeerRequest::Route((**msg).clone());
+            return Ok(self.ask_others(&peers, route, "routing a message").await);
         };
         if self.slot(&key).is_some() {
             return Ok(0);
@@ -522,8 +516,9 @@ impl Hub {
         Ok(1)
     }
 
-    /// Closes a device's connection wherever it is (administrative action).
-    pub(crate) async fn kick_anywhere(&self, key: &str) {
+    /// Closes the connection of a session key, if any, on whichever node holds it
+    /// (administrative action).
+    pub async fn kick(&self, key: &str) {
         self.kick_local(key, KickReason::AdministrativeAction).await;
         let Some(peers) = self.peers() else {
             return;
@@ -547,16 +542,13 @@ impl Hub {
         let (Some(peers), Ok(id)) = (self.peers(), id.parse::<u64>()) else {
             return;
         };
-        for node in peers.others() {
-            let reply = PeerRequest::RrpcReply {
-                session: key.to_owned(),
-                id,
-                payload: payload.clone(),
-            };
-            if let Err(e) = peers.call(&node, reply).await {
-                tracing::debug!(%node, error = %e, "RRPC answer not handed over");
-            }
-        }
+        let reply = PeerRequest::RrpcReply {
+            session: key.to_owned(),
+            id,
+            payload: payload.clone(),
+        };
+        self.ask_others(peers, reply, "handing over an RRPC answer")
+            .await;
     }
 
     /// Sends a broadcast to the product's online devices on the other nodes; returns how many.
@@ -570,24 +562,13 @@ impl Hub {
         let Some(peers) = self.peers() else {
             return 0;
         };
-        let calls = peers.others().into_iter().map(|node| {
-            let request = PeerRequest::Broadcast {
-                tenant: tenant.to_owned(),
-                product_key: pk.to_owned(),
-                id: id.to_owned(),
-                payload: payload.clone(),
-            };
-            async move { (peers.call(&node, request).await, node) }
-        });
-        let mut reached = 0;
-        for (reply, node) in futures_util::future::join_all(calls).await {
-            match reply {
-                Ok(PeerReply::Delivered(n)) => reached += n,
-                Ok(PeerReply::Done) => {}
-                Err(e) => tracing::warn!(%node, error = %e, "broadcast not sent on a node"),
-            }
-        }
-        reached
+        let broadcast = PeerRequest::Broadcast {
+            tenant: tenant.to_owned(),
+            product_key: pk.to_owned(),
+            id: id.to_owned(),
+            payload: payload.clone(),
+        };
+        self.ask_others(peers, broadcast, "a broadcast").await
     }
 
     /// Reclaims the stored sessions whose expiry passed, whichever node held them (in a cluster
@@ -698,10 +679,7 @@ impl Hub {
         self.inner.meter.flush(&*store).await?;
         let now = now_ms();
         for tenant in self.inner.meter.tenants() {
-            self.inner
-                .meter
-                .refresh_month(&*store, &tenant, now)
-                .await?;
+            self.inner.meter.load_month(&*store, &tenant, now).await?;
         }
         Ok(())
     }

@@ -27,36 +27,29 @@ pub struct UsageReport {
 }
 
 impl Hub {
+    /// Loads the profiles, each tenant's profile name and each tenant's monthly usage.
     pub(crate) async fn load_profiles(&self) -> Result<(), HubError> {
-        let store = self.store().clone();
-        let (profiles, tenants) = transact(&*store, |t| {
-            Box::pin(async move {
-                Ok((
-                    records::list_profiles(t).await?,
-                    records::list_tenants(t).await?,
-                ))
-            })
-        })
-        .await?;
-        {
-            let mut map = self.inner.profiles.write().expect("profiles lock");
-            for p in profiles {
-                map.insert(p.name.clone(), Arc::new(p));
-            }
-        }
+        self.load_profile_maps().await?;
+        let tenants: Vec<String> = self
+            .inner
+            .tenant_profiles
+            .read()
+            .expect("profiles lock")
+            .keys()
+            .cloned()
+            .collect();
         let now = now_ms();
-        for tenant in &tenants {
-            self.remember_tenant_profile(tenant);
+        for tenant in tenants {
             self.inner
                 .meter
-                .load_month(&*store, &tenant.id, now)
+                .load_month(&**self.store(), &tenant, now)
                 .await?;
         }
         Ok(())
     }
 
-    /// Replaces the cached profiles and tenants' profile names with the store's (another node
-    /// changed them).
+    /// Replaces the cached profiles and tenants' profile names with the store's (at start, and
+    /// when another node changed them).
     pub(crate) async fn load_profile_maps(&self) -> Result<(), HubError> {
         let (profiles, tenants) = transact(&**self.store(), |t| {
             Box::pin(async move {

@@ -96,14 +96,8 @@ pub enum HubError {
 /// Counters of the message path, readable through the admin API.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Connections accepted.
-    pub connections_accepted: AtomicU64,
-    /// Connections refused at CONNECT.
-    pub connections_refused: AtomicU64,
     /// Messages accepted from publishers.
     pub messages_in: AtomicU64,
-    /// Deliveries handed to sessions (online queue or offline store).
-    pub deliveries: AtomicU64,
     /// QoS 0 deliveries dropped because the subscriber's queue was full.
     pub dropped_qos0_queue_full: AtomicU64,
     /// QoS 1/2 deliveries dropped after the slow-subscriber wait.
@@ -130,20 +124,13 @@ impl Stats {
     /// Counts a connection attempt's outcome.
     pub(crate) fn connect(&self, transport: TransportKind, refusal: Option<&ConnectRefusal>) {
         match refusal {
-            None => {
-                self.connections_accepted.fetch_add(1, Ordering::Relaxed);
-                self.accepted[transport as usize].fetch_add(1, Ordering::Relaxed);
-            }
-            Some(r) => {
-                self.connections_refused.fetch_add(1, Ordering::Relaxed);
-                self.refused[transport as usize][r.kind()].fetch_add(1, Ordering::Relaxed);
-            }
-        }
+            None => self.accepted[transport as usize].fetch_add(1, Ordering::Relaxed),
+            Some(r) => self.refused[transport as usize][r.kind()].fetch_add(1, Ordering::Relaxed),
+        };
     }
 
-    /// Counts a delivery handed to a session.
+    /// Counts a delivery handed to a session (online queue or offline store).
     pub(crate) fn delivered(&self, qos: QoS) {
-        self.deliveries.fetch_add(1, Ordering::Relaxed);
         self.delivered[qos as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -491,12 +478,13 @@ impl Hub {
             delivered_by_qos: s.delivered.each_ref().map(get),
             tenants_online,
             store: self.inner.store_latency.snapshot(),
-            connections_accepted: get(&s.connections_accepted),
-            connections_refused: get(&s.connections_refused),
+            // Totals are the sums of the per-transport and per-QoS counters.
+            connections_accepted: s.accepted.iter().map(get).sum(),
+            connections_refused: s.refused.iter().flatten().map(get).sum(),
             connections_open: open,
             sessions: sessions.len() as u64,
             messages_in: get(&s.messages_in),
-            deliveries: get(&s.deliveries),
+            deliveries: s.delivered.iter().map(get).sum(),
             dropped: HashMap::from([
                 ("qos0_queue_full", get(&s.dropped_qos0_queue_full)),
                 (

@@ -534,14 +534,7 @@ impl Hub {
     /// slot's lock.
     async fn remove_slot(&self, slot: &Arc<Slot>, st: &mut SlotState) -> Result<(), StoreError> {
         self.wipe(slot, st).await?;
-        st.removed = true;
-        let mut sessions = self.inner.sessions.write().expect("sessions lock");
-        if sessions
-            .get(&slot.key)
-            .is_some_and(|s| Arc::ptr_eq(s, slot))
-        {
-            sessions.remove(&slot.key);
-        }
+        self.forget_slot(slot, st);
         Ok(())
     }
 
@@ -552,12 +545,6 @@ impl Hub {
             .expect("sessions lock")
             .get(key)
             .cloned()
-    }
-
-    /// Closes the connection of a session key, if any, on whichever node holds it
-    /// (administrative action).
-    pub async fn kick(&self, key: &str) {
-        self.kick_anywhere(key).await;
     }
 
     /// Closes the connection of a session key on this node, if any.
@@ -638,12 +625,7 @@ impl Hub {
     /// Forgets a session on this node (routes, map entry) and leaves its stored state to the
     /// node that takes it over. Caller holds the slot's lock.
     fn forget_slot(&self, slot: &Arc<Slot>, st: &mut SlotState) {
-        for raw in st.subscriptions.keys() {
-            if let Ok(f) = Filter::parse(raw) {
-                self.inner.router.unsubscribe(&slot.tenant, &slot.key, &f);
-            }
-        }
-        st.subscriptions.clear();
+        self.drop_routes(slot, st);
         st.removed = true;
         let mut sessions = self.inner.sessions.write().expect("sessions lock");
         if sessions
@@ -1006,14 +988,19 @@ impl Hub {
         Ok(())
     }
 
-    /// Discards a session's subscriptions and stored record and queue (clean start).
-    async fn wipe(&self, slot: &Arc<Slot>, st: &mut SlotState) -> Result<(), StoreError> {
+    /// Takes a session's subscriptions out of the router.
+    fn drop_routes(&self, slot: &Arc<Slot>, st: &mut SlotState) {
         for raw in st.subscriptions.keys() {
             if let Ok(f) = Filter::parse(raw) {
                 self.inner.router.unsubscribe(&slot.tenant, &slot.key, &f);
             }
         }
         st.subscriptions.clear();
+    }
+
+    /// Discards a session's subscriptions and stored record and queue (clean start).
+    async fn wipe(&self, slot: &Arc<Slot>, st: &mut SlotState) -> Result<(), StoreError> {
+        self.drop_routes(slot, st);
         if st.stored || st.queued > 0 {
             store::write(&**self.store(), |t| records::delete_session(t, &slot.key)).await?;
         }

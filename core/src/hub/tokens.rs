@@ -4,18 +4,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sha2::{Digest, Sha256};
-
 use super::Hub;
 use super::session::{ClientIdentity, ConnectRefusal, TransportKind};
 use crate::auth::SignMethod;
 use crate::now_ms;
 use crate::store::{self, StoreError, records, transact};
-
-/// The hex SHA-256 of a token, as a cluster stores it.
-fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
 
 /// Most live tokens kept; beyond it the expired ones are dropped, then new tokens are refused.
 const MAX_TOKENS: usize = 1_000_000;
@@ -131,7 +124,7 @@ impl Hub {
                 device_name: dn.clone(),
                 expires_at_ms,
             };
-            let hash = token_hash(&token);
+            let hash = super::business::hash(&token);
             store::write(&**self.store(), |t| records::put_token(t, &hash, &record)).await?;
         }
         Ok((token, identity))
@@ -150,7 +143,7 @@ impl Hub {
         if cached.is_some() || self.peers().is_none() {
             return cached;
         }
-        let hash = token_hash(token);
+        let hash = super::business::hash(token);
         let stored = transact(&**self.store(), |t| {
             let hash = hash.clone();
             Box::pin(async move { records::get_token(t, &hash).await })

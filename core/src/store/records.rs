@@ -64,6 +64,19 @@ fn prefix(parts: &[&[u8]]) -> KeyRange {
     KeyRange::prefix(&k)
 }
 
+/// The keys under `parts`, from just after `parts` + `after` when given: one page of a listing.
+fn page(parts: &[&[u8]], after: Option<&str>) -> KeyRange {
+    let mut range = prefix(parts);
+    if let Some(after) = after {
+        // Names hold no 0x00: the first key after `after` itself.
+        let mut first: Vec<&[u8]> = parts.to_vec();
+        first.push(after.as_bytes());
+        range.start = key(&first);
+        range.start.push(0);
+    }
+    range
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("records always serialize")
 }
@@ -236,13 +249,7 @@ pub async fn list_devices_after(
     after: Option<&str>,
     limit: usize,
 ) -> Result<Vec<Device>, StoreError> {
-    let mut range = prefix(&[b"d", pk.as_bytes()]);
-    if let Some(after) = after {
-        // Names hold no 0x00: the first key after `after` itself.
-        range.start = key(&[b"d", pk.as_bytes(), after.as_bytes()]);
-        range.start.push(0);
-    }
-    list_typed(txn, &range, limit).await
+    list_typed(txn, &page(&[b"d", pk.as_bytes()], after), limit).await
 }
 
 // ---- online/offline history, newest first (keys hold the inverted time)
@@ -368,13 +375,7 @@ pub async fn list_sessions_after(
     after: Option<&str>,
     limit: usize,
 ) -> Result<Vec<SessionRecord>, StoreError> {
-    let mut range = prefix(&[b"s"]);
-    if let Some(after) = after {
-        // Keys hold no 0x00: the first key after `after` itself.
-        range.start = key(&[b"s", after.as_bytes()]);
-        range.start.push(0);
-    }
-    list_typed(txn, &range, limit).await
+    list_typed(txn, &page(&[b"s"], after), limit).await
 }
 
 /// Where a queued message is in its session's queue: the versionstamp of the commit that queued
@@ -888,13 +889,8 @@ pub async fn list_tokens_after(
     after: Option<&str>,
     limit: usize,
 ) -> Result<Vec<(String, TokenRecord)>, StoreError> {
-    let mut range = prefix(&[b"T"]);
-    if let Some(after) = after {
-        range.start = token_key(after);
-        range.start.push(0);
-    }
     let skip = token_key("").len();
-    txn.range(&range, limit)
+    txn.range(&page(&[b"T"], after), limit)
         .await?
         .iter()
         .map(|(k, v)| {

@@ -2,11 +2,11 @@
 //! at once, its sockets close, nothing of it runs again), sharing one in-memory store and talking
 //! over real loopback sockets; devices are rumqttc clients.
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use ironhub_conformance::v3;
 use ironhub_core::store::Store;
 use ironhub_core::store::memory::memory_store;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
@@ -23,22 +23,8 @@ const LEASE_MS: u64 = 1000;
 /// Every wait in these tests ends by then.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A free loopback port below Linux's ephemeral range (32768 and up), so that no client socket
-/// can take it between this check and the node's bind.
 fn free_addr() -> SocketAddr {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let mut x = std::process::id().wrapping_mul(2_654_435_761)
-        ^ NEXT.fetch_add(7919, Ordering::Relaxed)
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-    loop {
-        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-        let addr = SocketAddr::from(([127, 0, 0, 1], 20_000 + ((x >> 8) % 12_000) as u16));
-        if StdListener::bind(addr).is_ok() {
-            return addr;
-        }
-    }
+    SocketAddr::from(([127, 0, 0, 1], ironhub_conformance::free_port()))
 }
 
 /// One node: its own runtime, its addresses.
@@ -323,46 +309,12 @@ async fn connect(opts: MqttOptions) -> (AsyncClient, EventLoop, bool) {
 
 async fn subscribe(c: &AsyncClient, ev: &mut EventLoop, topic: &str) {
     c.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Event::Incoming(Packet::SubAck(_)) = ev.poll().await.expect("connected") {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("SUBACK in time");
-}
-
-/// The next PUBLISH the client receives.
-async fn next_publish(ev: &mut EventLoop) -> rumqttc::Publish {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Event::Incoming(Packet::Publish(p)) = ev.poll().await.expect("connected") {
-                return p;
-            }
-        }
-    })
-    .await
-    .expect("a message in time")
+    v3::suback(ev).await;
 }
 
 /// Keeps polling a client in the background (answers RRPC requests with `pong:<request>`).
-fn serve_rrpc(c: AsyncClient, mut ev: EventLoop) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Ok(e) = ev.poll().await {
-            if let Event::Incoming(Packet::Publish(p)) = e
-                && p.topic.contains("/rrpc/request/")
-            {
-                let topic = p.topic.replace("/rrpc/request/", "/rrpc/response/");
-                let mut answer = b"pong:".to_vec();
-                answer.extend_from_slice(&p.payload);
-                c.publish(topic, QoS::AtMostOnce, false, answer)
-                    .await
-                    .unwrap();
-            }
-        }
-    })
+fn serve_rrpc(c: AsyncClient, ev: EventLoop) -> tokio::task::JoinHandle<()> {
+    v3::answer_rrpc(c, ev, |request| [b"pong:".as_slice(), request].concat())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,7 +330,7 @@ async fn a_downlink_sent_to_node_c_reaches_a_device_on_node_a() {
         .api("POST", "/api/v1/business/pub", &fleet.key, Some(body))
         .await;
     assert_eq!((status, &v["delivered_to"]), (200, &json!(1)), "{v}");
-    let got = next_publish(&mut ev).await;
+    let got = v3::next_publish(&mut ev).await;
     assert_eq!(&got.payload[..], b"from c");
     // The device's state is the same seen from any node.
     let path = format!("/api/v1/business/devices/{}/dev1", fleet.pk);
@@ -448,7 +400,7 @@ async fn a_connection_on_another_node_takes_the_session_over() {
         .api("POST", "/api/v1/business/pub", &fleet.key, Some(body))
         .await;
     assert_eq!((status, &v["delivered_to"]), (200, &json!(1)), "{v}");
-    assert_eq!(&next_publish(&mut second_ev).await.payload[..], b"to b");
+    assert_eq!(&v3::next_publish(&mut second_ev).await.payload[..], b"to b");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,7 +431,9 @@ async fn devices_of_a_killed_node_reconnect_elsewhere_and_get_their_queued_messa
         assert!(present, "{dn}'s session survived the node");
         let mut got = Vec::new();
         for _ in &expected {
-            got.push(String::from_utf8_lossy(&next_publish(&mut ev).await.payload).into_owned());
+            got.push(
+                String::from_utf8_lossy(&v3::next_publish(&mut ev).await.payload).into_owned(),
+            );
         }
         assert_eq!(got, expected, "{dn} on {node}");
     }
@@ -661,7 +615,7 @@ async fn a_retained_downlink_reaches_the_device_on_whichever_node_it_subscribes(
         .subscribe(fleet.topic("dev1", "config"), QoS::AtLeastOnce)
         .await
         .unwrap();
-    let got = next_publish(&mut ev).await;
+    let got = v3::next_publish(&mut ev).await;
     assert_eq!((&got.payload[..], got.retain), (&b"v42"[..], true));
 }
 
@@ -747,7 +701,7 @@ async fn an_http_token_from_one_node_works_on_another() {
     .await;
     assert_eq!(status, 200, "node b accepts node a's token: {v}");
     assert_eq!(
-        &next_publish(&mut ev).await.payload[..],
+        &v3::next_publish(&mut ev).await.payload[..],
         b"t=21",
         "routed to node c"
     );
@@ -775,7 +729,7 @@ async fn a_reconnect_on_the_same_node_stays_online_for_the_others() {
         v["rrpc_code"], "TIMEOUT",
         "reached the device (which does not answer): {v}"
     );
-    let request = next_publish(&mut second_ev).await;
+    let request = v3::next_publish(&mut second_ev).await;
     assert!(
         request.topic.contains("/rrpc/request/"),
         "{}",
