@@ -466,15 +466,7 @@ async fn a_tenant_rate_limit_holds_across_nodes() {
             .publish(fleet.topic(dn, "data"), QoS::AtLeastOnce, false, "end")
             .await
             .unwrap();
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if let Event::Incoming(Packet::PubAck(_)) = ev.poll().await.expect("connected") {
-                    return;
-                }
-            }
-        })
-        .await
-        .expect("PUBACK in time");
+        v3::acked(&mut ev).await;
         sent.push(client);
     }
     let mut admitted = 0;
