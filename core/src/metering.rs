@@ -6,11 +6,12 @@
 //! Key layout: `u\0{tenant}\0{device}\0{hour: u64 BE}\0{metric}` = i64 counter, where `device` is
 //! empty for the tenant's totals; `e\0{tenant}\0{at_ms: u64 BE}\0{limit}\0{kind}` = [`UsageEvent`].
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::FastMap;
 use crate::limits::quota::{MonthlyQuota, WARNING_PERCENT, civil_from_days};
 use crate::limits::{LimitId, Limited, Profile};
 use crate::store::{self, KeyRange, Store, StoreError, decode_counter, records, transact};
@@ -99,14 +100,78 @@ struct TenantMonth {
     rules: Option<MonthlyQuota>,
 }
 
+/// A tenant's monthly quotas, shared by the meter and the sessions of the tenant's devices (which
+/// hold it so that a message locks only its tenant's quotas, with no lookup).
+#[derive(Default)]
+pub struct MonthHandle(Mutex<TenantMonth>);
+
+impl MonthHandle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TenantMonth> {
+        self.0.lock().expect("month lock")
+    }
+}
+
+/// The counters each admitted message adds, kept per device: a session holds its device's and
+/// charges them under a lock nobody else takes on the message path. They move into the meter's
+/// pending counters (the device's and its tenant's totals) at each flush and usage read.
+pub struct DeviceCounters {
+    tenant: String,
+    device: String,
+    hot: Mutex<HotCounts>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct HotCounts {
+    hour: u64,
+    messages: u64,
+    points: u64,
+}
+
+impl HotCounts {
+    fn is_empty(&self) -> bool {
+        self.messages == 0 && self.points == 0
+    }
+}
+
+impl DeviceCounters {
+    fn take(&self) -> HotCounts {
+        std::mem::take(&mut *self.hot.lock().expect("counters lock"))
+    }
+}
+
+/// Moves counts taken from a device into the pending counters of the device and its tenant.
+fn bump_hot(pending: &mut Pending, counters: &DeviceCounters, hot: HotCounts) {
+    if hot.is_empty() {
+        return;
+    }
+    for scope in ["", counters.device.as_str()] {
+        bump(
+            pending,
+            &counters.tenant,
+            scope,
+            hot.hour,
+            MESSAGES,
+            hot.messages,
+        );
+        bump(
+            pending,
+            &counters.tenant,
+            scope,
+            hot.hour,
+            DATA_POINTS,
+            hot.points,
+        );
+    }
+}
+
 /// Counters not yet in the store: tenant -> scope (device, or "" for the tenant) -> hour. Nested
 /// so that the per-message lookup borrows the names and allocates only on first sight.
-type Pending = HashMap<String, HashMap<String, BTreeMap<u64, Counts>>>;
+type Pending = FastMap<String, FastMap<String, BTreeMap<u64, Counts>>>;
 
 /// Adds `n` to a metric of a scope and hour.
 fn bump(pending: &mut Pending, tenant: &str, scope: &str, hour: u64, metric: &str, n: u64) {
     if !pending.contains_key(tenant) {
-        pending.insert(tenant.to_owned(), HashMap::new());
+        pending.insert(tenant.to_owned(), FastMap::default());
     }
     let scopes = pending.get_mut(tenant).expect("inserted above");
     if !scopes.contains_key(scope) {
@@ -125,23 +190,13 @@ fn bump(pending: &mut Pending, tenant: &str, scope: &str, hour: u64, metric: &st
     }
 }
 
-/// A tenant's monthly quotas, created on first sight (the tenant's name is copied only then: this
-/// runs for every message).
-fn tenant_month<'a>(
-    months: &'a mut HashMap<String, TenantMonth>,
-    tenant: &str,
-) -> &'a mut TenantMonth {
-    if !months.contains_key(tenant) {
-        months.insert(tenant.to_owned(), TenantMonth::default());
-    }
-    months.get_mut(tenant).expect("inserted above")
-}
-
 /// The hub's meter.
 #[derive(Default)]
 pub struct Meter {
     pending: Mutex<Pending>,
-    months: Mutex<HashMap<String, TenantMonth>>,
+    months: Mutex<FastMap<String, Arc<MonthHandle>>>,
+    /// Each device's hot counters, by tenant then device.
+    devices: Mutex<FastMap<String, FastMap<String, Arc<DeviceCounters>>>>,
 }
 
 fn counter_key(tenant: &str, device: &str, hour: u64, metric: &str) -> Vec<u8> {
@@ -167,6 +222,81 @@ fn day_and_month_start_hours(now_ms: u64) -> (u64, u64) {
 }
 
 impl Meter {
+    /// A tenant's monthly quotas, created on first sight.
+    pub fn month(&self, tenant: &str) -> Arc<MonthHandle> {
+        let mut months = self.months.lock().expect("meter lock");
+        match months.get(tenant) {
+            Some(m) => m.clone(),
+            None => {
+                let m = Arc::<MonthHandle>::default();
+                months.insert(tenant.to_owned(), m.clone());
+                m
+            }
+        }
+    }
+
+    /// A device's hot counters (see [`Meter::admitted`]), created on first sight.
+    pub fn device(&self, tenant: &str, device: &str) -> Arc<DeviceCounters> {
+        let mut devices = self.devices.lock().expect("meter lock");
+        if !devices.contains_key(tenant) {
+            devices.insert(tenant.to_owned(), FastMap::default());
+        }
+        let of_tenant = devices.get_mut(tenant).expect("inserted above");
+        if let Some(c) = of_tenant.get(device) {
+            return c.clone();
+        }
+        let c = Arc::new(DeviceCounters {
+            tenant: tenant.to_owned(),
+            device: device.to_owned(),
+            hot: Mutex::default(),
+        });
+        of_tenant.insert(device.to_owned(), c.clone());
+        c
+    }
+
+    /// Counts an admitted message of `points` data points for its device and tenant: what
+    /// [`Meter::add`] does with [`MESSAGES`] and [`DATA_POINTS`], without a shared lock.
+    pub fn admitted(&self, counters: &DeviceCounters, points: u64, now_ms: u64) {
+        let hour = now_ms / HOUR_MS;
+        let previous = {
+            let mut hot = counters.hot.lock().expect("counters lock");
+            let previous = if hot.hour != hour && !hot.is_empty() {
+                std::mem::take(&mut *hot)
+            } else {
+                HotCounts::default()
+            };
+            hot.hour = hour;
+            hot.messages += 1;
+            hot.points += points;
+            previous
+        };
+        // Once an hour per device: the last hour's counts join the pending ones.
+        if !previous.is_empty() {
+            bump_hot(
+                &mut self.pending.lock().expect("meter lock"),
+                counters,
+                previous,
+            );
+        }
+    }
+
+    /// Moves the hot counters of a tenant's devices (or every tenant's) into the pending ones;
+    /// forgets the devices no session holds any more.
+    fn gather(&self, tenant: Option<&str>) {
+        let mut devices = self.devices.lock().expect("meter lock");
+        let mut pending = self.pending.lock().expect("meter lock");
+        for (name, of_tenant) in devices.iter_mut() {
+            if tenant.is_some_and(|t| t != name) {
+                continue;
+            }
+            of_tenant.retain(|_, counters| {
+                bump_hot(&mut pending, counters, counters.take());
+                Arc::strong_count(counters) > 1
+            });
+        }
+        devices.retain(|_, of_tenant| !of_tenant.is_empty());
+    }
+
     /// Adds to metrics of a device (and of its tenant's totals) in the hour of `now_ms`.
     pub fn add(&self, tenant: &str, device: Option<&str>, metrics: &[(&str, u64)], now_ms: u64) {
         let hour = now_ms / HOUR_MS;
@@ -180,6 +310,7 @@ impl Meter {
 
     /// Writes the pending counters to the store (atomic adds); on failure they stay pending.
     pub async fn flush(&self, store: &dyn Store) -> Result<(), StoreError> {
+        self.gather(None);
         let batch = std::mem::take(&mut *self.pending.lock().expect("meter lock"));
         if batch.is_empty() {
             return Ok(());
@@ -247,6 +378,7 @@ impl Meter {
             *out.entry(hour).or_default().entry(metric).or_default() +=
                 decode_counter(&v).max(0) as u64;
         }
+        self.gather(Some(tenant));
         let pending = self.pending.lock().expect("meter lock");
         let hours = pending.get(tenant).and_then(|scopes| scopes.get(device));
         for (hour, counts) in hours.into_iter().flat_map(|h| h.range(from_hour..=to_hour)) {
@@ -303,8 +435,9 @@ impl Meter {
     ) -> Result<(), StoreError> {
         let usage = self.usage(store, tenant, None, now_ms).await?;
         let get = |m: &str| usage.month.get(m).copied().unwrap_or(0);
-        let mut months = self.months.lock().expect("meter lock");
-        let m = tenant_month(&mut months, tenant);
+        let month = self.month(tenant);
+        let mut guard = month.lock();
+        let m = &mut *guard;
         let quotas = [
             (&mut m.messages, admitted_messages(&usage.month)),
             (&mut m.points, get(DATA_POINTS)),
@@ -330,8 +463,9 @@ impl Meter {
 
     /// The tenant's standing against each monthly limit of `profile`.
     pub fn monthly(&self, profile: &Profile, tenant: &str, now_ms: u64) -> Vec<MonthlyUsage> {
-        let mut months = self.months.lock().expect("meter lock");
-        let m = tenant_month(&mut months, tenant);
+        let month = self.month(tenant);
+        let mut guard = month.lock();
+        let m = &mut *guard;
         let quotas = [
             (
                 &mut m.messages,
@@ -380,11 +514,10 @@ impl Meter {
     pub fn transport_disabled(
         &self,
         profile: &Profile,
-        tenant: &str,
+        month: &MonthHandle,
         now_ms: u64,
     ) -> Option<LimitId> {
-        let mut months = self.months.lock().expect("meter lock");
-        let m = tenant_month(&mut months, tenant);
+        let mut m = month.lock();
         let messages = m
             .messages
             .get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
@@ -401,12 +534,12 @@ impl Meter {
     pub fn charge_month(
         &self,
         profile: &Profile,
-        tenant: &str,
+        month: &MonthHandle,
         points: u64,
         now_ms: u64,
     ) -> Vec<UsageEvent> {
-        let mut months = self.months.lock().expect("meter lock");
-        let m = tenant_month(&mut months, tenant);
+        let mut m = month.lock();
+        let m = &mut *m;
         let mut events = Vec::new();
         let charges = [
             (
@@ -452,8 +585,8 @@ impl Meter {
     ) -> Result<Vec<UsageEvent>, Limited> {
         let value = profile.monthly.rule_executions;
         let crossed = {
-            let mut months = self.months.lock().expect("meter lock");
-            let m = tenant_month(&mut months, tenant);
+            let month = self.month(tenant);
+            let mut m = month.lock();
             let quota = m.rules.get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
             if quota.exhausted(value, now_ms) {
                 return Err(Limited::new(LimitId::MonthlyRuleExecutions));
@@ -560,6 +693,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_sessions_counters_reach_device_and_tenant_across_hours_and_flushes() {
+        let store = memory_store();
+        let meter = Meter::default();
+        let counters = meter.device("t", "pk/d");
+        meter.admitted(&counters, 2, T0 - HOUR_MS);
+        meter.admitted(&counters, 3, T0); // a new hour: the last one's counts move on
+        meter.admitted(&counters, 0, T0 + 1);
+        let device = meter.usage(&store, "t", Some("pk/d"), T0).await.unwrap();
+        assert_eq!(
+            (device.hour[MESSAGES], device.hour[DATA_POINTS]),
+            (2, 3),
+            "read before any flush"
+        );
+        assert_eq!(device.day[MESSAGES], 3);
+        meter.flush(&store).await.unwrap();
+        meter.admitted(&counters, 5, T0 + 2);
+        let tenant = meter.usage(&store, "t", None, T0 + 3).await.unwrap();
+        assert_eq!(
+            (tenant.hour[MESSAGES], tenant.hour[DATA_POINTS]),
+            (3, 8),
+            "flushed and hot counts, in the tenant's totals"
+        );
+        let other = meter.usage(&store, "u", None, T0).await.unwrap();
+        assert!(other.month.is_empty(), "tenants are separate");
+        drop(counters);
+        meter.flush(&store).await.unwrap();
+        assert!(
+            meter.devices.lock().unwrap().is_empty(),
+            "a device no session holds is forgotten once flushed"
+        );
+        let again = meter.device("t", "pk/d");
+        meter.admitted(&again, 1, T0 + 4);
+        meter.flush(&store).await.unwrap();
+        let device = meter
+            .usage(&store, "t", Some("pk/d"), T0 + 5)
+            .await
+            .unwrap();
+        assert_eq!(
+            device.hour[MESSAGES], 4,
+            "nothing lost across the forgetting"
+        );
+    }
+
+    #[tokio::test]
     async fn a_flush_larger_than_one_transaction_is_split_and_complete() {
         let store = memory_store();
         let meter = Meter::default();
@@ -588,22 +765,28 @@ mod tests {
         p.monthly.transport_messages = 10;
         let mut kinds = Vec::new();
         for _ in 0..12 {
-            if meter.transport_disabled(&p, "t", T0).is_some() {
+            if meter
+                .transport_disabled(&p, &meter.month("t"), T0)
+                .is_some()
+            {
                 break;
             }
             kinds.extend(
                 meter
-                    .charge_month(&p, "t", 1, T0)
+                    .charge_month(&p, &meter.month("t"), 1, T0)
                     .into_iter()
                     .map(|e| e.kind),
             );
         }
         assert_eq!(kinds, vec!["warning", "disabled"]);
         assert_eq!(
-            meter.transport_disabled(&p, "t", T0),
+            meter.transport_disabled(&p, &meter.month("t"), T0),
             Some(LimitId::MonthlyMessages)
         );
-        assert_eq!(meter.transport_disabled(&p, "other", T0), None);
+        assert_eq!(
+            meter.transport_disabled(&p, &meter.month("other"), T0),
+            None
+        );
     }
 
     #[tokio::test]
@@ -616,7 +799,7 @@ mod tests {
         for i in 0..12u64 {
             meter.add("t", Some("pk/d"), &[(MESSAGES, 1)], T0);
             if i < 8 {
-                meter.charge_month(&p, "t", 1, T0);
+                meter.charge_month(&p, &meter.month("t"), 1, T0);
             } else {
                 meter.discarded("t", "pk/d", &discard, T0);
             }

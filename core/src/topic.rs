@@ -1,6 +1,6 @@
 //! Topic names, topic filters (`+`, `#`), shared subscriptions and the subscription tree.
 
-use std::collections::HashMap;
+use crate::FastMap;
 
 /// Why a topic name or filter was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -126,14 +126,14 @@ pub struct TopicTree<T> {
 
 #[derive(Debug)]
 struct Node<T> {
-    children: HashMap<Box<str>, Node<T>>,
+    children: FastMap<Box<str>, Node<T>>,
     values: Vec<T>,
 }
 
 impl<T> Default for Node<T> {
     fn default() -> Self {
         Node {
-            children: HashMap::new(),
+            children: FastMap::default(),
             values: Vec::new(),
         }
     }

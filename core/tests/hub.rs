@@ -246,3 +246,36 @@ async fn takeover_hands_unacknowledged_messages_to_the_new_connection() {
         .collect();
     assert_eq!(topics, vec!["cmd/1", "cmd/2"], "in order, nothing lost");
 }
+
+#[tokio::test]
+async fn a_connected_session_follows_profile_changes_at_once() {
+    let hub = hub(|_| {}).await;
+    let c = connect(&hub, request("sensor", true, None)).await;
+    for _ in 0..5 {
+        c.session
+            .publish_deferred(publish("plant/t", QoS::AtMostOnce))
+            .await
+            .expect("unlimited");
+    }
+    // Sessions keep their tenant's profile between messages: a change must reach them.
+    let strict = serde_json::json!({ "name": "open", "rates": { "tenant_connections": "",
+        "device_connections": "", "tenant_messages": "", "device_messages_qos0": "1:60",
+        "device_messages_qos1": "" } });
+    hub.put_profile(serde_json::from_value(strict).unwrap())
+        .await
+        .unwrap();
+    c.session
+        .publish_deferred(publish("plant/t", QoS::AtMostOnce))
+        .await
+        .expect("the first of the new minute");
+    let refused = c
+        .session
+        .publish_deferred(publish("plant/t", QoS::AtMostOnce))
+        .await
+        .err()
+        .expect("over the new rate");
+    assert!(refused.to_string().contains("L-016"), "{refused}");
+    let usage = hub.tenant_usage("sandbox").await.unwrap();
+    assert_eq!(usage.usage.hour["messages"], 7, "every message counted");
+    assert_eq!(usage.usage.hour["discarded.L-016"], 1);
+}

@@ -1,6 +1,7 @@
 //! Tenant profiles and usage, as the hub manages and applies them.
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -8,7 +9,7 @@ use super::{Hub, HubError};
 use crate::limits::rate::ByteRate;
 use crate::limits::{DEFAULT_PROFILE, LimitId, Limited, Profile, datapoints};
 use crate::message::Properties;
-use crate::metering::{self, MonthlyUsage, Usage, UsageEvent};
+use crate::metering::{self, DeviceCounters, MonthHandle, MonthlyUsage, Usage, UsageEvent};
 use crate::model::Tenant;
 use crate::now_ms;
 use crate::store::{self, records, transact};
@@ -26,7 +27,45 @@ pub struct UsageReport {
     pub monthly: Vec<MonthlyUsage>,
 }
 
+/// What the message path needs of a device's tenant and meter, looked up once per session
+/// instead of once per message: the device's usage counters, the tenant's monthly quotas, and
+/// the tenant's profile (looked up again only when profiles change).
+pub(crate) struct Charges {
+    counters: Arc<DeviceCounters>,
+    month: Arc<MonthHandle>,
+    profile: Mutex<(u64, Arc<Profile>)>,
+}
+
+impl Charges {
+    /// The profile in force for the tenant, as of the hub's latest profile change.
+    fn profile(&self, hub: &Hub, tenant: &str) -> Arc<Profile> {
+        let generation = hub.inner.profile_generation.load(Ordering::Acquire);
+        let mut cached = self.profile.lock().expect("charges lock");
+        if cached.0 != generation {
+            *cached = (generation, hub.profile_of(tenant));
+        }
+        cached.1.clone()
+    }
+}
+
 impl Hub {
+    /// The charges of a device's messages (see [`Charges`]).
+    pub(crate) fn charges(&self, tenant: &str, device: &str) -> Charges {
+        Charges {
+            counters: self.inner.meter.device(tenant, device),
+            month: self.inner.meter.month(tenant),
+            profile: Mutex::new((
+                self.inner.profile_generation.load(Ordering::Acquire),
+                self.profile_of(tenant),
+            )),
+        }
+    }
+
+    /// Profiles or tenants' profile names changed: sessions look their profile up again.
+    fn profiles_changed(&self) {
+        self.inner.profile_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Loads the profiles, each tenant's profile name and each tenant's monthly usage.
     pub(crate) async fn load_profiles(&self) -> Result<(), HubError> {
         self.load_profile_maps().await?;
@@ -66,6 +105,7 @@ impl Hub {
             .collect();
         *self.inner.tenant_profiles.write().expect("profiles lock") =
             tenants.into_iter().map(|t| (t.id, t.profile)).collect();
+        self.profiles_changed();
         Ok(())
     }
 
@@ -75,6 +115,7 @@ impl Hub {
             .write()
             .expect("profiles lock")
             .insert(tenant.id.clone(), tenant.profile.clone());
+        self.profiles_changed();
     }
 
     /// A profile by name: stored ones, and the built-in default.
@@ -127,6 +168,7 @@ impl Hub {
             .write()
             .expect("profiles lock")
             .insert(profile.name.clone(), Arc::new(profile.clone()));
+        self.profiles_changed();
         Ok(profile)
     }
 
@@ -159,6 +201,7 @@ impl Hub {
             .write()
             .expect("profiles lock")
             .remove(name);
+        self.profiles_changed();
         Ok(())
     }
 
@@ -275,16 +318,16 @@ impl Hub {
     /// admitted (and charged); Err names the limit that discarded it (and it is counted).
     pub(crate) async fn admit_message(
         &self,
-        tenant: &str,
-        device: &str,
+        (tenant, device): (&str, &str),
+        charges: &Charges,
         qos1_or_2: bool,
         payload: &[u8],
+        now: u64,
     ) -> Result<(), Limited> {
-        let now = now_ms();
         let meter = &self.inner.meter;
-        let profile = self.profile_of(tenant);
+        let profile = charges.profile(self, tenant);
         let points = datapoints::count(payload);
-        let admitted = match meter.transport_disabled(&profile, tenant, now) {
+        let admitted = match meter.transport_disabled(&profile, &charges.month, now) {
             Some(limit) => Err(Limited::new(limit)),
             None => self
                 .inner
@@ -297,13 +340,8 @@ impl Hub {
             tracing::debug!(tenant, device, limit = %limited.limit, "message discarded by a limit");
             return Err(limited);
         }
-        meter.add(
-            tenant,
-            Some(device),
-            &[(metering::MESSAGES, 1), (metering::DATA_POINTS, points)],
-            now,
-        );
-        for event in meter.charge_month(&profile, tenant, points, now) {
+        meter.admitted(&charges.counters, points, now);
+        for event in meter.charge_month(&profile, &charges.month, points, now) {
             tracing::warn!(tenant, limit = %event.limit, kind = %event.kind, used = event.used, of = event.limit_value, "monthly usage");
             if let Err(e) = metering::save_event(&**self.store(), tenant, &event).await {
                 tracing::warn!(error = %e, "could not store a usage event");
@@ -322,7 +360,8 @@ impl Hub {
     pub(crate) fn admit_connection(&self, tenant: &str, device: &str) -> Result<(), Limited> {
         let now = now_ms();
         let profile = self.profile_of(tenant);
-        if let Some(limit) = self.inner.meter.transport_disabled(&profile, tenant, now) {
+        let month = self.inner.meter.month(tenant);
+        if let Some(limit) = self.inner.meter.transport_disabled(&profile, &month, now) {
             return Err(Limited::new(limit));
         }
         self.inner

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::FastMap;
 use crate::config::HubConfig;
 use crate::forward::Event;
 use crate::limits::{LimitId, Limited, Limiter, Profile};
@@ -205,7 +206,7 @@ pub struct TransportStats {
 pub(crate) struct Inner {
     pub(crate) config: HubConfig,
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) sessions: RwLock<HashMap<Arc<str>, Arc<Slot>>>,
+    pub(crate) sessions: RwLock<FastMap<Arc<str>, Arc<Slot>>>,
     pub(crate) router: router::Router,
     pub(crate) stats: Stats,
     /// Sequence for queued messages: starts at the wall clock in ns so it keeps increasing across
@@ -215,9 +216,9 @@ pub(crate) struct Inner {
     pub(crate) limiter: Limiter,
     pub(crate) meter: Meter,
     /// Stored profiles by name (the built-in default is used for "default" unless stored).
-    pub(crate) profiles: RwLock<HashMap<String, Arc<Profile>>>,
+    pub(crate) profiles: RwLock<FastMap<String, Arc<Profile>>>,
     /// Each tenant's profile name.
-    pub(crate) tenant_profiles: RwLock<HashMap<String, String>>,
+    pub(crate) tenant_profiles: RwLock<FastMap<String, String>>,
     pub(crate) tokens: tokens::Tokens,
     /// Attached sinks and their workers.
     pub(crate) forwarder: crate::forward::Forwarder,
@@ -247,6 +248,8 @@ pub(crate) struct Inner {
     pub(crate) handover: RwLock<Option<String>>,
     /// The built-in default profile (a stored profile named "default" replaces it).
     pub(crate) default_profile: Arc<Profile>,
+    /// Moves on every change of profiles or of tenants' profiles (sessions cache theirs).
+    pub(crate) profile_generation: AtomicU64,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -349,13 +352,13 @@ impl Hub {
             inner: Arc::new(Inner {
                 seq: AtomicU64::new(now_ms().saturating_mul(1_000_000)),
                 router: router::Router::default(),
-                sessions: RwLock::new(HashMap::new()),
+                sessions: RwLock::default(),
                 stats: Stats::default(),
                 shutdown: CancellationToken::new(),
                 limiter: Limiter::default(),
                 meter: Meter::default(),
-                profiles: RwLock::new(HashMap::new()),
-                tenant_profiles: RwLock::new(HashMap::new()),
+                profiles: RwLock::default(),
+                tenant_profiles: RwLock::default(),
                 tokens: tokens::Tokens::default(),
                 forwarder: crate::forward::Forwarder::default(),
                 group_routes: RwLock::new(groups::GroupRoutes::default()),
@@ -376,6 +379,7 @@ impl Hub {
                 peers,
                 handover: RwLock::new(None),
                 default_profile: Arc::new(Profile::default()),
+                profile_generation: AtomicU64::new(0),
             }),
         };
         hub.restore().await?;

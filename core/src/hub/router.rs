@@ -5,10 +5,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::Hub;
+use crate::FastMap;
 use crate::message::{Message, Origin, QoS};
 use crate::store::records::{self, SubscriptionRecord};
 use crate::store::{self, StoreError};
 use crate::topic::{self, Filter, TopicTree};
+
+/// Targets of one message past which the router indexes them by session.
+const INDEX_TARGETS_PAST: usize = 16;
 
 /// A message on its way to one session, with what that session's subscription made of it.
 #[derive(Debug, Clone)]
@@ -47,7 +51,7 @@ pub(crate) struct Target {
 
 #[derive(Default)]
 pub(crate) struct Router {
-    trees: RwLock<HashMap<String, TopicTree<Route>>>,
+    trees: RwLock<FastMap<String, TopicTree<Route>>>,
     retained: RwLock<HashMap<String, BTreeMap<String, Arc<Message>>>>,
     share_cursor: AtomicUsize,
 }
@@ -96,9 +100,12 @@ impl Router {
     /// Sessions `msg` goes to: one entry per session (highest QoS of its matching
     /// subscriptions), and one member per shared group, preferring members that are online.
     pub(crate) fn targets(&self, msg: &Message, online: impl Fn(&str) -> bool) -> Vec<Target> {
-        let mut direct: HashMap<Arc<str>, Target> = HashMap::new();
+        // One target per session: found by a linear search while there are few (most messages
+        // have one or two), through an index past that.
+        let mut direct: Vec<Target> = Vec::new();
+        let mut index: Option<FastMap<Arc<str>, usize>> = None;
         // Shared subscriptions by `$share/{group}/{filter}`: each gets the message once.
-        let mut groups: HashMap<Arc<str>, Vec<Route>> = HashMap::new();
+        let mut groups: FastMap<Arc<str>, Vec<Route>> = FastMap::default();
         {
             let trees = self.trees.read().expect("router lock");
             let Some(tree) = trees.get(&msg.tenant) else {
@@ -116,18 +123,38 @@ impl Router {
                 }
                 let qos = route.qos.min(msg.qos);
                 let retain = route.retain_as_published && msg.retain;
-                let t = direct.entry(route.session.clone()).or_insert(Target {
-                    session: route.session.clone(),
-                    qos,
-                    retain,
-                    subscription_ids: Vec::new(),
+                let found = match &index {
+                    Some(index) => index.get(&route.session).copied(),
+                    None => direct.iter().position(|t| t.session == route.session),
+                };
+                let at = found.unwrap_or_else(|| {
+                    direct.push(Target {
+                        session: route.session.clone(),
+                        qos,
+                        retain,
+                        subscription_ids: Vec::new(),
+                    });
+                    let at = direct.len() - 1;
+                    if let Some(index) = &mut index {
+                        index.insert(route.session.clone(), at);
+                    } else if direct.len() == INDEX_TARGETS_PAST {
+                        index = Some(
+                            direct
+                                .iter()
+                                .enumerate()
+                                .map(|(i, t)| (t.session.clone(), i))
+                                .collect(),
+                        );
+                    }
+                    at
                 });
+                let t = &mut direct[at];
                 t.qos = t.qos.max(qos);
                 t.retain |= retain;
                 t.subscription_ids.extend(route.subscription_id);
             });
         }
-        let mut out: Vec<Target> = direct.into_values().collect();
+        let mut out = direct;
         for (_, members) in groups {
             let live: Vec<&Route> = members.iter().filter(|r| online(&r.session)).collect();
             let pool: Vec<&Route> = if live.is_empty() {

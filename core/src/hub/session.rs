@@ -3,14 +3,15 @@
 //! per-session delivery queue with its slow-subscriber policy.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::limits::Charges;
 use super::router::Delivery;
 use super::topology::TopoOp;
 use super::{Hub, device_session_key};
@@ -516,6 +517,9 @@ pub struct Session {
     generation: u64,
     will: Option<Will>,
     done: CancellationToken,
+    /// Looked up at the first publish (idle connections do without; boxed, as every
+    /// connection's task holds its session).
+    charges: OnceLock<Box<Charges>>,
 }
 
 impl Hub {
@@ -908,6 +912,7 @@ impl Hub {
                 generation,
                 will: req.will,
                 done,
+                charges: OnceLock::new(),
             },
             deliveries: rx,
             backlog,
@@ -1071,6 +1076,18 @@ impl Hub {
         identity: &ClientIdentity,
         req: PublishRequest,
     ) -> Result<(usize, Option<Confirmation>), PublishRefusal> {
+        let charges = self.charges(&identity.tenant, &identity.key);
+        self.publish_charged(identity, &charges, req).await
+    }
+
+    /// [`Hub::publish_deferred`] with the charges a session keeps.
+    async fn publish_charged(
+        &self,
+        identity: &ClientIdentity,
+        charges: &Charges,
+        req: PublishRequest,
+    ) -> Result<(usize, Option<Confirmation>), PublishRefusal> {
+        let now = now_ms();
         topic::validate_name(&req.topic).map_err(PublishRefusal::TopicInvalid)?;
         self.check_topic(&req.topic)
             .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
@@ -1080,17 +1097,22 @@ impl Hub {
         }
         self.check_properties(&req.properties)
             .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
-        let (tenant, device) = (&identity.tenant, &identity.key);
-        self.admit_message(tenant, device, req.qos != QoS::AtMostOnce, &req.payload)
-            .await
-            .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
+        let scope = (identity.tenant.as_str(), &*identity.key);
+        self.admit_message(
+            scope,
+            charges,
+            req.qos != QoS::AtMostOnce,
+            &req.payload,
+            now,
+        )
+        .await
+        .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
         self.inner.stats.received[req.transport as usize][req.qos as usize]
             .fetch_add(1, Ordering::Relaxed);
-        let now = now_ms();
         if identity.device.is_some() {
             self.inner
                 .recent
-                .record(device, &req.topic, &req.payload, req.qos, now);
+                .record(&identity.key, &req.topic, &req.payload, req.qos, now);
         }
         // A request of the device to the hub on one of its own topics, handled after routing.
         let request = identity.device.as_ref().and_then(|(pk, dn)| {
@@ -1295,7 +1317,10 @@ impl Session {
         &self,
         req: PublishRequest,
     ) -> Result<(usize, Option<Confirmation>), PublishRefusal> {
-        self.hub.publish_deferred(&self.identity, req).await
+        let charges = self
+            .charges
+            .get_or_init(|| Box::new(self.hub.charges(&self.identity.tenant, &self.identity.key)));
+        self.hub.publish_charged(&self.identity, charges, req).await
     }
 
     /// Subscribes; returns per filter the granted QoS or the refusal, and the retained messages

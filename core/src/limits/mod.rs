@@ -4,8 +4,8 @@
 //! sleeping. The hub calls [`Limiter`] on connect, publish and registry operations, so every
 //! transport enforces the same limits.
 
+use crate::FastMap;
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -153,7 +153,7 @@ const MAX_KEYS: usize = 1_000_000;
 
 /// Rate state per key, rebuilt when the key's spec changes.
 struct Keyed<T> {
-    map: Mutex<HashMap<String, (RateKey, T)>>,
+    map: Mutex<FastMap<String, (RateKey, T)>>,
 }
 
 /// What a state was built from, to notice profile changes.
@@ -190,7 +190,7 @@ impl RateKeyRef<'_> {
 impl<T> Default for Keyed<T> {
     fn default() -> Self {
         Keyed {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::default(),
         }
     }
 }
