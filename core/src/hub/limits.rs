@@ -341,13 +341,21 @@ impl Hub {
             return Err(limited);
         }
         meter.admitted(&charges.counters, points, now);
-        for event in meter.charge_month(&profile, &charges.month, points, now) {
+        let events = meter.charge_month(&profile, &charges.month, points, now);
+        if !events.is_empty() {
+            // Twice a month per quota at most: boxed, to keep every message's future small.
+            Box::pin(self.save_usage_events(tenant, events)).await;
+        }
+        Ok(())
+    }
+
+    async fn save_usage_events(&self, tenant: &str, events: Vec<UsageEvent>) {
+        for event in events {
             tracing::warn!(tenant, limit = %event.limit, kind = %event.kind, used = event.used, of = event.limit_value, "monthly usage");
             if let Err(e) = metering::save_event(&**self.store(), tenant, &event).await {
                 tracing::warn!(error = %e, "could not store a usage event");
             }
         }
-        Ok(())
     }
 
     /// The read allowance of a new connection (L-019), or None when unlimited.

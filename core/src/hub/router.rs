@@ -225,20 +225,26 @@ impl Hub {
     /// Accepts a message: keeps it if retained, then hands it to every session it goes to.
     /// Returns the number of sessions. QoS 1/2 deliveries to offline persistent sessions are
     /// durable when this returns.
+    ///
+    /// Runs for every message: what most messages do not need (a store write for retained
+    /// ones, other nodes, a full queue) is boxed, to keep the future every publish builds small.
     pub(crate) async fn accept(&self, msg: Message) -> Result<usize, StoreError> {
         let msg = Arc::new(msg);
         if msg.retain {
-            store::write(&**self.store(), |t| {
+            Box::pin(store::write(&**self.store(), |t| {
                 if msg.payload.is_empty() {
                     records::delete_retained(t, &msg.tenant, &msg.topic);
                 } else {
                     records::put_retained(t, &msg);
                 }
-            })
+            }))
             .await?;
         }
         let here = self.route(&msg).await?;
-        Ok(here + self.route_remote(&msg).await?)
+        if self.peers().is_none() {
+            return Ok(here);
+        }
+        Ok(here + Box::pin(self.route_remote(&msg)).await?)
     }
 
     /// Routes a message to this node's sessions only: one another node accepted (its retained
@@ -266,7 +272,7 @@ impl Hub {
         {
             // A connect taking the session over from another node holds the slot until the
             // session (its subscriptions) is in place: route after it.
-            slot.settled().await;
+            Box::pin(slot.settled()).await;
         }
         if msg.retain {
             self.inner.router.set_retained(msg.clone());
@@ -299,7 +305,9 @@ impl Hub {
                 subscription_ids: target.subscription_ids.into_boxed_slice(),
                 stored_seq: None,
             };
-            slot.deliver(self, delivery).await?;
+            if let Err(delivery) = slot.try_deliver(self, delivery) {
+                Box::pin(slot.deliver(self, delivery)).await?;
+            }
             delivered += 1;
         }
         Ok(delivered)

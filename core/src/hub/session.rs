@@ -316,6 +316,11 @@ pub(crate) struct Slot {
     /// The transport of the connection while online ([`TransportKind`] as u8).
     transport: AtomicU8,
     state: Arc<Mutex<SlotState>>,
+    /// The live connection's queue, for deliveries that find room in it without taking the
+    /// state lock (an async mutex: two locks of its own per delivery). Set and cleared with
+    /// `SlotState::live`, under that lock: a delivery that got in before it was cleared is in
+    /// the queue the closing connection drains.
+    live_tx: std::sync::RwLock<Option<mpsc::Sender<Delivery>>>,
 }
 
 type SlotGuard = OwnedMutexGuard<SlotState>;
@@ -327,6 +332,7 @@ impl Slot {
             tenant,
             online: AtomicBool::new(false),
             transport: AtomicU8::new(0),
+            live_tx: std::sync::RwLock::new(None),
             state: Arc::new(Mutex::new(SlotState {
                 live: None,
                 removed: false,
@@ -372,6 +378,12 @@ impl Slot {
             .then(|| usize::from(self.transport.load(Ordering::Relaxed)))
     }
 
+    /// Sets or clears the live connection (caller holds the state lock).
+    fn set_live(&self, st: &mut SlotState, live: Option<Live>) {
+        *self.live_tx.write().expect("slot lock") = live.as_ref().map(|l| l.tx.clone());
+        st.live = live;
+    }
+
     fn record(&self, st: &SlotState) -> SessionRecord {
         SessionRecord {
             key: self.key.to_string(),
@@ -384,6 +396,23 @@ impl Slot {
 
     /// Hands a delivery to the session: into the live queue when connected, into the stored
     /// queue (QoS 1/2) when persistent and offline.
+    /// Hands a delivery to the live connection if its queue has room (most deliveries); gives
+    /// it back otherwise, for [`Slot::deliver`].
+    pub(crate) fn try_deliver(&self, hub: &Hub, delivery: Delivery) -> Result<(), Delivery> {
+        let qos = delivery.qos;
+        match self.live_tx.read().expect("slot lock").as_ref() {
+            Some(tx) => match tx.try_send(delivery) {
+                Ok(()) => {
+                    hub.inner.stats.delivered(qos);
+                    Ok(())
+                }
+                Err(e) => Err(e.into_inner()),
+            },
+            None => Err(delivery),
+        }
+    }
+
+    /// Delivers to the session, live or not: see [`Slot::try_deliver`] for the common case.
     pub(crate) async fn deliver(&self, hub: &Hub, delivery: Delivery) -> Result<(), StoreError> {
         let stats = &hub.inner.stats;
         let qos = delivery.qos;
@@ -593,7 +622,7 @@ impl Hub {
         if st.live.is_some() {
             // The connection did not close in time: it is cut off from the session (its task
             // ends on its own), as a local takeover does.
-            st.live = None;
+            slot.set_live(&mut st, None);
             slot.online.store(false, Ordering::Relaxed);
         }
         if !st.removed {
@@ -630,6 +659,9 @@ impl Hub {
     /// node that takes it over. Caller holds the slot's lock.
     fn forget_slot(&self, slot: &Arc<Slot>, st: &mut SlotState) {
         self.drop_routes(slot, st);
+        // Deliveries to a forgotten slot take the state lock (and go to another node in a
+        // cluster).
+        *slot.live_tx.write().expect("slot lock") = None;
         st.removed = true;
         let mut sessions = self.inner.sessions.write().expect("sessions lock");
         if sessions
@@ -875,12 +907,15 @@ impl Hub {
         let done = CancellationToken::new();
         st.generation += 1;
         let generation = st.generation;
-        st.live = Some(Live {
-            tx,
-            kick: Some(kick_tx),
-            done: done.clone(),
-            generation,
-        });
+        slot.set_live(
+            &mut st,
+            Some(Live {
+                tx,
+                kick: Some(kick_tx),
+                done: done.clone(),
+                generation,
+            }),
+        );
         slot.transport.store(transport as u8, Ordering::Relaxed);
         slot.online.store(true, Ordering::Relaxed);
         drop(st);
@@ -948,7 +983,7 @@ impl Hub {
                 tracing::warn!(session = %identity.key, "previous connection did not close in time");
                 let mut st = slot.state.clone().lock_owned().await;
                 if !st.removed {
-                    st.live = None;
+                    slot.set_live(&mut st, None);
                     slot.online.store(false, Ordering::Relaxed);
                     return (slot, st);
                 }
@@ -1165,22 +1200,35 @@ impl Hub {
                 device: identity.device.as_ref(),
                 received_at_ms: now,
             };
-            self.run_rules(&rules, &input).await;
+            Box::pin(self.run_rules(&rules, &input)).await;
         }
         let mut confirmation = None;
         if let Some((destinations, event)) = upstream {
             let wait = event.qos != QoS::AtMostOnce;
-            let enqueued = self
-                .inner
-                .forwarder
-                .enqueue(self, &destinations, event, wait)
-                .await
-                .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+            let enqueued = Box::pin(
+                self.inner
+                    .forwarder
+                    .enqueue(self, &destinations, event, wait),
+            )
+            .await
+            .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
             confirmation = wait.then_some(enqueued);
         }
-        if let (Some((kind, topic, payload, qos)), Some((pk, dn))) =
-            (request, identity.device.as_ref())
-        {
+        if let Some(request) = request {
+            Box::pin(self.answer_device_request(identity, request, now)).await?;
+        }
+        Ok((delivered, confirmation))
+    }
+
+    /// Handles a device's request to the hub on one of its own topics (boxed by the caller:
+    /// most messages are not requests).
+    async fn answer_device_request(
+        &self,
+        identity: &ClientIdentity,
+        (kind, topic, payload, qos): (DeviceRequest, String, Bytes, QoS),
+        now: u64,
+    ) -> Result<(), PublishRefusal> {
+        if let Some((pk, dn)) = identity.device.as_ref() {
             let answer = match kind {
                 DeviceRequest::PropertyPost => {
                     let model = self.model_of(pk);
@@ -1216,7 +1264,7 @@ impl Hub {
                     .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
             }
         }
-        Ok((delivered, confirmation))
+        Ok(())
     }
 }
 
@@ -1493,7 +1541,7 @@ impl Session {
             .as_ref()
             .is_some_and(|l| l.generation == self.generation);
         if current {
-            st.live = None;
+            self.slot.set_live(&mut st, None);
             self.slot.online.store(false, Ordering::Relaxed);
         }
         let mut pending = unacked;
