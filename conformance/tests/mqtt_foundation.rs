@@ -245,7 +245,7 @@ async fn dynamic_registration_issues_the_device_secret() {
     );
     o.set_credentials(format!("fresh-1&{pk}"), password)
         .set_keep_alive(Duration::from_secs(60));
-    let (_c, mut ev) = AsyncClient::new(o, 8);
+    let (_c, mut ev) = AsyncClient::new(o.clone(), 8);
     let p = v3::next_publish(&mut ev).await;
     assert_eq!(p.topic, "/ext/register");
     let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
@@ -254,7 +254,23 @@ async fn dynamic_registration_issues_the_device_secret() {
     let mut fresh = dev.clone();
     fresh.device_name = "fresh-1".into();
     fresh.device_secret = secret;
-    v3::connect(fresh.v3_options(&d)).await;
+    let (c, ev) = v3::connect(fresh.v3_options(&d)).await;
+    // The first connection activates the device (written off the connect path): once it is
+    // stored, the device shows offline (not inactive) when it leaves, and the ProductSecret no
+    // longer fetches its secret.
+    c.disconnect().await.unwrap();
+    drop(ev);
+    let path = format!("/api/v1/products/{pk}/devices/fresh-1");
+    let deadline = Instant::now() + WAIT;
+    while d.api(Method::GET, &path, None).await.1["state"] != "offline" {
+        assert!(Instant::now() < deadline, "the activation was not recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        v3::refusal(o).await,
+        ConnectReturnCode::NotAuthorized,
+        "no registration for an activated device"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -362,7 +362,7 @@ impl Meter {
         };
         // The hour starts after the scope's parts and their separators.
         let prefix_len = records::key(&[b"u", tenant.as_bytes(), device.as_bytes()]).len() + 1;
-        let rows = transact(store, |t| {
+        let rows = store::read(store, |t| {
             let range = range.clone();
             Box::pin(async move { t.range(&range, 0).await })
         })

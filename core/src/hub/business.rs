@@ -3,7 +3,7 @@
 //! scoped to the key's tenant: another tenant's device does not exist for it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -443,24 +443,38 @@ impl Hub {
 /// How long online/offline history is kept.
 pub const HISTORY_RETENTION_MS: u64 = 7 * 86_400_000;
 
-/// Status changes waiting to be written, at most this many (more are dropped and logged).
-const HISTORY_BUFFER: usize = 10_000;
+/// Records waiting to be written by a [`WriteQueue`], at most this many.
+const WRITE_QUEUE_BUFFER: usize = 10_000;
 
-/// Writes online/offline changes in batches, off the connection path.
-pub(crate) struct History {
-    tx: tokio::sync::mpsc::Sender<(String, String, records::StatusEvent)>,
-    rx: Mutex<Option<tokio::sync::mpsc::Receiver<(String, String, records::StatusEvent)>>>,
+/// Records per transaction of a [`WriteQueue`].
+const WRITE_BATCH: usize = 512;
+
+/// Records the hub writes in batches, off the connection path: a durable write per connect
+/// would bound the connect rate by the disk (one fsync each on the embedded store).
+pub(crate) struct WriteQueue<T> {
+    tx: tokio::sync::mpsc::Sender<T>,
+    rx: Mutex<Option<tokio::sync::mpsc::Receiver<T>>>,
 }
 
-impl Default for History {
+impl<T> Default for WriteQueue<T> {
     fn default() -> Self {
-        let (tx, rx) = tokio::sync::mpsc::channel(HISTORY_BUFFER);
-        History {
+        let (tx, rx) = tokio::sync::mpsc::channel(WRITE_QUEUE_BUFFER);
+        WriteQueue {
             tx,
             rx: Mutex::new(Some(rx)),
         }
     }
 }
+
+impl<T> WriteQueue<T> {
+    /// The receiving end, for the one task that writes the records.
+    fn take_receiver(&self) -> Option<tokio::sync::mpsc::Receiver<T>> {
+        self.rx.lock().expect("write queue lock").take()
+    }
+}
+
+/// A device's online/offline change, for its history.
+pub(crate) type StatusChange = (String, String, records::StatusEvent);
 
 /// A page of devices.
 #[derive(Debug, Clone, Serialize)]
@@ -489,25 +503,40 @@ impl Hub {
         }
     }
 
+    /// Marks a device activated (its first connection), in the background.
+    pub(crate) async fn record_activation(&self, pk: &str, dn: &str) {
+        // Waits when the queue is full rather than forgetting: activation ends dynamic
+        // registration for the device.
+        let _ = self
+            .inner
+            .activations
+            .tx
+            .send((pk.to_owned(), dn.to_owned()))
+            .await;
+    }
+
+    /// The next batch of a write queue's records; None at shutdown.
+    async fn next_batch<T>(&self, rx: &mut tokio::sync::mpsc::Receiver<T>) -> Option<Vec<T>> {
+        let first = tokio::select! {
+            e = rx.recv() => e,
+            () = self.inner.shutdown.cancelled() => None,
+        };
+        let mut batch = vec![first?];
+        while batch.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
     /// Writes buffered status changes, a batch per transaction, until shutdown.
     pub(crate) async fn write_history_forever(&self) {
-        let Some(mut rx) = self.inner.history.rx.lock().expect("history lock").take() else {
+        let Some(mut rx) = self.inner.history.take_receiver() else {
             return;
         };
-        let shutdown = self.inner.shutdown.clone();
-        loop {
-            let first = tokio::select! {
-                e = rx.recv() => e,
-                () = shutdown.cancelled() => None,
-            };
-            let Some(first) = first else { return };
-            let mut batch = vec![first];
-            while batch.len() < 512 {
-                match rx.try_recv() {
-                    Ok(e) => batch.push(e),
-                    Err(_) => break,
-                }
-            }
+        while let Some(batch) = self.next_batch(&mut rx).await {
             let rows: Vec<(u64, _)> = batch.into_iter().map(|e| (self.next_seq(), e)).collect();
             let cutoff = now_ms().saturating_sub(HISTORY_RETENTION_MS);
             let written = store::write(&**self.store(), |t| {
@@ -519,6 +548,36 @@ impl Hub {
             .await;
             if let Err(e) = written {
                 tracing::warn!(error = %e, lost = rows.len(), "could not write status history");
+            }
+        }
+    }
+
+    /// Writes buffered activations, a batch per transaction, until shutdown. Each device is
+    /// read again in the transaction: a change made meanwhile (disabled, new secret) stays.
+    pub(crate) async fn write_activations_forever(&self) {
+        let Some(mut rx) = self.inner.activations.take_receiver() else {
+            return;
+        };
+        while let Some(batch) = self.next_batch(&mut rx).await {
+            let batch = Arc::new(batch);
+            let written = transact(&**self.store(), |t| {
+                let batch = batch.clone();
+                Box::pin(async move {
+                    for (pk, dn) in batch.iter() {
+                        if let Some(mut d) = records::get_device(t, pk, dn).await?
+                            && !d.activated
+                        {
+                            d.activated = true;
+                            records::put_device(t, &d);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .await;
+            if let Err(e) = written {
+                // They are marked at their next connection.
+                tracing::warn!(error = %e, devices = batch.len(), "could not record activations");
             }
         }
     }

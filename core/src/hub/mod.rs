@@ -231,7 +231,9 @@ pub(crate) struct Inner {
     /// RRPC calls waiting for their device.
     pub(crate) rrpc: business::PendingRrpc,
     /// Online/offline changes on their way to the store.
-    pub(crate) history: business::History,
+    pub(crate) history: business::WriteQueue<business::StatusChange>,
+    /// Devices connected for the first time, on their way to the store.
+    pub(crate) activations: business::WriteQueue<(String, String)>,
     /// Products' thing models.
     pub(crate) models: tsl::Models,
     /// Products' topic categories.
@@ -365,7 +367,8 @@ impl Hub {
                 rules: rules::Rules::new(),
                 api_keys: business::ApiKeys::default(),
                 rrpc: business::PendingRrpc::default(),
-                history: business::History::default(),
+                history: business::WriteQueue::default(),
+                activations: business::WriteQueue::default(),
                 models: RwLock::new(HashMap::new()),
                 categories: RwLock::new(HashMap::new()),
                 desired_pending: RwLock::new(std::collections::HashSet::new()),
@@ -403,6 +406,8 @@ impl Hub {
         tokio::spawn(async move { flusher.flush_usage_forever().await });
         let historian = hub.clone();
         tokio::spawn(async move { historian.write_history_forever().await });
+        let activator = hub.clone();
+        tokio::spawn(async move { activator.write_activations_forever().await });
         Ok(hub)
     }
 
@@ -846,7 +851,8 @@ impl Hub {
         dn: &str,
     ) -> Result<Option<Device>, StoreError> {
         let (pk, dn) = (pk.to_owned(), dn.to_owned());
-        transact(&**self.store(), |t| {
+        // Every connect reads this: it does not wait for writers.
+        store::read(&**self.store(), |t| {
             let (pk, dn) = (pk.clone(), dn.clone());
             Box::pin(async move { records::get_device(t, &pk, &dn).await })
         })

@@ -648,7 +648,7 @@ impl Hub {
     pub(crate) async fn count_stored(&self, key: &str) -> Result<usize, StoreError> {
         let key = key.to_owned();
         let cap = self.inner.config.max_offline_messages;
-        transact(&**self.store(), |t| {
+        store::read(&**self.store(), |t| {
             let key = key.clone();
             Box::pin(async move { records::count_queued(t, &key, cap).await })
         })
@@ -751,15 +751,9 @@ impl Hub {
             return Err(ConnectRefusal::Disabled);
         }
         if !device.activated {
-            // Off the connect path: a first connection should not wait for a durable write of
-            // a status flag (the device shows online from its session meanwhile).
-            let (hub, mut d) = (self.clone(), device.clone());
-            d.activated = true;
-            tokio::spawn(async move {
-                if let Err(e) = store::write(&**hub.store(), |t| records::put_device(t, &d)).await {
-                    tracing::warn!(error = %e, "could not record a device's activation");
-                }
-            });
+            // Written in batches off the connect path (the device shows online from its
+            // session meanwhile).
+            self.record_activation(pk, dn).await;
         }
         Ok(ClientIdentity {
             tenant: device.tenant.clone(),
@@ -1051,7 +1045,7 @@ impl Hub {
 
     async fn read_backlog(&self, key: &Arc<str>) -> Result<Vec<Delivery>, StoreError> {
         let k = key.clone();
-        let rows = transact(&**self.store(), |t| {
+        let rows = store::read(&**self.store(), |t| {
             let k = k.clone();
             Box::pin(async move { records::read_queue(t, &k, 0).await })
         })

@@ -87,6 +87,74 @@ pub trait Store: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Starts a transaction.
     async fn begin(&self) -> Result<Box<dyn Txn>, StoreError>;
+    /// Starts a transaction that only reads: it sees committed data and, where the backend runs
+    /// one transaction at a time, does not wait for the one running (a device's connect must
+    /// not queue behind a durable write). Committing writes from it fails.
+    async fn begin_read(&self) -> Result<Box<dyn Txn>, StoreError> {
+        Ok(Box::new(ReadOnly::new(self.begin().await?)))
+    }
+}
+
+/// A transaction restricted to reads (see [`Store::begin_read`]): writes are remembered only
+/// to fail the commit.
+pub struct ReadOnly(Box<dyn Txn>, bool);
+
+impl ReadOnly {
+    /// Restricts a transaction to reads.
+    pub fn new(txn: Box<dyn Txn>) -> Self {
+        ReadOnly(txn, false)
+    }
+}
+
+/// The error a read-only transaction's writes end in.
+fn write_in_read_only() -> StoreError {
+    StoreError::Backend("a read-only transaction cannot write".into())
+}
+
+#[async_trait]
+impl Txn for ReadOnly {
+    async fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        self.0.get(key).await
+    }
+
+    async fn range(
+        &mut self,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
+        self.0.range(range, limit).await
+    }
+
+    fn set(&mut self, _key: &[u8], _value: &[u8]) {
+        self.1 = true;
+    }
+
+    fn clear(&mut self, _key: &[u8]) {
+        self.1 = true;
+    }
+
+    fn clear_range(&mut self, _range: &KeyRange) {
+        self.1 = true;
+    }
+
+    fn add(&mut self, _key: &[u8], _delta: i64) {
+        self.1 = true;
+    }
+
+    fn set_versionstamped(&mut self, _prefix: &[u8], _suffix: &[u8], _value: &[u8]) {
+        self.1 = true;
+    }
+
+    async fn commit(&mut self) -> Result<(), StoreError> {
+        if self.1 {
+            return Err(write_in_read_only());
+        }
+        Ok(())
+    }
+
+    async fn on_error(&mut self, err: StoreError) -> Result<(), StoreError> {
+        self.0.on_error(err).await
+    }
 }
 
 /// A transaction: reads are async, writes are buffered until `commit`, as in FoundationDB.
@@ -127,11 +195,26 @@ const MAX_ATTEMPTS: usize = 20;
 
 /// Runs `body` in a transaction and commits, retrying on retryable errors like
 /// FoundationDB's `Database::run`. Bodies must be idempotent: a retry runs them again.
-pub async fn transact<T, F>(store: &dyn Store, mut body: F) -> Result<T, StoreError>
+pub async fn transact<T, F>(store: &dyn Store, body: F) -> Result<T, StoreError>
 where
     F: for<'t> FnMut(&'t mut dyn Txn) -> TxnFuture<'t, T>,
 {
-    let mut txn = store.begin().await?;
+    run(store.begin().await?, body).await
+}
+
+/// Runs `body` in a read-only transaction ([`Store::begin_read`]), retrying as [`transact`]
+/// does: for reads on hot paths that must not wait for writers.
+pub async fn read<T, F>(store: &dyn Store, body: F) -> Result<T, StoreError>
+where
+    F: for<'t> FnMut(&'t mut dyn Txn) -> TxnFuture<'t, T>,
+{
+    run(store.begin_read().await?, body).await
+}
+
+async fn run<T, F>(mut txn: Box<dyn Txn>, mut body: F) -> Result<T, StoreError>
+where
+    F: for<'t> FnMut(&'t mut dyn Txn) -> TxnFuture<'t, T>,
+{
     let mut attempts = 0;
     loop {
         attempts += 1;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::{KeyRange, Store, StoreError, Txn, decode_counter};
+use super::{KeyRange, ReadOnly, Store, StoreError, Txn, decode_counter};
 
 /// A buffered write, applied in order at commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,8 +103,20 @@ impl<B: Backend> Store for SerialStore<B> {
             mutations: Vec::new(),
             stamped: Vec::new(),
             version: self.version.clone(),
-            _guard: guard,
+            _guard: Some(guard),
         }))
+    }
+
+    /// Without the writer's lock: the backends apply a commit atomically for readers, so a
+    /// reader sees the state before or after it.
+    async fn begin_read(&self) -> Result<Box<dyn Txn>, StoreError> {
+        Ok(Box::new(ReadOnly::new(Box::new(SerialTxn {
+            backend: self.backend.clone(),
+            mutations: Vec::new(),
+            stamped: Vec::new(),
+            version: self.version.clone(),
+            _guard: None,
+        }))))
     }
 }
 
@@ -114,7 +126,8 @@ struct SerialTxn<B: Backend> {
     /// Versionstamped writes: prefix, suffix, value; their keys are made at commit.
     stamped: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
     version: Arc<AtomicU64>,
-    _guard: OwnedMutexGuard<()>,
+    /// The writer's lock; None in read-only transactions.
+    _guard: Option<OwnedMutexGuard<()>>,
 }
 
 impl<B: Backend> SerialTxn<B> {

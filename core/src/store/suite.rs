@@ -20,6 +20,7 @@ pub async fn run(store: &dyn Store) {
     queue_keeps_publication_order(store).await;
     status_history_is_newest_first_and_trimmed(store).await;
     cluster_records_round_trip(store).await;
+    read_only_transactions_do_not_wait_and_cannot_write(store).await;
 }
 
 /// Checks that committed data survives closing and reopening the backend. `open` opens the same
@@ -384,4 +385,44 @@ async fn status_history_is_newest_first_and_trimmed(store: &dyn Store) {
     .await
     .expect("read");
     assert_eq!(other.len(), 1);
+}
+
+async fn read_only_transactions_do_not_wait_and_cannot_write(store: &dyn Store) {
+    store::write(store, |t| t.set(b"ro/k", b"old"))
+        .await
+        .unwrap();
+    // A writer keeps its transaction open (on single-writer backends it holds their one lock).
+    let mut writer = store.begin().await.unwrap();
+    writer.set(b"ro/k", b"new");
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut r = store.begin_read().await.unwrap();
+        r.get(b"ro/k").await.unwrap()
+    })
+    .await
+    .expect("a read-only transaction does not wait for an open writer");
+    assert_eq!(
+        seen,
+        Some(Bytes::from_static(b"old")),
+        "committed data only"
+    );
+    writer.commit().await.unwrap();
+    drop(writer);
+    fn get(t: &mut dyn super::Txn) -> super::TxnFuture<'_, Option<Bytes>> {
+        Box::pin(async move { t.get(b"ro/k").await })
+    }
+    let now = store::read(store, get).await.unwrap();
+    assert_eq!(now, Some(Bytes::from_static(b"new")), "sees the commit");
+    let mut r = store.begin_read().await.unwrap();
+    r.set(b"ro/k", b"written");
+    r.add(b"ro/n", 1);
+    assert!(
+        r.commit().await.is_err(),
+        "a read-only commit with writes fails"
+    );
+    drop(r);
+    assert_eq!(
+        store::read(store, get).await.unwrap(),
+        now,
+        "nothing written"
+    );
 }

@@ -123,6 +123,13 @@ impl Store for TimedStore {
             latency: self.latency.clone(),
         }))
     }
+
+    async fn begin_read(&self) -> Result<Box<dyn Txn>, StoreError> {
+        Ok(Box::new(TimedTxn {
+            inner: self.inner.begin_read().await?,
+            latency: self.latency.clone(),
+        }))
+    }
 }
 
 struct TimedTxn {
