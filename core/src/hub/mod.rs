@@ -24,6 +24,7 @@ mod business;
 mod cluster;
 mod groups;
 mod limits;
+pub mod queue;
 mod recent;
 mod router;
 mod rules;

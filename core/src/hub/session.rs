@@ -8,10 +8,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, oneshot};
+use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::limits::Charges;
+use super::queue::{self, DeliveryReceiver, DeliverySender, TrySendError};
 use super::router::Delivery;
 use super::topology::TopoOp;
 use super::{Hub, device_session_key};
@@ -204,7 +205,7 @@ pub struct Connected {
     /// Calls into the hub for this session.
     pub session: Session,
     /// Live deliveries, bounded by `session_queue_capacity`.
-    pub deliveries: mpsc::Receiver<Delivery>,
+    pub deliveries: DeliveryReceiver,
     /// Stored deliveries to send before the live ones.
     pub backlog: Vec<Delivery>,
     /// Whether a stored session was resumed.
@@ -288,7 +289,7 @@ pub enum SubscribeRefusal {
 }
 
 struct Live {
-    tx: mpsc::Sender<Delivery>,
+    tx: DeliverySender,
     kick: Option<oneshot::Sender<KickReason>>,
     done: CancellationToken,
     generation: u64,
@@ -320,7 +321,7 @@ pub(crate) struct Slot {
     /// state lock (an async mutex: two locks of its own per delivery). Set and cleared with
     /// `SlotState::live`, under that lock: a delivery that got in before it was cleared is in
     /// the queue the closing connection drains.
-    live_tx: std::sync::RwLock<Option<mpsc::Sender<Delivery>>>,
+    live_tx: std::sync::RwLock<Option<DeliverySender>>,
 }
 
 type SlotGuard = OwnedMutexGuard<SlotState>;
@@ -431,10 +432,10 @@ impl Slot {
                 stats.delivered(qos);
                 return Ok(());
             }
-            Err(mpsc::error::TrySendError::Closed(d)) => {
+            Err(TrySendError::Closed(d)) => {
                 return self.deliver_offline(hub, &mut st, d).await;
             }
-            Err(mpsc::error::TrySendError::Full(d)) => d,
+            Err(TrySendError::Full(d)) => d,
         };
         drop(st);
         // Back-pressure on the publisher for a bounded time, then a counted drop.
@@ -457,7 +458,7 @@ impl Slot {
                 Ok(())
             }
             // The connection closed meanwhile: the session is offline now.
-            Ok(Err(mpsc::error::SendError(d))) => {
+            Ok(Err(d)) => {
                 let mut st = self.state.clone().lock_owned().await;
                 self.deliver_offline(hub, &mut st, d).await
             }
@@ -544,7 +545,8 @@ pub struct Session {
     slot: Arc<Slot>,
     identity: ClientIdentity,
     generation: u64,
-    will: Option<Will>,
+    /// Boxed: rare, and every connection's task holds its session.
+    will: Option<Box<Will>>,
     done: CancellationToken,
     /// Looked up at the first publish (idle connections do without; boxed, as every
     /// connection's task holds its session).
@@ -896,7 +898,7 @@ impl Hub {
         } else {
             Vec::new()
         };
-        let (tx, rx) = mpsc::channel(cfg.session_queue_capacity.max(1));
+        let (tx, rx) = queue::channel(cfg.session_queue_capacity);
         let (kick_tx, kick_rx) = oneshot::channel();
         let done = CancellationToken::new();
         st.generation += 1;
@@ -939,7 +941,7 @@ impl Hub {
                 slot,
                 identity,
                 generation,
-                will: req.will,
+                will: req.will.map(Box::new),
                 done,
                 charges: OnceLock::new(),
             },
@@ -1511,7 +1513,7 @@ impl Session {
         self,
         normal: bool,
         unacked: Vec<Delivery>,
-        mut deliveries: mpsc::Receiver<Delivery>,
+        mut deliveries: DeliveryReceiver,
     ) {
         if let Err(e) = self.close_inner(normal, unacked, &mut deliveries).await {
             tracing::error!(session = %self.identity.key, error = %e, "closing session failed");
@@ -1523,7 +1525,7 @@ impl Session {
         &self,
         normal: bool,
         unacked: Vec<Delivery>,
-        deliveries: &mut mpsc::Receiver<Delivery>,
+        deliveries: &mut DeliveryReceiver,
     ) -> Result<(), StoreError> {
         let hub = &self.hub;
         let mut st = self.slot.state.clone().lock_owned().await;
@@ -1539,7 +1541,7 @@ impl Session {
             self.slot.online.store(false, Ordering::Relaxed);
         }
         let mut pending = unacked;
-        while let Ok(d) = deliveries.try_recv() {
+        while let Some(d) = deliveries.try_recv() {
             pending.push(d);
         }
         if st.expiry_secs > 0 && !st.removed {
