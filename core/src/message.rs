@@ -45,8 +45,8 @@ pub struct Properties {
 /// Who published a message: the dedup key for MQTT 5 `no_local`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Origin {
-    /// A connected client, by its session key.
-    Client(String),
+    /// A connected client, by its session key (shared with the session: no copy per message).
+    Client(std::sync::Arc<str>),
     /// The hub itself (replies, admin downlink).
     Hub,
 }

@@ -27,7 +27,7 @@ fn queue_name(sink: &str, tenant: &str, id: &str) -> String {
 #[derive(Default)]
 pub(crate) struct GroupRoutes {
     /// Each product's destinations: the queues of the consumer groups it is associated with.
-    by_product: HashMap<String, Arc<[Arc<Destination>]>>,
+    by_product: crate::FastMap<String, Arc<[Arc<Destination>]>>,
     /// Each group's queue by `{tenant}/{id}`, for rules (no store read per rule output).
     by_id: HashMap<String, Arc<Destination>>,
 }

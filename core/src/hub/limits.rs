@@ -37,14 +37,16 @@ pub(crate) struct Charges {
 }
 
 impl Charges {
-    /// The profile in force for the tenant, as of the hub's latest profile change.
-    fn profile(&self, hub: &Hub, tenant: &str) -> Arc<Profile> {
+    /// Runs `f` with the profile in force for the tenant, as of the hub's latest profile
+    /// change. Borrowed under the session's own lock: cloning the `Arc` would write its count,
+    /// which every session of the tenant shares, on every message.
+    fn with_profile<R>(&self, hub: &Hub, tenant: &str, f: impl FnOnce(&Profile) -> R) -> R {
         let generation = hub.inner.profile_generation.load(Ordering::Acquire);
         let mut cached = self.profile.lock().expect("charges lock");
         if cached.0 != generation {
             *cached = (generation, hub.profile_of(tenant));
         }
-        cached.1.clone()
+        f(&cached.1)
     }
 }
 
@@ -278,7 +280,7 @@ impl Hub {
         if topic.len() > cfg.max_topic_length {
             return Err(Limited::new(LimitId::TopicLength));
         }
-        if topic.matches('/').count() > cfg.max_topic_levels {
+        if topic.bytes().filter(|&b| b == b'/').count() > cfg.max_topic_levels {
             return Err(Limited::new(LimitId::TopicLevels));
         }
         Ok(())
@@ -325,23 +327,26 @@ impl Hub {
         now: u64,
     ) -> Result<(), Limited> {
         let meter = &self.inner.meter;
-        let profile = charges.profile(self, tenant);
         let points = datapoints::count(payload);
-        let admitted = match meter.transport_disabled(&profile, &charges.month, now) {
-            Some(limit) => Err(Limited::new(limit)),
-            None => self
-                .inner
+        let admitted = charges.with_profile(self, tenant, |profile| {
+            if let Some(limit) = meter.transport_disabled(profile, &charges.month, now) {
+                return Err(Limited::new(limit));
+            }
+            self.inner
                 .limiter
-                .message(&profile, tenant, device, qos1_or_2, points, now),
+                .message(profile, tenant, device, qos1_or_2, points, now)?;
+            meter.admitted(&charges.counters, points, now);
+            Ok(meter.charge_month(profile, &charges.month, points, now))
+        });
+        let events = match admitted {
+            Ok(events) => events,
+            Err(limited) => {
+                meter.add(tenant, Some(device), &[(metering::MESSAGES, 1)], now);
+                meter.discarded(tenant, device, &limited, now);
+                tracing::debug!(tenant, device, limit = %limited.limit, "message discarded by a limit");
+                return Err(limited);
+            }
         };
-        if let Err(limited) = admitted {
-            meter.add(tenant, Some(device), &[(metering::MESSAGES, 1)], now);
-            meter.discarded(tenant, device, &limited, now);
-            tracing::debug!(tenant, device, limit = %limited.limit, "message discarded by a limit");
-            return Err(limited);
-        }
-        meter.admitted(&charges.counters, points, now);
-        let events = meter.charge_month(&profile, &charges.month, points, now);
         if !events.is_empty() {
             // Twice a month per quota at most: boxed, to keep every message's future small.
             Box::pin(self.save_usage_events(tenant, events)).await;

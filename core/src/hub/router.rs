@@ -280,7 +280,7 @@ impl Hub {
         let online = |key: &str| self.slot(key).is_some_and(|s| s.is_online());
         let mut targets = self.inner.router.targets(msg, online);
         if let Some(device) = sys_topic_device(&msg.topic) {
-            let from_device = matches!(&msg.origin, Origin::Client(c) if *c == device);
+            let from_device = matches!(&msg.origin, Origin::Client(c) if **c == *device);
             // Only a message of the device's own tenant reaches it this way (a tenant's rule
             // may name any topic).
             let same_tenant = self.slot(&device).is_some_and(|s| s.tenant == msg.tenant);

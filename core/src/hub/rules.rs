@@ -40,7 +40,8 @@ pub(crate) struct ActiveRule {
 
 /// The enabled rules of each tenant, and every rule's counters.
 pub(crate) struct Rules {
-    by_tenant: std::sync::RwLock<HashMap<String, Arc<[Arc<ActiveRule>]>>>,
+    /// Looked up for every message.
+    by_tenant: std::sync::RwLock<crate::FastMap<String, Arc<[Arc<ActiveRule>]>>>,
     counters: std::sync::Mutex<HashMap<String, Arc<RuleCounters>>>,
     in_flight: Arc<tokio::sync::Semaphore>,
 }
@@ -48,7 +49,7 @@ pub(crate) struct Rules {
 impl Rules {
     pub(crate) fn new() -> Rules {
         Rules {
-            by_tenant: std::sync::RwLock::new(HashMap::new()),
+            by_tenant: std::sync::RwLock::default(),
             counters: std::sync::Mutex::new(HashMap::new()),
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         }

@@ -1158,7 +1158,7 @@ impl Hub {
             retain: req.retain,
             properties: req.properties,
             expires_at_ms: req.message_expiry_secs.map(|s| now + u64::from(s) * 1000),
-            origin: Origin::Client(identity.key.to_string()),
+            origin: Origin::Client(identity.key.clone()),
             received_at_ms: now,
         };
         // Built only for products with consumer groups: most messages go nowhere else.
@@ -1609,7 +1609,7 @@ impl Session {
                 retain: will.retain,
                 properties: will.properties.clone(),
                 expires_at_ms: None,
-                origin: Origin::Client(self.identity.key.to_string()),
+                origin: Origin::Client(self.identity.key.clone()),
                 received_at_ms: now_ms(),
             };
             hub.accept(msg).await?;

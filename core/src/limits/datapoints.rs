@@ -19,6 +19,11 @@ fn value_points(v: &Value) -> u64 {
 
 /// Data points in a payload.
 pub fn count(payload: &[u8]) -> u64 {
+    // Not an object: one point, without a parse attempt (a failed parse allocates its error).
+    let first = payload.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return 1;
+    }
     let Ok(Value::Object(root)) = serde_json::from_slice::<Value>(payload) else {
         return 1;
     };
@@ -63,5 +68,8 @@ mod tests {
         );
         assert_eq!(count(b"\x01\x02binary"), 1);
         assert_eq!(count(b"[1,2,3]"), 1);
+        assert_eq!(count(b" \n{\"a\":1,\"b\":2}"), 2, "leading whitespace");
+        assert_eq!(count(b"{not json"), 1);
+        assert_eq!(count(b""), 1);
     }
 }
