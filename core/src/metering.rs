@@ -125,11 +125,12 @@ struct HotCounts {
     hour: u64,
     messages: u64,
     points: u64,
+    connections: u64,
 }
 
 impl HotCounts {
     fn is_empty(&self) -> bool {
-        self.messages == 0 && self.points == 0
+        self.messages == 0 && self.points == 0 && self.connections == 0
     }
 }
 
@@ -144,23 +145,15 @@ fn bump_hot(pending: &mut Pending, counters: &DeviceCounters, hot: HotCounts) {
     if hot.is_empty() {
         return;
     }
+    let metrics = [
+        (MESSAGES, hot.messages),
+        (DATA_POINTS, hot.points),
+        (CONNECTIONS, hot.connections),
+    ];
     for scope in ["", counters.device.as_str()] {
-        bump(
-            pending,
-            &counters.tenant,
-            scope,
-            hot.hour,
-            MESSAGES,
-            hot.messages,
-        );
-        bump(
-            pending,
-            &counters.tenant,
-            scope,
-            hot.hour,
-            DATA_POINTS,
-            hot.points,
-        );
+        for (metric, n) in metrics.iter().filter(|(_, n)| *n > 0) {
+            bump(pending, &counters.tenant, scope, hot.hour, metric, *n);
+        }
     }
 }
 
@@ -257,6 +250,20 @@ impl Meter {
     /// Counts an admitted message of `points` data points for its device and tenant: what
     /// [`Meter::add`] does with [`MESSAGES`] and [`DATA_POINTS`], without a shared lock.
     pub fn admitted(&self, counters: &DeviceCounters, points: u64, now_ms: u64) {
+        self.count(counters, now_ms, |hot| {
+            hot.messages += 1;
+            hot.points += points;
+        });
+    }
+
+    /// Counts a connection of the device ([`CONNECTIONS`]), kept with its hot counters rather
+    /// than in the pending maps: a connect storm would otherwise add a few nested map entries per
+    /// device until the next flush.
+    pub fn connected(&self, counters: &DeviceCounters, now_ms: u64) {
+        self.count(counters, now_ms, |hot| hot.connections += 1);
+    }
+
+    fn count(&self, counters: &DeviceCounters, now_ms: u64, add: impl FnOnce(&mut HotCounts)) {
         let hour = now_ms / HOUR_MS;
         let previous = {
             let mut hot = counters.hot.lock().expect("counters lock");
@@ -266,8 +273,7 @@ impl Meter {
                 HotCounts::default()
             };
             hot.hour = hour;
-            hot.messages += 1;
-            hot.points += points;
+            add(&mut hot);
             previous
         };
         // Once an hour per device: the last hour's counts join the pending ones.
@@ -697,6 +703,7 @@ mod tests {
         let store = memory_store();
         let meter = Meter::default();
         let counters = meter.device("t", "pk/d");
+        meter.connected(&counters, T0 - HOUR_MS);
         meter.admitted(&counters, 2, T0 - HOUR_MS);
         meter.admitted(&counters, 3, T0); // a new hour: the last one's counts move on
         meter.admitted(&counters, 0, T0 + 1);
@@ -707,6 +714,11 @@ mod tests {
             "read before any flush"
         );
         assert_eq!(device.day[MESSAGES], 3);
+        assert_eq!(device.day[CONNECTIONS], 1);
+        assert!(
+            !device.hour.contains_key(CONNECTIONS),
+            "counted in its own hour"
+        );
         meter.flush(&store).await.unwrap();
         meter.admitted(&counters, 5, T0 + 2);
         let tenant = meter.usage(&store, "t", None, T0 + 3).await.unwrap();

@@ -380,9 +380,8 @@ impl Hub {
         self.inner
             .limiter
             .connection(&profile, tenant, device, now)?;
-        self.inner
-            .meter
-            .add(tenant, Some(device), &[(metering::CONNECTIONS, 1)], now);
+        let counters = self.inner.meter.device(tenant, device);
+        self.inner.meter.connected(&counters, now);
         Ok(())
     }
 
