@@ -25,8 +25,9 @@ pub use config::HubConfig;
 
 /// A hash map for the hub's in-memory indexes on the message path (sessions, routes, limits,
 /// meters): foldhash instead of SipHash, which took ~3 % of a message's CPU time in profiles.
-/// foldhash is seeded per process; its keys (tenant, device and topic names) come from
-/// authenticated clients.
+/// Its keys (tenant, device and topic names) come from clients, also unauthenticated ones when
+/// the open broker is on: foldhash's random seed per process keeps chosen collisions from being
+/// computed ahead, as hashbrown's default hasher (the same) does.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub use hub::{Hub, HubError};
 pub use message::{Message, QoS};

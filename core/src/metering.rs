@@ -296,8 +296,11 @@ impl Meter {
                 continue;
             }
             of_tenant.retain(|_, counters| {
+                // Counted before taking: with only this map holding them (and `device` waiting
+                // for this lock) nobody can add to them after the take.
+                let held = Arc::strong_count(counters) > 1;
                 bump_hot(&mut pending, counters, counters.take());
-                Arc::strong_count(counters) > 1
+                held
             });
         }
         devices.retain(|_, of_tenant| !of_tenant.is_empty());
@@ -368,7 +371,9 @@ impl Meter {
         };
         // The hour starts after the scope's parts and their separators.
         let prefix_len = records::key(&[b"u", tenant.as_bytes(), device.as_bytes()]).len() + 1;
-        let rows = store::read(store, |t| {
+        // Not a read-only transaction: on single-writer stores this waits for a flush that is
+        // committing (its counters are neither pending nor stored meanwhile).
+        let rows = transact(store, |t| {
             let range = range.clone();
             Box::pin(async move { t.range(&range, 0).await })
         })

@@ -279,3 +279,68 @@ async fn a_connected_session_follows_profile_changes_at_once() {
     assert_eq!(usage.usage.hour["messages"], 7, "every message counted");
     assert_eq!(usage.usage.hour["discarded.L-016"], 1);
 }
+
+#[tokio::test]
+async fn activations_still_queued_at_shutdown_are_written() {
+    use ironhub_core::auth::{SignMethod, mqtt_password};
+    let store = Arc::new(memory_store());
+    let hub = Hub::start(HubConfig::default(), store.clone())
+        .await
+        .unwrap();
+    let unlimited = serde_json::json!({ "name": "fleet", "rates": { "tenant_connections": "",
+        "device_connections": "", "registry_operations": "" } });
+    hub.put_profile(serde_json::from_value(unlimited).unwrap())
+        .await
+        .unwrap();
+    hub.create_tenant("acme", "Acme", Some("fleet"))
+        .await
+        .unwrap();
+    let product = hub
+        .create_product("acme", "meters", Default::default(), false)
+        .await
+        .unwrap();
+    let mut devices = Vec::new();
+    for _ in 0..200 {
+        devices.push(hub.create_device(&product.product_key, None).await.unwrap());
+    }
+    // The store's single writer is busy: activations queue up behind it (the writer holding
+    // the first one), connects go on.
+    let busy = ironhub_core::store::Store::begin(&*store).await.unwrap();
+    for (i, d) in devices.iter().enumerate() {
+        if i == 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let password = mqtt_password(
+            SignMethod::HmacSha256,
+            &d.device_secret,
+            "m",
+            &d.device_name,
+            &d.product_key,
+            None,
+        );
+        let mut req = request("m|securemode=2,signmethod=hmacsha256|", true, None);
+        req.username = Some(format!("{}&{}", d.device_name, d.product_key));
+        req.password = Some(Bytes::from(password));
+        connect(&hub, req).await;
+    }
+    // Activations are written in batches in the background: a shutdown must not lose those
+    // still queued.
+    let stopping = tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.shutdown().await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(busy);
+    stopping.await.unwrap();
+    for d in &devices {
+        let (pk, dn) = (d.product_key.clone(), d.device_name.clone());
+        let stored = ironhub_core::store::read(&*store, |t| {
+            let (pk, dn) = (pk.clone(), dn.clone());
+            Box::pin(async move { records::get_device(t, &pk, &dn).await })
+        })
+        .await
+        .unwrap()
+        .expect("device stored");
+        assert!(stored.activated, "{dn} activated");
+    }
+}

@@ -506,7 +506,7 @@ impl Hub {
     /// Marks a device activated (its first connection), in the background.
     pub(crate) async fn record_activation(&self, pk: &str, dn: &str) {
         // Waits when the queue is full rather than forgetting: activation ends dynamic
-        // registration for the device.
+        // registration for the device (the writer drains the queue at shutdown).
         let _ = self
             .inner
             .activations
@@ -515,11 +515,13 @@ impl Hub {
             .await;
     }
 
-    /// The next batch of a write queue's records; None at shutdown.
+    /// The next batch of a write queue's records; None once shut down and drained (the hub's
+    /// shutdown waits for the writers).
     async fn next_batch<T>(&self, rx: &mut tokio::sync::mpsc::Receiver<T>) -> Option<Vec<T>> {
         let first = tokio::select! {
+            biased;
             e = rx.recv() => e,
-            () = self.inner.shutdown.cancelled() => None,
+            () = self.inner.shutdown.cancelled() => rx.try_recv().ok(),
         };
         let mut batch = vec![first?];
         while batch.len() < WRITE_BATCH {

@@ -235,6 +235,8 @@ pub(crate) struct Inner {
     pub(crate) history: business::WriteQueue<business::StatusChange>,
     /// Devices connected for the first time, on their way to the store.
     pub(crate) activations: business::WriteQueue<(String, String)>,
+    /// The tasks writing `history` and `activations`, waited for at shutdown.
+    pub(crate) writers: tokio_util::task::TaskTracker,
     /// Products' thing models.
     pub(crate) models: tsl::Models,
     /// Products' topic categories.
@@ -370,6 +372,7 @@ impl Hub {
                 rrpc: business::PendingRrpc::default(),
                 history: business::WriteQueue::default(),
                 activations: business::WriteQueue::default(),
+                writers: tokio_util::task::TaskTracker::new(),
                 models: RwLock::new(HashMap::new()),
                 categories: RwLock::new(HashMap::new()),
                 desired_pending: RwLock::new(std::collections::HashSet::new()),
@@ -406,9 +409,10 @@ impl Hub {
         let flusher = hub.clone();
         tokio::spawn(async move { flusher.flush_usage_forever().await });
         let historian = hub.clone();
-        tokio::spawn(async move { historian.write_history_forever().await });
+        let writers = &hub.inner.writers;
+        writers.spawn(async move { historian.write_history_forever().await });
         let activator = hub.clone();
-        tokio::spawn(async move { activator.write_activations_forever().await });
+        writers.spawn(async move { activator.write_activations_forever().await });
         Ok(hub)
     }
 
@@ -416,6 +420,15 @@ impl Hub {
     /// their transports first.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
+        // What the background writers hold (status history, activations) is written first.
+        self.inner.writers.close();
+        let writers = self.inner.writers.wait();
+        if tokio::time::timeout(std::time::Duration::from_secs(10), writers)
+            .await
+            .is_err()
+        {
+            tracing::error!("status history and activations not all written at shutdown");
+        }
         self.inner.forwarder.stop().await;
         if let Err(e) = self.inner.meter.flush(&**self.store()).await {
             tracing::error!(error = %e, "could not write usage counters at shutdown");

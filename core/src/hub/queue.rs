@@ -77,6 +77,15 @@ impl TrySendError {
     }
 }
 
+/// A sender waiting for room, for as long as it lives.
+struct Waiting<'a>(&'a Shared);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The sending side; clones share the queue.
 pub struct DeliverySender(Arc<Shared>);
 
@@ -121,28 +130,20 @@ impl DeliverySender {
 
     /// Queues a delivery, waiting for room; gives it back if the queue closes meanwhile.
     pub async fn send(&self, mut delivery: Delivery) -> Result<(), Delivery> {
+        // Counted while this waits, also when the caller gives up (a timeout drops this).
+        self.0.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&self.0);
         loop {
             let room = self.0.room.notified();
             let mut room = std::pin::pin!(room);
             // Registered before trying, so a receiver taking deliveries in between wakes it.
             room.as_mut().enable();
-            self.0.waiting.fetch_add(1, Ordering::AcqRel);
-            let outcome = self.try_send(delivery);
-            let waited = match outcome {
-                Ok(()) => None,
-                Err(TrySendError::Closed(d)) => {
-                    self.0.waiting.fetch_sub(1, Ordering::AcqRel);
-                    return Err(d);
-                }
-                Err(TrySendError::Full(d)) => Some(d),
-            };
-            let Some(d) = waited else {
-                self.0.waiting.fetch_sub(1, Ordering::AcqRel);
-                return Ok(());
-            };
-            delivery = d;
+            match self.try_send(delivery) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Closed(d)) => return Err(d),
+                Err(TrySendError::Full(d)) => delivery = d,
+            }
             room.await;
-            self.0.waiting.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -283,6 +284,20 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap().message.topic, "d/1");
         assert!(waiting.await.unwrap(), "queued once there was room");
         assert_eq!(rx.recv().await.unwrap().message.topic, "d/2");
+    }
+
+    #[tokio::test]
+    async fn a_sender_that_gives_up_waiting_is_no_longer_counted() {
+        let (tx, mut rx) = channel(1);
+        tx.try_send(delivery(1)).unwrap();
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), tx.send(delivery(2))).await;
+        assert!(gave_up.is_err(), "no room");
+        assert_eq!(tx.0.waiting.load(Ordering::Acquire), 0);
+        assert_eq!(rx.recv().await.unwrap().message.topic, "d/1");
+        assert!(
+            rx.try_recv().is_none(),
+            "the abandoned delivery was not queued"
+        );
     }
 
     #[tokio::test]

@@ -319,8 +319,9 @@ pub(crate) struct Slot {
     state: Arc<Mutex<SlotState>>,
     /// The live connection's queue, for deliveries that find room in it without taking the
     /// state lock (an async mutex: two locks of its own per delivery). Set and cleared with
-    /// `SlotState::live`, under that lock: a delivery that got in before it was cleared is in
-    /// the queue the closing connection drains.
+    /// `SlotState::live`, under that lock (and cleared when the slot is forgotten, so those
+    /// deliveries take the lock): a delivery that got in before it was cleared is in the queue
+    /// the closing connection drains.
     live_tx: std::sync::RwLock<Option<DeliverySender>>,
 }
 
@@ -395,8 +396,6 @@ impl Slot {
         }
     }
 
-    /// Hands a delivery to the session: into the live queue when connected, into the stored
-    /// queue (QoS 1/2) when persistent and offline.
     /// Hands a delivery to the live connection if its queue has room (most deliveries); gives
     /// it back otherwise, for [`Slot::deliver`].
     pub(crate) fn try_deliver(&self, hub: &Hub, delivery: Delivery) -> Result<(), Delivery> {
@@ -413,7 +412,9 @@ impl Slot {
         }
     }
 
-    /// Delivers to the session, live or not: see [`Slot::try_deliver`] for the common case.
+    /// Hands a delivery to the session: into the live queue when connected (waiting for room
+    /// for a bounded time), into the stored queue (QoS 1/2) when persistent and offline. See
+    /// [`Slot::try_deliver`] for the common case.
     pub(crate) async fn deliver(&self, hub: &Hub, delivery: Delivery) -> Result<(), StoreError> {
         let stats = &hub.inner.stats;
         let qos = delivery.qos;

@@ -87,9 +87,10 @@ pub trait Store: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Starts a transaction.
     async fn begin(&self) -> Result<Box<dyn Txn>, StoreError>;
-    /// Starts a transaction that only reads: it sees committed data and, where the backend runs
-    /// one transaction at a time, does not wait for the one running (a device's connect must
-    /// not queue behind a durable write). Committing writes from it fails.
+    /// Starts a transaction that only reads: each read sees committed data and, where the
+    /// backend runs one transaction at a time, does not wait for the one running (a device's
+    /// connect must not queue behind a durable write). There it is not a snapshot: two reads may
+    /// see two different commits, so use it for single reads. Committing writes from it fails.
     async fn begin_read(&self) -> Result<Box<dyn Txn>, StoreError> {
         Ok(Box::new(ReadOnly::new(self.begin().await?)))
     }

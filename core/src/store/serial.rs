@@ -107,8 +107,8 @@ impl<B: Backend> Store for SerialStore<B> {
         }))
     }
 
-    /// Without the writer's lock: the backends apply a commit atomically for readers, so a
-    /// reader sees the state before or after it.
+    /// Without the writer's lock: the backends apply a commit atomically for readers, so each
+    /// read sees the state before or after it.
     async fn begin_read(&self) -> Result<Box<dyn Txn>, StoreError> {
         Ok(Box::new(ReadOnly::new(Box::new(SerialTxn {
             backend: self.backend.clone(),
