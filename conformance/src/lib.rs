@@ -338,6 +338,19 @@ impl Deployment {
             .expect("admin API reachable")
     }
 
+    /// Creates an API key named `name` for `tenant`; returns its token.
+    pub async fn api_key(&self, tenant: &str, name: &str) -> String {
+        let (s, v) = self
+            .api(
+                Method::POST,
+                &format!("/api/v1/tenants/{tenant}/api-keys"),
+                Some(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        v["token"].as_str().expect("token").to_owned()
+    }
+
     /// Creates a tenant, a product and a device, returning the device's credentials.
     pub async fn provision(&self, tenant: &str) -> DeviceCreds {
         let (s, _) = self

@@ -8,19 +8,6 @@ use ironhub_conformance::{Deployment, DeviceCreds, v3};
 use rumqttc::QoS;
 use serde_json::{Value, json};
 
-/// Creates an API key for `tenant`; returns its bearer token.
-pub async fn api_key(d: &Deployment, tenant: &str) -> String {
-    let (s, v) = d
-        .api(
-            Method::POST,
-            &format!("/api/v1/tenants/{tenant}/api-keys"),
-            Some(json!({ "name": "backend" })),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    v["token"].as_str().expect("token").to_owned()
-}
-
 async fn call(
     d: &Deployment,
     key: &str,
@@ -52,8 +39,8 @@ async fn setup() -> Setup {
     let b = Deployment::unique_tenant("biz-b");
     let dev = d.provision(&a).await;
     let other_dev = d.provision(&b).await;
-    let key = api_key(&d, &a).await;
-    let other_key = api_key(&d, &b).await;
+    let key = d.api_key(&a, "backend").await;
+    let other_key = d.api_key(&b, "backend").await;
     Setup {
         d,
         dev,

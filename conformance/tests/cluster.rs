@@ -63,15 +63,7 @@ async fn three_processes_sharing_foundationdb() {
     let dev1 = a.tenant_with_profile(&tenant, profile).await;
     let dev2 = a.add_device(&dev1.product_key, "dev-2").await;
     let dev3 = a.add_device(&dev1.product_key, "dev-3").await;
-    let (s, key) = a
-        .api(
-            Method::POST,
-            &format!("/api/v1/tenants/{tenant}/api-keys"),
-            Some(json!({ "name": "backend" })),
-        )
-        .await;
-    assert_eq!(s, 201, "{key}");
-    let key = key["token"].as_str().unwrap().to_owned();
+    let key = a.api_key(&tenant, "backend").await;
     // The configuration reaches the other nodes within a few heartbeats.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pub_to = |dev: &DeviceCreds, payload: &str| {

@@ -51,21 +51,14 @@ async fn the_console_shows_a_device_connect_its_messages_counted_and_throttled()
             }),
         )
         .await;
-    let (s, key) = d
-        .api(
-            Method::POST,
-            &format!("/api/v1/tenants/{tenant}/api-keys"),
-            Some(json!({ "name": "console" })),
-        )
-        .await;
-    assert_eq!(s, 201, "{key}");
+    let key = d.api_key(&tenant, "console").await;
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/conformance/console");
 
     let mut node = Command::new("node")
         .arg(dir.join("console.mjs"))
         .env("CONSOLE_URL", format!("{}/console/", d.api))
         .env("ADMIN_TOKEN", d.token())
-        .env("TENANT_KEY", key["token"].as_str().unwrap())
+        .env("TENANT_KEY", &key)
         .env("TENANT", &tenant)
         .env("PRODUCT_KEY", &first.product_key)
         .env("ARTIFACTS", &artifacts)

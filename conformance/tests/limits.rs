@@ -932,15 +932,7 @@ async fn l_023_coap_message_size() {
 /// A tenant with `profile` and a device, and an API key of the tenant (its bearer header).
 async fn business_setup(profile: Value) -> (Deployment, DeviceCreds, String) {
     let (d, dev) = setup(profile).await;
-    let (s, v) = d
-        .api(
-            Method::POST,
-            &format!("/api/v1/tenants/{}/api-keys", dev.tenant),
-            Some(json!({ "name": "limits" })),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    let auth = format!("Bearer {}", v["token"].as_str().unwrap());
+    let auth = format!("Bearer {}", d.api_key(&dev.tenant, "limits").await);
     (d, dev, auth)
 }
 

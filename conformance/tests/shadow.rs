@@ -8,15 +8,7 @@ use rumqttc::QoS;
 use serde_json::{Value, json};
 
 async fn api_key(d: &Deployment, tenant: &str) -> String {
-    let (s, v) = d
-        .api(
-            Method::POST,
-            &format!("/api/v1/tenants/{tenant}/api-keys"),
-            Some(json!({ "name": "shadow" })),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    format!("Bearer {}", v["token"].as_str().unwrap())
+    format!("Bearer {}", d.api_key(tenant, "shadow").await)
 }
 
 /// Sends a shadow request and returns the hub's answer on `/shadow/get/...`.

@@ -109,6 +109,60 @@ impl MonthHandle {
     fn lock(&self) -> std::sync::MutexGuard<'_, TenantMonth> {
         self.0.lock().expect("month lock")
     }
+
+    /// Whether the tenant's transport is disabled by a monthly quota now.
+    pub fn transport_disabled(&self, profile: &Profile, now_ms: u64) -> Option<LimitId> {
+        let mut m = self.lock();
+        let messages = m
+            .messages
+            .get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
+        if messages.exhausted(profile.monthly.transport_messages, now_ms) {
+            return Some(LimitId::MonthlyMessages);
+        }
+        let points = m.points.get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
+        points
+            .exhausted(profile.monthly.transport_data_points, now_ms)
+            .then_some(LimitId::MonthlyDataPoints)
+    }
+
+    /// Charges an admitted message to the tenant's monthly quotas; returns the events it raised.
+    pub fn charge(&self, profile: &Profile, points: u64, now_ms: u64) -> Vec<UsageEvent> {
+        let mut m = self.lock();
+        let m = &mut *m;
+        let mut events = Vec::new();
+        let charges = [
+            (
+                &mut m.messages,
+                LimitId::MonthlyMessages,
+                profile.monthly.transport_messages,
+                1,
+            ),
+            (
+                &mut m.points,
+                LimitId::MonthlyDataPoints,
+                profile.monthly.transport_data_points,
+                points,
+            ),
+        ];
+        for (quota, limit, value, n) in charges {
+            let quota = quota.get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
+            let crossed = quota.charge(value, n, now_ms);
+            let kinds = [
+                ("warning", crossed.warning),
+                ("disabled", crossed.exhausted),
+            ];
+            for (kind, _) in kinds.into_iter().filter(|(_, hit)| *hit) {
+                events.push(UsageEvent {
+                    at_ms: now_ms,
+                    limit: limit.id().to_owned(),
+                    kind: kind.to_owned(),
+                    used: quota.used(),
+                    limit_value: value,
+                });
+            }
+        }
+        events
+    }
 }
 
 /// The counters each admitted message adds, kept per device: a session holds its device's and
@@ -135,6 +189,16 @@ impl HotCounts {
 }
 
 impl DeviceCounters {
+    /// The tenant counted.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The device counted (its session key).
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
     fn take(&self) -> HotCounts {
         std::mem::take(&mut *self.hot.lock().expect("counters lock"))
     }
@@ -521,71 +585,6 @@ impl Meter {
             .collect()
     }
 
-    /// Whether the tenant's transport is disabled by a monthly quota now.
-    pub fn transport_disabled(
-        &self,
-        profile: &Profile,
-        month: &MonthHandle,
-        now_ms: u64,
-    ) -> Option<LimitId> {
-        let mut m = month.lock();
-        let messages = m
-            .messages
-            .get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
-        if messages.exhausted(profile.monthly.transport_messages, now_ms) {
-            return Some(LimitId::MonthlyMessages);
-        }
-        let points = m.points.get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
-        points
-            .exhausted(profile.monthly.transport_data_points, now_ms)
-            .then_some(LimitId::MonthlyDataPoints)
-    }
-
-    /// Charges an admitted message to the tenant's monthly quotas; returns the events it raised.
-    pub fn charge_month(
-        &self,
-        profile: &Profile,
-        month: &MonthHandle,
-        points: u64,
-        now_ms: u64,
-    ) -> Vec<UsageEvent> {
-        let mut m = month.lock();
-        let m = &mut *m;
-        let mut events = Vec::new();
-        let charges = [
-            (
-                &mut m.messages,
-                LimitId::MonthlyMessages,
-                profile.monthly.transport_messages,
-                1,
-            ),
-            (
-                &mut m.points,
-                LimitId::MonthlyDataPoints,
-                profile.monthly.transport_data_points,
-                points,
-            ),
-        ];
-        for (quota, limit, value, n) in charges {
-            let quota = quota.get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
-            let crossed = quota.charge(value, n, now_ms);
-            let kinds = [
-                ("warning", crossed.warning),
-                ("disabled", crossed.exhausted),
-            ];
-            for (kind, _) in kinds.into_iter().filter(|(_, hit)| *hit) {
-                events.push(UsageEvent {
-                    at_ms: now_ms,
-                    limit: limit.id().to_owned(),
-                    kind: kind.to_owned(),
-                    used: quota.used(),
-                    limit_value: value,
-                });
-            }
-        }
-        events
-    }
-
     /// Charges one rule execution to the tenant's month (L-072): Err when the monthly quota is
     /// exhausted (nothing charged), else the usage events it raised.
     pub fn charge_rule_execution(
@@ -782,28 +781,23 @@ mod tests {
         p.monthly.transport_messages = 10;
         let mut kinds = Vec::new();
         for _ in 0..12 {
-            if meter
-                .transport_disabled(&p, &meter.month("t"), T0)
-                .is_some()
-            {
+            if meter.month("t").transport_disabled(&p, T0).is_some() {
                 break;
             }
             kinds.extend(
                 meter
-                    .charge_month(&p, &meter.month("t"), 1, T0)
+                    .month("t")
+                    .charge(&p, 1, T0)
                     .into_iter()
                     .map(|e| e.kind),
             );
         }
         assert_eq!(kinds, vec!["warning", "disabled"]);
         assert_eq!(
-            meter.transport_disabled(&p, &meter.month("t"), T0),
+            meter.month("t").transport_disabled(&p, T0),
             Some(LimitId::MonthlyMessages)
         );
-        assert_eq!(
-            meter.transport_disabled(&p, &meter.month("other"), T0),
-            None
-        );
+        assert_eq!(meter.month("other").transport_disabled(&p, T0), None);
     }
 
     #[tokio::test]
@@ -816,7 +810,7 @@ mod tests {
         for i in 0..12u64 {
             meter.add("t", Some("pk/d"), &[(MESSAGES, 1)], T0);
             if i < 8 {
-                meter.charge_month(&p, &meter.month("t"), 1, T0);
+                meter.month("t").charge(&p, 1, T0);
             } else {
                 meter.discarded("t", "pk/d", &discard, T0);
             }

@@ -140,6 +140,11 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// Compares two token hashes byte by byte without early exit.
+pub fn hashes_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 impl Admin {
     /// An API over `hub` accepting the token whose SHA-256 is `token_sha256`.
     pub fn new(hub: Hub, token_sha256: [u8; 32]) -> Arc<Admin> {
@@ -268,14 +273,7 @@ impl Admin {
     /// API, L-076).
     fn principal(&self, req: &Request<Incoming>) -> Result<Principal, ApiError> {
         let presented = bearer(req);
-        // Hashes compared byte by byte without early exit.
-        let is_admin = |t: &str| {
-            token_hash(t)
-                .iter()
-                .zip(self.token_sha256.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-        };
+        let is_admin = |t: &str| hashes_equal(&token_hash(t), &self.token_sha256);
         match presented {
             Some(t) if is_admin(t) => Ok(Principal::Admin),
             Some(t) => match self.hub.business_tenant(t) {

@@ -26,7 +26,7 @@ use crate::store::{self, StoreError, transact};
 use crate::topic::{self, Filter};
 
 /// Stored sessions read per transaction by the cluster-wide sweep.
-const SWEEP_PAGE: usize = 1000;
+pub(crate) const SWEEP_PAGE: usize = 1000;
 
 /// How long a node waits for another to release a session it takes over.
 const RELEASE_WAIT: Duration = Duration::from_secs(6);
@@ -651,9 +651,10 @@ impl Hub {
         self.inner.limiter.set_nodes(nodes.max(1) as u64);
     }
 
-    /// Re-reads everything the hub caches of the configuration (profiles and tenants' profiles,
-    /// consumer groups, rules, API keys, thing models, topic categories): another node changed
-    /// it. Monthly usage is refreshed separately ([`Hub::refresh_usage`]).
+    /// Reads everything the hub caches of the configuration (profiles and tenants' profiles,
+    /// consumer groups, rules, API keys, thing models, topic categories): at start, and again
+    /// when another node changed it. Monthly usage is loaded separately
+    /// ([`Hub::refresh_usage`]).
     pub async fn reload_config(&self) -> Result<(), HubError> {
         self.load_profile_maps().await?;
         self.load_groups().await?;

@@ -40,11 +40,11 @@ impl Charges {
     /// Runs `f` with the profile in force for the tenant, as of the hub's latest profile
     /// change. Borrowed under the session's own lock: cloning the `Arc` would write its count,
     /// which every session of the tenant shares, on every message.
-    fn with_profile<R>(&self, hub: &Hub, tenant: &str, f: impl FnOnce(&Profile) -> R) -> R {
+    fn with_profile<R>(&self, hub: &Hub, f: impl FnOnce(&Profile) -> R) -> R {
         let generation = hub.inner.profile_generation.load(Ordering::Acquire);
         let mut cached = self.profile.lock().expect("charges lock");
         if cached.0 != generation {
-            *cached = (generation, hub.profile_of(tenant));
+            *cached = (generation, hub.profile_of(self.counters.tenant()));
         }
         f(&cached.1)
     }
@@ -68,9 +68,8 @@ impl Hub {
         self.inner.profile_generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Loads the profiles, each tenant's profile name and each tenant's monthly usage.
-    pub(crate) async fn load_profiles(&self) -> Result<(), HubError> {
-        self.load_profile_maps().await?;
+    /// Loads each known tenant's monthly usage (after the profile maps).
+    pub(crate) async fn load_months(&self) -> Result<(), HubError> {
         let tenants: Vec<String> = self
             .inner
             .tenant_profiles
@@ -320,23 +319,23 @@ impl Hub {
     /// admitted (and charged); Err names the limit that discarded it (and it is counted).
     pub(crate) async fn admit_message(
         &self,
-        (tenant, device): (&str, &str),
         charges: &Charges,
         qos1_or_2: bool,
         payload: &[u8],
         now: u64,
     ) -> Result<(), Limited> {
         let meter = &self.inner.meter;
+        let (tenant, device) = (charges.counters.tenant(), charges.counters.device());
         let points = datapoints::count(payload);
-        let admitted = charges.with_profile(self, tenant, |profile| {
-            if let Some(limit) = meter.transport_disabled(profile, &charges.month, now) {
+        let admitted = charges.with_profile(self, |profile| {
+            if let Some(limit) = charges.month.transport_disabled(profile, now) {
                 return Err(Limited::new(limit));
             }
             self.inner
                 .limiter
                 .message(profile, tenant, device, qos1_or_2, points, now)?;
             meter.admitted(&charges.counters, points, now);
-            Ok(meter.charge_month(profile, &charges.month, points, now))
+            Ok(charges.month.charge(profile, points, now))
         });
         let events = match admitted {
             Ok(events) => events,
@@ -372,17 +371,17 @@ impl Hub {
     /// Applies the connection limits (monthly quota, device and tenant connection rates).
     pub(crate) fn admit_connection(&self, tenant: &str, device: &str) -> Result<(), Limited> {
         let now = now_ms();
-        let profile = self.profile_of(tenant);
-        let month = self.inner.meter.month(tenant);
-        if let Some(limit) = self.inner.meter.transport_disabled(&profile, &month, now) {
-            return Err(Limited::new(limit));
-        }
-        self.inner
-            .limiter
-            .connection(&profile, tenant, device, now)?;
-        let counters = self.inner.meter.device(tenant, device);
-        self.inner.meter.connected(&counters, now);
-        Ok(())
+        let charges = self.charges(tenant, device);
+        charges.with_profile(self, |profile| {
+            if let Some(limit) = charges.month.transport_disabled(profile, now) {
+                return Err(Limited::new(limit));
+            }
+            self.inner
+                .limiter
+                .connection(profile, tenant, device, now)?;
+            self.inner.meter.connected(&charges.counters, now);
+            Ok(())
+        })
     }
 
     pub(crate) async fn flush_usage_forever(&self) {

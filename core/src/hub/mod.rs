@@ -390,12 +390,8 @@ impl Hub {
             }),
         };
         hub.restore().await?;
-        hub.load_profiles().await?;
-        hub.load_groups().await?;
-        hub.load_rules().await?;
-        hub.load_api_keys().await?;
-        hub.load_models().await?;
-        hub.load_topic_categories().await?;
+        hub.reload_config().await?;
+        hub.load_months().await?;
         hub.load_pending_desired().await?;
         if hub.inner.config.open_broker.enabled {
             let id = hub.inner.config.open_broker.tenant.clone();

@@ -1129,16 +1129,9 @@ impl Hub {
         }
         self.check_properties(&req.properties)
             .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
-        let scope = (identity.tenant.as_str(), &*identity.key);
-        self.admit_message(
-            scope,
-            charges,
-            req.qos != QoS::AtMostOnce,
-            &req.payload,
-            now,
-        )
-        .await
-        .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
+        self.admit_message(charges, req.qos != QoS::AtMostOnce, &req.payload, now)
+            .await
+            .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
         self.inner.stats.received[req.transport as usize][req.qos as usize]
             .fetch_add(1, Ordering::Relaxed);
         if identity.device.is_some() {

@@ -177,7 +177,10 @@ impl Hub {
         loop {
             let page = transact(&**self.store(), |t| {
                 let after = after.clone();
-                Box::pin(async move { records::list_tokens_after(t, after.as_deref(), 1000).await })
+                Box::pin(async move {
+                    records::list_tokens_after(t, after.as_deref(), super::cluster::SWEEP_PAGE)
+                        .await
+                })
             })
             .await?;
             let expired: Vec<&String> = page
@@ -194,7 +197,7 @@ impl Hub {
                 .await?;
                 dropped += expired.len();
             }
-            if page.len() < 1000 {
+            if page.len() < super::cluster::SWEEP_PAGE {
                 return Ok(dropped);
             }
             after = page.last().map(|(h, _)| h.clone());

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::admin::{hashes_equal, token_hash};
 use ironhub_core::Hub;
 use ironhub_core::hub::{PeerError, PeerReply, PeerRequest};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -63,13 +63,9 @@ async fn write_frame(wr: &mut OwnedWriteHalf, frame: &Frame) -> std::io::Result<
     wr.write_all(&out).await
 }
 
-fn secret_hash(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
-}
-
 /// Serves the link: answers the requests of other nodes with `hub`.
 pub async fn serve(listener: TcpListener, hub: Hub, secret: String, shutdown: CancellationToken) {
-    let expected = secret_hash(&secret);
+    let expected = token_hash(&secret);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -90,7 +86,7 @@ pub async fn serve(listener: TcpListener, hub: Hub, secret: String, shutdown: Ca
                 Ok(Ok(Frame::Hello {
                     node,
                     secret_sha256,
-                })) if constant_time_eq(&secret_sha256, &expected) => node,
+                })) if hashes_equal(&secret_sha256, &expected) => node,
                 _ => {
                     tracing::warn!(%peer, "cluster link: refused a connection without the cluster secret");
                     return;
@@ -117,10 +113,6 @@ pub async fn serve(listener: TcpListener, hub: Hub, secret: String, shutdown: Ca
             }
         });
     }
-}
-
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 type Waiting = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<PeerReply, String>>>>>;
@@ -154,7 +146,7 @@ impl Dialer {
     pub fn new(node_id: &str, secret: &str) -> Dialer {
         Dialer {
             node_id: node_id.to_owned(),
-            secret_sha256: secret_hash(secret),
+            secret_sha256: token_hash(secret),
             next_id: AtomicU64::new(1),
             peers: std::sync::Mutex::new(HashMap::new()),
         }
