@@ -153,7 +153,7 @@ impl Deployment {
     pub fn unique_tenant(prefix: &str) -> String {
         format!(
             "{prefix}-{}",
-            ironhub_core::model::random_token(8).to_lowercase()
+            ironhub_core::data::model::random_token(8).to_lowercase()
         )
     }
 

@@ -51,7 +51,10 @@ async fn three_processes_sharing_foundationdb() {
         );
         return;
     };
-    let prefix = format!("conformance-{}/", ironhub_core::model::random_token(8));
+    let prefix = format!(
+        "conformance-{}/",
+        ironhub_core::data::model::random_token(8)
+    );
     let a = node("a", &cluster_file, &prefix).await;
     let mut b = node("b", &cluster_file, &prefix).await;
     let c = node("c", &cluster_file, &prefix).await;

@@ -14,165 +14,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::hub::Hub;
-use crate::message::QoS;
+use crate::data::event::{Destination, Event};
+use crate::data::sequence::Sequence;
 use crate::sink::{Sink, SinkError};
 use crate::store::records::{self, OutboxRow};
-use crate::store::{self, StoreError, transact};
-
-/// What an event tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    /// A message a device published, payload unchanged.
-    Upstream,
-    /// The device went online or offline.
-    Status,
-    /// The device was created, deleted, enabled or disabled.
-    Lifecycle,
-    /// A gateway's sub-devices changed.
-    Topology,
-    /// A rule's output (its SELECT applied to a message).
-    Rule,
-    /// A rule's report that a destination failed after the retries.
-    RuleError,
-}
-
-impl EventKind {
-    /// The name used in envelopes (the AMQP `type` property).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Upstream => "upstream",
-            EventKind::Status => "status",
-            EventKind::Lifecycle => "lifecycle",
-            EventKind::Topology => "topology",
-            EventKind::Rule => "rule",
-            EventKind::RuleError => "rule_error",
-        }
-    }
-}
-
-/// One event on its way to business servers. The envelope each sink builds from it is documented
-/// in docs/protocols/amqp.md.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    /// Unique message id (increasing, unique across restarts of this hub).
-    pub id: u64,
-    /// What the event tells.
-    pub kind: EventKind,
-    /// Owning tenant.
-    pub tenant: String,
-    /// ProductKey of the device concerned.
-    pub product_key: String,
-    /// DeviceName of the device concerned.
-    pub device_name: String,
-    /// The device's topic for upstream messages; the notification topic otherwise.
-    pub topic: String,
-    /// QoS the device published with (notifications: 1).
-    pub qos: QoS,
-    /// When the hub accepted the message or saw the change (ms since the epoch).
-    pub generated_at_ms: u64,
-    /// The device's payload, unchanged; a JSON document for notifications.
-    pub payload: Bytes,
-}
-
-impl Event {
-    /// A status notification on `/as/mqtt/status/{pk}/{dn}` (Alibaba's topic):
-    /// `{"status":"online"|"offline","productKey","deviceName","time"}`.
-    pub fn status(id: u64, tenant: &str, pk: &str, dn: &str, online: bool, now_ms: u64) -> Event {
-        let status = if online { "online" } else { "offline" };
-        let payload = serde_json::json!({
-            "status": status, "productKey": pk, "deviceName": dn, "time": now_ms,
-        });
-        Event::notification(id, EventKind::Status, tenant, pk, dn, now_ms, payload)
-            .with_topic(format!("/as/mqtt/status/{pk}/{dn}"))
-    }
-
-    /// A lifecycle notification on `/{pk}/{dn}/thing/lifecycle` (Alibaba's topic):
-    /// `{"action":"create"|"delete"|"enable"|"disable","productKey","deviceName","messageCreateTime"}`.
-    pub fn lifecycle(
-        id: u64,
-        tenant: &str,
-        pk: &str,
-        dn: &str,
-        action: &str,
-        now_ms: u64,
-    ) -> Event {
-        let payload = serde_json::json!({
-            "action": action, "productKey": pk, "deviceName": dn, "messageCreateTime": now_ms,
-        });
-        Event::notification(id, EventKind::Lifecycle, tenant, pk, dn, now_ms, payload)
-            .with_topic(format!("/{pk}/{dn}/thing/lifecycle"))
-    }
-
-    /// A topology notification on `/{pk}/{dn}/thing/topo/lifecycle` (Alibaba's topic):
-    /// `{"action":"add"|"remove","gwProductKey","gwDeviceName","devices":[{"productKey","deviceName"}],"messageCreateTime"}`.
-    pub fn topology(
-        id: u64,
-        tenant: &str,
-        gateway: (&str, &str),
-        action: &str,
-        devices: &[(String, String)],
-        now_ms: u64,
-    ) -> Event {
-        let (pk, dn) = gateway;
-        let devices: Vec<serde_json::Value> = devices
-            .iter()
-            .map(|(p, d)| serde_json::json!({ "productKey": p, "deviceName": d }))
-            .collect();
-        let payload = serde_json::json!({
-            "action": action, "gwProductKey": pk, "gwDeviceName": dn, "devices": devices,
-            "messageCreateTime": now_ms,
-        });
-        Event::notification(id, EventKind::Topology, tenant, pk, dn, now_ms, payload)
-            .with_topic(format!("/{pk}/{dn}/thing/topo/lifecycle"))
-    }
-
-    fn notification(
-        id: u64,
-        kind: EventKind,
-        tenant: &str,
-        pk: &str,
-        dn: &str,
-        now_ms: u64,
-        payload: serde_json::Value,
-    ) -> Event {
-        Event {
-            id,
-            kind,
-            tenant: tenant.to_owned(),
-            product_key: pk.to_owned(),
-            device_name: dn.to_owned(),
-            topic: String::new(),
-            qos: QoS::AtLeastOnce,
-            generated_at_ms: now_ms,
-            payload: Bytes::from(payload.to_string()),
-        }
-    }
-
-    fn with_topic(mut self, topic: String) -> Event {
-        self.topic = topic;
-        self
-    }
-}
-
-/// A queue of a sink that events go to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Destination {
-    /// The sink that serves it ("amqp", "sqs").
-    pub sink: String,
-    /// The queue's name on the sink.
-    pub queue: String,
-    /// How long an event may wait, in the queue or in the hub's outbox, before it expires (ms).
-    pub retention_ms: u64,
-    /// Most events the queue holds; the oldest are dropped beyond it. 0 = unlimited.
-    pub max_messages: u64,
-}
+use crate::store::{self, Store, StoreError, transact};
 
 /// Counters of one sink, for metrics.
 #[derive(Debug, Default)]
@@ -252,9 +103,18 @@ struct Worker {
 pub type Confirmation =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ForwardError>> + Send>>;
 
+/// What the forwarder and its workers use of the node: the store for the outbox, the ids of
+/// outbox rows, and the node's stop signal.
+#[derive(Clone)]
+pub(crate) struct ForwarderEnv {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) seq: Arc<Sequence>,
+    pub(crate) shutdown: CancellationToken,
+}
+
 /// The sinks attached to a hub and their workers.
-#[derive(Default)]
 pub(crate) struct Forwarder {
+    env: ForwarderEnv,
     workers: std::sync::RwLock<HashMap<String, Worker>>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -277,12 +137,20 @@ const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
 impl Forwarder {
-    pub(crate) fn attach(&self, hub: &Hub, sink: Arc<dyn Sink>, settings: ForwarderSettings) {
+    pub(crate) fn new(env: ForwarderEnv) -> Forwarder {
+        Forwarder {
+            env,
+            workers: std::sync::RwLock::default(),
+            tasks: std::sync::Mutex::default(),
+        }
+    }
+
+    pub(crate) fn attach(&self, sink: Arc<dyn Sink>, settings: ForwarderSettings) {
         let (tx, rx) = mpsc::channel(settings.buffer.max(1));
         let stats = Arc::new(SinkStats::default());
         let name = sink.name().to_owned();
         let run = SinkRun {
-            hub: hub.clone(),
+            env: self.env.clone(),
             sink: sink.clone(),
             stats: stats.clone(),
             settings,
@@ -350,12 +218,11 @@ impl Forwarder {
     /// copy is confirmed or stored; without, a full buffer drops the event (counted).
     pub(crate) async fn forward(
         &self,
-        hub: &Hub,
         destinations: &[Arc<Destination>],
         event: Event,
         wait: bool,
     ) -> Result<(), ForwardError> {
-        self.enqueue(hub, destinations, event, wait).await?.await
+        self.enqueue(destinations, event, wait).await?.await
     }
 
     /// Hands an event to the sinks' workers; with `wait`, the returned future resolves once
@@ -363,7 +230,6 @@ impl Forwarder {
     /// meanwhile, as an MQTT connection reading the next PUBLISH does).
     pub(crate) async fn enqueue(
         &self,
-        hub: &Hub,
         destinations: &[Arc<Destination>],
         event: Event,
         wait: bool,
@@ -390,7 +256,7 @@ impl Forwarder {
             };
             let Some((tx, stats)) = worker else {
                 // The sink is not configured on this node: keep the event for when it is.
-                store_jobs(hub, &destination.sink, &[job]).await?;
+                store_jobs(&self.env, &destination.sink, &[job]).await?;
                 continue;
             };
             if wait {
@@ -453,17 +319,17 @@ impl Forwarder {
 }
 
 /// Writes jobs to the sink's outbox, in order, and tells their publishers they are safe.
-async fn store_jobs(hub: &Hub, sink: &str, jobs: &[Job]) -> Result<(), StoreError> {
+async fn store_jobs(env: &ForwarderEnv, sink: &str, jobs: &[Job]) -> Result<(), StoreError> {
     let rows: Vec<(u64, &Destination, &Event)> = jobs
         .iter()
-        .map(|j| (hub.next_seq(), &*j.destination, &*j.event))
+        .map(|j| (env.seq.next(), &*j.destination, &*j.event))
         .collect();
-    store::write(&**hub.store(), |t| records::put_outbox(t, sink, &rows)).await
+    store::write(&*env.store, |t| records::put_outbox(t, sink, &rows)).await
 }
 
 /// The state of one sink's worker.
 struct SinkRun {
-    hub: Hub,
+    env: ForwarderEnv,
     sink: Arc<dyn Sink>,
     stats: Arc<SinkStats>,
     settings: ForwarderSettings,
@@ -475,8 +341,8 @@ struct SinkRun {
 
 impl SinkRun {
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        let shutdown = self.hub.inner.shutdown.clone();
-        match records::outbox_len(&**self.hub.store(), self.sink.name()).await {
+        let shutdown = self.env.shutdown.clone();
+        match records::outbox_len(&*self.env.store, self.sink.name()).await {
             Ok(n) => {
                 self.stats.outbox.store(n, Ordering::Relaxed);
                 self.backlog = n > 0;
@@ -614,7 +480,7 @@ impl SinkRun {
     }
 
     async fn store(&mut self, jobs: Vec<Job>) {
-        match store_jobs(&self.hub, self.sink.name(), &jobs).await {
+        match store_jobs(&self.env, self.sink.name(), &jobs).await {
             Ok(()) => {
                 let n = jobs.len() as u64;
                 self.stats.stored.fetch_add(n, Ordering::Relaxed);
@@ -633,7 +499,7 @@ impl SinkRun {
     /// Sends the oldest events of the outbox; clears what was confirmed or expired.
     async fn drain_outbox(&mut self) {
         let name = self.sink.name().to_owned();
-        let rows = match transact(&**self.hub.store(), |t| {
+        let rows = match transact(&*self.env.store, |t| {
             let name = name.clone();
             let limit = self.settings.batch;
             Box::pin(async move { records::read_outbox(t, &name, limit).await })
@@ -688,10 +554,8 @@ impl SinkRun {
             }
             start = end;
         }
-        if let Err(e) = store::write(&**self.hub.store(), |t| {
-            records::clear_outbox(t, &name, &done)
-        })
-        .await
+        if let Err(e) =
+            store::write(&*self.env.store, |t| records::clear_outbox(t, &name, &done)).await
         {
             tracing::warn!(sink = %name, error = %e, "could not clear sent events from the outbox");
             return;

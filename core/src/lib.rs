@@ -8,12 +8,11 @@
 pub mod acl;
 pub mod auth;
 pub mod config;
+pub mod data;
 pub mod forward;
 pub mod hub;
 pub mod limits;
-pub mod message;
 pub mod metering;
-pub mod model;
 pub mod rules;
 pub mod sink;
 pub mod store;
@@ -29,8 +28,8 @@ pub use config::HubConfig;
 /// the open broker is on: foldhash's random seed per process keeps chosen collisions from being
 /// computed ahead, as hashbrown's default hasher (the same) does.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub use data::message::{Message, QoS};
 pub use hub::{Hub, HubError};
-pub use message::{Message, QoS};
 
 /// Milliseconds since the Unix epoch: the hub's wall clock for records and expiry.
 pub fn now_ms() -> u64 {

@@ -1,12 +1,12 @@
 //! The `Sink` trait: a destination for events leaving the hub (AMQP consumer groups, SQS queues).
 //!
-//! The hub's forwarder (`crate::forward`) batches events per destination, calls [`Sink::send`],
+//! The hub's forwarder batches events per destination, calls [`Sink::send`],
 //! and keeps in the store whatever a sink could not confirm, to send it again later. A sink only
 //! has to say, truthfully, which events the destination confirmed.
 
 use async_trait::async_trait;
 
-use crate::forward::{Destination, Event};
+use crate::data::event::{Destination, Event};
 
 /// Why a sink could not deliver.
 #[derive(Debug, thiserror::Error)]

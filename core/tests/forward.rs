@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ironhub_core::forward::{Destination, Event, EventKind};
+use ironhub_core::data::event::{Destination, Event, EventKind};
+use ironhub_core::data::message::Properties;
 use ironhub_core::hub::{ConnectOutcome, ConnectRequest, Connected, PublishRequest, TransportKind};
-use ironhub_core::message::Properties;
 use ironhub_core::sink::{Sink, SinkError};
 use ironhub_core::store::Store;
 use ironhub_core::store::memory::memory_store;

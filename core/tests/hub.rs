@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ironhub_core::data::message::Properties;
 use ironhub_core::hub::{
     ConnectOutcome, ConnectRequest, Connected, KickReason, PublishRequest, SubscribeRequest,
     TransportKind,
 };
-use ironhub_core::message::Properties;
 use ironhub_core::store::{memory::memory_store, records, transact};
 use ironhub_core::{Hub, HubConfig, QoS, now_ms};
 

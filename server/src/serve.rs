@@ -219,7 +219,7 @@ async fn admin_token(hub: &Hub, config: &Config) -> anyhow::Result<[u8; 32]> {
     {
         return Ok(hash);
     }
-    let token = ironhub_core::model::random_token(40);
+    let token = ironhub_core::data::model::random_token(40);
     let hash = token_hash(&token);
     store::write(&*store, |t| {
         records::put_meta(t, "admin_token_sha256", &hash)

@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use super::{Hub, HubError, device_session_key};
+use crate::data::api_key::{ApiKey, ApiKeyView};
+use crate::data::message::{Message, QoS};
+use crate::data::model::{self, DeviceState};
 use crate::limits::{LimitId, Limited};
-use crate::message::{Message, QoS};
-use crate::model::{self, DeviceState};
 use crate::now_ms;
 use crate::store::StoreError;
 use crate::store::{self, records, transact};
@@ -23,45 +24,6 @@ use crate::topic;
 
 /// RRPC timeouts accepted, ms (seed 000: 8 s at most, the default).
 pub const RRPC_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 1_000..=8_000;
-
-/// A tenant's API key as stored (the secret only as its SHA-256).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiKey {
-    /// Public identifier (`ak...`).
-    pub id: String,
-    /// The tenant it acts for.
-    pub tenant: String,
-    /// Display name.
-    pub name: String,
-    /// SHA-256 of the secret, hex (stored; never shown: see [`ApiKeyView`]).
-    pub secret_sha256: String,
-    /// Creation time, ms since the epoch.
-    pub created_at_ms: u64,
-}
-
-/// An API key as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ApiKeyView {
-    /// Public identifier.
-    pub id: String,
-    /// The tenant it acts for.
-    pub tenant: String,
-    /// Display name.
-    pub name: String,
-    /// Creation time, ms since the epoch.
-    pub created_at_ms: u64,
-}
-
-impl From<&ApiKey> for ApiKeyView {
-    fn from(k: &ApiKey) -> Self {
-        ApiKeyView {
-            id: k.id.clone(),
-            tenant: k.tenant.clone(),
-            name: k.name.clone(),
-            created_at_ms: k.created_at_ms,
-        }
-    }
-}
 
 /// API keys by id, in memory for the per-request check.
 #[derive(Default)]

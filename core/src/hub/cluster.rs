@@ -19,7 +19,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{ConnectRefusal, Hub, HubError, KickReason, device_session_key};
-use crate::message::{Message, QoS};
+use crate::data::message::{Message, QoS};
 use crate::now_ms;
 use crate::store::records::{self, RegistryEntry};
 use crate::store::{self, StoreError, transact};

@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Hub, HubError};
-use crate::forward::{Destination, Event, SinkStatsSnapshot};
+use crate::data::event::{Destination, Event};
+use crate::data::model::{self, ConsumerGroup};
+use crate::forward::SinkStatsSnapshot;
 use crate::limits::LimitId;
-use crate::model::{self, ConsumerGroup};
 use crate::now_ms;
 use crate::sink::{ConsumerCredentials, Sink};
 use crate::store::{records, transact};
@@ -42,7 +43,7 @@ impl Hub {
             batch: cfg.sink_batch_size,
             send_timeout: std::time::Duration::from_millis(cfg.sink_send_timeout_ms),
         };
-        self.inner.forwarder.attach(self, sink, settings);
+        self.inner.forwarder.attach(sink, settings);
     }
 
     /// Counters of every attached sink.
@@ -110,7 +111,7 @@ impl Hub {
             if let Err(e) = hub
                 .inner
                 .forwarder
-                .forward(&hub, &destinations, event, true)
+                .forward(&destinations, event, true)
                 .await
             {
                 tracing::warn!(error = %e, "a device notification was not forwarded");

@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use super::{Hub, HubError};
+use crate::data::message::Properties;
+use crate::data::model::Tenant;
 use crate::limits::rate::ByteRate;
 use crate::limits::{DEFAULT_PROFILE, LimitId, Limited, Profile, datapoints};
-use crate::message::Properties;
 use crate::metering::{self, DeviceCounters, MonthHandle, MonthlyUsage, Usage, UsageEvent};
-use crate::model::Tenant;
 use crate::now_ms;
 use crate::store::{self, records, transact};
 
@@ -161,7 +161,7 @@ impl Hub {
 
     /// Creates or replaces a profile; tenants using it get the new limits at once.
     pub async fn put_profile(&self, profile: Profile) -> Result<Profile, HubError> {
-        crate::model::validate_tenant_id(&profile.name)
+        crate::data::model::validate_tenant_id(&profile.name)
             .map_err(|e| HubError::Invalid(e.to_string().replacen("id", "profile name", 1)))?;
         store::write(&**self.store(), |t| records::put_profile(t, &profile)).await?;
         self.inner

@@ -11,11 +11,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::FastMap;
 use crate::config::HubConfig;
-use crate::forward::Event;
+use crate::data::event::Event;
+use crate::data::message::{Message, QoS};
+use crate::data::model::{self, Device, DeviceState, NodeType, Product, Tenant};
+use crate::data::sequence::Sequence;
+use crate::forward::{Forwarder, ForwarderEnv};
 use crate::limits::{LimitId, Limited, Limiter, Profile};
-use crate::message::{Message, QoS};
 use crate::metering::Meter;
-use crate::model::{self, Device, DeviceState, NodeType, Product, Tenant};
 use crate::store::records::{self, LIST_LIMIT};
 use crate::store::{self, Store, StoreError, transact};
 use crate::{now_ms, topic};
@@ -35,9 +37,7 @@ mod topics;
 mod topology;
 mod tsl;
 
-pub use business::{
-    ApiKey, DevicePage, DeviceStatus, HISTORY_RETENTION_MS, RRPC_TIMEOUT_MS, RrpcOutcome,
-};
+pub use business::{DevicePage, DeviceStatus, HISTORY_RETENTION_MS, RRPC_TIMEOUT_MS, RrpcOutcome};
 pub use cluster::{PeerError, PeerReply, PeerRequest, Peers};
 pub use groups::GROUP_SINK;
 pub use recent::{MIN_GAP_MS as RECENT_MIN_GAP_MS, Recent, RecentMessage};
@@ -49,9 +49,7 @@ pub use session::{
     PublishRefusal, PublishRequest, Session, SubscribeRefusal, SubscribeRequest, TransportKind,
     Will,
 };
-pub use shadow::{Shadow, ShadowState};
 pub use tokens::AuthRequest;
-pub use topics::{Operation, TopicCategory};
 pub use topology::SubDevice;
 
 /// Errors of management operations; each maps to one HTTP status in the admin API.
@@ -210,9 +208,8 @@ pub(crate) struct Inner {
     pub(crate) sessions: RwLock<FastMap<Arc<str>, Arc<Slot>>>,
     pub(crate) router: router::Router,
     pub(crate) stats: Stats,
-    /// Sequence for queued messages: starts at the wall clock in ns so it keeps increasing across
-    /// restarts.
-    pub(crate) seq: AtomicU64,
+    /// Ids of queued messages and events, increasing across restarts.
+    pub(crate) seq: Arc<Sequence>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) limiter: Limiter,
     pub(crate) meter: Meter,
@@ -222,7 +219,7 @@ pub(crate) struct Inner {
     pub(crate) tenant_profiles: RwLock<FastMap<String, String>>,
     pub(crate) tokens: tokens::Tokens,
     /// Attached sinks and their workers.
-    pub(crate) forwarder: crate::forward::Forwarder,
+    pub(crate) forwarder: Forwarder,
     /// The consumer-group queues of each product.
     pub(crate) group_routes: RwLock<groups::GroupRoutes>,
     /// Each tenant's enabled rules, compiled.
@@ -353,19 +350,26 @@ impl Hub {
         peers: Option<Arc<dyn Peers>>,
     ) -> Result<Hub, HubError> {
         let (store, store_latency) = crate::store::timed::TimedStore::wrap(store);
+        let seq = Arc::new(Sequence::starting_at(now_ms()));
+        let shutdown = CancellationToken::new();
+        let forwarder = Forwarder::new(ForwarderEnv {
+            store: store.clone(),
+            seq: seq.clone(),
+            shutdown: shutdown.clone(),
+        });
         let hub = Hub {
             inner: Arc::new(Inner {
-                seq: AtomicU64::new(now_ms().saturating_mul(1_000_000)),
+                seq,
                 router: router::Router::default(),
                 sessions: RwLock::default(),
                 stats: Stats::default(),
-                shutdown: CancellationToken::new(),
+                shutdown,
                 limiter: Limiter::default(),
                 meter: Meter::default(),
                 profiles: RwLock::default(),
                 tenant_profiles: RwLock::default(),
                 tokens: tokens::Tokens::default(),
-                forwarder: crate::forward::Forwarder::default(),
+                forwarder,
                 group_routes: RwLock::new(groups::GroupRoutes::default()),
                 rules: rules::Rules::new(),
                 api_keys: business::ApiKeys::default(),
@@ -442,7 +446,7 @@ impl Hub {
     }
 
     pub(crate) fn next_seq(&self) -> u64 {
-        self.inner.seq.fetch_add(1, Ordering::Relaxed)
+        self.inner.seq.next()
     }
 
     /// Current counters.

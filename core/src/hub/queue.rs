@@ -223,7 +223,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::message::{Message, QoS};
+    use crate::data::message::{Message, QoS};
 
     fn delivery(n: u8) -> Delivery {
         Delivery {

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use super::Hub;
 use crate::FastMap;
-use crate::message::{Message, Origin, QoS};
+use crate::data::message::{Message, Origin, QoS};
 use crate::store::records::{self, SubscriptionRecord};
 use crate::store::{self, StoreError};
 use crate::topic::{self, Filter, TopicTree};

@@ -10,10 +10,10 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::{Hub, HubError};
-use crate::forward::{Destination, Event, EventKind};
+use crate::data::event::{Destination, Event, EventKind};
+use crate::data::message::{Message, QoS};
+use crate::data::model;
 use crate::limits::LimitId;
-use crate::message::{Message, QoS};
-use crate::model;
 use crate::now_ms;
 use crate::rules::{
     Context, Query, RETRY_DELAYS_SECS, Rule, RuleCounters, RuleCountersSnapshot, RuleDestination,
@@ -448,7 +448,7 @@ impl Hub {
                 let event = d.event(self.next_seq(), EventKind::RuleError, payload);
                 self.inner
                     .forwarder
-                    .forward(self, &[Arc::new(destination)], event, true)
+                    .forward(&[Arc::new(destination)], event, true)
                     .await
                     .map_err(|e| e.to_string())
             }

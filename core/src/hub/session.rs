@@ -18,10 +18,11 @@ use super::topology::TopoOp;
 use super::{Hub, device_session_key};
 use crate::acl::{self, Access};
 use crate::auth::{self, SignedClientId};
-use crate::forward::{Confirmation, Event, EventKind};
+use crate::data::event::{Event, EventKind};
+use crate::data::message::{Message, Origin, Properties, QoS};
+use crate::data::model::{self, Device};
+use crate::forward::Confirmation;
 use crate::limits::{LimitId, Limited};
-use crate::message::{Message, Origin, Properties, QoS};
-use crate::model::{self, Device};
 use crate::now_ms;
 use crate::store::records::{self, QueueId, RegistryEntry, SessionRecord, SubscriptionRecord};
 use crate::store::{self, StoreError, transact};
@@ -1195,13 +1196,9 @@ impl Hub {
         let mut confirmation = None;
         if let Some((destinations, event)) = upstream {
             let wait = event.qos != QoS::AtMostOnce;
-            let enqueued = Box::pin(
-                self.inner
-                    .forwarder
-                    .enqueue(self, &destinations, event, wait),
-            )
-            .await
-            .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+            let enqueued = Box::pin(self.inner.forwarder.enqueue(&destinations, event, wait))
+                .await
+                .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
             confirmation = wait.then_some(enqueued);
         }
         if let Some(request) = request {

@@ -5,38 +5,14 @@
 //! reaches the device at once, or when it next connects.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{Hub, HubError};
+use crate::data::message::{Message, QoS};
+use crate::data::shadow::Shadow;
 use crate::limits::{LimitId, Limited};
-use crate::message::{Message, QoS};
 use crate::now_ms;
 use crate::store::{records, transact};
-
-/// A device's shadow as stored and shown.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Shadow {
-    /// `{"reported": {...}, "desired": {...}}`.
-    pub state: ShadowState,
-    /// When each property was last set: `{"reported": {"k": {"timestamp": ms}}, ...}`.
-    pub metadata: ShadowState,
-    /// Increases with every change.
-    pub version: u64,
-    /// When it last changed, ms since the epoch.
-    pub timestamp: u64,
-}
-
-/// Reported and desired properties.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ShadowState {
-    /// What the device reported.
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub reported: Map<String, Value>,
-    /// What the business server wants.
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub desired: Map<String, Value>,
-}
 
 /// Alibaba's shadow error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

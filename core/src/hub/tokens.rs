@@ -102,7 +102,7 @@ impl Hub {
         self.admit_connection(&identity.tenant, &identity.key)
             .map_err(|l| ConnectRefusal::Limited(self.counted(l)))?;
         let now = now_ms();
-        let token = crate::model::new_secret();
+        let token = crate::data::model::new_secret();
         let expires_at_ms = now + ttl_secs * 1000;
         {
             let mut map = self.inner.tokens.map.lock().expect("tokens lock");

@@ -6,38 +6,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use serde::{Deserialize, Serialize};
-
 use super::{Hub, HubError};
 use crate::acl::Access;
+use crate::data::topic_category::{Operation, TopicCategory};
 use crate::limits::LimitId;
 use crate::store::{self, records, transact};
 use crate::topic;
-
-/// What devices may do on a category.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Operation {
-    /// Publish only.
-    Pub,
-    /// Subscribe only.
-    Sub,
-    /// Both.
-    All,
-}
-
-/// A topic category.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TopicCategory {
-    /// `/${productKey}/${deviceName}/user/...`, `+` and `#` allowed after `user/`.
-    pub topic: String,
-    /// pub, sub or all.
-    pub operation: Operation,
-    /// For people.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-}
 
 /// The categories of each product that has some.
 pub(crate) type Categories = RwLock<HashMap<String, Arc<Vec<TopicCategory>>>>;

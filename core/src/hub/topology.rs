@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 
 use super::{Hub, HubError};
 use crate::auth::{self, SignMethod};
-use crate::forward::Event;
+use crate::data::event::Event;
+use crate::data::model::NodeType;
 use crate::limits::LimitId;
-use crate::model::NodeType;
 use crate::store::{records, transact};
 
 /// A sub-device of a gateway.

@@ -24,7 +24,7 @@
 //! | `o\0{sink}\0{seq: u64 BE}` | ([`Destination`], [`Event`]) a sink has not confirmed yet, in order |
 //! | `n\0t\0{tenant}` / `n\0p\0{productKey}` | device count of a tenant / a product (i64 counter) |
 //! | `n\0o\0{sink}` | events in a sink's outbox (i64 counter) |
-//! | `u\0...`, `e\0...` | usage counters and events (see `crate::metering`) |
+//! | `u\0...`, `e\0...` | usage counters and events (written by the meter) |
 //! | `N\0{node}` | [`NodeRecord`] of a cluster node: addresses and lease |
 //! | `R\0{sessionKey}` | [`RegistryEntry`]: the node holding a session, online or not |
 //! | `n\0cfg` | configuration version (i64 counter): nodes reload their caches when it moves |
@@ -34,11 +34,13 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{KeyRange, Store, StoreError, Txn};
-use crate::forward::{Destination, Event};
-use crate::hub::{ApiKey, Shadow, TopicCategory};
+use crate::data::api_key::ApiKey;
+use crate::data::event::{Destination, Event};
+use crate::data::message::{Message, QoS};
+use crate::data::model::{ConsumerGroup, Device, Product, Tenant};
+use crate::data::shadow::Shadow;
+use crate::data::topic_category::TopicCategory;
 use crate::limits::Profile;
-use crate::message::{Message, QoS};
-use crate::model::{ConsumerGroup, Device, Product, Tenant};
 use crate::rules::Rule;
 use crate::store::decode_counter;
 use crate::tsl::ThingModel;

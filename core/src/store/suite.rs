@@ -5,8 +5,8 @@ use bytes::Bytes;
 
 use super::records::{self, SessionRecord, SubscriptionRecord};
 use super::{self as store, KeyRange, Store, StoreError, transact};
-use crate::message::{Message, Origin, Properties, QoS};
-use crate::model::{Device, Tenant};
+use crate::data::message::{Message, Origin, Properties, QoS};
+use crate::data::model::{Device, Tenant};
 
 /// Runs every behaviour check against a fresh, empty store.
 pub async fn run(store: &dyn Store) {

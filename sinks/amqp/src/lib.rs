@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use ironhub_core::forward::{Destination, Event, EventKind};
+use ironhub_core::data::event::{Destination, Event, EventKind};
 use ironhub_core::sink::{ConsumerCredentials, Sink, SinkError};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -269,7 +269,7 @@ impl Sink for AmqpSink {
             return Ok(None);
         };
         let username = destination.queue.clone();
-        let password = ironhub_core::model::random_token(24);
+        let password = ironhub_core::data::model::random_token(24);
         management
             .create_consumer(&username, &password, &destination.queue, max_consumers)
             .await?;

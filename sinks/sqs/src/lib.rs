@@ -14,7 +14,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 use base64::Engine;
-use ironhub_core::forward::{Destination, Event};
+use ironhub_core::data::event::{Destination, Event};
 use ironhub_core::sink::{Sink, SinkError};
 use tokio::sync::Mutex;
 
@@ -260,7 +260,7 @@ mod tests {
     fn event(payload: &[u8]) -> Event {
         Event {
             id: 7,
-            kind: ironhub_core::forward::EventKind::Upstream,
+            kind: ironhub_core::data::event::EventKind::Upstream,
             tenant: "t".into(),
             product_key: "pk".into(),
             device_name: "dn".into(),

@@ -18,11 +18,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use coap_lite::{RequestType, ResponseType};
 use ironhub_core::Hub;
+use ironhub_core::data::message::{Properties, QoS};
 use ironhub_core::hub::{
     AuthRequest, ConnectRefusal, PublishRefusal, PublishRequest, TransportKind,
 };
 use ironhub_core::limits::{LimitKind, Limited};
-use ironhub_core::message::{Properties, QoS};
 use ironhub_core::transport::{BoxError, Transport};
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;

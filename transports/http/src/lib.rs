@@ -18,11 +18,11 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use ironhub_core::Hub;
+use ironhub_core::data::message::{Properties, QoS};
 use ironhub_core::hub::{
     AuthRequest, ConnectRefusal, PublishRefusal, PublishRequest, TransportKind,
 };
 use ironhub_core::limits::{LimitKind, Limited as Limit};
-use ironhub_core::message::{Properties, QoS};
 use ironhub_core::transport::{BoxError, Transport};
 use ironhub_tls::TlsAcceptor;
 use serde_json::{Value, json};

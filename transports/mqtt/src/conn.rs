@@ -14,6 +14,7 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
+use ironhub_core::data::message::{Properties, QoS as HubQoS};
 use ironhub_core::hub::queue::DeliveryReceiver;
 use ironhub_core::hub::{
     ConnectOutcome, ConnectRefusal, ConnectRequest, Connected, Delivery, KickReason,
@@ -22,7 +23,6 @@ use ironhub_core::hub::{
 };
 use ironhub_core::limits::rate::ByteRate;
 use ironhub_core::limits::{LimitId, LimitKind};
-use ironhub_core::message::{Properties, QoS as HubQoS};
 use ironhub_core::{Hub, now_ms};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;

@@ -194,7 +194,7 @@ impl TopicAliases {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use ironhub_core::message::{Message, Origin, Properties, QoS};
+    use ironhub_core::data::message::{Message, Origin, Properties, QoS};
     use std::sync::Arc;
 
     fn delivery(n: u8) -> Delivery {
