@@ -254,6 +254,9 @@ pub struct Meter {
     months: Mutex<FastMap<String, Arc<MonthHandle>>>,
     /// Each device's hot counters, by tenant then device.
     devices: Mutex<FastMap<String, FastMap<String, Arc<DeviceCounters>>>>,
+    /// Held by a flush from taking the pending counters until they are in the store, and by
+    /// usage reads: between the two, the counts are neither pending nor stored.
+    flushing: tokio::sync::RwLock<()>,
 }
 
 fn counter_key(tenant: &str, device: &str, hour: u64, metric: &str) -> Vec<u8> {
@@ -383,6 +386,7 @@ impl Meter {
 
     /// Writes the pending counters to the store (atomic adds); on failure they stay pending.
     pub async fn flush(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let _flushing = self.flushing.write().await;
         self.gather(None);
         let batch = std::mem::take(&mut *self.pending.lock().expect("meter lock"));
         if batch.is_empty() {
@@ -435,8 +439,7 @@ impl Meter {
         };
         // The hour starts after the scope's parts and their separators.
         let prefix_len = records::key(&[b"u", tenant.as_bytes(), device.as_bytes()]).len() + 1;
-        // Not a read-only transaction: on single-writer stores this waits for a flush that is
-        // committing (its counters are neither pending nor stored meanwhile).
+        let _no_flush = self.flushing.read().await;
         let rows = transact(store, |t| {
             let range = range.clone();
             Box::pin(async move { t.range(&range, 0).await })
