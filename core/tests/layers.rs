@@ -12,7 +12,7 @@ const MAX_LINES: usize = 700;
 const OVERSIZED: &[(&str, usize)] = &[
     ("hub/cluster.rs", 705),
     ("hub/session.rs", 1615),
-    ("metering.rs", 834),
+    ("metering/mod.rs", 788),
     ("store/records.rs", 926),
 ];
 
