@@ -11,7 +11,6 @@ const MAX_LINES: usize = 700;
 /// ...except these, which are being split (issue 16) and may only shrink until they are under it.
 const OVERSIZED: &[(&str, usize)] = &[
     ("hub/cluster.rs", 705),
-    ("hub/session.rs", 1615),
     ("metering/mod.rs", 788),
     ("store/records.rs", 926),
 ];

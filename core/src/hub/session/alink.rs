@@ -1,0 +1,132 @@
+//! Device requests to the hub on a device's own topics: property posts checked against the
+//! thing model, topology changes, RRPC responses and shadow updates, each answered as Alink does.
+
+use bytes::Bytes;
+
+use super::{ClientIdentity, PublishRefusal};
+use crate::data::message::{Message, QoS};
+use crate::hub::Hub;
+use crate::hub::topology::TopoOp;
+
+impl Hub {
+    /// Handles a device's request to the hub on one of its own topics (boxed by the caller:
+    /// most messages are not requests).
+    pub(super) async fn answer_device_request(
+        &self,
+        identity: &ClientIdentity,
+        (kind, topic, payload, qos): (DeviceRequest, String, Bytes, QoS),
+        now: u64,
+    ) -> Result<(), PublishRefusal> {
+        if let Some((pk, dn)) = identity.device.as_ref() {
+            let answer = match kind {
+                DeviceRequest::PropertyPost => {
+                    let model = self.model_of(pk);
+                    Some(alink_reply(&payload, model.as_deref()))
+                }
+                DeviceRequest::Topology(op) => {
+                    Some(self.topology_request((pk, dn), op, &payload).await)
+                }
+                DeviceRequest::RrpcResponse => {
+                    let id = topic.rsplit('/').next().unwrap_or_default();
+                    if !self.rrpc_response(&identity.key, id, &payload) {
+                        self.rrpc_reply_elsewhere(&identity.key, id, &payload).await;
+                    }
+                    None
+                }
+                DeviceRequest::Shadow => {
+                    self.shadow_request(&identity.tenant, pk, dn, &payload)
+                        .await
+                        .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+                    None
+                }
+            };
+            if let Some(answer) = answer {
+                let reply = Message::from_hub(
+                    &identity.tenant,
+                    format!("{topic}_reply"),
+                    answer,
+                    qos.min(QoS::AtLeastOnce),
+                    now,
+                );
+                self.accept(reply)
+                    .await
+                    .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The Alink topic of property posts, answered on `..._reply`.
+pub(super) const PROPERTY_POST: &str = "/thing/event/property/post";
+
+/// What a device asks of the hub by publishing on one of its own topics.
+pub(super) enum DeviceRequest {
+    /// `/sys/{pk}/{dn}/thing/event/property/post`: answered on `..._reply` (checked by the TSL).
+    PropertyPost,
+    /// `/sys/{pk}/{dn}/thing/topo/add|delete|get`: answered on `..._reply`.
+    Topology(TopoOp),
+    /// `/sys/{pk}/{dn}/rrpc/response/{id}`: completes the RRPC call waiting for it.
+    RrpcResponse,
+    /// `/shadow/update/{pk}/{dn}`: answered on `/shadow/get/{pk}/{dn}`.
+    Shadow,
+}
+
+impl DeviceRequest {
+    /// The request a device `pk`/`dn` makes by publishing on `topic`, if any.
+    pub(super) fn of(topic: &str, pk: &str, dn: &str) -> Option<DeviceRequest> {
+        if let Some(suffix) = topic
+            .strip_prefix("/sys/")
+            .and_then(|t| t.strip_prefix(pk))
+            .and_then(|t| t.strip_prefix('/'))
+            .and_then(|t| t.strip_prefix(dn))
+        {
+            if suffix == PROPERTY_POST {
+                return Some(DeviceRequest::PropertyPost);
+            }
+            if suffix.starts_with("/rrpc/response/") {
+                return Some(DeviceRequest::RrpcResponse);
+            }
+            return TopoOp::from_suffix(suffix).map(DeviceRequest::Topology);
+        }
+        let shadow = topic
+            .strip_prefix("/shadow/update/")
+            .and_then(|t| t.strip_prefix(pk))
+            .and_then(|t| t.strip_prefix('/'))
+            == Some(dn);
+        shadow.then_some(DeviceRequest::Shadow)
+    }
+}
+
+/// Alink reply to a property post: `{"id","code","data","message","method","version"}`. Code 200
+/// on success, 460 (request parameter error) when the payload is not Alink JSON, and with a
+/// thing model 6304 (unknown property) or 6306 (wrong type or out of range).
+pub(super) fn alink_reply(payload: &[u8], model: Option<&crate::tsl::ThingModel>) -> Bytes {
+    let request: Option<serde_json::Value> = serde_json::from_slice(payload).ok();
+    let id = request
+        .as_ref()
+        .and_then(|v| v.get("id"))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    let params = request
+        .as_ref()
+        .and_then(|v| v.get("params"))
+        .and_then(|p| p.as_object());
+    let outcome = match (params, model) {
+        (None, _) => Err((
+            460,
+            "request parameter error: params must be a JSON object".to_owned(),
+        )),
+        (Some(params), Some(model)) => model.check_post(params),
+        (Some(_), None) => Ok(()),
+    };
+    let (code, message) = match outcome {
+        Ok(()) => (200, "success".to_owned()),
+        Err(e) => e,
+    };
+    let reply = serde_json::json!({
+        "id": id, "code": code, "data": {}, "message": message,
+        "method": "thing.event.property.post", "version": "1.0",
+    });
+    Bytes::from(reply.to_string())
+}

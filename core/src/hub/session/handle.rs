@@ -1,0 +1,299 @@
+//! The session handle a transport holds: publish, subscribe, unsubscribe, acknowledge, close.
+
+use std::sync::atomic::Ordering;
+
+use super::{
+    ClientIdentity, PublishRefusal, PublishRequest, Session, SubscribeRefusal, SubscribeRequest,
+};
+use crate::acl::Access;
+use crate::data::event::Event;
+use crate::data::message::{Message, Origin, QoS};
+use crate::forward::Confirmation;
+use crate::hub::Hub;
+use crate::hub::queue::DeliveryReceiver;
+use crate::hub::router::Delivery;
+use crate::limits::{LimitId, Limited};
+use crate::now_ms;
+use crate::store::records::{self, QueueId, SubscriptionRecord};
+use crate::store::{self, StoreError};
+use crate::topic::Filter;
+
+impl Session {
+    /// The hub this session belongs to.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Who this session is.
+    pub fn identity(&self) -> &ClientIdentity {
+        &self.identity
+    }
+
+    /// Checks and accepts a publish. Ok means the message is safely accepted (QoS 1/2 deliveries
+    /// to offline persistent sessions are durable): the transport may acknowledge it.
+    pub async fn publish(&self, req: PublishRequest) -> Result<usize, PublishRefusal> {
+        self.hub.publish_from(&self.identity, req).await
+    }
+
+    /// Publishes; a QoS 1 message going to consumer groups comes back with the confirmation to
+    /// wait for before acknowledging it ([`Hub::publish_deferred`]).
+    pub async fn publish_deferred(
+        &self,
+        req: PublishRequest,
+    ) -> Result<(usize, Option<Confirmation>), PublishRefusal> {
+        let charges = self
+            .charges
+            .get_or_init(|| Box::new(self.hub.charges(&self.identity.tenant, &self.identity.key)));
+        self.hub.publish_charged(&self.identity, charges, req).await
+    }
+
+    /// Subscribes; returns per filter the granted QoS or the refusal, and the retained messages
+    /// to send after the acknowledgement.
+    pub async fn subscribe(
+        &self,
+        requests: Vec<SubscribeRequest>,
+    ) -> (Vec<Result<QoS, SubscribeRefusal>>, Vec<Delivery>) {
+        let mut results = Vec::with_capacity(requests.len());
+        let mut retained = Vec::new();
+        if requests.len() > self.hub.config().max_filters_per_subscribe {
+            let refusal = SubscribeRefusal::Limited(
+                self.hub.counted(Limited::new(LimitId::FiltersPerSubscribe)),
+            );
+            return (vec![Err(refusal); requests.len()], retained);
+        }
+        let max_subscriptions = self
+            .hub
+            .profile_of(&self.identity.tenant)
+            .entities
+            .subscriptions_per_device;
+        let mut st = self.slot.state.clone().lock_owned().await;
+        for req in requests {
+            let filter = match Filter::parse(&req.filter) {
+                Ok(f) => f,
+                Err(e) => {
+                    results.push(Err(SubscribeRefusal::FilterInvalid(e)));
+                    continue;
+                }
+            };
+            if let Err(limited) = self.hub.check_topic(&req.filter) {
+                results.push(Err(SubscribeRefusal::Limited(self.hub.counted(limited))));
+                continue;
+            }
+            if !self
+                .hub
+                .may(&self.identity, Access::Subscribe, &filter.filter)
+            {
+                tracing::warn!(session = %self.identity.key, filter = %req.filter, "ACL: subscribe refused");
+                results.push(Err(SubscribeRefusal::NotAuthorized(req.filter)));
+                continue;
+            }
+            let full = max_subscriptions > 0 && st.subscriptions.len() as u64 >= max_subscriptions;
+            if full && !st.subscriptions.contains_key(&req.filter) {
+                results.push(Err(SubscribeRefusal::Limited(
+                    self.hub
+                        .counted(Limited::new(LimitId::SubscriptionsPerDevice)),
+                )));
+                continue;
+            }
+            let record = SubscriptionRecord {
+                filter: req.filter.clone(),
+                qos: req.qos,
+                no_local: req.no_local,
+                retain_as_published: req.retain_as_published,
+                subscription_id: req.subscription_id,
+            };
+            let existed = st
+                .subscriptions
+                .insert(req.filter.clone(), record.clone())
+                .is_some();
+            self.hub.inner.router.subscribe(
+                &self.identity.tenant,
+                &self.slot.key,
+                &filter,
+                &record,
+            );
+            let send_retained = filter.share_group.is_none()
+                && match req.retain_handling {
+                    0 => true,
+                    1 => !existed,
+                    _ => false,
+                };
+            if send_retained {
+                for msg in self
+                    .hub
+                    .inner
+                    .router
+                    .retained_matching(&self.identity.tenant, &filter.filter)
+                {
+                    retained.push(Delivery {
+                        qos: msg.qos.min(req.qos),
+                        retain: true,
+                        message: msg,
+                        subscription_ids: req.subscription_id.into_iter().collect(),
+                        stored_seq: None,
+                    });
+                }
+            }
+            results.push(Ok(req.qos));
+        }
+        if st.expiry_secs > 0 {
+            let record = self.slot.record(&st);
+            let saved =
+                store::write(&**self.hub.store(), |t| records::put_session(t, &record)).await;
+            if let Err(e) = saved {
+                let reason = e.to_string();
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(SubscribeRefusal::Unavailable(reason.clone()));
+                }
+            }
+        }
+        (results, retained)
+    }
+
+    /// Unsubscribes; returns per filter whether a subscription existed.
+    pub async fn unsubscribe(&self, filters: Vec<String>) -> Vec<bool> {
+        let mut st = self.slot.state.clone().lock_owned().await;
+        let mut out = Vec::with_capacity(filters.len());
+        for raw in filters {
+            let existed = st.subscriptions.remove(&raw).is_some();
+            if let Ok(f) = Filter::parse(&raw) {
+                self.hub
+                    .inner
+                    .router
+                    .unsubscribe(&self.identity.tenant, &self.slot.key, &f);
+            }
+            out.push(existed);
+        }
+        if st.expiry_secs > 0 {
+            let record = self.slot.record(&st);
+            let saved =
+                store::write(&**self.hub.store(), |t| records::put_session(t, &record)).await;
+            if let Err(e) = saved {
+                tracing::warn!(session = %self.identity.key, error = %e, "could not persist unsubscribe");
+            }
+        }
+        out
+    }
+
+    /// The client acknowledged a delivery that came from the stored queue: forget the stored copy.
+    pub async fn acknowledged(&self, stored: QueueId) -> Result<(), StoreError> {
+        let mut st = self.slot.state.clone().lock_owned().await;
+        store::write(&**self.hub.store(), |t| {
+            records::remove_queued(t, &self.slot.key, &stored)
+        })
+        .await?;
+        st.queued = st.queued.saturating_sub(1);
+        Ok(())
+    }
+
+    /// Ends the connection. `normal` is a client DISCONNECT without will; otherwise the will is
+    /// published. `unacked` are deliveries sent but not acknowledged, and `deliveries` the queue
+    /// not yet sent: for a persistent session both are stored, in order, for the next connection.
+    pub async fn close(
+        self,
+        normal: bool,
+        unacked: Vec<Delivery>,
+        mut deliveries: DeliveryReceiver,
+    ) {
+        if let Err(e) = self.close_inner(normal, unacked, &mut deliveries).await {
+            tracing::error!(session = %self.identity.key, error = %e, "closing session failed");
+        }
+        self.done.cancel();
+    }
+
+    pub(super) async fn close_inner(
+        &self,
+        normal: bool,
+        unacked: Vec<Delivery>,
+        deliveries: &mut DeliveryReceiver,
+    ) -> Result<(), StoreError> {
+        let hub = &self.hub;
+        let mut st = self.slot.state.clone().lock_owned().await;
+        // No new live deliveries from here on: publishers that find the queue closed fall back
+        // to the stored queue (under this lock, so after what is written below).
+        deliveries.close();
+        let current = st
+            .live
+            .as_ref()
+            .is_some_and(|l| l.generation == self.generation);
+        if current {
+            self.slot.set_live(&mut st, None);
+            self.slot.online.store(false, Ordering::Relaxed);
+        }
+        let mut pending = unacked;
+        while let Some(d) = deliveries.try_recv() {
+            pending.push(d);
+        }
+        if st.expiry_secs > 0 && !st.removed {
+            let now = now_ms();
+            let mut rows = Vec::new();
+            for d in pending
+                .into_iter()
+                .filter(|d| d.qos != QoS::AtMostOnce && d.stored_seq.is_none())
+            {
+                if d.message.expired(now) {
+                    continue;
+                }
+                let mut msg = (*d.message).clone();
+                msg.qos = d.qos;
+                msg.retain = d.retain;
+                rows.push(msg);
+            }
+            if current {
+                st.disconnected_at_ms = Some(now);
+            }
+            let record = self.slot.record(&st);
+            let added = rows.len();
+            // In a cluster another node may hold the session by now (this one was too slow to
+            // let go): its record is not overwritten, the unacknowledged messages still join
+            // the session's queue.
+            let mine = hub.holds(&self.slot.key).await;
+            store::write(&**hub.store(), |t| {
+                for (order, msg) in (0u32..).zip(&rows) {
+                    records::push_queued(t, &self.slot.key, order, msg);
+                }
+                if mine {
+                    records::put_session(t, &record);
+                }
+            })
+            .await?;
+            st.queued += added;
+            st.stored = true;
+            if current && let Err(e) = hub.unclaim(&self.slot.key, false).await {
+                tracing::warn!(session = %self.identity.key, error = %e, "registry not updated");
+            }
+        } else if current {
+            if hub.holds(&self.slot.key).await {
+                hub.remove_slot(&self.slot, &mut st).await?;
+            } else {
+                hub.forget_slot(&self.slot, &mut st);
+            }
+            if let Err(e) = hub.unclaim(&self.slot.key, true).await {
+                tracing::warn!(session = %self.identity.key, error = %e, "registry not updated");
+            }
+        }
+        drop(st);
+        tracing::info!(session = %self.identity.key, normal, "disconnected");
+        if current && let Some((pk, dn)) = &self.identity.device {
+            hub.record_status(pk, dn, false);
+            hub.notify_groups(pk, |id, now| {
+                Event::status(id, &self.identity.tenant, pk, dn, false, now)
+            });
+        }
+        if !normal && let Some(will) = &self.will {
+            let msg = Message {
+                tenant: self.identity.tenant.clone(),
+                topic: will.topic.clone(),
+                payload: will.payload.clone(),
+                qos: will.qos,
+                retain: will.retain,
+                properties: will.properties.clone(),
+                expires_at_ms: None,
+                origin: Origin::Client(self.identity.key.clone()),
+                received_at_ms: now_ms(),
+            };
+            hub.accept(msg).await?;
+        }
+        Ok(())
+    }
+}

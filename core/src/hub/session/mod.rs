@@ -1,0 +1,352 @@
+//! Connecting, sessions and their lifecycle: authentication, takeover (one connection per
+//! session key across the hub), persistent sessions with their stored queue, wills, and the
+//! per-session delivery queue with its slow-subscriber policy.
+//!
+//! This module holds the requests, outcomes and refusals transports see, and the session's slot;
+//! the work is in one file per role: [`slot`] (deliveries and the hub's map of slots), [`connect`]
+//! (authentication and takeover), [`publish`] (the publish pipeline), [`alink`] (device requests
+//! answered by the hub) and [`handle`] (the [`Session`] a transport holds).
+
+mod alink;
+mod connect;
+mod handle;
+mod publish;
+mod slot;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::Hub;
+use super::limits::Charges;
+use super::queue::{DeliveryReceiver, DeliverySender};
+use super::router::Delivery;
+use crate::data::message::{Properties, QoS};
+use crate::limits::Limited;
+use crate::store::StoreError;
+use crate::store::records::SubscriptionRecord;
+use crate::topic;
+
+/// How long a new connection waits for the connection it takes over to finish closing.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// A will message, published when a connection ends without a normal DISCONNECT.
+#[derive(Debug, Clone)]
+pub struct Will {
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+    /// QoS.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// MQTT 5 properties.
+    pub properties: Properties,
+}
+
+/// The transport a client came in by (a label of the hub's counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// MQTT over TCP.
+    Mqtt = 0,
+    /// MQTT over TLS.
+    MqttTls = 1,
+    /// MQTT over QUIC.
+    Quic = 2,
+    /// HTTP devices.
+    Http = 3,
+    /// CoAP devices.
+    Coap = 4,
+}
+
+impl TransportKind {
+    /// How many transports there are.
+    pub const COUNT: usize = 5;
+    /// Every transport, in the order of their discriminants.
+    pub const ALL: [TransportKind; TransportKind::COUNT] = [
+        TransportKind::Mqtt,
+        TransportKind::MqttTls,
+        TransportKind::Quic,
+        TransportKind::Http,
+        TransportKind::Coap,
+    ];
+
+    /// The name in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            TransportKind::Mqtt => "mqtt",
+            TransportKind::MqttTls => "mqtt-tls",
+            TransportKind::Quic => "quic",
+            TransportKind::Http => "http",
+            TransportKind::Coap => "coap",
+        }
+    }
+}
+
+/// What a transport extracted from a connect request.
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    /// The transport it came in by.
+    pub transport: TransportKind,
+    /// Client identifier as sent.
+    pub client_id: String,
+    /// User name, if any.
+    pub username: Option<String>,
+    /// Password, if any.
+    pub password: Option<Bytes>,
+    /// Start a new session, discarding any stored one.
+    pub clean_start: bool,
+    /// MQTT 5 session expiry interval; None for MQTT 3.1.1 (derived from `clean_start`).
+    pub session_expiry_secs: Option<u32>,
+    /// Keep-alive interval in seconds.
+    pub keep_alive_secs: u16,
+    /// Will message.
+    pub will: Option<Will>,
+}
+
+/// Why a connection was refused. Transports map each to their protocol's answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectRefusal {
+    /// Unknown device, malformed credentials or wrong signature.
+    #[error("bad credentials: {0}")]
+    BadCredentials(&'static str),
+    /// The device is disabled.
+    #[error("device is disabled")]
+    Disabled,
+    /// Credentials are fine but the request is not allowed.
+    #[error("not authorized: {0}")]
+    NotAuthorized(String),
+    /// Keep-alive outside the accepted range (seed 000: 30 to 1200 s).
+    #[error("keep-alive {got} s outside {min}..={max} s")]
+    KeepAliveOutOfRange {
+        /// Requested.
+        got: u16,
+        /// Smallest accepted.
+        min: u16,
+        /// Largest accepted.
+        max: u16,
+    },
+    /// A documented limit refused the connection (connection rate, monthly quota).
+    #[error("{0}")]
+    Limited(Limited),
+    /// The hub cannot serve now (storage failure).
+    #[error("server unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ConnectRefusal {
+    /// How many kinds of refusal there are.
+    pub const KINDS: usize = 6;
+    /// The kinds' names in metrics, indexed by [`ConnectRefusal::kind`].
+    pub const KIND_LABELS: [&'static str; ConnectRefusal::KINDS] = [
+        "bad_credentials",
+        "disabled",
+        "not_authorized",
+        "keep_alive",
+        "limited",
+        "unavailable",
+    ];
+
+    /// Index of this refusal's kind in [`ConnectRefusal::KIND_LABELS`].
+    pub fn kind(&self) -> usize {
+        match self {
+            ConnectRefusal::BadCredentials(_) => 0,
+            ConnectRefusal::Disabled => 1,
+            ConnectRefusal::NotAuthorized(_) => 2,
+            ConnectRefusal::KeepAliveOutOfRange { .. } => 3,
+            ConnectRefusal::Limited(_) => 4,
+            ConnectRefusal::Unavailable(_) => 5,
+        }
+    }
+}
+
+impl From<StoreError> for ConnectRefusal {
+    fn from(e: StoreError) -> Self {
+        ConnectRefusal::Unavailable(e.to_string())
+    }
+}
+
+/// Who a connection is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// Tenant scope.
+    pub tenant: String,
+    /// Session key: one connection per key across the hub.
+    pub key: Arc<str>,
+    /// `(productKey, deviceName)` for devices; None for open-broker clients.
+    pub device: Option<(String, String)>,
+}
+
+/// Why a connection is being closed by the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KickReason {
+    /// Another connection took the session over (MQTT 5 reason 0x8E).
+    SessionTakenOver,
+    /// An administrator disabled or deleted the device (MQTT 5 reason 0x98).
+    AdministrativeAction,
+}
+
+/// The result of a successful CONNECT.
+pub enum ConnectOutcome {
+    /// A session is open.
+    Connected(Box<Connected>),
+    /// Dynamic registration succeeded: send `payload` on `topic`, then close.
+    Registered {
+        /// `/ext/register`.
+        topic: String,
+        /// `{"productKey":..,"deviceName":..,"deviceSecret":..}`.
+        payload: Bytes,
+    },
+}
+
+/// An open session as its transport holds it.
+pub struct Connected {
+    /// Calls into the hub for this session.
+    pub session: Session,
+    /// Live deliveries, bounded by `session_queue_capacity`.
+    pub deliveries: DeliveryReceiver,
+    /// Stored deliveries to send before the live ones.
+    pub backlog: Vec<Delivery>,
+    /// Whether a stored session was resumed.
+    pub session_present: bool,
+    /// Fires when the hub closes this connection, with the reason.
+    pub kicked: oneshot::Receiver<KickReason>,
+    /// Session expiry granted, seconds.
+    pub session_expiry_secs: u32,
+    /// Client id assigned by the hub when the client sent an empty one.
+    pub assigned_client_id: Option<String>,
+}
+
+/// A publish as a transport received it.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    /// The transport it came in by.
+    pub transport: TransportKind,
+    /// Topic name.
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+    /// QoS.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// MQTT 5 properties.
+    pub properties: Properties,
+    /// MQTT 5 message expiry interval.
+    pub message_expiry_secs: Option<u32>,
+}
+
+/// Why a publish was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishRefusal {
+    /// The topic is outside what this client may publish to.
+    #[error("not authorized to publish to {0}")]
+    NotAuthorized(String),
+    /// The topic name is invalid.
+    #[error("invalid topic name: {0}")]
+    TopicInvalid(topic::TopicError),
+    /// A documented limit discarded (rate, quota) or refused (bounds) the message.
+    #[error("{0}")]
+    Limited(Limited),
+    /// Storage failed: the message was not accepted.
+    #[error("server unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One filter of a subscribe request.
+#[derive(Debug, Clone)]
+pub struct SubscribeRequest {
+    /// Filter as sent (may be `$share/...`).
+    pub filter: String,
+    /// Requested QoS.
+    pub qos: QoS,
+    /// MQTT 5 no-local.
+    pub no_local: bool,
+    /// MQTT 5 retain-as-published.
+    pub retain_as_published: bool,
+    /// MQTT 5 retain handling: 0 send retained, 1 only for a new subscription, 2 never.
+    pub retain_handling: u8,
+    /// MQTT 5 subscription identifier.
+    pub subscription_id: Option<u32>,
+}
+
+/// Why one filter of a subscribe was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeRefusal {
+    /// Malformed filter.
+    #[error("invalid topic filter: {0}")]
+    FilterInvalid(topic::TopicError),
+    /// Outside what this client may subscribe to.
+    #[error("not authorized to subscribe to {0}")]
+    NotAuthorized(String),
+    /// A documented limit refused it (filters per request, subscriptions per device, bounds).
+    #[error("{0}")]
+    Limited(Limited),
+    /// Storage failed.
+    #[error("server unavailable: {0}")]
+    Unavailable(String),
+}
+
+struct Live {
+    tx: DeliverySender,
+    kick: Option<oneshot::Sender<KickReason>>,
+    done: CancellationToken,
+    generation: u64,
+}
+
+struct SlotState {
+    live: Option<Live>,
+    /// Removed from the hub's map: a connect that raced with removal must look again.
+    removed: bool,
+    expiry_secs: u32,
+    disconnected_at_ms: Option<u64>,
+    subscriptions: HashMap<String, SubscriptionRecord>,
+    /// Messages in the stored queue.
+    queued: usize,
+    generation: u64,
+    /// Whether a record of this session is in the store.
+    stored: bool,
+}
+
+/// A session's place in the hub, online or not.
+pub(crate) struct Slot {
+    pub(crate) key: Arc<str>,
+    pub(crate) tenant: String,
+    online: AtomicBool,
+    /// The transport of the connection while online ([`TransportKind`] as u8).
+    transport: AtomicU8,
+    state: Arc<Mutex<SlotState>>,
+    /// The live connection's queue, for deliveries that find room in it without taking the
+    /// state lock (an async mutex: two locks of its own per delivery). Set and cleared with
+    /// `SlotState::live`, under that lock (and cleared when the slot is forgotten, so those
+    /// deliveries take the lock): a delivery that got in before it was cleared is in the queue
+    /// the closing connection drains.
+    live_tx: std::sync::RwLock<Option<DeliverySender>>,
+}
+
+type SlotGuard = OwnedMutexGuard<SlotState>;
+
+/// A connected session, held by its transport.
+pub struct Session {
+    hub: Hub,
+    slot: Arc<Slot>,
+    identity: ClientIdentity,
+    generation: u64,
+    /// Boxed: rare, and every connection's task holds its session.
+    will: Option<Box<Will>>,
+    done: CancellationToken,
+    /// Looked up at the first publish (idle connections do without; boxed, as every
+    /// connection's task holds its session).
+    charges: OnceLock<Box<Charges>>,
+}
+
+enum Authenticated {
+    Client(ClientIdentity, Option<String>),
+    Registered(Bytes),
+}

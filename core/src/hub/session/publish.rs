@@ -1,0 +1,139 @@
+//! The publish pipeline: bounds, ACL, property checks, limits and charges, then routing.
+
+use std::sync::atomic::Ordering;
+
+use super::alink::DeviceRequest;
+use super::{ClientIdentity, PublishRefusal, PublishRequest};
+use crate::acl::Access;
+use crate::data::event::{Event, EventKind};
+use crate::data::message::{Message, Origin, QoS};
+use crate::forward::Confirmation;
+use crate::hub::Hub;
+use crate::hub::limits::Charges;
+use crate::now_ms;
+use crate::topic;
+
+impl Hub {
+    /// Checks and accepts a publish of a client, connected or not (HTTP, CoAP): topic bounds,
+    /// ACL, property bounds, limits, then routing. Ok means safely accepted.
+    pub async fn publish_from(
+        &self,
+        identity: &ClientIdentity,
+        req: PublishRequest,
+    ) -> Result<usize, PublishRefusal> {
+        let (delivered, confirmation) = self.publish_deferred(identity, req).await?;
+        if let Some(confirmation) = confirmation {
+            confirmation
+                .await
+                .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+        }
+        Ok(delivered)
+    }
+
+    /// As [`Hub::publish_from`], but a QoS 1 message that goes to consumer groups comes back
+    /// with the confirmation to wait for before acknowledging it, instead of waiting here: a
+    /// connection keeps reading while its earlier messages wait for their sinks, and
+    /// acknowledges them in order.
+    pub async fn publish_deferred(
+        &self,
+        identity: &ClientIdentity,
+        req: PublishRequest,
+    ) -> Result<(usize, Option<Confirmation>), PublishRefusal> {
+        let charges = self.charges(&identity.tenant, &identity.key);
+        self.publish_charged(identity, &charges, req).await
+    }
+
+    /// [`Hub::publish_deferred`] with the charges a session keeps.
+    pub(super) async fn publish_charged(
+        &self,
+        identity: &ClientIdentity,
+        charges: &Charges,
+        req: PublishRequest,
+    ) -> Result<(usize, Option<Confirmation>), PublishRefusal> {
+        let now = now_ms();
+        topic::validate_name(&req.topic).map_err(PublishRefusal::TopicInvalid)?;
+        self.check_topic(&req.topic)
+            .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
+        if !self.may(identity, Access::Publish, &req.topic) {
+            tracing::warn!(session = %identity.key, topic = %req.topic, "ACL: publish refused");
+            return Err(PublishRefusal::NotAuthorized(req.topic));
+        }
+        self.check_properties(&req.properties)
+            .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
+        self.admit_message(charges, req.qos != QoS::AtMostOnce, &req.payload, now)
+            .await
+            .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
+        self.inner.stats.received[req.transport as usize][req.qos as usize]
+            .fetch_add(1, Ordering::Relaxed);
+        if identity.device.is_some() {
+            self.inner
+                .recent
+                .record(&identity.key, &req.topic, &req.payload, req.qos, now);
+        }
+        // A request of the device to the hub on one of its own topics, handled after routing.
+        let request = identity.device.as_ref().and_then(|(pk, dn)| {
+            DeviceRequest::of(&req.topic, pk, dn)
+                .map(|kind| (kind, req.topic.clone(), req.payload.clone(), req.qos))
+        });
+        let msg = Message {
+            tenant: identity.tenant.clone(),
+            topic: req.topic,
+            payload: req.payload,
+            qos: req.qos,
+            retain: req.retain,
+            properties: req.properties,
+            expires_at_ms: req.message_expiry_secs.map(|s| now + u64::from(s) * 1000),
+            origin: Origin::Client(identity.key.clone()),
+            received_at_ms: now,
+        };
+        // Built only for products with consumer groups: most messages go nowhere else.
+        let upstream = identity.device.as_ref().and_then(|(pk, dn)| {
+            let destinations = self.group_destinations(pk)?;
+            Some((
+                destinations,
+                Event {
+                    id: self.next_seq(),
+                    kind: EventKind::Upstream,
+                    tenant: msg.tenant.clone(),
+                    product_key: pk.clone(),
+                    device_name: dn.clone(),
+                    topic: msg.topic.clone(),
+                    qos: msg.qos,
+                    generated_at_ms: now,
+                    payload: msg.payload.clone(),
+                },
+            ))
+        });
+        let rules = self.tenant_rules(&identity.tenant);
+        let rule_input = rules
+            .as_ref()
+            .map(|_| (msg.topic.clone(), msg.payload.clone(), msg.qos));
+        let delivered = self
+            .accept(msg)
+            .await
+            .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+        if let (Some(rules), Some((topic, payload, qos))) = (rules, rule_input) {
+            let input = crate::hub::rules::RuleInput {
+                tenant: &identity.tenant,
+                topic: &topic,
+                payload: &payload,
+                qos,
+                device: identity.device.as_ref(),
+                received_at_ms: now,
+            };
+            Box::pin(self.run_rules(&rules, &input)).await;
+        }
+        let mut confirmation = None;
+        if let Some((destinations, event)) = upstream {
+            let wait = event.qos != QoS::AtMostOnce;
+            let enqueued = Box::pin(self.inner.forwarder.enqueue(&destinations, event, wait))
+                .await
+                .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+            confirmation = wait.then_some(enqueued);
+        }
+        if let Some(request) = request {
+            Box::pin(self.answer_device_request(identity, request, now)).await?;
+        }
+        Ok((delivered, confirmation))
+    }
+}
