@@ -1,0 +1,163 @@
+//! What the hub keeps per product and device beyond the registry: gateway topology, shadows,
+//! thing models, topic categories, and the business API's keys.
+
+use crate::data::api_key::ApiKey;
+use crate::data::shadow::Shadow;
+use crate::data::topic_category::TopicCategory;
+use crate::store::{StoreError, Txn};
+use crate::tsl::ThingModel;
+
+use super::{encode, get_json, get_typed, json, key, list_json_by_name, list_typed, prefix};
+
+// ---- gateway topology: which sub-devices each gateway carries
+
+pub(super) fn topology_key(gw: (&str, &str), sub: (&str, &str)) -> Vec<u8> {
+    key(&[
+        b"k",
+        gw.0.as_bytes(),
+        gw.1.as_bytes(),
+        sub.0.as_bytes(),
+        sub.1.as_bytes(),
+    ])
+}
+
+pub(super) fn gateway_key(sub: (&str, &str)) -> Vec<u8> {
+    key(&[b"K", sub.0.as_bytes(), sub.1.as_bytes()])
+}
+
+/// Attaches a sub-device to a gateway (both directions of the edge).
+pub fn put_topology(txn: &mut dyn Txn, gw: (&str, &str), sub: (&str, &str)) {
+    txn.set(&topology_key(gw, sub), b"");
+    txn.set(&gateway_key(sub), &encode(&(gw.0, gw.1)));
+}
+
+/// Detaches a sub-device from a gateway.
+pub fn delete_topology(txn: &mut dyn Txn, gw: (&str, &str), sub: (&str, &str)) {
+    txn.clear(&topology_key(gw, sub));
+    txn.clear(&gateway_key(sub));
+}
+
+/// The gateway a sub-device is attached to.
+pub async fn gateway_of(
+    txn: &mut dyn Txn,
+    sub: (&str, &str),
+) -> Result<Option<(String, String)>, StoreError> {
+    get_typed(txn, &gateway_key(sub)).await
+}
+
+/// A gateway's sub-devices as (productKey, deviceName), at most `limit` (0: all).
+pub async fn list_sub_devices(
+    txn: &mut dyn Txn,
+    gw: (&str, &str),
+    limit: usize,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let range = prefix(&[b"k", gw.0.as_bytes(), gw.1.as_bytes()]);
+    let skip = range.start.len();
+    Ok(txn
+        .range(&range, limit)
+        .await?
+        .iter()
+        .filter_map(|(k, _)| {
+            let rest = std::str::from_utf8(&k[skip..]).ok()?;
+            let (pk, dn) = rest.split_once('\0')?;
+            Some((pk.to_owned(), dn.to_owned()))
+        })
+        .collect())
+}
+
+// ---- business API keys
+
+/// Writes an API key.
+pub fn put_api_key(txn: &mut dyn Txn, k: &ApiKey) {
+    txn.set(&key(&[b"y", k.id.as_bytes()]), &encode(k));
+}
+
+/// Removes an API key.
+pub fn delete_api_key(txn: &mut dyn Txn, id: &str) {
+    txn.clear(&key(&[b"y", id.as_bytes()]));
+}
+
+/// Lists every API key.
+pub async fn list_api_keys(txn: &mut dyn Txn) -> Result<Vec<ApiKey>, StoreError> {
+    list_typed(txn, &prefix(&[b"y"]), 0).await
+}
+
+// ---- device shadows (JSON: they are JSON documents)
+
+/// Reads a device's shadow.
+pub async fn get_shadow(
+    txn: &mut dyn Txn,
+    pk: &str,
+    dn: &str,
+) -> Result<Option<Shadow>, StoreError> {
+    get_json(txn, &key(&[b"w", pk.as_bytes(), dn.as_bytes()])).await
+}
+
+/// Writes a device's shadow.
+pub fn put_shadow(txn: &mut dyn Txn, pk: &str, dn: &str, shadow: &Shadow) {
+    let value = serde_json::to_vec(shadow).expect("shadows serialize");
+    txn.set(&key(&[b"w", pk.as_bytes(), dn.as_bytes()]), &value);
+}
+
+/// The devices whose shadow has desired properties, as (productKey, deviceName).
+pub async fn devices_with_desired(txn: &mut dyn Txn) -> Result<Vec<(String, String)>, StoreError> {
+    let range = prefix(&[b"w"]);
+    let skip = range.start.len();
+    let mut out = Vec::new();
+    for (k, v) in txn.range(&range, 0).await? {
+        let shadow: Shadow = json(&k, &v)?;
+        if shadow.state.desired.is_empty() {
+            continue;
+        }
+        let rest = String::from_utf8_lossy(&k[skip..]).into_owned();
+        if let Some((pk, dn)) = rest.split_once('\0') {
+            out.push((pk.to_owned(), dn.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+/// Removes a device's shadow.
+pub fn delete_shadow(txn: &mut dyn Txn, pk: &str, dn: &str) {
+    txn.clear(&key(&[b"w", pk.as_bytes(), dn.as_bytes()]));
+}
+
+// ---- thing models (JSON)
+
+/// Writes a product's thing model.
+pub fn put_model(txn: &mut dyn Txn, pk: &str, model: &ThingModel) {
+    let value = serde_json::to_vec(model).expect("models serialize");
+    txn.set(&key(&[b"z", pk.as_bytes()]), &value);
+}
+
+/// Removes a product's thing model.
+pub fn delete_model(txn: &mut dyn Txn, pk: &str) {
+    txn.clear(&key(&[b"z", pk.as_bytes()]));
+}
+
+/// Every product's thing model, by ProductKey.
+pub async fn list_models(txn: &mut dyn Txn) -> Result<Vec<(String, ThingModel)>, StoreError> {
+    list_json_by_name(txn, b"z").await
+}
+
+// ---- topic categories (JSON)
+
+/// Replaces a product's topic categories (an empty list removes them).
+pub fn put_topic_categories(txn: &mut dyn Txn, pk: &str, categories: &[TopicCategory]) {
+    let k = key(&[b"c", pk.as_bytes()]);
+    if categories.is_empty() {
+        txn.clear(&k);
+    } else {
+        txn.set(
+            &k,
+            &serde_json::to_vec(categories).expect("categories serialize"),
+        );
+    }
+}
+
+/// Every product's topic categories, by ProductKey.
+pub async fn list_topic_categories(
+    txn: &mut dyn Txn,
+) -> Result<Vec<(String, Vec<TopicCategory>)>, StoreError> {
+    list_json_by_name(txn, b"c").await
+}
