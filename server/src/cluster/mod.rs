@@ -1,7 +1,7 @@
 //! Running as one node of a cluster: every node shares the store (FoundationDB in production),
 //! renews a lease there (`N\0{node}`) each heartbeat, and reaches the others over the link
 //! (`link.rs`). The hub's side (which node holds a session, where a message goes) is in
-//! `ironhub_core::hub` (`cluster.rs`); this module gives it [`Peers`].
+//! `ironhub_core::hub` (`hub/cluster/`); this module gives it [`Peers`].
 //!
 //! Each heartbeat the node also: counts the live nodes (tenant-level rate limits are split
 //! between them), reloads the configuration when another node changed it (the store's
