@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::data::event::{Destination, Event};
 use crate::data::sequence::Sequence;
 use crate::sink::{Sink, SinkError};
@@ -103,11 +104,12 @@ struct Worker {
 pub type Confirmation =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ForwardError>> + Send>>;
 
-/// What the forwarder and its workers use of the node: the store for the outbox, the ids of
-/// outbox rows, and the node's stop signal.
+/// What the forwarder and its workers use of the node: the store for the outbox, the clock, the
+/// ids of outbox rows, and the node's stop signal.
 #[derive(Clone)]
 pub(crate) struct ForwarderEnv {
     pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Clock,
     pub(crate) seq: Arc<Sequence>,
     pub(crate) shutdown: CancellationToken,
 }
@@ -518,7 +520,7 @@ impl SinkRun {
             self.stats.outbox.store(0, Ordering::Relaxed);
             return;
         }
-        let now = crate::now_ms();
+        let now = self.env.clock.now_ms();
         let mut done: Vec<Vec<u8>> = Vec::new();
         let mut expired = 0u64;
         let mut resent = 0u64;

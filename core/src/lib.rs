@@ -7,6 +7,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod data;
 pub mod forward;

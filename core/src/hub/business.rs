@@ -17,7 +17,6 @@ use crate::data::api_key::{ApiKey, ApiKeyView};
 use crate::data::message::{Message, QoS};
 use crate::data::model::{self, DeviceState};
 use crate::limits::{LimitId, Limited};
-use crate::now_ms;
 use crate::store::StoreError;
 use crate::store::{self, records, transact};
 use crate::topic;
@@ -111,7 +110,7 @@ impl Hub {
             tenant: tenant.to_owned(),
             name: name.to_owned(),
             secret_sha256: hash(&secret),
-            created_at_ms: now_ms(),
+            created_at_ms: self.now_ms(),
         };
         store::write(&**self.store(), |t| records::put_api_key(t, &key)).await?;
         self.inner
@@ -170,7 +169,7 @@ impl Hub {
         let admitted = self
             .inner
             .limiter
-            .api_request(&profile, &tenant, now_ms())
+            .api_request(&profile, &tenant, self.now_ms())
             .map_err(|l| self.counted(l));
         Some(admitted.map(|()| tenant))
     }
@@ -193,7 +192,7 @@ impl Hub {
         let profile = self.profile_of(tenant);
         self.inner
             .limiter
-            .downlink(&profile, tenant, device_key, now_ms())
+            .downlink(&profile, tenant, device_key, self.now_ms())
             .map_err(|l| HubError::Limited {
                 limited: self.counted(l),
                 message: "too many messages to devices".into(),
@@ -238,7 +237,7 @@ impl Hub {
         }
         topic::validate_name(topic_name).map_err(|e| HubError::Invalid(e.to_string()))?;
         self.admit_downlink(tenant, &device_session_key(pk, dn))?;
-        let msg = Message::from_hub(tenant, topic_name.to_owned(), payload, qos, now_ms());
+        let msg = Message::from_hub(tenant, topic_name.to_owned(), payload, qos, self.now_ms());
         Ok(self.accept(msg).await?)
     }
 
@@ -274,7 +273,7 @@ impl Hub {
             .expect("rrpc lock")
             .insert((key.clone(), id), tx);
         let request = format!("/sys/{pk}/{dn}/rrpc/request/{id}");
-        let msg = Message::from_hub(tenant, request, payload, QoS::AtMostOnce, now_ms());
+        let msg = Message::from_hub(tenant, request, payload, QoS::AtMostOnce, self.now_ms());
         let sent = self.accept(msg).await;
         let answer = match sent {
             Ok(_) => tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await,
@@ -361,7 +360,7 @@ impl Hub {
         }
         self.inner
             .limiter
-            .broadcast(&profile, tenant, now_ms())
+            .broadcast(&profile, tenant, self.now_ms())
             .map_err(|l| HubError::Limited {
                 limited: self.counted(l),
                 message: "too many broadcasts".into(),
@@ -391,7 +390,7 @@ impl Hub {
                 .map(|(k, _)| k[prefix.len()..].to_owned())
                 .collect()
         };
-        let now = now_ms();
+        let now = self.now_ms();
         let mut reached = 0;
         for dn in online {
             let topic_name = format!("/sys/{pk}/{dn}/broadcast/request/{id}");
@@ -452,7 +451,7 @@ impl Hub {
     pub(crate) fn record_status(&self, pk: &str, dn: &str, online: bool) {
         let event = records::StatusEvent {
             status: if online { "online" } else { "offline" }.into(),
-            time: now_ms(),
+            time: self.now_ms(),
         };
         if self
             .inner
@@ -502,7 +501,7 @@ impl Hub {
         };
         while let Some(batch) = self.next_batch(&mut rx).await {
             let rows: Vec<(u64, _)> = batch.into_iter().map(|e| (self.next_seq(), e)).collect();
-            let cutoff = now_ms().saturating_sub(HISTORY_RETENTION_MS);
+            let cutoff = self.now_ms().saturating_sub(HISTORY_RETENTION_MS);
             let written = store::write(&**self.store(), |t| {
                 for (seq, (pk, dn, event)) in &rows {
                     records::put_status_event(t, pk, dn, *seq, event);
@@ -556,7 +555,7 @@ impl Hub {
     ) -> Result<Vec<records::StatusEvent>, HubError> {
         self.tenant_device(tenant, pk, dn).await?;
         let (pk, dn) = (pk.to_owned(), dn.to_owned());
-        let cutoff = now_ms().saturating_sub(HISTORY_RETENTION_MS);
+        let cutoff = self.now_ms().saturating_sub(HISTORY_RETENTION_MS);
         let events = transact(&**self.store(), |t| {
             let (pk, dn) = (pk.clone(), dn.clone());
             Box::pin(async move { records::list_status_events(t, &pk, &dn, limit).await })

@@ -8,7 +8,6 @@ use crate::data::event::{Destination, Event};
 use crate::data::model::{self, ConsumerGroup};
 use crate::forward::SinkStatsSnapshot;
 use crate::limits::LimitId;
-use crate::now_ms;
 use crate::sink::{ConsumerCredentials, Sink};
 use crate::store::{records, transact};
 
@@ -105,7 +104,7 @@ impl Hub {
         let Some(destinations) = self.group_destinations(pk) else {
             return;
         };
-        let event = make(self.next_seq(), now_ms());
+        let event = make(self.next_seq(), self.now_ms());
         let hub = self.clone();
         tokio::spawn(async move {
             if let Err(e) = hub
@@ -149,7 +148,7 @@ impl Hub {
             products: Vec::new(),
             retention_secs: limits.group_retention_secs,
             max_messages: limits.group_max_messages,
-            created_at_ms: now_ms(),
+            created_at_ms: self.now_ms(),
             consumer_user: None,
         };
         let mut group = group;

@@ -11,7 +11,6 @@ use crate::data::model::Tenant;
 use crate::limits::rate::ByteRate;
 use crate::limits::{DEFAULT_PROFILE, LimitId, Limited, Profile, datapoints};
 use crate::metering::{self, DeviceCounters, MonthHandle, MonthlyUsage, Usage, UsageEvent};
-use crate::now_ms;
 use crate::store::{self, records, transact};
 
 /// A tenant's or device's usage with the limits it is measured against.
@@ -78,7 +77,7 @@ impl Hub {
             .keys()
             .cloned()
             .collect();
-        let now = now_ms();
+        let now = self.now_ms();
         for tenant in tenants {
             self.inner
                 .meter
@@ -224,7 +223,7 @@ impl Hub {
     pub(crate) fn registry_operation(&self, tenant: &str) -> Result<(), HubError> {
         self.inner
             .limiter
-            .registry(&self.profile_of(tenant), tenant, now_ms())
+            .registry(&self.profile_of(tenant), tenant, self.now_ms())
             .map_err(|limited| HubError::Limited {
                 limited: self.counted(limited),
                 message: format!("device registry operations of tenant {tenant}"),
@@ -238,13 +237,13 @@ impl Hub {
         let usage = self
             .inner
             .meter
-            .usage(&*store, tenant, None, now_ms())
+            .usage(&*store, tenant, None, self.now_ms())
             .await?;
         let events = metering::events(&*store, tenant).await?;
         let profile = self.profile_of(tenant);
         Ok(UsageReport {
             usage,
-            monthly: self.inner.meter.monthly(&profile, tenant, now_ms()),
+            monthly: self.inner.meter.monthly(&profile, tenant, self.now_ms()),
             profile: (*profile).clone(),
             events,
         })
@@ -257,7 +256,7 @@ impl Hub {
         let usage = self
             .inner
             .meter
-            .usage(&**self.store(), &device.tenant, Some(&key), now_ms())
+            .usage(&**self.store(), &device.tenant, Some(&key), self.now_ms())
             .await?;
         Ok(UsageReport {
             usage,
@@ -365,12 +364,12 @@ impl Hub {
     /// The read allowance of a new connection (L-019), or None when unlimited.
     pub fn connection_bandwidth(&self) -> Option<ByteRate> {
         let per_sec = self.inner.config.max_connection_bytes_per_sec;
-        (per_sec > 0).then(|| ByteRate::new(per_sec, now_ms()))
+        (per_sec > 0).then(|| ByteRate::new(per_sec, self.now_ms()))
     }
 
     /// Applies the connection limits (monthly quota, device and tenant connection rates).
     pub(crate) fn admit_connection(&self, tenant: &str, device: &str) -> Result<(), Limited> {
-        let now = now_ms();
+        let now = self.now_ms();
         let charges = self.charges(tenant, device);
         charges.with_profile(self, |profile| {
             if let Some(limit) = charges.month.transport_disabled(profile, now) {

@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::FastMap;
+use crate::clock::Clock;
 use crate::config::HubConfig;
 use crate::data::message::{Message, QoS};
 use crate::data::model;
@@ -19,7 +20,7 @@ use crate::limits::{LimitId, Limited, Limiter, Profile};
 use crate::metering::Meter;
 use crate::store::records;
 use crate::store::{self, Store, StoreError, transact};
-use crate::{now_ms, topic};
+use crate::topic;
 
 mod business;
 mod cluster;
@@ -253,6 +254,8 @@ pub(crate) struct Inner {
     pub(crate) default_profile: Arc<Profile>,
     /// Moves on every change of profiles or of tenants' profiles (sessions cache theirs).
     pub(crate) profile_generation: AtomicU64,
+    /// Where "now" comes from (the wall clock, or tokio's in virtual-time tests).
+    pub(crate) clock: Clock,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -286,7 +289,17 @@ impl Hub {
     /// Starts the engine on `store`: reloads persistent sessions (dropping expired ones) and
     /// retained messages, and starts the session sweeper.
     pub async fn start(config: HubConfig, store: Arc<dyn Store>) -> Result<Hub, HubError> {
-        Hub::start_with(config, store, None).await
+        Hub::start_with(config, store, None, Clock::system()).await
+    }
+
+    /// As [`Hub::start`], with time from `clock` (tests run the engine in virtual time with
+    /// [`Clock::tokio`]).
+    pub async fn start_with_clock(
+        config: HubConfig,
+        store: Arc<dyn Store>,
+        clock: Clock,
+    ) -> Result<Hub, HubError> {
+        Hub::start_with(config, store, None, clock).await
     }
 
     /// Starts the engine as one node of a cluster sharing `store` with the other nodes, which
@@ -297,19 +310,21 @@ impl Hub {
         store: Arc<dyn Store>,
         peers: Arc<dyn Peers>,
     ) -> Result<Hub, HubError> {
-        Hub::start_with(config, store, Some(peers)).await
+        Hub::start_with(config, store, Some(peers), Clock::system()).await
     }
 
     async fn start_with(
         config: HubConfig,
         store: Arc<dyn Store>,
         peers: Option<Arc<dyn Peers>>,
+        clock: Clock,
     ) -> Result<Hub, HubError> {
         let (store, store_latency) = crate::store::timed::TimedStore::wrap(store);
-        let seq = Arc::new(Sequence::starting_at(now_ms()));
+        let seq = Arc::new(Sequence::starting_at(clock.now_ms()));
         let shutdown = CancellationToken::new();
         let forwarder = Forwarder::new(ForwarderEnv {
             store: store.clone(),
+            clock,
             seq: seq.clone(),
             shutdown: shutdown.clone(),
         });
@@ -347,6 +362,7 @@ impl Hub {
                 handover: RwLock::new(None),
                 default_profile: Arc::new(Profile::default()),
                 profile_generation: AtomicU64::new(0),
+                clock,
             }),
         };
         hub.restore().await?;
@@ -401,6 +417,11 @@ impl Hub {
         &self.inner.store
     }
 
+    /// Now, in milliseconds since the epoch, by the hub's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
     pub(crate) fn next_seq(&self) -> u64 {
         self.inner.seq.next()
     }
@@ -410,7 +431,7 @@ impl Hub {
         let s = &self.inner.stats;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         // Before the sessions lock: connects and disconnects need it.
-        let now = now_ms();
+        let now = self.now_ms();
         let tenants_monthly = self
             .inner
             .meter
@@ -500,7 +521,7 @@ impl Hub {
             })
         })
         .await?;
-        let now = now_ms();
+        let now = self.now_ms();
         for msg in retained {
             self.inner.router.set_retained(Arc::new(msg));
         }
@@ -519,7 +540,7 @@ impl Hub {
                 Box::pin(async move { records::count_queued(t, &key, usize::MAX).await })
             })
             .await?;
-            let slot = Slot::restored(&record, queued);
+            let slot = Slot::restored(&record, queued, now);
             for sub in &record.subscriptions {
                 if let Ok(filter) = topic::Filter::parse(&sub.filter) {
                     self.inner
@@ -541,7 +562,7 @@ impl Hub {
                 _ = self.inner.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            let now = now_ms();
+            let now = self.now_ms();
             if let Err(e) = self.sweep_sessions(now).await {
                 tracing::warn!(error = %e, "session sweep failed");
             }
@@ -582,7 +603,7 @@ impl Hub {
     ) -> Result<usize, HubError> {
         topic::validate_name(topic_name).map_err(|e| HubError::Invalid(e.to_string()))?;
         self.tenant(tenant).await?;
-        let mut msg = Message::from_hub(tenant, topic_name.to_owned(), payload, qos, now_ms());
+        let mut msg = Message::from_hub(tenant, topic_name.to_owned(), payload, qos, self.now_ms());
         msg.retain = retain;
         Ok(self.accept(msg).await?)
     }

@@ -7,7 +7,6 @@ use super::{Hub, HubError, RecentMessage, device_session_key};
 use crate::data::event::Event;
 use crate::data::model::{self, Device, DeviceState, NodeType, Product, Tenant};
 use crate::limits::LimitId;
-use crate::now_ms;
 use crate::store::records::{self, LIST_LIMIT};
 use crate::store::{self, StoreError, transact};
 
@@ -71,7 +70,7 @@ impl Hub {
             id: id.to_owned(),
             name: name.to_owned(),
             profile: profile.to_owned(),
-            created_at_ms: now_ms(),
+            created_at_ms: self.now_ms(),
         };
         let t2 = tenant.clone();
         transact(&**self.store(), |t| {
@@ -154,7 +153,7 @@ impl Hub {
             node_type,
             product_secret: model::new_secret(),
             dynamic_registration,
-            created_at_ms: now_ms(),
+            created_at_ms: self.now_ms(),
         };
         let max = self.profile_of(tenant).entities.products;
         let p2 = product.clone();
@@ -255,7 +254,7 @@ impl Hub {
             device_secret: model::new_secret(),
             enabled: true,
             activated: false,
-            created_at_ms: now_ms(),
+            created_at_ms: self.now_ms(),
         };
         let d2 = device.clone();
         let outcome = transact(&**self.store(), |t| {

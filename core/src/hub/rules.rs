@@ -14,7 +14,6 @@ use crate::data::event::{Destination, Event, EventKind};
 use crate::data::message::{Message, QoS};
 use crate::data::model;
 use crate::limits::LimitId;
-use crate::now_ms;
 use crate::rules::{
     Context, Query, RETRY_DELAYS_SECS, Rule, RuleCounters, RuleCountersSnapshot, RuleDestination,
     render_topic,
@@ -218,7 +217,7 @@ impl Hub {
             enabled: spec.enabled,
             destinations: spec.destinations,
             error_destination: spec.error_destination,
-            created_at_ms: now_ms(),
+            created_at_ms: self.now_ms(),
         };
         let max = self.profile_of(tenant).forwarding.rules;
         let r = rule.clone();
@@ -359,7 +358,7 @@ impl Hub {
                 continue;
             }
             rule.counters.matched.fetch_add(1, Relaxed);
-            let now = now_ms();
+            let now = self.now_ms();
             let admitted = self
                 .inner
                 .limiter
@@ -457,8 +456,13 @@ impl Hub {
                     return;
                 };
                 let topic = render_topic(t, &d.product_key, &d.device_name);
-                let msg =
-                    Message::from_hub(&rule.tenant, topic, payload, QoS::AtLeastOnce, now_ms());
+                let msg = Message::from_hub(
+                    &rule.tenant,
+                    topic,
+                    payload,
+                    QoS::AtLeastOnce,
+                    self.now_ms(),
+                );
                 self.accept(msg)
                     .await
                     .map(|_| ())
@@ -525,10 +529,10 @@ impl Delivery {
     async fn attempt(&self) -> Result<(), String> {
         let hub = &self.hub;
         let profile = hub.profile_of(&self.tenant);
-        if let Err(limited) = hub
-            .inner
-            .limiter
-            .rule_write(&profile, &self.tenant, now_ms())
+        if let Err(limited) =
+            hub.inner
+                .limiter
+                .rule_write(&profile, &self.tenant, self.hub.now_ms())
         {
             hub.counted(limited);
             return Err(limited.to_string());
@@ -544,8 +548,13 @@ impl Delivery {
                 };
                 let topic = render_topic(t, &self.product_key, &self.device_name);
                 let qos = self.qos.min(QoS::AtLeastOnce);
-                let msg =
-                    Message::from_hub(&self.tenant, topic, self.output.clone(), qos, now_ms());
+                let msg = Message::from_hub(
+                    &self.tenant,
+                    topic,
+                    self.output.clone(),
+                    qos,
+                    self.hub.now_ms(),
+                );
                 hub.accept(msg).await.map(|_| ()).map_err(|e| e.to_string())
             }
             // The destination went away (a deleted group).

@@ -11,7 +11,6 @@ use super::{Hub, HubError};
 use crate::data::message::{Message, QoS};
 use crate::data::shadow::Shadow;
 use crate::limits::{LimitId, Limited};
-use crate::now_ms;
 use crate::store::{records, transact};
 
 /// Alibaba's shadow error codes.
@@ -162,7 +161,7 @@ impl Hub {
     ) -> Result<Result<Shadow, ShadowError>, HubError> {
         let limits = self.profile_of(tenant).shadow.clone();
         let (pk2, dn2, props2) = (pk.to_owned(), dn.to_owned(), props.clone());
-        let now = now_ms();
+        let now = self.now_ms();
         let outcome = transact(&**self.store(), |t| {
             let (pk, dn, props, limits) =
                 (pk2.clone(), dn2.clone(), props2.clone(), limits.clone());
@@ -207,7 +206,7 @@ impl Hub {
             topic,
             Bytes::from(body.to_string()),
             QoS::AtLeastOnce,
-            now_ms(),
+            self.now_ms(),
         );
         self.accept(msg).await?;
         Ok(())
@@ -238,7 +237,7 @@ impl Hub {
                 }
                 json!({ "method": "reply",
                         "payload": { "status": "error", "content": content },
-                        "timestamp": now_ms() })
+                        "timestamp": self.now_ms() })
             }
         };
         self.to_device(tenant, pk, dn, answer).await
@@ -253,7 +252,11 @@ impl Hub {
     ) -> Result<Result<Value, ShadowError>, HubError> {
         let profile = self.profile_of(tenant);
         let key = super::device_session_key(pk, dn);
-        if let Err(l) = self.inner.limiter.shadow_request(&profile, &key, now_ms()) {
+        if let Err(l) = self
+            .inner
+            .limiter
+            .shadow_request(&profile, &key, self.now_ms())
+        {
             let l: Limited = self.counted(l);
             return Ok(Err(ShadowError {
                 code: ShadowErrorCode::TooManyRequests,
@@ -285,7 +288,7 @@ impl Hub {
                 let mut payload = shadow.document();
                 payload["status"] = json!("success");
                 Ok(Ok(json!({ "method": "reply", "payload": payload,
-                              "version": shadow.version, "timestamp": now_ms() })))
+                              "version": shadow.version, "timestamp": self.now_ms() })))
             }
             "update" | "delete" => {
                 let Some(state) = request.get("state").and_then(Value::as_object) else {
@@ -318,7 +321,7 @@ impl Hub {
                     .map(|shadow| {
                         json!({ "method": "reply",
                                 "payload": { "status": "success", "version": shadow.version },
-                                "version": shadow.version, "timestamp": now_ms() })
+                                "version": shadow.version, "timestamp": self.now_ms() })
                     }))
             }
             other => Ok(Err(error(

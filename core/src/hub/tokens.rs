@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use super::Hub;
 use super::session::{ClientIdentity, ConnectRefusal, TransportKind};
 use crate::auth::SignMethod;
-use crate::now_ms;
 use crate::store::{self, StoreError, records, transact};
 
 /// Most live tokens kept; beyond it the expired ones are dropped, then new tokens are refused.
@@ -101,7 +100,7 @@ impl Hub {
             .await?;
         self.admit_connection(&identity.tenant, &identity.key)
             .map_err(|l| ConnectRefusal::Limited(self.counted(l)))?;
-        let now = now_ms();
+        let now = self.now_ms();
         let token = crate::data::model::new_secret();
         let expires_at_ms = now + ttl_secs * 1000;
         {
@@ -133,7 +132,7 @@ impl Hub {
     /// The device a token stands for, if it is known and not expired (in a cluster, also a
     /// token another node issued).
     pub async fn token_identity(&self, token: &str) -> Option<ClientIdentity> {
-        let now = now_ms();
+        let now = self.now_ms();
         let cached = {
             let map = self.inner.tokens.map.lock().expect("tokens lock");
             map.get(token)

@@ -19,6 +19,7 @@ pub async fn run(store: &dyn Store) {
     typed_records_round_trip(store).await;
     queue_keeps_publication_order(store).await;
     status_history_is_newest_first_and_trimmed(store).await;
+    retries_come_back_in_due_order(store).await;
     cluster_records_round_trip(store).await;
     read_only_transactions_do_not_wait_and_cannot_write(store).await;
 }
@@ -385,6 +386,57 @@ async fn status_history_is_newest_first_and_trimmed(store: &dyn Store) {
     .await
     .expect("read");
     assert_eq!(other.len(), 1);
+}
+
+async fn retries_come_back_in_due_order(store: &dyn Store) {
+    let retry = |attempt, body: &[u8]| records::RetryRecord {
+        attempt,
+        body: body.to_vec(),
+    };
+    store::write(store, |t| {
+        // Written out of order; ids break ties between retries due at the same time.
+        records::put_retry(t, 5_000, 2, &retry(2, b"late"));
+        records::put_retry(t, 1_000, 7, &retry(1, b"first"));
+        records::put_retry(t, 1_000, 9, &retry(1, b"second"));
+        records::put_retry(t, u64::MAX - 1, 1, &retry(3, b"far"));
+    })
+    .await
+    .expect("write");
+    let due = |now| {
+        transact(store, move |t| {
+            Box::pin(async move { records::due_retries(t, now, 10).await })
+        })
+    };
+    let bodies = |rows: &[records::RetryRow]| -> Vec<Vec<u8>> {
+        rows.iter().map(|r| r.record.body.clone()).collect()
+    };
+    assert!(due(999).await.expect("read").is_empty(), "nothing due yet");
+    let at_1000 = due(1_000).await.expect("read");
+    assert_eq!(bodies(&at_1000), [b"first".to_vec(), b"second".to_vec()]);
+    assert_eq!((at_1000[0].due_ms, at_1000[0].id), (1_000, 7));
+    let at_5000 = due(5_000).await.expect("read");
+    assert_eq!(at_5000.len(), 3);
+    assert_eq!(at_5000[2].record, retry(2, b"late"));
+    let next = || {
+        transact(store, |t| {
+            Box::pin(async move { records::next_retry_due(t).await })
+        })
+    };
+    assert_eq!(next().await.expect("read"), Some(1_000));
+    store::write(store, |t| {
+        for row in &at_5000 {
+            records::delete_retry(t, &row.key);
+        }
+    })
+    .await
+    .expect("clear");
+    assert_eq!(next().await.expect("read"), Some(u64::MAX - 1));
+    let last = due(u64::MAX).await.expect("read");
+    assert_eq!(bodies(&last), [b"far".to_vec()]);
+    store::write(store, |t| records::delete_retry(t, &last[0].key))
+        .await
+        .expect("clear");
+    assert_eq!(next().await.expect("read"), None);
 }
 
 async fn read_only_transactions_do_not_wait_and_cannot_write(store: &dyn Store) {

@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConnectRefusal, Hub, HubError, KickReason, device_session_key};
 use crate::data::message::Message;
-use crate::now_ms;
 use crate::store::records::{self, RegistryEntry};
 use crate::store::{self, StoreError, transact};
 
@@ -258,7 +257,7 @@ impl Hub {
         let entry = RegistryEntry {
             node: peers.node_id().to_owned(),
             online,
-            since_ms: now_ms(),
+            since_ms: self.now_ms(),
         };
         let key = key.to_owned();
         transact(&**self.store(), |t| {
@@ -308,6 +307,7 @@ impl Hub {
         };
         let me = peers.node_id().to_owned();
         let key = key.to_owned();
+        let now = self.now_ms();
         transact(&**self.store(), |t| {
             let (key, me) = (key.clone(), me.clone());
             Box::pin(async move {
@@ -315,7 +315,7 @@ impl Hub {
                     Some(e) if e.node == me && gone => records::delete_registry(t, &key),
                     Some(mut e) if e.node == me => {
                         e.online = false;
-                        e.since_ms = now_ms();
+                        e.since_ms = now;
                         records::put_registry(t, &key, &e);
                     }
                     _ => {}
@@ -433,7 +433,7 @@ impl Hub {
     pub async fn refresh_usage(&self) -> Result<(), StoreError> {
         let store = self.store().clone();
         self.inner.meter.flush(&*store).await?;
-        let now = now_ms();
+        let now = self.now_ms();
         for tenant in self.inner.meter.tenants() {
             self.inner.meter.load_month(&*store, &tenant, now).await?;
         }

@@ -9,7 +9,6 @@ use bytes::Bytes;
 use super::{PeerReply, PeerRequest, Peers, SWEEP_PAGE, device_of_topic};
 use crate::data::message::{Message, QoS};
 use crate::hub::{Hub, KickReason};
-use crate::now_ms;
 use crate::store::records;
 use crate::store::{StoreError, transact};
 use crate::topic::{self, Filter};
@@ -87,7 +86,7 @@ impl Hub {
         key: &str,
         msg: &Arc<Message>,
     ) -> Result<usize, StoreError> {
-        if msg.qos == QoS::AtMostOnce || msg.expired(now_ms()) {
+        if msg.qos == QoS::AtMostOnce || msg.expired(self.now_ms()) {
             return Ok(0);
         }
         let k = key.to_owned();
@@ -99,7 +98,7 @@ impl Hub {
         else {
             return Ok(0);
         };
-        if record.tenant != msg.tenant || record.expired(now_ms()) || record.expiry_secs == 0 {
+        if record.tenant != msg.tenant || record.expired(self.now_ms()) || record.expiry_secs == 0 {
             return Ok(0);
         }
         let subscribed = record

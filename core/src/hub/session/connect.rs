@@ -19,7 +19,6 @@ use crate::data::model::{self, Device};
 use crate::hub::queue;
 use crate::hub::router::Delivery;
 use crate::hub::{Hub, device_session_key};
-use crate::now_ms;
 use crate::store::records;
 use crate::store::{self, StoreError, transact};
 use crate::topic::{self, Filter};
@@ -355,11 +354,11 @@ impl Hub {
             })
         })
         .await?;
-        let Some(record) = record.filter(|r| !r.expired(now_ms()) && r.tenant == slot.tenant)
+        let Some(record) = record.filter(|r| !r.expired(self.now_ms()) && r.tenant == slot.tenant)
         else {
             return Ok(());
         };
-        let restored = Slot::restored(&record, queued);
+        let restored = Slot::restored(&record, queued, self.now_ms());
         let mut from = restored.state.try_lock().expect("fresh slot is unlocked");
         st.expiry_secs = from.expiry_secs;
         st.disconnected_at_ms = from.disconnected_at_ms;
@@ -408,7 +407,7 @@ impl Hub {
             Box::pin(async move { records::read_queue(t, &k, 0).await })
         })
         .await?;
-        let now = now_ms();
+        let now = self.now_ms();
         Ok(rows
             .into_iter()
             .filter(|(_, m)| !m.expired(now))

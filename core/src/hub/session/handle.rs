@@ -13,7 +13,6 @@ use crate::hub::Hub;
 use crate::hub::queue::DeliveryReceiver;
 use crate::hub::router::Delivery;
 use crate::limits::{LimitId, Limited};
-use crate::now_ms;
 use crate::store::records::{self, QueueId, SubscriptionRecord};
 use crate::store::{self, StoreError};
 use crate::topic::Filter;
@@ -225,7 +224,7 @@ impl Session {
             pending.push(d);
         }
         if st.expiry_secs > 0 && !st.removed {
-            let now = now_ms();
+            let now = self.hub.now_ms();
             let mut rows = Vec::new();
             for d in pending
                 .into_iter()
@@ -290,7 +289,7 @@ impl Session {
                 properties: will.properties.clone(),
                 expires_at_ms: None,
                 origin: Origin::Client(self.identity.key.clone()),
-                received_at_ms: now_ms(),
+                received_at_ms: self.hub.now_ms(),
             };
             hub.accept(msg).await?;
         }

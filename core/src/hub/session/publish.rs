@@ -10,7 +10,6 @@ use crate::data::message::{Message, Origin, QoS};
 use crate::forward::Confirmation;
 use crate::hub::Hub;
 use crate::hub::limits::Charges;
-use crate::now_ms;
 use crate::topic;
 
 impl Hub {
@@ -50,7 +49,7 @@ impl Hub {
         charges: &Charges,
         req: PublishRequest,
     ) -> Result<(usize, Option<Confirmation>), PublishRefusal> {
-        let now = now_ms();
+        let now = self.now_ms();
         topic::validate_name(&req.topic).map_err(PublishRefusal::TopicInvalid)?;
         self.check_topic(&req.topic)
             .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;

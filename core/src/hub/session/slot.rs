@@ -13,7 +13,6 @@ use crate::data::message::QoS;
 use crate::hub::Hub;
 use crate::hub::queue::TrySendError;
 use crate::hub::router::Delivery;
-use crate::now_ms;
 use crate::store::records::{self, RegistryEntry, SessionRecord};
 use crate::store::{self, StoreError};
 
@@ -38,12 +37,12 @@ impl Slot {
         })
     }
 
-    pub(crate) fn restored(record: &SessionRecord, queued: usize) -> Arc<Slot> {
+    pub(crate) fn restored(record: &SessionRecord, queued: usize, now_ms: u64) -> Arc<Slot> {
         let slot = Slot::new(Arc::from(record.key.as_str()), record.tenant.clone());
         let mut st = slot.state.try_lock().expect("fresh slot is unlocked");
         st.expiry_secs = record.expiry_secs;
         // A session that was connected when the process stopped counts as disconnected now.
-        st.disconnected_at_ms = Some(record.disconnected_at_ms.unwrap_or_else(now_ms));
+        st.disconnected_at_ms = Some(record.disconnected_at_ms.unwrap_or(now_ms));
         st.subscriptions = record
             .subscriptions
             .iter()

@@ -4,7 +4,9 @@ use crate::data::event::{Destination, Event};
 use crate::data::model::ConsumerGroup;
 use crate::rules::Rule;
 use crate::store::decode_counter;
-use crate::store::{Store, StoreError, Txn};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{KeyRange, Store, StoreError, Txn};
 
 use super::{decode, encode, get_json, get_typed, json, key, list_typed, prefix};
 
@@ -137,5 +139,90 @@ pub async fn list_rules(txn: &mut dyn Txn, tenant: Option<&str>) -> Result<Vec<R
         .await?
         .iter()
         .map(|(k, v)| json(k, v))
+        .collect()
+}
+
+// ---- retries: deliveries waiting for their next attempt, in the order they are due
+
+/// A delivery waiting for its next attempt; what it delivers is its owner's (opaque here).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryRecord {
+    /// The attempt it waits for (1: the first retry).
+    pub attempt: u32,
+    /// What to deliver, encoded by the service that scheduled it.
+    pub body: Vec<u8>,
+}
+
+/// A retry as read back: its key (to move or clear it) and its record.
+#[derive(Debug, Clone)]
+pub struct RetryRow {
+    /// Its key.
+    pub key: Vec<u8>,
+    /// Its id, unique among retries.
+    pub id: u64,
+    /// When it is due (ms since the epoch).
+    pub due_ms: u64,
+    /// The record.
+    pub record: RetryRecord,
+}
+
+fn retry_key(due_ms: u64, id: u64) -> Vec<u8> {
+    let mut k = key(&[b"j", b""]);
+    k.extend_from_slice(&due_ms.to_be_bytes());
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// Writes a retry due at `due_ms`.
+pub fn put_retry(txn: &mut dyn Txn, due_ms: u64, id: u64, record: &RetryRecord) {
+    txn.set(&retry_key(due_ms, id), &encode(record));
+}
+
+/// Removes a retry.
+pub fn delete_retry(txn: &mut dyn Txn, key: &[u8]) {
+    txn.clear(key);
+}
+
+/// Up to `limit` retries due by `now_ms`, the earliest first.
+pub async fn due_retries(
+    txn: &mut dyn Txn,
+    now_ms: u64,
+    limit: usize,
+) -> Result<Vec<RetryRow>, StoreError> {
+    let range = KeyRange {
+        start: key(&[b"j", b""]),
+        end: retry_key(now_ms.saturating_add(1), 0),
+    };
+    retry_rows(txn, &range, limit).await
+}
+
+/// When the earliest retry is due, if any is waiting.
+pub async fn next_retry_due(txn: &mut dyn Txn) -> Result<Option<u64>, StoreError> {
+    let rows = retry_rows(txn, &prefix(&[b"j"]), 1).await?;
+    Ok(rows.first().map(|r| r.due_ms))
+}
+
+async fn retry_rows(
+    txn: &mut dyn Txn,
+    range: &KeyRange,
+    limit: usize,
+) -> Result<Vec<RetryRow>, StoreError> {
+    let skip = key(&[b"j", b""]).len();
+    txn.range(range, limit)
+        .await?
+        .into_iter()
+        .map(|(k, v)| {
+            let stamp = k.get(skip..skip + 16).ok_or_else(|| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).replace('\0', "/"),
+                reason: "a retry key holds a due time and an id".into(),
+            })?;
+            let (due, id) = stamp.split_at(8);
+            Ok(RetryRow {
+                due_ms: u64::from_be_bytes(due.try_into().expect("8 bytes")),
+                id: u64::from_be_bytes(id.try_into().expect("8 bytes")),
+                record: decode(&k, &v)?,
+                key: k.to_vec(),
+            })
+        })
         .collect()
 }

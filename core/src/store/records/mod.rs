@@ -24,6 +24,7 @@
 //! | `y\0{keyId}` | [`ApiKey`] of the business API (the secret as its SHA-256) |
 //! | `x\0{tenant}\0{rule}` | [`Rule`] (JSON, so rules survive new fields) |
 //! | `o\0{sink}\0{seq: u64 BE}` | ([`Destination`], [`Event`]) a sink has not confirmed yet, in order |
+//! | `j\0{due: u64 ms BE}{id: u64 BE}` | [`RetryRecord`]: a delivery waiting for its next attempt (rule outputs), in due order |
 //! | `n\0t\0{tenant}` / `n\0p\0{productKey}` | device count of a tenant / a product (i64 counter) |
 //! | `n\0o\0{sink}` | events in a sink's outbox (i64 counter) |
 //! | `u\0...`, `e\0...` | usage counters and events (written by the meter) |
