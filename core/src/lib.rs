@@ -10,7 +10,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod data;
-pub mod forward;
+pub mod egress;
 pub mod hub;
 pub mod limits;
 pub mod metering;

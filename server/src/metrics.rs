@@ -4,7 +4,7 @@
 
 use std::fmt::{Display, Write};
 
-use ironhub_core::forward::SinkStatsSnapshot;
+use ironhub_core::egress::SinkStatsSnapshot;
 use ironhub_core::hub::StatsSnapshot;
 use ironhub_core::store::timed::{BUCKETS_US, LatencyHistogram};
 

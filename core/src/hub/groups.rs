@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{Hub, HubError};
 use crate::data::event::{Destination, Event};
 use crate::data::model::{self, ConsumerGroup};
-use crate::forward::SinkStatsSnapshot;
+use crate::egress::SinkStatsSnapshot;
 use crate::limits::LimitId;
 use crate::sink::{ConsumerCredentials, Sink};
 use crate::store::{records, transact};
@@ -37,7 +37,7 @@ impl Hub {
     /// its outbox kept from earlier.
     pub fn attach_sink(&self, sink: Arc<dyn Sink>) {
         let cfg = &self.inner.config;
-        let settings = crate::forward::ForwarderSettings {
+        let settings = crate::egress::forward::ForwarderSettings {
             buffer: cfg.sink_buffer_capacity,
             batch: cfg.sink_batch_size,
             send_timeout: std::time::Duration::from_millis(cfg.sink_send_timeout_ms),

@@ -15,7 +15,9 @@ use crate::config::HubConfig;
 use crate::data::message::{Message, QoS};
 use crate::data::model;
 use crate::data::sequence::Sequence;
-use crate::forward::{Forwarder, ForwarderEnv};
+use crate::egress::EgressEnv;
+use crate::egress::forward::Forwarder;
+use crate::egress::retry::Retries;
 use crate::limits::{LimitId, Limited, Limiter, Profile};
 use crate::metering::Meter;
 use crate::store::records;
@@ -222,6 +224,8 @@ pub(crate) struct Inner {
     pub(crate) tokens: tokens::Tokens,
     /// Attached sinks and their workers.
     pub(crate) forwarder: Forwarder,
+    /// Rule outputs waiting for a retry, in the store.
+    pub(crate) rule_retries: Arc<Retries>,
     /// The consumer-group queues of each product.
     pub(crate) group_routes: RwLock<groups::GroupRoutes>,
     /// Each tenant's enabled rules, compiled.
@@ -322,12 +326,14 @@ impl Hub {
         let (store, store_latency) = crate::store::timed::TimedStore::wrap(store);
         let seq = Arc::new(Sequence::starting_at(clock.now_ms()));
         let shutdown = CancellationToken::new();
-        let forwarder = Forwarder::new(ForwarderEnv {
+        let egress = EgressEnv {
             store: store.clone(),
             clock,
             seq: seq.clone(),
             shutdown: shutdown.clone(),
-        });
+        };
+        let rule_retries = Retries::new(egress.clone(), &crate::rules::RETRY_DELAYS_SECS);
+        let forwarder = Forwarder::new(egress);
         let hub = Hub {
             inner: Arc::new(Inner {
                 seq,
@@ -341,6 +347,7 @@ impl Hub {
                 tenant_profiles: RwLock::default(),
                 tokens: tokens::Tokens::default(),
                 forwarder,
+                rule_retries,
                 group_routes: RwLock::new(groups::GroupRoutes::default()),
                 rules: rules::Rules::new(),
                 api_keys: business::ApiKeys::default(),
@@ -376,6 +383,9 @@ impl Hub {
                 hub.create_tenant(&id, "open broker sandbox", None).await?;
             }
         }
+        hub.inner
+            .rule_retries
+            .start(Arc::new(rules::RuleAttempts(hub.clone())));
         let sweeper = hub.clone();
         tokio::spawn(async move { sweeper.sweep_sessions_forever().await });
         let flusher = hub.clone();

@@ -13,6 +13,7 @@ use super::{Hub, HubError};
 use crate::data::event::{Destination, Event, EventKind};
 use crate::data::message::{Message, QoS};
 use crate::data::model;
+use crate::egress::retry::Attempts;
 use crate::limits::LimitId;
 use crate::rules::{
     Context, Query, RETRY_DELAYS_SECS, Rule, RuleCounters, RuleCountersSnapshot, RuleDestination,
@@ -383,11 +384,10 @@ impl Hub {
                     tracing::warn!(error = %e, "could not store a usage event");
                 }
             }
-            let output = Bytes::from(rule.query.select(&cx).to_string());
+            let output = rule.query.select(&cx).to_string();
             for d in &rule.rule.destinations {
-                let delivery = Delivery {
-                    hub: self.clone(),
-                    rule: rule.clone(),
+                let out = RuleOutput {
+                    rule_id: rule.rule.id.clone(),
                     destination: d.clone(),
                     tenant: m.tenant.to_owned(),
                     topic: m.topic.to_owned(),
@@ -400,8 +400,9 @@ impl Hub {
                 };
                 match self.inner.rules.in_flight.clone().try_acquire_owned() {
                     Ok(permit) => {
+                        let (hub, rule) = (self.clone(), rule.clone());
                         tokio::spawn(async move {
-                            delivery.run().await;
+                            hub.deliver_rule_output(&rule, out).await;
                             drop(permit);
                         });
                     }
@@ -411,6 +412,29 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// The first attempt at a destination; a failure is stored for the retries (1, 3, 10 s),
+    /// which the egress engine runs from then on, across restarts.
+    async fn deliver_rule_output(&self, rule: &ActiveRule, out: RuleOutput) {
+        let Err(error) = self.attempt_rule_output(&out).await else {
+            rule.counters.forwarded.fetch_add(1, Relaxed);
+            return;
+        };
+        let body = serde_json::to_vec(&out).expect("rule outputs serialize");
+        if let Err(e) = self.inner.rule_retries.schedule(body).await {
+            tracing::error!(rule = %out.rule_id, error = %e, "could not store a rule delivery for its retries");
+            rule.counters.failed.fetch_add(1, Relaxed);
+            self.report_rule_failure(rule, &out, &error, 1).await;
+        }
+    }
+
+    /// The active rule `id` of `tenant`, if it is still enabled.
+    fn active_rule(&self, tenant: &str, id: &str) -> Option<Arc<ActiveRule>> {
+        self.tenant_rules(tenant)?
+            .iter()
+            .find(|r| r.rule.id == id)
+            .cloned()
     }
 
     async fn send_once(&self, destination: &Destination, event: &Event) -> Result<(), String> {
@@ -428,18 +452,24 @@ impl Hub {
 
     /// Sends a failure report to the rule's error destination (if it has one): a JSON document
     /// naming the rule, the message, the destination and the error.
-    async fn report_rule_failure(&self, d: &Delivery, error: &str) {
-        let rule = &d.rule.rule;
+    async fn report_rule_failure(
+        &self,
+        rule: &ActiveRule,
+        d: &RuleOutput,
+        error: &str,
+        attempts: usize,
+    ) {
+        let rule = &rule.rule;
         let Some(error_destination) = &rule.error_destination else {
             tracing::warn!(rule = %rule.id, error, "rule delivery failed; no error destination");
             return;
         };
-        let output: Value = serde_json::from_slice(&d.output).unwrap_or(Value::Null);
+        let output: Value = serde_json::from_str(&d.output).unwrap_or(Value::Null);
         let report = json!({
             "ruleId": rule.id, "ruleName": rule.name, "topic": d.topic,
             "productKey": d.product_key, "deviceName": d.device_name,
             "messageId": d.message_id.to_string(), "destination": d.destination, "error": error,
-            "attempts": RETRY_DELAYS_SECS.len() + 1, "payload": output,
+            "attempts": attempts, "payload": output,
         });
         let payload = Bytes::from(report.to_string());
         let outcome = match self.resolve(&rule.tenant, error_destination) {
@@ -476,10 +506,10 @@ impl Hub {
     }
 }
 
-/// One rule output on its way to one destination.
-struct Delivery {
-    hub: Hub,
-    rule: Arc<ActiveRule>,
+/// One rule output on its way to one destination: what a stored retry holds (JSON).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RuleOutput {
+    rule_id: String,
     destination: RuleDestination,
     tenant: String,
     topic: String,
@@ -488,10 +518,11 @@ struct Delivery {
     message_id: u64,
     qos: QoS,
     received_at_ms: u64,
-    output: Bytes,
+    /// The rule's SELECT applied to the message (JSON text).
+    output: String,
 }
 
-impl Delivery {
+impl RuleOutput {
     fn event(&self, id: u64, kind: EventKind, payload: Bytes) -> Event {
         Event {
             id,
@@ -505,60 +536,75 @@ impl Delivery {
             payload,
         }
     }
+}
 
-    /// Tries the destination, then again after 1, 3 and 10 s; reports the failure after that.
-    async fn run(self) {
-        let mut last_error = String::new();
-        for attempt in 0..=RETRY_DELAYS_SECS.len() {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_secs(RETRY_DELAYS_SECS[attempt - 1])).await;
-            }
-            match self.attempt().await {
-                Ok(()) => {
-                    self.rule.counters.forwarded.fetch_add(1, Relaxed);
-                    return;
-                }
-                Err(e) => last_error = e,
-            }
-        }
-        self.rule.counters.failed.fetch_add(1, Relaxed);
-        self.hub.report_rule_failure(&self, &last_error).await;
-    }
-
+impl Hub {
     /// One write to the destination, within the tenant's write rate (L-052).
-    async fn attempt(&self) -> Result<(), String> {
-        let hub = &self.hub;
-        let profile = hub.profile_of(&self.tenant);
-        if let Err(limited) =
-            hub.inner
-                .limiter
-                .rule_write(&profile, &self.tenant, self.hub.now_ms())
+    async fn attempt_rule_output(&self, out: &RuleOutput) -> Result<(), String> {
+        let profile = self.profile_of(&out.tenant);
+        if let Err(limited) = self
+            .inner
+            .limiter
+            .rule_write(&profile, &out.tenant, self.now_ms())
         {
-            hub.counted(limited);
+            self.counted(limited);
             return Err(limited.to_string());
         }
-        match hub.resolve(&self.tenant, &self.destination) {
+        let output = Bytes::from(out.output.clone());
+        match self.resolve(&out.tenant, &out.destination) {
             Ok(Some(destination)) => {
-                let event = self.event(self.message_id, EventKind::Rule, self.output.clone());
-                hub.send_once(&destination, &event).await
+                let event = out.event(out.message_id, EventKind::Rule, output);
+                self.send_once(&destination, &event).await
             }
             Ok(None) => {
-                let RuleDestination::Topic { topic: t } = &self.destination else {
+                let RuleDestination::Topic { topic: t } = &out.destination else {
                     return Err("not a topic".into());
                 };
-                let topic = render_topic(t, &self.product_key, &self.device_name);
-                let qos = self.qos.min(QoS::AtLeastOnce);
-                let msg = Message::from_hub(
-                    &self.tenant,
-                    topic,
-                    self.output.clone(),
-                    qos,
-                    self.hub.now_ms(),
-                );
-                hub.accept(msg).await.map(|_| ()).map_err(|e| e.to_string())
+                let topic = render_topic(t, &out.product_key, &out.device_name);
+                let qos = out.qos.min(QoS::AtLeastOnce);
+                let msg = Message::from_hub(&out.tenant, topic, output, qos, self.now_ms());
+                self.accept(msg)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             }
             // The destination went away (a deleted group).
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+/// The rules' side of the egress engine's retries: attempts a stored rule output again, and
+/// reports it to the rule's error destination when the last attempt failed.
+pub(crate) struct RuleAttempts(pub(crate) Hub);
+
+#[async_trait::async_trait]
+impl Attempts for RuleAttempts {
+    async fn attempt(&self, body: &[u8]) -> Result<(), String> {
+        let hub = &self.0;
+        let Ok(out) = serde_json::from_slice::<RuleOutput>(body) else {
+            tracing::error!("a stored rule delivery no longer parses; dropped");
+            return Ok(());
+        };
+        let Some(rule) = hub.active_rule(&out.tenant, &out.rule_id) else {
+            tracing::debug!(rule = %out.rule_id, "rule deleted or disabled: its retry is dropped");
+            return Ok(());
+        };
+        hub.attempt_rule_output(&out).await?;
+        rule.counters.forwarded.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    async fn exhausted(&self, body: &[u8], error: &str) {
+        let hub = &self.0;
+        let Ok(out) = serde_json::from_slice::<RuleOutput>(body) else {
+            return;
+        };
+        let Some(rule) = hub.active_rule(&out.tenant, &out.rule_id) else {
+            return;
+        };
+        rule.counters.failed.fetch_add(1, Relaxed);
+        hub.report_rule_failure(&rule, &out, error, RETRY_DELAYS_SECS.len() + 1)
+            .await;
     }
 }

@@ -8,7 +8,7 @@ use super::{
 use crate::acl::Access;
 use crate::data::event::Event;
 use crate::data::message::{Message, Origin, QoS};
-use crate::forward::Confirmation;
+use crate::egress::Confirmation;
 use crate::hub::Hub;
 use crate::hub::queue::DeliveryReceiver;
 use crate::hub::router::Delivery;

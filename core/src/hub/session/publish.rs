@@ -7,7 +7,7 @@ use super::{ClientIdentity, PublishRefusal, PublishRequest};
 use crate::acl::Access;
 use crate::data::event::{Event, EventKind};
 use crate::data::message::{Message, Origin, QoS};
-use crate::forward::Confirmation;
+use crate::egress::Confirmation;
 use crate::hub::Hub;
 use crate::hub::limits::Charges;
 use crate::topic;

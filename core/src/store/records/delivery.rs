@@ -166,7 +166,8 @@ pub struct RetryRow {
     pub record: RetryRecord,
 }
 
-fn retry_key(due_ms: u64, id: u64) -> Vec<u8> {
+/// The key of the retry `id` due at `due_ms`.
+pub fn retry_key(due_ms: u64, id: u64) -> Vec<u8> {
     let mut k = key(&[b"j", b""]);
     k.extend_from_slice(&due_ms.to_be_bytes());
     k.extend_from_slice(&id.to_be_bytes());

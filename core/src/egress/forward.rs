@@ -17,14 +17,12 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
+use super::EgressEnv;
 use crate::data::event::{Destination, Event};
-use crate::data::sequence::Sequence;
 use crate::sink::{Sink, SinkError};
 use crate::store::records::{self, OutboxRow};
-use crate::store::{self, Store, StoreError, transact};
+use crate::store::{self, StoreError, transact};
 
 /// Counters of one sink, for metrics.
 #[derive(Debug, Default)]
@@ -104,19 +102,9 @@ struct Worker {
 pub type Confirmation =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ForwardError>> + Send>>;
 
-/// What the forwarder and its workers use of the node: the store for the outbox, the clock, the
-/// ids of outbox rows, and the node's stop signal.
-#[derive(Clone)]
-pub(crate) struct ForwarderEnv {
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) clock: Clock,
-    pub(crate) seq: Arc<Sequence>,
-    pub(crate) shutdown: CancellationToken,
-}
-
 /// The sinks attached to a hub and their workers.
 pub(crate) struct Forwarder {
-    env: ForwarderEnv,
+    env: EgressEnv,
     workers: std::sync::RwLock<HashMap<String, Worker>>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -139,7 +127,7 @@ const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
 impl Forwarder {
-    pub(crate) fn new(env: ForwarderEnv) -> Forwarder {
+    pub(crate) fn new(env: EgressEnv) -> Forwarder {
         Forwarder {
             env,
             workers: std::sync::RwLock::default(),
@@ -321,7 +309,7 @@ impl Forwarder {
 }
 
 /// Writes jobs to the sink's outbox, in order, and tells their publishers they are safe.
-async fn store_jobs(env: &ForwarderEnv, sink: &str, jobs: &[Job]) -> Result<(), StoreError> {
+async fn store_jobs(env: &EgressEnv, sink: &str, jobs: &[Job]) -> Result<(), StoreError> {
     let rows: Vec<(u64, &Destination, &Event)> = jobs
         .iter()
         .map(|j| (env.seq.next(), &*j.destination, &*j.event))
@@ -331,7 +319,7 @@ async fn store_jobs(env: &ForwarderEnv, sink: &str, jobs: &[Job]) -> Result<(), 
 
 /// The state of one sink's worker.
 struct SinkRun {
-    env: ForwarderEnv,
+    env: EgressEnv,
     sink: Arc<dyn Sink>,
     stats: Arc<SinkStats>,
     settings: ForwarderSettings,

@@ -1,0 +1,304 @@
+//! The engine in virtual time: the hub runs on tokio's paused clock ([`Clock::tokio`]), so
+//! timeouts, sweeps, rate windows and retry schedules are checked to the millisecond without a
+//! real sleep. The memory store is the backend; the sink is a recording one, because what is
+//! tested is the engine's schedule, not a broker (conformance runs RabbitMQ and SQS for real).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ironhub_core::clock::Clock;
+use ironhub_core::data::event::{Destination, Event, EventKind};
+use ironhub_core::data::message::Properties;
+use ironhub_core::hub::{
+    ConnectOutcome, ConnectRequest, Connected, KickReason, PublishRefusal, PublishRequest,
+    RuleSpec, SubscribeRequest, TransportKind,
+};
+use ironhub_core::rules::RuleDestination;
+use ironhub_core::sink::{Sink, SinkError};
+use ironhub_core::store::{Store, memory::memory_store};
+use ironhub_core::{Hub, HubConfig, QoS};
+
+/// 2026-12-01 00:00 UTC: where virtual time starts.
+const T0: u64 = 1_796_083_200_000;
+
+async fn hub_on(store: Arc<dyn Store>, tune: impl FnOnce(&mut HubConfig)) -> Hub {
+    let mut config = HubConfig::default();
+    config.open_broker.enabled = true;
+    config.session_sweep_interval_secs = 1;
+    tune(&mut config);
+    let hub = Hub::start_with_clock(config, store, Clock::tokio(T0))
+        .await
+        .unwrap();
+    let unlimited = serde_json::json!({ "name": "open", "rates": { "tenant_connections": "", "device_connections": "",
+        "tenant_messages": "", "device_messages_qos0": "", "device_messages_qos1": "" } });
+    hub.put_profile(serde_json::from_value(unlimited).unwrap())
+        .await
+        .unwrap();
+    hub.set_tenant_profile("sandbox", "open").await.unwrap();
+    hub
+}
+
+async fn hub(tune: impl FnOnce(&mut HubConfig)) -> Hub {
+    hub_on(Arc::new(memory_store()), tune).await
+}
+
+fn request(client_id: &str, clean_start: bool, session_expiry_secs: Option<u32>) -> ConnectRequest {
+    ConnectRequest {
+        transport: TransportKind::Mqtt,
+        client_id: client_id.into(),
+        username: None,
+        password: None,
+        clean_start,
+        session_expiry_secs,
+        keep_alive_secs: 60,
+        will: None,
+    }
+}
+
+async fn connect(hub: &Hub, req: ConnectRequest) -> Connected {
+    match hub.connect(req).await.expect("accepted") {
+        ConnectOutcome::Connected(c) => *c,
+        ConnectOutcome::Registered { .. } => panic!("not a registration"),
+    }
+}
+
+fn publish(topic: &str, qos: QoS) -> PublishRequest {
+    PublishRequest {
+        transport: TransportKind::Mqtt,
+        topic: topic.into(),
+        payload: Bytes::from_static(br#"{"t":21}"#),
+        qos,
+        retain: false,
+        properties: Properties::default(),
+        message_expiry_secs: None,
+    }
+}
+
+fn subscribe(filter: &str) -> Vec<SubscribeRequest> {
+    vec![SubscribeRequest {
+        filter: filter.into(),
+        qos: QoS::AtLeastOnce,
+        no_local: false,
+        retain_as_published: false,
+        retain_handling: 0,
+        subscription_id: None,
+    }]
+}
+
+async fn advance_ms(ms: u64) {
+    tokio::time::advance(Duration::from_millis(ms)).await;
+    // Let the tasks woken by the jump run before the test looks.
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_takeover_waits_for_the_old_connection_at_most_five_seconds() {
+    let hub = hub(|_| {}).await;
+    let mut first = connect(&hub, request("twin", false, Some(600))).await;
+    let second = tokio::spawn({
+        let hub = hub.clone();
+        async move { connect(&hub, request("twin", false, Some(600))).await }
+    });
+    advance_ms(0).await;
+    assert_eq!(
+        first.kicked.try_recv().ok(),
+        Some(KickReason::SessionTakenOver),
+        "the old connection is told at once"
+    );
+    // Its transport never closes it: the new one waits, up to the takeover bound.
+    advance_ms(4_900).await;
+    assert!(!second.is_finished(), "still waiting at 4.9 s");
+    advance_ms(200).await;
+    let second = tokio::time::timeout(Duration::from_secs(1), second)
+        .await
+        .expect("connected after 5 s")
+        .unwrap();
+    assert!(second.session_present, "the session was handed over");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_persistent_session_lives_its_expiry_then_is_reclaimed() {
+    let hub = hub(|_| {}).await;
+    let c = connect(&hub, request("keeper", false, Some(10))).await;
+    c.session.close(true, Vec::new(), c.deliveries).await;
+    advance_ms(9_000).await;
+    let c = connect(&hub, request("keeper", false, Some(10))).await;
+    assert!(c.session_present, "resumed within its expiry");
+    c.session.close(true, Vec::new(), c.deliveries).await;
+    let expired_before = hub.stats().sessions_expired;
+    // The sweep runs every second: by 11 s after the disconnect the session is gone.
+    advance_ms(11_000).await;
+    assert_eq!(hub.stats().sessions_expired, expired_before + 1);
+    let c = connect(&hub, request("keeper", false, Some(10))).await;
+    assert!(!c.session_present, "a new session after the expiry");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limit_refills_with_time() {
+    let hub = hub(|_| {}).await;
+    let limited = serde_json::json!({ "name": "slow", "rates": { "tenant_connections": "",
+        "device_connections": "", "tenant_messages": "3:1", "device_messages_qos0": "",
+        "device_messages_qos1": "" } });
+    hub.put_profile(serde_json::from_value(limited).unwrap())
+        .await
+        .unwrap();
+    hub.set_tenant_profile("sandbox", "slow").await.unwrap();
+    let c = connect(&hub, request("talker", true, None)).await;
+    for _ in 0..3 {
+        c.session
+            .publish(publish("room/1", QoS::AtLeastOnce))
+            .await
+            .expect("within the rate");
+    }
+    let refused = c.session.publish(publish("room/1", QoS::AtLeastOnce)).await;
+    let Err(PublishRefusal::Limited(limited)) = refused else {
+        panic!("the fourth message in a second is limited: {refused:?}");
+    };
+    assert!(limited.retry_after_ms.is_some_and(|ms| ms <= 1_000));
+    advance_ms(1_000).await;
+    c.session
+        .publish(publish("room/1", QoS::AtLeastOnce))
+        .await
+        .expect("the window moved on");
+}
+
+/// A sink whose every send fails or succeeds as the test says, noting the virtual time of each
+/// rule event it is handed.
+struct RecordingSink {
+    clock: Clock,
+    fail: Mutex<bool>,
+    rule_sends: Mutex<Vec<(u64, Event)>>,
+}
+
+impl RecordingSink {
+    fn new(fail: bool) -> Arc<RecordingSink> {
+        Arc::new(RecordingSink {
+            clock: Clock::tokio(T0),
+            fail: Mutex::new(fail),
+            rule_sends: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn times(&self) -> Vec<u64> {
+        let sends = self.rule_sends.lock().unwrap();
+        sends.iter().map(|(at, _)| at - T0).collect()
+    }
+}
+
+#[async_trait]
+impl Sink for RecordingSink {
+    fn name(&self) -> &str {
+        "amqp"
+    }
+    async fn prepare(&self, _destination: &Destination) -> Result<(), SinkError> {
+        Ok(())
+    }
+    async fn send(&self, _destination: &Destination, batch: &[&Event]) -> Result<(), SinkError> {
+        let now = self.clock.now_ms();
+        let mut sends = self.rule_sends.lock().unwrap();
+        for event in batch.iter().filter(|e| e.kind == EventKind::Rule) {
+            sends.push((now, (*event).clone()));
+        }
+        if *self.fail.lock().unwrap() {
+            return Err(SinkError::Unavailable("refused by the test".into()));
+        }
+        Ok(())
+    }
+    async fn healthcheck(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// A rule sending `sensors/#` to a consumer group, failures reported on `rule-errors`.
+async fn rule_to_group(hub: &Hub) {
+    let (group, _) = hub
+        .create_consumer_group("sandbox", "backend", None)
+        .await
+        .unwrap();
+    let spec = RuleSpec {
+        name: "to-backend".into(),
+        sql: r#"SELECT t FROM "sensors/#""#.into(),
+        destinations: vec![RuleDestination::ConsumerGroup { group: group.id }],
+        error_destination: Some(RuleDestination::Topic {
+            topic: "rule-errors".into(),
+        }),
+        enabled: true,
+    };
+    hub.create_rule("sandbox", spec).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_rule_destination_is_retried_after_1_3_and_10_s_then_reported() {
+    let hub = hub(|_| {}).await;
+    let sink = RecordingSink::new(true);
+    hub.attach_sink(sink.clone());
+    rule_to_group(&hub).await;
+    let mut watcher = connect(&hub, request("watcher", true, None)).await;
+    watcher.session.subscribe(subscribe("rule-errors")).await;
+    let c = connect(&hub, request("sensor", true, None)).await;
+    c.session
+        .publish(publish("sensors/1", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    advance_ms(0).await;
+    assert_eq!(sink.times(), [0], "the first attempt at once");
+    for (wait, expected) in [(1_000, vec![0, 1_000]), (3_000, vec![0, 1_000, 4_000])] {
+        advance_ms(wait - 1).await;
+        assert_eq!(
+            sink.times().len(),
+            expected.len() - 1,
+            "not before its time"
+        );
+        advance_ms(1).await;
+        assert_eq!(sink.times(), expected);
+    }
+    assert!(watcher.deliveries.try_recv().is_none(), "no report yet");
+    advance_ms(10_000).await;
+    assert_eq!(sink.times(), [0, 1_000, 4_000, 14_000]);
+    let report = watcher.deliveries.try_recv().expect("the failure report");
+    assert_eq!(report.message.topic, "rule-errors");
+    let report: serde_json::Value = serde_json::from_slice(&report.message.payload).unwrap();
+    assert_eq!(report["attempts"], 4);
+    assert_eq!(report["payload"]["t"], 21);
+    assert_eq!(
+        report["error"],
+        "destination unavailable: refused by the test"
+    );
+    advance_ms(60_000).await;
+    assert_eq!(sink.times().len(), 4, "nothing after the report");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_delivery_waiting_for_its_retry_is_made_by_the_next_process() {
+    let store: Arc<dyn Store> = Arc::new(memory_store());
+    let first = hub_on(store.clone(), |_| {}).await;
+    let failing = RecordingSink::new(true);
+    first.attach_sink(failing.clone());
+    rule_to_group(&first).await;
+    let c = connect(&first, request("sensor", true, None)).await;
+    c.session
+        .publish(publish("sensors/1", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    advance_ms(0).await;
+    assert_eq!(failing.times(), [0]);
+    // This process stops before the retry is due; the retry is only in the store.
+    first.shutdown().await;
+    drop((c, first));
+    let second = hub_on(store, |_| {}).await;
+    let working = RecordingSink::new(false);
+    second.attach_sink(working.clone());
+    advance_ms(1_000).await;
+    let sends = working.rule_sends.lock().unwrap().clone();
+    assert_eq!(sends.len(), 1, "the next process made the retry");
+    assert_eq!(sends[0].1.topic, "sensors/1");
+    assert_eq!(&sends[0].1.payload[..], br#"{"t":21}"#);
+    drop(sends);
+    advance_ms(30_000).await;
+    assert_eq!(working.times().len(), 1, "made once");
+    assert_eq!(failing.times().len(), 1, "the stopped process made no more");
+}

@@ -1,0 +1,80 @@
+//! The keep-alive deadline in virtual time: a client that goes silent after CONNECT is closed
+//! one and a half keep-alive periods later (MQTT 3.1.1 section 3.1.2.10), not earlier, and a
+//! PINGREQ moves the deadline. The connection is served over an in-memory duplex stream on
+//! tokio's paused clock, so the 45 s are measured without being waited for.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ironhub_core::clock::Clock;
+use ironhub_core::hub::TransportKind;
+use ironhub_core::store::memory::memory_store;
+use ironhub_core::{Hub, HubConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::time::Instant;
+
+/// CONNECT, MQTT 3.1.1, clean session, keep-alive 30 s, client id "ka".
+const CONNECT: [u8; 16] = [
+    0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 30, 0, 2, b'k', b'a',
+];
+const CONNACK: [u8; 4] = [0x20, 2, 0, 0];
+const PINGREQ: [u8; 2] = [0xC0, 0];
+const PINGRESP: [u8; 2] = [0xD0, 0];
+
+async fn connected_client() -> DuplexStream {
+    let mut config = HubConfig::default();
+    config.open_broker.enabled = true;
+    let hub = Hub::start_with_clock(config, Arc::new(memory_store()), Clock::tokio(0))
+        .await
+        .unwrap();
+    let (mut client, server) = tokio::io::duplex(1024);
+    tokio::spawn(ironhub_mqtt::conn::serve_connection(
+        server,
+        "127.0.0.1:1".parse().unwrap(),
+        TransportKind::Mqtt,
+        hub,
+        Default::default(),
+    ));
+    client.write_all(&CONNECT).await.unwrap();
+    let mut connack = [0u8; 4];
+    client.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, CONNACK);
+    client
+}
+
+/// Reads until the server closes the stream; returns how long that took in virtual time.
+async fn time_until_closed(client: &mut DuplexStream) -> Duration {
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    loop {
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => return start.elapsed(),
+            Ok(_) => {}
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_client_is_closed_after_one_and_a_half_keep_alives() {
+    let mut client = connected_client().await;
+    let waited = time_until_closed(&mut client).await;
+    assert!(
+        (Duration::from_secs(45)..Duration::from_millis(45_500)).contains(&waited),
+        "closed after {waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ping_moves_the_deadline() {
+    let mut client = connected_client().await;
+    tokio::time::advance(Duration::from_secs(40)).await;
+    client.write_all(&PINGREQ).await.unwrap();
+    let mut pong = [0u8; 2];
+    client.read_exact(&mut pong).await.unwrap();
+    assert_eq!(pong, PINGRESP);
+    let waited = time_until_closed(&mut client).await;
+    assert!(
+        (Duration::from_secs(45)..Duration::from_millis(45_500)).contains(&waited),
+        "closed {waited:?} after the ping"
+    );
+}
