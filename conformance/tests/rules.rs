@@ -1,6 +1,7 @@
 //! Rules, black-box: a device publishes JSON over MQTT; a rule filters and reshapes it and fans
 //! it out to a consumer group on RabbitMQ and to another device's topic; a failing destination
-//! is retried (1, 3, 10 s) and then reported to the error destination.
+//! is retried (1, 3, 10 s) and then reported to the error destination, also when the hub is
+//! killed (SIGKILL) while a retry waits.
 
 use std::time::Duration;
 
@@ -202,6 +203,68 @@ async fn a_failing_destination_is_retried_then_reported_to_the_error_destination
     );
     let (_, r) = d.api(Method::GET, &path, None).await;
     assert_eq!(r["counters"]["failed"], 1, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_waiting_when_the_hub_is_killed_is_made_after_the_restart() {
+    let (mut d, _url) = deployment().await;
+    let (dev, watcher) = devices(&d).await;
+    let errors = watcher.user_topic("errors");
+    let queue = format!("{}-not.a.valid.name", dev.tenant);
+    let (s, rule) = create_rule(
+        &d,
+        &dev.tenant,
+        json!({ "name": "to-sqs", "sql": "SELECT * FROM '/+/+/user/data'",
+                "destinations": [ { "kind": "sqs_queue", "queue": queue } ],
+                "error_destination": { "kind": "topic", "topic": errors } }),
+    )
+    .await;
+    assert_eq!(s, 201, "{rule}");
+    let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
+    let started = std::time::Instant::now();
+    c.publish(
+        dev.user_topic("data"),
+        QoS::AtLeastOnce,
+        false,
+        r#"{"v":2}"#,
+    )
+    .await
+    .unwrap();
+    v3::acked(&mut ev).await;
+    drop((c, ev));
+    // The first attempt (at once) and the first retry (1 s) have failed; the second retry is
+    // due at 4 s. The hub dies in between, as in a crash.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    d.kill();
+    d.restart().await;
+    let (_wc, mut wev) = watch(&d, &watcher, &errors).await;
+    let report = tokio::time::timeout(Duration::from_secs(40), async {
+        loop {
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = wev.poll().await {
+                return serde_json::from_slice::<Value>(&p.payload).unwrap();
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the retries went on after the restart; log:\n{}", d.log()));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(14),
+        "reported after the 1 + 3 + 10 s retries, not {waited:?}"
+    );
+    assert_eq!(report["ruleId"], rule["id"]);
+    assert_eq!(report["attempts"], 4);
+    assert_eq!(report["payload"], json!({"v": 2}));
+    let path = format!(
+        "/api/v1/tenants/{}/rules/{}",
+        dev.tenant,
+        rule["id"].as_str().unwrap()
+    );
+    let (_, r) = d.api(Method::GET, &path, None).await;
+    assert_eq!(
+        r["counters"]["failed"], 1,
+        "counted by the process that gave up: {r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
