@@ -34,12 +34,31 @@ pub struct ConsumerCredentials {
     pub password: String,
 }
 
+/// What a sink offers beyond sending events, declared by the sink itself (core names no sink).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkCapabilities {
+    /// Consumer groups created without naming a sink live on this one.
+    pub default_for_groups: bool,
+    /// Rules may name their own queues on this sink (`{"kind": "{name}_queue", "queue": ...}`),
+    /// created with this retention (ms) when missing; None: rules use its consumer groups only.
+    pub rule_queue_retention_ms: Option<u64>,
+}
+
 /// A destination with at-least-once delivery: `send` returns Ok only once the destination has
 /// confirmed every event of the batch.
 #[async_trait]
 pub trait Sink: Send + Sync + 'static {
     /// The sink's kind, as destinations name it ("amqp", "sqs"): also its name in metrics.
     fn name(&self) -> &str;
+    /// What it offers beyond sending (none by default).
+    fn capabilities(&self) -> SinkCapabilities {
+        SinkCapabilities::default()
+    }
+    /// The queue of consumer group `id` of `tenant` on this sink (each broker has its own rules
+    /// for names).
+    fn group_queue(&self, tenant: &str, id: &str) -> String {
+        format!("ironhub.{tenant}.{id}")
+    }
     /// Creates the destination's queue (with its retention) if it does not exist, so consumers
     /// can attach before the first event.
     async fn prepare(&self, destination: &Destination) -> Result<(), SinkError>;

@@ -16,7 +16,7 @@ use ironhub_core::hub::{
     RuleSpec, SubscribeRequest, TransportKind,
 };
 use ironhub_core::rules::RuleDestination;
-use ironhub_core::sink::{Sink, SinkError};
+use ironhub_core::sink::{Sink, SinkCapabilities, SinkError};
 use ironhub_core::store::{Store, memory::memory_store};
 use ironhub_core::{Hub, HubConfig, QoS};
 
@@ -192,7 +192,13 @@ impl RecordingSink {
 #[async_trait]
 impl Sink for RecordingSink {
     fn name(&self) -> &str {
-        "amqp"
+        "recording"
+    }
+    fn capabilities(&self) -> SinkCapabilities {
+        SinkCapabilities {
+            default_for_groups: true,
+            rule_queue_retention_ms: None,
+        }
     }
     async fn prepare(&self, _destination: &Destination) -> Result<(), SinkError> {
         Ok(())

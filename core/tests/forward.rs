@@ -12,7 +12,7 @@ use bytes::Bytes;
 use ironhub_core::data::event::{Destination, Event, EventKind};
 use ironhub_core::data::message::Properties;
 use ironhub_core::hub::{ConnectOutcome, ConnectRequest, Connected, PublishRequest, TransportKind};
-use ironhub_core::sink::{Sink, SinkError};
+use ironhub_core::sink::{Sink, SinkCapabilities, SinkError};
 use ironhub_core::store::Store;
 use ironhub_core::store::memory::memory_store;
 use ironhub_core::{Hub, HubConfig, QoS, auth, now_ms};
@@ -29,6 +29,12 @@ struct ScriptedSink {
 impl Sink for ScriptedSink {
     fn name(&self) -> &str {
         "amqp"
+    }
+    fn capabilities(&self) -> SinkCapabilities {
+        SinkCapabilities {
+            default_for_groups: true,
+            rule_queue_retention_ms: None,
+        }
     }
     async fn prepare(&self, _destination: &Destination) -> Result<(), SinkError> {
         Ok(())

@@ -197,13 +197,6 @@ impl Forwarder {
         workers.get(name).map(|w| w.sink.clone())
     }
 
-    pub(crate) fn has_sink(&self, name: &str) -> bool {
-        self.workers
-            .read()
-            .expect("forwarder lock")
-            .contains_key(name)
-    }
-
     /// Hands `event` to the worker of each destination's sink. With `wait`, returns once every
     /// copy is confirmed or stored; without, a full buffer drops the event (counted).
     pub(crate) async fn forward(

@@ -11,18 +11,6 @@ use crate::limits::LimitId;
 use crate::sink::{ConsumerCredentials, Sink};
 use crate::store::{records, transact};
 
-/// The sink consumer groups live on unless created on another.
-pub const GROUP_SINK: &str = "amqp";
-
-/// A group's queue name on its sink: `ironhub.{tenant}.{id}` on RabbitMQ; `ih-{tenant}-{id}` on
-/// SQS, whose names allow no dots and at most 80 characters.
-fn queue_name(sink: &str, tenant: &str, id: &str) -> String {
-    match sink {
-        "sqs" => format!("ih-{tenant}-{id}"),
-        _ => format!("ironhub.{tenant}.{id}"),
-    }
-}
-
 /// Where events go, rebuilt from the stored groups whenever one changes.
 #[derive(Default)]
 pub(crate) struct GroupRoutes {
@@ -118,7 +106,8 @@ impl Hub {
         });
     }
 
-    /// Creates a consumer group on `sink` ("amqp" when None); its queue is created on the sink
+    /// Creates a consumer group on `sink` (when None, the sink that declares itself the default
+    /// for groups, AMQP in the stock server); its queue, named by the sink, is created on it
     /// at once, with the retention of the tenant's profile (L-063), and, where the sink manages
     /// them, credentials that may only consume it, at most L-062 at a time (returned once).
     pub async fn create_consumer_group(
@@ -128,12 +117,24 @@ impl Hub {
         sink: Option<&str>,
     ) -> Result<(ConsumerGroup, Option<ConsumerCredentials>), HubError> {
         self.tenant(tenant).await?;
-        let sink = sink.unwrap_or(GROUP_SINK);
-        if !self.inner.forwarder.has_sink(sink) {
-            return Err(HubError::Invalid(format!(
-                "consumer groups on {sink} need its sink: configure [{sink}] in the server config"
-            )));
-        }
+        let sink = match sink {
+            Some(kind) => self.inner.forwarder.sink(kind).ok_or_else(|| {
+                HubError::Invalid(format!(
+                    "consumer groups on {kind} need its sink: configure [{kind}] in the server config"
+                ))
+            })?,
+            None => self
+                .inner
+                .forwarder
+                .sinks()
+                .into_iter()
+                .find(|s| s.capabilities().default_for_groups)
+                .ok_or_else(|| {
+                    HubError::Invalid(
+                        "no sink takes consumer groups by default: configure one, or name it with \"sink\"".into(),
+                    )
+                })?,
+        };
         if name.is_empty() || name.len() > 64 {
             return Err(HubError::Invalid("name must be 1 to 64 characters".into()));
         }
@@ -141,10 +142,10 @@ impl Hub {
         let id = model::random_token(12);
         let group = ConsumerGroup {
             tenant: tenant.to_owned(),
-            queue: queue_name(sink, tenant, &id),
+            queue: sink.group_queue(tenant, &id),
             id,
             name: name.to_owned(),
-            sink: sink.to_owned(),
+            sink: sink.name().to_owned(),
             products: Vec::new(),
             retention_secs: limits.group_retention_secs,
             max_messages: limits.group_max_messages,

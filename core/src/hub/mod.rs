@@ -42,7 +42,6 @@ mod tsl;
 
 pub use business::{DevicePage, DeviceStatus, HISTORY_RETENTION_MS, RRPC_TIMEOUT_MS, RrpcOutcome};
 pub use cluster::{PeerError, PeerReply, PeerRequest, Peers};
-pub use groups::GROUP_SINK;
 pub use recent::{MIN_GAP_MS as RECENT_MIN_GAP_MS, Recent, RecentMessage};
 pub use registry::{DeviceView, ProductView};
 pub use router::Delivery;

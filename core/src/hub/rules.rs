@@ -22,9 +22,6 @@ use crate::rules::{
 use crate::store::{records, transact};
 use crate::topic;
 
-/// How long an SQS queue named by a rule keeps messages (SQS's default, four days).
-const SQS_QUEUE_RETENTION_MS: u64 = 4 * 86_400_000;
-
 /// Deliveries to queue destinations in flight (retries included) before new ones are dropped.
 const MAX_IN_FLIGHT: usize = 4096;
 
@@ -179,22 +176,29 @@ impl Hub {
                     id: group.clone(),
                 }),
             },
-            RuleDestination::SqsQueue { queue } => {
-                // Each tenant's queues under its own name; `ih-` is the consumer groups'.
-                if !queue.starts_with(&format!("{tenant}-")) || queue.starts_with("ih-") {
+            RuleDestination::SinkQueue { sink: name, queue } => {
+                let sink = self.inner.forwarder.sink(name).ok_or_else(|| {
+                    HubError::Invalid(format!(
+                        "{name}_queue destinations need the {name} sink: configure [{name}]"
+                    ))
+                })?;
+                let Some(retention_ms) = sink.capabilities().rule_queue_retention_ms else {
                     return Err(HubError::Invalid(format!(
-                        "an sqs_queue destination is named {tenant}-... (the tenant's id and a dash), not {queue}"
+                        "the {name} sink takes no rule queues: use a consumer group on it"
+                    )));
+                };
+                // Each tenant's queues under its own name, apart from its consumer groups'.
+                if !queue.starts_with(&format!("{tenant}-"))
+                    || queue.starts_with(&sink.group_queue(tenant, ""))
+                {
+                    return Err(HubError::Invalid(format!(
+                        "a {name}_queue destination is named {tenant}-... (the tenant's id and a dash), not {queue}"
                     )));
                 }
-                if !self.inner.forwarder.has_sink("sqs") {
-                    return Err(HubError::Invalid(
-                        "sqs_queue destinations need the SQS sink: configure [sqs]".into(),
-                    ));
-                }
                 Ok(Some(Destination {
-                    sink: "sqs".into(),
+                    sink: name.clone(),
                     queue: queue.clone(),
-                    retention_ms: SQS_QUEUE_RETENTION_MS,
+                    retention_ms,
                     max_messages: 0,
                 }))
             }

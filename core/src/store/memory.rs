@@ -25,6 +25,10 @@ impl Backend for MemoryBackend {
         "memory"
     }
 
+    fn blocks(&self) -> bool {
+        false
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
         Ok(self
             .map

@@ -62,6 +62,11 @@ pub trait Backend: Send + Sync + 'static {
     fn range(&self, range: &KeyRange, limit: usize) -> Result<Vec<(Bytes, Bytes)>, StoreError>;
     /// Applies a batch atomically and durably. May block (called off the async threads).
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError>;
+    /// Whether `apply` may block (disk IO): then it runs on the blocking pool. A backend that
+    /// never blocks applies in place, which also keeps virtual-time tests deterministic.
+    fn blocks(&self) -> bool {
+        true
+    }
 }
 
 /// A `Store` over a single-writer [`Backend`].
@@ -219,6 +224,9 @@ impl<B: Backend> Txn for SerialTxn<B> {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.mutations);
+        if !self.backend.blocks() {
+            return self.backend.apply(&batch);
+        }
         let backend = self.backend.clone();
         tokio::task::spawn_blocking(move || backend.apply(&batch))
             .await

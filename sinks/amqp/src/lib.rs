@@ -14,7 +14,7 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use ironhub_core::data::event::{Destination, Event, EventKind};
-use ironhub_core::sink::{ConsumerCredentials, Sink, SinkError};
+use ironhub_core::sink::{ConsumerCredentials, Sink, SinkCapabilities, SinkError};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
@@ -230,6 +230,14 @@ fn properties(event: &Event) -> BasicProperties {
 impl Sink for AmqpSink {
     fn name(&self) -> &str {
         NAME
+    }
+
+    /// Consumer groups live on RabbitMQ unless created on another sink.
+    fn capabilities(&self) -> SinkCapabilities {
+        SinkCapabilities {
+            default_for_groups: true,
+            rule_queue_retention_ms: None,
+        }
     }
 
     async fn send(&self, destination: &Destination, batch: &[&Event]) -> Result<(), SinkError> {

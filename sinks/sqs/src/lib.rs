@@ -15,11 +15,14 @@ use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 use base64::Engine;
 use ironhub_core::data::event::{Destination, Event};
-use ironhub_core::sink::{Sink, SinkError};
+use ironhub_core::sink::{Sink, SinkCapabilities, SinkError};
 use tokio::sync::Mutex;
 
 /// The sink's name, as consumer groups refer to it.
 pub const NAME: &str = "sqs";
+
+/// How long an SQS queue named by a rule keeps messages (SQS's default, four days).
+const RULE_QUEUE_RETENTION_MS: u64 = 4 * 86_400_000;
 
 /// Most entries SQS takes in one `SendMessageBatch`.
 const BATCH: usize = 10;
@@ -189,6 +192,19 @@ fn entry(id: usize, event: &Event) -> (SendMessageBatchRequestEntry, usize) {
 impl Sink for SqsSink {
     fn name(&self) -> &str {
         NAME
+    }
+
+    /// Rules may name SQS queues of their own (`sqs_queue`), kept four days (SQS's default).
+    fn capabilities(&self) -> SinkCapabilities {
+        SinkCapabilities {
+            default_for_groups: false,
+            rule_queue_retention_ms: Some(RULE_QUEUE_RETENTION_MS),
+        }
+    }
+
+    /// `ih-{tenant}-{id}`: SQS names allow no dots and at most 80 characters.
+    fn group_queue(&self, tenant: &str, id: &str) -> String {
+        format!("ih-{tenant}-{id}")
     }
 
     async fn prepare(&self, destination: &Destination) -> Result<(), SinkError> {
