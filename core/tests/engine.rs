@@ -13,7 +13,7 @@ use ironhub_core::data::event::{Destination, Event, EventKind};
 use ironhub_core::data::message::Properties;
 use ironhub_core::hub::{
     ConnectOutcome, ConnectRequest, Connected, KickReason, PublishRefusal, PublishRequest,
-    RuleSpec, SubscribeRequest, TransportKind,
+    RuleSpec, SubscribeRequest,
 };
 use ironhub_core::rules::RuleDestination;
 use ironhub_core::sink::{Sink, SinkCapabilities, SinkError};
@@ -44,9 +44,14 @@ async fn hub(tune: impl FnOnce(&mut HubConfig)) -> Hub {
     hub_on(Arc::new(memory_store()), tune).await
 }
 
-fn request(client_id: &str, clean_start: bool, session_expiry_secs: Option<u32>) -> ConnectRequest {
+fn request(
+    hub: &Hub,
+    client_id: &str,
+    clean_start: bool,
+    session_expiry_secs: Option<u32>,
+) -> ConnectRequest {
     ConnectRequest {
-        transport: TransportKind::Mqtt,
+        transport: hub.transport("mqtt"),
         client_id: client_id.into(),
         username: None,
         password: None,
@@ -64,9 +69,9 @@ async fn connect(hub: &Hub, req: ConnectRequest) -> Connected {
     }
 }
 
-fn publish(topic: &str, qos: QoS) -> PublishRequest {
+fn publish(hub: &Hub, topic: &str, qos: QoS) -> PublishRequest {
     PublishRequest {
-        transport: TransportKind::Mqtt,
+        transport: hub.transport("mqtt"),
         topic: topic.into(),
         payload: Bytes::from_static(br#"{"t":21}"#),
         qos,
@@ -98,10 +103,10 @@ async fn advance_ms(ms: u64) {
 #[tokio::test(start_paused = true)]
 async fn a_takeover_waits_for_the_old_connection_at_most_five_seconds() {
     let hub = hub(|_| {}).await;
-    let mut first = connect(&hub, request("twin", false, Some(600))).await;
+    let mut first = connect(&hub, request(&hub, "twin", false, Some(600))).await;
     let second = tokio::spawn({
         let hub = hub.clone();
-        async move { connect(&hub, request("twin", false, Some(600))).await }
+        async move { connect(&hub, request(&hub, "twin", false, Some(600))).await }
     });
     advance_ms(0).await;
     assert_eq!(
@@ -123,17 +128,17 @@ async fn a_takeover_waits_for_the_old_connection_at_most_five_seconds() {
 #[tokio::test(start_paused = true)]
 async fn a_persistent_session_lives_its_expiry_then_is_reclaimed() {
     let hub = hub(|_| {}).await;
-    let c = connect(&hub, request("keeper", false, Some(10))).await;
+    let c = connect(&hub, request(&hub, "keeper", false, Some(10))).await;
     c.session.close(true, Vec::new(), c.deliveries).await;
     advance_ms(9_000).await;
-    let c = connect(&hub, request("keeper", false, Some(10))).await;
+    let c = connect(&hub, request(&hub, "keeper", false, Some(10))).await;
     assert!(c.session_present, "resumed within its expiry");
     c.session.close(true, Vec::new(), c.deliveries).await;
     let expired_before = hub.stats().sessions_expired;
     // The sweep runs every second: by 11 s after the disconnect the session is gone.
     advance_ms(11_000).await;
     assert_eq!(hub.stats().sessions_expired, expired_before + 1);
-    let c = connect(&hub, request("keeper", false, Some(10))).await;
+    let c = connect(&hub, request(&hub, "keeper", false, Some(10))).await;
     assert!(!c.session_present, "a new session after the expiry");
 }
 
@@ -147,21 +152,24 @@ async fn a_rate_limit_refills_with_time() {
         .await
         .unwrap();
     hub.set_tenant_profile("sandbox", "slow").await.unwrap();
-    let c = connect(&hub, request("talker", true, None)).await;
+    let c = connect(&hub, request(&hub, "talker", true, None)).await;
     for _ in 0..3 {
         c.session
-            .publish(publish("room/1", QoS::AtLeastOnce))
+            .publish(publish(&hub, "room/1", QoS::AtLeastOnce))
             .await
             .expect("within the rate");
     }
-    let refused = c.session.publish(publish("room/1", QoS::AtLeastOnce)).await;
+    let refused = c
+        .session
+        .publish(publish(&hub, "room/1", QoS::AtLeastOnce))
+        .await;
     let Err(PublishRefusal::Limited(limited)) = refused else {
         panic!("the fourth message in a second is limited: {refused:?}");
     };
     assert!(limited.retry_after_ms.is_some_and(|ms| ms <= 1_000));
     advance_ms(1_000).await;
     c.session
-        .publish(publish("room/1", QoS::AtLeastOnce))
+        .publish(publish(&hub, "room/1", QoS::AtLeastOnce))
         .await
         .expect("the window moved on");
 }
@@ -243,11 +251,11 @@ async fn a_failing_rule_destination_is_retried_after_1_3_and_10_s_then_reported(
     let sink = RecordingSink::new(true);
     hub.attach_sink(sink.clone());
     rule_to_group(&hub).await;
-    let mut watcher = connect(&hub, request("watcher", true, None)).await;
+    let mut watcher = connect(&hub, request(&hub, "watcher", true, None)).await;
     watcher.session.subscribe(subscribe("rule-errors")).await;
-    let c = connect(&hub, request("sensor", true, None)).await;
+    let c = connect(&hub, request(&hub, "sensor", true, None)).await;
     c.session
-        .publish(publish("sensors/1", QoS::AtLeastOnce))
+        .publish(publish(&hub, "sensors/1", QoS::AtLeastOnce))
         .await
         .unwrap();
     advance_ms(0).await;
@@ -285,9 +293,9 @@ async fn a_rule_delivery_waiting_for_its_retry_is_made_by_the_next_process() {
     let failing = RecordingSink::new(true);
     first.attach_sink(failing.clone());
     rule_to_group(&first).await;
-    let c = connect(&first, request("sensor", true, None)).await;
+    let c = connect(&first, request(&first, "sensor", true, None)).await;
     c.session
-        .publish(publish("sensors/1", QoS::AtLeastOnce))
+        .publish(publish(&first, "sensors/1", QoS::AtLeastOnce))
         .await
         .unwrap();
     advance_ms(0).await;

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use ironhub_core::data::event::{Destination, Event, EventKind};
 use ironhub_core::data::message::Properties;
-use ironhub_core::hub::{ConnectOutcome, ConnectRequest, Connected, PublishRequest, TransportKind};
+use ironhub_core::hub::{ConnectOutcome, ConnectRequest, Connected, PublishRequest};
 use ironhub_core::sink::{Sink, SinkCapabilities, SinkError};
 use ironhub_core::store::Store;
 use ironhub_core::store::memory::memory_store;
@@ -123,7 +123,7 @@ async fn setup(store: Arc<dyn Store>, profile: serde_json::Value) -> Setup {
         now_ms(),
     );
     let req = ConnectRequest {
-        transport: TransportKind::Mqtt,
+        transport: hub.transport("mqtt"),
         client_id: creds.client_id,
         username: Some(creds.username),
         password: Some(Bytes::from(creds.password)),
@@ -142,9 +142,9 @@ async fn setup(store: Arc<dyn Store>, profile: serde_json::Value) -> Setup {
     }
 }
 
-fn publish(topic: String, payload: String, qos: QoS) -> PublishRequest {
+fn publish(hub: &Hub, topic: String, payload: String, qos: QoS) -> PublishRequest {
     PublishRequest {
-        transport: TransportKind::Mqtt,
+        transport: hub.transport("mqtt"),
         topic,
         payload: Bytes::from(payload),
         qos,
@@ -181,7 +181,12 @@ async fn an_outage_goes_through_the_outbox_and_keeps_the_order() {
         };
         s.device
             .session
-            .publish(publish(topic(&s), format!("m{i}"), qos))
+            .publish(publish(
+                s.device.session.hub(),
+                topic(&s),
+                format!("m{i}"),
+                qos,
+            ))
             .await
             .expect("accepted: confirmed or stored");
     }
@@ -204,7 +209,12 @@ async fn events_past_their_retention_expire_in_the_outbox() {
     for i in 0..3 {
         s.device
             .session
-            .publish(publish(topic(&s), format!("m{i}"), QoS::AtLeastOnce))
+            .publish(publish(
+                s.device.session.hub(),
+                topic(&s),
+                format!("m{i}"),
+                QoS::AtLeastOnce,
+            ))
             .await
             .unwrap();
     }
@@ -220,7 +230,12 @@ async fn stored_events_are_sent_by_the_next_start() {
     for i in 0..5 {
         s.device
             .session
-            .publish(publish(topic(&s), format!("m{i}"), QoS::AtLeastOnce))
+            .publish(publish(
+                s.device.session.hub(),
+                topic(&s),
+                format!("m{i}"),
+                QoS::AtLeastOnce,
+            ))
             .await
             .unwrap();
     }
@@ -240,7 +255,12 @@ async fn events_the_destination_rejects_are_counted_and_not_retried() {
     for payload in ["m0", "bad", "m1"] {
         s.device
             .session
-            .publish(publish(topic(&s), payload.into(), QoS::AtLeastOnce))
+            .publish(publish(
+                s.device.session.hub(),
+                topic(&s),
+                payload.into(),
+                QoS::AtLeastOnce,
+            ))
             .await
             .unwrap();
     }

@@ -9,7 +9,6 @@ use bytes::Bytes;
 use ironhub_core::data::message::Properties;
 use ironhub_core::hub::{
     ConnectOutcome, ConnectRequest, Connected, KickReason, PublishRequest, SubscribeRequest,
-    TransportKind,
 };
 use ironhub_core::store::{memory::memory_store, records, transact};
 use ironhub_core::{Hub, HubConfig, QoS, now_ms};
@@ -29,9 +28,14 @@ async fn hub(tune: impl FnOnce(&mut HubConfig)) -> Hub {
     hub
 }
 
-fn request(client_id: &str, clean_start: bool, session_expiry_secs: Option<u32>) -> ConnectRequest {
+fn request(
+    hub: &Hub,
+    client_id: &str,
+    clean_start: bool,
+    session_expiry_secs: Option<u32>,
+) -> ConnectRequest {
     ConnectRequest {
-        transport: TransportKind::Mqtt,
+        transport: hub.transport("mqtt"),
         client_id: client_id.into(),
         username: None,
         password: None,
@@ -49,9 +53,9 @@ async fn connect(hub: &Hub, req: ConnectRequest) -> Connected {
     }
 }
 
-fn publish(topic: &str, qos: QoS) -> PublishRequest {
+fn publish(hub: &Hub, topic: &str, qos: QoS) -> PublishRequest {
     PublishRequest {
-        transport: TransportKind::Mqtt,
+        transport: hub.transport("mqtt"),
         topic: topic.into(),
         payload: Bytes::from_static(b"x"),
         qos,
@@ -80,15 +84,15 @@ async fn a_full_subscriber_queue_holds_publishers_then_counts_the_drop() {
         c.slow_subscriber_wait_qos0_ms = 0;
     })
     .await;
-    let mut slow = connect(&hub, request("slow", true, None)).await;
+    let mut slow = connect(&hub, request(&hub, "slow", true, None)).await;
     slow.session
         .subscribe(subscribe("t", QoS::AtLeastOnce))
         .await;
-    let fast = connect(&hub, request("fast", true, None)).await;
+    let fast = connect(&hub, request(&hub, "fast", true, None)).await;
 
     for _ in 0..4 {
         fast.session
-            .publish(publish("t", QoS::AtMostOnce))
+            .publish(publish(&hub, "t", QoS::AtMostOnce))
             .await
             .unwrap();
     }
@@ -99,7 +103,7 @@ async fn a_full_subscriber_queue_holds_publishers_then_counts_the_drop() {
     );
 
     fast.session
-        .publish(publish("t", QoS::AtLeastOnce))
+        .publish(publish(&hub, "t", QoS::AtLeastOnce))
         .await
         .unwrap();
     assert_eq!(
@@ -120,7 +124,7 @@ async fn a_full_subscriber_queue_holds_publishers_then_counts_the_drop() {
         n
     });
     fast.session
-        .publish(publish("t", QoS::AtLeastOnce))
+        .publish(publish(&hub, "t", QoS::AtLeastOnce))
         .await
         .unwrap();
     assert_eq!(
@@ -134,11 +138,11 @@ async fn a_full_subscriber_queue_holds_publishers_then_counts_the_drop() {
 #[tokio::test]
 async fn qos0_publishers_wait_for_a_slow_subscriber_by_default() {
     let hub = hub(|c| c.session_queue_capacity = 1).await;
-    let mut slow = connect(&hub, request("slow", true, None)).await;
+    let mut slow = connect(&hub, request(&hub, "slow", true, None)).await;
     slow.session
         .subscribe(subscribe("t", QoS::AtMostOnce))
         .await;
-    let fast = connect(&hub, request("fast", true, None)).await;
+    let fast = connect(&hub, request(&hub, "fast", true, None)).await;
     let reader = tokio::spawn(async move {
         let mut n = 0;
         while n < 50 {
@@ -150,7 +154,7 @@ async fn qos0_publishers_wait_for_a_slow_subscriber_by_default() {
     });
     for _ in 0..50 {
         fast.session
-            .publish(publish("t", QoS::AtMostOnce))
+            .publish(publish(&hub, "t", QoS::AtMostOnce))
             .await
             .unwrap();
     }
@@ -166,14 +170,14 @@ async fn qos0_publishers_wait_for_a_slow_subscriber_by_default() {
 async fn session_churn_is_reclaimed_when_sessions_expire() {
     let hub = hub(|_| {}).await;
     for i in 0..200 {
-        let c = connect(&hub, request(&format!("churn-{i}"), true, Some(1))).await;
+        let c = connect(&hub, request(&hub, &format!("churn-{i}"), true, Some(1))).await;
         c.session
             .subscribe(subscribe(&format!("d/{i}/#"), QoS::AtLeastOnce))
             .await;
         c.session.close(true, Vec::new(), c.deliveries).await;
     }
     for i in 0..200 {
-        let c = connect(&hub, request(&format!("clean-{i}"), true, None)).await;
+        let c = connect(&hub, request(&hub, &format!("clean-{i}"), true, None)).await;
         c.session.close(true, Vec::new(), c.deliveries).await;
     }
     assert_eq!(
@@ -194,10 +198,10 @@ async fn session_churn_is_reclaimed_when_sessions_expire() {
         .unwrap();
     assert!(stored.is_empty(), "stored sessions are reclaimed too");
     // The routes went with them: a publish reaches nobody.
-    let p = connect(&hub, request("p", true, None)).await;
+    let p = connect(&hub, request(&hub, "p", true, None)).await;
     assert_eq!(
         p.session
-            .publish(publish("d/7/x", QoS::AtLeastOnce))
+            .publish(publish(&hub, "d/7/x", QoS::AtLeastOnce))
             .await
             .unwrap(),
         0
@@ -207,20 +211,20 @@ async fn session_churn_is_reclaimed_when_sessions_expire() {
 #[tokio::test]
 async fn takeover_hands_unacknowledged_messages_to_the_new_connection() {
     let hub = hub(|_| {}).await;
-    let first = connect(&hub, request("dev", false, None)).await;
+    let first = connect(&hub, request(&hub, "dev", false, None)).await;
     first
         .session
         .subscribe(subscribe("cmd/#", QoS::AtLeastOnce))
         .await;
-    let producer = connect(&hub, request("producer", true, None)).await;
+    let producer = connect(&hub, request(&hub, "producer", true, None)).await;
     producer
         .session
-        .publish(publish("cmd/1", QoS::AtLeastOnce))
+        .publish(publish(&hub, "cmd/1", QoS::AtLeastOnce))
         .await
         .unwrap();
     producer
         .session
-        .publish(publish("cmd/2", QoS::AtLeastOnce))
+        .publish(publish(&hub, "cmd/2", QoS::AtLeastOnce))
         .await
         .unwrap();
 
@@ -236,7 +240,7 @@ async fn takeover_hands_unacknowledged_messages_to_the_new_connection() {
         assert_eq!(kicked.await, Ok(KickReason::SessionTakenOver));
         session.close(false, vec![in_flight], deliveries).await;
     });
-    let second = connect(&hub, request("dev", false, None)).await;
+    let second = connect(&hub, request(&hub, "dev", false, None)).await;
     old.await.unwrap();
     assert!(second.session_present);
     let topics: Vec<&str> = second
@@ -250,10 +254,10 @@ async fn takeover_hands_unacknowledged_messages_to_the_new_connection() {
 #[tokio::test]
 async fn a_connected_session_follows_profile_changes_at_once() {
     let hub = hub(|_| {}).await;
-    let c = connect(&hub, request("sensor", true, None)).await;
+    let c = connect(&hub, request(&hub, "sensor", true, None)).await;
     for _ in 0..5 {
         c.session
-            .publish_deferred(publish("plant/t", QoS::AtMostOnce))
+            .publish_deferred(publish(&hub, "plant/t", QoS::AtMostOnce))
             .await
             .expect("unlimited");
     }
@@ -265,12 +269,12 @@ async fn a_connected_session_follows_profile_changes_at_once() {
         .await
         .unwrap();
     c.session
-        .publish_deferred(publish("plant/t", QoS::AtMostOnce))
+        .publish_deferred(publish(&hub, "plant/t", QoS::AtMostOnce))
         .await
         .expect("the first of the new minute");
     let refused = c
         .session
-        .publish_deferred(publish("plant/t", QoS::AtMostOnce))
+        .publish_deferred(publish(&hub, "plant/t", QoS::AtMostOnce))
         .await
         .err()
         .expect("over the new rate");
@@ -318,7 +322,7 @@ async fn activations_still_queued_at_shutdown_are_written() {
             &d.product_key,
             None,
         );
-        let mut req = request("m|securemode=2,signmethod=hmacsha256|", true, None);
+        let mut req = request(&hub, "m|securemode=2,signmethod=hmacsha256|", true, None);
         req.username = Some(format!("{}&{}", d.device_name, d.product_key));
         req.password = Some(Bytes::from(password));
         connect(&hub, req).await;

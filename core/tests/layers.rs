@@ -1,5 +1,6 @@
 //! The shape of core, checked on its source: no import circle among its top-level modules, the
-//! data layer imports nothing above it, and no file grows past the size a reader can hold.
+//! data layer imports nothing above it, no file grows past the size a reader can hold, and core
+//! names no transport or sink.
 //! docs/architecture.md describes the layers these checks keep.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -128,4 +129,32 @@ fn no_source_file_outgrows_a_reader() {
         }
     }
     assert!(too_long.is_empty(), "split these by role: {too_long:#?}");
+}
+
+/// The names the stock server's plug-ins register under: core's code (its tests aside) may
+/// mention them in comments, never in a string it acts on.
+const PLUG_IN_NAMES: &[&str] = &[
+    "\"mqtt\"",
+    "\"mqtt-tls\"",
+    "\"quic\"",
+    "\"http\"",
+    "\"coap\"",
+    "\"amqp\"",
+    "\"sqs\"",
+];
+
+#[test]
+fn core_names_no_transport_or_sink() {
+    let mut named = Vec::new();
+    for (file, _, code) in sources() {
+        for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for name in PLUG_IN_NAMES.iter().filter(|n| line.contains(*n)) {
+                named.push(format!("{file}: {name} in `{}`", line.trim()));
+            }
+        }
+    }
+    assert!(
+        named.is_empty(),
+        "transports and sinks register themselves (Hub::transport, Sink::capabilities): {named:#?}"
+    );
 }

@@ -284,10 +284,11 @@ impl Hub {
         Ok(())
     }
 
-    /// The CoAP payload bound (L-023), counted when it refuses.
-    pub fn check_coap_payload(&self, len: usize) -> Result<(), Limited> {
-        if len > self.inner.config.max_coap_payload {
-            return Err(self.counted(Limited::new(LimitId::CoapMessageSize)));
+    /// A bound a transport checks itself (a size only its protocol has, such as L-023 for CoAP):
+    /// refused and counted when `value` is over `max`.
+    pub fn check_bound(&self, limit: LimitId, value: usize, max: usize) -> Result<(), Limited> {
+        if value > max {
+            return Err(self.counted(Limited::new(limit)));
         }
         Ok(())
     }

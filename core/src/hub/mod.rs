@@ -114,11 +114,11 @@ pub struct Stats {
     /// Requests stopped by each limit, indexed like [`LimitId::ALL`].
     pub limited: LimitCounters,
     /// Connections (HTTP and CoAP: token requests) accepted, by [`TransportKind`].
-    pub accepted: [AtomicU64; TransportKind::COUNT],
+    pub accepted: [AtomicU64; TransportKind::MAX],
     /// Connections refused, by [`TransportKind`] and [`ConnectRefusal::kind`].
-    pub refused: [[AtomicU64; ConnectRefusal::KINDS]; TransportKind::COUNT],
+    pub refused: [[AtomicU64; ConnectRefusal::KINDS]; TransportKind::MAX],
     /// Messages accepted from clients, by [`TransportKind`] and QoS.
-    pub received: [[AtomicU64; 3]; TransportKind::COUNT],
+    pub received: [[AtomicU64; 3]; TransportKind::MAX],
     /// Deliveries handed to sessions, by QoS.
     pub delivered: [AtomicU64; 3],
 }
@@ -127,8 +127,8 @@ impl Stats {
     /// Counts a connection attempt's outcome.
     pub(crate) fn connect(&self, transport: TransportKind, refusal: Option<&ConnectRefusal>) {
         match refusal {
-            None => self.accepted[transport as usize].fetch_add(1, Ordering::Relaxed),
-            Some(r) => self.refused[transport as usize][r.kind()].fetch_add(1, Ordering::Relaxed),
+            None => self.accepted[transport.index()].fetch_add(1, Ordering::Relaxed),
+            Some(r) => self.refused[transport.index()][r.kind()].fetch_add(1, Ordering::Relaxed),
         };
     }
 
@@ -259,6 +259,8 @@ pub(crate) struct Inner {
     pub(crate) profile_generation: AtomicU64,
     /// Where "now" comes from (the wall clock, or tokio's in virtual-time tests).
     pub(crate) clock: Clock,
+    /// The labels of the transports registered so far, indexed by [`TransportKind`].
+    pub(crate) transports: RwLock<Vec<&'static str>>,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -369,6 +371,7 @@ impl Hub {
                 default_profile: Arc::new(Profile::default()),
                 profile_generation: AtomicU64::new(0),
                 clock,
+                transports: RwLock::default(),
             }),
         };
         hub.restore().await?;
@@ -426,6 +429,27 @@ impl Hub {
         &self.inner.store
     }
 
+    /// The kind of the transport labelled `label` ("mqtt", "coap", ...), registered on first use:
+    /// a transport asks once when it starts serving. Panics past [`TransportKind::MAX`]
+    /// transports, a composition error.
+    pub fn transport(&self, label: &'static str) -> TransportKind {
+        let known = |labels: &[&str]| labels.iter().position(|&l| l == label);
+        if let Some(i) = known(&self.inner.transports.read().expect("transports lock")) {
+            return TransportKind(i as u8);
+        }
+        let mut labels = self.inner.transports.write().expect("transports lock");
+        let i = known(&labels).unwrap_or_else(|| {
+            assert!(
+                labels.len() < TransportKind::MAX,
+                "more than {} transports",
+                TransportKind::MAX
+            );
+            labels.push(label);
+            labels.len() - 1
+        });
+        TransportKind(i as u8)
+    }
+
     /// Now, in milliseconds since the epoch, by the hub's clock.
     pub fn now_ms(&self) -> u64 {
         self.inner.clock.now_ms()
@@ -452,7 +476,13 @@ impl Hub {
             })
             .collect();
         let sessions = self.inner.sessions.read().expect("sessions lock");
-        let mut open_by = [0u64; TransportKind::COUNT];
+        let labels = self
+            .inner
+            .transports
+            .read()
+            .expect("transports lock")
+            .clone();
+        let mut open_by = [0u64; TransportKind::MAX];
         let mut tenants_online = BTreeMap::new();
         for slot in sessions.values() {
             if let Some(t) = slot.online_by() {
@@ -461,10 +491,10 @@ impl Hub {
             }
         }
         let open = open_by.iter().sum();
-        let transports = TransportKind::ALL
+        let transports = labels
             .iter()
-            .map(|&t| {
-                let i = t as usize;
+            .enumerate()
+            .map(|(i, &label)| {
                 let stats = TransportStats {
                     open: open_by[i],
                     accepted: get(&s.accepted[i]),
@@ -476,7 +506,7 @@ impl Hub {
                         .collect(),
                     received: s.received[i].each_ref().map(get),
                 };
-                (t.label(), stats)
+                (label, stats)
             })
             .collect();
         StatsSnapshot {

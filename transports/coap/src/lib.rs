@@ -19,10 +19,8 @@ use bytes::Bytes;
 use coap_lite::{RequestType, ResponseType};
 use ironhub_core::Hub;
 use ironhub_core::data::message::{Properties, QoS};
-use ironhub_core::hub::{
-    AuthRequest, ConnectRefusal, PublishRefusal, PublishRequest, TransportKind,
-};
-use ironhub_core::limits::{LimitKind, Limited};
+use ironhub_core::hub::{AuthRequest, ConnectRefusal, PublishRefusal, PublishRequest};
+use ironhub_core::limits::{LimitId, LimitKind, Limited};
 use ironhub_core::transport::{BoxError, Transport};
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
@@ -33,6 +31,9 @@ use tokio_util::task::TaskTracker;
 pub mod codec;
 
 use codec::{DecodeError, Kind, Request, Response};
+
+/// This transport's label in the hub's counters.
+const LABEL: &str = "coap";
 
 /// How long a message id stays known for duplicate detection (RFC 7252 EXCHANGE_LIFETIME).
 const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
@@ -176,7 +177,7 @@ impl Server {
         let ttl = self.settings.token_ttl_secs;
         match self
             .hub
-            .issue_token(TransportKind::Coap, &request, ttl)
+            .issue_token(self.hub.transport(LABEL), &request, ttl)
             .await
         {
             Ok((token, _)) => Response {
@@ -208,8 +209,8 @@ impl Server {
         } else {
             req.payload.len()
         };
-        if let Err(l) = self.hub.check_coap_payload(len) {
-            let max = self.hub.config().max_coap_payload;
+        let max = self.hub.config().max_coap_payload;
+        if let Err(l) = self.hub.check_bound(LimitId::CoapMessageSize, len, max) {
             let message = format!("payload larger than {max} bytes");
             return Response {
                 code: ResponseType::RequestEntityTooLarge,
@@ -224,7 +225,7 @@ impl Server {
             Kind::NonConfirmable => QoS::AtMostOnce,
         };
         let request = PublishRequest {
-            transport: TransportKind::Coap,
+            transport: self.hub.transport(LABEL),
             topic,
             payload: Bytes::from(req.payload.clone()),
             qos,

@@ -19,15 +19,16 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use ironhub_core::Hub;
 use ironhub_core::data::message::{Properties, QoS};
-use ironhub_core::hub::{
-    AuthRequest, ConnectRefusal, PublishRefusal, PublishRequest, TransportKind,
-};
+use ironhub_core::hub::{AuthRequest, ConnectRefusal, PublishRefusal, PublishRequest};
 use ironhub_core::limits::{LimitKind, Limited as Limit};
 use ironhub_core::transport::{BoxError, Transport};
 use ironhub_tls::TlsAcceptor;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// This transport's label in the hub's counters.
+const LABEL: &str = "http";
 use tokio_util::task::TaskTracker;
 
 /// How long shutdown waits for requests in progress.
@@ -191,7 +192,7 @@ async fn auth(hub: &Hub, req: Request<Incoming>, ttl: u64) -> Answer {
         Ok(r) => r,
         Err(message) => return Answer::error(StatusCode::BAD_REQUEST, 10000, message),
     };
-    match hub.issue_token(TransportKind::Http, &request, ttl).await {
+    match hub.issue_token(hub.transport(LABEL), &request, ttl).await {
         Ok((token, _)) => Answer::ok(json!({ "token": token, "expires_in": ttl })),
         Err(r) => refusal_answer(&r),
     }
@@ -219,7 +220,7 @@ async fn publish(hub: &Hub, req: Request<Incoming>, topic: String) -> Answer {
         Err(a) => return a,
     };
     let request = PublishRequest {
-        transport: TransportKind::Http,
+        transport: hub.transport(LABEL),
         topic,
         payload,
         qos: QoS::AtLeastOnce,

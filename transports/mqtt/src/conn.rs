@@ -825,7 +825,7 @@ mod tests {
         let task = super::serve_connection(
             stream,
             "127.0.0.1:1".parse().unwrap(),
-            ironhub_core::hub::TransportKind::Mqtt,
+            hub.transport("mqtt"),
             hub,
             Default::default(),
         );

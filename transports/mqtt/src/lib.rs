@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ironhub_core::Hub;
-use ironhub_core::hub::TransportKind;
 use ironhub_core::transport::{BoxError, Transport};
 use ironhub_tls::TlsAcceptor;
 use tokio::net::TcpListener;
@@ -65,6 +64,11 @@ impl Transport for MqttTransport {
 
     async fn serve(self: Box<Self>, hub: Hub, shutdown: CancellationToken) -> Result<(), BoxError> {
         let tracker = TaskTracker::new();
+        let kind = hub.transport(if self.tls.is_some() {
+            "mqtt-tls"
+        } else {
+            "mqtt"
+        });
         tracing::info!(addr = %self.listener.local_addr()?, tls = self.tls.is_some(), "MQTT listening");
         loop {
             tokio::select! {
@@ -83,13 +87,13 @@ impl Transport for MqttTransport {
                     let (hub, shutdown) = (hub.clone(), shutdown.clone());
                     match &self.tls {
                         None => {
-                            tracker.spawn(conn::serve_connection(stream, peer, TransportKind::Mqtt, hub, shutdown));
+                            tracker.spawn(conn::serve_connection(stream, peer, kind, hub, shutdown));
                         }
                         Some(acceptor) => {
                             let handshake = acceptor.accept(stream);
                             tracker.spawn(async move {
                                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
-                                    Ok(Ok(tls)) => conn::serve_connection(tls, peer, TransportKind::MqttTls, hub, shutdown).await,
+                                    Ok(Ok(tls)) => conn::serve_connection(tls, peer, kind, hub, shutdown).await,
                                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                                 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ironhub_core::clock::Clock;
-use ironhub_core::hub::TransportKind;
 use ironhub_core::store::memory::memory_store;
 use ironhub_core::{Hub, HubConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -31,7 +30,7 @@ async fn connected_client() -> DuplexStream {
     tokio::spawn(ironhub_mqtt::conn::serve_connection(
         server,
         "127.0.0.1:1".parse().unwrap(),
-        TransportKind::Mqtt,
+        hub.transport("mqtt"),
         hub,
         Default::default(),
     ));

@@ -134,7 +134,7 @@ async fn serve_quic_connection(incoming: quinn::Incoming, hub: Hub, shutdown: Ca
     ironhub_mqtt::conn::serve_connection(
         tokio::io::join(recv, send),
         peer,
-        ironhub_core::hub::TransportKind::Quic,
+        hub.transport("quic"),
         hub,
         shutdown,
     )

@@ -259,7 +259,7 @@ impl Hub {
                 generation,
             }),
         );
-        slot.transport.store(transport as u8, Ordering::Relaxed);
+        slot.transport.store(transport.0, Ordering::Relaxed);
         slot.online.store(true, Ordering::Relaxed);
         drop(st);
         tracing::info!(session = %identity.key, tenant = %identity.tenant, session_present, "connected");

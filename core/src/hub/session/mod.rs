@@ -50,42 +50,19 @@ pub struct Will {
     pub properties: Properties,
 }
 
-/// The transport a client came in by (a label of the hub's counters).
+/// The transport a client came in by: registered by the transport itself with
+/// [`Hub::transport`](crate::hub::Hub::transport) (core knows none by name); its label names it
+/// in the hub's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportKind {
-    /// MQTT over TCP.
-    Mqtt = 0,
-    /// MQTT over TLS.
-    MqttTls = 1,
-    /// MQTT over QUIC.
-    Quic = 2,
-    /// HTTP devices.
-    Http = 3,
-    /// CoAP devices.
-    Coap = 4,
-}
+pub struct TransportKind(pub(crate) u8);
 
 impl TransportKind {
-    /// How many transports there are.
-    pub const COUNT: usize = 5;
-    /// Every transport, in the order of their discriminants.
-    pub const ALL: [TransportKind; TransportKind::COUNT] = [
-        TransportKind::Mqtt,
-        TransportKind::MqttTls,
-        TransportKind::Quic,
-        TransportKind::Http,
-        TransportKind::Coap,
-    ];
+    /// Most transports one hub serves (the counters are fixed arrays of this size).
+    pub const MAX: usize = 16;
 
-    /// The name in metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            TransportKind::Mqtt => "mqtt",
-            TransportKind::MqttTls => "mqtt-tls",
-            TransportKind::Quic => "quic",
-            TransportKind::Http => "http",
-            TransportKind::Coap => "coap",
-        }
+    /// Its place in the hub's counters.
+    pub(crate) fn index(self) -> usize {
+        usize::from(self.0)
     }
 }
 

@@ -62,7 +62,7 @@ impl Hub {
         self.admit_message(charges, req.qos != QoS::AtMostOnce, &req.payload, now)
             .await
             .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
-        self.inner.stats.received[req.transport as usize][req.qos as usize]
+        self.inner.stats.received[req.transport.index()][req.qos as usize]
             .fetch_add(1, Ordering::Relaxed);
         if identity.device.is_some() {
             self.inner
