@@ -1768,5 +1768,24 @@ fn every_row_of_the_contract_has_a_test() {
             "{id} is listed as not yet built but the contract says otherwise"
         );
     }
+    let catalog: Vec<&str> = ironhub_core::limits::LimitId::ALL
+        .iter()
+        .map(|l| l.id())
+        .collect();
+    for row in &rows {
+        if !catalog.contains(&row.id.as_str()) {
+            missing.push(format!(
+                "{} has no entry in core's catalog (LimitId)",
+                row.id
+            ));
+        }
+    }
+    for id in &catalog {
+        if !ids.contains(id) {
+            missing.push(format!(
+                "{id} is in core's catalog but not in docs/limits.md"
+            ));
+        }
+    }
     assert!(missing.is_empty(), "{missing:#?}");
 }

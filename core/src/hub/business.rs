@@ -252,6 +252,7 @@ impl Hub {
         timeout_ms: u64,
     ) -> Result<RrpcOutcome, HubError> {
         if !RRPC_TIMEOUT_MS.contains(&timeout_ms) {
+            self.inner.stats.limited(LimitId::RrpcTimeout);
             return Err(HubError::Invalid(format!(
                 "timeout_ms must be {} to {} (L-025)",
                 RRPC_TIMEOUT_MS.start(),

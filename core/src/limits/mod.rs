@@ -32,8 +32,9 @@ pub enum LimitKind {
     Malformed,
 }
 
-/// Declares the catalog once: each enforced row of docs/limits.md with its id, a few words, and
-/// the kind of answer transports give.
+/// Declares the catalog once: every row of docs/limits.md (fixed ones and guarantees included, so
+/// the contract's coverage test can check the code) with its id, a few words, and the kind of
+/// answer transports give where the limit refuses something.
 macro_rules! catalog {
     ($($variant:ident => $id:literal, $what:literal, $kind:ident;)*) => {
         /// Limits the hub enforces, by their id in docs/limits.md.
@@ -77,6 +78,7 @@ catalog! {
     SubDevicesPerGateway => "L-004", "sub-devices per gateway", Quota;
     RulesPerTenant => "L-005", "rules per tenant", Quota;
     ConsumerGroupsPerTenant => "L-006", "consumer groups per tenant", Quota;
+    ConnectionsPerDevice => "L-010", "connections per device certificate (a new one takes over)", Quota;
     TenantConnections => "L-011", "connection requests per tenant", Rate;
     DeviceConnections => "L-012", "connection requests per device", Rate;
     SubscriptionsPerDevice => "L-013", "subscriptions per device", Quota;
@@ -86,6 +88,11 @@ catalog! {
     DeviceMessagesQos1 => "L-017", "QoS 1 messages per device", Rate;
     DeviceDownlink => "L-018", "messages a device receives from the business API", Rate;
     ConnectionBandwidth => "L-019", "bandwidth per connection", Rate;
+    InFlightPublishes => "L-020", "unacknowledged QoS 1/2 publishes in flight", Quota;
+    SessionRetention => "L-021", "QoS 1 message retention (session expiry)", Quota;
+    MqttPacketSize => "L-022", "MQTT packet size", Malformed;
+    KeepAlive => "L-024", "MQTT keep-alive range", Malformed;
+    RrpcTimeout => "L-025", "RRPC timeout", Malformed;
     UserProperties => "L-026", "user properties per message", Malformed;
     UserPropertyLength => "L-027", "user property key or value length", Malformed;
     RequestResponseLength => "L-028", "response topic or correlation data length", Malformed;
@@ -94,6 +101,7 @@ catalog! {
     CoapMessageSize => "L-023", "CoAP message size", Malformed;
     TopicCategories => "L-030", "custom topic categories per product", Quota;
     FiltersPerSubscribe => "L-033", "topic filters per SUBSCRIBE", Quota;
+    SubscriptionDelay => "L-034", "time for a subscription to take effect", Quota;
     BroadcastSize => "L-035", "broadcast message size", Malformed;
     TslModules => "L-045", "custom modules of a thing model", Malformed;
     TslFeatures => "L-046", "features of a thing model module", Malformed;
@@ -111,6 +119,7 @@ catalog! {
     GroupsPerProduct => "L-060", "consumer groups per product", Quota;
     ProductsPerGroup => "L-061", "products per consumer group", Quota;
     ConsumersPerGroup => "L-062", "consumers per consumer group", Quota;
+    GroupRetention => "L-063", "consumer-group retention", Quota;
     MonthlyMessages => "L-070", "transport messages per month", Quota;
     MonthlyDataPoints => "L-071", "transport data points per month", Quota;
     MonthlyRuleExecutions => "L-072", "rule executions per month", Quota;

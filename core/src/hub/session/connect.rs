@@ -19,6 +19,7 @@ use crate::data::model::{self, Device};
 use crate::hub::queue;
 use crate::hub::router::Delivery;
 use crate::hub::{Hub, device_session_key};
+use crate::limits::LimitId;
 use crate::store::records;
 use crate::store::{self, StoreError, transact};
 use crate::topic::{self, Filter};
@@ -180,6 +181,7 @@ impl Hub {
         };
         let cfg = &self.inner.config;
         if !(cfg.keepalive_min_secs..=cfg.keepalive_max_secs).contains(&req.keep_alive_secs) {
+            self.inner.stats.limited(LimitId::KeepAlive);
             return Err(ConnectRefusal::KeepAliveOutOfRange {
                 got: req.keep_alive_secs,
                 min: cfg.keepalive_min_secs,
