@@ -549,3 +549,23 @@ async fn a_tenant_key_on_the_admin_api_reaches_its_own_tenant_only() {
     let (st, v) = call(d, "nope.nope", Method::GET, "/api/v1/products", None).await;
     assert_eq!((st, v["error"].as_str()), (401, Some("unauthorized")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_a_path_does_not_serve_is_405_naming_the_ones_it_does() {
+    let d = Deployment::start("").await;
+    for (method, path, allow) in [
+        (Method::PATCH, "/api/v1/tenants", "GET, POST"),
+        (Method::PUT, "/api/v1/tenants/acme/", "DELETE, GET"),
+        (Method::GET, "/api/v1/business/pub", "POST"),
+        (Method::POST, "/healthz", "GET"),
+    ] {
+        let (status, headers, body) = d.api_with_headers(method.clone(), path, None).await;
+        assert_eq!(status, 405, "{method} {path}: {body}");
+        assert_eq!(headers["allow"], allow, "{method} {path}");
+        assert_eq!(body["error"], "method_not_allowed");
+    }
+    let (status, _, body) = d
+        .api_with_headers(Method::GET, "/api/v1/no-such-thing", None)
+        .await;
+    assert_eq!(status, 404, "an unknown path stays 404: {body}");
+}

@@ -9,7 +9,7 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use hyper::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -205,6 +205,19 @@ impl Admin {
                 .header(CONTENT_TYPE, content_type)
                 .header(CACHE_CONTROL, "no-cache")
                 .body(Full::new(Bytes::from_static(body.as_bytes())))
+                .expect("static response parts are valid");
+        }
+        let allowed = crate::openapi::allowed_methods(&path);
+        if !allowed.is_empty() && !allowed.contains(&method.as_str()) {
+            let body = json!({
+                "error": "method_not_allowed",
+                "message": format!("{method} is not served on {path}: {}", allowed.join(", ")),
+            });
+            return Response::builder()
+                .status(StatusCode::METHOD_NOT_ALLOWED)
+                .header(CONTENT_TYPE, "application/json")
+                .header(ALLOW, allowed.join(", "))
+                .body(Full::new(Bytes::from(body.to_string())))
                 .expect("static response parts are valid");
         }
         let result = if path == "/metrics" {

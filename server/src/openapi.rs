@@ -398,6 +398,29 @@ pub fn document() -> Value {
     })
 }
 
+/// The methods the route table has for `path` (its `{...}` segments match any one segment):
+/// empty when no route has the path, which is then a 404; otherwise a request with another
+/// method is a 405 naming these.
+pub(crate) fn allowed_methods(path: &str) -> Vec<&'static str> {
+    let path = path.trim_end_matches('/');
+    let segments: Vec<&str> = path.split('/').collect();
+    let mut methods: Vec<&'static str> = ROUTES
+        .iter()
+        .filter(|r| {
+            let pattern: Vec<&str> = r.path.split('/').collect();
+            pattern.len() == segments.len()
+                && pattern
+                    .iter()
+                    .zip(&segments)
+                    .all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
+        })
+        .map(|r| r.method)
+        .collect();
+    methods.sort_unstable();
+    methods.dedup();
+    methods
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -473,6 +496,19 @@ mod tests {
             extra.is_empty(),
             "documented routes the router lacks: {extra:#?}"
         );
+    }
+
+    #[test]
+    fn a_known_path_names_its_methods() {
+        assert_eq!(allowed_methods("/api/v1/tenants"), ["GET", "POST"]);
+        assert_eq!(
+            allowed_methods("/api/v1/tenants/acme/"),
+            ["DELETE", "GET"],
+            "a trailing slash is the same path"
+        );
+        assert_eq!(allowed_methods("/healthz"), ["GET"]);
+        assert!(allowed_methods("/api/v1/nothing-here").is_empty());
+        assert!(allowed_methods("/api/v1/tenants//usage").is_empty());
     }
 
     #[test]
