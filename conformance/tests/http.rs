@@ -1,5 +1,6 @@
 //! The HTTP device transport, black-box with curl (a client that is not ours): the Alibaba
-//! `/auth` and `/topic/...` scheme, its errors, and the same limits as MQTT.
+//! `/auth` and `/topic/...` scheme, its errors, tokens that survive a crash, and the same limits
+//! as MQTT.
 
 use std::process::Command;
 use std::time::Duration;
@@ -160,6 +161,31 @@ async fn a_device_authenticates_and_publishes_over_http_to_an_mqtt_subscriber() 
         (got.topic.as_str(), &got.payload[..]),
         (dev.user_topic("update").as_str(), &b"{\"t\":21}"[..])
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_outlives_a_crash_of_the_hub() {
+    let (mut d, http) = Http::start("").await;
+    let dev = d.provision("acme").await;
+    let token = http.token(&dev).await;
+    d.kill();
+    d.restart().await;
+    let (status, _, v) = http
+        .publish(Some(&token), &dev.user_topic("update"), b"{}".to_vec())
+        .await;
+    assert_eq!(
+        (status, v["code"].as_i64()),
+        (200, Some(0)),
+        "the token issued before the crash still admits: {v}"
+    );
+    let (status, _, v) = http
+        .publish(
+            Some("not-a-token"),
+            &dev.user_topic("update"),
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_eq!(status, 401, "an unknown token stays refused: {v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

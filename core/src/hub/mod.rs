@@ -607,6 +607,12 @@ impl Hub {
             }
             self.inner.limiter.sweep(now);
             self.sweep_tokens(now);
+            // In a cluster one node sweeps the stored tokens for all (server/src/cluster).
+            if self.peers().is_none()
+                && let Err(e) = self.sweep_stored_tokens(now).await
+            {
+                tracing::warn!(error = %e, "sweeping stored device tokens failed");
+            }
         }
     }
 

@@ -1,5 +1,7 @@
 //! Device tokens for request/response transports (HTTP, CoAP): a device authenticates once with
 //! the signed `/auth` request and sends the token with each message, without holding a session.
+//! A token is in the store (as the SHA-256 of its text) before the device gets it, so a restart
+//! or another node of a cluster knows it; each node keeps the tokens it has seen in memory.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -115,8 +117,8 @@ impl Hub {
             }
             map.insert(token.clone(), (identity.clone(), expires_at_ms));
         }
-        if let (Some(_), Some((pk, dn))) = (self.peers(), &identity.device) {
-            // In a cluster the device's next request may reach another node.
+        if let Some((pk, dn)) = &identity.device {
+            // The next request may come after a restart, or reach another node.
             let record = records::TokenRecord {
                 tenant: identity.tenant.clone(),
                 product_key: pk.clone(),
@@ -129,8 +131,8 @@ impl Hub {
         Ok((token, identity))
     }
 
-    /// The device a token stands for, if it is known and not expired (in a cluster, also a
-    /// token another node issued).
+    /// The device a token stands for, if it is known and not expired (also a token issued
+    /// before a restart, or by another node of a cluster).
     pub async fn token_identity(&self, token: &str) -> Option<ClientIdentity> {
         let now = self.now_ms();
         let cached = {
@@ -139,7 +141,7 @@ impl Hub {
                 .filter(|(_, expires)| *expires > now)
                 .map(|(id, _)| id.clone())
         };
-        if cached.is_some() || self.peers().is_none() {
+        if cached.is_some() {
             return cached;
         }
         let hash = super::business::hash(token);
@@ -169,7 +171,8 @@ impl Hub {
         Some(identity)
     }
 
-    /// Drops the stored tokens that expired (cluster-wide chore of one node), a page at a time.
+    /// Drops the stored tokens that expired, a page at a time (the session sweeper of a single
+    /// node calls it; in a cluster, one node for all).
     pub async fn sweep_stored_tokens(&self, now: u64) -> Result<usize, StoreError> {
         let mut after: Option<String> = None;
         let mut dropped = 0;
