@@ -6,6 +6,7 @@
 //! [`store::Store`], and destinations behind [`sink::Sink`].
 
 pub mod acl;
+pub mod admission;
 pub mod auth;
 pub mod clock;
 pub mod config;

@@ -18,8 +18,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use coap_lite::{RequestType, ResponseType};
 use ironhub_core::Hub;
+use ironhub_core::admission::{Cause, Refusal, Stage};
 use ironhub_core::data::message::{Properties, QoS};
-use ironhub_core::hub::{AuthRequest, ConnectRefusal, PublishRefusal, PublishRequest};
+use ironhub_core::hub::{AuthRequest, PublishRequest};
 use ironhub_core::limits::{LimitId, LimitKind, Limited};
 use ironhub_core::transport::{BoxError, Transport};
 use serde_json::{Value, json};
@@ -147,20 +148,25 @@ fn limited(l: &Limited) -> Response {
     }
 }
 
-fn refusal(r: &ConnectRefusal) -> Response {
-    match r {
-        ConnectRefusal::BadCredentials(why) => answer(
+/// The one mapping of the hub's refusals to CoAP: response code, Alibaba's code, message.
+fn refused(r: &Refusal) -> Response {
+    match (&r.cause, r.stage) {
+        (Cause::BadCredentials, _) => answer(
             ResponseType::Unauthorized,
             20000,
-            format!("authentication failed: {why}"),
+            format!("authentication failed: {}", r.detail),
         ),
-        ConnectRefusal::Disabled => answer(ResponseType::Forbidden, 20001, "device is disabled"),
-        ConnectRefusal::NotAuthorized(why) => answer(ResponseType::Forbidden, 20001, why),
-        ConnectRefusal::KeepAliveOutOfRange { .. } => {
-            answer(ResponseType::BadRequest, 10000, r.to_string())
-        }
-        ConnectRefusal::Limited(l) => limited(l),
-        ConnectRefusal::Unavailable(_) => answer(
+        (Cause::Disabled, _) => answer(ResponseType::Forbidden, 20001, "device is disabled"),
+        (Cause::NotAuthorized, Stage::Connect) => answer(ResponseType::Forbidden, 20001, &r.detail),
+        (Cause::NotAuthorized, _) => answer(ResponseType::Forbidden, 20002, &r.message),
+        (Cause::Malformed, Stage::Connect) => answer(ResponseType::BadRequest, 10000, &r.message),
+        (Cause::Malformed, _) => answer(
+            ResponseType::BadRequest,
+            10000,
+            format!("invalid topic: {}", r.detail),
+        ),
+        (Cause::Limited(l), _) => limited(l),
+        (Cause::Unavailable, _) => answer(
             ResponseType::ServiceUnavailable,
             10000,
             "server unavailable",
@@ -187,7 +193,7 @@ impl Server {
                     .into_bytes(),
                 max_age: None,
             },
-            Err(r) => refusal(&r),
+            Err(r) => refused(&Refusal::from(&r)),
         }
     }
 
@@ -239,22 +245,7 @@ impl Server {
                 payload: body(0, "success", json!({ "delivered_to": delivered })),
                 max_age: None,
             },
-            Err(PublishRefusal::NotAuthorized(t)) => answer(
-                ResponseType::Forbidden,
-                20002,
-                format!("not authorized to publish to {t}"),
-            ),
-            Err(PublishRefusal::TopicInvalid(e)) => answer(
-                ResponseType::BadRequest,
-                10000,
-                format!("invalid topic: {e}"),
-            ),
-            Err(PublishRefusal::Limited(l)) => limited(&l),
-            Err(PublishRefusal::Unavailable(_)) => answer(
-                ResponseType::ServiceUnavailable,
-                10000,
-                "server unavailable",
-            ),
+            Err(r) => refused(&Refusal::from(&r)),
         }
     }
 

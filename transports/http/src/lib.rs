@@ -18,8 +18,9 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use ironhub_core::Hub;
+use ironhub_core::admission::{Cause, Refusal, Stage};
 use ironhub_core::data::message::{Properties, QoS};
-use ironhub_core::hub::{AuthRequest, ConnectRefusal, PublishRefusal, PublishRequest};
+use ironhub_core::hub::{AuthRequest, PublishRequest};
 use ironhub_core::limits::{LimitKind, Limited as Limit};
 use ironhub_core::transport::{BoxError, Transport};
 use ironhub_tls::TlsAcceptor;
@@ -146,24 +147,29 @@ impl Answer {
     }
 }
 
-fn refusal_answer(r: &ConnectRefusal) -> Answer {
-    match r {
-        ConnectRefusal::BadCredentials(why) => Answer::error(
+/// The one mapping of the hub's refusals to HTTP: status, Alibaba's code, message.
+fn refused(r: &Refusal) -> Answer {
+    match (&r.cause, r.stage) {
+        (Cause::BadCredentials, _) => Answer::error(
             StatusCode::UNAUTHORIZED,
             20000,
-            format!("authentication failed: {why}"),
+            format!("authentication failed: {}", r.detail),
         ),
-        ConnectRefusal::Disabled => {
-            Answer::error(StatusCode::FORBIDDEN, 20001, "device is disabled")
+        (Cause::Disabled, _) => Answer::error(StatusCode::FORBIDDEN, 20001, "device is disabled"),
+        (Cause::NotAuthorized, Stage::Connect) => {
+            Answer::error(StatusCode::FORBIDDEN, 20001, r.detail.clone())
         }
-        ConnectRefusal::NotAuthorized(why) => {
-            Answer::error(StatusCode::FORBIDDEN, 20001, why.clone())
+        (Cause::NotAuthorized, _) => Answer::error(StatusCode::FORBIDDEN, 20002, r.message.clone()),
+        (Cause::Malformed, Stage::Connect) => {
+            Answer::error(StatusCode::BAD_REQUEST, 10000, r.message.clone())
         }
-        ConnectRefusal::KeepAliveOutOfRange { .. } => {
-            Answer::error(StatusCode::BAD_REQUEST, 10000, r.to_string())
-        }
-        ConnectRefusal::Limited(l) => Answer::limited(l),
-        ConnectRefusal::Unavailable(_) => {
+        (Cause::Malformed, _) => Answer::error(
+            StatusCode::BAD_REQUEST,
+            10000,
+            format!("invalid topic: {}", r.detail),
+        ),
+        (Cause::Limited(l), _) => Answer::limited(l),
+        (Cause::Unavailable, _) => {
             Answer::error(StatusCode::SERVICE_UNAVAILABLE, 10000, "server unavailable")
         }
     }
@@ -194,7 +200,7 @@ async fn auth(hub: &Hub, req: Request<Incoming>, ttl: u64) -> Answer {
     };
     match hub.issue_token(hub.transport(LABEL), &request, ttl).await {
         Ok((token, _)) => Answer::ok(json!({ "token": token, "expires_in": ttl })),
-        Err(r) => refusal_answer(&r),
+        Err(r) => refused(&Refusal::from(&r)),
     }
 }
 
@@ -230,20 +236,7 @@ async fn publish(hub: &Hub, req: Request<Incoming>, topic: String) -> Answer {
     };
     match hub.publish_from(&identity, request).await {
         Ok(delivered) => Answer::ok(json!({ "delivered_to": delivered })),
-        Err(PublishRefusal::NotAuthorized(t)) => Answer::error(
-            StatusCode::FORBIDDEN,
-            20002,
-            format!("not authorized to publish to {t}"),
-        ),
-        Err(PublishRefusal::TopicInvalid(e)) => Answer::error(
-            StatusCode::BAD_REQUEST,
-            10000,
-            format!("invalid topic: {e}"),
-        ),
-        Err(PublishRefusal::Limited(l)) => Answer::limited(&l),
-        Err(PublishRefusal::Unavailable(_)) => {
-            Answer::error(StatusCode::SERVICE_UNAVAILABLE, 10000, "server unavailable")
-        }
+        Err(r) => refused(&Refusal::from(&r)),
     }
 }
 

@@ -174,6 +174,22 @@ pub enum ConnectCode {
     QuotaExceeded,
 }
 
+impl ConnectCode {
+    /// The code of a refused connection by its MQTT 5 reason code (the codec gives 3.1.1 clients
+    /// their return code); unknown codes are implementation-specific errors.
+    pub fn from_reason(code: u8) -> ConnectCode {
+        match code {
+            0x00 => ConnectCode::Accepted,
+            0x86 => ConnectCode::BadCredentials,
+            0x87 => ConnectCode::NotAuthorized,
+            0x88 => ConnectCode::ServerUnavailable,
+            0x9F => ConnectCode::ConnectionRateExceeded,
+            0x97 => ConnectCode::QuotaExceeded,
+            _ => ConnectCode::ImplementationSpecific,
+        }
+    }
+}
+
 /// CONNACK, either version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnAck {

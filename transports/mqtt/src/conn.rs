@@ -14,12 +14,12 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
+use ironhub_core::admission::{Cause, Refusal, Stage};
 use ironhub_core::data::message::{Properties, QoS as HubQoS};
 use ironhub_core::hub::queue::DeliveryReceiver;
 use ironhub_core::hub::{
-    ConnectOutcome, ConnectRefusal, ConnectRequest, Connected, Delivery, KickReason,
-    PublishRefusal, PublishRequest, Session, SubscribeRefusal, SubscribeRequest, TransportKind,
-    Will,
+    ConnectOutcome, ConnectRequest, Connected, Delivery, KickReason, PublishRequest, Session,
+    SubscribeRequest, TransportKind, Will,
 };
 use ironhub_core::limits::rate::ByteRate;
 use ironhub_core::limits::{LimitId, LimitKind};
@@ -149,18 +149,8 @@ where
     let connected = match outcome {
         Err(refusal) => {
             tracing::info!(%peer, client_id = %connect.client_id, %refusal, "connection refused");
-            let code = match refusal {
-                ConnectRefusal::BadCredentials(_) => ConnectCode::BadCredentials,
-                ConnectRefusal::Disabled | ConnectRefusal::NotAuthorized(_) => {
-                    ConnectCode::NotAuthorized
-                }
-                ConnectRefusal::KeepAliveOutOfRange { .. } => ConnectCode::ImplementationSpecific,
-                ConnectRefusal::Limited(l) => match l.limit.kind() {
-                    LimitKind::Rate => ConnectCode::ConnectionRateExceeded,
-                    LimitKind::Quota | LimitKind::Malformed => ConnectCode::QuotaExceeded,
-                },
-                ConnectRefusal::Unavailable(_) => ConnectCode::ServerUnavailable,
-            };
+            let (reason, _) = refused(&Refusal::from(&refusal));
+            let code = ConnectCode::from_reason(reason);
             conn.send(Outbound::ConnAck(Box::new(connack(
                 hub,
                 code,
@@ -625,13 +615,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
                     .into_iter()
                     .map(|r| match r {
                         Ok(q) => Ok(wire_qos(q)),
-                        Err(SubscribeRefusal::FilterInvalid(_)) => Err(0x8F),
-                        Err(SubscribeRefusal::NotAuthorized(_)) => Err(0x87),
-                        Err(SubscribeRefusal::Unavailable(_)) => Err(0x80),
-                        Err(SubscribeRefusal::Limited(l)) => Err(match l.limit.kind() {
-                            LimitKind::Malformed => 0x8F,
-                            LimitKind::Rate | LimitKind::Quota => 0x97,
-                        }),
+                        Err(refusal) => Err(refused(&Refusal::from(&refusal)).0),
                     })
                     .collect();
                 self.conn.send(Outbound::SubAck(packet_id, codes));
@@ -739,19 +723,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
         };
         let (reason, discarded) = match &outcome {
             Ok(_) => (0x00, false),
-            Err(PublishRefusal::NotAuthorized(_)) => (0x87, false),
-            Err(PublishRefusal::TopicInvalid(_)) => (0x90, false),
-            Err(PublishRefusal::Unavailable(_)) => (0x80, false),
-            Err(PublishRefusal::Limited(l)) => match l.limit.kind() {
-                // Throttled or over quota: the message is discarded and counted. MQTT 3.1.1
-                // gets no throttling information (seed 000); MQTT 5 gets 0x97 (PUBACK has no
-                // "rate too high" code) with a reason string naming the limit.
-                LimitKind::Rate | LimitKind::Quota => (0x97, true),
-                LimitKind::Malformed => match l.limit {
-                    LimitId::TopicLength | LimitId::TopicLevels => (0x90, false),
-                    _ => (0x83, false),
-                },
-            },
+            Err(refusal) => refused(&Refusal::from(refusal)),
         };
         let text = outcome.as_ref().err().map(ToString::to_string);
         if let Some(text) = &text
@@ -804,6 +776,38 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
         Flow::Continue
     }
 }
+/// The one mapping of the hub's refusals to MQTT: the MQTT 5 reason code for the refused
+/// CONNECT (see [`ConnectCode::from_reason`] for 3.1.1), PUBLISH or SUBSCRIBE, and whether a
+/// refused message is discarded (throttled or over quota: counted, and acknowledged to 3.1.1
+/// clients, which have no negative acknowledgement) rather than refused.
+fn refused(r: &Refusal) -> (u8, bool) {
+    match (&r.cause, r.stage) {
+        (Cause::BadCredentials, _) => (0x86, false),
+        (Cause::Disabled | Cause::NotAuthorized, _) => (0x87, false),
+        (Cause::Malformed, Stage::Connect) => (0x83, false),
+        (Cause::Malformed, Stage::Publish) => (0x90, false),
+        (Cause::Malformed, Stage::Subscribe) => (0x8F, false),
+        (Cause::Limited(l), Stage::Connect) => match l.limit.kind() {
+            LimitKind::Rate => (0x9F, false),
+            LimitKind::Quota | LimitKind::Malformed => (0x97, false),
+        },
+        // PUBACK has no "rate too high" code: 0x97 with a reason string naming the limit.
+        (Cause::Limited(l), Stage::Publish) => match l.limit.kind() {
+            LimitKind::Rate | LimitKind::Quota => (0x97, true),
+            LimitKind::Malformed => match l.limit {
+                LimitId::TopicLength | LimitId::TopicLevels => (0x90, false),
+                _ => (0x83, false),
+            },
+        },
+        (Cause::Limited(l), Stage::Subscribe) => match l.limit.kind() {
+            LimitKind::Malformed => (0x8F, false),
+            LimitKind::Rate | LimitKind::Quota => (0x97, false),
+        },
+        (Cause::Unavailable, Stage::Connect) => (0x88, false),
+        (Cause::Unavailable, _) => (0x80, false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -833,5 +837,51 @@ mod tests {
         assert!(size <= 1600, "connection future is {size} bytes");
         // Queues hold up to a thousand of them under load.
         assert!(std::mem::size_of::<ironhub_core::hub::Delivery>() <= 40);
+    }
+
+    #[test]
+    fn refusals_get_the_reason_codes_of_their_packet() {
+        use ironhub_core::admission::{Cause, Refusal, Stage};
+        use ironhub_core::limits::{LimitId, Limited};
+        let code = |stage, cause| {
+            super::refused(&Refusal::new(stage, cause, String::new(), String::new()))
+        };
+        let limited = |id| Cause::Limited(Limited::new(id));
+        assert_eq!(code(Stage::Connect, Cause::BadCredentials), (0x86, false));
+        assert_eq!(code(Stage::Connect, Cause::Disabled), (0x87, false));
+        assert_eq!(code(Stage::Connect, Cause::Malformed), (0x83, false));
+        assert_eq!(
+            code(Stage::Connect, limited(LimitId::DeviceConnections)),
+            (0x9F, false)
+        );
+        assert_eq!(
+            code(Stage::Connect, limited(LimitId::MonthlyMessages)),
+            (0x97, false)
+        );
+        assert_eq!(code(Stage::Connect, Cause::Unavailable), (0x88, false));
+        assert_eq!(code(Stage::Publish, Cause::NotAuthorized), (0x87, false));
+        assert_eq!(code(Stage::Publish, Cause::Malformed), (0x90, false));
+        assert_eq!(
+            code(Stage::Publish, limited(LimitId::DeviceMessagesQos1)),
+            (0x97, true)
+        );
+        assert_eq!(
+            code(Stage::Publish, limited(LimitId::TopicLevels)),
+            (0x90, false)
+        );
+        assert_eq!(
+            code(Stage::Publish, limited(LimitId::UserProperties)),
+            (0x83, false)
+        );
+        assert_eq!(code(Stage::Publish, Cause::Unavailable), (0x80, false));
+        assert_eq!(code(Stage::Subscribe, Cause::Malformed), (0x8F, false));
+        assert_eq!(
+            code(Stage::Subscribe, limited(LimitId::TopicLength)),
+            (0x8F, false)
+        );
+        assert_eq!(
+            code(Stage::Subscribe, limited(LimitId::SubscriptionsPerDevice)),
+            (0x97, false)
+        );
     }
 }

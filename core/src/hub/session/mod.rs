@@ -26,6 +26,7 @@ use super::Hub;
 use super::limits::Charges;
 use super::queue::{DeliveryReceiver, DeliverySender};
 use super::router::Delivery;
+use crate::admission::{Cause, Refusal, Stage};
 use crate::data::message::{Properties, QoS};
 use crate::limits::Limited;
 use crate::store::StoreError;
@@ -140,6 +141,44 @@ impl ConnectRefusal {
             ConnectRefusal::Limited(_) => 4,
             ConnectRefusal::Unavailable(_) => 5,
         }
+    }
+}
+
+impl From<&ConnectRefusal> for Refusal {
+    fn from(r: &ConnectRefusal) -> Refusal {
+        let (cause, detail) = match r {
+            ConnectRefusal::BadCredentials(why) => (Cause::BadCredentials, (*why).to_owned()),
+            ConnectRefusal::Disabled => (Cause::Disabled, String::new()),
+            ConnectRefusal::NotAuthorized(why) => (Cause::NotAuthorized, why.clone()),
+            ConnectRefusal::KeepAliveOutOfRange { .. } => (Cause::Malformed, r.to_string()),
+            ConnectRefusal::Limited(l) => (Cause::Limited(*l), l.to_string()),
+            ConnectRefusal::Unavailable(e) => (Cause::Unavailable, e.clone()),
+        };
+        Refusal::new(Stage::Connect, cause, detail, r.to_string())
+    }
+}
+
+impl From<&PublishRefusal> for Refusal {
+    fn from(r: &PublishRefusal) -> Refusal {
+        let (cause, detail) = match r {
+            PublishRefusal::NotAuthorized(topic) => (Cause::NotAuthorized, topic.clone()),
+            PublishRefusal::TopicInvalid(e) => (Cause::Malformed, e.to_string()),
+            PublishRefusal::Limited(l) => (Cause::Limited(*l), l.to_string()),
+            PublishRefusal::Unavailable(e) => (Cause::Unavailable, e.clone()),
+        };
+        Refusal::new(Stage::Publish, cause, detail, r.to_string())
+    }
+}
+
+impl From<&SubscribeRefusal> for Refusal {
+    fn from(r: &SubscribeRefusal) -> Refusal {
+        let (cause, detail) = match r {
+            SubscribeRefusal::FilterInvalid(e) => (Cause::Malformed, e.to_string()),
+            SubscribeRefusal::NotAuthorized(filter) => (Cause::NotAuthorized, filter.clone()),
+            SubscribeRefusal::Limited(l) => (Cause::Limited(*l), l.to_string()),
+            SubscribeRefusal::Unavailable(e) => (Cause::Unavailable, e.clone()),
+        };
+        Refusal::new(Stage::Subscribe, cause, detail, r.to_string())
     }
 }
 

@@ -1,0 +1,74 @@
+//! The admission pipeline's answer when it says no: one [`Refusal`] for a connection, a message
+//! or a subscription, whatever the transport. The engine refuses with precise causes
+//! (`ConnectRefusal`, `PublishRefusal`, `SubscribeRefusal`); each converts into this type, and
+//! each transport maps this type to its protocol's answer in one function.
+
+use crate::limits::Limited;
+
+/// What was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// A connection (MQTT CONNECT, HTTP/CoAP `/auth`).
+    Connect,
+    /// A message.
+    Publish,
+    /// A subscription.
+    Subscribe,
+}
+
+/// Why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// Credentials missing, malformed or wrong.
+    BadCredentials,
+    /// The device is disabled.
+    Disabled,
+    /// Authenticated, but not allowed (ACL, another device's topic).
+    NotAuthorized,
+    /// The request itself is out of bounds (a topic or filter, a keep-alive outside the range).
+    Malformed,
+    /// A documented limit: its id, its kind (rate, quota, bound) and when to retry.
+    Limited(Limited),
+    /// The hub cannot serve now (storage).
+    Unavailable,
+}
+
+/// A refusal as transports answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What was refused.
+    pub stage: Stage,
+    /// Why.
+    pub cause: Cause,
+    /// The part a transport quotes in its own sentence (why credentials failed, the topic, what
+    /// is wrong with it).
+    pub detail: String,
+    /// The whole explanation (MQTT 5 reason strings, logs).
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal at `stage` for `cause`.
+    pub fn new(stage: Stage, cause: Cause, detail: String, message: String) -> Refusal {
+        Refusal {
+            stage,
+            cause,
+            detail,
+            message,
+        }
+    }
+
+    /// The limit, when a documented limit refused.
+    pub fn limited(&self) -> Option<&Limited> {
+        match &self.cause {
+            Cause::Limited(l) => Some(l),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
