@@ -227,8 +227,9 @@ impl Sink for RecordingSink {
     }
 }
 
-/// A rule sending `sensors/#` to a consumer group, failures reported on `rule-errors`.
-async fn rule_to_group(hub: &Hub) {
+/// A rule sending `sensors/#` to a consumer group, failures reported on `rule-errors`; returns
+/// the rule's id.
+async fn rule_to_group(hub: &Hub) -> String {
     let (group, _) = hub
         .create_consumer_group("sandbox", "backend", None)
         .await
@@ -242,7 +243,7 @@ async fn rule_to_group(hub: &Hub) {
         }),
         enabled: true,
     };
-    hub.create_rule("sandbox", spec).await.unwrap();
+    hub.create_rule("sandbox", spec).await.unwrap().rule.id
 }
 
 #[tokio::test(start_paused = true)]
@@ -315,4 +316,30 @@ async fn a_rule_delivery_waiting_for_its_retry_is_made_by_the_next_process() {
     advance_ms(30_000).await;
     assert_eq!(working.times().len(), 1, "made once");
     assert_eq!(failing.times().len(), 1, "the stopped process made no more");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_of_a_rule_disabled_meanwhile_is_dropped_unreported() {
+    let hub = hub(|_| {}).await;
+    let sink = RecordingSink::new(true);
+    hub.attach_sink(sink.clone());
+    let rule = rule_to_group(&hub).await;
+    let mut watcher = connect(&hub, request(&hub, "watcher", true, None)).await;
+    watcher.session.subscribe(subscribe("rule-errors")).await;
+    let c = connect(&hub, request(&hub, "sensor", true, None)).await;
+    c.session
+        .publish(publish(&hub, "sensors/1", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    advance_ms(0).await;
+    assert_eq!(sink.times(), [0]);
+    hub.set_rule_enabled("sandbox", &rule, false).await.unwrap();
+    advance_ms(20_000).await;
+    assert_eq!(sink.times(), [0], "no attempt for a disabled rule");
+    assert!(
+        watcher.deliveries.try_recv().is_none(),
+        "and no failure report"
+    );
+    let view = hub.rule("sandbox", &rule).await.unwrap();
+    assert_eq!(view.counters.failed, 0);
 }

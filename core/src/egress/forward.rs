@@ -286,9 +286,12 @@ impl Forwarder {
         out
     }
 
+    /// The attached sinks, by name.
     pub(crate) fn sinks(&self) -> Vec<Arc<dyn Sink>> {
         let workers = self.workers.read().expect("forwarder lock");
-        workers.values().map(|w| w.sink.clone()).collect()
+        let mut sinks: Vec<Arc<dyn Sink>> = workers.values().map(|w| w.sink.clone()).collect();
+        sinks.sort_by(|a, b| a.name().cmp(b.name()));
+        sinks
     }
 
     /// Stops the workers (they store what is still buffered) and waits for them.

@@ -107,7 +107,8 @@ impl Hub {
     }
 
     /// Creates a consumer group on `sink` (when None, the sink that declares itself the default
-    /// for groups, AMQP in the stock server); its queue, named by the sink, is created on it
+    /// for groups, AMQP in the stock server; the first by name if several do); its queue, named
+    /// by the sink, is created on it
     /// at once, with the retention of the tenant's profile (L-063), and, where the sink manages
     /// them, credentials that may only consume it, at most L-062 at a time (returned once).
     pub async fn create_consumer_group(
