@@ -83,6 +83,9 @@ fn wire_qos(q: HubQoS) -> QoS {
     }
 }
 
+/// How often the timer of a connection without keep-alive wakes (it has nothing to check).
+const IDLE_WAKE: Duration = Duration::from_secs(3600);
+
 /// How the connection ended, which decides the will.
 enum End {
     /// DISCONNECT with reason 0: no will.
@@ -436,8 +439,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
                     if resume.is_some_and(|until| until <= now) {
                         resume = None;
                     }
-                    if now < deadline {
-                        timer.as_mut().reset(resume.unwrap_or(deadline));
+                    // Keep-alive 0 turns the mechanism off (MQTT 3.1.2.10), where the configured
+                    // minimum allows it: the timer then only serves bandwidth pauses.
+                    let keep_alive_off = self.keep_alive_limit.is_zero();
+                    if now < deadline || keep_alive_off {
+                        let next = if keep_alive_off { now + IDLE_WAKE } else { deadline };
+                        timer.as_mut().reset(resume.unwrap_or(next));
                         continue;
                     }
                     tracing::info!(session = %session.identity().key, "keep-alive expired");

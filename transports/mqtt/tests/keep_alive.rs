@@ -1,7 +1,8 @@
 //! The keep-alive deadline in virtual time: a client that goes silent after CONNECT is closed
-//! one and a half keep-alive periods later (MQTT 3.1.1 section 3.1.2.10), not earlier, and a
-//! PINGREQ moves the deadline. The connection is served over an in-memory duplex stream on
-//! tokio's paused clock, so the 45 s are measured without being waited for.
+//! one and a half keep-alive periods later (MQTT 3.1.1 section 3.1.2.10), not earlier; a PINGREQ
+//! moves the deadline; keep-alive 0 turns it off where the configured minimum is 0. The
+//! connection is served over an in-memory duplex stream on tokio's paused clock, so the 45 s are
+//! measured without being waited for.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +22,13 @@ const PINGREQ: [u8; 2] = [0xC0, 0];
 const PINGRESP: [u8; 2] = [0xD0, 0];
 
 async fn connected_client() -> DuplexStream {
+    client_with(&CONNECT, |_| {}).await
+}
+
+async fn client_with(connect: &[u8], tune: impl FnOnce(&mut HubConfig)) -> DuplexStream {
     let mut config = HubConfig::default();
     config.open_broker.enabled = true;
+    tune(&mut config);
     let hub = Hub::start_with_clock(config, Arc::new(memory_store()), Clock::tokio(0))
         .await
         .unwrap();
@@ -34,7 +40,7 @@ async fn connected_client() -> DuplexStream {
         hub,
         Default::default(),
     ));
-    client.write_all(&CONNECT).await.unwrap();
+    client.write_all(connect).await.unwrap();
     let mut connack = [0u8; 4];
     client.read_exact(&mut connack).await.unwrap();
     assert_eq!(connack, CONNACK);
@@ -76,4 +82,18 @@ async fn a_ping_moves_the_deadline() {
         (Duration::from_secs(45)..Duration::from_millis(45_500)).contains(&waited),
         "closed {waited:?} after the ping"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alive_zero_turns_the_deadline_off_where_the_minimum_allows_it() {
+    let mut connect = CONNECT;
+    connect[10..12].copy_from_slice(&[0, 0]);
+    let mut client = client_with(&connect, |c| c.keepalive_min_secs = 0).await;
+    for _ in 0..3 {
+        tokio::time::advance(Duration::from_secs(3 * 3600)).await;
+    }
+    client.write_all(&PINGREQ).await.unwrap();
+    let mut pong = [0u8; 2];
+    client.read_exact(&mut pong).await.unwrap();
+    assert_eq!(pong, PINGRESP, "still open after nine silent hours");
 }
