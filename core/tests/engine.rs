@@ -143,6 +143,30 @@ async fn a_persistent_session_lives_its_expiry_then_is_reclaimed() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_session_that_expired_is_not_resumed_before_the_sweep_reclaims_it() {
+    let hub = hub(|c| c.session_sweep_interval_secs = 3600).await;
+    let c = connect(&hub, request(&hub, "late", false, Some(10))).await;
+    c.session.subscribe(subscribe("t/#")).await;
+    c.session.close(true, Vec::new(), c.deliveries).await;
+    advance_ms(10_000).await;
+    let expired_before = hub.stats().sessions_expired;
+    let c = connect(&hub, request(&hub, "late", false, Some(10))).await;
+    assert!(!c.session_present, "expired when the client came back");
+    assert_eq!(hub.stats().sessions_expired, expired_before + 1);
+    let p = connect(&hub, request(&hub, "talker", true, None)).await;
+    p.session
+        .publish(publish(&hub, "t/1", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    let mut deliveries = c.deliveries;
+    advance_ms(0).await;
+    assert!(
+        deliveries.try_recv().is_none(),
+        "the old subscription went with the session"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_rate_limit_refills_with_time() {
     let hub = hub(|_| {}).await;
     let limited = serde_json::json!({ "name": "slow", "rates": { "tenant_connections": "",

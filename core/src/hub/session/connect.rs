@@ -231,9 +231,20 @@ impl Hub {
             }
         }
         let resumable = st.stored || !st.subscriptions.is_empty() || st.queued > 0;
-        if req.clean_start && resumable {
+        // A session whose expiry passed while it was away is gone, whether or not the sweep
+        // has reclaimed it yet (MQTT 3.1.2.11.2): the client starts a new one.
+        let expired = st.live.is_none()
+            && records::expired(st.disconnected_at_ms, st.expiry_secs, self.now_ms());
+        if (req.clean_start || expired) && resumable {
             self.wipe(&slot, &mut st).await?;
+            if expired {
+                self.inner
+                    .stats
+                    .sessions_expired
+                    .fetch_add(1, Ordering::Relaxed);
+            }
         }
+        let resumable = resumable && !expired;
         let session_present = !req.clean_start && resumable;
         st.expiry_secs = expiry;
         st.disconnected_at_ms = None;
