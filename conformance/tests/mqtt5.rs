@@ -1,5 +1,6 @@
 //! MQTT 5 specifics, black-box with rumqttc's v5 client: properties forwarded end to end,
-//! subscription identifiers, message expiry on a stored session, and open-broker allow/deny rules.
+//! subscription identifiers, message expiry on a stored session, open-broker allow/deny rules, and
+//! paho-mqtt 1.x (a widely deployed MQTT 5 client) getting No Local and QoS 2 right.
 
 use std::time::Duration;
 
@@ -132,5 +133,42 @@ async fn open_broker_rules_allow_and_deny_per_filter() {
         v5::puback(&mut ev).await,
         PubAckReason::Success,
         "publishing to secret/ is allowed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paho_v5_clients_get_no_local_and_every_qos() {
+    let d = Deployment::open_broker("").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/paho_v5_no_local.py");
+    let port = d.mqtt.port().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("timeout")
+            .args(["30", "python3", script, "127.0.0.1", &port])
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "paho client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap();
+    assert_eq!(
+        got["a"],
+        serde_json::json!([]),
+        "No Local spares the publisher"
+    );
+    assert_eq!(
+        got["b"],
+        serde_json::json!([
+            ["paho/no-local", 0],
+            ["paho/no-local", 1],
+            ["paho/no-local", 2]
+        ]),
+        "the other subscriber gets every message, the QoS 2 one through a short PUBREL"
     );
 }

@@ -367,3 +367,25 @@ async fn a_retry_of_a_rule_disabled_meanwhile_is_dropped_unreported() {
     let view = hub.rule("sandbox", &rule).await.unwrap();
     assert_eq!(view.counters.failed, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn no_local_spares_only_the_publisher() {
+    let hub = hub(|_| {}).await;
+    let mut a = connect(&hub, request(&hub, "a", true, None)).await;
+    let mut b = connect(&hub, request(&hub, "b", true, None)).await;
+    for c in [&a, &b] {
+        let mut sub = subscribe("nl/t");
+        sub[0].no_local = true;
+        c.session.subscribe(sub).await;
+    }
+    a.session
+        .publish(publish(&hub, "nl/t", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    advance_ms(0).await;
+    assert!(
+        a.deliveries.try_recv().is_none(),
+        "not back to its publisher"
+    );
+    assert!(b.deliveries.try_recv().is_some(), "to the other subscriber");
+}

@@ -309,9 +309,31 @@ impl Codec {
                 Some(p) => Ok(c.encode(p, buf)?),
                 None => Ok(()),
             },
-            State::V5(c) => Ok(c.encode(to_v5(packet), buf)?),
+            State::V5(c) => {
+                if let Some(short) = short_ack(&packet) {
+                    buf.extend_from_slice(&short);
+                    return Ok(());
+                }
+                Ok(c.encode(to_v5(packet), buf)?)
+            }
         }
     }
+}
+
+/// An MQTT 5 acknowledgement with reason 0x00 and no properties in its short form, remaining
+/// length 2 (MQTT 5 3.4.2.1, 3.5.2.1, 3.6.2.1, 3.7.2.1 allow it; it is what Mosquitto sends):
+/// rmqtt-codec always writes the reason code and a property length, which paho 1.x's MQTT 5
+/// client cannot read in a PUBREL (it then drops the connection, and the QoS 2 message with it).
+fn short_ack(packet: &Outbound) -> Option<[u8; 4]> {
+    let (first, id) = match packet {
+        Outbound::PubAck(id, 0, None) => (0x40, id),
+        Outbound::PubRec(id, 0, None) => (0x50, id),
+        Outbound::PubRel(id) => (0x62, id),
+        Outbound::PubComp(id) => (0x70, id),
+        _ => return None,
+    };
+    let [hi, lo] = id.get().to_be_bytes();
+    Some([first, 2, hi, lo])
 }
 
 fn from_v3(p: v3::Packet) -> Inbound {
@@ -700,5 +722,47 @@ mod tests {
             };
             assert_eq!(&out[out.len() - 2..], expected_tail);
         }
+    }
+
+    #[test]
+    fn successful_v5_acknowledgements_take_the_short_form() {
+        let mut codec = Codec::new(1 << 20);
+        let mut connect = vec![0x10, 0, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0];
+        connect.extend_from_slice(&[0, 1, b'c']);
+        connect[1] = (connect.len() - 2) as u8;
+        codec
+            .decode(&mut BytesMut::from(&connect[..]))
+            .unwrap()
+            .unwrap();
+        let pid = NonZeroU16::new(0x0102).unwrap();
+        let encode = |codec: &mut Codec, packet| {
+            let mut out = BytesMut::new();
+            codec.encode(packet, &mut out).unwrap();
+            out.to_vec()
+        };
+        assert_eq!(encode(&mut codec, Outbound::PubRel(pid)), [0x62, 2, 1, 2]);
+        assert_eq!(encode(&mut codec, Outbound::PubComp(pid)), [0x70, 2, 1, 2]);
+        assert_eq!(
+            encode(&mut codec, Outbound::PubAck(pid, 0, None)),
+            [0x40, 2, 1, 2]
+        );
+        assert_eq!(
+            encode(&mut codec, Outbound::PubRec(pid, 0, None)),
+            [0x50, 2, 1, 2]
+        );
+        let refused = encode(
+            &mut codec,
+            Outbound::PubAck(pid, 0x97, Some("L-017".into())),
+        );
+        assert_eq!(
+            &refused[..5],
+            [0x40, refused[1], 1, 2, 0x97],
+            "a reason keeps the long form"
+        );
+        let mut decoded = BytesMut::from(&[0x62, 2, 1, 2][..]);
+        assert!(matches!(
+            codec.decode(&mut decoded).unwrap(),
+            Some(Inbound::PubRel(id)) if id == pid
+        ));
     }
 }
