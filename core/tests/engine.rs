@@ -58,6 +58,7 @@ fn request(
         clean_start,
         session_expiry_secs,
         keep_alive_secs: 60,
+        server_keep_alive: false,
         will: None,
     }
 }

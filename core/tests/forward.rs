@@ -130,6 +130,7 @@ async fn setup(store: Arc<dyn Store>, profile: serde_json::Value) -> Setup {
         clean_start: true,
         session_expiry_secs: None,
         keep_alive_secs: 60,
+        server_keep_alive: false,
         will: None,
     };
     let ConnectOutcome::Connected(device) = hub.connect(req).await.unwrap() else {

@@ -42,6 +42,7 @@ fn request(
         clean_start,
         session_expiry_secs,
         keep_alive_secs: 60,
+        server_keep_alive: false,
         will: None,
     }
 }

@@ -205,6 +205,8 @@ pub struct ConnAck {
     pub topic_alias_max: u16,
     /// 5.0: session expiry granted, when it differs from the request.
     pub session_expiry: Option<u32>,
+    /// 5.0: the keep-alive the client must use, when it differs from the request.
+    pub server_keep_alive: Option<u16>,
     /// 5.0: client id we assigned.
     pub assigned_client_id: Option<String>,
     /// 5.0: human-readable reason.
@@ -515,6 +517,7 @@ fn to_v5(p: Outbound) -> v5::Packet {
                 receive_max: NonZeroU16::new(a.receive_max).unwrap_or(NonZeroU16::MAX),
                 max_packet_size: Some(a.max_packet_size),
                 assigned_client_id: a.assigned_client_id.map(ByteString::from),
+                server_keepalive_sec: a.server_keep_alive,
                 topic_alias_max: a.topic_alias_max,
                 reason_string: a.reason_string.map(ByteString::from),
                 subscription_identifiers_available: true,

@@ -199,11 +199,14 @@ where
         ack.session_expiry = Some(connected.session_expiry_secs);
     }
     ack.assigned_client_id = connected.assigned_client_id.clone();
+    if connected.keep_alive_secs != connect.keep_alive {
+        ack.server_keep_alive = Some(connected.keep_alive_secs);
+    }
     conn.send(Outbound::ConnAck(Box::new(ack)));
     if let Some(max) = connect.max_packet_size {
         conn.codec.set_max_outbound(max);
     }
-    let keep_alive = Duration::from_secs(u64::from(connect.keep_alive));
+    let keep_alive = Duration::from_secs(u64::from(connected.keep_alive_secs));
     let driver = Box::new(Driver {
         conn,
         rd,
@@ -247,6 +250,7 @@ fn connect_request(c: &ConnectPacket, transport: TransportKind) -> ConnectReques
         clean_start: c.clean_start,
         session_expiry_secs: c.session_expiry,
         keep_alive_secs: c.keep_alive,
+        server_keep_alive: c.version == Version::V5,
         will: c.will.as_ref().map(|w| Will {
             topic: w.topic.clone(),
             payload: w.payload.clone(),
@@ -276,6 +280,7 @@ fn connack(
         max_packet_size: hub.config().max_packet_size.saturating_add(5),
         topic_alias_max: TOPIC_ALIAS_MAXIMUM,
         session_expiry: None,
+        server_keep_alive: None,
         assigned_client_id: None,
         reason_string,
     }

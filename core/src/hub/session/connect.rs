@@ -180,7 +180,14 @@ impl Hub {
             Authenticated::Client(identity, assigned) => (identity, assigned),
         };
         let cfg = &self.inner.config;
-        if !(cfg.keepalive_min_secs..=cfg.keepalive_max_secs).contains(&req.keep_alive_secs) {
+        let (min, max) = (cfg.keepalive_min_secs, cfg.keepalive_max_secs);
+        let in_range = (min..=max).contains(&req.keep_alive_secs);
+        let keep_alive_secs = if in_range || !req.server_keep_alive {
+            req.keep_alive_secs
+        } else {
+            req.keep_alive_secs.clamp(min, max)
+        };
+        if !in_range && !req.server_keep_alive {
             self.inner.stats.limited(LimitId::KeepAlive);
             return Err(ConnectRefusal::KeepAliveOutOfRange {
                 got: req.keep_alive_secs,
@@ -308,6 +315,7 @@ impl Hub {
             deliveries: rx,
             backlog,
             session_present,
+            keep_alive_secs,
             kicked: kick_rx,
             session_expiry_secs: expiry,
             assigned_client_id,

@@ -84,6 +84,9 @@ pub struct ConnectRequest {
     pub session_expiry_secs: Option<u32>,
     /// Keep-alive interval in seconds.
     pub keep_alive_secs: u16,
+    /// Whether the hub may set the keep-alive instead (MQTT 5 Server Keep Alive): one outside
+    /// the accepted range is then replaced by the nearest allowed value rather than refused.
+    pub server_keep_alive: bool,
     /// Will message.
     pub will: Option<Will>,
 }
@@ -235,6 +238,9 @@ pub struct Connected {
     pub kicked: oneshot::Receiver<KickReason>,
     /// Session expiry granted, seconds.
     pub session_expiry_secs: u32,
+    /// The keep-alive granted: the requested one, or the nearest allowed value when the hub
+    /// may set it ([`ConnectRequest::server_keep_alive`]).
+    pub keep_alive_secs: u16,
     /// Client id assigned by the hub when the client sent an empty one.
     pub assigned_client_id: Option<String>,
 }
