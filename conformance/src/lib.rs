@@ -35,6 +35,25 @@ const TOKEN: &str = "conformance-admin-token";
 /// Upper bound on every wait in the suite: a test fails rather than hangs.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Runs the Python client `conformance/clients/{script}` with `args`, stopped after `secs`
+/// seconds, on a blocking thread (the test's runtime keeps serving meanwhile).
+pub async fn python_client(script: &str, args: Vec<String>, secs: u32) -> std::process::Output {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("clients")
+        .join(script);
+    tokio::task::spawn_blocking(move || {
+        Command::new("timeout")
+            .arg(secs.to_string())
+            .arg("python3")
+            .arg(path)
+            .args(args)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .expect("the client's thread")
+}
+
 /// A free loopback port below Linux's ephemeral range (32768 and up), so that client sockets
 /// cannot take it between this check and the server's bind.
 pub fn free_port() -> u16 {

@@ -3,28 +3,20 @@
 //! thing model and gets the Alink reply without subscribing, and round-trips a custom topic.
 //! `.ci/run` installs the SDK.
 
-use std::process::Command;
-
-use ironhub_conformance::Deployment;
+use ironhub_conformance::{Deployment, python_client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_link_sdk_device_connects_posts_and_receives() {
     let d = Deployment::start("").await;
     let dev = d.provision("acme").await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/linkkit_device.py");
-    let port = d.mqtt.port().to_string();
-    let out = tokio::task::spawn_blocking({
-        let dev = dev.clone();
-        move || {
-            Command::new("timeout")
-                .args(["60", "python3", script, "127.0.0.1", &port])
-                .args([&dev.product_key, &dev.device_name, &dev.device_secret])
-                .output()
-                .expect("python3 runs")
-        }
-    })
-    .await
-    .unwrap();
+    let args = vec![
+        "127.0.0.1".into(),
+        d.mqtt.port().to_string(),
+        dev.product_key.clone(),
+        dev.device_name.clone(),
+        dev.device_secret.clone(),
+    ];
+    let out = python_client("linkkit_device.py", args, 60).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ironhub_conformance::{Deployment, open_v5, v5};
+use ironhub_conformance::{Deployment, open_v5, python_client, v5};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
     PubAckReason, PublishProperties, SubscribeProperties, SubscribeReasonCode,
@@ -139,16 +139,8 @@ async fn open_broker_rules_allow_and_deny_per_filter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paho_v5_clients_get_no_local_and_every_qos() {
     let d = Deployment::open_broker("").await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/paho_v5_no_local.py");
-    let port = d.mqtt.port().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("timeout")
-            .args(["30", "python3", script, "127.0.0.1", &port])
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
+    let args = vec!["127.0.0.1".into(), d.mqtt.port().to_string()];
+    let out = python_client("paho_v5_no_local.py", args, 30).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

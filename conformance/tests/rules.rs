@@ -145,15 +145,16 @@ async fn a_rule_filters_reshapes_and_fans_out_to_two_destinations() {
     assert!(received(&mut wev, Duration::from_secs(1)).await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_destination_is_retried_then_reported_to_the_error_destination() {
-    let (d, _url) = deployment().await;
-    let (dev, watcher) = devices(&d).await;
-    let errors = watcher.user_topic("errors");
-    // SQS refuses queue names with dots: every attempt fails, as with a misconfigured queue.
+/// A rule of `dev`'s tenant whose SQS queue every attempt fails (SQS refuses queue names with
+/// dots, as with a misconfigured queue), reporting to `errors`; returns the rule and the queue.
+async fn rule_to_a_failing_queue(
+    d: &Deployment,
+    dev: &DeviceCreds,
+    errors: &str,
+) -> (Value, String) {
     let queue = format!("{}-not.a.valid.name", dev.tenant);
     let (s, rule) = create_rule(
-        &d,
+        d,
         &dev.tenant,
         json!({ "name": "to-sqs", "sql": "SELECT * FROM '/+/+/user/data'",
                 "destinations": [ { "kind": "sqs_queue", "queue": queue } ],
@@ -161,19 +162,29 @@ async fn a_failing_destination_is_retried_then_reported_to_the_error_destination
     )
     .await;
     assert_eq!(s, 201, "{rule}");
-    let (_wc, mut wev) = watch(&d, &watcher, &errors).await;
-    let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
+    (rule, queue)
+}
+
+/// Publishes `payload` on `dev`'s `user/data` at QoS 1 and waits for the PUBACK; returns when
+/// it was sent.
+async fn publish_acked(d: &Deployment, dev: &DeviceCreds, payload: &str) -> std::time::Instant {
+    let (c, mut ev) = v3::connect(dev.v3_options(d)).await;
     let started = std::time::Instant::now();
     c.publish(
         dev.user_topic("data"),
         QoS::AtLeastOnce,
         false,
-        r#"{"v":1}"#,
+        payload.to_owned(),
     )
     .await
     .unwrap();
     v3::acked(&mut ev).await;
-    let report = tokio::time::timeout(Duration::from_secs(30), async {
+    started
+}
+
+/// The next message on the watcher's subscription as JSON, within `within`.
+async fn next_report(wev: &mut rumqttc::EventLoop, within: Duration) -> Option<Value> {
+    tokio::time::timeout(within, async {
         loop {
             if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = wev.poll().await {
                 return serde_json::from_slice::<Value>(&p.payload).unwrap();
@@ -181,7 +192,29 @@ async fn a_failing_destination_is_retried_then_reported_to_the_error_destination
         }
     })
     .await
-    .expect("a failure report");
+    .ok()
+}
+
+/// A rule's counters as the API shows them.
+async fn counters(d: &Deployment, tenant: &str, rule: &Value) -> Value {
+    let path = format!(
+        "/api/v1/tenants/{tenant}/rules/{}",
+        rule["id"].as_str().unwrap()
+    );
+    d.api(Method::GET, &path, None).await.1["counters"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_destination_is_retried_then_reported_to_the_error_destination() {
+    let (d, _url) = deployment().await;
+    let (dev, watcher) = devices(&d).await;
+    let errors = watcher.user_topic("errors");
+    let (rule, queue) = rule_to_a_failing_queue(&d, &dev, &errors).await;
+    let (_wc, mut wev) = watch(&d, &watcher, &errors).await;
+    let started = publish_acked(&d, &dev, r#"{"v":1}"#).await;
+    let report = next_report(&mut wev, Duration::from_secs(30))
+        .await
+        .expect("a failure report");
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_secs(14),
@@ -196,13 +229,8 @@ async fn a_failing_destination_is_retried_then_reported_to_the_error_destination
         report["error"].as_str().unwrap().contains("queue"),
         "{report}"
     );
-    let path = format!(
-        "/api/v1/tenants/{}/rules/{}",
-        dev.tenant,
-        rule["id"].as_str().unwrap()
-    );
-    let (_, r) = d.api(Method::GET, &path, None).await;
-    assert_eq!(r["counters"]["failed"], 1, "{r}");
+    let counters = counters(&d, &dev.tenant, &rule).await;
+    assert_eq!(counters["failed"], 1, "{counters}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,43 +238,17 @@ async fn a_retry_waiting_when_the_hub_is_killed_is_made_after_the_restart() {
     let (mut d, _url) = deployment().await;
     let (dev, watcher) = devices(&d).await;
     let errors = watcher.user_topic("errors");
-    let queue = format!("{}-not.a.valid.name", dev.tenant);
-    let (s, rule) = create_rule(
-        &d,
-        &dev.tenant,
-        json!({ "name": "to-sqs", "sql": "SELECT * FROM '/+/+/user/data'",
-                "destinations": [ { "kind": "sqs_queue", "queue": queue } ],
-                "error_destination": { "kind": "topic", "topic": errors } }),
-    )
-    .await;
-    assert_eq!(s, 201, "{rule}");
-    let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
-    let started = std::time::Instant::now();
-    c.publish(
-        dev.user_topic("data"),
-        QoS::AtLeastOnce,
-        false,
-        r#"{"v":2}"#,
-    )
-    .await
-    .unwrap();
-    v3::acked(&mut ev).await;
-    drop((c, ev));
+    let (rule, _) = rule_to_a_failing_queue(&d, &dev, &errors).await;
+    let started = publish_acked(&d, &dev, r#"{"v":2}"#).await;
     // The first attempt (at once) and the first retry (1 s) have failed; the second retry is
     // due at 4 s. The hub dies in between, as in a crash.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     d.kill();
     d.restart().await;
     let (_wc, mut wev) = watch(&d, &watcher, &errors).await;
-    let report = tokio::time::timeout(Duration::from_secs(40), async {
-        loop {
-            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = wev.poll().await {
-                return serde_json::from_slice::<Value>(&p.payload).unwrap();
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the retries went on after the restart; log:\n{}", d.log()));
+    let report = next_report(&mut wev, Duration::from_secs(40))
+        .await
+        .unwrap_or_else(|| panic!("the retries went on after the restart; log:\n{}", d.log()));
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_secs(14),
@@ -255,15 +257,10 @@ async fn a_retry_waiting_when_the_hub_is_killed_is_made_after_the_restart() {
     assert_eq!(report["ruleId"], rule["id"]);
     assert_eq!(report["attempts"], 4);
     assert_eq!(report["payload"], json!({"v": 2}));
-    let path = format!(
-        "/api/v1/tenants/{}/rules/{}",
-        dev.tenant,
-        rule["id"].as_str().unwrap()
-    );
-    let (_, r) = d.api(Method::GET, &path, None).await;
+    let counters = counters(&d, &dev.tenant, &rule).await;
     assert_eq!(
-        r["counters"]["failed"], 1,
-        "counted by the process that gave up: {r}"
+        counters["failed"], 1,
+        "counted by the process that gave up: {counters}"
     );
 }
 

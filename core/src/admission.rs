@@ -1,7 +1,8 @@
 //! The admission pipeline's answer when it says no: one [`Refusal`] for a connection, a message
 //! or a subscription, whatever the transport. The engine refuses with precise causes
 //! (`ConnectRefusal`, `PublishRefusal`, `SubscribeRefusal`); each converts into this type, and
-//! each transport maps this type to its protocol's answer in one function.
+//! each transport maps this type (MQTT: its stage and cause, which need no allocation) to its
+//! protocol's answer in one function.
 
 use crate::limits::Limited;
 
@@ -40,8 +41,8 @@ pub struct Refusal {
     pub stage: Stage,
     /// Why.
     pub cause: Cause,
-    /// The part a transport quotes in its own sentence (why credentials failed, the topic, what
-    /// is wrong with it).
+    /// The part a transport quotes in its own sentence (why credentials failed or access was
+    /// denied, what is wrong with a topic or filter); empty for the other causes.
     pub detail: String,
     /// The whole explanation (MQTT 5 reason strings, logs).
     pub message: String,
@@ -55,14 +56,6 @@ impl Refusal {
             cause,
             detail,
             message,
-        }
-    }
-
-    /// The limit, when a documented limit refused.
-    pub fn limited(&self) -> Option<&Limited> {
-        match &self.cause {
-            Cause::Limited(l) => Some(l),
-            _ => None,
         }
     }
 }

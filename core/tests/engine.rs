@@ -7,90 +7,30 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use ironhub_core::clock::Clock;
 use ironhub_core::data::event::{Destination, Event, EventKind};
-use ironhub_core::data::message::Properties;
-use ironhub_core::hub::{
-    ConnectOutcome, ConnectRequest, Connected, KickReason, PublishRefusal, PublishRequest,
-    RuleSpec, SubscribeRequest,
-};
+use ironhub_core::hub::{KickReason, PublishRefusal, RuleSpec};
 use ironhub_core::rules::RuleDestination;
 use ironhub_core::sink::{Sink, SinkCapabilities, SinkError};
 use ironhub_core::store::{Store, memory::memory_store};
 use ironhub_core::{Hub, HubConfig, QoS};
 
+mod support;
+use support::{connect, open_hub, publish, request, subscribe};
+
 /// 2026-12-01 00:00 UTC: where virtual time starts.
 const T0: u64 = 1_796_083_200_000;
 
 async fn hub_on(store: Arc<dyn Store>, tune: impl FnOnce(&mut HubConfig)) -> Hub {
-    let mut config = HubConfig::default();
-    config.open_broker.enabled = true;
-    config.session_sweep_interval_secs = 1;
-    tune(&mut config);
-    let hub = Hub::start_with_clock(config, store, Clock::tokio(T0))
-        .await
-        .unwrap();
-    let unlimited = serde_json::json!({ "name": "open", "rates": { "tenant_connections": "", "device_connections": "",
-        "tenant_messages": "", "device_messages_qos0": "", "device_messages_qos1": "" } });
-    hub.put_profile(serde_json::from_value(unlimited).unwrap())
-        .await
-        .unwrap();
-    hub.set_tenant_profile("sandbox", "open").await.unwrap();
-    hub
+    open_hub(store, Clock::tokio(T0), |c| {
+        c.session_sweep_interval_secs = 1;
+        tune(c);
+    })
+    .await
 }
 
 async fn hub(tune: impl FnOnce(&mut HubConfig)) -> Hub {
     hub_on(Arc::new(memory_store()), tune).await
-}
-
-fn request(
-    hub: &Hub,
-    client_id: &str,
-    clean_start: bool,
-    session_expiry_secs: Option<u32>,
-) -> ConnectRequest {
-    ConnectRequest {
-        transport: hub.transport("mqtt"),
-        client_id: client_id.into(),
-        username: None,
-        password: None,
-        clean_start,
-        session_expiry_secs,
-        keep_alive_secs: 60,
-        server_keep_alive: false,
-        will: None,
-    }
-}
-
-async fn connect(hub: &Hub, req: ConnectRequest) -> Connected {
-    match hub.connect(req).await.expect("accepted") {
-        ConnectOutcome::Connected(c) => *c,
-        ConnectOutcome::Registered { .. } => panic!("not a registration"),
-    }
-}
-
-fn publish(hub: &Hub, topic: &str, qos: QoS) -> PublishRequest {
-    PublishRequest {
-        transport: hub.transport("mqtt"),
-        topic: topic.into(),
-        payload: Bytes::from_static(br#"{"t":21}"#),
-        qos,
-        retain: false,
-        properties: Properties::default(),
-        message_expiry_secs: None,
-    }
-}
-
-fn subscribe(filter: &str) -> Vec<SubscribeRequest> {
-    vec![SubscribeRequest {
-        filter: filter.into(),
-        qos: QoS::AtLeastOnce,
-        no_local: false,
-        retain_as_published: false,
-        retain_handling: 0,
-        subscription_id: None,
-    }]
 }
 
 async fn advance_ms(ms: u64) {
@@ -147,7 +87,9 @@ async fn a_persistent_session_lives_its_expiry_then_is_reclaimed() {
 async fn a_session_that_expired_is_not_resumed_before_the_sweep_reclaims_it() {
     let hub = hub(|c| c.session_sweep_interval_secs = 3600).await;
     let c = connect(&hub, request(&hub, "late", false, Some(10))).await;
-    c.session.subscribe(subscribe("t/#")).await;
+    c.session
+        .subscribe(subscribe("t/#", QoS::AtLeastOnce))
+        .await;
     c.session.close(true, Vec::new(), c.deliveries).await;
     advance_ms(10_000).await;
     let expired_before = hub.stats().sessions_expired;
@@ -278,7 +220,10 @@ async fn a_failing_rule_destination_is_retried_after_1_3_and_10_s_then_reported(
     hub.attach_sink(sink.clone());
     rule_to_group(&hub).await;
     let mut watcher = connect(&hub, request(&hub, "watcher", true, None)).await;
-    watcher.session.subscribe(subscribe("rule-errors")).await;
+    watcher
+        .session
+        .subscribe(subscribe("rule-errors", QoS::AtLeastOnce))
+        .await;
     let c = connect(&hub, request(&hub, "sensor", true, None)).await;
     c.session
         .publish(publish(&hub, "sensors/1", QoS::AtLeastOnce))
@@ -350,7 +295,10 @@ async fn a_retry_of_a_rule_disabled_meanwhile_is_dropped_unreported() {
     hub.attach_sink(sink.clone());
     let rule = rule_to_group(&hub).await;
     let mut watcher = connect(&hub, request(&hub, "watcher", true, None)).await;
-    watcher.session.subscribe(subscribe("rule-errors")).await;
+    watcher
+        .session
+        .subscribe(subscribe("rule-errors", QoS::AtLeastOnce))
+        .await;
     let c = connect(&hub, request(&hub, "sensor", true, None)).await;
     c.session
         .publish(publish(&hub, "sensors/1", QoS::AtLeastOnce))
@@ -375,7 +323,7 @@ async fn no_local_spares_only_the_publisher() {
     let mut a = connect(&hub, request(&hub, "a", true, None)).await;
     let mut b = connect(&hub, request(&hub, "b", true, None)).await;
     for c in [&a, &b] {
-        let mut sub = subscribe("nl/t");
+        let mut sub = subscribe("nl/t", QoS::AtLeastOnce);
         sub[0].no_local = true;
         c.session.subscribe(sub).await;
     }

@@ -6,75 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ironhub_core::data::message::Properties;
-use ironhub_core::hub::{
-    ConnectOutcome, ConnectRequest, Connected, KickReason, PublishRequest, SubscribeRequest,
-};
+use ironhub_core::clock::Clock;
+use ironhub_core::hub::{Connected, KickReason};
 use ironhub_core::store::{memory::memory_store, records, transact};
 use ironhub_core::{Hub, HubConfig, QoS, now_ms};
 
+mod support;
+use support::{connect, open_hub, publish, request, subscribe};
+
 async fn hub(tune: impl FnOnce(&mut HubConfig)) -> Hub {
-    let mut config = HubConfig::default();
-    config.open_broker.enabled = true;
-    tune(&mut config);
-    let hub = Hub::start(config, Arc::new(memory_store())).await.unwrap();
-    // These tests are about sessions and queues, not rate limits.
-    let unlimited = serde_json::json!({ "name": "open", "rates": { "tenant_connections": "", "device_connections": "",
-        "tenant_messages": "", "device_messages_qos0": "", "device_messages_qos1": "" } });
-    hub.put_profile(serde_json::from_value(unlimited).unwrap())
-        .await
-        .unwrap();
-    hub.set_tenant_profile("sandbox", "open").await.unwrap();
-    hub
-}
-
-fn request(
-    hub: &Hub,
-    client_id: &str,
-    clean_start: bool,
-    session_expiry_secs: Option<u32>,
-) -> ConnectRequest {
-    ConnectRequest {
-        transport: hub.transport("mqtt"),
-        client_id: client_id.into(),
-        username: None,
-        password: None,
-        clean_start,
-        session_expiry_secs,
-        keep_alive_secs: 60,
-        server_keep_alive: false,
-        will: None,
-    }
-}
-
-async fn connect(hub: &Hub, req: ConnectRequest) -> Connected {
-    match hub.connect(req).await.expect("accepted") {
-        ConnectOutcome::Connected(c) => *c,
-        ConnectOutcome::Registered { .. } => panic!("not a registration"),
-    }
-}
-
-fn publish(hub: &Hub, topic: &str, qos: QoS) -> PublishRequest {
-    PublishRequest {
-        transport: hub.transport("mqtt"),
-        topic: topic.into(),
-        payload: Bytes::from_static(b"x"),
-        qos,
-        retain: false,
-        properties: Properties::default(),
-        message_expiry_secs: None,
-    }
-}
-
-fn subscribe(filter: &str, qos: QoS) -> Vec<SubscribeRequest> {
-    vec![SubscribeRequest {
-        filter: filter.into(),
-        qos,
-        no_local: false,
-        retain_as_published: false,
-        retain_handling: 0,
-        subscription_id: None,
-    }]
+    open_hub(Arc::new(memory_store()), Clock::system(), tune).await
 }
 
 #[tokio::test]

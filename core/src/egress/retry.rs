@@ -64,7 +64,7 @@ impl Retries {
         let id = self.env.seq.next();
         let record = RetryRecord { attempt: 1, body };
         store::write(&*self.env.store, |t| {
-            records::put_retry(t, due, id, &record)
+            records::put_retry(t, due, id, &record);
         })
         .await?;
         self.scheduled.notify_one();
@@ -100,13 +100,9 @@ impl Retries {
     /// due, or None after a batch (more may be due already).
     async fn pass(&self, owner: &dyn Attempts) -> Result<Option<Duration>, StoreError> {
         let now = self.env.clock.now_ms();
-        let claimed = self.claim(now).await?;
+        let (claimed, next_due) = self.claim(now).await?;
         if claimed.is_empty() {
-            let next = transact(&*self.env.store, |t| {
-                Box::pin(async move { records::next_retry_due(t).await })
-            })
-            .await?;
-            let wait = next.map_or(POLL, |due| {
+            let wait = next_due.map_or(POLL, |due| {
                 Duration::from_millis(due.saturating_sub(self.env.clock.now_ms())).min(POLL)
             });
             return Ok(Some(wait));
@@ -151,24 +147,27 @@ impl Retries {
     }
 
     /// Takes the rows due by `now` out of every worker's sight for a lease, in one transaction;
-    /// returns them as they are stored now.
-    async fn claim(&self, now: u64) -> Result<Vec<RetryRow>, StoreError> {
+    /// returns them as they are stored now, or, when none is due, when the earliest is.
+    async fn claim(&self, now: u64) -> Result<(Vec<RetryRow>, Option<u64>), StoreError> {
         transact(&*self.env.store, |t| {
             Box::pin(async move {
                 let due = records::due_retries(t, now, BATCH).await?;
-                let mut claimed = Vec::with_capacity(due.len());
-                for row in due {
-                    records::delete_retry(t, &row.key);
-                    let leased = now + LEASE_MS;
-                    records::put_retry(t, leased, row.id, &row.record);
-                    let key = records::retry_key(leased, row.id);
-                    claimed.push(RetryRow {
-                        key,
-                        due_ms: leased,
-                        ..row
-                    });
+                if due.is_empty() {
+                    return Ok((Vec::new(), records::next_retry_due(t).await?));
                 }
-                Ok(claimed)
+                let leased = now + LEASE_MS;
+                let claimed = due
+                    .into_iter()
+                    .map(|row| {
+                        records::delete_retry(t, &row.key);
+                        RetryRow {
+                            key: records::put_retry(t, leased, row.id, &row.record),
+                            due_ms: leased,
+                            ..row
+                        }
+                    })
+                    .collect();
+                Ok((claimed, None))
             })
         })
         .await

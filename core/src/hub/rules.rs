@@ -22,7 +22,8 @@ use crate::rules::{
 use crate::store::{records, transact};
 use crate::topic;
 
-/// Deliveries to queue destinations in flight (retries included) before new ones are dropped.
+/// First attempts at destinations in flight before new ones are dropped (retries wait in the
+/// store).
 const MAX_IN_FLIGHT: usize = 4096;
 
 /// How long one attempt at a destination may take.
@@ -388,7 +389,7 @@ impl Hub {
                     tracing::warn!(error = %e, "could not store a usage event");
                 }
             }
-            let output = rule.query.select(&cx).to_string();
+            let output = Bytes::from(rule.query.select(&cx).to_string());
             for d in &rule.rule.destinations {
                 let out = RuleOutput {
                     rule_id: rule.rule.id.clone(),
@@ -468,7 +469,7 @@ impl Hub {
             tracing::warn!(rule = %rule.id, error, "rule delivery failed; no error destination");
             return;
         };
-        let output: Value = serde_json::from_str(&d.output).unwrap_or(Value::Null);
+        let output: Value = serde_json::from_slice(&d.output).unwrap_or(Value::Null);
         let report = json!({
             "ruleId": rule.id, "ruleName": rule.name, "topic": d.topic,
             "productKey": d.product_key, "deviceName": d.device_name,
@@ -522,8 +523,25 @@ struct RuleOutput {
     message_id: u64,
     qos: QoS,
     received_at_ms: u64,
-    /// The rule's SELECT applied to the message (JSON text).
-    output: String,
+    /// The rule's SELECT applied to the message: JSON text, shared by the outputs to each
+    /// destination, and stored as a string.
+    #[serde(with = "json_text")]
+    output: Bytes,
+}
+
+/// A rule output's JSON text as a JSON string in a stored retry (a `Bytes` would be an array of
+/// numbers).
+mod json_text {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer, ser::Error as _};
+
+    pub(super) fn serialize<S: Serializer>(text: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(std::str::from_utf8(text).map_err(S::Error::custom)?)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        String::deserialize(d).map(Bytes::from)
+    }
 }
 
 impl RuleOutput {
@@ -554,7 +572,7 @@ impl Hub {
             self.counted(limited);
             return Err(limited.to_string());
         }
-        let output = Bytes::from(out.output.clone());
+        let output = out.output.clone();
         match self.resolve(&out.tenant, &out.destination) {
             Ok(Some(destination)) => {
                 let event = out.event(out.message_id, EventKind::Rule, output);
@@ -585,30 +603,38 @@ pub(crate) struct RuleAttempts(pub(crate) Hub);
 #[async_trait::async_trait]
 impl Attempts for RuleAttempts {
     async fn attempt(&self, body: &[u8]) -> Result<(), String> {
-        let hub = &self.0;
-        let Ok(out) = serde_json::from_slice::<RuleOutput>(body) else {
-            tracing::error!("a stored rule delivery no longer parses; dropped");
+        let Some((rule, out)) = self.stored(body) else {
             return Ok(());
         };
-        let Some(rule) = hub.active_rule(&out.tenant, &out.rule_id) else {
-            tracing::debug!(rule = %out.rule_id, "rule deleted or disabled: its retry is dropped");
-            return Ok(());
-        };
-        hub.attempt_rule_output(&out).await?;
+        self.0.attempt_rule_output(&out).await?;
         rule.counters.forwarded.fetch_add(1, Relaxed);
         Ok(())
     }
 
     async fn exhausted(&self, body: &[u8], error: &str) {
-        let hub = &self.0;
-        let Ok(out) = serde_json::from_slice::<RuleOutput>(body) else {
-            return;
-        };
-        let Some(rule) = hub.active_rule(&out.tenant, &out.rule_id) else {
+        let Some((rule, out)) = self.stored(body) else {
             return;
         };
         rule.counters.failed.fetch_add(1, Relaxed);
-        hub.report_rule_failure(&rule, &out, error, RETRY_DELAYS_SECS.len() + 1)
+        let attempts = RETRY_DELAYS_SECS.len() + 1;
+        self.0
+            .report_rule_failure(&rule, &out, error, attempts)
             .await;
+    }
+}
+
+impl RuleAttempts {
+    /// A stored output and its rule; None (the retry is dropped) when it no longer parses or
+    /// the rule was deleted or disabled meanwhile.
+    fn stored(&self, body: &[u8]) -> Option<(Arc<ActiveRule>, RuleOutput)> {
+        let Ok(out) = serde_json::from_slice::<RuleOutput>(body) else {
+            tracing::error!("a stored rule delivery no longer parses; dropped");
+            return None;
+        };
+        let Some(rule) = self.0.active_rule(&out.tenant, &out.rule_id) else {
+            tracing::debug!(rule = %out.rule_id, "rule deleted or disabled: its retry is dropped");
+            return None;
+        };
+        Some((rule, out))
     }
 }

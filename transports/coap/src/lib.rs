@@ -20,7 +20,7 @@ use coap_lite::{RequestType, ResponseType};
 use ironhub_core::Hub;
 use ironhub_core::admission::{Cause, Refusal, Stage};
 use ironhub_core::data::message::{Properties, QoS};
-use ironhub_core::hub::{AuthRequest, PublishRequest};
+use ironhub_core::hub::{AuthRequest, PublishRequest, TransportKind};
 use ironhub_core::limits::{LimitId, LimitKind, Limited};
 use ironhub_core::transport::{BoxError, Transport};
 use serde_json::{Value, json};
@@ -105,6 +105,8 @@ impl Exchanges {
 /// State shared by the receive loop and the request tasks.
 struct Server {
     hub: Hub,
+    /// This transport in the hub's counters.
+    kind: TransportKind,
     socket: Arc<UdpSocket>,
     settings: CoapSettings,
     exchanges: Mutex<Exchanges>,
@@ -181,11 +183,7 @@ impl Server {
             Err(message) => return answer(ResponseType::BadRequest, 10000, message),
         };
         let ttl = self.settings.token_ttl_secs;
-        match self
-            .hub
-            .issue_token(self.hub.transport(LABEL), &request, ttl)
-            .await
-        {
+        match self.hub.issue_token(self.kind, &request, ttl).await {
             Ok((token, _)) => Response {
                 code: ResponseType::Content,
                 payload: json!({ "token": token, "expires_in": ttl })
@@ -231,7 +229,7 @@ impl Server {
             Kind::NonConfirmable => QoS::AtMostOnce,
         };
         let request = PublishRequest {
-            transport: self.hub.transport(LABEL),
+            transport: self.kind,
             topic,
             payload: Bytes::from(req.payload.clone()),
             qos,
@@ -384,6 +382,7 @@ impl Transport for CoapTransport {
     async fn serve(self: Box<Self>, hub: Hub, shutdown: CancellationToken) -> Result<(), BoxError> {
         tracing::info!(addr = %self.socket.local_addr()?, "CoAP devices listening");
         let server = Arc::new(Server {
+            kind: hub.transport(LABEL),
             hub,
             socket: self.socket.clone(),
             settings: self.settings,

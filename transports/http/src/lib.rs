@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use ironhub_core::Hub;
 use ironhub_core::admission::{Cause, Refusal, Stage};
 use ironhub_core::data::message::{Properties, QoS};
-use ironhub_core::hub::{AuthRequest, PublishRequest};
+use ironhub_core::hub::{AuthRequest, PublishRequest, TransportKind};
 use ironhub_core::limits::{LimitKind, Limited as Limit};
 use ironhub_core::transport::{BoxError, Transport};
 use ironhub_tls::TlsAcceptor;
@@ -63,13 +63,18 @@ impl HttpTransport {
 }
 
 /// Serves HTTP/1.1 on one accepted stream until it closes or shutdown.
-async fn serve_stream<S>(stream: S, hub: Hub, ttl: u64, shutdown: CancellationToken)
-where
+async fn serve_stream<S>(
+    stream: S,
+    hub: Hub,
+    kind: TransportKind,
+    ttl: u64,
+    shutdown: CancellationToken,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| {
         let hub = hub.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(hub, req, ttl).await) }
+        async move { Ok::<_, std::convert::Infallible>(handle(hub, kind, req, ttl).await) }
     });
     let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -189,7 +194,7 @@ async fn collect(req: Request<Incoming>, max: usize) -> Result<Bytes, Answer> {
         })
 }
 
-async fn auth(hub: &Hub, req: Request<Incoming>, ttl: u64) -> Answer {
+async fn auth(hub: &Hub, kind: TransportKind, req: Request<Incoming>, ttl: u64) -> Answer {
     let body = match collect(req, MAX_AUTH_BODY).await {
         Ok(b) => b,
         Err(a) => return a,
@@ -198,13 +203,13 @@ async fn auth(hub: &Hub, req: Request<Incoming>, ttl: u64) -> Answer {
         Ok(r) => r,
         Err(message) => return Answer::error(StatusCode::BAD_REQUEST, 10000, message),
     };
-    match hub.issue_token(hub.transport(LABEL), &request, ttl).await {
+    match hub.issue_token(kind, &request, ttl).await {
         Ok((token, _)) => Answer::ok(json!({ "token": token, "expires_in": ttl })),
         Err(r) => refused(&Refusal::from(&r)),
     }
 }
 
-async fn publish(hub: &Hub, req: Request<Incoming>, topic: String) -> Answer {
+async fn publish(hub: &Hub, kind: TransportKind, req: Request<Incoming>, topic: String) -> Answer {
     let token = req
         .headers()
         .get("password")
@@ -226,7 +231,7 @@ async fn publish(hub: &Hub, req: Request<Incoming>, topic: String) -> Answer {
         Err(a) => return a,
     };
     let request = PublishRequest {
-        transport: hub.transport(LABEL),
+        transport: kind,
         topic,
         payload,
         qos: QoS::AtLeastOnce,
@@ -240,13 +245,18 @@ async fn publish(hub: &Hub, req: Request<Incoming>, topic: String) -> Answer {
     }
 }
 
-async fn handle(hub: Hub, req: Request<Incoming>, ttl: u64) -> Response<Full<Bytes>> {
+async fn handle(
+    hub: Hub,
+    kind: TransportKind,
+    req: Request<Incoming>,
+    ttl: u64,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let answer = match (req.method(), path.as_str()) {
-        (&Method::POST, "/auth") => auth(&hub, req, ttl).await,
+        (&Method::POST, "/auth") => auth(&hub, kind, req, ttl).await,
         (&Method::POST, p) if p.starts_with("/topic/") => {
             let topic = p["/topic".len()..].to_owned();
-            publish(&hub, req, topic).await
+            publish(&hub, kind, req, topic).await
         }
         (_, "/auth") => Answer::error(StatusCode::METHOD_NOT_ALLOWED, 10000, "use POST"),
         (_, p) if p.starts_with("/topic/") => {
@@ -271,6 +281,7 @@ impl Transport for HttpTransport {
         let tracker = TaskTracker::new();
         tracing::info!(addr = %self.listener.local_addr()?, tls = self.tls.is_some(), "HTTP devices listening");
         let ttl = self.token_ttl_secs;
+        let kind = hub.transport(LABEL);
         loop {
             let (stream, _) = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -286,13 +297,13 @@ impl Transport for HttpTransport {
             let (hub, shutdown) = (hub.clone(), shutdown.clone());
             match &self.tls {
                 None => {
-                    tracker.spawn(serve_stream(stream, hub, ttl, shutdown));
+                    tracker.spawn(serve_stream(stream, hub, kind, ttl, shutdown));
                 }
                 Some(acceptor) => {
                     let handshake = acceptor.accept(stream);
                     tracker.spawn(async move {
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
-                            Ok(Ok(tls)) => serve_stream(tls, hub, ttl, shutdown).await,
+                            Ok(Ok(tls)) => serve_stream(tls, hub, kind, ttl, shutdown).await,
                             Ok(Err(e)) => tracing::debug!(error = %e, "HTTPS handshake failed"),
                             Err(_) => tracing::debug!("HTTPS handshake timed out"),
                         }

@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
-use ironhub_core::admission::{Cause, Refusal, Stage};
+use ironhub_core::admission::{Cause, Stage};
 use ironhub_core::data::message::{Properties, QoS as HubQoS};
 use ironhub_core::hub::queue::DeliveryReceiver;
 use ironhub_core::hub::{
@@ -152,7 +152,7 @@ where
     let connected = match outcome {
         Err(refusal) => {
             tracing::info!(%peer, client_id = %connect.client_id, %refusal, "connection refused");
-            let (reason, _) = refused(&Refusal::from(&refusal));
+            let (reason, _) = refused(Stage::Connect, &refusal.cause());
             let code = ConnectCode::from_reason(reason);
             conn.send(Outbound::ConnAck(Box::new(connack(
                 hub,
@@ -627,7 +627,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
                     .into_iter()
                     .map(|r| match r {
                         Ok(q) => Ok(wire_qos(q)),
-                        Err(refusal) => Err(refused(&Refusal::from(&refusal)).0),
+                        Err(refusal) => Err(refused(Stage::Subscribe, &refusal.cause()).0),
                     })
                     .collect();
                 self.conn.send(Outbound::SubAck(packet_id, codes));
@@ -735,7 +735,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
         };
         let (reason, discarded) = match &outcome {
             Ok(_) => (0x00, false),
-            Err(refusal) => refused(&Refusal::from(refusal)),
+            Err(refusal) => refused(Stage::Publish, &refusal.cause()),
         };
         let text = outcome.as_ref().err().map(ToString::to_string);
         if let Some(text) = &text
@@ -788,12 +788,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
         Flow::Continue
     }
 }
-/// The one mapping of the hub's refusals to MQTT: the MQTT 5 reason code for the refused
-/// CONNECT (see [`ConnectCode::from_reason`] for 3.1.1), PUBLISH or SUBSCRIBE, and whether a
-/// refused message is discarded (throttled or over quota: counted, and acknowledged to 3.1.1
-/// clients, which have no negative acknowledgement) rather than refused.
-fn refused(r: &Refusal) -> (u8, bool) {
-    match (&r.cause, r.stage) {
+/// The one mapping of the hub's refusals to MQTT, by an `admission::Refusal`'s stage and cause
+/// (taken straight from the engine's refusal, so a throttled message costs no string): the MQTT 5
+/// reason code for the refused CONNECT (see [`ConnectCode::from_reason`] for 3.1.1), PUBLISH or
+/// SUBSCRIBE, and whether a refused message is discarded (throttled or over quota: counted, and
+/// acknowledged to 3.1.1 clients, which have no negative acknowledgement) rather than refused.
+fn refused(stage: Stage, cause: &Cause) -> (u8, bool) {
+    match (cause, stage) {
         (Cause::BadCredentials, _) => (0x86, false),
         (Cause::Disabled | Cause::NotAuthorized, _) => (0x87, false),
         (Cause::Malformed, Stage::Connect) => (0x83, false),
@@ -853,11 +854,9 @@ mod tests {
 
     #[test]
     fn refusals_get_the_reason_codes_of_their_packet() {
-        use ironhub_core::admission::{Cause, Refusal, Stage};
+        use ironhub_core::admission::{Cause, Stage};
         use ironhub_core::limits::{LimitId, Limited};
-        let code = |stage, cause| {
-            super::refused(&Refusal::new(stage, cause, String::new(), String::new()))
-        };
+        let code = |stage, cause| super::refused(stage, &cause);
         let limited = |id| Cause::Limited(Limited::new(id));
         assert_eq!(code(Stage::Connect, Cause::BadCredentials), (0x86, false));
         assert_eq!(code(Stage::Connect, Cause::Disabled), (0x87, false));

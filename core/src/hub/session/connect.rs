@@ -181,13 +181,9 @@ impl Hub {
         };
         let cfg = &self.inner.config;
         let (min, max) = (cfg.keepalive_min_secs, cfg.keepalive_max_secs);
-        let in_range = (min..=max).contains(&req.keep_alive_secs);
-        let keep_alive_secs = if in_range || !req.server_keep_alive {
-            req.keep_alive_secs
-        } else {
-            req.keep_alive_secs.clamp(min, max)
-        };
-        if !in_range && !req.server_keep_alive {
+        // In range it stays; outside, MQTT 5 gets the nearest allowed value, 3.1.1 a refusal.
+        let keep_alive_secs = req.keep_alive_secs.clamp(min, max);
+        if keep_alive_secs != req.keep_alive_secs && !req.server_keep_alive {
             self.inner.stats.limited(LimitId::KeepAlive);
             return Err(ConnectRefusal::KeepAliveOutOfRange {
                 got: req.keep_alive_secs,

@@ -147,41 +147,75 @@ impl ConnectRefusal {
     }
 }
 
+impl ConnectRefusal {
+    /// Why, as every transport classifies it (no allocation: MQTT answers with this alone).
+    pub fn cause(&self) -> Cause {
+        match self {
+            ConnectRefusal::BadCredentials(_) => Cause::BadCredentials,
+            ConnectRefusal::Disabled => Cause::Disabled,
+            ConnectRefusal::NotAuthorized(_) => Cause::NotAuthorized,
+            ConnectRefusal::KeepAliveOutOfRange { .. } => Cause::Malformed,
+            ConnectRefusal::Limited(l) => Cause::Limited(*l),
+            ConnectRefusal::Unavailable(_) => Cause::Unavailable,
+        }
+    }
+}
+
 impl From<&ConnectRefusal> for Refusal {
     fn from(r: &ConnectRefusal) -> Refusal {
-        let (cause, detail) = match r {
-            ConnectRefusal::BadCredentials(why) => (Cause::BadCredentials, (*why).to_owned()),
-            ConnectRefusal::Disabled => (Cause::Disabled, String::new()),
-            ConnectRefusal::NotAuthorized(why) => (Cause::NotAuthorized, why.clone()),
-            ConnectRefusal::KeepAliveOutOfRange { .. } => (Cause::Malformed, r.to_string()),
-            ConnectRefusal::Limited(l) => (Cause::Limited(*l), l.to_string()),
-            ConnectRefusal::Unavailable(e) => (Cause::Unavailable, e.clone()),
+        let detail = match r {
+            ConnectRefusal::BadCredentials(why) => (*why).to_owned(),
+            ConnectRefusal::NotAuthorized(why) => why.clone(),
+            _ => String::new(),
         };
-        Refusal::new(Stage::Connect, cause, detail, r.to_string())
+        Refusal::new(Stage::Connect, r.cause(), detail, r.to_string())
+    }
+}
+
+impl PublishRefusal {
+    /// Why, as every transport classifies it (no allocation: throttled messages answer with
+    /// this alone).
+    pub fn cause(&self) -> Cause {
+        match self {
+            PublishRefusal::NotAuthorized(_) => Cause::NotAuthorized,
+            PublishRefusal::TopicInvalid(_) => Cause::Malformed,
+            PublishRefusal::Limited(l) => Cause::Limited(*l),
+            PublishRefusal::Unavailable(_) => Cause::Unavailable,
+        }
     }
 }
 
 impl From<&PublishRefusal> for Refusal {
     fn from(r: &PublishRefusal) -> Refusal {
-        let (cause, detail) = match r {
-            PublishRefusal::NotAuthorized(topic) => (Cause::NotAuthorized, topic.clone()),
-            PublishRefusal::TopicInvalid(e) => (Cause::Malformed, e.to_string()),
-            PublishRefusal::Limited(l) => (Cause::Limited(*l), l.to_string()),
-            PublishRefusal::Unavailable(e) => (Cause::Unavailable, e.clone()),
+        let detail = match r {
+            PublishRefusal::NotAuthorized(topic) => topic.clone(),
+            PublishRefusal::TopicInvalid(e) => e.to_string(),
+            _ => String::new(),
         };
-        Refusal::new(Stage::Publish, cause, detail, r.to_string())
+        Refusal::new(Stage::Publish, r.cause(), detail, r.to_string())
+    }
+}
+
+impl SubscribeRefusal {
+    /// Why, as every transport classifies it.
+    pub fn cause(&self) -> Cause {
+        match self {
+            SubscribeRefusal::FilterInvalid(_) => Cause::Malformed,
+            SubscribeRefusal::NotAuthorized(_) => Cause::NotAuthorized,
+            SubscribeRefusal::Limited(l) => Cause::Limited(*l),
+            SubscribeRefusal::Unavailable(_) => Cause::Unavailable,
+        }
     }
 }
 
 impl From<&SubscribeRefusal> for Refusal {
     fn from(r: &SubscribeRefusal) -> Refusal {
-        let (cause, detail) = match r {
-            SubscribeRefusal::FilterInvalid(e) => (Cause::Malformed, e.to_string()),
-            SubscribeRefusal::NotAuthorized(filter) => (Cause::NotAuthorized, filter.clone()),
-            SubscribeRefusal::Limited(l) => (Cause::Limited(*l), l.to_string()),
-            SubscribeRefusal::Unavailable(e) => (Cause::Unavailable, e.clone()),
+        let detail = match r {
+            SubscribeRefusal::FilterInvalid(e) => e.to_string(),
+            SubscribeRefusal::NotAuthorized(filter) => filter.clone(),
+            _ => String::new(),
         };
-        Refusal::new(Stage::Subscribe, cause, detail, r.to_string())
+        Refusal::new(Stage::Subscribe, r.cause(), detail, r.to_string())
     }
 }
 

@@ -166,17 +166,18 @@ pub struct RetryRow {
     pub record: RetryRecord,
 }
 
-/// The key of the retry `id` due at `due_ms`.
-pub fn retry_key(due_ms: u64, id: u64) -> Vec<u8> {
+fn retry_key(due_ms: u64, id: u64) -> Vec<u8> {
     let mut k = key(&[b"j", b""]);
     k.extend_from_slice(&due_ms.to_be_bytes());
     k.extend_from_slice(&id.to_be_bytes());
     k
 }
 
-/// Writes a retry due at `due_ms`.
-pub fn put_retry(txn: &mut dyn Txn, due_ms: u64, id: u64, record: &RetryRecord) {
-    txn.set(&retry_key(due_ms, id), &encode(record));
+/// Writes a retry due at `due_ms`; returns its key.
+pub fn put_retry(txn: &mut dyn Txn, due_ms: u64, id: u64, record: &RetryRecord) -> Vec<u8> {
+    let key = retry_key(due_ms, id);
+    txn.set(&key, &encode(record));
+    key
 }
 
 /// Removes a retry.
