@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::topic;
 
 /// What a client wants to do with a topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {
     /// PUBLISH to a topic name.
@@ -85,7 +85,7 @@ pub fn device_may(access: Access, pk: &str, dn: &str, topic: &str) -> bool {
 }
 
 /// One rule of the open-broker mode, tried in order; the first whose filter matches decides.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
     /// Topic filter the rule covers (a publish topic or a subscribe filter is checked against it).
     pub filter: String,

@@ -26,7 +26,7 @@ pub enum SinkError {
 }
 
 /// Credentials that may only consume one destination, shown once when they are created.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ConsumerCredentials {
     /// User name on the destination's broker.
     pub username: String,

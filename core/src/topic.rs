@@ -22,6 +22,9 @@ pub enum TopicError {
     BadShare,
 }
 
+/// What [`validate_name`] accepts, as a regular expression (for API schemas).
+pub const NAME_PATTERN: &str = "^[^+#\\u0000]+$";
+
 /// Checks a topic name a client publishes to.
 pub fn validate_name(topic: &str) -> Result<(), TopicError> {
     if topic.is_empty() {

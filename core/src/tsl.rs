@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use crate::limits::{LimitId, Limited};
 
 /// A data type and its specs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "specs", rename_all = "lowercase")]
 pub enum DataType {
     /// 32-bit integer within `min..=max`.
@@ -32,7 +32,7 @@ pub enum DataType {
 }
 
 /// Specs of numbers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NumberSpecs {
     /// Smallest value.
     pub min: f64,
@@ -44,14 +44,14 @@ pub struct NumberSpecs {
 }
 
 /// Specs of text.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextSpecs {
     /// Longest value, characters.
     pub length: usize,
 }
 
 /// Specs of arrays.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArraySpecs {
     /// Most items.
     pub size: usize,
@@ -60,7 +60,7 @@ pub struct ArraySpecs {
 }
 
 /// A named, typed value: a property, a struct field or a service/event parameter.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Param {
     /// Identifier (the JSON key devices use).
     pub identifier: String,
@@ -73,7 +73,7 @@ pub struct Param {
 }
 
 /// A property of the model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Property {
     /// The value's definition.
     #[serde(flatten)]
@@ -88,7 +88,7 @@ fn rw() -> String {
 }
 
 /// A service devices offer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Service {
     /// Identifier.
     pub identifier: String,
@@ -104,7 +104,7 @@ pub struct Service {
 }
 
 /// An event devices raise.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventDef {
     /// Identifier.
     pub identifier: String,
@@ -117,7 +117,7 @@ pub struct EventDef {
 }
 
 /// A set of properties, services and events: the default module of a model, or a custom one.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Module {
     /// Identifier of a custom module; devices post its properties as `{module}:{property}`.
@@ -135,7 +135,7 @@ pub struct Module {
 }
 
 /// A product's thing model: the default module and up to 20 custom ones (L-045).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThingModel {
     /// Properties of the default module.

@@ -13,14 +13,13 @@
 //! - `embedded` (default): the redb store, the single-node default.
 //! - `jemalloc` (default): jemalloc as the global allocator.
 
-mod admin;
+mod api;
 mod cli;
 mod cluster;
 mod components;
 mod config;
 mod console;
 mod metrics;
-mod openapi;
 mod serve;
 
 use clap::{Parser, Subcommand};

@@ -13,7 +13,7 @@ use ironhub_core::store::{self, Store, records, transact};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{Admin, token_hash};
+use crate::api::{Api, token_hash};
 use crate::cluster::Cluster;
 use crate::components;
 use crate::config::{Config, StoreBackend};
@@ -156,7 +156,7 @@ impl Node {
                 }
             }));
         }
-        let admin = Admin::new(hub.clone(), token_sha256);
+        let admin = Api::new(hub.clone(), token_sha256);
         tasks.push(tokio::spawn(admin.serve(admin_listener, shutdown.clone())));
         Ok(Node {
             hub,

@@ -18,7 +18,7 @@ pub struct ApiKey {
 }
 
 /// An API key as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApiKeyView {
     /// Public identifier.
     pub id: String,

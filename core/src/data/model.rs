@@ -4,7 +4,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// A tenant owns products; routing never crosses tenants.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
     /// Stable identifier, chosen at creation (`[a-z0-9_-]{1,64}`).
     pub id: String,
@@ -17,7 +17,9 @@ pub struct Tenant {
 }
 
 /// Whether devices of a product connect directly or carry sub-devices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeType {
     /// A device that connects on its own.
@@ -28,7 +30,7 @@ pub enum NodeType {
 }
 
 /// A set of devices sharing a ProductKey (and a ProductSecret for dynamic registration).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Product {
     /// The tenant that owns the product.
     pub tenant: String,
@@ -47,7 +49,7 @@ pub struct Product {
 }
 
 /// A device under a product.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
     /// The product's key.
     pub product_key: String,
@@ -67,7 +69,7 @@ pub struct Device {
 
 /// A consumer group (server-side subscription): a durable queue on a sink that receives the
 /// upstream messages and the status and lifecycle notifications of its products' devices.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsumerGroup {
     /// The tenant that owns the group.
     pub tenant: String,
@@ -93,7 +95,7 @@ pub struct ConsumerGroup {
 }
 
 /// The state the admin API reports for a device (seed 000: inactive, online, offline, disabled).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceState {
     /// Never connected.
@@ -135,6 +137,21 @@ pub struct InvalidName {
     pub field: &'static str,
     /// What is wrong with it.
     pub reason: &'static str,
+}
+
+/// What [`validate_device_name`] accepts, as a regular expression (for API schemas).
+pub const DEVICE_NAME_PATTERN: &str = "^[A-Za-z0-9_@.:-]{4,32}$";
+
+/// What [`validate_tenant_id`] accepts (tenant ids and profile names).
+pub const TENANT_ID_PATTERN: &str = "^[a-z0-9_-]{1,64}$";
+
+/// A display name: 1 to 64 characters, not all white space.
+pub const DISPLAY_NAME_PATTERN: &str = "\\S";
+
+/// Checks a display name (products, groups, rules, API keys): 1 to 64 characters, not only
+/// white space.
+pub fn valid_display_name(name: &str) -> bool {
+    !name.trim().is_empty() && name.chars().count() <= 64
 }
 
 /// DeviceName rule (Alibaba): 4 to 32 characters of letters, digits and `-_@.:`.

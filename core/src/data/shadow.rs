@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// A device's shadow as stored and shown.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Shadow {
     /// `{"reported": {...}, "desired": {...}}`.
     pub state: ShadowState,
@@ -19,7 +19,7 @@ pub struct Shadow {
 }
 
 /// Reported and desired properties.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShadowState {
     /// What the device reported.
     #[serde(default, skip_serializing_if = "Map::is_empty")]

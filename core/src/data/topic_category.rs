@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What devices may do on a category.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
     /// Publish only.
@@ -16,7 +16,7 @@ pub enum Operation {
 }
 
 /// A topic category.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicCategory {
     /// `/${productKey}/${deviceName}/user/...`, `+` and `#` allowed after `user/`.

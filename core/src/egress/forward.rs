@@ -48,7 +48,7 @@ pub struct SinkStats {
 }
 
 /// A point-in-time copy of a sink's counters.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SinkStatsSnapshot {
     /// The sink's name.
     pub sink: String,

@@ -37,7 +37,7 @@ pub(crate) struct PendingRrpc {
 }
 
 /// How an RRPC call ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "rrpc_code", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RrpcOutcome {
     /// The device answered: its payload.
@@ -60,7 +60,7 @@ pub enum RrpcOutcome {
 }
 
 /// A device's status as the business API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DeviceStatus {
     /// ProductKey.
     pub product_key: String,
@@ -101,7 +101,7 @@ impl Hub {
         name: &str,
     ) -> Result<(ApiKeyView, String), HubError> {
         self.tenant(tenant).await?;
-        if name.trim().is_empty() || name.chars().count() > 64 {
+        if !model::valid_display_name(name) {
             return Err(HubError::Invalid("name must be 1 to 64 characters".into()));
         }
         let secret = model::new_secret();
@@ -439,7 +439,7 @@ impl<T> WriteQueue<T> {
 pub(crate) type StatusChange = (String, String, records::StatusEvent);
 
 /// A page of devices.
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct DevicePage {
     /// The devices, in name order.
     pub devices: Vec<DeviceStatus>,

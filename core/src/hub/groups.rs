@@ -119,10 +119,10 @@ impl Hub {
     ) -> Result<(ConsumerGroup, Option<ConsumerCredentials>), HubError> {
         self.tenant(tenant).await?;
         let sink = match sink {
-            Some(kind) => self.inner.forwarder.sink(kind).ok_or_else(|| {
-                HubError::Invalid(format!(
-                    "consumer groups on {kind} need its sink: configure [{kind}] in the server config"
-                ))
+            // A sink is named like a thing that may not exist: 404, not a malformed request.
+            Some(kind) => self.inner.forwarder.sink(kind).ok_or_else(|| HubError::NotFound {
+                what: "sink",
+                id: kind.to_owned(),
             })?,
             None => self
                 .inner
@@ -131,12 +131,12 @@ impl Hub {
                 .into_iter()
                 .find(|s| s.capabilities().default_for_groups)
                 .ok_or_else(|| {
-                    HubError::Invalid(
+                    HubError::Conflict(
                         "no sink takes consumer groups by default: configure one, or name it with \"sink\"".into(),
                     )
                 })?,
         };
-        if name.is_empty() || name.len() > 64 {
+        if !model::valid_display_name(name) {
             return Err(HubError::Invalid("name must be 1 to 64 characters".into()));
         }
         let limits = self.profile_of(tenant).forwarding.clone();

@@ -14,7 +14,7 @@ use crate::metering::{self, DeviceCounters, MonthHandle, MonthlyUsage, Usage, Us
 use crate::store::{self, records, transact};
 
 /// A tenant's or device's usage with the limits it is measured against.
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct UsageReport {
     /// Counters: this hour, today, this month, and each of the last 24 hours.
     pub usage: Usage,

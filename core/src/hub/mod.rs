@@ -42,6 +42,7 @@ mod tsl;
 
 pub use business::{DevicePage, DeviceStatus, HISTORY_RETENTION_MS, RRPC_TIMEOUT_MS, RrpcOutcome};
 pub use cluster::{PeerError, PeerReply, PeerRequest, Peers};
+pub use limits::UsageReport;
 pub use recent::{MIN_GAP_MS as RECENT_MIN_GAP_MS, Recent, RecentMessage};
 pub use registry::{DeviceView, ProductView};
 pub use router::Delivery;
@@ -156,7 +157,7 @@ impl std::ops::Deref for LimitCounters {
 }
 
 /// A point-in-time copy of [`Stats`].
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct StatsSnapshot {
     /// Connections accepted.
     pub connections_accepted: u64,
@@ -193,7 +194,7 @@ pub struct StatsSnapshot {
 }
 
 /// Counters of one transport.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct TransportStats {
     /// Connections open now.
     pub open: u64,

@@ -21,7 +21,7 @@ const SHARDS: usize = 16;
 pub const MIN_GAP_MS: u64 = 100;
 
 /// One message a device sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecentMessage {
     /// When the hub accepted it, ms since the epoch.
     pub at_ms: u64,

@@ -11,7 +11,7 @@ use crate::store::records::{self, LIST_LIMIT};
 use crate::store::{self, StoreError, transact};
 
 /// A device as the admin API shows it (no secret).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DeviceView {
     /// ProductKey.
     pub product_key: String,
@@ -26,7 +26,7 @@ pub struct DeviceView {
 }
 
 /// A product as the admin API shows it (no secret).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ProductView {
     /// ProductKey.
     pub product_key: String,
@@ -143,7 +143,7 @@ impl Hub {
         dynamic_registration: bool,
     ) -> Result<Product, HubError> {
         self.tenant(tenant).await?;
-        if name.trim().is_empty() || name.len() > 64 {
+        if !model::valid_display_name(name) {
             return Err(HubError::Invalid("name must be 1 to 64 characters".into()));
         }
         let product = Product {

@@ -60,7 +60,7 @@ impl Rules {
 }
 
 /// A rule with what it did, as the API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, serde::Serialize)]
 pub struct RuleView {
     /// The rule.
     #[serde(flatten)]
@@ -70,14 +70,16 @@ pub struct RuleView {
 }
 
 /// The fields of a rule a client sets.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     /// Display name.
+    #[schemars(length(min = 1, max = 64), pattern(model::DISPLAY_NAME_PATTERN))]
     pub name: String,
     /// The statement.
     pub sql: String,
-    /// Destinations (1 to 10).
+    /// Destinations (1 to the profile's limit, L-050; 10 by default).
+    #[schemars(length(min = 1))]
     pub destinations: Vec<RuleDestination>,
     /// Where failures are reported.
     #[serde(default)]
@@ -145,7 +147,7 @@ impl Hub {
     /// Checks a spec: the SQL parses, 1 to 10 destinations (L-050), each usable by the tenant.
     async fn check_rule(&self, tenant: &str, spec: &RuleSpec) -> Result<(), HubError> {
         Query::parse(&spec.sql).map_err(|e| HubError::Invalid(e.to_string()))?;
-        if spec.name.is_empty() || spec.name.len() > 64 {
+        if !model::valid_display_name(&spec.name) {
             return Err(HubError::Invalid("name must be 1 to 64 characters".into()));
         }
         let max = self.profile_of(tenant).forwarding.destinations_per_rule;

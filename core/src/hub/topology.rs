@@ -14,7 +14,7 @@ use crate::limits::LimitId;
 use crate::store::{records, transact};
 
 /// A sub-device of a gateway.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SubDevice {
     /// ProductKey.
     #[serde(rename = "productKey")]

@@ -15,7 +15,7 @@ fn rate(s: &str) -> RateSpec {
 }
 
 /// A named set of limits, shared by the tenants that use it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Profile {
     /// Unique name.
@@ -53,7 +53,7 @@ impl Default for Profile {
 }
 
 /// Entity limits (seed 000 section 7, seed 001).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EntityLimits {
     /// Products per tenant (seed 000: 1,000).
@@ -84,7 +84,7 @@ impl Default for EntityLimits {
 }
 
 /// Rate limits, each a set of token buckets (seed 001 syntax).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimits {
     /// Connection requests per tenant (seed 000: 500 per second).
@@ -144,7 +144,7 @@ impl Default for RateLimits {
 }
 
 /// Device shadow limits (seed 000).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShadowLimits {
     /// JSON levels of the reported or desired state (seed 000: 5).
@@ -166,7 +166,7 @@ impl Default for ShadowLimits {
 }
 
 /// Business API limits (seed 000).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BusinessLimits {
     /// Largest broadcast payload, bytes (seed 000: 64 KB).
@@ -183,7 +183,7 @@ impl Default for BusinessLimits {
 
 /// Rules and server-side subscription limits (seed 000 section 7: rules engine, AMQP
 /// server-side subscription).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ForwardingLimits {
     /// Rules per tenant (seed 000: 1,000).
@@ -220,7 +220,7 @@ impl Default for ForwardingLimits {
 }
 
 /// Monthly API limits (seed 001). 0 means unlimited.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MonthlyLimits {
     /// Messages devices send to the hub per month (seed 001's example: 100 million).

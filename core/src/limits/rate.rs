@@ -91,6 +91,23 @@ impl<'de> Deserialize<'de> for RateSpec {
     }
 }
 
+/// On the wire a spec is its text; the pattern is what [`RateSpec::from_str`] accepts
+/// (whole numbers from 1, at most 18 digits so they fit).
+impl schemars::JsonSchema for RateSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RateSpec".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "capacity:seconds[,capacity:seconds...]; empty for no limit",
+            "pattern": "^$|^[1-9][0-9]{0,17}:[1-9][0-9]{0,17}(,[1-9][0-9]{0,17}:[1-9][0-9]{0,17})*$",
+            "examples": ["100:1,1000:60"],
+        })
+    }
+}
+
 impl RateSpec {
     /// One node's share of the spec in a cluster of `nodes`: each bucket's capacity divided
     /// (rounded down, at least 1), so the nodes together never allow more than the spec.

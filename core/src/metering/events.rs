@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::{self, KeyRange, Store, StoreError, records, transact};
 
 /// A monthly-quota event of a tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageEvent {
     /// When, ms since the epoch.
     pub at_ms: u64,

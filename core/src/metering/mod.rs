@@ -40,7 +40,7 @@ const FLUSH_ROWS: usize = 5_000;
 pub type Counts = BTreeMap<String, u64>;
 
 /// Usage of a tenant or a device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Usage {
     /// The current hour.
     pub hour: Counts,

@@ -13,7 +13,7 @@ use crate::store::{Store, StoreError};
 use super::{Counts, DATA_POINTS, DISCARDED, MESSAGES, Meter, RULE_EXECUTIONS, UsageEvent};
 
 /// Where a tenant stands against one monthly limit (seed 001's API usage dashboard).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MonthlyUsage {
     /// The limit id (L-070, L-071, L-072).
     pub limit: String,

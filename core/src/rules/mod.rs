@@ -98,6 +98,33 @@ impl TryFrom<WireDestination> for RuleDestination {
     }
 }
 
+/// One object shape per kind, each closed: what [`WireDestination`]'s conversion accepts.
+impl schemars::JsonSchema for RuleDestination {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RuleDestination".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let shape = |kind: serde_json::Value, field: &str| {
+            serde_json::json!({
+                "type": "object",
+                "required": ["kind", field],
+                "properties": { "kind": kind, field: { "type": "string", "minLength": 1 } },
+                "additionalProperties": false,
+            })
+        };
+        schemars::json_schema!({
+            "description": "Where a rule's output goes: a consumer group, a topic of the tenant, \
+                or a queue of a sink that takes rule queues (`{sink}_queue`, e.g. `sqs_queue`).",
+            "oneOf": [
+                shape(serde_json::json!({ "type": "string", "enum": ["consumer_group"] }), "group"),
+                shape(serde_json::json!({ "type": "string", "enum": ["topic"] }), "topic"),
+                shape(serde_json::json!({ "type": "string", "pattern": "^[a-z0-9]+_queue$" }), "queue"),
+            ],
+        })
+    }
+}
+
 impl From<RuleDestination> for WireDestination {
     fn from(d: RuleDestination) -> Self {
         let wire = |kind: String| WireDestination {
@@ -125,7 +152,7 @@ impl From<RuleDestination> for WireDestination {
 }
 
 /// A rule as stored and shown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
     /// Owning tenant.
     pub tenant: String,
@@ -162,7 +189,7 @@ pub struct RuleCounters {
 }
 
 /// A copy of [`RuleCounters`].
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct RuleCountersSnapshot {
     /// Messages matched.
     pub matched: u64,

@@ -48,7 +48,7 @@ impl Histogram {
 }
 
 /// A histogram's values: cumulative counts per bucket of [`BUCKETS_US`] and +Inf.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct LatencyHistogram {
     /// Observations.
     pub count: u64,
@@ -59,7 +59,7 @@ pub struct LatencyHistogram {
 }
 
 /// The store's latency: reads (get, range) and commits.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct StoreLatency {
     /// The backend's name.
     pub backend: &'static str,

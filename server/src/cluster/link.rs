@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::admin::{hashes_equal, token_hash};
+use crate::api::{hashes_equal, token_hash};
 use ironhub_core::Hub;
 use ironhub_core::hub::{PeerError, PeerReply, PeerRequest};
 use serde::{Deserialize, Serialize};

@@ -156,7 +156,7 @@ pub async fn list_devices_after(
 // ---- online/offline history, newest first (keys hold the inverted time)
 
 /// A device going online or offline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusEvent {
     /// `online` or `offline`.
     pub status: String,

@@ -1,0 +1,179 @@
+//! Devices of a product: create, list, read, delete, enable and disable, their usage, recent
+//! messages and shadow, and a gateway's sub-devices. Device records are read from the store, so
+//! none of these reloads the configuration.
+
+use ironhub_core::data::model::{DEVICE_NAME_PATTERN, Device};
+use ironhub_core::data::shadow::Shadow;
+use ironhub_core::hub::{DeviceView, RecentMessage, SubDevice, UsageReport};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::MAX_LIST;
+use super::error::ApiError;
+use super::route::{Access, Created, Ctx, Json, NoContent, Query, Route, delete, get, post, put};
+
+const DEVICE: &str = "/api/v1/products/{pk}/devices/{dn}";
+
+pub(super) fn routes() -> Vec<Route> {
+    [
+        post(
+            "/api/v1/products/{pk}/devices",
+            "Create a device (its DeviceSecret is shown once)",
+            create,
+        ),
+        get(
+            "/api/v1/products/{pk}/devices",
+            "List a product's devices (?limit=)",
+            list,
+        ),
+        get(DEVICE, "A device", read),
+        delete(DEVICE, "Delete a device", remove),
+        post(
+            "/api/v1/products/{pk}/devices/{dn}/disable",
+            "Disable a device",
+            disable,
+        ),
+        post(
+            "/api/v1/products/{pk}/devices/{dn}/enable",
+            "Enable a device",
+            enable,
+        ),
+        get(
+            "/api/v1/products/{pk}/devices/{dn}/usage",
+            "A device's usage (24-hour publishing status)",
+            usage,
+        ),
+        get(
+            "/api/v1/products/{pk}/devices/{dn}/messages",
+            "The last messages a device sent (newest first, this node's memory)",
+            messages,
+        ),
+        get(
+            "/api/v1/products/{pk}/devices/{dn}/shadow",
+            "A device's shadow",
+            shadow,
+        ),
+        get(
+            "/api/v1/products/{pk}/devices/{dn}/sub-devices",
+            "A gateway's sub-devices",
+            sub_devices,
+        ),
+        put(
+            "/api/v1/products/{pk}/devices/{dn}/sub-devices/{subPk}/{subDn}",
+            "Attach a sub-device to a gateway",
+            attach,
+        ),
+        delete(
+            "/api/v1/products/{pk}/devices/{dn}/sub-devices/{subPk}/{subDn}",
+            "Detach a sub-device",
+            detach,
+        ),
+    ]
+    .into_iter()
+    .map(|r| r.access(Access::Tenant).keeps_config())
+    .collect()
+}
+
+/// A new device.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateDevice {
+    /// Its DeviceName (generated when absent): 4 to 32 letters, digits and `-_@.:`.
+    #[schemars(pattern(DEVICE_NAME_PATTERN))]
+    device_name: Option<String>,
+}
+
+async fn create(ctx: Ctx, Json(r): Json<CreateDevice>) -> Result<Created<Device>, ApiError> {
+    let device = ctx
+        .hub
+        .create_device(ctx.param("pk"), r.device_name.as_deref())
+        .await?;
+    // The DeviceSecret is shown here, once.
+    Ok(Created(device))
+}
+
+/// How many devices to list.
+#[derive(Deserialize, JsonSchema)]
+struct ListDevices {
+    /// At most this many (and at most 1,000).
+    limit: Option<usize>,
+}
+
+async fn list(ctx: Ctx, Query(q): Query<ListDevices>) -> Result<Vec<DeviceView>, ApiError> {
+    let limit = q.limit.unwrap_or(MAX_LIST).min(MAX_LIST);
+    Ok(ctx.hub.devices(ctx.param("pk"), limit).await?)
+}
+
+async fn read(ctx: Ctx, _: ()) -> Result<DeviceView, ApiError> {
+    Ok(ctx.hub.device(ctx.param("pk"), ctx.param("dn")).await?)
+}
+
+async fn remove(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
+    ctx.hub
+        .delete_device(ctx.param("pk"), ctx.param("dn"))
+        .await?;
+    Ok(NoContent)
+}
+
+async fn disable(ctx: Ctx, _: ()) -> Result<DeviceView, ApiError> {
+    Ok(ctx
+        .hub
+        .set_device_enabled(ctx.param("pk"), ctx.param("dn"), false)
+        .await?)
+}
+
+async fn enable(ctx: Ctx, _: ()) -> Result<DeviceView, ApiError> {
+    Ok(ctx
+        .hub
+        .set_device_enabled(ctx.param("pk"), ctx.param("dn"), true)
+        .await?)
+}
+
+async fn usage(ctx: Ctx, _: ()) -> Result<UsageReport, ApiError> {
+    Ok(ctx
+        .hub
+        .device_usage(ctx.param("pk"), ctx.param("dn"))
+        .await?)
+}
+
+/// A device's last messages.
+#[derive(Serialize, JsonSchema)]
+struct Messages {
+    /// Newest first.
+    messages: Vec<RecentMessage>,
+}
+
+async fn messages(ctx: Ctx, _: ()) -> Result<Messages, ApiError> {
+    let messages = ctx
+        .hub
+        .recent_messages(ctx.param("pk"), ctx.param("dn"))
+        .await?;
+    Ok(Messages { messages })
+}
+
+async fn shadow(ctx: Ctx, _: ()) -> Result<Shadow, ApiError> {
+    let (pk, dn) = (ctx.param("pk"), ctx.param("dn"));
+    let device = ctx.hub.device(pk, dn).await?;
+    Ok(ctx.hub.shadow(&device.tenant, pk, dn).await?)
+}
+
+async fn sub_devices(ctx: Ctx, _: ()) -> Result<Vec<SubDevice>, ApiError> {
+    Ok(ctx
+        .hub
+        .sub_devices(ctx.param("pk"), ctx.param("dn"))
+        .await?)
+}
+
+async fn attach(ctx: Ctx, _: ()) -> Result<Vec<SubDevice>, ApiError> {
+    let gateway = (ctx.param("pk"), ctx.param("dn"));
+    let sub = (ctx.param("subPk"), ctx.param("subDn"));
+    ctx.hub.add_sub_device(gateway, sub).await?;
+    Ok(ctx.hub.sub_devices(gateway.0, gateway.1).await?)
+}
+
+async fn detach(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
+    let gateway = (ctx.param("pk"), ctx.param("dn"));
+    let sub = (ctx.param("subPk"), ctx.param("subDn"));
+    ctx.hub.remove_sub_device(gateway, sub).await?;
+    Ok(NoContent)
+}
