@@ -158,3 +158,27 @@ fn core_names_no_transport_or_sink() {
         "transports and sinks register themselves (Hub::transport, Sink::capabilities): {named:#?}"
     );
 }
+
+/// The policy layer: what may be admitted, decided from the request, the configuration and the
+/// limits' own state.
+const POLICY: &[&str] = &["acl", "admission", "limits", "topic"];
+/// The engine and what sits on it: sessions, routing, egress, storage, metering.
+const ABOVE_POLICY: &[&str] = &["hub", "egress", "store", "sink", "metering", "transport"];
+
+#[test]
+fn the_policy_layer_imports_nothing_of_the_engine() {
+    let graph = import_graph();
+    let mut upward = Vec::new();
+    for module in POLICY {
+        let imports = graph
+            .get(*module)
+            .unwrap_or_else(|| panic!("no module {module}"));
+        for above in ABOVE_POLICY.iter().filter(|a| imports.contains(**a)) {
+            upward.push(format!("{module} -> {above}"));
+        }
+    }
+    assert!(
+        upward.is_empty(),
+        "policy decides without the engine: {upward:?}"
+    );
+}

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use super::{Hub, HubError};
-use crate::data::message::Properties;
 use crate::data::model::Tenant;
 use crate::limits::rate::ByteRate;
 use crate::limits::{DEFAULT_PROFILE, LimitId, Limited, Profile, datapoints};
@@ -272,45 +271,11 @@ impl Hub {
         limited
     }
 
-    /// Topic name or filter bounds (L-031 length, L-032 levels).
-    pub(crate) fn check_topic(&self, topic: &str) -> Result<(), Limited> {
-        let cfg = &self.inner.config;
-        if topic.len() > cfg.max_topic_length {
-            return Err(Limited::new(LimitId::TopicLength));
-        }
-        if topic.bytes().filter(|&b| b == b'/').count() > cfg.max_topic_levels {
-            return Err(Limited::new(LimitId::TopicLevels));
-        }
-        Ok(())
-    }
-
     /// A bound a transport checks itself (a size only its protocol has, such as L-023 for CoAP):
     /// refused and counted when `value` is over `max`.
     pub fn check_bound(&self, limit: LimitId, value: usize, max: usize) -> Result<(), Limited> {
         if value > max {
             return Err(self.counted(Limited::new(limit)));
-        }
-        Ok(())
-    }
-
-    /// MQTT 5 property bounds (L-026 to L-028).
-    pub(crate) fn check_properties(&self, p: &Properties) -> Result<(), Limited> {
-        let cfg = &self.inner.config;
-        if p.user.len() > cfg.max_user_properties {
-            return Err(Limited::new(LimitId::UserProperties));
-        }
-        let long = |s: &str| s.chars().count() > cfg.max_user_property_length;
-        if p.user.iter().any(|(k, v)| long(k) || long(v)) {
-            return Err(Limited::new(LimitId::UserPropertyLength));
-        }
-        let max = cfg.max_request_response_length;
-        let topic_long = p
-            .response_topic
-            .as_ref()
-            .is_some_and(|t| t.chars().count() > max);
-        let data_long = p.correlation_data.as_ref().is_some_and(|d| d.len() > max);
-        if topic_long || data_long {
-            return Err(Limited::new(LimitId::RequestResponseLength));
         }
         Ok(())
     }

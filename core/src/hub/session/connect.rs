@@ -13,6 +13,7 @@ use super::{
     KickReason, Live, Session, Slot, SlotGuard, SlotState, TAKEOVER_WAIT,
 };
 use crate::acl::{self, Access};
+use crate::admission;
 use crate::auth::{self, SignedClientId};
 use crate::data::event::Event;
 use crate::data::model::{self, Device};
@@ -22,7 +23,7 @@ use crate::hub::{Hub, device_session_key};
 use crate::limits::LimitId;
 use crate::store::records;
 use crate::store::{self, StoreError, transact};
-use crate::topic::{self, Filter};
+use crate::topic::Filter;
 
 impl Hub {
     pub(super) async fn authenticate(
@@ -180,25 +181,13 @@ impl Hub {
             Authenticated::Client(identity, assigned) => (identity, assigned),
         };
         let cfg = &self.inner.config;
-        let (min, max) = (cfg.keepalive_min_secs, cfg.keepalive_max_secs);
-        // In range it stays; outside, MQTT 5 gets the nearest allowed value, 3.1.1 a refusal.
-        let keep_alive_secs = req.keep_alive_secs.clamp(min, max);
-        if keep_alive_secs != req.keep_alive_secs && !req.server_keep_alive {
-            self.inner.stats.limited(LimitId::KeepAlive);
-            return Err(ConnectRefusal::KeepAliveOutOfRange {
-                got: req.keep_alive_secs,
-                min: cfg.keepalive_min_secs,
-                max: cfg.keepalive_max_secs,
-            });
-        }
-        if let Some(will) = &req.will
-            && (topic::validate_name(&will.topic).is_err()
-                || !self.may(&identity, Access::Publish, &will.topic))
-        {
-            return Err(ConnectRefusal::NotAuthorized(format!(
-                "will topic {}",
-                will.topic
-            )));
+        let keep_alive_secs =
+            admission::keep_alive(cfg, req.keep_alive_secs, req.server_keep_alive)
+                .inspect_err(|_| self.inner.stats.limited(LimitId::KeepAlive))?;
+        if let Some(will) = &req.will {
+            admission::will(&will.topic, |access, topic| {
+                self.may(&identity, access, topic)
+            })?;
         }
         self.admit_connection(&identity.tenant, &identity.key)
             .map_err(|l| ConnectRefusal::Limited(self.counted(l)))?;

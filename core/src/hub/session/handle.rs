@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use super::{
     ClientIdentity, PublishRefusal, PublishRequest, Session, SubscribeRefusal, SubscribeRequest,
 };
-use crate::acl::Access;
+use crate::admission;
 use crate::data::event::Event;
 use crate::data::message::{Message, Origin, QoS};
 use crate::egress::Confirmation;
@@ -54,10 +54,9 @@ impl Session {
     ) -> (Vec<Result<QoS, SubscribeRefusal>>, Vec<Delivery>) {
         let mut results = Vec::with_capacity(requests.len());
         let mut retained = Vec::new();
-        if requests.len() > self.hub.config().max_filters_per_subscribe {
-            let refusal = SubscribeRefusal::Limited(
-                self.hub.counted(Limited::new(LimitId::FiltersPerSubscribe)),
-            );
+        let cfg = self.hub.config();
+        if let Err(refusal) = admission::subscribe_count(cfg, requests.len()) {
+            self.hub.inner.stats.limited(LimitId::FiltersPerSubscribe);
             return (vec![Err(refusal); requests.len()], retained);
         }
         let max_subscriptions = self
@@ -67,25 +66,21 @@ impl Session {
             .subscriptions_per_device;
         let mut st = self.slot.state.clone().lock_owned().await;
         for req in requests {
-            let filter = match Filter::parse(&req.filter) {
-                Ok(f) => f,
-                Err(e) => {
-                    results.push(Err(SubscribeRefusal::FilterInvalid(e)));
+            let may = |access, filter: &str| self.hub.may(&self.identity, access, filter);
+            let filter = match admission::subscription(cfg, &req.filter, may) {
+                Ok(filter) => filter,
+                Err(refusal) => {
+                    match &refusal {
+                        SubscribeRefusal::Limited(l) => self.hub.inner.stats.limited(l.limit),
+                        SubscribeRefusal::NotAuthorized(filter) => {
+                            tracing::warn!(session = %self.identity.key, %filter, "ACL: subscribe refused");
+                        }
+                        _ => {}
+                    }
+                    results.push(Err(refusal));
                     continue;
                 }
             };
-            if let Err(limited) = self.hub.check_topic(&req.filter) {
-                results.push(Err(SubscribeRefusal::Limited(self.hub.counted(limited))));
-                continue;
-            }
-            if !self
-                .hub
-                .may(&self.identity, Access::Subscribe, &filter.filter)
-            {
-                tracing::warn!(session = %self.identity.key, filter = %req.filter, "ACL: subscribe refused");
-                results.push(Err(SubscribeRefusal::NotAuthorized(req.filter)));
-                continue;
-            }
             let full = max_subscriptions > 0 && st.subscriptions.len() as u64 >= max_subscriptions;
             if full && !st.subscriptions.contains_key(&req.filter) {
                 results.push(Err(SubscribeRefusal::Limited(

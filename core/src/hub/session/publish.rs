@@ -1,16 +1,16 @@
-//! The publish pipeline: bounds, ACL, property checks, limits and charges, then routing.
+//! The publish pipeline: the admission checks (bounds, ACL, properties), limits and charges,
+//! then routing.
 
 use std::sync::atomic::Ordering;
 
 use super::alink::DeviceRequest;
 use super::{ClientIdentity, PublishRefusal, PublishRequest};
-use crate::acl::Access;
+use crate::admission;
 use crate::data::event::{Event, EventKind};
 use crate::data::message::{Message, Origin, QoS};
 use crate::egress::Confirmation;
 use crate::hub::Hub;
 use crate::hub::limits::Charges;
-use crate::topic;
 
 impl Hub {
     /// Checks and accepts a publish of a client, connected or not (HTTP, CoAP): topic bounds,
@@ -50,15 +50,16 @@ impl Hub {
         req: PublishRequest,
     ) -> Result<(usize, Option<Confirmation>), PublishRefusal> {
         let now = self.now_ms();
-        topic::validate_name(&req.topic).map_err(PublishRefusal::TopicInvalid)?;
-        self.check_topic(&req.topic)
-            .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
-        if !self.may(identity, Access::Publish, &req.topic) {
-            tracing::warn!(session = %identity.key, topic = %req.topic, "ACL: publish refused");
-            return Err(PublishRefusal::NotAuthorized(req.topic));
-        }
-        self.check_properties(&req.properties)
-            .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
+        let may = |access, topic: &str| self.may(identity, access, topic);
+        admission::publish(&self.inner.config, &req.topic, &req.properties, may).inspect_err(
+            |refusal| match refusal {
+                PublishRefusal::Limited(l) => self.inner.stats.limited(l.limit),
+                PublishRefusal::NotAuthorized(topic) => {
+                    tracing::warn!(session = %identity.key, %topic, "ACL: publish refused");
+                }
+                _ => {}
+            },
+        )?;
         self.admit_message(charges, req.qos != QoS::AtMostOnce, &req.payload, now)
             .await
             .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;

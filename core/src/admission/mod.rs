@@ -4,6 +4,12 @@
 //! each transport maps this type (MQTT: its stage and cause, which need no allocation) to its
 //! protocol's answer in one function.
 
+mod checks;
+mod refusals;
+
+pub use checks::{keep_alive, publish, subscribe_count, subscription, will};
+pub use refusals::{ConnectRefusal, PublishRefusal, SubscribeRefusal};
+
 use crate::limits::Limited;
 
 /// What was refused.
