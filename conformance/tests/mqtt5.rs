@@ -1,13 +1,14 @@
 //! MQTT 5 specifics, black-box with rumqttc's v5 client: properties forwarded end to end,
-//! subscription identifiers, message expiry on a stored session, open-broker allow/deny rules, and
-//! paho-mqtt 1.x (a widely deployed MQTT 5 client) getting No Local and QoS 2 right.
+//! subscription identifiers, message expiry on a stored session, open-broker allow/deny rules,
+//! delayed wills, and paho-mqtt 1.x (a widely deployed MQTT 5 client) getting No Local and QoS 2 right.
 
 use std::time::Duration;
 
 use ironhub_conformance::{Deployment, open_v5, python_client, v5};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
-    PubAckReason, PublishProperties, SubscribeProperties, SubscribeReasonCode,
+    LastWill, LastWillProperties, PubAckReason, PublishProperties, SubscribeProperties,
+    SubscribeReasonCode,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,17 +106,33 @@ async fn open_broker_rules_allow_and_deny_per_filter() {
                    { filter = \"ro/#\", access = \"publish\", allow = false } ]",
     )
     .await;
+    // A retained message on a denied topic, there before anyone subscribes with `#`.
+    let (p, mut pev) = v5::connect(open_v5(&d, "publisher")).await;
+    p.publish("secret/kept", QoS::AtLeastOnce, true, "retained secret")
+        .await
+        .unwrap();
+    assert_eq!(v5::puback(&mut pev).await, PubAckReason::Success);
     let (c, mut ev) = v5::connect(open_v5(&d, "guest")).await;
     c.subscribe("secret/#", QoS::AtMostOnce).await.unwrap();
     assert_eq!(
         v5::suback(&mut ev).await,
-        vec![SubscribeReasonCode::NotAuthorized]
+        vec![SubscribeReasonCode::NotAuthorized],
+        "a filter that can only match denied topics is refused"
     );
     c.subscribe("#", QoS::AtMostOnce).await.unwrap();
     assert_eq!(
         v5::suback(&mut ev).await,
-        vec![SubscribeReasonCode::NotAuthorized],
-        "# would see secret/..."
+        vec![SubscribeReasonCode::Success(QoS::AtMostOnce)],
+        "# overlaps secret/# without being covered by it: granted (MQTT clients clean up with #)"
+    );
+    p.publish("news/first", QoS::AtLeastOnce, false, "news")
+        .await
+        .unwrap();
+    assert_eq!(v5::puback(&mut pev).await, PubAckReason::Success);
+    assert_eq!(
+        v5::next_publish(&mut ev).await.topic.as_ref(),
+        b"news/first",
+        "the retained message on secret/ was not sent to the # subscriber"
     );
     c.subscribe("ro/#", QoS::AtLeastOnce).await.unwrap();
     assert_eq!(
@@ -126,13 +143,23 @@ async fn open_broker_rules_allow_and_deny_per_filter() {
         .await
         .unwrap();
     assert_eq!(v5::puback(&mut ev).await, PubAckReason::NotAuthorized);
-    c.publish("secret/x", QoS::AtLeastOnce, false, "ok")
+    p.publish("secret/x", QoS::AtLeastOnce, false, "ok")
         .await
         .unwrap();
     assert_eq!(
-        v5::puback(&mut ev).await,
+        v5::puback(&mut pev).await,
         PubAckReason::Success,
         "publishing to secret/ is allowed"
+    );
+    p.publish("news/x", QoS::AtLeastOnce, false, "news")
+        .await
+        .unwrap();
+    assert_eq!(v5::puback(&mut pev).await, PubAckReason::Success);
+    let first = v5::next_publish(&mut ev).await;
+    assert_eq!(
+        first.topic.as_ref(),
+        b"news/x",
+        "the live message on secret/ did not reach the # subscriber"
     );
 }
 
@@ -163,4 +190,46 @@ async fn paho_v5_clients_get_no_local_and_every_qos() {
         ]),
         "the other subscriber gets every message, the QoS 2 one through a short PUBREL"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_will_delay_holds_the_will_until_it_passes() {
+    let d = Deployment::open_broker("").await;
+    let (watch, mut wev) = v5::connect(open_v5(&d, "watcher")).await;
+    watch.subscribe("wills/#", QoS::AtLeastOnce).await.unwrap();
+    v5::suback(&mut wev).await;
+    let mut opts = open_v5(&d, "delayed");
+    let delay = LastWillProperties {
+        delay_interval: Some(3),
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+    };
+    opts.set_clean_start(false)
+        .set_session_expiry_interval(Some(600))
+        .set_last_will(LastWill::new(
+            "wills/delayed",
+            "gone",
+            QoS::AtLeastOnce,
+            false,
+            Some(delay),
+        ));
+    let (client, ev) = v5::connect(opts).await;
+    // The connection breaks without a DISCONNECT: the will is due 3 s later.
+    drop(ev);
+    drop(client);
+    assert!(
+        v5::next_publish_within(&mut wev, Duration::from_secs(1))
+            .await
+            .is_none(),
+        "not before the delay"
+    );
+    let will = v5::next_publish_within(&mut wev, Duration::from_secs(10))
+        .await
+        .expect("the will after its delay");
+    assert_eq!(will.topic.as_ref(), b"wills/delayed");
+    assert_eq!(will.payload.as_ref(), b"gone");
 }

@@ -98,22 +98,65 @@ pub struct Rule {
 
 /// Evaluates open-broker rules; with no matching rule, access is allowed.
 ///
-/// A subscribe filter is checked as a topic: a rule `secret/#` denying subscribe also denies
-/// `secret/+` and `#`, because those filters could receive its messages.
+/// A publish is decided by the first rule whose filter matches its topic. A subscription is
+/// refused only when its filter can match nothing but denied topics: a deny rule covers it
+/// (`secret/+` under `secret/#`) before any allow rule overlaps it. A filter that overlaps a
+/// denied topic without being covered (`#` while `secret/#` is denied) is granted, and
+/// [`open_broker_delivers`] keeps the denied topics' messages from it.
 pub fn open_broker_may(rules: &[Rule], access: Access, topic_or_filter: &str) -> bool {
-    for rule in rules {
-        if rule.access.is_some_and(|a| a != access) {
-            continue;
-        }
-        let hit = match access {
-            Access::Publish => topic::matches(&rule.filter, topic_or_filter),
-            Access::Subscribe => filters_overlap(&rule.filter, topic_or_filter),
-        };
-        if hit {
-            return rule.allow;
+    let applying = rules
+        .iter()
+        .filter(|rule| rule.access.is_none_or(|a| a == access));
+    match access {
+        Access::Publish => applying
+            .into_iter()
+            .find(|rule| topic::matches(&rule.filter, topic_or_filter))
+            .is_none_or(|rule| rule.allow),
+        Access::Subscribe => {
+            for rule in applying.filter(|rule| filters_overlap(&rule.filter, topic_or_filter)) {
+                if rule.allow {
+                    return true;
+                }
+                if covers(&rule.filter, topic_or_filter) {
+                    return false;
+                }
+            }
+            true
         }
     }
-    true
+}
+
+/// Whether an open-broker subscriber may receive a message on `topic`: the first subscribe
+/// rule matching the topic decides (checked at delivery, for filters granted wider than the
+/// rules allow).
+pub fn open_broker_delivers(rules: &[Rule], topic: &str) -> bool {
+    rules
+        .iter()
+        .filter(|rule| rule.access.is_none_or(|a| a == Access::Subscribe))
+        .find(|rule| topic::matches(&rule.filter, topic))
+        .is_none_or(|rule| rule.allow)
+}
+
+/// Whether the rules can deny a subscriber a message at all (then deliveries are checked).
+pub fn open_broker_denies_subscribers(rules: &[Rule]) -> bool {
+    rules
+        .iter()
+        .any(|rule| !rule.allow && rule.access.is_none_or(|a| a == Access::Subscribe))
+}
+
+/// Whether every topic `inner` matches is matched by `outer` too.
+fn covers(outer: &str, inner: &str) -> bool {
+    let mut o = outer.split('/');
+    let mut i = inner.split('/');
+    loop {
+        match (o.next(), i.next()) {
+            (Some("#"), _) => return true,
+            (None, None) => return true,
+            (Some("+"), Some(level)) if level != "#" => {}
+            (Some(p), Some(q)) if p == q && p != "+" && p != "#" => {}
+            _ => return false,
+        }
+    }
 }
 
 /// Whether some topic could match both filters.
@@ -181,11 +224,66 @@ mod tests {
             },
         ];
         assert!(!open_broker_may(&rules, Access::Subscribe, "secret/a"));
-        assert!(!open_broker_may(&rules, Access::Subscribe, "#"));
-        assert!(!open_broker_may(&rules, Access::Subscribe, "+/a"));
+        assert!(!open_broker_may(&rules, Access::Subscribe, "secret/+/x"));
+        assert!(!open_broker_may(&rules, Access::Subscribe, "secret/#"));
+        assert!(
+            open_broker_may(&rules, Access::Subscribe, "#"),
+            "# overlaps secret/# without being covered: granted, filtered at delivery"
+        );
+        assert!(open_broker_may(&rules, Access::Subscribe, "+/a"));
+        assert!(
+            !open_broker_may(&rules, Access::Subscribe, "secret"),
+            "secret/# covers secret too"
+        );
         assert!(open_broker_may(&rules, Access::Publish, "secret/a"));
         assert!(!open_broker_may(&rules, Access::Publish, "ro/x"));
         assert!(open_broker_may(&rules, Access::Subscribe, "ro/x"));
         assert!(open_broker_may(&rules, Access::Publish, "anything"));
+    }
+
+    #[test]
+    fn an_allow_before_a_deny_grants_what_it_overlaps() {
+        let rules = vec![
+            Rule {
+                filter: "secret/public/#".into(),
+                access: None,
+                allow: true,
+            },
+            Rule {
+                filter: "secret/#".into(),
+                access: None,
+                allow: false,
+            },
+        ];
+        assert!(open_broker_may(
+            &rules,
+            Access::Subscribe,
+            "secret/public/x"
+        ));
+        assert!(open_broker_may(&rules, Access::Subscribe, "secret/+/x"));
+        assert!(!open_broker_may(
+            &rules,
+            Access::Subscribe,
+            "secret/private/#"
+        ));
+        assert!(open_broker_delivers(&rules, "secret/public/x"));
+        assert!(!open_broker_delivers(&rules, "secret/private/x"));
+        assert!(!open_broker_delivers(&rules, "secret"));
+        assert!(open_broker_delivers(&rules, "news"));
+        assert!(open_broker_denies_subscribers(&rules));
+        assert!(!open_broker_denies_subscribers(&rules[..1]));
+    }
+
+    #[test]
+    fn one_filter_covers_another_level_by_level() {
+        assert!(covers("#", "a/+/#"));
+        assert!(covers("a/#", "a"));
+        assert!(covers("a/+", "a/b"));
+        assert!(covers("a/+", "a/+"));
+        assert!(!covers("a/+", "a/#"));
+        assert!(!covers("a/b", "a/+"));
+        assert!(!covers("a/+", "a/b/c"));
+        assert!(!covers("a/b/c", "a/b"));
+        assert!(covers("a/b", "a/b"));
     }
 }

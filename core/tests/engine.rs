@@ -7,9 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use ironhub_core::clock::Clock;
 use ironhub_core::data::event::{Destination, Event, EventKind};
-use ironhub_core::hub::{KickReason, PublishRefusal, RuleSpec};
+use ironhub_core::data::message::Properties;
+use ironhub_core::hub::{
+    ConnectRequest, Connected, KickReason, PublishRefusal, RuleSpec, SessionExpiryRefused, Will,
+};
 use ironhub_core::rules::RuleDestination;
 use ironhub_core::sink::{Sink, SinkCapabilities, SinkError};
 use ironhub_core::store::{Store, memory::memory_store};
@@ -337,4 +341,100 @@ async fn no_local_spares_only_the_publisher() {
         "not back to its publisher"
     );
     assert!(b.deliveries.try_recv().is_some(), "to the other subscriber");
+}
+
+/// A CONNECT with a persistent session of `expiry_secs` and a will on `wills/{client_id}`
+/// delayed `delay_secs`.
+fn with_will(hub: &Hub, client_id: &str, expiry_secs: u32, delay_secs: u32) -> ConnectRequest {
+    let mut req = request(hub, client_id, false, Some(expiry_secs));
+    req.will = Some(Will {
+        topic: format!("wills/{client_id}"),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Properties::default(),
+        delay_secs,
+    });
+    req
+}
+
+/// The topics delivered to `c` so far.
+fn topics(c: &mut Connected) -> Vec<String> {
+    std::iter::from_fn(|| c.deliveries.try_recv())
+        .map(|d| d.message.topic.clone())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_will_waits_its_delay_unless_the_session_is_resumed() {
+    let hub = hub(|_| {}).await;
+    let mut watch = connect(&hub, request(&hub, "watch", true, None)).await;
+    watch
+        .session
+        .subscribe(subscribe("wills/#", QoS::AtLeastOnce))
+        .await;
+    let c = connect(&hub, with_will(&hub, "late", 60, 10)).await;
+    c.session.close(false, Vec::new(), c.deliveries).await;
+    advance_ms(9_900).await;
+    assert!(topics(&mut watch).is_empty(), "not before its 10 s delay");
+    advance_ms(200).await;
+    assert_eq!(topics(&mut watch), ["wills/late"]);
+
+    let c = connect(&hub, with_will(&hub, "back", 60, 10)).await;
+    c.session.close(false, Vec::new(), c.deliveries).await;
+    advance_ms(5_000).await;
+    let back = connect(&hub, with_will(&hub, "back", 60, 10)).await;
+    assert!(back.session_present);
+    advance_ms(20_000).await;
+    assert!(
+        topics(&mut watch).is_empty(),
+        "the session was resumed within the delay: no will"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_will_goes_out_when_its_session_ends_before_the_delay() {
+    let hub = hub(|_| {}).await;
+    let mut watch = connect(&hub, request(&hub, "watch", true, None)).await;
+    watch
+        .session
+        .subscribe(subscribe("wills/#", QoS::AtLeastOnce))
+        .await;
+    let c = connect(&hub, with_will(&hub, "short", 3, 10)).await;
+    c.session.close(false, Vec::new(), c.deliveries).await;
+    advance_ms(2_900).await;
+    assert!(topics(&mut watch).is_empty());
+    advance_ms(200).await;
+    assert_eq!(
+        topics(&mut watch),
+        ["wills/short"],
+        "at the session's 3 s expiry, not the will's 10 s delay"
+    );
+    let c = connect(&hub, with_will(&hub, "clean", 0, 10)).await;
+    c.session.close(false, Vec::new(), c.deliveries).await;
+    advance_ms(0).await;
+    assert_eq!(
+        topics(&mut watch),
+        ["wills/clean"],
+        "no session left: at once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_disconnect_may_shorten_a_session_but_not_give_one_to_a_clean_start() {
+    let hub = hub(|_| {}).await;
+    let c = connect(&hub, request(&hub, "fleeting", true, Some(0))).await;
+    assert_eq!(
+        c.session.set_session_expiry(30).await,
+        Err(SessionExpiryRefused)
+    );
+    c.session.close(true, Vec::new(), c.deliveries).await;
+    let c = connect(&hub, request(&hub, "ending", false, Some(600))).await;
+    c.session.set_session_expiry(0).await.unwrap();
+    c.session.close(true, Vec::new(), c.deliveries).await;
+    let again = connect(&hub, request(&hub, "ending", false, Some(600))).await;
+    assert!(
+        !again.session_present,
+        "expiry 0 at DISCONNECT ended the session with the connection"
+    );
 }

@@ -50,8 +50,8 @@ pub use rules::{RuleSpec, RuleView};
 use session::Slot;
 pub use session::{
     ClientIdentity, ConnectOutcome, ConnectRefusal, ConnectRequest, Connected, KickReason,
-    PublishRefusal, PublishRequest, Session, SubscribeRefusal, SubscribeRequest, TransportKind,
-    Will,
+    PublishRefusal, PublishRequest, Session, SessionExpiryRefused, SubscribeRefusal,
+    SubscribeRequest, TransportKind, Will,
 };
 pub use tokens::AuthRequest;
 pub use topology::SubDevice;

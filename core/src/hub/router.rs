@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::Hub;
+use super::session::OPEN_CLIENT_PREFIX;
 use crate::FastMap;
 use crate::data::message::{Message, Origin, QoS};
 use crate::store::records::{self, SubscriptionRecord};
@@ -292,6 +293,9 @@ impl Hub {
                     subscription_ids: Vec::new(),
                 });
             }
+        }
+        if self.keep_denied_from_open_clients(&msg.tenant, &msg.topic) {
+            targets.retain(|t| !t.session.starts_with(OPEN_CLIENT_PREFIX));
         }
         let mut delivered = 0;
         for target in targets {

@@ -71,6 +71,14 @@ pub struct WillPacket {
     pub user_properties: Vec<(String, String)>,
     /// MQTT 5 content type.
     pub content_type: Option<String>,
+    /// MQTT 5 response topic.
+    pub response_topic: Option<String>,
+    /// MQTT 5 correlation data.
+    pub correlation_data: Option<Bytes>,
+    /// MQTT 5 payload format indicator (true: UTF-8).
+    pub payload_utf8: Option<bool>,
+    /// MQTT 5 Will Delay Interval, seconds (0 in 3.1.1).
+    pub delay_secs: u32,
 }
 
 /// CONNECT, either version.
@@ -150,6 +158,8 @@ pub enum Inbound {
     Disconnect {
         /// Reason code (0 for 3.1.1).
         reason: u8,
+        /// MQTT 5: the session's new expiry, seconds.
+        session_expiry: Option<u32>,
     },
     /// A packet only a server sends, or AUTH (unsupported): a protocol error.
     Unexpected(&'static str),
@@ -355,6 +365,10 @@ fn from_v3(p: v3::Packet) -> Inbound {
                 retain: w.retain,
                 user_properties: Vec::new(),
                 content_type: None,
+                response_topic: None,
+                correlation_data: None,
+                payload_utf8: None,
+                delay_secs: 0,
             }),
             receive_max: u16::MAX,
             max_packet_size: None,
@@ -389,7 +403,10 @@ fn from_v3(p: v3::Packet) -> Inbound {
             filters: topic_filters.into_iter().map(s).collect(),
         },
         v3::Packet::PingRequest => Inbound::PingReq,
-        v3::Packet::Disconnect => Inbound::Disconnect { reason: 0 },
+        v3::Packet::Disconnect => Inbound::Disconnect {
+            reason: 0,
+            session_expiry: None,
+        },
         v3::Packet::ConnectAck(_) => Inbound::Unexpected("CONNACK"),
         v3::Packet::SubscribeAck { .. } => Inbound::Unexpected("SUBACK"),
         v3::Packet::UnsubscribeAck { .. } => Inbound::Unexpected("UNSUBACK"),
@@ -418,6 +435,10 @@ fn from_v5(p: v5::Packet) -> Inbound {
                     .map(|(k, v)| (s(k), s(v)))
                     .collect(),
                 content_type: w.content_type.map(s),
+                response_topic: w.response_topic.map(s),
+                correlation_data: w.correlation_data,
+                payload_utf8: w.is_utf8_payload,
+                delay_secs: w.will_delay_interval_sec.unwrap_or(0),
             }),
             receive_max: c.receive_max.map_or(u16::MAX, NonZeroU16::get),
             max_packet_size: c.max_packet_size.map(NonZeroU32::get),
@@ -449,6 +470,7 @@ fn from_v5(p: v5::Packet) -> Inbound {
         v5::Packet::PingRequest => Inbound::PingReq,
         v5::Packet::Disconnect(d) => Inbound::Disconnect {
             reason: d.reason_code as u8,
+            session_expiry: d.session_expiry_interval_secs,
         },
         v5::Packet::ConnectAck(_) => Inbound::Unexpected("CONNACK"),
         v5::Packet::SubscribeAck(_) => Inbound::Unexpected("SUBACK"),

@@ -259,8 +259,11 @@ fn connect_request(c: &ConnectPacket, transport: TransportKind) -> ConnectReques
             properties: Properties {
                 user: w.user_properties.clone(),
                 content_type: w.content_type.clone(),
-                ..Properties::default()
+                response_topic: w.response_topic.clone(),
+                correlation_data: w.correlation_data.clone(),
+                payload_utf8: w.payload_utf8.unwrap_or(false),
             },
+            delay_secs: w.delay_secs,
         }),
     }
 }
@@ -640,7 +643,21 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
             Inbound::PingReq => {
                 self.conn.send(Outbound::PingResp);
             }
-            Inbound::Disconnect { reason } => {
+            Inbound::Disconnect {
+                reason,
+                session_expiry,
+            } => {
+                if let Some(secs) = session_expiry
+                    && session.set_session_expiry(secs).await.is_err()
+                {
+                    // MQTT-3.14.2-2: a session that began without expiry cannot get one now.
+                    self.disconnect(
+                        DisconnectReasonCode::ProtocolError,
+                        "session expiry set at DISCONNECT after 0 at CONNECT",
+                    )
+                    .await;
+                    return Flow::Stop(End::Abnormal);
+                }
                 // 0x04: disconnect with will message.
                 return Flow::Stop(if reason == 0x04 {
                     End::Abnormal

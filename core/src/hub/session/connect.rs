@@ -25,6 +25,9 @@ use crate::store::records;
 use crate::store::{self, StoreError, transact};
 use crate::topic::Filter;
 
+/// Session keys of open-broker clients: `open:{client id}`.
+pub(crate) const OPEN_CLIENT_PREFIX: &str = "open:";
+
 impl Hub {
     pub(super) async fn authenticate(
         &self,
@@ -47,7 +50,7 @@ impl Hub {
             return Ok(Authenticated::Client(
                 ClientIdentity {
                     tenant: open.tenant.clone(),
-                    key: Arc::from(format!("open:{client_id}")),
+                    key: Arc::from(format!("{OPEN_CLIENT_PREFIX}{client_id}")),
                     device: None,
                 },
                 assigned,
@@ -425,6 +428,17 @@ impl Hub {
                 stored_seq: Some(Box::new(seq)),
             })
             .collect())
+    }
+
+    /// Whether the open-broker clients among `targets` may get a message on `topic`: a filter
+    /// granted wider than the rules (`#` while `secret/#` is denied) must not deliver what the
+    /// rules deny. Device sessions are bound to their own namespace and never filtered here.
+    pub(crate) fn keep_denied_from_open_clients(&self, tenant: &str, topic: &str) -> bool {
+        let open = &self.inner.config.open_broker;
+        open.enabled
+            && tenant == open.tenant
+            && acl::open_broker_denies_subscribers(&open.rules)
+            && !acl::open_broker_delivers(&open.rules, topic)
     }
 
     pub(super) fn may(

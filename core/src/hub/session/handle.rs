@@ -1,9 +1,11 @@
 //! The session handle a transport holds: publish, subscribe, unsubscribe, acknowledge, close.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::{
-    ClientIdentity, PublishRefusal, PublishRequest, Session, SubscribeRefusal, SubscribeRequest,
+    ClientIdentity, PublishRefusal, PublishRequest, Session, SessionExpiryRefused,
+    SubscribeRefusal, SubscribeRequest, Will,
 };
 use crate::admission;
 use crate::data::event::Event;
@@ -119,6 +121,13 @@ impl Session {
                     .router
                     .retained_matching(&self.identity.tenant, &filter.filter)
                 {
+                    if self.identity.device.is_none()
+                        && self
+                            .hub
+                            .keep_denied_from_open_clients(&msg.tenant, &msg.topic)
+                    {
+                        continue;
+                    }
                     retained.push(Delivery {
                         qos: msg.qos.min(req.qos),
                         retain: true,
@@ -195,6 +204,57 @@ impl Session {
         self.done.cancel();
     }
 
+    fn will_message(&self, will: &Will) -> Message {
+        Message {
+            tenant: self.identity.tenant.clone(),
+            topic: will.topic.clone(),
+            payload: will.payload.clone(),
+            qos: will.qos,
+            retain: will.retain,
+            properties: will.properties.clone(),
+            expires_at_ms: None,
+            origin: Origin::Client(self.identity.key.clone()),
+            received_at_ms: self.hub.now_ms(),
+        }
+    }
+
+    /// Publishes a will after `delay_secs` unless a connection resumed the session meanwhile
+    /// (the slot's generation moved on, or another node holds it). A will still waiting when
+    /// the hub stops is dropped: nothing was acknowledged for it.
+    fn publish_will_later(&self, will: Message, delay_secs: u32, generation: u64) {
+        let (hub, slot) = (self.hub.clone(), self.slot.clone());
+        // From the disconnect, not from when the task first runs.
+        let due = tokio::time::Instant::now() + Duration::from_secs(u64::from(delay_secs));
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = hub.inner.shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(due) => {}
+            }
+            let resumed = {
+                let st = slot.state.lock().await;
+                st.generation != generation || st.live.is_some()
+            };
+            if resumed || !hub.holds(&slot.key).await {
+                return;
+            }
+            if let Err(e) = hub.accept(will).await {
+                tracing::warn!(session = %slot.key, error = %e, "delayed will not published");
+            }
+        });
+    }
+
+    /// Changes the session's expiry, as an MQTT 5 DISCONNECT may (clamped to the configured
+    /// maximum). A session that began with no expiry cannot be given one at the end
+    /// (MQTT-3.14.2-2): that is refused, and the expiry stays 0.
+    pub async fn set_session_expiry(&self, secs: u32) -> Result<(), SessionExpiryRefused> {
+        let mut st = self.slot.state.lock().await;
+        if st.expiry_secs == 0 && secs > 0 {
+            return Err(SessionExpiryRefused);
+        }
+        st.expiry_secs = secs.min(self.hub.config().max_session_expiry_secs);
+        Ok(())
+    }
+
     pub(super) async fn close_inner(
         &self,
         normal: bool,
@@ -266,6 +326,7 @@ impl Session {
                 tracing::warn!(session = %self.identity.key, error = %e, "registry not updated");
             }
         }
+        let (expiry_secs, generation) = (st.expiry_secs, st.generation);
         drop(st);
         tracing::info!(session = %self.identity.key, normal, "disconnected");
         if current && let Some((pk, dn)) = &self.identity.device {
@@ -275,18 +336,13 @@ impl Session {
             });
         }
         if !normal && let Some(will) = &self.will {
-            let msg = Message {
-                tenant: self.identity.tenant.clone(),
-                topic: will.topic.clone(),
-                payload: will.payload.clone(),
-                qos: will.qos,
-                retain: will.retain,
-                properties: will.properties.clone(),
-                expires_at_ms: None,
-                origin: Origin::Client(self.identity.key.clone()),
-                received_at_ms: self.hub.now_ms(),
-            };
-            hub.accept(msg).await?;
+            // A session that ends now (no expiry) takes its will's delay with it.
+            let delay_secs = will.delay_secs.min(expiry_secs);
+            if delay_secs == 0 || !current {
+                hub.accept(self.will_message(will)).await?;
+            } else {
+                self.publish_will_later(self.will_message(will), delay_secs, generation);
+            }
         }
         Ok(())
     }

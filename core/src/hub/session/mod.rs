@@ -30,6 +30,7 @@ pub use crate::admission::{ConnectRefusal, PublishRefusal, SubscribeRefusal};
 use crate::data::message::{Properties, QoS};
 use crate::store::StoreError;
 use crate::store::records::SubscriptionRecord;
+pub(crate) use connect::OPEN_CLIENT_PREFIX;
 
 /// How long a new connection waits for the connection it takes over to finish closing.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
@@ -47,7 +48,15 @@ pub struct Will {
     pub retain: bool,
     /// MQTT 5 properties.
     pub properties: Properties,
+    /// MQTT 5 Will Delay Interval: published this long after the connection ends, unless the
+    /// session is resumed first, or when the session ends if that is sooner; 0 at once.
+    pub delay_secs: u32,
 }
+
+/// A DISCONNECT gave a session that began without expiry one (MQTT-3.14.2-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the session began with no expiry and cannot be given one at DISCONNECT")]
+pub struct SessionExpiryRefused;
 
 /// The transport a client came in by: registered by the transport itself with
 /// [`Hub::transport`](crate::hub::Hub::transport) (core knows none by name); its label names it
