@@ -119,10 +119,14 @@ async fn a_rate_limit_refills_with_time() {
     let limited = serde_json::json!({ "name": "slow", "rates": { "tenant_connections": "",
         "device_connections": "", "tenant_messages": "3:1", "device_messages_qos0": "",
         "device_messages_qos1": "" } });
-    hub.put_profile(serde_json::from_value(limited).unwrap())
+    hub.limits()
+        .put_profile(serde_json::from_value(limited).unwrap())
         .await
         .unwrap();
-    hub.set_tenant_profile("sandbox", "slow").await.unwrap();
+    hub.limits()
+        .set_tenant_profile("sandbox", "slow")
+        .await
+        .unwrap();
     let c = connect(&hub, request(&hub, "talker", true, None)).await;
     for _ in 0..3 {
         c.session
@@ -202,7 +206,8 @@ impl Sink for RecordingSink {
 /// the rule's id.
 async fn rule_to_group(hub: &Hub) -> String {
     let (group, _) = hub
-        .create_consumer_group("sandbox", "backend", None)
+        .groups()
+        .create("sandbox", "backend", None)
         .await
         .unwrap();
     let spec = RuleSpec {
@@ -214,7 +219,7 @@ async fn rule_to_group(hub: &Hub) -> String {
         }),
         enabled: true,
     };
-    hub.create_rule("sandbox", spec).await.unwrap().rule.id
+    hub.rules().create("sandbox", spec).await.unwrap().rule.id
 }
 
 #[tokio::test(start_paused = true)]
@@ -310,14 +315,17 @@ async fn a_retry_of_a_rule_disabled_meanwhile_is_dropped_unreported() {
         .unwrap();
     advance_ms(0).await;
     assert_eq!(sink.times(), [0]);
-    hub.set_rule_enabled("sandbox", &rule, false).await.unwrap();
+    hub.rules()
+        .set_enabled("sandbox", &rule, false)
+        .await
+        .unwrap();
     advance_ms(20_000).await;
     assert_eq!(sink.times(), [0], "no attempt for a disabled rule");
     assert!(
         watcher.deliveries.try_recv().is_none(),
         "and no failure report"
     );
-    let view = hub.rule("sandbox", &rule).await.unwrap();
+    let view = hub.rules().get("sandbox", &rule).await.unwrap();
     assert_eq!(view.counters.failed, 0);
 }
 

@@ -96,24 +96,29 @@ async fn setup(store: Arc<dyn Store>, profile: serde_json::Value) -> Setup {
     profile["name"] = "fwd".into();
     profile["rates"] = serde_json::json!({ "device_messages_qos0": "", "device_messages_qos1": "",
         "tenant_messages": "", "device_connections": "", "registry_operations": "" });
-    hub.put_profile(serde_json::from_value(profile).unwrap())
+    hub.limits()
+        .put_profile(serde_json::from_value(profile).unwrap())
         .await
         .unwrap();
     let tenant = format!("t{}", now_ms() % 100_000);
-    let tenant = hub.create_tenant(&tenant, "t", Some("fwd")).await.unwrap();
+    let tenant = hub
+        .registry()
+        .create_tenant(&tenant, "t", Some("fwd"))
+        .await
+        .unwrap();
     let product = hub
+        .registry()
         .create_product(&tenant.id, "p", Default::default(), false)
         .await
         .unwrap();
     let device = hub
+        .registry()
         .create_device(&product.product_key, Some("dev-1"))
         .await
         .unwrap();
-    let (group, _) = hub
-        .create_consumer_group(&tenant.id, "g", None)
-        .await
-        .unwrap();
-    hub.associate_product(&tenant.id, &group.id, &product.product_key)
+    let (group, _) = hub.groups().create(&tenant.id, "g", None).await.unwrap();
+    hub.groups()
+        .associate_product(&tenant.id, &group.id, &product.product_key)
         .await
         .unwrap();
     let creds = auth::device_credentials(

@@ -207,7 +207,8 @@ async fn a_connected_session_follows_profile_changes_at_once() {
     let strict = serde_json::json!({ "name": "open", "rates": { "tenant_connections": "",
         "device_connections": "", "tenant_messages": "", "device_messages_qos0": "1:60",
         "device_messages_qos1": "" } });
-    hub.put_profile(serde_json::from_value(strict).unwrap())
+    hub.limits()
+        .put_profile(serde_json::from_value(strict).unwrap())
         .await
         .unwrap();
     c.session
@@ -221,7 +222,7 @@ async fn a_connected_session_follows_profile_changes_at_once() {
         .err()
         .expect("over the new rate");
     assert!(refused.to_string().contains("L-016"), "{refused}");
-    let usage = hub.tenant_usage("sandbox").await.unwrap();
+    let usage = hub.limits().tenant_usage("sandbox").await.unwrap();
     assert_eq!(usage.usage.hour["messages"], 7, "every message counted");
     assert_eq!(usage.usage.hour["discarded.L-016"], 1);
 }
@@ -235,19 +236,27 @@ async fn activations_still_queued_at_shutdown_are_written() {
         .unwrap();
     let unlimited = serde_json::json!({ "name": "fleet", "rates": { "tenant_connections": "",
         "device_connections": "", "registry_operations": "" } });
-    hub.put_profile(serde_json::from_value(unlimited).unwrap())
+    hub.limits()
+        .put_profile(serde_json::from_value(unlimited).unwrap())
         .await
         .unwrap();
-    hub.create_tenant("acme", "Acme", Some("fleet"))
+    hub.registry()
+        .create_tenant("acme", "Acme", Some("fleet"))
         .await
         .unwrap();
     let product = hub
+        .registry()
         .create_product("acme", "meters", Default::default(), false)
         .await
         .unwrap();
     let mut devices = Vec::new();
     for _ in 0..200 {
-        devices.push(hub.create_device(&product.product_key, None).await.unwrap());
+        devices.push(
+            hub.registry()
+                .create_device(&product.product_key, None)
+                .await
+                .unwrap(),
+        );
     }
     // The store's single writer is busy: activations queue up behind it (the writer holding
     // the first one), connects go on.

@@ -93,66 +93,6 @@ impl Hub {
         Ok(())
     }
 
-    /// Creates an API key for a tenant; returns it with its secret (shown once). The bearer
-    /// token is `{id}.{secret}`.
-    pub async fn create_api_key(
-        &self,
-        tenant: &str,
-        name: &str,
-    ) -> Result<(ApiKeyView, String), HubError> {
-        self.tenant(tenant).await?;
-        if !model::valid_display_name(name) {
-            return Err(HubError::Invalid("name must be 1 to 64 characters".into()));
-        }
-        let secret = model::new_secret();
-        let key = ApiKey {
-            id: format!("ak{}", model::random_token(14)),
-            tenant: tenant.to_owned(),
-            name: name.to_owned(),
-            secret_sha256: hash(&secret),
-            created_at_ms: self.now_ms(),
-        };
-        store::write(&**self.store(), |t| records::put_api_key(t, &key)).await?;
-        self.inner
-            .api_keys
-            .by_id
-            .lock()
-            .expect("api keys lock")
-            .insert(key.id.clone(), key.clone());
-        Ok((ApiKeyView::from(&key), secret))
-    }
-
-    /// A tenant's API keys (without secrets).
-    pub fn api_keys(&self, tenant: &str) -> Vec<ApiKeyView> {
-        let map = self.inner.api_keys.by_id.lock().expect("api keys lock");
-        let mut keys: Vec<ApiKeyView> = map
-            .values()
-            .filter(|k| k.tenant == tenant)
-            .map(ApiKeyView::from)
-            .collect();
-        keys.sort_by(|a, b| a.id.cmp(&b.id));
-        keys
-    }
-
-    /// Revokes an API key.
-    pub async fn delete_api_key(&self, tenant: &str, id: &str) -> Result<(), HubError> {
-        let known = self.api_keys(tenant).iter().any(|k| k.id == id);
-        if !known {
-            return Err(HubError::NotFound {
-                what: "api key",
-                id: id.to_owned(),
-            });
-        }
-        store::write(&**self.store(), |t| records::delete_api_key(t, id)).await?;
-        self.inner
-            .api_keys
-            .by_id
-            .lock()
-            .expect("api keys lock")
-            .remove(id);
-        Ok(())
-    }
-
     /// The tenant a bearer token `{id}.{secret}` acts for, after the tenant's request rate
     /// (L-076). None when the token is unknown or wrong.
     pub fn business_tenant(&self, token: &str) -> Option<Result<String, Limited>> {
@@ -187,132 +127,6 @@ impl Hub {
         }
     }
 
-    /// Downlink rates: the tenant's (L-015) and the device's (L-018).
-    fn admit_downlink(&self, tenant: &str, device_key: &str) -> Result<(), HubError> {
-        let profile = self.profile_of(tenant);
-        self.inner
-            .limiter
-            .downlink(&profile, tenant, device_key, self.now_ms())
-            .map_err(|l| HubError::Limited {
-                limited: self.counted(l),
-                message: "too many messages to devices".into(),
-            })
-    }
-
-    /// The device's status.
-    pub async fn device_status(
-        &self,
-        tenant: &str,
-        pk: &str,
-        dn: &str,
-    ) -> Result<DeviceStatus, HubError> {
-        let view = match self.device_record(pk, dn).await? {
-            Some(d) if d.tenant == tenant => self.view(&d).await?,
-            _ => return Err(not_found(pk, dn)),
-        };
-        Ok(DeviceStatus {
-            product_key: view.product_key,
-            device_name: view.device_name,
-            state: view.state,
-        })
-    }
-
-    /// Publishes `payload` to one of a device's own topics (`/{pk}/{dn}/...` or
-    /// `/sys/{pk}/{dn}/...`); returns how many sessions it was handed to.
-    pub async fn pub_to_device(
-        &self,
-        tenant: &str,
-        pk: &str,
-        dn: &str,
-        topic_name: &str,
-        payload: Bytes,
-        qos: QoS,
-    ) -> Result<usize, HubError> {
-        self.tenant_device(tenant, pk, dn).await?;
-        let own = [format!("/{pk}/{dn}/"), format!("/sys/{pk}/{dn}/")];
-        if !own.iter().any(|p| topic_name.starts_with(p.as_str())) {
-            return Err(HubError::Invalid(format!(
-                "topic must be one of the device's: /{pk}/{dn}/... or /sys/{pk}/{dn}/..."
-            )));
-        }
-        topic::validate_name(topic_name).map_err(|e| HubError::Invalid(e.to_string()))?;
-        self.admit_downlink(tenant, &device_session_key(pk, dn))?;
-        let msg = Message::from_hub(tenant, topic_name.to_owned(), payload, qos, self.now_ms());
-        Ok(self.accept(msg).await?)
-    }
-
-    /// Calls a device synchronously: publishes `/sys/{pk}/{dn}/rrpc/request/{id}` and waits up to
-    /// `timeout_ms` (1 to 8 s, L-025) for its publish on `/sys/{pk}/{dn}/rrpc/response/{id}`.
-    pub async fn rrpc(
-        &self,
-        tenant: &str,
-        pk: &str,
-        dn: &str,
-        payload: Bytes,
-        timeout_ms: u64,
-    ) -> Result<RrpcOutcome, HubError> {
-        if !RRPC_TIMEOUT_MS.contains(&timeout_ms) {
-            self.inner.stats.limited(LimitId::RrpcTimeout);
-            return Err(HubError::Invalid(format!(
-                "timeout_ms must be {} to {} (L-025)",
-                RRPC_TIMEOUT_MS.start(),
-                RRPC_TIMEOUT_MS.end()
-            )));
-        }
-        self.tenant_device(tenant, pk, dn).await?;
-        let key = device_session_key(pk, dn);
-        if !self.online_anywhere(&key).await? {
-            return Ok(RrpcOutcome::Offline);
-        }
-        self.admit_downlink(tenant, &key)?;
-        let id = self.next_seq();
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .rrpc
-            .calls
-            .lock()
-            .expect("rrpc lock")
-            .insert((key.clone(), id), tx);
-        let request = format!("/sys/{pk}/{dn}/rrpc/request/{id}");
-        let msg = Message::from_hub(tenant, request, payload, QoS::AtMostOnce, self.now_ms());
-        let sent = self.accept(msg).await;
-        let answer = match sent {
-            Ok(_) => tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await,
-            Err(e) => {
-                self.forget_rrpc(&key, id);
-                return Err(e.into());
-            }
-        };
-        self.forget_rrpc(&key, id);
-        let message_id = id.to_string();
-        Ok(match answer {
-            Ok(Ok(reply)) => {
-                let (payload, encoding) = match std::str::from_utf8(&reply) {
-                    Ok(text) => (text.to_owned(), None),
-                    Err(_) => (
-                        base64::engine::general_purpose::STANDARD.encode(&reply),
-                        Some("base64"),
-                    ),
-                };
-                RrpcOutcome::Success {
-                    payload,
-                    encoding,
-                    message_id,
-                }
-            }
-            _ => RrpcOutcome::Timeout { message_id },
-        })
-    }
-
-    fn forget_rrpc(&self, key: &str, id: u64) {
-        self.inner
-            .rrpc
-            .calls
-            .lock()
-            .expect("rrpc lock")
-            .remove(&(key.to_owned(), id));
-    }
-
     /// A device's publish on `.../rrpc/response/{id}` answers the call waiting for it.
     /// Completes the RRPC call waiting here for this answer; false when none does.
     pub(crate) fn rrpc_response(&self, device_key: &str, id: &str, payload: &Bytes) -> bool {
@@ -333,45 +147,6 @@ impl Hub {
             }
             None => false,
         }
-    }
-
-    /// Sends `payload` to every online device of a product, on
-    /// `/sys/{pk}/{dn}/broadcast/request/{id}` (no subscription needed); at most 64 KB (L-035)
-    /// and the tenant's broadcast rate (L-036). Returns the id and how many devices got it.
-    pub async fn broadcast(
-        &self,
-        tenant: &str,
-        pk: &str,
-        payload: Bytes,
-    ) -> Result<(String, usize), HubError> {
-        let product = self.product(pk).await?;
-        if product.tenant != tenant {
-            return Err(HubError::NotFound {
-                what: "product",
-                id: pk.to_owned(),
-            });
-        }
-        let profile = self.profile_of(tenant);
-        let max = profile.business.broadcast_bytes;
-        if max > 0 && payload.len() as u64 > max {
-            return Err(HubError::Limited {
-                limited: self.counted(Limited::new(LimitId::BroadcastSize)),
-                message: format!("a broadcast is at most {max} bytes"),
-            });
-        }
-        self.inner
-            .limiter
-            .broadcast(&profile, tenant, self.now_ms())
-            .map_err(|l| HubError::Limited {
-                limited: self.counted(l),
-                message: "too many broadcasts".into(),
-            })?;
-        let id = self.next_seq().to_string();
-        let reached = self
-            .broadcast_local(tenant, pk, &id, payload.clone())
-            .await?
-            + self.broadcast_elsewhere(tenant, pk, &id, &payload).await;
-        Ok((id, reached))
     }
 
     /// Sends a broadcast to the product's devices online on this node.
@@ -545,6 +320,244 @@ impl Hub {
             }
         }
     }
+}
+
+/// The business API's operations: API keys, messages and calls to devices, broadcasts, device status, pages and online history.
+#[derive(Clone, Copy)]
+pub struct Business<'a> {
+    hub: &'a Hub,
+}
+
+impl Hub {
+    /// The business API's operations: API keys, messages and calls to devices, broadcasts, device status, pages and online history.
+    pub fn business(&self) -> Business<'_> {
+        Business { hub: self }
+    }
+}
+
+impl Business<'_> {
+    /// Creates an API key for a tenant; returns it with its secret (shown once). The bearer
+    /// token is `{id}.{secret}`.
+    pub async fn create_api_key(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<(ApiKeyView, String), HubError> {
+        self.hub.registry().tenant(tenant).await?;
+        if !model::valid_display_name(name) {
+            return Err(HubError::Invalid("name must be 1 to 64 characters".into()));
+        }
+        let secret = model::new_secret();
+        let key = ApiKey {
+            id: format!("ak{}", model::random_token(14)),
+            tenant: tenant.to_owned(),
+            name: name.to_owned(),
+            secret_sha256: hash(&secret),
+            created_at_ms: self.hub.now_ms(),
+        };
+        store::write(&**self.hub.store(), |t| records::put_api_key(t, &key)).await?;
+        self.hub
+            .inner
+            .api_keys
+            .by_id
+            .lock()
+            .expect("api keys lock")
+            .insert(key.id.clone(), key.clone());
+        Ok((ApiKeyView::from(&key), secret))
+    }
+
+    /// A tenant's API keys (without secrets).
+    pub fn api_keys(&self, tenant: &str) -> Vec<ApiKeyView> {
+        let map = self.hub.inner.api_keys.by_id.lock().expect("api keys lock");
+        let mut keys: Vec<ApiKeyView> = map
+            .values()
+            .filter(|k| k.tenant == tenant)
+            .map(ApiKeyView::from)
+            .collect();
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        keys
+    }
+
+    /// Revokes an API key.
+    pub async fn delete_api_key(&self, tenant: &str, id: &str) -> Result<(), HubError> {
+        let known = self
+            .hub
+            .business()
+            .api_keys(tenant)
+            .iter()
+            .any(|k| k.id == id);
+        if !known {
+            return Err(HubError::NotFound {
+                what: "api key",
+                id: id.to_owned(),
+            });
+        }
+        store::write(&**self.hub.store(), |t| records::delete_api_key(t, id)).await?;
+        self.hub
+            .inner
+            .api_keys
+            .by_id
+            .lock()
+            .expect("api keys lock")
+            .remove(id);
+        Ok(())
+    }
+
+    /// The device's status.
+    pub async fn device_status(
+        &self,
+        tenant: &str,
+        pk: &str,
+        dn: &str,
+    ) -> Result<DeviceStatus, HubError> {
+        let view = match self.hub.device_record(pk, dn).await? {
+            Some(d) if d.tenant == tenant => self.hub.view(&d).await?,
+            _ => return Err(not_found(pk, dn)),
+        };
+        Ok(DeviceStatus {
+            product_key: view.product_key,
+            device_name: view.device_name,
+            state: view.state,
+        })
+    }
+
+    /// Publishes `payload` to one of a device's own topics (`/{pk}/{dn}/...` or
+    /// `/sys/{pk}/{dn}/...`); returns how many sessions it was handed to.
+    pub async fn pub_to_device(
+        &self,
+        tenant: &str,
+        pk: &str,
+        dn: &str,
+        topic_name: &str,
+        payload: Bytes,
+        qos: QoS,
+    ) -> Result<usize, HubError> {
+        self.hub.tenant_device(tenant, pk, dn).await?;
+        let own = [format!("/{pk}/{dn}/"), format!("/sys/{pk}/{dn}/")];
+        if !own.iter().any(|p| topic_name.starts_with(p.as_str())) {
+            return Err(HubError::Invalid(format!(
+                "topic must be one of the device's: /{pk}/{dn}/... or /sys/{pk}/{dn}/..."
+            )));
+        }
+        topic::validate_name(topic_name).map_err(|e| HubError::Invalid(e.to_string()))?;
+        self.admit_downlink(tenant, &device_session_key(pk, dn))?;
+        let msg = Message::from_hub(
+            tenant,
+            topic_name.to_owned(),
+            payload,
+            qos,
+            self.hub.now_ms(),
+        );
+        Ok(self.hub.accept(msg).await?)
+    }
+
+    /// Calls a device synchronously: publishes `/sys/{pk}/{dn}/rrpc/request/{id}` and waits up to
+    /// `timeout_ms` (1 to 8 s, L-025) for its publish on `/sys/{pk}/{dn}/rrpc/response/{id}`.
+    pub async fn rrpc(
+        &self,
+        tenant: &str,
+        pk: &str,
+        dn: &str,
+        payload: Bytes,
+        timeout_ms: u64,
+    ) -> Result<RrpcOutcome, HubError> {
+        if !RRPC_TIMEOUT_MS.contains(&timeout_ms) {
+            self.hub.inner.stats.limited(LimitId::RrpcTimeout);
+            return Err(HubError::Invalid(format!(
+                "timeout_ms must be {} to {} (L-025)",
+                RRPC_TIMEOUT_MS.start(),
+                RRPC_TIMEOUT_MS.end()
+            )));
+        }
+        self.hub.tenant_device(tenant, pk, dn).await?;
+        let key = device_session_key(pk, dn);
+        if !self.hub.online_anywhere(&key).await? {
+            return Ok(RrpcOutcome::Offline);
+        }
+        self.admit_downlink(tenant, &key)?;
+        let id = self.hub.next_seq();
+        let (tx, rx) = oneshot::channel();
+        self.hub
+            .inner
+            .rrpc
+            .calls
+            .lock()
+            .expect("rrpc lock")
+            .insert((key.clone(), id), tx);
+        let request = format!("/sys/{pk}/{dn}/rrpc/request/{id}");
+        let msg = Message::from_hub(tenant, request, payload, QoS::AtMostOnce, self.hub.now_ms());
+        let sent = self.hub.accept(msg).await;
+        let answer = match sent {
+            Ok(_) => tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await,
+            Err(e) => {
+                self.forget_rrpc(&key, id);
+                return Err(e.into());
+            }
+        };
+        self.forget_rrpc(&key, id);
+        let message_id = id.to_string();
+        Ok(match answer {
+            Ok(Ok(reply)) => {
+                let (payload, encoding) = match std::str::from_utf8(&reply) {
+                    Ok(text) => (text.to_owned(), None),
+                    Err(_) => (
+                        base64::engine::general_purpose::STANDARD.encode(&reply),
+                        Some("base64"),
+                    ),
+                };
+                RrpcOutcome::Success {
+                    payload,
+                    encoding,
+                    message_id,
+                }
+            }
+            _ => RrpcOutcome::Timeout { message_id },
+        })
+    }
+
+    /// Sends `payload` to every online device of a product, on
+    /// `/sys/{pk}/{dn}/broadcast/request/{id}` (no subscription needed); at most 64 KB (L-035)
+    /// and the tenant's broadcast rate (L-036). Returns the id and how many devices got it.
+    pub async fn broadcast(
+        &self,
+        tenant: &str,
+        pk: &str,
+        payload: Bytes,
+    ) -> Result<(String, usize), HubError> {
+        let product = self.hub.registry().product(pk).await?;
+        if product.tenant != tenant {
+            return Err(HubError::NotFound {
+                what: "product",
+                id: pk.to_owned(),
+            });
+        }
+        let profile = self.hub.profile_of(tenant);
+        let max = profile.business.broadcast_bytes;
+        if max > 0 && payload.len() as u64 > max {
+            return Err(HubError::Limited {
+                limited: self.hub.counted(Limited::new(LimitId::BroadcastSize)),
+                message: format!("a broadcast is at most {max} bytes"),
+            });
+        }
+        self.hub
+            .inner
+            .limiter
+            .broadcast(&profile, tenant, self.hub.now_ms())
+            .map_err(|l| HubError::Limited {
+                limited: self.hub.counted(l),
+                message: "too many broadcasts".into(),
+            })?;
+        let id = self.hub.next_seq().to_string();
+        let reached = self
+            .hub
+            .broadcast_local(tenant, pk, &id, payload.clone())
+            .await?
+            + self
+                .hub
+                .broadcast_elsewhere(tenant, pk, &id, &payload)
+                .await;
+        Ok((id, reached))
+    }
 
     /// A device's online/offline changes of the last 7 days, newest first (at most `limit`).
     pub async fn status_history(
@@ -554,10 +567,10 @@ impl Hub {
         dn: &str,
         limit: usize,
     ) -> Result<Vec<records::StatusEvent>, HubError> {
-        self.tenant_device(tenant, pk, dn).await?;
+        self.hub.tenant_device(tenant, pk, dn).await?;
         let (pk, dn) = (pk.to_owned(), dn.to_owned());
-        let cutoff = self.now_ms().saturating_sub(HISTORY_RETENTION_MS);
-        let events = transact(&**self.store(), |t| {
+        let cutoff = self.hub.now_ms().saturating_sub(HISTORY_RETENTION_MS);
+        let events = transact(&**self.hub.store(), |t| {
             let (pk, dn) = (pk.clone(), dn.clone());
             Box::pin(async move { records::list_status_events(t, &pk, &dn, limit).await })
         })
@@ -575,7 +588,7 @@ impl Hub {
         after: Option<&str>,
         page_size: usize,
     ) -> Result<DevicePage, HubError> {
-        let product = self.product(pk).await?;
+        let product = self.hub.registry().product(pk).await?;
         if product.tenant != tenant {
             return Err(HubError::NotFound {
                 what: "product",
@@ -588,7 +601,7 @@ impl Hub {
         loop {
             let batch = page_size.max(1) * 4;
             let (pk2, from) = (pk.to_owned(), cursor.clone());
-            let rows = transact(&**self.store(), |t| {
+            let rows = transact(&**self.hub.store(), |t| {
                 let (pk, from) = (pk2.clone(), from.clone());
                 Box::pin(async move {
                     records::list_devices_after(t, &pk, from.as_deref(), batch).await
@@ -598,7 +611,7 @@ impl Hub {
             let exhausted = rows.len() < batch;
             for (i, d) in rows.iter().enumerate() {
                 cursor = Some(d.device_name.clone());
-                let view = self.view(d).await?;
+                let view = self.hub.view(d).await?;
                 if state.is_none_or(|s| s == view.state) {
                     devices.push(DeviceStatus {
                         product_key: view.product_key,
@@ -619,5 +632,28 @@ impl Hub {
                 });
             }
         }
+    }
+
+    /// Downlink rates: the tenant's (L-015) and the device's (L-018).
+    fn admit_downlink(&self, tenant: &str, device_key: &str) -> Result<(), HubError> {
+        let profile = self.hub.profile_of(tenant);
+        self.hub
+            .inner
+            .limiter
+            .downlink(&profile, tenant, device_key, self.hub.now_ms())
+            .map_err(|l| HubError::Limited {
+                limited: self.hub.counted(l),
+                message: "too many messages to devices".into(),
+            })
+    }
+
+    fn forget_rrpc(&self, key: &str, id: u64) {
+        self.hub
+            .inner
+            .rrpc
+            .calls
+            .lock()
+            .expect("rrpc lock")
+            .remove(&(key.to_owned(), id));
     }
 }

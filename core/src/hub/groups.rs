@@ -106,94 +106,6 @@ impl Hub {
         });
     }
 
-    /// Creates a consumer group on `sink` (when None, the sink that declares itself the default
-    /// for groups, AMQP in the stock server; the first by name if several do); its queue, named
-    /// by the sink, is created on it
-    /// at once, with the retention of the tenant's profile (L-063), and, where the sink manages
-    /// them, credentials that may only consume it, at most L-062 at a time (returned once).
-    pub async fn create_consumer_group(
-        &self,
-        tenant: &str,
-        name: &str,
-        sink: Option<&str>,
-    ) -> Result<(ConsumerGroup, Option<ConsumerCredentials>), HubError> {
-        self.tenant(tenant).await?;
-        let sink = match sink {
-            // A sink is named like a thing that may not exist: 404, not a malformed request.
-            Some(kind) => self.inner.forwarder.sink(kind).ok_or_else(|| HubError::NotFound {
-                what: "sink",
-                id: kind.to_owned(),
-            })?,
-            None => self
-                .inner
-                .forwarder
-                .sinks()
-                .into_iter()
-                .find(|s| s.capabilities().default_for_groups)
-                .ok_or_else(|| {
-                    HubError::Conflict(
-                        "no sink takes consumer groups by default: configure one, or name it with \"sink\"".into(),
-                    )
-                })?,
-        };
-        if !model::valid_display_name(name) {
-            return Err(HubError::Invalid("name must be 1 to 64 characters".into()));
-        }
-        let limits = self.profile_of(tenant).forwarding.clone();
-        let id = model::random_token(12);
-        let group = ConsumerGroup {
-            tenant: tenant.to_owned(),
-            queue: sink.group_queue(tenant, &id),
-            id,
-            name: name.to_owned(),
-            sink: sink.name().to_owned(),
-            products: Vec::new(),
-            retention_secs: limits.group_retention_secs,
-            max_messages: limits.group_max_messages,
-            created_at_ms: self.now_ms(),
-            consumer_user: None,
-        };
-        let mut group = group;
-        let dest = destination(&group);
-        self.inner
-            .forwarder
-            .prepare(&dest)
-            .await
-            .map_err(|e| HubError::Unavailable(format!("cannot create the group's queue: {e}")))?;
-        let credentials = self
-            .inner
-            .forwarder
-            .grant_consumer(&dest, limits.consumers_per_group)
-            .await
-            .map_err(|e| {
-                HubError::Unavailable(format!("cannot create the group's consumer user: {e}"))
-            })?;
-        group.consumer_user = credentials.as_ref().map(|c| c.username.clone());
-        let g = group.clone();
-        let max = limits.consumer_groups;
-        let created = transact(&**self.store(), |t| {
-            let g = g.clone();
-            Box::pin(async move {
-                let existing = records::list_groups(t, Some(&g.tenant)).await?;
-                if max > 0 && existing.len() as u64 >= max {
-                    return Ok(false);
-                }
-                records::put_group(t, &g);
-                Ok(true)
-            })
-        })
-        .await?;
-        if !created {
-            self.revoke_consumer(&group).await;
-            return Err(self.limited(
-                LimitId::ConsumerGroupsPerTenant,
-                format!("at most {max} consumer groups per tenant"),
-            ));
-        }
-        self.load_groups().await?;
-        Ok((group, credentials))
-    }
-
     async fn revoke_consumer(&self, group: &ConsumerGroup) {
         if group.consumer_user.is_none() {
             return;
@@ -208,11 +120,142 @@ impl Hub {
         }
     }
 
+    /// Removes a deleted product from every group of its tenant.
+    pub(crate) async fn forget_product_in_groups(
+        &self,
+        tenant: &str,
+        pk: &str,
+    ) -> Result<(), HubError> {
+        let groups = self.groups().list(tenant).await?;
+        for mut g in groups
+            .into_iter()
+            .filter(|g| g.products.iter().any(|p| p == pk))
+        {
+            g.products.retain(|p| p != pk);
+            crate::store::write(&**self.store(), |t| records::put_group(t, &g)).await?;
+        }
+        self.load_groups().await
+    }
+}
+
+fn destination(g: &ConsumerGroup) -> Destination {
+    Destination {
+        sink: g.sink.clone(),
+        queue: g.queue.clone(),
+        retention_ms: g.retention_secs.saturating_mul(1000),
+        max_messages: g.max_messages,
+    }
+}
+
+/// Consumer groups: a tenant's durable queues of device messages on a sink.
+#[derive(Clone, Copy)]
+pub struct ConsumerGroups<'a> {
+    hub: &'a Hub,
+}
+
+impl Hub {
+    /// Consumer groups: a tenant's durable queues of device messages on a sink.
+    pub fn groups(&self) -> ConsumerGroups<'_> {
+        ConsumerGroups { hub: self }
+    }
+}
+
+impl ConsumerGroups<'_> {
+    /// Creates a consumer group on `sink` (when None, the sink that declares itself the default
+    /// for groups, AMQP in the stock server; the first by name if several do); its queue, named
+    /// by the sink, is created on it
+    /// at once, with the retention of the tenant's profile (L-063), and, where the sink manages
+    /// them, credentials that may only consume it, at most L-062 at a time (returned once).
+    pub async fn create(
+        &self,
+        tenant: &str,
+        name: &str,
+        sink: Option<&str>,
+    ) -> Result<(ConsumerGroup, Option<ConsumerCredentials>), HubError> {
+        self.hub.registry().tenant(tenant).await?;
+        let sink = match sink {
+            // A sink is named like a thing that may not exist: 404, not a malformed request.
+            Some(kind) => self.hub.inner.forwarder.sink(kind).ok_or_else(|| HubError::NotFound {
+                what: "sink",
+                id: kind.to_owned(),
+            })?,
+            None => self.hub
+                .inner
+                .forwarder
+                .sinks()
+                .into_iter()
+                .find(|s| s.capabilities().default_for_groups)
+                .ok_or_else(|| {
+                    HubError::Conflict(
+                        "no sink takes consumer groups by default: configure one, or name it with \"sink\"".into(),
+                    )
+                })?,
+        };
+        if !model::valid_display_name(name) {
+            return Err(HubError::Invalid("name must be 1 to 64 characters".into()));
+        }
+        let limits = self.hub.profile_of(tenant).forwarding.clone();
+        let id = model::random_token(12);
+        let group = ConsumerGroup {
+            tenant: tenant.to_owned(),
+            queue: sink.group_queue(tenant, &id),
+            id,
+            name: name.to_owned(),
+            sink: sink.name().to_owned(),
+            products: Vec::new(),
+            retention_secs: limits.group_retention_secs,
+            max_messages: limits.group_max_messages,
+            created_at_ms: self.hub.now_ms(),
+            consumer_user: None,
+        };
+        let mut group = group;
+        let dest = destination(&group);
+        self.hub
+            .inner
+            .forwarder
+            .prepare(&dest)
+            .await
+            .map_err(|e| HubError::Unavailable(format!("cannot create the group's queue: {e}")))?;
+        let credentials = self
+            .hub
+            .inner
+            .forwarder
+            .grant_consumer(&dest, limits.consumers_per_group)
+            .await
+            .map_err(|e| {
+                HubError::Unavailable(format!("cannot create the group's consumer user: {e}"))
+            })?;
+        group.consumer_user = credentials.as_ref().map(|c| c.username.clone());
+        let g = group.clone();
+        let max = limits.consumer_groups;
+        let created = transact(&**self.hub.store(), |t| {
+            let g = g.clone();
+            Box::pin(async move {
+                let existing = records::list_groups(t, Some(&g.tenant)).await?;
+                if max > 0 && existing.len() as u64 >= max {
+                    return Ok(false);
+                }
+                records::put_group(t, &g);
+                Ok(true)
+            })
+        })
+        .await?;
+        if !created {
+            self.hub.revoke_consumer(&group).await;
+            return Err(self.hub.limited(
+                LimitId::ConsumerGroupsPerTenant,
+                format!("at most {max} consumer groups per tenant"),
+            ));
+        }
+        self.hub.load_groups().await?;
+        Ok((group, credentials))
+    }
+
     /// A tenant's consumer groups.
-    pub async fn consumer_groups(&self, tenant: &str) -> Result<Vec<ConsumerGroup>, HubError> {
-        self.tenant(tenant).await?;
+    pub async fn list(&self, tenant: &str) -> Result<Vec<ConsumerGroup>, HubError> {
+        self.hub.registry().tenant(tenant).await?;
         let tenant = tenant.to_owned();
-        Ok(transact(&**self.store(), |t| {
+        Ok(transact(&**self.hub.store(), |t| {
             let tenant = tenant.clone();
             Box::pin(async move { records::list_groups(t, Some(&tenant)).await })
         })
@@ -220,9 +263,9 @@ impl Hub {
     }
 
     /// One consumer group of a tenant.
-    pub async fn consumer_group(&self, tenant: &str, id: &str) -> Result<ConsumerGroup, HubError> {
+    pub async fn get(&self, tenant: &str, id: &str) -> Result<ConsumerGroup, HubError> {
         let (tenant2, id2) = (tenant.to_owned(), id.to_owned());
-        transact(&**self.store(), |t| {
+        transact(&**self.hub.store(), |t| {
             let (tenant, id) = (tenant2.clone(), id2.clone());
             Box::pin(async move { records::get_group(t, &tenant, &id).await })
         })
@@ -235,11 +278,14 @@ impl Hub {
 
     /// Deletes a consumer group: its products' events stop going to its queue (the queue and
     /// what it holds stay on the broker for consumers to finish).
-    pub async fn delete_consumer_group(&self, tenant: &str, id: &str) -> Result<(), HubError> {
-        let group = self.consumer_group(tenant, id).await?;
-        crate::store::write(&**self.store(), |t| records::delete_group(t, tenant, id)).await?;
-        self.revoke_consumer(&group).await;
-        self.load_groups().await
+    pub async fn delete(&self, tenant: &str, id: &str) -> Result<(), HubError> {
+        let group = self.get(tenant, id).await?;
+        crate::store::write(&**self.hub.store(), |t| {
+            records::delete_group(t, tenant, id)
+        })
+        .await?;
+        self.hub.revoke_consumer(&group).await;
+        self.hub.load_groups().await
     }
 
     /// Associates a product of the tenant with a consumer group (L-060, L-061).
@@ -249,7 +295,7 @@ impl Hub {
         id: &str,
         pk: &str,
     ) -> Result<ConsumerGroup, HubError> {
-        let product = self.product(pk).await?;
+        let product = self.hub.registry().product(pk).await?;
         if product.tenant != tenant {
             // Another tenant's product does not exist for this one.
             return Err(HubError::NotFound {
@@ -257,9 +303,9 @@ impl Hub {
                 id: pk.to_owned(),
             });
         }
-        let limits = self.profile_of(tenant).forwarding.clone();
+        let limits = self.hub.profile_of(tenant).forwarding.clone();
         let (tenant2, id2, pk2) = (tenant.to_owned(), id.to_owned(), pk.to_owned());
-        let outcome = transact(&**self.store(), |t| {
+        let outcome = transact(&**self.hub.store(), |t| {
             let (tenant, id, pk) = (tenant2.clone(), id2.clone(), pk2.clone());
             let limits = limits.clone();
             Box::pin(async move {
@@ -295,10 +341,12 @@ impl Hub {
                 });
             }
             Err(Some((limit, max))) => {
-                return Err(self.limited(limit, format!("at most {max}: {}", limit.describe())));
+                return Err(self
+                    .hub
+                    .limited(limit, format!("at most {max}: {}", limit.describe())));
             }
         };
-        self.load_groups().await?;
+        self.hub.load_groups().await?;
         Ok(group)
     }
 
@@ -309,7 +357,7 @@ impl Hub {
         id: &str,
         pk: &str,
     ) -> Result<ConsumerGroup, HubError> {
-        let mut group = self.consumer_group(tenant, id).await?;
+        let mut group = self.get(tenant, id).await?;
         if !group.products.iter().any(|p| p == pk) {
             return Err(HubError::NotFound {
                 what: "product in consumer group",
@@ -317,34 +365,8 @@ impl Hub {
             });
         }
         group.products.retain(|p| p != pk);
-        crate::store::write(&**self.store(), |t| records::put_group(t, &group)).await?;
-        self.load_groups().await?;
+        crate::store::write(&**self.hub.store(), |t| records::put_group(t, &group)).await?;
+        self.hub.load_groups().await?;
         Ok(group)
-    }
-
-    /// Removes a deleted product from every group of its tenant.
-    pub(crate) async fn forget_product_in_groups(
-        &self,
-        tenant: &str,
-        pk: &str,
-    ) -> Result<(), HubError> {
-        let groups = self.consumer_groups(tenant).await?;
-        for mut g in groups
-            .into_iter()
-            .filter(|g| g.products.iter().any(|p| p == pk))
-        {
-            g.products.retain(|p| p != pk);
-            crate::store::write(&**self.store(), |t| records::put_group(t, &g)).await?;
-        }
-        self.load_groups().await
-    }
-}
-
-fn destination(g: &ConsumerGroup) -> Destination {
-    Destination {
-        sink: g.sink.clone(),
-        queue: g.queue.clone(),
-        retention_ms: g.retention_secs.saturating_mul(1000),
-        max_messages: g.max_messages,
     }
 }

@@ -117,20 +117,6 @@ impl Hub {
         self.profiles_changed();
     }
 
-    /// A profile by name: stored ones, and the built-in default.
-    pub fn profile_named(&self, name: &str) -> Result<Arc<Profile>, HubError> {
-        if let Some(p) = self.inner.profiles.read().expect("profiles lock").get(name) {
-            return Ok(p.clone());
-        }
-        if name == DEFAULT_PROFILE {
-            return Ok(self.inner.default_profile.clone());
-        }
-        Err(HubError::NotFound {
-            what: "profile",
-            id: name.to_owned(),
-        })
-    }
-
     /// The profile in force for a tenant (the default one for unknown tenants).
     pub fn profile_of(&self, tenant: &str) -> Arc<Profile> {
         // On every message: two read locks and two lookups, nothing allocated.
@@ -146,78 +132,6 @@ impl Hub {
         stored.unwrap_or_else(|| self.inner.default_profile.clone())
     }
 
-    /// Every profile, the default included.
-    pub fn profiles(&self) -> Vec<Profile> {
-        let map = self.inner.profiles.read().expect("profiles lock");
-        let mut out: Vec<Profile> = map.values().map(|p| (**p).clone()).collect();
-        if !map.contains_key(DEFAULT_PROFILE) {
-            out.push(Profile::default());
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out
-    }
-
-    /// Creates or replaces a profile; tenants using it get the new limits at once.
-    pub async fn put_profile(&self, profile: Profile) -> Result<Profile, HubError> {
-        crate::data::model::validate_tenant_id(&profile.name)
-            .map_err(|e| HubError::Invalid(e.to_string().replacen("id", "profile name", 1)))?;
-        store::write(&**self.store(), |t| records::put_profile(t, &profile)).await?;
-        self.inner
-            .profiles
-            .write()
-            .expect("profiles lock")
-            .insert(profile.name.clone(), Arc::new(profile.clone()));
-        self.profiles_changed();
-        Ok(profile)
-    }
-
-    /// Deletes a profile no tenant uses (the default cannot be deleted, only overridden).
-    pub async fn delete_profile(&self, name: &str) -> Result<(), HubError> {
-        if name == DEFAULT_PROFILE {
-            return Err(HubError::Conflict(
-                "the default profile cannot be deleted".into(),
-            ));
-        }
-        self.profile_named(name)?;
-        let users: Vec<String> = self
-            .inner
-            .tenant_profiles
-            .read()
-            .expect("profiles lock")
-            .iter()
-            .filter(|(_, p)| *p == name)
-            .map(|(t, _)| t.clone())
-            .collect();
-        if !users.is_empty() {
-            return Err(HubError::Conflict(format!(
-                "profile {name} is used by tenants {}",
-                users.join(", ")
-            )));
-        }
-        store::write(&**self.store(), |t| records::delete_profile(t, name)).await?;
-        self.inner
-            .profiles
-            .write()
-            .expect("profiles lock")
-            .remove(name);
-        self.profiles_changed();
-        Ok(())
-    }
-
-    /// Moves a tenant to another profile.
-    pub async fn set_tenant_profile(
-        &self,
-        tenant: &str,
-        profile: &str,
-    ) -> Result<Tenant, HubError> {
-        self.profile_named(profile)?;
-        let mut t = self.tenant(tenant).await?;
-        t.profile = profile.to_owned();
-        store::write(&**self.store(), |txn| records::put_tenant(txn, &t)).await?;
-        self.remember_tenant_profile(&t);
-        Ok(t)
-    }
-
     /// Applies the registry-operations rate limit of a tenant.
     pub(crate) fn registry_operation(&self, tenant: &str) -> Result<(), HubError> {
         self.inner
@@ -227,42 +141,6 @@ impl Hub {
                 limited: self.counted(limited),
                 message: format!("device registry operations of tenant {tenant}"),
             })
-    }
-
-    /// Usage of a tenant, with its profile and monthly-quota events.
-    pub async fn tenant_usage(&self, tenant: &str) -> Result<UsageReport, HubError> {
-        self.tenant(tenant).await?;
-        let store = self.store().clone();
-        let usage = self
-            .inner
-            .meter
-            .usage(&*store, tenant, None, self.now_ms())
-            .await?;
-        let events = metering::events(&*store, tenant).await?;
-        let profile = self.profile_of(tenant);
-        Ok(UsageReport {
-            usage,
-            monthly: self.inner.meter.monthly(&profile, tenant, self.now_ms()),
-            profile: (*profile).clone(),
-            events,
-        })
-    }
-
-    /// Usage of one device, including its publishing status over the last 24 hours.
-    pub async fn device_usage(&self, pk: &str, dn: &str) -> Result<UsageReport, HubError> {
-        let device = self.device(pk, dn).await?;
-        let key = super::device_session_key(pk, dn);
-        let usage = self
-            .inner
-            .meter
-            .usage(&**self.store(), &device.tenant, Some(&key), self.now_ms())
-            .await?;
-        Ok(UsageReport {
-            usage,
-            profile: (*self.profile_of(&device.tenant)).clone(),
-            events: Vec::new(),
-            monthly: Vec::new(),
-        })
     }
 
     /// Counts a limit's refusal in the hub's stats (and so in /metrics), passing it on.
@@ -362,5 +240,163 @@ impl Hub {
                 tracing::warn!(error = %e, "usage flush failed; counters kept for the next one");
             }
         }
+    }
+}
+
+/// Tenant profiles and usage reports.
+#[derive(Clone, Copy)]
+pub struct Profiles<'a> {
+    hub: &'a Hub,
+}
+
+impl Hub {
+    /// Tenant profiles and usage reports.
+    pub fn limits(&self) -> Profiles<'_> {
+        Profiles { hub: self }
+    }
+}
+
+impl Profiles<'_> {
+    /// A profile by name: stored ones, and the built-in default.
+    pub fn profile_named(&self, name: &str) -> Result<Arc<Profile>, HubError> {
+        if let Some(p) = self
+            .hub
+            .inner
+            .profiles
+            .read()
+            .expect("profiles lock")
+            .get(name)
+        {
+            return Ok(p.clone());
+        }
+        if name == DEFAULT_PROFILE {
+            return Ok(self.hub.inner.default_profile.clone());
+        }
+        Err(HubError::NotFound {
+            what: "profile",
+            id: name.to_owned(),
+        })
+    }
+
+    /// Every profile, the default included.
+    pub fn profiles(&self) -> Vec<Profile> {
+        let map = self.hub.inner.profiles.read().expect("profiles lock");
+        let mut out: Vec<Profile> = map.values().map(|p| (**p).clone()).collect();
+        if !map.contains_key(DEFAULT_PROFILE) {
+            out.push(Profile::default());
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Creates or replaces a profile; tenants using it get the new limits at once.
+    pub async fn put_profile(&self, profile: Profile) -> Result<Profile, HubError> {
+        crate::data::model::validate_tenant_id(&profile.name)
+            .map_err(|e| HubError::Invalid(e.to_string().replacen("id", "profile name", 1)))?;
+        store::write(&**self.hub.store(), |t| records::put_profile(t, &profile)).await?;
+        self.hub
+            .inner
+            .profiles
+            .write()
+            .expect("profiles lock")
+            .insert(profile.name.clone(), Arc::new(profile.clone()));
+        self.hub.profiles_changed();
+        Ok(profile)
+    }
+
+    /// Deletes a profile no tenant uses (the default cannot be deleted, only overridden).
+    pub async fn delete_profile(&self, name: &str) -> Result<(), HubError> {
+        if name == DEFAULT_PROFILE {
+            return Err(HubError::Conflict(
+                "the default profile cannot be deleted".into(),
+            ));
+        }
+        self.profile_named(name)?;
+        let users: Vec<String> = self
+            .hub
+            .inner
+            .tenant_profiles
+            .read()
+            .expect("profiles lock")
+            .iter()
+            .filter(|(_, p)| *p == name)
+            .map(|(t, _)| t.clone())
+            .collect();
+        if !users.is_empty() {
+            return Err(HubError::Conflict(format!(
+                "profile {name} is used by tenants {}",
+                users.join(", ")
+            )));
+        }
+        store::write(&**self.hub.store(), |t| records::delete_profile(t, name)).await?;
+        self.hub
+            .inner
+            .profiles
+            .write()
+            .expect("profiles lock")
+            .remove(name);
+        self.hub.profiles_changed();
+        Ok(())
+    }
+
+    /// Moves a tenant to another profile.
+    pub async fn set_tenant_profile(
+        &self,
+        tenant: &str,
+        profile: &str,
+    ) -> Result<Tenant, HubError> {
+        self.profile_named(profile)?;
+        let mut t = self.hub.registry().tenant(tenant).await?;
+        t.profile = profile.to_owned();
+        store::write(&**self.hub.store(), |txn| records::put_tenant(txn, &t)).await?;
+        self.hub.remember_tenant_profile(&t);
+        Ok(t)
+    }
+
+    /// Usage of a tenant, with its profile and monthly-quota events.
+    pub async fn tenant_usage(&self, tenant: &str) -> Result<UsageReport, HubError> {
+        self.hub.registry().tenant(tenant).await?;
+        let store = self.hub.store().clone();
+        let usage = self
+            .hub
+            .inner
+            .meter
+            .usage(&*store, tenant, None, self.hub.now_ms())
+            .await?;
+        let events = metering::events(&*store, tenant).await?;
+        let profile = self.hub.profile_of(tenant);
+        Ok(UsageReport {
+            usage,
+            monthly: self
+                .hub
+                .inner
+                .meter
+                .monthly(&profile, tenant, self.hub.now_ms()),
+            profile: (*profile).clone(),
+            events,
+        })
+    }
+
+    /// Usage of one device, including its publishing status over the last 24 hours.
+    pub async fn device_usage(&self, pk: &str, dn: &str) -> Result<UsageReport, HubError> {
+        let device = self.hub.registry().device(pk, dn).await?;
+        let key = super::device_session_key(pk, dn);
+        let usage = self
+            .hub
+            .inner
+            .meter
+            .usage(
+                &**self.hub.store(),
+                &device.tenant,
+                Some(&key),
+                self.hub.now_ms(),
+            )
+            .await?;
+        Ok(UsageReport {
+            usage,
+            profile: (*self.hub.profile_of(&device.tenant)).clone(),
+            events: Vec::new(),
+            monthly: Vec::new(),
+        })
     }
 }

@@ -221,7 +221,7 @@ pub(crate) struct Inner {
     pub(crate) profiles: RwLock<FastMap<String, Arc<Profile>>>,
     /// Each tenant's profile name.
     pub(crate) tenant_profiles: RwLock<FastMap<String, String>>,
-    pub(crate) tokens: tokens::Tokens,
+    pub(crate) tokens: tokens::TokenTable,
     /// Attached sinks and their workers.
     pub(crate) forwarder: Forwarder,
     /// Rule outputs waiting for a retry, in the store.
@@ -229,7 +229,7 @@ pub(crate) struct Inner {
     /// The consumer-group queues of each product.
     pub(crate) group_routes: RwLock<groups::GroupRoutes>,
     /// Each tenant's enabled rules, compiled.
-    pub(crate) rules: rules::Rules,
+    pub(crate) rules: rules::RuleTable,
     /// Business API keys.
     pub(crate) api_keys: business::ApiKeys,
     /// RRPC calls waiting for their device.
@@ -347,11 +347,11 @@ impl Hub {
                 meter: Meter::default(),
                 profiles: RwLock::default(),
                 tenant_profiles: RwLock::default(),
-                tokens: tokens::Tokens::default(),
+                tokens: tokens::TokenTable::default(),
                 forwarder,
                 rule_retries,
                 group_routes: RwLock::new(groups::GroupRoutes::default()),
-                rules: rules::Rules::new(),
+                rules: rules::RuleTable::new(),
                 api_keys: business::ApiKeys::default(),
                 rrpc: business::PendingRrpc::default(),
                 history: business::WriteQueue::default(),
@@ -382,8 +382,10 @@ impl Hub {
         if hub.inner.config.open_broker.enabled {
             let id = hub.inner.config.open_broker.tenant.clone();
             model::validate_tenant_id(&id).map_err(|e| HubError::Invalid(e.to_string()))?;
-            if hub.tenant(&id).await.is_err() {
-                hub.create_tenant(&id, "open broker sandbox", None).await?;
+            if hub.registry().tenant(&id).await.is_err() {
+                hub.registry()
+                    .create_tenant(&id, "open broker sandbox", None)
+                    .await?;
             }
         }
         hub.inner
@@ -610,7 +612,7 @@ impl Hub {
             self.sweep_tokens(now);
             // In a cluster one node sweeps the stored tokens for all (server/src/cluster).
             if self.peers().is_none()
-                && let Err(e) = self.sweep_stored_tokens(now).await
+                && let Err(e) = self.tokens().sweep_stored(now).await
             {
                 tracing::warn!(error = %e, "sweeping stored device tokens failed");
             }
@@ -648,7 +650,7 @@ impl Hub {
         retain: bool,
     ) -> Result<usize, HubError> {
         topic::validate_name(topic_name).map_err(|e| HubError::Invalid(e.to_string()))?;
-        self.tenant(tenant).await?;
+        self.registry().tenant(tenant).await?;
         let mut msg = Message::from_hub(tenant, topic_name.to_owned(), payload, qos, self.now_ms());
         msg.retain = retain;
         Ok(self.accept(msg).await?)

@@ -37,16 +37,16 @@ pub(crate) struct ActiveRule {
 }
 
 /// The enabled rules of each tenant, and every rule's counters.
-pub(crate) struct Rules {
+pub(crate) struct RuleTable {
     /// Looked up for every message.
     by_tenant: std::sync::RwLock<crate::FastMap<String, Arc<[Arc<ActiveRule>]>>>,
     counters: std::sync::Mutex<HashMap<String, Arc<RuleCounters>>>,
     in_flight: Arc<tokio::sync::Semaphore>,
 }
 
-impl Rules {
-    pub(crate) fn new() -> Rules {
-        Rules {
+impl RuleTable {
+    pub(crate) fn new() -> RuleTable {
+        RuleTable {
             by_tenant: std::sync::RwLock::default(),
             counters: std::sync::Mutex::new(HashMap::new()),
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
@@ -144,30 +144,6 @@ impl Hub {
         Ok(())
     }
 
-    /// Checks a spec: the SQL parses, 1 to 10 destinations (L-050), each usable by the tenant.
-    async fn check_rule(&self, tenant: &str, spec: &RuleSpec) -> Result<(), HubError> {
-        Query::parse(&spec.sql).map_err(|e| HubError::Invalid(e.to_string()))?;
-        if !model::valid_display_name(&spec.name) {
-            return Err(HubError::Invalid("name must be 1 to 64 characters".into()));
-        }
-        let max = self.profile_of(tenant).forwarding.destinations_per_rule;
-        if spec.destinations.is_empty() {
-            return Err(HubError::Invalid(
-                "a rule needs at least one destination".into(),
-            ));
-        }
-        if max > 0 && spec.destinations.len() as u64 > max {
-            return Err(self.limited(
-                LimitId::DestinationsPerRule,
-                format!("at most {max} destinations per rule"),
-            ));
-        }
-        for d in spec.destinations.iter().chain(&spec.error_destination) {
-            self.resolve(tenant, d)?;
-        }
-        Ok(())
-    }
-
     /// Where a destination sends: a queue of a sink, or None for a topic (checked here).
     fn resolve(&self, tenant: &str, d: &RuleDestination) -> Result<Option<Destination>, HubError> {
         match d {
@@ -211,125 +187,6 @@ impl Hub {
                 Ok(None)
             }
         }
-    }
-
-    /// Creates a rule (L-005, L-050).
-    pub async fn create_rule(&self, tenant: &str, spec: RuleSpec) -> Result<RuleView, HubError> {
-        self.tenant(tenant).await?;
-        self.check_rule(tenant, &spec).await?;
-        let rule = Rule {
-            tenant: tenant.to_owned(),
-            id: model::random_token(12),
-            name: spec.name,
-            sql: spec.sql,
-            enabled: spec.enabled,
-            destinations: spec.destinations,
-            error_destination: spec.error_destination,
-            created_at_ms: self.now_ms(),
-        };
-        let max = self.profile_of(tenant).forwarding.rules;
-        let r = rule.clone();
-        let created = transact(&**self.store(), |t| {
-            let r = r.clone();
-            Box::pin(async move {
-                let existing = records::list_rules(t, Some(&r.tenant)).await?;
-                if max > 0 && existing.len() as u64 >= max {
-                    return Ok(false);
-                }
-                records::put_rule(t, &r);
-                Ok(true)
-            })
-        })
-        .await?;
-        if !created {
-            return Err(self.limited(
-                LimitId::RulesPerTenant,
-                format!("at most {max} rules per tenant"),
-            ));
-        }
-        self.load_rules().await?;
-        Ok(self.rule_view(rule))
-    }
-
-    fn rule_view(&self, rule: Rule) -> RuleView {
-        let counters = self.inner.rules.counters(&rule.id).snapshot();
-        RuleView { rule, counters }
-    }
-
-    /// A tenant's rules with their counters.
-    pub async fn rules(&self, tenant: &str) -> Result<Vec<RuleView>, HubError> {
-        self.tenant(tenant).await?;
-        let tenant = tenant.to_owned();
-        let rules = transact(&**self.store(), |t| {
-            let tenant = tenant.clone();
-            Box::pin(async move { records::list_rules(t, Some(&tenant)).await })
-        })
-        .await?;
-        Ok(rules.into_iter().map(|r| self.rule_view(r)).collect())
-    }
-
-    async fn rule_record(&self, tenant: &str, id: &str) -> Result<Rule, HubError> {
-        let (tenant2, id2) = (tenant.to_owned(), id.to_owned());
-        transact(&**self.store(), |t| {
-            let (tenant, id) = (tenant2.clone(), id2.clone());
-            Box::pin(async move { records::get_rule(t, &tenant, &id).await })
-        })
-        .await?
-        .ok_or_else(|| HubError::NotFound {
-            what: "rule",
-            id: id.to_owned(),
-        })
-    }
-
-    /// One rule with its counters.
-    pub async fn rule(&self, tenant: &str, id: &str) -> Result<RuleView, HubError> {
-        Ok(self.rule_view(self.rule_record(tenant, id).await?))
-    }
-
-    /// Replaces a rule's statement, destinations and state.
-    pub async fn update_rule(
-        &self,
-        tenant: &str,
-        id: &str,
-        spec: RuleSpec,
-    ) -> Result<RuleView, HubError> {
-        let mut rule = self.rule_record(tenant, id).await?;
-        self.check_rule(tenant, &spec).await?;
-        rule.name = spec.name;
-        rule.sql = spec.sql;
-        rule.enabled = spec.enabled;
-        rule.destinations = spec.destinations;
-        rule.error_destination = spec.error_destination;
-        crate::store::write(&**self.store(), |t| records::put_rule(t, &rule)).await?;
-        self.load_rules().await?;
-        Ok(self.rule_view(rule))
-    }
-
-    /// Enables or disables a rule.
-    pub async fn set_rule_enabled(
-        &self,
-        tenant: &str,
-        id: &str,
-        enabled: bool,
-    ) -> Result<RuleView, HubError> {
-        let mut rule = self.rule_record(tenant, id).await?;
-        rule.enabled = enabled;
-        crate::store::write(&**self.store(), |t| records::put_rule(t, &rule)).await?;
-        self.load_rules().await?;
-        Ok(self.rule_view(rule))
-    }
-
-    /// Deletes a rule.
-    pub async fn delete_rule(&self, tenant: &str, id: &str) -> Result<(), HubError> {
-        self.rule_record(tenant, id).await?;
-        crate::store::write(&**self.store(), |t| records::delete_rule(t, tenant, id)).await?;
-        self.inner
-            .rules
-            .counters
-            .lock()
-            .expect("rule counters lock")
-            .remove(id);
-        self.load_rules().await
     }
 
     /// The enabled rules of a tenant, if any.
@@ -638,5 +495,164 @@ impl RuleAttempts {
             return None;
         };
         Some((rule, out))
+    }
+}
+
+/// Rules (data forwarding): a tenant's SQL statements and their destinations.
+#[derive(Clone, Copy)]
+pub struct Rules<'a> {
+    hub: &'a Hub,
+}
+
+impl Hub {
+    /// Rules (data forwarding): a tenant's SQL statements and their destinations.
+    pub fn rules(&self) -> Rules<'_> {
+        Rules { hub: self }
+    }
+}
+
+impl Rules<'_> {
+    /// Creates a rule (L-005, L-050).
+    pub async fn create(&self, tenant: &str, spec: RuleSpec) -> Result<RuleView, HubError> {
+        self.hub.registry().tenant(tenant).await?;
+        self.check_rule(tenant, &spec).await?;
+        let rule = Rule {
+            tenant: tenant.to_owned(),
+            id: model::random_token(12),
+            name: spec.name,
+            sql: spec.sql,
+            enabled: spec.enabled,
+            destinations: spec.destinations,
+            error_destination: spec.error_destination,
+            created_at_ms: self.hub.now_ms(),
+        };
+        let max = self.hub.profile_of(tenant).forwarding.rules;
+        let r = rule.clone();
+        let created = transact(&**self.hub.store(), |t| {
+            let r = r.clone();
+            Box::pin(async move {
+                let existing = records::list_rules(t, Some(&r.tenant)).await?;
+                if max > 0 && existing.len() as u64 >= max {
+                    return Ok(false);
+                }
+                records::put_rule(t, &r);
+                Ok(true)
+            })
+        })
+        .await?;
+        if !created {
+            return Err(self.hub.limited(
+                LimitId::RulesPerTenant,
+                format!("at most {max} rules per tenant"),
+            ));
+        }
+        self.hub.load_rules().await?;
+        Ok(self.rule_view(rule))
+    }
+
+    /// A tenant's rules with their counters.
+    pub async fn list(&self, tenant: &str) -> Result<Vec<RuleView>, HubError> {
+        self.hub.registry().tenant(tenant).await?;
+        let tenant = tenant.to_owned();
+        let rules = transact(&**self.hub.store(), |t| {
+            let tenant = tenant.clone();
+            Box::pin(async move { records::list_rules(t, Some(&tenant)).await })
+        })
+        .await?;
+        Ok(rules.into_iter().map(|r| self.rule_view(r)).collect())
+    }
+
+    /// One rule with its counters.
+    pub async fn get(&self, tenant: &str, id: &str) -> Result<RuleView, HubError> {
+        Ok(self.rule_view(self.rule_record(tenant, id).await?))
+    }
+
+    /// Replaces a rule's statement, destinations and state.
+    pub async fn update(
+        &self,
+        tenant: &str,
+        id: &str,
+        spec: RuleSpec,
+    ) -> Result<RuleView, HubError> {
+        let mut rule = self.rule_record(tenant, id).await?;
+        self.check_rule(tenant, &spec).await?;
+        rule.name = spec.name;
+        rule.sql = spec.sql;
+        rule.enabled = spec.enabled;
+        rule.destinations = spec.destinations;
+        rule.error_destination = spec.error_destination;
+        crate::store::write(&**self.hub.store(), |t| records::put_rule(t, &rule)).await?;
+        self.hub.load_rules().await?;
+        Ok(self.rule_view(rule))
+    }
+
+    /// Enables or disables a rule.
+    pub async fn set_enabled(
+        &self,
+        tenant: &str,
+        id: &str,
+        enabled: bool,
+    ) -> Result<RuleView, HubError> {
+        let mut rule = self.rule_record(tenant, id).await?;
+        rule.enabled = enabled;
+        crate::store::write(&**self.hub.store(), |t| records::put_rule(t, &rule)).await?;
+        self.hub.load_rules().await?;
+        Ok(self.rule_view(rule))
+    }
+
+    /// Deletes a rule.
+    pub async fn delete(&self, tenant: &str, id: &str) -> Result<(), HubError> {
+        self.rule_record(tenant, id).await?;
+        crate::store::write(&**self.hub.store(), |t| records::delete_rule(t, tenant, id)).await?;
+        self.hub
+            .inner
+            .rules
+            .counters
+            .lock()
+            .expect("rule counters lock")
+            .remove(id);
+        self.hub.load_rules().await
+    }
+
+    /// Checks a spec: the SQL parses, 1 to 10 destinations (L-050), each usable by the tenant.
+    async fn check_rule(&self, tenant: &str, spec: &RuleSpec) -> Result<(), HubError> {
+        Query::parse(&spec.sql).map_err(|e| HubError::Invalid(e.to_string()))?;
+        if !model::valid_display_name(&spec.name) {
+            return Err(HubError::Invalid("name must be 1 to 64 characters".into()));
+        }
+        let max = self.hub.profile_of(tenant).forwarding.destinations_per_rule;
+        if spec.destinations.is_empty() {
+            return Err(HubError::Invalid(
+                "a rule needs at least one destination".into(),
+            ));
+        }
+        if max > 0 && spec.destinations.len() as u64 > max {
+            return Err(self.hub.limited(
+                LimitId::DestinationsPerRule,
+                format!("at most {max} destinations per rule"),
+            ));
+        }
+        for d in spec.destinations.iter().chain(&spec.error_destination) {
+            self.hub.resolve(tenant, d)?;
+        }
+        Ok(())
+    }
+
+    fn rule_view(&self, rule: Rule) -> RuleView {
+        let counters = self.hub.inner.rules.counters(&rule.id).snapshot();
+        RuleView { rule, counters }
+    }
+
+    async fn rule_record(&self, tenant: &str, id: &str) -> Result<Rule, HubError> {
+        let (tenant2, id2) = (tenant.to_owned(), id.to_owned());
+        transact(&**self.hub.store(), |t| {
+            let (tenant, id) = (tenant2.clone(), id2.clone());
+            Box::pin(async move { records::get_rule(t, &tenant, &id).await })
+        })
+        .await?
+        .ok_or_else(|| HubError::NotFound {
+            what: "rule",
+            id: id.to_owned(),
+        })
     }
 }

@@ -331,49 +331,6 @@ impl Hub {
         }
     }
 
-    /// A device's shadow, for the business API.
-    pub async fn shadow(&self, tenant: &str, pk: &str, dn: &str) -> Result<Shadow, HubError> {
-        self.tenant_device(tenant, pk, dn).await?;
-        self.read_shadow(pk, dn).await
-    }
-
-    /// Sets desired properties from the business API (`null` removes one) and sends the change to
-    /// the device (now if online, else when it connects). `version`, when given, must be newer.
-    pub async fn set_desired(
-        &self,
-        tenant: &str,
-        pk: &str,
-        dn: &str,
-        desired: &Map<String, Value>,
-        version: Option<u64>,
-    ) -> Result<Shadow, HubError> {
-        self.tenant_device(tenant, pk, dn).await?;
-        let shadow = match self
-            .update_shadow(tenant, pk, dn, Side::Desired, desired, version)
-            .await?
-        {
-            Ok(shadow) => shadow,
-            Err(e) => {
-                return Err(match e.limit {
-                    Some(limit) => HubError::Limited {
-                        limited: self.counted(Limited::new(limit)),
-                        message: e.message,
-                    },
-                    None if e.code == ShadowErrorCode::VersionConflict => {
-                        HubError::Conflict(e.message)
-                    }
-                    None => HubError::Invalid(e.message),
-                });
-            }
-        };
-        let key = super::device_session_key(pk, dn);
-        if self.online_anywhere(&key).await? {
-            self.to_device(tenant, pk, dn, Self::control(&shadow))
-                .await?;
-        }
-        Ok(shadow)
-    }
-
     /// Remembers which devices have desired properties, so that connecting devices without any
     /// cost no store read.
     pub(crate) async fn load_pending_desired(&self) -> Result<(), HubError> {
@@ -427,5 +384,65 @@ impl Hub {
         if let Err(e) = self.to_device(tenant, pk, dn, Self::control(&shadow)).await {
             tracing::warn!(error = %e, "could not send a shadow's desired state at connect");
         }
+    }
+}
+
+/// Device shadows as the business API reads and sets them.
+#[derive(Clone, Copy)]
+pub struct Shadows<'a> {
+    hub: &'a Hub,
+}
+
+impl Hub {
+    /// Device shadows as the business API reads and sets them.
+    pub fn shadows(&self) -> Shadows<'_> {
+        Shadows { hub: self }
+    }
+}
+
+impl Shadows<'_> {
+    /// A device's shadow, for the business API.
+    pub async fn get(&self, tenant: &str, pk: &str, dn: &str) -> Result<Shadow, HubError> {
+        self.hub.tenant_device(tenant, pk, dn).await?;
+        self.hub.read_shadow(pk, dn).await
+    }
+
+    /// Sets desired properties from the business API (`null` removes one) and sends the change to
+    /// the device (now if online, else when it connects). `version`, when given, must be newer.
+    pub async fn set_desired(
+        &self,
+        tenant: &str,
+        pk: &str,
+        dn: &str,
+        desired: &Map<String, Value>,
+        version: Option<u64>,
+    ) -> Result<Shadow, HubError> {
+        self.hub.tenant_device(tenant, pk, dn).await?;
+        let shadow = match self
+            .hub
+            .update_shadow(tenant, pk, dn, Side::Desired, desired, version)
+            .await?
+        {
+            Ok(shadow) => shadow,
+            Err(e) => {
+                return Err(match e.limit {
+                    Some(limit) => HubError::Limited {
+                        limited: self.hub.counted(Limited::new(limit)),
+                        message: e.message,
+                    },
+                    None if e.code == ShadowErrorCode::VersionConflict => {
+                        HubError::Conflict(e.message)
+                    }
+                    None => HubError::Invalid(e.message),
+                });
+            }
+        };
+        let key = super::device_session_key(pk, dn);
+        if self.hub.online_anywhere(&key).await? {
+            self.hub
+                .to_device(tenant, pk, dn, Hub::control(&shadow))
+                .await?;
+        }
+        Ok(shadow)
     }
 }

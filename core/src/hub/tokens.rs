@@ -67,22 +67,126 @@ impl AuthRequest {
 
 /// Issued tokens and what they stand for.
 #[derive(Default)]
-pub(crate) struct Tokens {
+pub(crate) struct TokenTable {
     map: Mutex<HashMap<String, (ClientIdentity, u64)>>,
 }
 
 impl Hub {
+    /// Drops expired tokens (the session sweeper calls this).
+    pub(crate) fn sweep_tokens(&self, now: u64) {
+        self.inner
+            .tokens
+            .map
+            .lock()
+            .expect("tokens lock")
+            .retain(|_, (_, expires)| *expires > now);
+    }
+}
+
+/// Device tokens of the HTTP and CoAP transports: issued on authentication, stored before they are answered.
+#[derive(Clone, Copy)]
+pub struct Tokens<'a> {
+    hub: &'a Hub,
+}
+
+impl Hub {
+    /// Device tokens of the HTTP and CoAP transports: issued on authentication, stored before they are answered.
+    pub fn tokens(&self) -> Tokens<'_> {
+        Tokens { hub: self }
+    }
+}
+
+impl Tokens<'_> {
     /// Authenticates a device request and issues a token valid for `ttl_secs`. The connection
     /// limits (L-011, L-012) and monthly quotas apply as to an MQTT CONNECT.
-    pub async fn issue_token(
+    pub async fn issue(
         &self,
         transport: TransportKind,
         req: &AuthRequest,
         ttl_secs: u64,
     ) -> Result<(String, ClientIdentity), ConnectRefusal> {
         let issued = self.issue_token_inner(req, ttl_secs).await;
-        self.inner.stats.connect(transport, issued.as_ref().err());
+        self.hub
+            .inner
+            .stats
+            .connect(transport, issued.as_ref().err());
         issued
+    }
+
+    /// The device a token stands for, if it is known and not expired (also a token issued
+    /// before a restart, or by another node of a cluster).
+    pub async fn identity(&self, token: &str) -> Option<ClientIdentity> {
+        let now = self.hub.now_ms();
+        let cached = {
+            let map = self.hub.inner.tokens.map.lock().expect("tokens lock");
+            map.get(token)
+                .filter(|(_, expires)| *expires > now)
+                .map(|(id, _)| id.clone())
+        };
+        if cached.is_some() {
+            return cached;
+        }
+        let hash = super::business::hash(token);
+        let stored = transact(&**self.hub.store(), |t| {
+            let hash = hash.clone();
+            Box::pin(async move { records::get_token(t, &hash).await })
+        })
+        .await
+        .inspect_err(|e| tracing::warn!(error = %e, "token lookup failed"))
+        .ok()
+        .flatten()
+        .filter(|r| r.expires_at_ms > now)?;
+        let identity = ClientIdentity {
+            key: Arc::from(super::device_session_key(
+                &stored.product_key,
+                &stored.device_name,
+            )),
+            tenant: stored.tenant,
+            device: Some((stored.product_key, stored.device_name)),
+        };
+        self.hub
+            .inner
+            .tokens
+            .map
+            .lock()
+            .expect("tokens lock")
+            .insert(token.to_owned(), (identity.clone(), stored.expires_at_ms));
+        Some(identity)
+    }
+
+    /// Drops the stored tokens that expired, a page at a time (the session sweeper of a single
+    /// node calls it; in a cluster, one node for all).
+    pub async fn sweep_stored(&self, now: u64) -> Result<usize, StoreError> {
+        let mut after: Option<String> = None;
+        let mut dropped = 0;
+        loop {
+            let page = transact(&**self.hub.store(), |t| {
+                let after = after.clone();
+                Box::pin(async move {
+                    records::list_tokens_after(t, after.as_deref(), super::cluster::SWEEP_PAGE)
+                        .await
+                })
+            })
+            .await?;
+            let expired: Vec<&String> = page
+                .iter()
+                .filter(|(_, r)| r.expires_at_ms <= now)
+                .map(|(h, _)| h)
+                .collect();
+            if !expired.is_empty() {
+                store::write(&**self.hub.store(), |t| {
+                    for hash in &expired {
+                        records::delete_token(t, hash);
+                    }
+                })
+                .await?;
+                dropped += expired.len();
+            }
+            if page.len() < super::cluster::SWEEP_PAGE {
+                return Ok(dropped);
+            }
+            after = page.last().map(|(h, _)| h.clone());
+        }
     }
 
     async fn issue_token_inner(
@@ -91,6 +195,7 @@ impl Hub {
         ttl_secs: u64,
     ) -> Result<(String, ClientIdentity), ConnectRefusal> {
         let identity = self
+            .hub
             .verify_device(
                 &req.product_key,
                 &req.device_name,
@@ -100,13 +205,14 @@ impl Hub {
                 req.sign.as_bytes(),
             )
             .await?;
-        self.admit_connection(&identity.tenant, &identity.key)
-            .map_err(|l| ConnectRefusal::Limited(self.counted(l)))?;
-        let now = self.now_ms();
+        self.hub
+            .admit_connection(&identity.tenant, &identity.key)
+            .map_err(|l| ConnectRefusal::Limited(self.hub.counted(l)))?;
+        let now = self.hub.now_ms();
         let token = crate::data::model::new_secret();
         let expires_at_ms = now + ttl_secs * 1000;
         {
-            let mut map = self.inner.tokens.map.lock().expect("tokens lock");
+            let mut map = self.hub.inner.tokens.map.lock().expect("tokens lock");
             if map.len() >= MAX_TOKENS {
                 map.retain(|_, (_, expires)| *expires > now);
                 if map.len() >= MAX_TOKENS {
@@ -126,93 +232,11 @@ impl Hub {
                 expires_at_ms,
             };
             let hash = super::business::hash(&token);
-            store::write(&**self.store(), |t| records::put_token(t, &hash, &record)).await?;
-        }
-        Ok((token, identity))
-    }
-
-    /// The device a token stands for, if it is known and not expired (also a token issued
-    /// before a restart, or by another node of a cluster).
-    pub async fn token_identity(&self, token: &str) -> Option<ClientIdentity> {
-        let now = self.now_ms();
-        let cached = {
-            let map = self.inner.tokens.map.lock().expect("tokens lock");
-            map.get(token)
-                .filter(|(_, expires)| *expires > now)
-                .map(|(id, _)| id.clone())
-        };
-        if cached.is_some() {
-            return cached;
-        }
-        let hash = super::business::hash(token);
-        let stored = transact(&**self.store(), |t| {
-            let hash = hash.clone();
-            Box::pin(async move { records::get_token(t, &hash).await })
-        })
-        .await
-        .inspect_err(|e| tracing::warn!(error = %e, "token lookup failed"))
-        .ok()
-        .flatten()
-        .filter(|r| r.expires_at_ms > now)?;
-        let identity = ClientIdentity {
-            key: Arc::from(super::device_session_key(
-                &stored.product_key,
-                &stored.device_name,
-            )),
-            tenant: stored.tenant,
-            device: Some((stored.product_key, stored.device_name)),
-        };
-        self.inner
-            .tokens
-            .map
-            .lock()
-            .expect("tokens lock")
-            .insert(token.to_owned(), (identity.clone(), stored.expires_at_ms));
-        Some(identity)
-    }
-
-    /// Drops the stored tokens that expired, a page at a time (the session sweeper of a single
-    /// node calls it; in a cluster, one node for all).
-    pub async fn sweep_stored_tokens(&self, now: u64) -> Result<usize, StoreError> {
-        let mut after: Option<String> = None;
-        let mut dropped = 0;
-        loop {
-            let page = transact(&**self.store(), |t| {
-                let after = after.clone();
-                Box::pin(async move {
-                    records::list_tokens_after(t, after.as_deref(), super::cluster::SWEEP_PAGE)
-                        .await
-                })
+            store::write(&**self.hub.store(), |t| {
+                records::put_token(t, &hash, &record)
             })
             .await?;
-            let expired: Vec<&String> = page
-                .iter()
-                .filter(|(_, r)| r.expires_at_ms <= now)
-                .map(|(h, _)| h)
-                .collect();
-            if !expired.is_empty() {
-                store::write(&**self.store(), |t| {
-                    for hash in &expired {
-                        records::delete_token(t, hash);
-                    }
-                })
-                .await?;
-                dropped += expired.len();
-            }
-            if page.len() < super::cluster::SWEEP_PAGE {
-                return Ok(dropped);
-            }
-            after = page.last().map(|(h, _)| h.clone());
         }
-    }
-
-    /// Drops expired tokens (the session sweeper calls this).
-    pub(crate) fn sweep_tokens(&self, now: u64) {
-        self.inner
-            .tokens
-            .map
-            .lock()
-            .expect("tokens lock")
-            .retain(|_, (_, expires)| *expires > now);
+        Ok((token, identity))
     }
 }

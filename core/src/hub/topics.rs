@@ -47,50 +47,6 @@ impl Hub {
         Ok(())
     }
 
-    /// Replaces a product's topic categories (L-030); an empty list lifts the restriction.
-    pub async fn put_topic_categories(
-        &self,
-        pk: &str,
-        categories: Vec<TopicCategory>,
-    ) -> Result<Vec<TopicCategory>, HubError> {
-        let product = self.product(pk).await?;
-        let max = self.profile_of(&product.tenant).entities.topic_categories;
-        if max > 0 && categories.len() as u64 > max {
-            return Err(self.limited(
-                LimitId::TopicCategories,
-                format!("at most {max} topic categories per product"),
-            ));
-        }
-        for c in &categories {
-            let Some(rest) = c.topic.strip_prefix(PREFIX).filter(|r| !r.is_empty()) else {
-                return Err(HubError::Invalid(format!(
-                    "topic {} must start with {PREFIX}",
-                    c.topic
-                )));
-            };
-            topic::Filter::parse(&format!("/p/d/user/{rest}"))
-                .map_err(|e| HubError::Invalid(format!("topic {}: {e}", c.topic)))?;
-        }
-        store::write(&**self.store(), |t| {
-            records::put_topic_categories(t, pk, &categories)
-        })
-        .await?;
-        let mut map = self.inner.categories.write().expect("categories lock");
-        if categories.is_empty() {
-            map.remove(pk);
-        } else {
-            map.insert(pk.to_owned(), Arc::new(categories.clone()));
-        }
-        Ok(categories)
-    }
-
-    /// A product's topic categories.
-    pub async fn topic_categories(&self, pk: &str) -> Result<Vec<TopicCategory>, HubError> {
-        self.product(pk).await?;
-        let map = self.inner.categories.read().expect("categories lock");
-        Ok(map.get(pk).map(|c| (**c).clone()).unwrap_or_default())
-    }
-
     /// Whether a device's access to a topic of its `user` space is allowed by its product's
     /// categories (always, when the product has none or the topic is elsewhere).
     pub(crate) fn category_allows(
@@ -129,5 +85,68 @@ impl Hub {
                 }
             }
         })
+    }
+}
+
+/// Products' topic categories.
+#[derive(Clone, Copy)]
+pub struct TopicCategories<'a> {
+    hub: &'a Hub,
+}
+
+impl Hub {
+    /// Products' topic categories.
+    pub fn topics(&self) -> TopicCategories<'_> {
+        TopicCategories { hub: self }
+    }
+}
+
+impl TopicCategories<'_> {
+    /// Replaces a product's topic categories (L-030); an empty list lifts the restriction.
+    pub async fn put(
+        &self,
+        pk: &str,
+        categories: Vec<TopicCategory>,
+    ) -> Result<Vec<TopicCategory>, HubError> {
+        let product = self.hub.registry().product(pk).await?;
+        let max = self
+            .hub
+            .profile_of(&product.tenant)
+            .entities
+            .topic_categories;
+        if max > 0 && categories.len() as u64 > max {
+            return Err(self.hub.limited(
+                LimitId::TopicCategories,
+                format!("at most {max} topic categories per product"),
+            ));
+        }
+        for c in &categories {
+            let Some(rest) = c.topic.strip_prefix(PREFIX).filter(|r| !r.is_empty()) else {
+                return Err(HubError::Invalid(format!(
+                    "topic {} must start with {PREFIX}",
+                    c.topic
+                )));
+            };
+            topic::Filter::parse(&format!("/p/d/user/{rest}"))
+                .map_err(|e| HubError::Invalid(format!("topic {}: {e}", c.topic)))?;
+        }
+        store::write(&**self.hub.store(), |t| {
+            records::put_topic_categories(t, pk, &categories)
+        })
+        .await?;
+        let mut map = self.hub.inner.categories.write().expect("categories lock");
+        if categories.is_empty() {
+            map.remove(pk);
+        } else {
+            map.insert(pk.to_owned(), Arc::new(categories.clone()));
+        }
+        Ok(categories)
+    }
+
+    /// A product's topic categories.
+    pub async fn get(&self, pk: &str) -> Result<Vec<TopicCategory>, HubError> {
+        self.hub.registry().product(pk).await?;
+        let map = self.hub.inner.categories.read().expect("categories lock");
+        Ok(map.get(pk).map(|c| (**c).clone()).unwrap_or_default())
     }
 }

@@ -106,7 +106,7 @@ impl Hub {
             }
         };
         if op == TopoOp::Get {
-            return match self.sub_devices(gateway.0, gateway.1).await {
+            return match self.topology().list(gateway.0, gateway.1).await {
                 Ok(list) => reply(&id, op, code::OK, json!(list), "success"),
                 Err(e) => reply(&id, op, alink_code(&e), json!({}), &e.to_string()),
             };
@@ -121,13 +121,13 @@ impl Hub {
             }
             let outcome = match op {
                 TopoOp::Add => match self.check_sub_device_signature(sub, entry).await {
-                    Ok(()) => self.add_sub_device(gateway, sub).await,
+                    Ok(()) => self.topology().attach(gateway, sub).await,
                     Err(c) => {
                         let message = "sub-device signature mismatch";
                         return reply(&id, op, c, json!(done), message);
                     }
                 },
-                _ => self.remove_sub_device(gateway, sub).await,
+                _ => self.topology().detach(gateway, sub).await,
             };
             if let Err(e) = outcome {
                 return reply(&id, op, alink_code(&e), json!(done), &e.to_string());
@@ -165,137 +165,6 @@ impl Hub {
         } else {
             Err(code::BAD_SIGNATURE)
         }
-    }
-
-    /// Checks that `gateway` is a device of a gateway product and `sub` a plain device of the
-    /// same tenant; returns the tenant.
-    async fn check_topology(
-        &self,
-        gateway: (&str, &str),
-        sub: (&str, &str),
-    ) -> Result<String, HubError> {
-        let gw = self.device(gateway.0, gateway.1).await?;
-        if self.product(gateway.0).await?.node_type != NodeType::Gateway {
-            return Err(HubError::Conflict(format!(
-                "{}/{} is not a gateway (its product's node_type is device)",
-                gateway.0, gateway.1
-            )));
-        }
-        let sub_device = self.device(sub.0, sub.1).await?;
-        if sub_device.tenant != gw.tenant {
-            return Err(HubError::NotFound {
-                what: "device",
-                id: format!("{}/{}", sub.0, sub.1),
-            });
-        }
-        if self.product(sub.0).await?.node_type == NodeType::Gateway {
-            return Err(HubError::Conflict(
-                "a gateway cannot be a sub-device".into(),
-            ));
-        }
-        Ok(gw.tenant)
-    }
-
-    /// Attaches `sub` to `gateway` (L-004). A sub-device has one gateway: attaching it to another
-    /// detaches it from the first.
-    pub async fn add_sub_device(
-        &self,
-        gateway: (&str, &str),
-        sub: (&str, &str),
-    ) -> Result<(), HubError> {
-        let tenant = self.check_topology(gateway, sub).await?;
-        let max = self.profile_of(&tenant).entities.sub_devices_per_gateway;
-        let (gw, sd) = (owned(gateway), owned(sub));
-        let outcome = transact(&**self.store(), |t| {
-            let (gw, sd) = (gw.clone(), sd.clone());
-            Box::pin(async move {
-                let gw = (gw.0.as_str(), gw.1.as_str());
-                let sd = (sd.0.as_str(), sd.1.as_str());
-                let previous = records::gateway_of(t, sd).await?;
-                if previous
-                    .as_ref()
-                    .is_some_and(|p| (p.0.as_str(), p.1.as_str()) == gw)
-                {
-                    return Ok(Ok(None));
-                }
-                let limit = if max > 0 { max as usize + 1 } else { 0 };
-                let count = records::list_sub_devices(t, gw, limit).await?.len() as u64;
-                if max > 0 && count >= max {
-                    return Ok(Err(()));
-                }
-                if let Some(p) = &previous {
-                    records::delete_topology(t, (&p.0, &p.1), sd);
-                }
-                records::put_topology(t, gw, sd);
-                Ok(Ok(Some(previous)))
-            })
-        })
-        .await?;
-        let previous = match outcome {
-            Err(()) => {
-                return Err(self.limited(
-                    LimitId::SubDevicesPerGateway,
-                    format!("at most {max} sub-devices per gateway"),
-                ));
-            }
-            Ok(None) => return Ok(()),
-            Ok(Some(previous)) => previous,
-        };
-        let devices = [owned(sub)];
-        if let Some(p) = previous {
-            self.notify_topology(&tenant, (&p.0, &p.1), "remove", &devices);
-        }
-        self.notify_topology(&tenant, gateway, "add", &devices);
-        Ok(())
-    }
-
-    /// Detaches `sub` from `gateway`.
-    pub async fn remove_sub_device(
-        &self,
-        gateway: (&str, &str),
-        sub: (&str, &str),
-    ) -> Result<(), HubError> {
-        let gw = self.device(gateway.0, gateway.1).await?;
-        let (g, sd) = (owned(gateway), owned(sub));
-        let removed = transact(&**self.store(), |t| {
-            let (g, sd) = (g.clone(), sd.clone());
-            Box::pin(async move {
-                let sdr = (sd.0.as_str(), sd.1.as_str());
-                let current = records::gateway_of(t, sdr).await?;
-                if current.as_ref() != Some(&g) {
-                    return Ok(false);
-                }
-                records::delete_topology(t, (&g.0, &g.1), sdr);
-                Ok(true)
-            })
-        })
-        .await?;
-        if !removed {
-            return Err(HubError::NotFound {
-                what: "sub-device of this gateway",
-                id: format!("{}/{}", sub.0, sub.1),
-            });
-        }
-        self.notify_topology(&gw.tenant, gateway, "remove", &[owned(sub)]);
-        Ok(())
-    }
-
-    /// A gateway's sub-devices.
-    pub async fn sub_devices(&self, pk: &str, dn: &str) -> Result<Vec<SubDevice>, HubError> {
-        self.device(pk, dn).await?;
-        let gw = (pk.to_owned(), dn.to_owned());
-        let list = transact(&**self.store(), |t| {
-            let gw = gw.clone();
-            Box::pin(async move { records::list_sub_devices(t, (&gw.0, &gw.1), 0).await })
-        })
-        .await?;
-        Ok(list
-            .into_iter()
-            .map(|(product_key, device_name)| SubDevice {
-                product_key,
-                device_name,
-            })
-            .collect())
     }
 
     /// Removes a deleted device from the topology, as a gateway or as a sub-device.
@@ -346,4 +215,148 @@ impl Hub {
 
 fn owned(d: (&str, &str)) -> (String, String) {
     (d.0.to_owned(), d.1.to_owned())
+}
+
+/// Gateways and their sub-devices.
+#[derive(Clone, Copy)]
+pub struct Topology<'a> {
+    hub: &'a Hub,
+}
+
+impl Hub {
+    /// Gateways and their sub-devices.
+    pub fn topology(&self) -> Topology<'_> {
+        Topology { hub: self }
+    }
+}
+
+impl Topology<'_> {
+    /// Attaches `sub` to `gateway` (L-004). A sub-device has one gateway: attaching it to another
+    /// detaches it from the first.
+    pub async fn attach(&self, gateway: (&str, &str), sub: (&str, &str)) -> Result<(), HubError> {
+        let tenant = self.check_topology(gateway, sub).await?;
+        let max = self
+            .hub
+            .profile_of(&tenant)
+            .entities
+            .sub_devices_per_gateway;
+        let (gw, sd) = (owned(gateway), owned(sub));
+        let outcome = transact(&**self.hub.store(), |t| {
+            let (gw, sd) = (gw.clone(), sd.clone());
+            Box::pin(async move {
+                let gw = (gw.0.as_str(), gw.1.as_str());
+                let sd = (sd.0.as_str(), sd.1.as_str());
+                let previous = records::gateway_of(t, sd).await?;
+                if previous
+                    .as_ref()
+                    .is_some_and(|p| (p.0.as_str(), p.1.as_str()) == gw)
+                {
+                    return Ok(Ok(None));
+                }
+                let limit = if max > 0 { max as usize + 1 } else { 0 };
+                let count = records::list_sub_devices(t, gw, limit).await?.len() as u64;
+                if max > 0 && count >= max {
+                    return Ok(Err(()));
+                }
+                if let Some(p) = &previous {
+                    records::delete_topology(t, (&p.0, &p.1), sd);
+                }
+                records::put_topology(t, gw, sd);
+                Ok(Ok(Some(previous)))
+            })
+        })
+        .await?;
+        let previous = match outcome {
+            Err(()) => {
+                return Err(self.hub.limited(
+                    LimitId::SubDevicesPerGateway,
+                    format!("at most {max} sub-devices per gateway"),
+                ));
+            }
+            Ok(None) => return Ok(()),
+            Ok(Some(previous)) => previous,
+        };
+        let devices = [owned(sub)];
+        if let Some(p) = previous {
+            self.hub
+                .notify_topology(&tenant, (&p.0, &p.1), "remove", &devices);
+        }
+        self.hub.notify_topology(&tenant, gateway, "add", &devices);
+        Ok(())
+    }
+
+    /// Detaches `sub` from `gateway`.
+    pub async fn detach(&self, gateway: (&str, &str), sub: (&str, &str)) -> Result<(), HubError> {
+        let gw = self.hub.registry().device(gateway.0, gateway.1).await?;
+        let (g, sd) = (owned(gateway), owned(sub));
+        let removed = transact(&**self.hub.store(), |t| {
+            let (g, sd) = (g.clone(), sd.clone());
+            Box::pin(async move {
+                let sdr = (sd.0.as_str(), sd.1.as_str());
+                let current = records::gateway_of(t, sdr).await?;
+                if current.as_ref() != Some(&g) {
+                    return Ok(false);
+                }
+                records::delete_topology(t, (&g.0, &g.1), sdr);
+                Ok(true)
+            })
+        })
+        .await?;
+        if !removed {
+            return Err(HubError::NotFound {
+                what: "sub-device of this gateway",
+                id: format!("{}/{}", sub.0, sub.1),
+            });
+        }
+        self.hub
+            .notify_topology(&gw.tenant, gateway, "remove", &[owned(sub)]);
+        Ok(())
+    }
+
+    /// A gateway's sub-devices.
+    pub async fn list(&self, pk: &str, dn: &str) -> Result<Vec<SubDevice>, HubError> {
+        self.hub.registry().device(pk, dn).await?;
+        let gw = (pk.to_owned(), dn.to_owned());
+        let list = transact(&**self.hub.store(), |t| {
+            let gw = gw.clone();
+            Box::pin(async move { records::list_sub_devices(t, (&gw.0, &gw.1), 0).await })
+        })
+        .await?;
+        Ok(list
+            .into_iter()
+            .map(|(product_key, device_name)| SubDevice {
+                product_key,
+                device_name,
+            })
+            .collect())
+    }
+
+    /// Checks that `gateway` is a device of a gateway product and `sub` a plain device of the
+    /// same tenant; returns the tenant.
+    async fn check_topology(
+        &self,
+        gateway: (&str, &str),
+        sub: (&str, &str),
+    ) -> Result<String, HubError> {
+        let gw = self.hub.registry().device(gateway.0, gateway.1).await?;
+        if self.hub.registry().product(gateway.0).await?.node_type != NodeType::Gateway {
+            return Err(HubError::Conflict(format!(
+                "{}/{} is not a gateway (its product's node_type is device)",
+                gateway.0, gateway.1
+            )));
+        }
+        let sub_device = self.hub.registry().device(sub.0, sub.1).await?;
+        if sub_device.tenant != gw.tenant {
+            return Err(HubError::NotFound {
+                what: "device",
+                id: format!("{}/{}", sub.0, sub.1),
+            });
+        }
+        if self.hub.registry().product(sub.0).await?.node_type == NodeType::Gateway {
+            return Err(HubError::Conflict(
+                "a gateway cannot be a sub-device".into(),
+            ));
+        }
+        Ok(gw.tenant)
+    }
 }

@@ -24,21 +24,46 @@ impl Hub {
         Ok(())
     }
 
+    pub(crate) fn model_of(&self, pk: &str) -> Option<Arc<ThingModel>> {
+        self.inner
+            .models
+            .read()
+            .expect("models lock")
+            .get(pk)
+            .cloned()
+    }
+}
+
+/// Products' thing models (TSL).
+#[derive(Clone, Copy)]
+pub struct ThingModels<'a> {
+    hub: &'a Hub,
+}
+
+impl Hub {
+    /// Products' thing models (TSL).
+    pub fn thing_models(&self) -> ThingModels<'_> {
+        ThingModels { hub: self }
+    }
+}
+
+impl ThingModels<'_> {
     /// Sets a product's thing model (checked against L-046 to L-049); property posts of its
     /// devices are validated against it from now on.
-    pub async fn put_thing_model(&self, pk: &str, model: ThingModel) -> Result<(), HubError> {
-        self.product(pk).await?;
+    pub async fn put(&self, pk: &str, model: ThingModel) -> Result<(), HubError> {
+        self.hub.registry().product(pk).await?;
         if let Err(e) = model.check() {
             return Err(match e.limit {
                 Some(limited) => HubError::Limited {
-                    limited: self.counted(limited),
+                    limited: self.hub.counted(limited),
                     message: e.message,
                 },
                 None => HubError::Invalid(e.message),
             });
         }
-        store::write(&**self.store(), |t| records::put_model(t, pk, &model)).await?;
-        self.inner
+        store::write(&**self.hub.store(), |t| records::put_model(t, pk, &model)).await?;
+        self.hub
+            .inner
             .models
             .write()
             .expect("models lock")
@@ -47,17 +72,12 @@ impl Hub {
     }
 
     /// A product's thing model (empty when it has none).
-    pub async fn thing_model(&self, pk: &str) -> Result<ThingModel, HubError> {
-        self.product(pk).await?;
-        Ok(self.model_of(pk).map(|m| (*m).clone()).unwrap_or_default())
-    }
-
-    pub(crate) fn model_of(&self, pk: &str) -> Option<Arc<ThingModel>> {
-        self.inner
-            .models
-            .read()
-            .expect("models lock")
-            .get(pk)
-            .cloned()
+    pub async fn get(&self, pk: &str) -> Result<ThingModel, HubError> {
+        self.hub.registry().product(pk).await?;
+        Ok(self
+            .hub
+            .model_of(pk)
+            .map(|m| (*m).clone())
+            .unwrap_or_default())
     }
 }

@@ -25,10 +25,14 @@ pub async fn open_hub(
     let hub = Hub::start_with_clock(config, store, clock).await.unwrap();
     let unlimited = serde_json::json!({ "name": "open", "rates": { "tenant_connections": "", "device_connections": "",
         "tenant_messages": "", "device_messages_qos0": "", "device_messages_qos1": "" } });
-    hub.put_profile(serde_json::from_value(unlimited).unwrap())
+    hub.limits()
+        .put_profile(serde_json::from_value(unlimited).unwrap())
         .await
         .unwrap();
-    hub.set_tenant_profile("sandbox", "open").await.unwrap();
+    hub.limits()
+        .set_tenant_profile("sandbox", "open")
+        .await
+        .unwrap();
     hub
 }
 

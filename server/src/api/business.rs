@@ -165,6 +165,7 @@ async fn publish(ctx: Ctx, Json(r): Json<BusinessPub>) -> Result<Delivered, ApiE
     let payload = r.payload.decode()?;
     let delivered_to = ctx
         .hub
+        .business()
         .pub_to_device(
             tenant(&ctx),
             &r.product_key,
@@ -195,6 +196,7 @@ async fn rrpc(ctx: Ctx, Json(r): Json<BusinessRrpc>) -> Result<RrpcOutcome, ApiE
     let timeout = r.timeout_ms.unwrap_or(*RRPC_TIMEOUT_MS.end());
     Ok(ctx
         .hub
+        .business()
         .rrpc(
             tenant(&ctx),
             &r.product_key,
@@ -226,6 +228,7 @@ async fn broadcast(ctx: Ctx, Json(r): Json<BusinessBroadcast>) -> Result<Broadca
     let payload = r.payload.decode()?;
     let (message_id, delivered_to) = ctx
         .hub
+        .business()
         .broadcast(tenant(&ctx), &r.product_key, payload)
         .await?;
     Ok(Broadcast {
@@ -256,6 +259,7 @@ async fn devices(ctx: Ctx, Query(q): Query<DeviceQuery>) -> Result<DevicePage, A
     }
     Ok(ctx
         .hub
+        .business()
         .device_page(
             tenant(&ctx),
             &q.product_key,
@@ -269,6 +273,7 @@ async fn devices(ctx: Ctx, Query(q): Query<DeviceQuery>) -> Result<DevicePage, A
 async fn status(ctx: Ctx, _: ()) -> Result<DeviceStatus, ApiError> {
     Ok(ctx
         .hub
+        .business()
         .device_status(tenant(&ctx), ctx.param("pk"), ctx.param("dn"))
         .await?)
 }
@@ -291,6 +296,7 @@ async fn history(ctx: Ctx, Query(q): Query<HistoryQuery>) -> Result<History, Api
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIST);
     let events = ctx
         .hub
+        .business()
         .status_history(tenant(&ctx), ctx.param("pk"), ctx.param("dn"), limit)
         .await?;
     Ok(History { events })
@@ -299,7 +305,8 @@ async fn history(ctx: Ctx, Query(q): Query<HistoryQuery>) -> Result<History, Api
 async fn shadow(ctx: Ctx, _: ()) -> Result<Shadow, ApiError> {
     Ok(ctx
         .hub
-        .shadow(tenant(&ctx), ctx.param("pk"), ctx.param("dn"))
+        .shadows()
+        .get(tenant(&ctx), ctx.param("pk"), ctx.param("dn"))
         .await?)
 }
 
@@ -321,6 +328,7 @@ struct DesiredState {
 async fn set_desired(ctx: Ctx, Json(r): Json<DesiredUpdate>) -> Result<Shadow, ApiError> {
     Ok(ctx
         .hub
+        .shadows()
         .set_desired(
             tenant(&ctx),
             ctx.param("pk"),

@@ -86,6 +86,7 @@ struct CreateDevice {
 async fn create(ctx: Ctx, Json(r): Json<CreateDevice>) -> Result<Created<Device>, ApiError> {
     let device = ctx
         .hub
+        .registry()
         .create_device(ctx.param("pk"), r.device_name.as_deref())
         .await?;
     // The DeviceSecret is shown here, once.
@@ -101,15 +102,20 @@ struct ListDevices {
 
 async fn list(ctx: Ctx, Query(q): Query<ListDevices>) -> Result<Vec<DeviceView>, ApiError> {
     let limit = q.limit.unwrap_or(MAX_LIST).min(MAX_LIST);
-    Ok(ctx.hub.devices(ctx.param("pk"), limit).await?)
+    Ok(ctx.hub.registry().devices(ctx.param("pk"), limit).await?)
 }
 
 async fn read(ctx: Ctx, _: ()) -> Result<DeviceView, ApiError> {
-    Ok(ctx.hub.device(ctx.param("pk"), ctx.param("dn")).await?)
+    Ok(ctx
+        .hub
+        .registry()
+        .device(ctx.param("pk"), ctx.param("dn"))
+        .await?)
 }
 
 async fn remove(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
     ctx.hub
+        .registry()
         .delete_device(ctx.param("pk"), ctx.param("dn"))
         .await?;
     Ok(NoContent)
@@ -118,6 +124,7 @@ async fn remove(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
 async fn disable(ctx: Ctx, _: ()) -> Result<DeviceView, ApiError> {
     Ok(ctx
         .hub
+        .registry()
         .set_device_enabled(ctx.param("pk"), ctx.param("dn"), false)
         .await?)
 }
@@ -125,6 +132,7 @@ async fn disable(ctx: Ctx, _: ()) -> Result<DeviceView, ApiError> {
 async fn enable(ctx: Ctx, _: ()) -> Result<DeviceView, ApiError> {
     Ok(ctx
         .hub
+        .registry()
         .set_device_enabled(ctx.param("pk"), ctx.param("dn"), true)
         .await?)
 }
@@ -132,6 +140,7 @@ async fn enable(ctx: Ctx, _: ()) -> Result<DeviceView, ApiError> {
 async fn usage(ctx: Ctx, _: ()) -> Result<UsageReport, ApiError> {
     Ok(ctx
         .hub
+        .limits()
         .device_usage(ctx.param("pk"), ctx.param("dn"))
         .await?)
 }
@@ -146,6 +155,7 @@ struct Messages {
 async fn messages(ctx: Ctx, _: ()) -> Result<Messages, ApiError> {
     let messages = ctx
         .hub
+        .registry()
         .recent_messages(ctx.param("pk"), ctx.param("dn"))
         .await?;
     Ok(Messages { messages })
@@ -153,27 +163,28 @@ async fn messages(ctx: Ctx, _: ()) -> Result<Messages, ApiError> {
 
 async fn shadow(ctx: Ctx, _: ()) -> Result<Shadow, ApiError> {
     let (pk, dn) = (ctx.param("pk"), ctx.param("dn"));
-    let device = ctx.hub.device(pk, dn).await?;
-    Ok(ctx.hub.shadow(&device.tenant, pk, dn).await?)
+    let device = ctx.hub.registry().device(pk, dn).await?;
+    Ok(ctx.hub.shadows().get(&device.tenant, pk, dn).await?)
 }
 
 async fn sub_devices(ctx: Ctx, _: ()) -> Result<Vec<SubDevice>, ApiError> {
     Ok(ctx
         .hub
-        .sub_devices(ctx.param("pk"), ctx.param("dn"))
+        .topology()
+        .list(ctx.param("pk"), ctx.param("dn"))
         .await?)
 }
 
 async fn attach(ctx: Ctx, _: ()) -> Result<Vec<SubDevice>, ApiError> {
     let gateway = (ctx.param("pk"), ctx.param("dn"));
     let sub = (ctx.param("subPk"), ctx.param("subDn"));
-    ctx.hub.add_sub_device(gateway, sub).await?;
-    Ok(ctx.hub.sub_devices(gateway.0, gateway.1).await?)
+    ctx.hub.topology().attach(gateway, sub).await?;
+    Ok(ctx.hub.topology().list(gateway.0, gateway.1).await?)
 }
 
 async fn detach(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
     let gateway = (ctx.param("pk"), ctx.param("dn"));
     let sub = (ctx.param("subPk"), ctx.param("subDn"));
-    ctx.hub.remove_sub_device(gateway, sub).await?;
+    ctx.hub.topology().detach(gateway, sub).await?;
     Ok(NoContent)
 }

@@ -53,25 +53,28 @@ struct CreatedGroup {
 async fn create(ctx: Ctx, Json(r): Json<CreateGroup>) -> Result<Created<CreatedGroup>, ApiError> {
     let (group, credentials) = ctx
         .hub
-        .create_consumer_group(ctx.param("tenant"), &r.name, r.sink.as_deref())
+        .groups()
+        .create(ctx.param("tenant"), &r.name, r.sink.as_deref())
         .await?;
     Ok(Created(CreatedGroup { group, credentials }))
 }
 
 async fn list(ctx: Ctx, _: ()) -> Result<Vec<ConsumerGroup>, ApiError> {
-    Ok(ctx.hub.consumer_groups(ctx.param("tenant")).await?)
+    Ok(ctx.hub.groups().list(ctx.param("tenant")).await?)
 }
 
 async fn read(ctx: Ctx, _: ()) -> Result<ConsumerGroup, ApiError> {
     Ok(ctx
         .hub
-        .consumer_group(ctx.param("tenant"), ctx.param("id"))
+        .groups()
+        .get(ctx.param("tenant"), ctx.param("id"))
         .await?)
 }
 
 async fn remove(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
     ctx.hub
-        .delete_consumer_group(ctx.param("tenant"), ctx.param("id"))
+        .groups()
+        .delete(ctx.param("tenant"), ctx.param("id"))
         .await?;
     Ok(NoContent)
 }
@@ -79,6 +82,7 @@ async fn remove(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
 async fn associate(ctx: Ctx, _: ()) -> Result<ConsumerGroup, ApiError> {
     Ok(ctx
         .hub
+        .groups()
         .associate_product(ctx.param("tenant"), ctx.param("id"), ctx.param("pk"))
         .await?)
 }
@@ -86,6 +90,7 @@ async fn associate(ctx: Ctx, _: ()) -> Result<ConsumerGroup, ApiError> {
 async fn dissociate(ctx: Ctx, _: ()) -> Result<ConsumerGroup, ApiError> {
     Ok(ctx
         .hub
+        .groups()
         .dissociate_product(ctx.param("tenant"), ctx.param("id"), ctx.param("pk"))
         .await?)
 }

@@ -46,19 +46,24 @@ struct CreatedKey {
 }
 
 async fn create(ctx: Ctx, Json(r): Json<CreateApiKey>) -> Result<Created<CreatedKey>, ApiError> {
-    let (key, secret) = ctx.hub.create_api_key(ctx.param("tenant"), &r.name).await?;
+    let (key, secret) = ctx
+        .hub
+        .business()
+        .create_api_key(ctx.param("tenant"), &r.name)
+        .await?;
     let token = format!("{}.{secret}", key.id);
     Ok(Created(CreatedKey { key, token }))
 }
 
 async fn list(ctx: Ctx, _: ()) -> Result<Vec<ApiKeyView>, ApiError> {
     let tenant = ctx.param("tenant");
-    ctx.hub.tenant(tenant).await?;
-    Ok(ctx.hub.api_keys(tenant))
+    ctx.hub.registry().tenant(tenant).await?;
+    Ok(ctx.hub.business().api_keys(tenant))
 }
 
 async fn remove(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
     ctx.hub
+        .business()
         .delete_api_key(ctx.param("tenant"), ctx.param("id"))
         .await?;
     Ok(NoContent)

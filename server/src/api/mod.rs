@@ -232,7 +232,7 @@ impl Api {
         for (name, value) in params {
             let owner = match *name {
                 "tenant" => value.clone(),
-                "pk" => self.hub.product(value).await?.tenant,
+                "pk" => self.hub.registry().product(value).await?.tenant,
                 _ => continue,
             };
             if owner != own {

@@ -76,6 +76,7 @@ async fn create(ctx: Ctx, Json(r): Json<CreateProduct>) -> Result<Created<Produc
     }
     let product = ctx
         .hub
+        .registry()
         .create_product(
             &r.tenant,
             &r.name,
@@ -99,39 +100,36 @@ async fn list(ctx: Ctx, Query(q): Query<ListProducts>) -> Result<Vec<ProductView
         Principal::Tenant(own) => Some(own.as_str()),
         _ => q.tenant.as_deref(),
     };
-    Ok(ctx.hub.products(tenant).await?)
+    Ok(ctx.hub.registry().products(tenant).await?)
 }
 
 async fn read(ctx: Ctx, _: ()) -> Result<ProductView, ApiError> {
-    let product = ctx.hub.product(ctx.param("pk")).await?;
+    let product = ctx.hub.registry().product(ctx.param("pk")).await?;
     Ok(ProductView::from(&product))
 }
 
 async fn remove(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
-    ctx.hub.delete_product(ctx.param("pk")).await?;
+    ctx.hub.registry().delete_product(ctx.param("pk")).await?;
     Ok(NoContent)
 }
 
 async fn topics(ctx: Ctx, _: ()) -> Result<Vec<TopicCategory>, ApiError> {
-    Ok(ctx.hub.topic_categories(ctx.param("pk")).await?)
+    Ok(ctx.hub.topics().get(ctx.param("pk")).await?)
 }
 
 async fn set_topics(
     ctx: Ctx,
     Json(categories): Json<Vec<TopicCategory>>,
 ) -> Result<Vec<TopicCategory>, ApiError> {
-    Ok(ctx
-        .hub
-        .put_topic_categories(ctx.param("pk"), categories)
-        .await?)
+    Ok(ctx.hub.topics().put(ctx.param("pk"), categories).await?)
 }
 
 async fn model(ctx: Ctx, _: ()) -> Result<ThingModel, ApiError> {
-    Ok(ctx.hub.thing_model(ctx.param("pk")).await?)
+    Ok(ctx.hub.thing_models().get(ctx.param("pk")).await?)
 }
 
 async fn set_model(ctx: Ctx, Json(model): Json<ThingModel>) -> Result<ThingModel, ApiError> {
     let pk = ctx.param("pk");
-    ctx.hub.put_thing_model(pk, model).await?;
-    Ok(ctx.hub.thing_model(pk).await?)
+    ctx.hub.thing_models().put(pk, model).await?;
+    Ok(ctx.hub.thing_models().get(pk).await?)
 }

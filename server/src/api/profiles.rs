@@ -23,19 +23,19 @@ pub(super) fn routes() -> Vec<Route> {
 }
 
 async fn list(ctx: Ctx, _: ()) -> Result<Vec<Profile>, ApiError> {
-    Ok(ctx.hub.profiles())
+    Ok(ctx.hub.limits().profiles())
 }
 
 async fn read(ctx: Ctx, _: ()) -> Result<Profile, ApiError> {
-    Ok((*ctx.hub.profile_named(ctx.param("name"))?).clone())
+    Ok((*ctx.hub.limits().profile_named(ctx.param("name"))?).clone())
 }
 
 async fn replace(ctx: Ctx, Json(mut profile): Json<Profile>) -> Result<Profile, ApiError> {
     profile.name = ctx.param("name").to_owned();
-    Ok(ctx.hub.put_profile(profile).await?)
+    Ok(ctx.hub.limits().put_profile(profile).await?)
 }
 
 async fn remove(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
-    ctx.hub.delete_profile(ctx.param("name")).await?;
+    ctx.hub.limits().delete_profile(ctx.param("name")).await?;
     Ok(NoContent)
 }

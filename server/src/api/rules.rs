@@ -34,28 +34,34 @@ pub(super) fn routes() -> Vec<Route> {
 
 async fn create(ctx: Ctx, Json(spec): Json<RuleSpec>) -> Result<Created<RuleView>, ApiError> {
     Ok(Created(
-        ctx.hub.create_rule(ctx.param("tenant"), spec).await?,
+        ctx.hub.rules().create(ctx.param("tenant"), spec).await?,
     ))
 }
 
 async fn list(ctx: Ctx, _: ()) -> Result<Vec<RuleView>, ApiError> {
-    Ok(ctx.hub.rules(ctx.param("tenant")).await?)
+    Ok(ctx.hub.rules().list(ctx.param("tenant")).await?)
 }
 
 async fn read(ctx: Ctx, _: ()) -> Result<RuleView, ApiError> {
-    Ok(ctx.hub.rule(ctx.param("tenant"), ctx.param("id")).await?)
+    Ok(ctx
+        .hub
+        .rules()
+        .get(ctx.param("tenant"), ctx.param("id"))
+        .await?)
 }
 
 async fn replace(ctx: Ctx, Json(spec): Json<RuleSpec>) -> Result<RuleView, ApiError> {
     Ok(ctx
         .hub
-        .update_rule(ctx.param("tenant"), ctx.param("id"), spec)
+        .rules()
+        .update(ctx.param("tenant"), ctx.param("id"), spec)
         .await?)
 }
 
 async fn remove(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
     ctx.hub
-        .delete_rule(ctx.param("tenant"), ctx.param("id"))
+        .rules()
+        .delete(ctx.param("tenant"), ctx.param("id"))
         .await?;
     Ok(NoContent)
 }
@@ -63,13 +69,15 @@ async fn remove(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
 async fn enable(ctx: Ctx, _: ()) -> Result<RuleView, ApiError> {
     Ok(ctx
         .hub
-        .set_rule_enabled(ctx.param("tenant"), ctx.param("id"), true)
+        .rules()
+        .set_enabled(ctx.param("tenant"), ctx.param("id"), true)
         .await?)
 }
 
 async fn disable(ctx: Ctx, _: ()) -> Result<RuleView, ApiError> {
     Ok(ctx
         .hub
-        .set_rule_enabled(ctx.param("tenant"), ctx.param("id"), false)
+        .rules()
+        .set_enabled(ctx.param("tenant"), ctx.param("id"), false)
         .await?)
 }

@@ -56,6 +56,7 @@ async fn create(ctx: Ctx, Json(r): Json<CreateTenant>) -> Result<Created<Tenant>
     let name = r.name.as_deref().unwrap_or(&r.id);
     let tenant = ctx
         .hub
+        .registry()
         .create_tenant(&r.id, name, r.profile.as_deref())
         .await?;
     Ok(Created(tenant))
@@ -63,17 +64,20 @@ async fn create(ctx: Ctx, Json(r): Json<CreateTenant>) -> Result<Created<Tenant>
 
 async fn list(ctx: Ctx, _: ()) -> Result<Vec<Tenant>, ApiError> {
     Ok(match &ctx.principal {
-        Principal::Tenant(own) => vec![ctx.hub.tenant(own).await?],
-        _ => ctx.hub.tenants().await?,
+        Principal::Tenant(own) => vec![ctx.hub.registry().tenant(own).await?],
+        _ => ctx.hub.registry().tenants().await?,
     })
 }
 
 async fn read(ctx: Ctx, _: ()) -> Result<Tenant, ApiError> {
-    Ok(ctx.hub.tenant(ctx.param("tenant")).await?)
+    Ok(ctx.hub.registry().tenant(ctx.param("tenant")).await?)
 }
 
 async fn remove(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
-    ctx.hub.delete_tenant(ctx.param("tenant")).await?;
+    ctx.hub
+        .registry()
+        .delete_tenant(ctx.param("tenant"))
+        .await?;
     Ok(NoContent)
 }
 
@@ -88,10 +92,11 @@ struct SetProfile {
 async fn set_profile(ctx: Ctx, Json(r): Json<SetProfile>) -> Result<Tenant, ApiError> {
     Ok(ctx
         .hub
+        .limits()
         .set_tenant_profile(ctx.param("tenant"), &r.profile)
         .await?)
 }
 
 async fn usage(ctx: Ctx, _: ()) -> Result<UsageReport, ApiError> {
-    Ok(ctx.hub.tenant_usage(ctx.param("tenant")).await?)
+    Ok(ctx.hub.limits().tenant_usage(ctx.param("tenant")).await?)
 }

@@ -151,7 +151,7 @@ impl Cluster {
                     Ok(n) => tracing::info!(reclaimed = n, "expired stored sessions reclaimed"),
                     Err(e) => tracing::warn!(error = %e, "sweeping stored sessions failed"),
                 }
-                if let Err(e) = hub.sweep_stored_tokens(now_ms()).await {
+                if let Err(e) = hub.tokens().sweep_stored(now_ms()).await {
                     tracing::warn!(error = %e, "sweeping stored device tokens failed");
                 }
             }

@@ -183,7 +183,7 @@ impl Server {
             Err(message) => return answer(ResponseType::BadRequest, 10000, message),
         };
         let ttl = self.settings.token_ttl_secs;
-        match self.hub.issue_token(self.kind, &request, ttl).await {
+        match self.hub.tokens().issue(self.kind, &request, ttl).await {
             Ok((token, _)) => Response {
                 code: ResponseType::Content,
                 payload: json!({ "token": token, "expires_in": ttl })
@@ -197,7 +197,7 @@ impl Server {
 
     async fn publish(&self, req: &Request, topic: String) -> Response {
         let identity = match req.auth_token.as_deref() {
-            Some(t) => self.hub.token_identity(t).await,
+            Some(t) => self.hub.tokens().identity(t).await,
             None => None,
         };
         let Some(identity) = identity else {

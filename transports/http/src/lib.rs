@@ -203,7 +203,7 @@ async fn auth(hub: &Hub, kind: TransportKind, req: Request<Incoming>, ttl: u64) 
         Ok(r) => r,
         Err(message) => return Answer::error(StatusCode::BAD_REQUEST, 10000, message),
     };
-    match hub.issue_token(kind, &request, ttl).await {
+    match hub.tokens().issue(kind, &request, ttl).await {
         Ok((token, _)) => Answer::ok(json!({ "token": token, "expires_in": ttl })),
         Err(r) => refused(&Refusal::from(&r)),
     }
@@ -216,7 +216,7 @@ async fn publish(hub: &Hub, kind: TransportKind, req: Request<Incoming>, topic: 
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let identity = match token.as_deref() {
-        Some(t) => hub.token_identity(t).await,
+        Some(t) => hub.tokens().identity(t).await,
         None => None,
     };
     let Some(identity) = identity else {

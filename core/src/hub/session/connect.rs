@@ -124,6 +124,7 @@ impl Hub {
         password: &[u8],
     ) -> Result<Authenticated, ConnectRefusal> {
         let product = self
+            .registry()
             .product(pk)
             .await
             .map_err(|_| ConnectRefusal::BadCredentials("unknown product"))?;
@@ -149,6 +150,7 @@ impl Hub {
             }
             Some(d) => d,
             None => self
+                .registry()
                 .create_device(pk, Some(dn))
                 .await
                 .map_err(|e| ConnectRefusal::NotAuthorized(e.to_string()))?,
