@@ -14,7 +14,8 @@ def scenario_name(r):
     if r["scenario"] == "fan-out":
         return f"fan-out: 1 publisher x {p['rate']} msg/s -> {p['subscribers']} subscribers, QoS {p['qos']}"
     rate = "unthrottled" if p["rate"] == 0 else f"{p['rate']} msg/s"
-    return f"fan-in: {p['publishers']} publishers x {rate}, QoS {p['qos']} -> 1 subscriber"
+    subscriber = "1 persistent subscriber" if p.get("persistent") else "1 subscriber"
+    return f"fan-in: {p['publishers']} publishers x {rate}, QoS {p['qos']} -> {subscriber}"
 
 pairs = {}
 for r in rows:
@@ -37,7 +38,7 @@ out.append("on the same machine in the same run, each in its own session, with t
 out.append(f"`ironhub-bench` (rumqttc clients, MQTT 3.1.1, 64-byte payloads carrying their send time) on")
 out.append(f"the same machine. Each load ran {secs} s, Mosquitto first, then ironhub.\n")
 out.append(f"- machine: {os.cpu_count()} cores ({cpu_info()}), {platform.system()} {platform.release()}")
-out.append(f"- reference: {' '.join(mosq_version) or 'mosquitto'} with Debian's defaults (anonymous listener on loopback)")
+out.append(f"- reference: {' '.join(mosq_version) or 'mosquitto'} with Debian's defaults (anonymous listener on loopback) and `persistence true`")
 out.append("- ironhub: release build, embedded store; anonymous scenarios use the open-broker mode with a")
 out.append("  sandbox profile without rate limits and no per-connection bandwidth limit (a reference broker has")
 out.append("  none); the connection scenario uses signed device credentials, so every CONNECT verifies an HMAC.\n")

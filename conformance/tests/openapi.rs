@@ -46,6 +46,8 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
     let schema = format!("{}/openapi.json", d.api);
     let output = tokio::task::spawn_blocking(move || {
         Command::new("timeout")
+            // schemathesis keeps a cache where it runs: in the temporary directory.
+            .current_dir(config.parent().expect("the config's directory"))
             .arg(Duration::from_secs(600).as_secs().to_string())
             // Its command through the python3 that has it, wherever pip put its scripts.
             .args(["python3", "-c", CLI, "schemathesis"])

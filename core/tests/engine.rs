@@ -16,7 +16,7 @@ use ironhub_core::hub::{
 };
 use ironhub_core::rules::RuleDestination;
 use ironhub_core::sink::{Sink, SinkCapabilities, SinkError};
-use ironhub_core::store::{Store, memory::memory_store};
+use ironhub_core::store::{Store, memory::memory_store, records};
 use ironhub_core::{Hub, HubConfig, QoS};
 
 mod support;
@@ -444,5 +444,60 @@ async fn a_disconnect_may_shorten_a_session_but_not_give_one_to_a_clean_start() 
     assert!(
         !again.session_present,
         "expiry 0 at DISCONNECT ended the session with the connection"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delivery_to_an_online_persistent_session_is_stored_until_acknowledged() {
+    let store: Arc<dyn Store> = Arc::new(memory_store());
+    let first = hub_on(store.clone(), |_| {}).await;
+    let mut sub = connect(&first, request(&first, "keeper", false, Some(600))).await;
+    sub.session
+        .subscribe(subscribe("t/#", QoS::AtLeastOnce))
+        .await;
+    let publisher = connect(&first, request(&first, "talker", true, None)).await;
+    publisher
+        .session
+        .publish(publish(&first, "t/1", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    // Acknowledged to its publisher: it is in the store, though its subscriber is online.
+    let queued = |store: Arc<dyn Store>| async move {
+        let mut t = store.begin().await.unwrap();
+        records::read_queue(&mut *t, "open:keeper", 0)
+            .await
+            .unwrap()
+    };
+    let stored = queued(store.clone()).await;
+    assert_eq!(stored.len(), 1);
+    let delivery = sub.deliveries.try_recv().expect("handed over live too");
+    assert_eq!(delivery.stored_seq.as_deref(), Some(&stored[0].0));
+    sub.session.acknowledged(stored[0].0).await.unwrap();
+    advance_ms(0).await;
+    assert!(
+        queued(store.clone()).await.is_empty(),
+        "the acknowledgement removed it"
+    );
+    // The next one is not acknowledged before the process dies (no shutdown, no close).
+    publisher
+        .session
+        .publish(publish(&first, "t/2", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    assert!(sub.deliveries.try_recv().is_some());
+    std::mem::forget((sub, publisher, first));
+    let second = hub_on(store, |_| {}).await;
+    let mut back = connect(&second, request(&second, "keeper", false, Some(600))).await;
+    assert!(back.session_present);
+    let replayed: Vec<String> = back
+        .backlog
+        .iter()
+        .map(|d| d.message.topic.clone())
+        .chain(std::iter::from_fn(|| back.deliveries.try_recv()).map(|d| d.message.topic.clone()))
+        .collect();
+    assert_eq!(
+        replayed,
+        ["t/2"],
+        "the unacknowledged message came back, the other did not"
     );
 }

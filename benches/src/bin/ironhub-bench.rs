@@ -60,6 +60,10 @@ enum Scenario {
         payload: usize,
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// The subscriber keeps a persistent session (clean session off): what the broker
+        /// acknowledges for it must survive a crash.
+        #[arg(long)]
+        persistent: bool,
     },
     /// 1 publisher at R msg/s -> M subscribers.
     FanOut {
@@ -168,10 +172,13 @@ async fn subscribe(
     id: String,
     filter: &str,
     q: u8,
+    persistent: bool,
     rx: Arc<Receiver>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let (client, mut ev) = AsyncClient::new(options(args, &id), 1000);
+    let mut opts = options(args, &id);
+    opts.set_clean_session(!persistent);
+    let (client, mut ev) = AsyncClient::new(opts, 1000);
     client.subscribe(filter, qos(q)).await?;
     loop {
         match tokio::time::timeout(Duration::from_secs(10), ev.poll()).await {
@@ -316,15 +323,27 @@ impl Meter {
     }
 }
 
-async fn fan(
-    args: &Args,
+/// Who sends and receives in a fan scenario, and how.
+struct Fan {
     publishers: usize,
     subscribers: usize,
     rate: u64,
-    q: u8,
+    qos: u8,
     size: usize,
     seconds: u64,
-) -> anyhow::Result<Value> {
+    persistent: bool,
+}
+
+async fn fan(args: &Args, f: Fan) -> anyhow::Result<Value> {
+    let Fan {
+        publishers,
+        subscribers,
+        rate,
+        qos: q,
+        size,
+        seconds,
+        persistent,
+    } = f;
     let prefix = format!("bench{}", now_us() % 100_000);
     let rx = Arc::new(Receiver::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -336,6 +355,7 @@ async fn fan(
                 format!("{prefix}-sub-{i}"),
                 &format!("{prefix}/#"),
                 q,
+                persistent,
                 rx.clone(),
                 stop.clone(),
             )
@@ -707,10 +727,23 @@ async fn main() -> anyhow::Result<()> {
             qos,
             payload,
             seconds,
+            persistent,
         } => (
             "fan-in",
-            json!({ "publishers": publishers, "rate": rate, "qos": qos, "payload": payload, "seconds": seconds }),
-            fan(&args, *publishers, 1, *rate, *qos, *payload, *seconds).await?,
+            json!({ "publishers": publishers, "rate": rate, "qos": qos, "payload": payload, "seconds": seconds, "persistent": persistent }),
+            fan(
+                &args,
+                Fan {
+                    publishers: *publishers,
+                    subscribers: 1,
+                    rate: *rate,
+                    qos: *qos,
+                    size: *payload,
+                    seconds: *seconds,
+                    persistent: *persistent,
+                },
+            )
+            .await?,
         ),
         Scenario::FanOut {
             subscribers,
@@ -721,7 +754,19 @@ async fn main() -> anyhow::Result<()> {
         } => (
             "fan-out",
             json!({ "subscribers": subscribers, "rate": rate, "qos": qos, "payload": payload, "seconds": seconds }),
-            fan(&args, 1, *subscribers, *rate, *qos, *payload, *seconds).await?,
+            fan(
+                &args,
+                Fan {
+                    publishers: 1,
+                    subscribers: *subscribers,
+                    rate: *rate,
+                    qos: *qos,
+                    size: *payload,
+                    seconds: *seconds,
+                    persistent: false,
+                },
+            )
+            .await?,
         ),
         Scenario::Connect {
             connections,

@@ -35,6 +35,7 @@ mod router;
 mod rules;
 mod session;
 mod shadow;
+mod stored_queue;
 mod tokens;
 mod topics;
 mod topology;
@@ -226,6 +227,8 @@ pub(crate) struct Inner {
     pub(crate) forwarder: Forwarder,
     /// Rule outputs waiting for a retry, in the store.
     pub(crate) rule_retries: Arc<Retries>,
+    /// Persistent sessions' stored queues, written with group commit.
+    pub(crate) stored_queues: stored_queue::StoredQueues,
     /// The consumer-group queues of each product.
     pub(crate) group_routes: RwLock<groups::GroupRoutes>,
     /// Each tenant's enabled rules, compiled.
@@ -350,6 +353,7 @@ impl Hub {
                 tokens: tokens::TokenTable::default(),
                 forwarder,
                 rule_retries,
+                stored_queues: stored_queue::StoredQueues::start(store.clone()),
                 group_routes: RwLock::new(groups::GroupRoutes::default()),
                 rules: rules::RuleTable::new(),
                 api_keys: business::ApiKeys::default(),

@@ -298,6 +298,7 @@ impl Hub {
             targets.retain(|t| !t.session.starts_with(OPEN_CLIENT_PREFIX));
         }
         let mut delivered = 0;
+        let mut to_store = Vec::new();
         for target in targets {
             let Some(slot) = self.slot(&target.session) else {
                 continue;
@@ -309,10 +310,17 @@ impl Hub {
                 subscription_ids: target.subscription_ids.into_boxed_slice(),
                 stored_seq: None,
             };
+            if delivery.qos != QoS::AtMostOnce && slot.is_persistent() {
+                to_store.push((slot, delivery));
+                continue;
+            }
             if let Err(delivery) = slot.try_deliver(self, delivery) {
                 Box::pin(slot.deliver(self, delivery)).await?;
             }
             delivered += 1;
+        }
+        if !to_store.is_empty() {
+            delivered += Box::pin(self.deliver_stored(to_store)).await?;
         }
         Ok(delivered)
     }

@@ -153,6 +153,10 @@ impl Txn for ReadOnly {
         Ok(())
     }
 
+    fn committed_stamp(&self) -> Option<[u8; 10]> {
+        None
+    }
+
     async fn on_error(&mut self, err: StoreError) -> Result<(), StoreError> {
         self.0.on_error(err).await
     }
@@ -184,6 +188,9 @@ pub trait Txn: Send {
     fn set_versionstamped(&mut self, prefix: &[u8], suffix: &[u8], value: &[u8]);
     /// Makes the writes durable.
     async fn commit(&mut self) -> Result<(), StoreError>;
+    /// After a commit that wrote versionstamped keys: the 10-byte stamp they got (so the writer
+    /// can name the rows it wrote, as a session queue does for its deliveries).
+    fn committed_stamp(&self) -> Option<[u8; 10]>;
     /// Resets the transaction for a retry if `err` is retryable, otherwise returns it.
     async fn on_error(&mut self, err: StoreError) -> Result<(), StoreError>;
 }
@@ -242,6 +249,25 @@ pub async fn write(
         Box::pin(std::future::ready(Ok(())))
     })
     .await
+}
+
+/// As [`write`], and returns the stamp the commit gave the versionstamped keys it wrote (None
+/// when it wrote none): the writer of a queue learns the places of its rows.
+pub async fn write_stamped(
+    store: &dyn Store,
+    writes: impl Fn(&mut dyn Txn) + Send + Sync,
+) -> Result<Option<[u8; 10]>, StoreError> {
+    let mut txn = store.begin().await?;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        writes(&mut *txn);
+        match txn.commit().await {
+            Ok(()) => return Ok(txn.committed_stamp()),
+            Err(err) if attempts >= MAX_ATTEMPTS => return Err(err),
+            Err(err) => txn.on_error(err).await?,
+        }
+    }
 }
 
 /// Decodes an i64 counter written by `Txn::add` (missing bytes read as zero).

@@ -107,6 +107,7 @@ impl<B: Backend> Store for SerialStore<B> {
             backend: self.backend.clone(),
             mutations: Vec::new(),
             stamped: Vec::new(),
+            stamp: None,
             version: self.version.clone(),
             _guard: Some(guard),
         }))
@@ -119,6 +120,7 @@ impl<B: Backend> Store for SerialStore<B> {
             backend: self.backend.clone(),
             mutations: Vec::new(),
             stamped: Vec::new(),
+            stamp: None,
             version: self.version.clone(),
             _guard: None,
         }))))
@@ -130,6 +132,8 @@ struct SerialTxn<B: Backend> {
     mutations: Vec<Mutation>,
     /// Versionstamped writes: prefix, suffix, value; their keys are made at commit.
     stamped: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
+    /// The stamp of the last commit that had versionstamped writes.
+    stamp: Option<[u8; 10]>,
     version: Arc<AtomicU64>,
     /// The writer's lock; None in read-only transactions.
     _guard: Option<OwnedMutexGuard<()>>,
@@ -212,6 +216,9 @@ impl<B: Backend> Txn for SerialTxn<B> {
             // of the transaction in its batch (always 0 here).
             let version = (self.version.load(Ordering::Relaxed) + 1).max(now_ns());
             self.version.store(version, Ordering::Relaxed);
+            let mut stamp = [0; 10];
+            stamp[..8].copy_from_slice(&version.to_be_bytes());
+            self.stamp = Some(stamp);
             for (prefix, suffix, value) in std::mem::take(&mut self.stamped) {
                 let mut key = prefix;
                 key.extend_from_slice(&version.to_be_bytes());
@@ -231,6 +238,10 @@ impl<B: Backend> Txn for SerialTxn<B> {
         tokio::task::spawn_blocking(move || backend.apply(&batch))
             .await
             .map_err(|e| StoreError::Backend(format!("commit task: {e}")))?
+    }
+
+    fn committed_stamp(&self) -> Option<[u8; 10]> {
+        self.stamp
     }
 
     async fn on_error(&mut self, err: StoreError) -> Result<(), StoreError> {

@@ -288,6 +288,36 @@ async fn queue_keeps_publication_order(store: &dyn Store) {
     assert_eq!(first[0].1.topic, "q/2");
     records::delete_session(&mut *t, "s1");
     assert_eq!(records::count_queued(&mut *t, "s1", 100).await.unwrap(), 0);
+    t.commit().await.unwrap();
+    drop(t);
+    // A writer learns the places of the rows it wrote from the commit's stamp.
+    let stamp = store::write_stamped(store, |t| {
+        records::push_queued(t, "s2", 0, &message("q/a", b"a"));
+        records::push_queued(t, "s2", 1, &message("q/b", b"b"));
+    })
+    .await
+    .unwrap()
+    .expect("a commit with versionstamped keys has a stamp");
+    assert_eq!(
+        store::write_stamped(store, |t| records::delete_session(t, "s3"))
+            .await
+            .unwrap(),
+        None,
+        "no versionstamped key, no stamp"
+    );
+    let mut t = store.begin().await.unwrap();
+    let q = records::read_queue(&mut *t, "s2", 0).await.unwrap();
+    let expected: Vec<records::QueueId> = [0u32, 1]
+        .iter()
+        .map(|order| {
+            let mut id = [0; 14];
+            id[..10].copy_from_slice(&stamp);
+            id[10..].copy_from_slice(&order.to_be_bytes());
+            id
+        })
+        .collect();
+    assert_eq!(q.iter().map(|(id, _)| *id).collect::<Vec<_>>(), expected);
+    records::delete_session(&mut *t, "s2");
     assert_eq!(records::count_queued(&mut *t, "s10", 100).await.unwrap(), 1);
     records::delete_session(&mut *t, "s10");
     t.commit().await.unwrap();

@@ -184,6 +184,10 @@ impl Txn for TimedTxn {
         done
     }
 
+    fn committed_stamp(&self) -> Option<[u8; 10]> {
+        self.inner.committed_stamp()
+    }
+
     async fn on_error(&mut self, err: StoreError) -> Result<(), StoreError> {
         self.inner.on_error(err).await
     }

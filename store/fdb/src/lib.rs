@@ -15,12 +15,17 @@
 //! Building needs Debian's `libclang-dev` (bindgen, with the crate's embedded headers); linking
 //! and running need FoundationDB's client library (`libfdb_c`, from the official packages).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::OnceLock;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use foundationdb::future::FdbSlice;
 use foundationdb::options::{MutationType, StreamingMode};
-use foundationdb::{Database, FdbError, RangeOption, Transaction, TransactionCommitError};
+use foundationdb::{
+    Database, FdbError, FdbResult, RangeOption, Transaction, TransactionCommitError,
+};
 use ironhub_core::store::{KeyRange, Store, StoreError, Txn};
 
 /// FoundationDB's client network: started once per process, stopped when the process exits.
@@ -69,6 +74,8 @@ impl Store for FdbStore {
             failed_commit: None,
             last_error: None,
             prefix: self.prefix.clone(),
+            stamp_future: None,
+            stamp: None,
         }))
     }
 }
@@ -82,7 +89,14 @@ struct FdbTxn {
     /// The last read error, which `on_error` hands to FoundationDB.
     last_error: Option<FdbError>,
     prefix: Vec<u8>,
+    /// Asked for with the first versionstamped write, ready once the commit is.
+    stamp_future: Option<StampFuture>,
+    /// The stamp of the last commit with versionstamped writes.
+    stamp: Option<[u8; 10]>,
 }
+
+/// `Transaction::get_versionstamp`'s future (it borrows nothing of the transaction).
+type StampFuture = Pin<Box<dyn Future<Output = FdbResult<FdbSlice>> + Send + Sync>>;
 
 impl FdbTxn {
     fn key(&self, key: &[u8]) -> Vec<u8> {
@@ -212,6 +226,9 @@ impl Txn for FdbTxn {
         k.extend_from_slice(&offset.to_le_bytes());
         if let Some(trx) = &self.trx {
             trx.atomic_op(&k, value, MutationType::SetVersionstampedKey);
+            if self.stamp_future.is_none() {
+                self.stamp_future = Some(Box::pin(trx.get_versionstamp()));
+            }
         }
     }
 
@@ -220,10 +237,15 @@ impl Txn for FdbTxn {
             .trx
             .take()
             .ok_or_else(|| backend("commit without a transaction"))?;
+        let stamp_future = self.stamp_future.take();
         match trx.commit().await {
             Ok(committed) => {
                 // Ready for reuse, as the in-memory and embedded backends are.
                 self.trx = Some(committed.reset());
+                if let Some(future) = stamp_future {
+                    let stamp = future.await.map_err(classify_final)?;
+                    self.stamp = stamp.as_ref().try_into().ok();
+                }
                 Ok(())
             }
             Err(failed) => {
@@ -234,7 +256,12 @@ impl Txn for FdbTxn {
         }
     }
 
+    fn committed_stamp(&self) -> Option<[u8; 10]> {
+        self.stamp
+    }
+
     async fn on_error(&mut self, err: StoreError) -> Result<(), StoreError> {
+        self.stamp_future = None;
         if !err.is_retryable() {
             return Err(err);
         }

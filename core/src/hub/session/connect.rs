@@ -243,7 +243,7 @@ impl Hub {
         }
         let resumable = resumable && !expired;
         let session_present = !req.clean_start && resumable;
-        st.expiry_secs = expiry;
+        slot.set_expiry(&mut st, expiry);
         st.disconnected_at_ms = None;
         if expiry > 0 {
             let record = slot.record(&st);
@@ -371,7 +371,7 @@ impl Hub {
         };
         let restored = Slot::restored(&record, queued, self.now_ms());
         let mut from = restored.state.try_lock().expect("fresh slot is unlocked");
-        st.expiry_secs = from.expiry_secs;
+        slot.set_expiry(st, from.expiry_secs);
         st.disconnected_at_ms = from.disconnected_at_ms;
         st.subscriptions = std::mem::take(&mut from.subscriptions);
         st.queued = from.queued;

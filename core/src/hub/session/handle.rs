@@ -179,12 +179,15 @@ impl Session {
     }
 
     /// The client acknowledged a delivery that came from the stored queue: forget the stored copy.
+    /// The removal shares a commit with others (a crash that loses it delivers the message
+    /// again: at least once).
     pub async fn acknowledged(&self, stored: QueueId) -> Result<(), StoreError> {
-        let mut st = self.slot.state.clone().lock_owned().await;
-        store::write(&**self.hub.store(), |t| {
-            records::remove_queued(t, &self.slot.key, &stored)
-        })
-        .await?;
+        self.hub
+            .inner
+            .stored_queues
+            .remove(&self.slot.key, stored)
+            .await;
+        let mut st = self.slot.state.lock().await;
         st.queued = st.queued.saturating_sub(1);
         Ok(())
     }
@@ -251,7 +254,8 @@ impl Session {
         if st.expiry_secs == 0 && secs > 0 {
             return Err(SessionExpiryRefused);
         }
-        st.expiry_secs = secs.min(self.hub.config().max_session_expiry_secs);
+        self.slot
+            .set_expiry(&mut st, secs.min(self.hub.config().max_session_expiry_secs));
         Ok(())
     }
 

@@ -220,6 +220,10 @@ pub(crate) struct Slot {
     pub(crate) key: Arc<str>,
     pub(crate) tenant: String,
     online: AtomicBool,
+    /// Whether the session outlives its connection (expiry > 0): its QoS 1/2 deliveries are
+    /// stored before they are handed over. Mirrors `SlotState::expiry_secs` for the lock-free
+    /// delivery path.
+    persistent: AtomicBool,
     /// The transport of the connection while online ([`TransportKind`] as u8).
     transport: AtomicU8,
     state: Arc<Mutex<SlotState>>,

@@ -22,6 +22,7 @@ impl Slot {
             key,
             tenant,
             online: AtomicBool::new(false),
+            persistent: AtomicBool::new(false),
             transport: AtomicU8::new(0),
             live_tx: std::sync::RwLock::new(None),
             state: Arc::new(Mutex::new(SlotState {
@@ -40,7 +41,7 @@ impl Slot {
     pub(crate) fn restored(record: &SessionRecord, queued: usize, now_ms: u64) -> Arc<Slot> {
         let slot = Slot::new(Arc::from(record.key.as_str()), record.tenant.clone());
         let mut st = slot.state.try_lock().expect("fresh slot is unlocked");
-        st.expiry_secs = record.expiry_secs;
+        slot.set_expiry(&mut st, record.expiry_secs);
         // A session that was connected when the process stopped counts as disconnected now.
         st.disconnected_at_ms = Some(record.disconnected_at_ms.unwrap_or(now_ms));
         st.subscriptions = record
@@ -57,6 +58,16 @@ impl Slot {
     /// Waits until no one holds the slot's lock (a connect in progress is done).
     pub(crate) async fn settled(&self) {
         drop(self.state.lock().await);
+    }
+
+    /// Sets the session's expiry (caller holds the state lock).
+    pub(super) fn set_expiry(&self, st: &mut SlotState, secs: u32) {
+        st.expiry_secs = secs;
+        self.persistent.store(secs > 0, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_persistent(&self) -> bool {
+        self.persistent.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_online(&self) -> bool {
@@ -183,6 +194,11 @@ impl Slot {
         if st.expiry_secs == 0 || st.removed {
             return Ok(());
         }
+        if delivery.stored_seq.is_some() {
+            // Stored before it was handed over: it waits there for the next connection.
+            stats.delivered(delivery.qos);
+            return Ok(());
+        }
         if delivery.qos == QoS::AtMostOnce {
             stats.dropped_qos0_offline.fetch_add(1, Ordering::Relaxed);
             return Ok(());
@@ -230,6 +246,68 @@ impl Slot {
 }
 
 impl Hub {
+    /// QoS 1/2 deliveries to persistent sessions: each stored first (in as few commits as the
+    /// writer can share between them), then handed over with its place in the stored queue, so
+    /// that the client's acknowledgement removes the stored copy and a crash before it leaves
+    /// the copy for the next connection. Returns how many were handed over; an Err means the
+    /// store failed and the message must not be acknowledged to its publisher.
+    pub(crate) async fn deliver_stored(
+        &self,
+        deliveries: Vec<(Arc<Slot>, Delivery)>,
+    ) -> Result<usize, StoreError> {
+        let stats = &self.inner.stats;
+        let max = self.inner.config.max_offline_messages;
+        let mut admitted = Vec::with_capacity(deliveries.len());
+        for (slot, delivery) in deliveries {
+            let mut st = slot.state.lock().await;
+            if st.removed || st.expiry_secs == 0 {
+                // Taken over, forgotten or made clean meanwhile: the usual way.
+                drop(st);
+                Box::pin(slot.deliver(self, delivery)).await?;
+                continue;
+            }
+            if st.queued >= max {
+                stats
+                    .dropped_offline_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(session = %slot.key, queued = st.queued, "stored queue full: message dropped");
+                continue;
+            }
+            st.queued += 1;
+            drop(st);
+            admitted.push((slot, delivery));
+        }
+        let writes = admitted.iter().map(|(slot, delivery)| {
+            let mut msg = (*delivery.message).clone();
+            msg.qos = delivery.qos;
+            msg.retain = delivery.retain;
+            self.inner.stored_queues.push(&slot.key, msg)
+        });
+        let places = futures_util::future::join_all(writes).await;
+        let mut handed = 0;
+        let mut failed = None;
+        for ((slot, mut delivery), place) in admitted.into_iter().zip(places) {
+            match place {
+                Ok(id) => {
+                    delivery.stored_seq = Some(Box::new(id));
+                    if let Err(delivery) = slot.try_deliver(self, delivery) {
+                        Box::pin(slot.deliver(self, delivery)).await?;
+                    }
+                    handed += 1;
+                }
+                Err(e) => {
+                    let mut st = slot.state.lock().await;
+                    st.queued = st.queued.saturating_sub(1);
+                    failed = Some(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(handed),
+        }
+    }
+
     pub(super) fn slot_for(&self, identity: &ClientIdentity) -> Arc<Slot> {
         if let Some(slot) = self.slot(&identity.key) {
             return slot;
