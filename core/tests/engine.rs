@@ -501,3 +501,38 @@ async fn a_delivery_to_an_online_persistent_session_is_stored_until_acknowledged
         "the unacknowledged message came back, the other did not"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn overlapping_subscriptions_make_one_delivery_with_every_identifier() {
+    let hub = hub(|_| {}).await;
+    let mut c = connect(&hub, request(&hub, "overlap", true, None)).await;
+    let mut wide = subscribe("o/#", QoS::AtMostOnce);
+    wide[0].subscription_id = Some(1);
+    let mut narrow = subscribe("o/+", QoS::AtLeastOnce);
+    narrow[0].subscription_id = Some(2);
+    c.session.subscribe(wide).await;
+    c.session.subscribe(narrow).await;
+    let p = connect(&hub, request(&hub, "sender", true, None)).await;
+    p.session
+        .publish(publish(&hub, "o/x", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    advance_ms(0).await;
+    let d = c.deliveries.try_recv().expect("delivered");
+    assert!(
+        c.deliveries.try_recv().is_none(),
+        "once, not once per subscription"
+    );
+    assert_eq!(
+        d.qos,
+        QoS::AtLeastOnce,
+        "at the highest QoS of the matching subscriptions"
+    );
+    let mut ids = d.subscription_ids.to_vec();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [1, 2],
+        "carrying every matching subscription identifier"
+    );
+}
