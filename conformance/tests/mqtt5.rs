@@ -233,3 +233,46 @@ async fn a_will_delay_holds_the_will_until_it_passes() {
     assert_eq!(will.topic.as_ref(), b"wills/delayed");
     assert_eq!(will.payload.as_ref(), b"gone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_use_topic_aliases_the_client_accepts() {
+    let d = Deployment::open_broker("").await;
+    let mut opts = open_v5(&d, "alias-taker");
+    opts.set_topic_alias_max(Some(1));
+    let (taker, mut tev) = v5::connect(opts).await;
+    let (plain, mut pev) = v5::connect(open_v5(&d, "alias-less")).await;
+    for (c, ev) in [(&taker, &mut tev), (&plain, &mut pev)] {
+        c.subscribe("alias/#", QoS::AtMostOnce).await.unwrap();
+        v5::suback(ev).await;
+    }
+    let (p, mut sev) = v5::connect(open_v5(&d, "alias-sender")).await;
+    tokio::spawn(async move { while sev.poll().await.is_ok() {} });
+    for topic in ["alias/a", "alias/a", "alias/b"] {
+        p.publish(topic, QoS::AtMostOnce, false, "x").await.unwrap();
+    }
+    let mut taken = Vec::new();
+    let mut plain_got = Vec::new();
+    for _ in 0..3 {
+        let m = v5::next_publish(&mut tev).await;
+        let alias = m.properties.as_ref().and_then(|p| p.topic_alias);
+        // The packet as it came: rumqttc 0.25 hands it over before resolving the alias.
+        taken.push((String::from_utf8_lossy(&m.topic).into_owned(), alias));
+        let m = v5::next_publish(&mut pev).await;
+        plain_got.push(m.properties.as_ref().and_then(|p| p.topic_alias));
+    }
+    assert_eq!(
+        taken,
+        [
+            ("alias/a".to_owned(), Some(1)),
+            (String::new(), Some(1)),
+            ("alias/b".to_owned(), None),
+        ],
+        "the first topic is named with the one alias the client takes, then sent by alias \
+         alone; the next topic goes by name"
+    );
+    assert_eq!(
+        plain_got,
+        [None, None, None],
+        "no alias for a client that takes none"
+    );
+}

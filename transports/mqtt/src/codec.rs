@@ -104,6 +104,8 @@ pub struct ConnectPacket {
     pub receive_max: u16,
     /// Largest packet the client accepts.
     pub max_packet_size: Option<u32>,
+    /// MQTT 5: how many topic aliases the client accepts on the PUBLISHes it receives (0: none).
+    pub topic_alias_max: u16,
 }
 
 /// One filter of SUBSCRIBE.
@@ -372,6 +374,7 @@ fn from_v3(p: v3::Packet) -> Inbound {
             }),
             receive_max: u16::MAX,
             max_packet_size: None,
+            topic_alias_max: 0,
         })),
         v3::Packet::Publish(p) => Inbound::Publish(p),
         v3::Packet::PublishAck { packet_id } => Inbound::PubAck(packet_id),
@@ -442,6 +445,7 @@ fn from_v5(p: v5::Packet) -> Inbound {
             }),
             receive_max: c.receive_max.map_or(u16::MAX, NonZeroU16::get),
             max_packet_size: c.max_packet_size.map(NonZeroU32::get),
+            topic_alias_max: c.topic_alias_max,
         })),
         v5::Packet::Publish(p) => Inbound::Publish(p),
         v5::Packet::PublishAck(a) => Inbound::PubAck(a.packet_id),

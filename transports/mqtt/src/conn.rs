@@ -32,7 +32,7 @@ use crate::codec::{
     Codec, CodecError, ConnAck, ConnectCode, ConnectPacket, DisconnectReasonCode, Inbound,
     Outbound, PublishProperties, QoS, Version, publish_packet,
 };
-use crate::state::{InboundQos2, Outflight, TopicAliases};
+use crate::state::{Alias, InboundQos2, OutboundAliases, Outflight, TopicAliases};
 
 /// How long a new connection may take to send CONNECT: idle sockets would otherwise hold
 /// connection slots forever.
@@ -216,6 +216,7 @@ where
         outflight: Outflight::new(connect.receive_max),
         inbound_qos2: InboundQos2::new(RECEIVE_MAXIMUM),
         aliases: TopicAliases::new(TOPIC_ALIAS_MAXIMUM),
+        outbound_aliases: OutboundAliases::new(connect.topic_alias_max.min(TOPIC_ALIAS_MAXIMUM)),
         pending: VecDeque::new(),
         bandwidth: hub.connection_bandwidth(),
         read_hint: READ_HINT_MIN,
@@ -327,6 +328,8 @@ struct Driver<S> {
     outflight: Outflight,
     inbound_qos2: InboundQos2,
     aliases: TopicAliases,
+    /// The aliases this connection's deliveries use (MQTT 5 clients that accept some).
+    outbound_aliases: Option<Box<OutboundAliases>>,
     /// Deliveries to send before new ones from the queue: the stored backlog, then retained
     /// messages for new subscriptions.
     pending: VecDeque<Delivery>,
@@ -529,10 +532,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
                 forget_stored(session, &d).await;
                 continue;
             }
+            let alias = self
+                .outbound_aliases
+                .as_ref()
+                .and_then(|a| a.lookup(&d.message.topic));
             let properties = (self.version == Version::V5).then(|| {
                 let p = &d.message.properties;
                 PublishProperties {
-                    topic_alias: None,
+                    topic_alias: alias.map(|(Alias::Known(a) | Alias::New(a))| a),
                     is_utf8_payload: p.payload_utf8,
                     correlation_data: p.correlation_data.clone(),
                     message_expiry_interval: d
@@ -560,13 +567,21 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
                 QoS::AtMostOnce => None,
                 _ => Some(self.outflight.register(d.clone(), qos == QoS::ExactlyOnce)),
             };
-            let packet = publish_packet(&topic, payload, qos, retain, packet_id, properties);
+            let name = match alias {
+                Some(Alias::Known(_)) => "",
+                _ => topic.as_str(),
+            };
+            let packet = publish_packet(name, payload, qos, retain, packet_id, properties);
             if !self.conn.send(Outbound::Publish(Box::new(packet))) {
                 // Larger than the client accepts (MQTT-3.1.2-25): it is discarded, not retried.
                 if let Some(id) = packet_id {
                     self.outflight.forget(id);
                 }
                 forget_stored(session, &d).await;
+            } else if let (Some(Alias::New(a)), Some(aliases)) =
+                (alias, self.outbound_aliases.as_mut())
+            {
+                aliases.assigned(&topic, a);
             }
         }
     }

@@ -190,6 +190,54 @@ impl TopicAliases {
     }
 }
 
+/// Topic aliases this server gives its deliveries to an MQTT 5 client that accepts them
+/// (its CONNECT's Topic Alias Maximum): the first `max` distinct topics get one each, sent with
+/// the name once and by alias only afterwards; later topics go by name. Nothing is reassigned: a
+/// connection's hot topics are usually its first ones, and a reassignment costs the name again.
+pub struct OutboundAliases {
+    max: u16,
+    by_topic: HashMap<String, NonZeroU16>,
+}
+
+impl OutboundAliases {
+    /// Aliases 1..=`max`; None when the client takes none.
+    pub fn new(max: u16) -> Option<Box<Self>> {
+        (max > 0).then(|| {
+            Box::new(OutboundAliases {
+                max,
+                by_topic: HashMap::new(),
+            })
+        })
+    }
+
+    /// How to send `topic`: its alias if it has one (`Known`), a new alias to announce with the
+    /// name (`New`, kept only once [`OutboundAliases::assigned`] says the client got it), or the
+    /// name alone (`None`).
+    pub fn lookup(&self, topic: &str) -> Option<Alias> {
+        if let Some(alias) = self.by_topic.get(topic) {
+            return Some(Alias::Known(*alias));
+        }
+        let next = u16::try_from(self.by_topic.len() + 1).ok()?;
+        (next <= self.max)
+            .then(|| NonZeroU16::new(next).map(Alias::New))
+            .flatten()
+    }
+
+    /// The PUBLISH that announced `alias` for `topic` went out.
+    pub fn assigned(&mut self, topic: &str, alias: NonZeroU16) {
+        self.by_topic.insert(topic.to_owned(), alias);
+    }
+}
+
+/// An outbound alias decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alias {
+    /// Send the alias and an empty topic name.
+    Known(NonZeroU16),
+    /// Send the name with this alias, which the client then keeps.
+    New(NonZeroU16),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +326,32 @@ mod tests {
             Err(AliasError::OutOfRange(3))
         );
         assert_eq!(a.resolve("plain", None).unwrap(), "plain");
+    }
+
+    #[test]
+    fn outbound_aliases_name_a_topic_once_then_use_its_alias() {
+        assert!(
+            OutboundAliases::new(0).is_none(),
+            "a client that takes none gets none"
+        );
+        let mut aliases = OutboundAliases::new(2).unwrap();
+        let one = NonZeroU16::new(1).unwrap();
+        let two = NonZeroU16::new(2).unwrap();
+        assert_eq!(aliases.lookup("a"), Some(Alias::New(one)));
+        assert_eq!(
+            aliases.lookup("a"),
+            Some(Alias::New(one)),
+            "not kept until the announcing PUBLISH went out"
+        );
+        aliases.assigned("a", one);
+        assert_eq!(aliases.lookup("a"), Some(Alias::Known(one)));
+        assert_eq!(aliases.lookup("b"), Some(Alias::New(two)));
+        aliases.assigned("b", two);
+        assert_eq!(
+            aliases.lookup("c"),
+            None,
+            "past the client's maximum: by name"
+        );
+        assert_eq!(aliases.lookup("b"), Some(Alias::Known(two)));
     }
 }
