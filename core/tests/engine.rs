@@ -536,3 +536,23 @@ async fn overlapping_subscriptions_make_one_delivery_with_every_identifier() {
         "carrying every matching subscription identifier"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_output_is_safe_before_its_publisher_is_acknowledged() {
+    let store: Arc<dyn Store> = Arc::new(memory_store());
+    let hub = hub_on(store.clone(), |_| {}).await;
+    let sink = RecordingSink::new(true);
+    hub.attach_sink(sink.clone());
+    rule_to_group(&hub).await;
+    let c = connect(&hub, request(&hub, "sensor", true, None)).await;
+    c.session
+        .publish(publish(&hub, "sensors/1", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    // Acknowledged: the output's first attempt went out through the sink's worker, failed,
+    // and is in the store for its retries, all before the publish returned.
+    assert_eq!(sink.times(), [0]);
+    let mut t = store.begin().await.unwrap();
+    let waiting = records::due_retries(&mut *t, u64::MAX, 10).await.unwrap();
+    assert_eq!(waiting.len(), 1, "stored for the retries");
+}

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::EgressEnv;
+use super::retry::Retries;
 use crate::data::event::{Destination, Event};
 use crate::sink::{Sink, SinkError};
 use crate::store::records::{self, OutboxRow};
@@ -85,11 +86,37 @@ pub(crate) struct ForwarderSettings {
     pub(crate) send_timeout: Duration,
 }
 
+/// How a copy of an event was made safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kept {
+    /// The destination confirmed it.
+    Confirmed,
+    /// It is in the store, for the outbox or its owner's retries.
+    Stored,
+}
+
+/// What becomes of a copy its sink did not confirm.
+enum Unconfirmed {
+    /// The sink's outbox: sent again in order, with back-off, until the destination's retention
+    /// passes (consumer groups: at least once).
+    Outbox,
+    /// Its owner's retry schedule, as `body` (a rule output: attempts after 1, 3 and 10 s, then
+    /// its error destination).
+    Retry(Arc<Retries>, Vec<u8>),
+}
+
 struct Job {
     destination: Arc<Destination>,
     event: Arc<Event>,
     /// Told once the event is confirmed or stored; dropped if it could be neither.
-    done: Option<oneshot::Sender<()>>,
+    done: Option<oneshot::Sender<Kept>>,
+    unconfirmed: Unconfirmed,
+}
+
+impl Job {
+    fn retries(&self) -> bool {
+        matches!(self.unconfirmed, Unconfirmed::Retry(..))
+    }
 }
 
 struct Worker {
@@ -230,6 +257,7 @@ impl Forwarder {
                 destination: destination.clone(),
                 event: event.clone(),
                 done,
+                unconfirmed: Unconfirmed::Outbox,
             };
             let worker = {
                 let workers = self.workers.read().expect("forwarder lock");
@@ -259,6 +287,38 @@ impl Forwarder {
             }
             Ok(())
         }))
+    }
+
+    /// Hands one copy of an event to its sink's worker, to go out in the sink's next batch; if
+    /// the sink does not confirm it, it is kept on `retries` (with `body`, what its owner
+    /// attempts it again from) instead of the outbox. The future says which, once it is safe.
+    pub(crate) async fn enqueue_retrying(
+        &self,
+        destination: Arc<Destination>,
+        event: Event,
+        retries: Arc<Retries>,
+        body: Vec<u8>,
+    ) -> Result<oneshot::Receiver<Kept>, ForwardError> {
+        let (done, kept) = oneshot::channel();
+        let tx = {
+            let workers = self.workers.read().expect("forwarder lock");
+            workers.get(&destination.sink).map(|w| w.tx.clone())
+        };
+        let job = Job {
+            destination,
+            event: Arc::new(event),
+            done: Some(done),
+            unconfirmed: Unconfirmed::Retry(retries, body),
+        };
+        match tx {
+            Some(tx) => tx
+                .send(job)
+                .await
+                .map_err(|_| ForwardError::NotKept("the hub is stopping".into()))?,
+            // The sink is not configured on this node: straight to the retries.
+            None => schedule(job).await,
+        }
+        Ok(kept)
     }
 
     pub(crate) fn stats(&self) -> Vec<SinkStatsSnapshot> {
@@ -361,37 +421,58 @@ impl SinkRun {
                     Err(_) => break,
                 }
             }
+            // Copies with retries of their own are attempted now whatever the outbox holds:
+            // they keep no order with it.
+            let (retrying, outboxed): (Vec<Job>, Vec<Job>) =
+                jobs.into_iter().partition(Job::retries);
+            if !retrying.is_empty() {
+                self.attempt(retrying).await;
+            }
+            if outboxed.is_empty() {
+                continue;
+            }
             if self.backlog {
-                self.store(jobs).await;
+                self.store(outboxed).await;
             } else {
-                self.deliver(jobs).await;
+                self.deliver(outboxed).await;
             }
         }
-        // Stopping: whatever is still buffered goes to the outbox for the next start.
+        // Stopping: whatever is still buffered goes to the outbox (or its retries) for the next
+        // start.
         rx.close();
         let mut rest = Vec::new();
         while let Some(job) = rx.recv().await {
-            rest.push(job);
+            if job.retries() {
+                schedule(job).await;
+            } else {
+                rest.push(job);
+            }
         }
         if !rest.is_empty() {
             self.store(rest).await;
         }
     }
 
-    /// Sends jobs grouped by destination; what is not confirmed goes to the outbox.
-    async fn deliver(&mut self, jobs: Vec<Job>) {
-        let mut by_destination: Vec<(Arc<Destination>, Vec<Job>)> = Vec::new();
-        for job in jobs {
-            match by_destination
-                .iter_mut()
-                .find(|(d, _)| Arc::ptr_eq(d, &job.destination) || **d == *job.destination)
-            {
-                Some((_, group)) => group.push(job),
-                None => by_destination.push((job.destination.clone(), vec![job])),
+    /// Sends copies that have retries of their own, by destination; what is not confirmed goes
+    /// to its retries.
+    async fn attempt(&mut self, jobs: Vec<Job>) {
+        for (destination, group) in by_destination(jobs) {
+            let events: Vec<&Event> = group.iter().map(|j| &*j.event).collect();
+            let failed = self.send(&destination, &events).await;
+            for (i, job) in group.into_iter().enumerate() {
+                if failed.contains(&i) {
+                    schedule(job).await;
+                } else {
+                    confirm(vec![job]);
+                }
             }
         }
+    }
+
+    /// Sends jobs grouped by destination; what is not confirmed goes to the outbox.
+    async fn deliver(&mut self, jobs: Vec<Job>) {
         let mut unconfirmed = Vec::new();
-        for (destination, group) in by_destination {
+        for (destination, group) in by_destination(jobs) {
             if self.backlog {
                 unconfirmed.extend(group);
                 continue;
@@ -472,7 +553,11 @@ impl SinkRun {
                 self.stats.stored.fetch_add(n, Ordering::Relaxed);
                 self.stats.outbox.fetch_add(n as i64, Ordering::Relaxed);
                 self.backlog = true;
-                confirm(jobs);
+                for job in jobs {
+                    if let Some(done) = job.done {
+                        let _ = done.send(Kept::Stored);
+                    }
+                }
             }
             Err(e) => {
                 // Dropping the jobs tells waiting publishers their message was not kept: a QoS 1
@@ -563,7 +648,38 @@ impl SinkRun {
 fn confirm(jobs: Vec<Job>) {
     for job in jobs {
         if let Some(done) = job.done {
-            let _ = done.send(());
+            let _ = done.send(Kept::Confirmed);
         }
+    }
+}
+
+/// Jobs grouped by destination, in the order each destination first appears.
+fn by_destination(jobs: Vec<Job>) -> Vec<(Arc<Destination>, Vec<Job>)> {
+    let mut groups: Vec<(Arc<Destination>, Vec<Job>)> = Vec::new();
+    for job in jobs {
+        match groups
+            .iter_mut()
+            .find(|(d, _)| Arc::ptr_eq(d, &job.destination) || **d == *job.destination)
+        {
+            Some((_, group)) => group.push(job),
+            None => groups.push((job.destination.clone(), vec![job])),
+        }
+    }
+    groups
+}
+
+/// Keeps a copy its sink did not confirm on its owner's retries; if even that fails, the copy
+/// is dropped, which tells a waiting publisher it was not kept.
+async fn schedule(job: Job) {
+    let Unconfirmed::Retry(retries, body) = job.unconfirmed else {
+        return;
+    };
+    match retries.schedule(body).await {
+        Ok(()) => {
+            if let Some(done) = job.done {
+                let _ = done.send(Kept::Stored);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "could not store a delivery for its retries"),
     }
 }

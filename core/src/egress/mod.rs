@@ -1,8 +1,9 @@
 //! The egress engine: everything leaving the hub for somewhere else goes through here, durably.
 //!
-//! - [`forward`]: events for sinks' queues (consumer groups, SQS queues), batched per
-//!   destination; what a sink does not confirm waits in the store's outbox, in order, and is sent
-//!   again with back-off until its destination's retention expires it.
+//! - [`forward`]: events and rule outputs for sinks' queues (consumer groups, SQS queues),
+//!   batched per destination by one worker per sink; an event a sink does not confirm waits in
+//!   the store's outbox, in order, and is sent again with back-off until its destination's
+//!   retention expires it; a rule output it does not confirm goes to the retries.
 //! - [`retry`]: deliveries on a fixed retry schedule (rule outputs: 1, 3 and 10 s, then the rule's
 //!   error destination), each waiting attempt a store record, so a hard stop loses none.
 //!
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use forward::Kept;
 pub use forward::{Confirmation, ForwardError, SinkStats, SinkStatsSnapshot};
 
 use crate::clock::Clock;

@@ -184,8 +184,6 @@ pub struct RuleCounters {
     pub forwarded: AtomicU64,
     /// Deliveries that failed after the retries (reported to the error destination).
     pub failed: AtomicU64,
-    /// Deliveries dropped because too many were in flight.
-    pub dropped: AtomicU64,
 }
 
 /// A copy of [`RuleCounters`].
@@ -199,8 +197,6 @@ pub struct RuleCountersSnapshot {
     pub forwarded: u64,
     /// Deliveries that failed after the retries.
     pub failed: u64,
-    /// Deliveries dropped at the in-flight cap.
-    pub dropped: u64,
 }
 
 impl RuleCounters {
@@ -211,7 +207,6 @@ impl RuleCounters {
             throttled: self.throttled.load(Ordering::Relaxed),
             forwarded: self.forwarded.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
         }
     }
 }

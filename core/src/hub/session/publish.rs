@@ -75,6 +75,7 @@ impl Hub {
             DeviceRequest::of(&req.topic, pk, dn)
                 .map(|kind| (kind, req.topic.clone(), req.payload.clone(), req.qos))
         });
+        let req_qos = req.qos;
         let msg = Message {
             tenant: identity.tenant.clone(),
             topic: req.topic,
@@ -112,6 +113,7 @@ impl Hub {
             .accept(msg)
             .await
             .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+        let mut rules_kept = None;
         if let (Some(rules), Some((topic, payload, qos))) = (rules, rule_input) {
             let input = crate::hub::rules::RuleInput {
                 tenant: &identity.tenant,
@@ -121,15 +123,32 @@ impl Hub {
                 device: identity.device.as_ref(),
                 received_at_ms: now,
             };
-            Box::pin(self.run_rules(&rules, &input)).await;
+            rules_kept = Box::pin(self.run_rules(&rules, &input)).await;
         }
+        let wait = req_qos != QoS::AtMostOnce;
         let mut confirmation = None;
         if let Some((destinations, event)) = upstream {
-            let wait = event.qos != QoS::AtMostOnce;
             let enqueued = Box::pin(self.inner.forwarder.enqueue(&destinations, event, wait))
                 .await
                 .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
             confirmation = wait.then_some(enqueued);
+        }
+        // The rules' outputs are safe (sent, or stored for their retries) before a QoS 1/2
+        // publisher is acknowledged; a QoS 0 one does not wait for them.
+        if let Some(kept) = rules_kept {
+            if !wait {
+                tokio::spawn(async move {
+                    let _ = kept.await;
+                });
+            } else {
+                confirmation = Some(match confirmation {
+                    Some(upstream) => Box::pin(async move {
+                        upstream.await?;
+                        kept.await
+                    }),
+                    None => kept,
+                });
+            }
         }
         if let Some(request) = request {
             Box::pin(self.answer_device_request(identity, request, now)).await?;

@@ -1,33 +1,29 @@
 //! Rules as the hub manages and runs them: stored per tenant, compiled once, evaluated on every
 //! message a client publishes in the tenant, their outputs delivered with retries.
 
+mod output;
+
+pub(crate) use output::RuleAttempts;
+use output::RuleOutput;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{Hub, HubError};
-use crate::data::event::{Destination, Event, EventKind};
-use crate::data::message::{Message, QoS};
+use crate::data::event::Destination;
+use crate::data::message::QoS;
 use crate::data::model;
-use crate::egress::retry::Attempts;
+use crate::egress::Confirmation;
 use crate::limits::LimitId;
 use crate::rules::{
-    Context, Query, RETRY_DELAYS_SECS, Rule, RuleCounters, RuleCountersSnapshot, RuleDestination,
-    render_topic,
+    Context, Query, Rule, RuleCounters, RuleCountersSnapshot, RuleDestination, render_topic,
 };
 use crate::store::{records, transact};
 use crate::topic;
-
-/// First attempts at destinations in flight before new ones are dropped (retries wait in the
-/// store).
-const MAX_IN_FLIGHT: usize = 4096;
-
-/// How long one attempt at a destination may take.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A rule ready to run.
 pub(crate) struct ActiveRule {
@@ -41,7 +37,6 @@ pub(crate) struct RuleTable {
     /// Looked up for every message.
     by_tenant: std::sync::RwLock<crate::FastMap<String, Arc<[Arc<ActiveRule>]>>>,
     counters: std::sync::Mutex<HashMap<String, Arc<RuleCounters>>>,
-    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl RuleTable {
@@ -49,7 +44,6 @@ impl RuleTable {
         RuleTable {
             by_tenant: std::sync::RwLock::default(),
             counters: std::sync::Mutex::new(HashMap::new()),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
 
@@ -195,15 +189,22 @@ impl Hub {
         map.get(tenant).cloned()
     }
 
-    /// Runs `rules` on a message a client published: each matching rule's output is handed to
-    /// its destinations in the background (L-051 applies per matched message).
-    pub(crate) async fn run_rules(&self, rules: &[Arc<ActiveRule>], m: &RuleInput<'_>) {
+    /// Runs `rules` on a message a client published (L-051 applies per matched message): an
+    /// output to a queue goes out in its sink's next batch through the egress engine, and one the
+    /// sink does not confirm is kept on the durable retry schedule; an output to a topic is
+    /// published at once. The returned future resolves once every output is confirmed or stored
+    /// (a QoS 1 publisher is acknowledged after it); None when there is nothing to wait for.
+    pub(crate) async fn run_rules(
+        &self,
+        rules: &[Arc<ActiveRule>],
+        m: &RuleInput<'_>,
+    ) -> Option<Confirmation> {
         let matching: Vec<&Arc<ActiveRule>> = rules
             .iter()
             .filter(|r| topic::matches(&r.query.from, m.topic))
             .collect();
         if matching.is_empty() {
-            return;
+            return None;
         }
         let payload: Value = serde_json::from_slice(m.payload).unwrap_or(Value::Null);
         let (pk, dn) = m
@@ -218,6 +219,7 @@ impl Hub {
             timestamp_ms: m.received_at_ms,
         };
         let profile = self.profile_of(m.tenant);
+        let mut waits = Vec::new();
         for rule in matching {
             if !rule.query.matches(&cx) {
                 continue;
@@ -262,239 +264,18 @@ impl Hub {
                     received_at_ms: m.received_at_ms,
                     output: output.clone(),
                 };
-                match self.inner.rules.in_flight.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        let (hub, rule) = (self.clone(), rule.clone());
-                        tokio::spawn(async move {
-                            hub.deliver_rule_output(&rule, out).await;
-                            drop(permit);
-                        });
-                    }
-                    Err(_) => {
-                        rule.counters.dropped.fetch_add(1, Relaxed);
-                    }
-                }
+                waits.extend(Box::pin(self.send_rule_output(rule, out)).await);
             }
         }
-    }
-
-    /// The first attempt at a destination; a failure is stored for the retries (1, 3, 10 s),
-    /// which the egress engine runs from then on, across restarts.
-    async fn deliver_rule_output(&self, rule: &ActiveRule, out: RuleOutput) {
-        let Err(error) = self.attempt_rule_output(&out).await else {
-            rule.counters.forwarded.fetch_add(1, Relaxed);
-            return;
-        };
-        let body = serde_json::to_vec(&out).expect("rule outputs serialize");
-        if let Err(e) = self.inner.rule_retries.schedule(body).await {
-            tracing::error!(rule = %out.rule_id, error = %e, "could not store a rule delivery for its retries");
-            rule.counters.failed.fetch_add(1, Relaxed);
-            self.report_rule_failure(rule, &out, &error, 1).await;
-        }
-    }
-
-    /// The active rule `id` of `tenant`, if it is still enabled.
-    fn active_rule(&self, tenant: &str, id: &str) -> Option<Arc<ActiveRule>> {
-        self.tenant_rules(tenant)?
-            .iter()
-            .find(|r| r.rule.id == id)
-            .cloned()
-    }
-
-    async fn send_once(&self, destination: &Destination, event: &Event) -> Result<(), String> {
-        let sink = self
-            .inner
-            .forwarder
-            .sink(&destination.sink)
-            .ok_or_else(|| format!("sink {} is not configured", destination.sink))?;
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, sink.send(destination, &[event])).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("timed out".into()),
-        }
-    }
-
-    /// Sends a failure report to the rule's error destination (if it has one): a JSON document
-    /// naming the rule, the message, the destination and the error.
-    async fn report_rule_failure(
-        &self,
-        rule: &ActiveRule,
-        d: &RuleOutput,
-        error: &str,
-        attempts: usize,
-    ) {
-        let rule = &rule.rule;
-        let Some(error_destination) = &rule.error_destination else {
-            tracing::warn!(rule = %rule.id, error, "rule delivery failed; no error destination");
-            return;
-        };
-        let output: Value = serde_json::from_slice(&d.output).unwrap_or(Value::Null);
-        let report = json!({
-            "ruleId": rule.id, "ruleName": rule.name, "topic": d.topic,
-            "productKey": d.product_key, "deviceName": d.device_name,
-            "messageId": d.message_id.to_string(), "destination": d.destination, "error": error,
-            "attempts": attempts, "payload": output,
-        });
-        let payload = Bytes::from(report.to_string());
-        let outcome = match self.resolve(&rule.tenant, error_destination) {
-            Ok(Some(destination)) => {
-                let event = d.event(self.next_seq(), EventKind::RuleError, payload);
-                self.inner
-                    .forwarder
-                    .forward(&[Arc::new(destination)], event, true)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            Ok(None) => {
-                let RuleDestination::Topic { topic: t } = error_destination else {
-                    return;
-                };
-                let topic = render_topic(t, &d.product_key, &d.device_name);
-                let msg = Message::from_hub(
-                    &rule.tenant,
-                    topic,
-                    payload,
-                    QoS::AtLeastOnce,
-                    self.now_ms(),
-                );
-                self.accept(msg)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = outcome {
-            tracing::error!(rule = %rule.id, error = %e, "could not report a rule failure");
-        }
-    }
-}
-
-/// One rule output on its way to one destination: what a stored retry holds (JSON).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct RuleOutput {
-    rule_id: String,
-    destination: RuleDestination,
-    tenant: String,
-    topic: String,
-    product_key: String,
-    device_name: String,
-    message_id: u64,
-    qos: QoS,
-    received_at_ms: u64,
-    /// The rule's SELECT applied to the message: JSON text, shared by the outputs to each
-    /// destination, and stored as a string.
-    #[serde(with = "json_text")]
-    output: Bytes,
-}
-
-/// A rule output's JSON text as a JSON string in a stored retry (a `Bytes` would be an array of
-/// numbers).
-mod json_text {
-    use bytes::Bytes;
-    use serde::{Deserialize, Deserializer, Serializer, ser::Error as _};
-
-    pub(super) fn serialize<S: Serializer>(text: &Bytes, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(std::str::from_utf8(text).map_err(S::Error::custom)?)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
-        String::deserialize(d).map(Bytes::from)
-    }
-}
-
-impl RuleOutput {
-    fn event(&self, id: u64, kind: EventKind, payload: Bytes) -> Event {
-        Event {
-            id,
-            kind,
-            tenant: self.tenant.clone(),
-            product_key: self.product_key.clone(),
-            device_name: self.device_name.clone(),
-            topic: self.topic.clone(),
-            qos: self.qos,
-            generated_at_ms: self.received_at_ms,
-            payload,
-        }
-    }
-}
-
-impl Hub {
-    /// One write to the destination, within the tenant's write rate (L-052).
-    async fn attempt_rule_output(&self, out: &RuleOutput) -> Result<(), String> {
-        let profile = self.profile_of(&out.tenant);
-        if let Err(limited) = self
-            .inner
-            .limiter
-            .rule_write(&profile, &out.tenant, self.now_ms())
-        {
-            self.counted(limited);
-            return Err(limited.to_string());
-        }
-        let output = out.output.clone();
-        match self.resolve(&out.tenant, &out.destination) {
-            Ok(Some(destination)) => {
-                let event = out.event(out.message_id, EventKind::Rule, output);
-                self.send_once(&destination, &event).await
-            }
-            Ok(None) => {
-                let RuleDestination::Topic { topic: t } = &out.destination else {
-                    return Err("not a topic".into());
-                };
-                let topic = render_topic(t, &out.product_key, &out.device_name);
-                let qos = out.qos.min(QoS::AtLeastOnce);
-                let msg = Message::from_hub(&out.tenant, topic, output, qos, self.now_ms());
-                self.accept(msg)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-            // The destination went away (a deleted group).
-            Err(e) => Err(e.to_string()),
-        }
-    }
-}
-
-/// The rules' side of the egress engine's retries: attempts a stored rule output again, and
-/// reports it to the rule's error destination when the last attempt failed.
-pub(crate) struct RuleAttempts(pub(crate) Hub);
-
-#[async_trait::async_trait]
-impl Attempts for RuleAttempts {
-    async fn attempt(&self, body: &[u8]) -> Result<(), String> {
-        let Some((rule, out)) = self.stored(body) else {
-            return Ok(());
-        };
-        self.0.attempt_rule_output(&out).await?;
-        rule.counters.forwarded.fetch_add(1, Relaxed);
-        Ok(())
-    }
-
-    async fn exhausted(&self, body: &[u8], error: &str) {
-        let Some((rule, out)) = self.stored(body) else {
-            return;
-        };
-        rule.counters.failed.fetch_add(1, Relaxed);
-        let attempts = RETRY_DELAYS_SECS.len() + 1;
-        self.0
-            .report_rule_failure(&rule, &out, error, attempts)
-            .await;
-    }
-}
-
-impl RuleAttempts {
-    /// A stored output and its rule; None (the retry is dropped) when it no longer parses or
-    /// the rule was deleted or disabled meanwhile.
-    fn stored(&self, body: &[u8]) -> Option<(Arc<ActiveRule>, RuleOutput)> {
-        let Ok(out) = serde_json::from_slice::<RuleOutput>(body) else {
-            tracing::error!("a stored rule delivery no longer parses; dropped");
+        if waits.is_empty() {
             return None;
-        };
-        let Some(rule) = self.0.active_rule(&out.tenant, &out.rule_id) else {
-            tracing::debug!(rule = %out.rule_id, "rule deleted or disabled: its retry is dropped");
-            return None;
-        };
-        Some((rule, out))
+        }
+        Some(Box::pin(async move {
+            for wait in waits {
+                wait.await?;
+            }
+            Ok(())
+        }))
     }
 }
 
