@@ -1,13 +1,15 @@
-//! Chaos: the hub dies the hard way (SIGKILL) under load and nothing it acknowledged is lost.
-//! Each scenario is a black-box run of the `ironhub` binary with real MQTT clients, bounded in
-//! time; it prints what it counted (acknowledged, received, duplicates) for the record.
+//! Chaos: the hub or its broker dies the hard way (SIGKILL) under load, and nothing the hub
+//! acknowledged is lost. Each scenario is a black-box run of the `ironhub` binary with real MQTT
+//! and AMQP clients and a real RabbitMQ node of its own, bounded in time; it prints what it
+//! counted (acknowledged, received, duplicates, lost) for the record.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::Method;
-use ironhub_conformance::{Deployment, open_v3, v3};
+use ironhub_conformance::amqp::{self, GroupConsumer};
+use ironhub_conformance::{Deployment, DeviceCreds, open_v3, v3};
 use rumqttc::{Event, Packet, QoS};
 use serde_json::json;
 
@@ -171,4 +173,158 @@ async fn a_hard_kill_under_load_loses_no_acknowledged_message() {
             &lost[..lost.len().min(5)]
         );
     }
+}
+
+/// The RabbitMQ node these scenarios stop and kill, apart from the other tests' nodes.
+const CHAOS_NODE: (&str, u16) = ("ironhub-chaos", 5675);
+
+/// A device of a new tenant whose messages go to a consumer group on [`CHAOS_NODE`]; returns
+/// the device and the group's AMQP URL (its own credentials) and queue.
+async fn device_with_group(d: &Deployment, prefix: &str) -> (DeviceCreds, String, String) {
+    let tenant = Deployment::unique_tenant(prefix);
+    // No rate and no hourly data-point limit: a 3.1.1 device's discarded message is
+    // acknowledged too (it has no negative acknowledgement), which would hide a loss.
+    let unlimited = json!({ "rates": { "device_messages_qos0": "", "device_messages_qos1": "",
+        "tenant_messages": "", "device_connections": "" }, "data_points_per_hour": 0 });
+    let dev = d.tenant_with_profile(&tenant, unlimited).await;
+    let (s, g) = d
+        .api(
+            Method::POST,
+            &format!("/api/v1/tenants/{tenant}/consumer-groups"),
+            Some(json!({ "name": "backend" })),
+        )
+        .await;
+    assert_eq!(s, 201, "{g}");
+    let path = format!(
+        "/api/v1/tenants/{tenant}/consumer-groups/{}/products/{}",
+        g["id"].as_str().unwrap(),
+        dev.product_key
+    );
+    let (s, v) = d.api(Method::PUT, &path, None).await;
+    assert_eq!(s, 200, "{v}");
+    let c = &g["credentials"];
+    let url = amqp::url_as(
+        CHAOS_NODE,
+        c["username"].as_str().unwrap(),
+        c["password"].as_str().unwrap(),
+    );
+    (dev, url, g["queue"].as_str().unwrap().to_owned())
+}
+
+/// Consumes the group's queue until every acknowledged payload came (or a minute passed);
+/// returns (received, missing).
+async fn consume_all(
+    url: &str,
+    queue: &str,
+    acked: &HashSet<String>,
+) -> (Vec<String>, Vec<String>) {
+    let mut consumer = GroupConsumer::start(url, queue).await;
+    let mut got = Vec::new();
+    let mut unique = HashSet::new();
+    // The hub resends its outbox with back-off (at most 30 s between attempts).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !acked.iter().all(|m| unique.contains(m)) && Instant::now() < deadline {
+        if let Some(m) = consumer.next(Duration::from_secs(1)).await
+            && m.kind == "upstream"
+        {
+            let payload = String::from_utf8_lossy(&m.payload).into_owned();
+            unique.insert(payload.clone());
+            got.push(payload);
+        }
+    }
+    let missing = acked
+        .iter()
+        .filter(|m| !unique.contains(*m))
+        .cloned()
+        .collect();
+    (got, missing)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_kill_with_events_in_the_outbox_loses_none() {
+    let mut d = Deployment::start(&amqp::config(CHAOS_NODE)).await;
+    let (dev, url, queue) = device_with_group(&d, "chaos-outbox").await;
+    amqp::rabbitmq_ctl(CHAOS_NODE, "stop_app");
+    let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
+    let mut acked = HashSet::new();
+    for i in 0..100 {
+        let payload = format!("outbox-{i}");
+        c.publish(
+            dev.user_topic("data"),
+            QoS::AtLeastOnce,
+            false,
+            payload.clone(),
+        )
+        .await
+        .unwrap();
+        v3::acked(&mut ev).await;
+        acked.insert(payload);
+    }
+    // Acknowledged with the broker down: in the outbox. The hub dies, the broker comes back.
+    d.kill();
+    amqp::rabbitmq_ctl(CHAOS_NODE, "start_app");
+    d.restart().await;
+    let (got, missing) = consume_all(&url, &queue, &acked).await;
+    println!(
+        "outbox across kill -9: acknowledged {}, received {}, duplicates {}, lost {}",
+        acked.len(),
+        got.len(),
+        got.len() - got.iter().collect::<HashSet<_>>().len(),
+        missing.len()
+    );
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_killed_under_load_loses_nothing_acknowledged() {
+    let d = Deployment::start(&amqp::config(CHAOS_NODE)).await;
+    let (dev, url, queue) = device_with_group(&d, "chaos-broker").await;
+    let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishing = tokio::spawn({
+        let (acked, stop, topic) = (acked.clone(), stop.clone(), dev.user_topic("data"));
+        async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let payload = format!("load-{i}");
+                c.publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+                    .await
+                    .unwrap();
+                v3::acked(&mut ev).await;
+                acked.lock().unwrap().push(payload);
+                i += 1;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A crash of the broker, not a stop: whatever it had not confirmed is gone from it.
+    amqp::rabbitmq_ctl(CHAOS_NODE, "kill");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    amqp::rabbitmq_ctl(CHAOS_NODE, "start");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publishing.await.unwrap();
+    let acked: HashSet<String> = acked.lock().unwrap().iter().cloned().collect();
+    assert!(acked.len() > 50, "the load was too light: {}", acked.len());
+    let (got, missing) = consume_all(&url, &queue, &acked).await;
+    let (_, sinks) = d.api(Method::GET, "/api/v1/sinks", None).await;
+    assert!(
+        sinks[0]["send_failures"].as_u64() > Some(0),
+        "the kill was felt: {sinks}"
+    );
+    println!(
+        "RabbitMQ SIGKILL under load: acknowledged {}, received {}, duplicates {}, lost {}",
+        acked.len(),
+        got.len(),
+        got.len() - got.iter().collect::<HashSet<_>>().len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "acknowledged but lost: {} of {}, e.g. {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
 }

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+
 use super::{Hub, HubError};
 use crate::data::event::{Destination, Event};
 use crate::data::model::{self, ConsumerGroup};
@@ -19,6 +21,12 @@ pub(crate) struct GroupRoutes {
     /// Each group's queue by `{tenant}/{id}`, for rules (no store read per rule output).
     by_id: HashMap<String, Arc<Destination>>,
 }
+
+/// A notification for consumer groups: where it goes, and what.
+pub(crate) type Notification = (Arc<[Arc<Destination>]>, Event);
+
+/// Notifications waiting for [`Hub::notify_forever`] before they go on their own.
+pub(crate) const NOTIFICATION_QUEUE: usize = 65_536;
 
 impl Hub {
     /// Attaches a sink: events for its destinations flow to it from now on, starting with those
@@ -87,23 +95,52 @@ impl Hub {
     }
 
     /// Sends a notification about a device of product `pk` to the product's consumer groups, in
-    /// the background (`make` gets a message id and the time).
+    /// the background but in the order notifications happen (a device's online event before its
+    /// offline one); `make` gets a message id and the time.
     pub(crate) fn notify_groups(&self, pk: &str, make: impl FnOnce(u64, u64) -> Event) {
         let Some(destinations) = self.group_destinations(pk) else {
             return;
         };
         let event = make(self.next_seq(), self.now_ms());
-        let hub = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = hub
-                .inner
-                .forwarder
-                .forward(&destinations, event, true)
-                .await
-            {
-                tracing::warn!(error = %e, "a device notification was not forwarded");
+        if let Err(e) = self.inner.notifications.try_send((destinations, event)) {
+            // Thousands waiting: this one goes on its own, possibly out of order.
+            let (destinations, event) = e.into_inner();
+            let hub = self.clone();
+            tokio::spawn(async move { hub.notify(&destinations, event).await });
+        }
+    }
+
+    /// Hands the notifications to the sinks' workers one after another, until the hub stops.
+    pub(crate) async fn notify_forever(self, mut queue: mpsc::Receiver<Notification>) {
+        loop {
+            let next = tokio::select! {
+                n = queue.recv() => n,
+                () = self.inner.shutdown.cancelled() => None,
+            };
+            let Some((destinations, event)) = next else {
+                return;
+            };
+            self.notify(&destinations, event).await;
+        }
+    }
+
+    /// Enqueues one notification, then waits for it to be safe in the background.
+    async fn notify(&self, destinations: &[Arc<Destination>], event: Event) {
+        match self
+            .inner
+            .forwarder
+            .enqueue(destinations, event, true)
+            .await
+        {
+            Ok(confirmation) => {
+                tokio::spawn(async move {
+                    if let Err(e) = confirmation.await {
+                        tracing::warn!(error = %e, "a device notification was not forwarded");
+                    }
+                });
             }
-        });
+            Err(e) => tracing::warn!(error = %e, "a device notification was not forwarded"),
+        }
     }
 
     async fn revoke_consumer(&self, group: &ConsumerGroup) {

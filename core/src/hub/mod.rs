@@ -229,6 +229,8 @@ pub(crate) struct Inner {
     pub(crate) rule_retries: Arc<Retries>,
     /// Persistent sessions' stored queues, written with group commit.
     pub(crate) stored_queues: stored_queue::StoredQueues,
+    /// Device notifications for consumer groups, in order ([`Hub::notify_forever`]).
+    pub(crate) notifications: tokio::sync::mpsc::Sender<groups::Notification>,
     /// The consumer-group queues of each product.
     pub(crate) group_routes: RwLock<groups::GroupRoutes>,
     /// Each tenant's enabled rules, compiled.
@@ -339,6 +341,8 @@ impl Hub {
         };
         let rule_retries = Retries::new(egress.clone(), &crate::rules::RETRY_DELAYS_SECS);
         let forwarder = Forwarder::new(egress);
+        let (notifications, notification_queue) =
+            tokio::sync::mpsc::channel(groups::NOTIFICATION_QUEUE);
         let hub = Hub {
             inner: Arc::new(Inner {
                 seq,
@@ -354,6 +358,7 @@ impl Hub {
                 forwarder,
                 rule_retries,
                 stored_queues: stored_queue::StoredQueues::start(store.clone()),
+                notifications,
                 group_routes: RwLock::new(groups::GroupRoutes::default()),
                 rules: rules::RuleTable::new(),
                 api_keys: business::ApiKeys::default(),
@@ -395,6 +400,7 @@ impl Hub {
         hub.inner
             .rule_retries
             .start(Arc::new(rules::RuleAttempts(hub.clone())));
+        tokio::spawn(hub.clone().notify_forever(notification_queue));
         let sweeper = hub.clone();
         tokio::spawn(async move { sweeper.sweep_sessions_forever().await });
         let flusher = hub.clone();
