@@ -328,3 +328,53 @@ async fn rabbitmq_killed_under_load_loses_nothing_acknowledged() {
         &missing[..missing.len().min(5)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_half_open_connections_are_closed_and_slow_no_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = unlimited_open_broker().await;
+    // 2,000 connections that never send CONNECT, and 500 that stop in the middle of one.
+    let connect = ironhub_conformance::raw::connect("half-open", 60, None);
+    let mut idle = Vec::new();
+    for i in 0..2_500 {
+        let mut s = tokio::net::TcpStream::connect(d.mqtt).await.unwrap();
+        if i >= 2_000 {
+            s.write_all(&connect[..connect.len() / 2]).await.unwrap();
+        }
+        idle.push(s);
+    }
+    let opened = Instant::now();
+    // Meanwhile a client connects, subscribes and gets what another publishes.
+    let (sub, mut sev) = v3::connect(open_v3(&d, "regular-sub")).await;
+    sub.subscribe("regular/#", QoS::AtLeastOnce).await.unwrap();
+    v3::suback(&mut sev).await;
+    let (publisher, mut pev) = v3::connect(open_v3(&d, "regular-pub")).await;
+    publisher
+        .publish("regular/1", QoS::AtLeastOnce, false, "hello")
+        .await
+        .unwrap();
+    v3::acked(&mut pev).await;
+    let got = v3::next_publish(&mut sev).await;
+    assert_eq!(&got.payload[..], b"hello");
+    println!(
+        "a regular round trip among 2,500 idle connections took {:?}",
+        opened.elapsed()
+    );
+    // Each idle connection is closed by the hub at its CONNECT deadline (10 s after it opened).
+    let mut closed = 0;
+    for mut s in idle {
+        let mut buf = [0u8; 16];
+        let left = Duration::from_secs(20).saturating_sub(opened.elapsed());
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(left, s.read(&mut buf)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 2_500, "every idle connection was closed by the hub");
+    // And the regular clients were not.
+    publisher
+        .publish("regular/2", QoS::AtLeastOnce, false, "still here")
+        .await
+        .unwrap();
+    v3::acked(&mut pev).await;
+    assert_eq!(&v3::next_publish(&mut sev).await.payload[..], b"still here");
+}
