@@ -11,6 +11,11 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties, Consumer};
+use serde_json::json;
+
+use hyper::Method;
+
+use crate::Deployment;
 
 /// The node every AMQP test shares.
 pub const SHARED_NODE: (&str, u16) = ("ironhub-test", 5673);
@@ -176,5 +181,42 @@ impl GroupConsumer {
             out.push(m);
         }
         out
+    }
+}
+
+/// A consumer group as its business server sees it: its queue and the AMQP URL with the
+/// group's own credentials (shown once, at creation).
+pub struct Group {
+    /// Its queue.
+    pub queue: String,
+    /// The AMQP URL with its credentials.
+    pub url: String,
+}
+
+/// Creates a consumer group on `node` and associates `products` with it.
+pub async fn group(d: &Deployment, node: (&str, u16), tenant: &str, products: &[&str]) -> Group {
+    let (s, g) = d
+        .api(
+            Method::POST,
+            &format!("/api/v1/tenants/{tenant}/consumer-groups"),
+            Some(json!({ "name": "backend" })),
+        )
+        .await;
+    assert_eq!(s, 201, "create group: {g}");
+    let id = g["id"].as_str().expect("id");
+    for pk in products {
+        let path = format!("/api/v1/tenants/{tenant}/consumer-groups/{id}/products/{pk}");
+        let (s, v) = d.api(Method::PUT, &path, None).await;
+        assert_eq!(s, 200, "associate: {v}");
+    }
+    let credentials = &g["credentials"];
+    let url = url_as(
+        node,
+        credentials["username"].as_str().expect("username"),
+        credentials["password"].as_str().expect("password"),
+    );
+    Group {
+        queue: g["queue"].as_str().expect("queue").to_owned(),
+        url,
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use hyper::Method;
-use ironhub_conformance::amqp::{self, GroupConsumer, Received, SHARED_NODE};
+use ironhub_conformance::amqp::{self, GroupConsumer, Received, SHARED_NODE, group};
 use ironhub_conformance::{Deployment, DeviceCreds, v3};
 use rumqttc::QoS;
 use serde_json::{Value, json};
@@ -18,41 +18,6 @@ fn fast_profile() -> Value {
 
 async fn deployment(node: (&str, u16)) -> Deployment {
     Deployment::start(&amqp::config(node)).await
-}
-
-/// A consumer group as its business server sees it: its queue and the AMQP URL with the
-/// group's own credentials (shown once, at creation).
-struct Group {
-    queue: String,
-    url: String,
-}
-
-/// Creates a consumer group on `node` and associates `products` with it.
-async fn group(d: &Deployment, node: (&str, u16), tenant: &str, products: &[&str]) -> Group {
-    let (s, g) = d
-        .api(
-            Method::POST,
-            &format!("/api/v1/tenants/{tenant}/consumer-groups"),
-            Some(json!({ "name": "backend" })),
-        )
-        .await;
-    assert_eq!(s, 201, "create group: {g}");
-    let id = g["id"].as_str().expect("id");
-    for pk in products {
-        let path = format!("/api/v1/tenants/{tenant}/consumer-groups/{id}/products/{pk}");
-        let (s, v) = d.api(Method::PUT, &path, None).await;
-        assert_eq!(s, 200, "associate: {v}");
-    }
-    let credentials = &g["credentials"];
-    let url = amqp::url_as(
-        node,
-        credentials["username"].as_str().expect("username"),
-        credentials["password"].as_str().expect("password"),
-    );
-    Group {
-        queue: g["queue"].as_str().expect("queue").to_owned(),
-        url,
-    }
 }
 
 async fn second_product(d: &Deployment, tenant: &str) -> DeviceCreds {

@@ -178,37 +178,17 @@ async fn a_hard_kill_under_load_loses_no_acknowledged_message() {
 /// The RabbitMQ node these scenarios stop and kill, apart from the other tests' nodes.
 const CHAOS_NODE: (&str, u16) = ("ironhub-chaos", 5675);
 
-/// A device of a new tenant whose messages go to a consumer group on [`CHAOS_NODE`]; returns
-/// the device and the group's AMQP URL (its own credentials) and queue.
-async fn device_with_group(d: &Deployment, prefix: &str) -> (DeviceCreds, String, String) {
+/// A device of a new tenant whose messages go to a consumer group on [`CHAOS_NODE`], and the
+/// group.
+async fn device_with_group(d: &Deployment, prefix: &str) -> (DeviceCreds, amqp::Group) {
     let tenant = Deployment::unique_tenant(prefix);
     // No rate and no hourly data-point limit: a 3.1.1 device's discarded message is
     // acknowledged too (it has no negative acknowledgement), which would hide a loss.
     let unlimited = json!({ "rates": { "device_messages_qos0": "", "device_messages_qos1": "",
         "tenant_messages": "", "device_connections": "" }, "data_points_per_hour": 0 });
     let dev = d.tenant_with_profile(&tenant, unlimited).await;
-    let (s, g) = d
-        .api(
-            Method::POST,
-            &format!("/api/v1/tenants/{tenant}/consumer-groups"),
-            Some(json!({ "name": "backend" })),
-        )
-        .await;
-    assert_eq!(s, 201, "{g}");
-    let path = format!(
-        "/api/v1/tenants/{tenant}/consumer-groups/{}/products/{}",
-        g["id"].as_str().unwrap(),
-        dev.product_key
-    );
-    let (s, v) = d.api(Method::PUT, &path, None).await;
-    assert_eq!(s, 200, "{v}");
-    let c = &g["credentials"];
-    let url = amqp::url_as(
-        CHAOS_NODE,
-        c["username"].as_str().unwrap(),
-        c["password"].as_str().unwrap(),
-    );
-    (dev, url, g["queue"].as_str().unwrap().to_owned())
+    let group = amqp::group(d, CHAOS_NODE, &tenant, &[&dev.product_key]).await;
+    (dev, group)
 }
 
 /// Consumes the group's queue until every acknowledged payload came (or a minute passed);
@@ -243,7 +223,7 @@ async fn consume_all(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hard_kill_with_events_in_the_outbox_loses_none() {
     let mut d = Deployment::start(&amqp::config(CHAOS_NODE)).await;
-    let (dev, url, queue) = device_with_group(&d, "chaos-outbox").await;
+    let (dev, group) = device_with_group(&d, "chaos-outbox").await;
     amqp::rabbitmq_ctl(CHAOS_NODE, "stop_app");
     let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
     let mut acked = HashSet::new();
@@ -264,7 +244,7 @@ async fn a_hard_kill_with_events_in_the_outbox_loses_none() {
     d.kill();
     amqp::rabbitmq_ctl(CHAOS_NODE, "start_app");
     d.restart().await;
-    let (got, missing) = consume_all(&url, &queue, &acked).await;
+    let (got, missing) = consume_all(&group.url, &group.queue, &acked).await;
     println!(
         "outbox across kill -9: acknowledged {}, received {}, duplicates {}, lost {}",
         acked.len(),
@@ -278,7 +258,7 @@ async fn a_hard_kill_with_events_in_the_outbox_loses_none() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_killed_under_load_loses_nothing_acknowledged() {
     let d = Deployment::start(&amqp::config(CHAOS_NODE)).await;
-    let (dev, url, queue) = device_with_group(&d, "chaos-broker").await;
+    let (dev, group) = device_with_group(&d, "chaos-broker").await;
     let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
     let acked = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -307,7 +287,7 @@ async fn rabbitmq_killed_under_load_loses_nothing_acknowledged() {
     publishing.await.unwrap();
     let acked: HashSet<String> = acked.lock().unwrap().iter().cloned().collect();
     assert!(acked.len() > 50, "the load was too light: {}", acked.len());
-    let (got, missing) = consume_all(&url, &queue, &acked).await;
+    let (got, missing) = consume_all(&group.url, &group.queue, &acked).await;
     let (_, sinks) = d.api(Method::GET, "/api/v1/sinks", None).await;
     assert!(
         sinks[0]["send_failures"].as_u64() > Some(0),

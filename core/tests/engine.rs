@@ -222,22 +222,35 @@ async fn rule_to_group(hub: &Hub) -> String {
     hub.rules().create("sandbox", spec).await.unwrap().rule.id
 }
 
+/// A sink that refuses everything, attached to `hub`, and [`rule_to_group`]'s rule; returns the
+/// sink and the rule's id.
+async fn failing_rule(hub: &Hub) -> (Arc<RecordingSink>, String) {
+    let sink = RecordingSink::new(true);
+    hub.attach_sink(sink.clone());
+    let rule = rule_to_group(hub).await;
+    (sink, rule)
+}
+
+/// A client `sensor` that has published `sensors/1` (QoS 1), which the rule matches.
+async fn sensor_published(hub: &Hub) -> Connected {
+    let c = connect(hub, request(hub, "sensor", true, None)).await;
+    c.session
+        .publish(publish(hub, "sensors/1", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    c
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failing_rule_destination_is_retried_after_1_3_and_10_s_then_reported() {
     let hub = hub(|_| {}).await;
-    let sink = RecordingSink::new(true);
-    hub.attach_sink(sink.clone());
-    rule_to_group(&hub).await;
+    let (sink, _) = failing_rule(&hub).await;
     let mut watcher = connect(&hub, request(&hub, "watcher", true, None)).await;
     watcher
         .session
         .subscribe(subscribe("rule-errors", QoS::AtLeastOnce))
         .await;
-    let c = connect(&hub, request(&hub, "sensor", true, None)).await;
-    c.session
-        .publish(publish(&hub, "sensors/1", QoS::AtLeastOnce))
-        .await
-        .unwrap();
+    let _sensor = sensor_published(&hub).await;
     advance_ms(0).await;
     assert_eq!(sink.times(), [0], "the first attempt at once");
     for (wait, expected) in [(1_000, vec![0, 1_000]), (3_000, vec![0, 1_000, 4_000])] {
@@ -270,14 +283,8 @@ async fn a_failing_rule_destination_is_retried_after_1_3_and_10_s_then_reported(
 async fn a_rule_delivery_waiting_for_its_retry_is_made_by_the_next_process() {
     let store: Arc<dyn Store> = Arc::new(memory_store());
     let first = hub_on(store.clone(), |_| {}).await;
-    let failing = RecordingSink::new(true);
-    first.attach_sink(failing.clone());
-    rule_to_group(&first).await;
-    let c = connect(&first, request(&first, "sensor", true, None)).await;
-    c.session
-        .publish(publish(&first, "sensors/1", QoS::AtLeastOnce))
-        .await
-        .unwrap();
+    let (failing, _) = failing_rule(&first).await;
+    let c = sensor_published(&first).await;
     advance_ms(0).await;
     assert_eq!(failing.times(), [0]);
     // This process stops before the retry is due; the retry is only in the store.
@@ -300,19 +307,13 @@ async fn a_rule_delivery_waiting_for_its_retry_is_made_by_the_next_process() {
 #[tokio::test(start_paused = true)]
 async fn a_retry_of_a_rule_disabled_meanwhile_is_dropped_unreported() {
     let hub = hub(|_| {}).await;
-    let sink = RecordingSink::new(true);
-    hub.attach_sink(sink.clone());
-    let rule = rule_to_group(&hub).await;
+    let (sink, rule) = failing_rule(&hub).await;
     let mut watcher = connect(&hub, request(&hub, "watcher", true, None)).await;
     watcher
         .session
         .subscribe(subscribe("rule-errors", QoS::AtLeastOnce))
         .await;
-    let c = connect(&hub, request(&hub, "sensor", true, None)).await;
-    c.session
-        .publish(publish(&hub, "sensors/1", QoS::AtLeastOnce))
-        .await
-        .unwrap();
+    let _sensor = sensor_published(&hub).await;
     advance_ms(0).await;
     assert_eq!(sink.times(), [0]);
     hub.rules()
@@ -541,14 +542,8 @@ async fn overlapping_subscriptions_make_one_delivery_with_every_identifier() {
 async fn a_rule_output_is_safe_before_its_publisher_is_acknowledged() {
     let store: Arc<dyn Store> = Arc::new(memory_store());
     let hub = hub_on(store.clone(), |_| {}).await;
-    let sink = RecordingSink::new(true);
-    hub.attach_sink(sink.clone());
-    rule_to_group(&hub).await;
-    let c = connect(&hub, request(&hub, "sensor", true, None)).await;
-    c.session
-        .publish(publish(&hub, "sensors/1", QoS::AtLeastOnce))
-        .await
-        .unwrap();
+    let (sink, _) = failing_rule(&hub).await;
+    let _sensor = sensor_published(&hub).await;
     // Acknowledged: the output's first attempt went out through the sink's worker, failed,
     // and is in the store for its retries, all before the publish returned.
     assert_eq!(sink.times(), [0]);

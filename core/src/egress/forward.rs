@@ -219,6 +219,12 @@ impl Forwarder {
         }
     }
 
+    /// The queue of a sink's worker and its counters.
+    fn worker(&self, sink: &str) -> Option<(mpsc::Sender<Job>, Arc<SinkStats>)> {
+        let workers = self.workers.read().expect("forwarder lock");
+        workers.get(sink).map(|w| (w.tx.clone(), w.stats.clone()))
+    }
+
     pub(crate) fn sink(&self, name: &str) -> Option<Arc<dyn Sink>> {
         let workers = self.workers.read().expect("forwarder lock");
         workers.get(name).map(|w| w.sink.clone())
@@ -259,13 +265,7 @@ impl Forwarder {
                 done,
                 unconfirmed: Unconfirmed::Outbox,
             };
-            let worker = {
-                let workers = self.workers.read().expect("forwarder lock");
-                workers
-                    .get(&destination.sink)
-                    .map(|w| (w.tx.clone(), w.stats.clone()))
-            };
-            let Some((tx, stats)) = worker else {
+            let Some((tx, stats)) = self.worker(&destination.sink) else {
                 // The sink is not configured on this node: keep the event for when it is.
                 store_jobs(&self.env, &destination.sink, &[job]).await?;
                 continue;
@@ -300,10 +300,7 @@ impl Forwarder {
         body: Vec<u8>,
     ) -> Result<oneshot::Receiver<Kept>, ForwardError> {
         let (done, kept) = oneshot::channel();
-        let tx = {
-            let workers = self.workers.read().expect("forwarder lock");
-            workers.get(&destination.sink).map(|w| w.tx.clone())
-        };
+        let tx = self.worker(&destination.sink).map(|(tx, _)| tx);
         let job = Job {
             destination,
             event: Arc::new(event),
@@ -422,19 +419,20 @@ impl SinkRun {
                 }
             }
             // Copies with retries of their own are attempted now whatever the outbox holds:
-            // they keep no order with it.
-            let (retrying, outboxed): (Vec<Job>, Vec<Job>) =
-                jobs.into_iter().partition(Job::retries);
-            if !retrying.is_empty() {
+            // they keep no order with it. (Most batches have none: no split then.)
+            if jobs.iter().any(Job::retries) {
+                let (retrying, outboxed): (Vec<Job>, Vec<Job>) =
+                    jobs.into_iter().partition(Job::retries);
                 self.attempt(retrying).await;
-            }
-            if outboxed.is_empty() {
-                continue;
+                jobs = outboxed;
+                if jobs.is_empty() {
+                    continue;
+                }
             }
             if self.backlog {
-                self.store(outboxed).await;
+                self.store(jobs).await;
             } else {
-                self.deliver(outboxed).await;
+                self.deliver(jobs).await;
             }
         }
         // Stopping: whatever is still buffered goes to the outbox (or its retries) for the next

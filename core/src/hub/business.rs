@@ -380,12 +380,7 @@ impl Business<'_> {
 
     /// Revokes an API key.
     pub async fn delete_api_key(&self, tenant: &str, id: &str) -> Result<(), HubError> {
-        let known = self
-            .hub
-            .business()
-            .api_keys(tenant)
-            .iter()
-            .any(|k| k.id == id);
+        let known = self.api_keys(tenant).iter().any(|k| k.id == id);
         if !known {
             return Err(HubError::NotFound {
                 what: "api key",

@@ -117,12 +117,7 @@ async fn commit(store: &dyn Store, batch: Vec<Op>) {
             continue;
         };
         let answer = match &written {
-            Ok(Some(stamp)) => {
-                let mut id = [0; 14];
-                id[..10].copy_from_slice(stamp);
-                id[10..].copy_from_slice(&order.to_be_bytes());
-                Ok(id)
-            }
+            Ok(Some(stamp)) => Ok(records::queue_id(stamp, order)),
             Ok(None) => Err(StoreError::Backend(
                 "the store gave the queue's commit no stamp".into(),
             )),

@@ -219,7 +219,18 @@ where
     run(store.begin_read().await?, body).await
 }
 
-async fn run<T, F>(mut txn: Box<dyn Txn>, mut body: F) -> Result<T, StoreError>
+async fn run<T, F>(txn: Box<dyn Txn>, body: F) -> Result<T, StoreError>
+where
+    F: for<'t> FnMut(&'t mut dyn Txn) -> TxnFuture<'t, T>,
+{
+    run_stamped(txn, body).await.map(|(value, _)| value)
+}
+
+/// [`run`], also returning the commit's stamp ([`Txn::committed_stamp`]).
+async fn run_stamped<T, F>(
+    mut txn: Box<dyn Txn>,
+    mut body: F,
+) -> Result<(T, Option<[u8; 10]>), StoreError>
 where
     F: for<'t> FnMut(&'t mut dyn Txn) -> TxnFuture<'t, T>,
 {
@@ -231,7 +242,7 @@ where
             Err(err) => Err(err),
         };
         match outcome {
-            Ok(value) => return Ok(value),
+            Ok(value) => return Ok((value, txn.committed_stamp())),
             Err(err) if attempts >= MAX_ATTEMPTS => return Err(err),
             Err(err) => txn.on_error(err).await?,
         }
@@ -257,17 +268,12 @@ pub async fn write_stamped(
     store: &dyn Store,
     writes: impl Fn(&mut dyn Txn) + Send + Sync,
 ) -> Result<Option<[u8; 10]>, StoreError> {
-    let mut txn = store.begin().await?;
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        writes(&mut *txn);
-        match txn.commit().await {
-            Ok(()) => return Ok(txn.committed_stamp()),
-            Err(err) if attempts >= MAX_ATTEMPTS => return Err(err),
-            Err(err) => txn.on_error(err).await?,
-        }
-    }
+    let txn = store.begin().await?;
+    let written = run_stamped(txn, |t| {
+        writes(t);
+        Box::pin(std::future::ready(Ok(())))
+    });
+    written.await.map(|((), stamp)| stamp)
 }
 
 /// Decodes an i64 counter written by `Txn::add` (missing bytes read as zero).

@@ -309,12 +309,7 @@ async fn queue_keeps_publication_order(store: &dyn Store) {
     let q = records::read_queue(&mut *t, "s2", 0).await.unwrap();
     let expected: Vec<records::QueueId> = [0u32, 1]
         .iter()
-        .map(|order| {
-            let mut id = [0; 14];
-            id[..10].copy_from_slice(&stamp);
-            id[10..].copy_from_slice(&order.to_be_bytes());
-            id
-        })
+        .map(|order| records::queue_id(&stamp, *order))
         .collect();
     assert_eq!(q.iter().map(|(id, _)| *id).collect::<Vec<_>>(), expected);
     records::delete_session(&mut *t, "s2");

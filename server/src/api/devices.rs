@@ -31,12 +31,12 @@ pub(super) fn routes() -> Vec<Route> {
         post(
             "/api/v1/products/{pk}/devices/{dn}/disable",
             "Disable a device",
-            disable,
+            |ctx, ()| set_enabled(ctx, false),
         ),
         post(
             "/api/v1/products/{pk}/devices/{dn}/enable",
             "Enable a device",
-            enable,
+            |ctx, ()| set_enabled(ctx, true),
         ),
         get(
             "/api/v1/products/{pk}/devices/{dn}/usage",
@@ -121,19 +121,12 @@ async fn remove(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
     Ok(NoContent)
 }
 
-async fn disable(ctx: Ctx, _: ()) -> Result<DeviceView, ApiError> {
+async fn set_enabled(ctx: Ctx, enabled: bool) -> Result<DeviceView, ApiError> {
+    let (pk, dn) = (ctx.param("pk"), ctx.param("dn"));
     Ok(ctx
         .hub
         .registry()
-        .set_device_enabled(ctx.param("pk"), ctx.param("dn"), false)
-        .await?)
-}
-
-async fn enable(ctx: Ctx, _: ()) -> Result<DeviceView, ApiError> {
-    Ok(ctx
-        .hub
-        .registry()
-        .set_device_enabled(ctx.param("pk"), ctx.param("dn"), true)
+        .set_device_enabled(pk, dn, enabled)
         .await?)
 }
 

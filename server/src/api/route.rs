@@ -320,46 +320,23 @@ impl Route {
     }
 }
 
-/// `GET path`, answered by `handler`.
-pub(crate) fn get<I, R, F, Fut>(path: &'static str, summary: &'static str, handler: F) -> Route
-where
-    I: Extract,
-    R: Respond,
-    F: Fn(Ctx, I) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, ApiError>> + Send + 'static,
-{
-    Route::new(Method::GET, path, summary, handler)
+/// `get`, `post`, `put` and `delete`: a route of that method, answered by `handler`.
+macro_rules! method_routes {
+    ($($name:ident => $method:ident),*) => {$(
+        pub(crate) fn $name<I, R, F, Fut>(
+            path: &'static str,
+            summary: &'static str,
+            handler: F,
+        ) -> Route
+        where
+            I: Extract,
+            R: Respond,
+            F: Fn(Ctx, I) -> Fut + Send + Sync + 'static,
+            Fut: Future<Output = Result<R, ApiError>> + Send + 'static,
+        {
+            Route::new(Method::$method, path, summary, handler)
+        }
+    )*};
 }
 
-/// `POST path`.
-pub(crate) fn post<I, R, F, Fut>(path: &'static str, summary: &'static str, handler: F) -> Route
-where
-    I: Extract,
-    R: Respond,
-    F: Fn(Ctx, I) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, ApiError>> + Send + 'static,
-{
-    Route::new(Method::POST, path, summary, handler)
-}
-
-/// `PUT path`.
-pub(crate) fn put<I, R, F, Fut>(path: &'static str, summary: &'static str, handler: F) -> Route
-where
-    I: Extract,
-    R: Respond,
-    F: Fn(Ctx, I) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, ApiError>> + Send + 'static,
-{
-    Route::new(Method::PUT, path, summary, handler)
-}
-
-/// `DELETE path`.
-pub(crate) fn delete<I, R, F, Fut>(path: &'static str, summary: &'static str, handler: F) -> Route
-where
-    I: Extract,
-    R: Respond,
-    F: Fn(Ctx, I) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, ApiError>> + Send + 'static,
-{
-    Route::new(Method::DELETE, path, summary, handler)
-}
+method_routes!(get => GET, post => POST, put => PUT, delete => DELETE);

@@ -19,12 +19,12 @@ pub(super) fn routes() -> Vec<Route> {
         post(
             "/api/v1/tenants/{tenant}/rules/{id}/enable",
             "Enable a rule",
-            enable,
+            |ctx, ()| set_enabled(ctx, true),
         ),
         post(
             "/api/v1/tenants/{tenant}/rules/{id}/disable",
             "Disable a rule",
-            disable,
+            |ctx, ()| set_enabled(ctx, false),
         ),
     ]
     .into_iter()
@@ -66,18 +66,7 @@ async fn remove(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
     Ok(NoContent)
 }
 
-async fn enable(ctx: Ctx, _: ()) -> Result<RuleView, ApiError> {
-    Ok(ctx
-        .hub
-        .rules()
-        .set_enabled(ctx.param("tenant"), ctx.param("id"), true)
-        .await?)
-}
-
-async fn disable(ctx: Ctx, _: ()) -> Result<RuleView, ApiError> {
-    Ok(ctx
-        .hub
-        .rules()
-        .set_enabled(ctx.param("tenant"), ctx.param("id"), false)
-        .await?)
+async fn set_enabled(ctx: Ctx, enabled: bool) -> Result<RuleView, ApiError> {
+    let (tenant, id) = (ctx.param("tenant"), ctx.param("id"));
+    Ok(ctx.hub.rules().set_enabled(tenant, id, enabled).await?)
 }

@@ -22,25 +22,40 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Hub {
     /// The first attempt at a destination: a queue's through its sink's worker (the future
-    /// says when it is safe), a topic's here and now.
+    /// says when it is safe), a topic's here and now; a failure goes to the retries.
     pub(super) async fn send_rule_output(
         &self,
         rule: &Arc<ActiveRule>,
         out: RuleOutput,
     ) -> Option<Confirmation> {
-        let Ok(Some(destination)) = self.resolve(&out.tenant, &out.destination) else {
-            // A topic, or a destination that went away (its retries will say so).
-            self.deliver_rule_output(rule, out).await;
-            return None;
+        let attempted = match self.admit_rule_write(&out.tenant) {
+            Err(error) => Err(error),
+            Ok(()) => match self.resolve(&out.tenant, &out.destination) {
+                Ok(Some(destination)) => {
+                    return Some(self.enqueue_rule_output(rule, out, destination).await);
+                }
+                Ok(None) => self.publish_rule_output(&out).await,
+                // The destination went away (a deleted group): its retries will say so.
+                Err(e) => Err(e.to_string()),
+            },
         };
-        let profile = self.profile_of(&out.tenant);
-        let now = self.now_ms();
-        if let Err(limited) = self.inner.limiter.rule_write(&profile, &out.tenant, now) {
-            self.counted(limited);
-            self.retry_rule_output(rule, &out, &limited.to_string())
-                .await;
-            return None;
+        match attempted {
+            Ok(()) => {
+                rule.counters.forwarded.fetch_add(1, Relaxed);
+            }
+            Err(error) => self.retry_rule_output(rule, &out, &error).await,
         }
+        None
+    }
+
+    /// Hands an output to its queue's sink worker; the future resolves once it is confirmed
+    /// (counted as forwarded) or stored for its retries.
+    async fn enqueue_rule_output(
+        &self,
+        rule: &Arc<ActiveRule>,
+        out: RuleOutput,
+        destination: Destination,
+    ) -> Confirmation {
         let event = out.event(out.message_id, EventKind::Rule, out.output.clone());
         let body = serde_json::to_vec(&out).expect("rule outputs serialize");
         let retries = self.inner.rule_retries.clone();
@@ -50,7 +65,7 @@ impl Hub {
             .enqueue_retrying(Arc::new(destination), event, retries, body)
             .await;
         let (hub, rule) = (self.clone(), rule.clone());
-        Some(Box::pin(async move {
+        Box::pin(async move {
             let kept = match enqueued {
                 Ok(kept) => kept.await.map_err(|_| "neither sent nor stored".to_owned()),
                 Err(e) => Err(e.to_string()),
@@ -63,23 +78,11 @@ impl Hub {
                 // Its retries take it from here.
                 Ok(Kept::Stored) => Ok(()),
                 Err(error) => {
-                    rule.counters.failed.fetch_add(1, Relaxed);
-                    hub.report_rule_failure(&rule, &out, &error, 1).await;
+                    hub.fail_rule_output(&rule, &out, &error).await;
                     Err(ForwardError::NotKept(error))
                 }
             }
-        }))
-    }
-
-    /// An attempt made here (topics); a failure is stored for the retries (1, 3, 10 s), which
-    /// the egress engine runs from then on, across restarts.
-    async fn deliver_rule_output(&self, rule: &ActiveRule, out: RuleOutput) {
-        match self.attempt_rule_output(&out).await {
-            Ok(()) => {
-                rule.counters.forwarded.fetch_add(1, Relaxed);
-            }
-            Err(error) => self.retry_rule_output(rule, &out, &error).await,
-        }
+        })
     }
 
     /// Keeps an output whose first attempt failed for its retries; if even that fails, it is
@@ -88,9 +91,14 @@ impl Hub {
         let body = serde_json::to_vec(out).expect("rule outputs serialize");
         if let Err(e) = self.inner.rule_retries.schedule(body).await {
             tracing::error!(rule = %out.rule_id, error = %e, "could not store a rule delivery for its retries");
-            rule.counters.failed.fetch_add(1, Relaxed);
-            self.report_rule_failure(rule, out, error, 1).await;
+            self.fail_rule_output(rule, out, error).await;
         }
+    }
+
+    /// An output that could not even be kept for its retries: counted and reported at once.
+    async fn fail_rule_output(&self, rule: &ActiveRule, out: &RuleOutput, error: &str) {
+        rule.counters.failed.fetch_add(1, Relaxed);
+        self.report_rule_failure(rule, out, error, 1).await;
     }
 
     /// The active rule `id` of `tenant`, if it is still enabled.
@@ -220,38 +228,41 @@ impl RuleOutput {
 }
 
 impl Hub {
-    /// One write to the destination, within the tenant's write rate (L-052).
+    /// A retry's write to the destination, within the tenant's write rate (L-052).
     async fn attempt_rule_output(&self, out: &RuleOutput) -> Result<(), String> {
-        let profile = self.profile_of(&out.tenant);
-        if let Err(limited) = self
-            .inner
-            .limiter
-            .rule_write(&profile, &out.tenant, self.now_ms())
-        {
-            self.counted(limited);
-            return Err(limited.to_string());
-        }
-        let output = out.output.clone();
+        self.admit_rule_write(&out.tenant)?;
         match self.resolve(&out.tenant, &out.destination) {
             Ok(Some(destination)) => {
-                let event = out.event(out.message_id, EventKind::Rule, output);
+                let event = out.event(out.message_id, EventKind::Rule, out.output.clone());
                 self.send_once(&destination, &event).await
             }
-            Ok(None) => {
-                let RuleDestination::Topic { topic: t } = &out.destination else {
-                    return Err("not a topic".into());
-                };
-                let topic = render_topic(t, &out.product_key, &out.device_name);
-                let qos = out.qos.min(QoS::AtLeastOnce);
-                let msg = Message::from_hub(&out.tenant, topic, output, qos, self.now_ms());
-                self.accept(msg)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
+            Ok(None) => self.publish_rule_output(out).await,
             // The destination went away (a deleted group).
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// One write of the tenant's rules to a destination, within its rate (L-052).
+    fn admit_rule_write(&self, tenant: &str) -> Result<(), String> {
+        let profile = self.profile_of(tenant);
+        self.inner
+            .limiter
+            .rule_write(&profile, tenant, self.now_ms())
+            .map_err(|limited| self.counted(limited).to_string())
+    }
+
+    /// Publishes an output to its topic destination.
+    async fn publish_rule_output(&self, out: &RuleOutput) -> Result<(), String> {
+        let RuleDestination::Topic { topic: t } = &out.destination else {
+            return Err("not a topic".into());
+        };
+        let topic = render_topic(t, &out.product_key, &out.device_name);
+        let qos = out.qos.min(QoS::AtLeastOnce);
+        let msg = Message::from_hub(&out.tenant, topic, out.output.clone(), qos, self.now_ms());
+        self.accept(msg)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -13,7 +13,7 @@ use super::{
     KickReason, Live, Session, Slot, SlotGuard, SlotState, TAKEOVER_WAIT,
 };
 use crate::acl::{self, Access};
-use crate::admission;
+use crate::admission::{self, Cause, Stage};
 use crate::auth::{self, SignedClientId};
 use crate::data::event::Event;
 use crate::data::model::{self, Device};
@@ -441,6 +441,21 @@ impl Hub {
             && tenant == open.tenant
             && acl::open_broker_denies_subscribers(&open.rules)
             && !acl::open_broker_delivers(&open.rules, topic)
+    }
+
+    /// What the engine does with a refusal of the admission checks: a limit's is counted (for
+    /// /metrics), an ACL refusal logged at warn with the session and what it asked for.
+    pub(super) fn note_refusal(&self, session: &str, stage: Stage, cause: &Cause, asked: &str) {
+        match (cause, stage) {
+            (Cause::Limited(l), _) => self.inner.stats.limited(l.limit),
+            (Cause::NotAuthorized, Stage::Subscribe) => {
+                tracing::warn!(%session, filter = %asked, "ACL: subscribe refused");
+            }
+            (Cause::NotAuthorized, _) => {
+                tracing::warn!(%session, topic = %asked, "ACL: publish refused");
+            }
+            _ => {}
+        }
     }
 
     pub(super) fn may(

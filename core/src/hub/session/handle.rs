@@ -7,7 +7,7 @@ use super::{
     ClientIdentity, PublishRefusal, PublishRequest, Session, SessionExpiryRefused,
     SubscribeRefusal, SubscribeRequest, Will,
 };
-use crate::admission;
+use crate::admission::{self, Stage};
 use crate::data::event::Event;
 use crate::data::message::{Message, Origin, QoS};
 use crate::egress::Confirmation;
@@ -72,13 +72,9 @@ impl Session {
             let filter = match admission::subscription(cfg, &req.filter, may) {
                 Ok(filter) => filter,
                 Err(refusal) => {
-                    match &refusal {
-                        SubscribeRefusal::Limited(l) => self.hub.inner.stats.limited(l.limit),
-                        SubscribeRefusal::NotAuthorized(filter) => {
-                            tracing::warn!(session = %self.identity.key, %filter, "ACL: subscribe refused");
-                        }
-                        _ => {}
-                    }
+                    let session = &self.identity.key;
+                    self.hub
+                        .note_refusal(session, Stage::Subscribe, &refusal.cause(), &req.filter);
                     results.push(Err(refusal));
                     continue;
                 }
@@ -233,10 +229,8 @@ impl Session {
                 _ = hub.inner.shutdown.cancelled() => return,
                 _ = tokio::time::sleep_until(due) => {}
             }
-            let resumed = {
-                let st = slot.state.lock().await;
-                st.generation != generation || st.live.is_some()
-            };
+            // A connection that resumed the session moved its generation on.
+            let resumed = slot.state.lock().await.generation != generation;
             if resumed || !hub.holds(&slot.key).await {
                 return;
             }

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::alink::DeviceRequest;
 use super::{ClientIdentity, PublishRefusal, PublishRequest};
-use crate::admission;
+use crate::admission::{self, Stage};
 use crate::data::event::{Event, EventKind};
 use crate::data::message::{Message, Origin, QoS};
 use crate::egress::Confirmation;
@@ -52,13 +52,7 @@ impl Hub {
         let now = self.now_ms();
         let may = |access, topic: &str| self.may(identity, access, topic);
         admission::publish(&self.inner.config, &req.topic, &req.properties, may).inspect_err(
-            |refusal| match refusal {
-                PublishRefusal::Limited(l) => self.inner.stats.limited(l.limit),
-                PublishRefusal::NotAuthorized(topic) => {
-                    tracing::warn!(session = %identity.key, %topic, "ACL: publish refused");
-                }
-                _ => {}
-            },
+            |r| self.note_refusal(&identity.key, Stage::Publish, &r.cause(), &req.topic),
         )?;
         self.admit_message(charges, req.qos != QoS::AtMostOnce, &req.payload, now)
             .await

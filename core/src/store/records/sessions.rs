@@ -102,6 +102,15 @@ pub fn push_queued(txn: &mut dyn Txn, session: &str, order: u32, msg: &Message) 
     txn.set_versionstamped(&queue_prefix(session), &order.to_be_bytes(), &encode(msg));
 }
 
+/// The place of the message that a commit with `stamp` queued with `order`
+/// ([`push_queued`], [`crate::store::write_stamped`]).
+pub fn queue_id(stamp: &[u8; 10], order: u32) -> QueueId {
+    let mut id = [0; 14];
+    id[..10].copy_from_slice(stamp);
+    id[10..].copy_from_slice(&order.to_be_bytes());
+    id
+}
+
 /// Removes one queued message.
 pub fn remove_queued(txn: &mut dyn Txn, session: &str, id: &QueueId) {
     let mut k = queue_prefix(session);
