@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 mod helpers;
 pub mod amqp;
 pub mod coap;
+pub mod http;
 pub mod report;
 pub mod sqs;
 pub mod v3;
@@ -100,7 +101,24 @@ pub struct Deployment {
     config: PathBuf,
     data: tempfile::TempDir,
     child: Option<Child>,
+    /// The process's open-file limit, when the launch set one.
+    open_files: Option<u64>,
 }
+
+/// How to start a deployment, beyond its configuration.
+#[derive(Default)]
+pub struct Launch {
+    /// TOML appended to the generated configuration.
+    pub config: String,
+    /// The server's open-file limit (soft and hard, through `prlimit`).
+    pub open_files: Option<u64>,
+    /// Runs once on the data directory's path (created, empty) before the first start: a test
+    /// mounts a small file system there.
+    pub prepare_data: Option<PrepareData>,
+}
+
+/// A step run on the data directory before a deployment first starts.
+pub type PrepareData = Box<dyn FnOnce(&std::path::Path)>;
 
 impl Deployment {
     /// The admin token (for clients other than this harness, such as the console test's browser).
@@ -111,11 +129,29 @@ impl Deployment {
     /// Starts ironhub on the embedded store with `extra_config` (TOML) appended to a config that
     /// sets the ports and data directory.
     pub async fn start(extra_config: &str) -> Deployment {
+        Deployment::launch(Launch {
+            config: extra_config.into(),
+            ..Launch::default()
+        })
+        .await
+    }
+
+    /// Starts ironhub as `launch` says (always a process of its own, never an attached
+    /// deployment).
+    pub async fn launch(launch: Launch) -> Deployment {
+        let extra_config = launch.config.as_str();
         let data = tempfile::tempdir().expect("temp dir");
-        if extra_config.is_empty()
+        let plain = launch.open_files.is_none() && launch.prepare_data.is_none();
+        if plain
+            && extra_config.is_empty()
             && let Some(attached) = Deployment::attached(&data)
         {
             return attached;
+        }
+        if let Some(prepare) = launch.prepare_data {
+            let dir = data.path().join("data");
+            std::fs::create_dir_all(&dir).expect("data dir");
+            prepare(&dir);
         }
         let config = data.path().join("ironhub.toml");
         let mut d = Deployment {
@@ -125,6 +161,7 @@ impl Deployment {
             config,
             data,
             child: None,
+            open_files: launch.open_files,
         };
         // Another process may take a port between the check and the bind: then try new ones.
         for _ in 0..5 {
@@ -165,6 +202,7 @@ impl Deployment {
             config: PathBuf::new(),
             data,
             child: None,
+            open_files: None,
         })
     }
 
@@ -195,7 +233,15 @@ impl Deployment {
     /// not get ready in time.
     async fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::File::create(self.data.path().join("ironhub.log")).expect("log file");
-        let child = Command::new(binary())
+        let mut command = match self.open_files {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(&self.config)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hyper::Method;
 use ironhub_conformance::amqp::{self, GroupConsumer};
-use ironhub_conformance::{Deployment, DeviceCreds, open_v3, v3};
+use ironhub_conformance::{Deployment, DeviceCreds, open_v3, open_v5, v3};
 use rumqttc::{Event, Packet, QoS};
 use serde_json::json;
 
@@ -23,6 +23,12 @@ const SLOW: Duration = Duration::from_millis(2);
 /// An open broker whose sandbox tenant has no rate limits (the load is the point).
 async fn unlimited_open_broker() -> Deployment {
     let d = Deployment::open_broker("").await;
+    unlimit_sandbox(&d).await;
+    d
+}
+
+/// Takes the rate limits off the open broker's sandbox tenant.
+async fn unlimit_sandbox(d: &Deployment) {
     let profile = json!({ "rates": { "tenant_connections": "", "device_connections": "",
         "tenant_messages": "", "device_messages_qos0": "", "device_messages_qos1": "" },
         "data_points_per_hour": 0 });
@@ -38,7 +44,6 @@ async fn unlimited_open_broker() -> Deployment {
         )
         .await;
     assert_eq!(s, 200, "{v}");
-    d
 }
 
 fn persistent(d: &Deployment, client_id: &str) -> rumqttc::MqttOptions {
@@ -357,4 +362,276 @@ async fn silent_and_half_open_connections_are_closed_and_slow_no_one() {
         .unwrap();
     v3::acked(&mut pev).await;
     assert_eq!(&v3::next_publish(&mut sev).await.payload[..], b"still here");
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts `mb` MiB at `dir`; None (with the reason printed) where mounting is not allowed.
+    fn mount(dir: &std::path::Path, mb: u32) -> Option<Tmpfs> {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            println!(
+                "skipped: cannot mount a tmpfs (needs root): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return None;
+        }
+        Some(Tmpfs(dir.to_owned()))
+    }
+
+    /// Fills the file system but `free_kib`, with a file that [`Tmpfs::make_room`] removes.
+    fn fill(&self, free_kib: u64) {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).and_then(|()| f.sync_all()).is_ok() {}
+        let full = std::fs::metadata(&path).unwrap().len();
+        f.set_len(full.saturating_sub(free_kib * 1024)).unwrap();
+    }
+
+    fn make_room(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_what_it_cannot_store_and_recovers_by_itself() {
+    use ironhub_conformance::Launch;
+    use ironhub_conformance::http::Http;
+    use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PubAckReason};
+    use rumqttc::v5::{Event as Event5, mqttbytes::QoS as QoS5};
+
+    let mount: Arc<Mutex<Option<Tmpfs>>> = Arc::default();
+    let (http_config, http) = Http::plain();
+    let mut d = Deployment::launch(Launch {
+        config: format!("[hub]\n[hub.open_broker]\nenabled = true\n{http_config}"),
+        prepare_data: Some(Box::new({
+            let mount = mount.clone();
+            move |dir| *mount.lock().unwrap() = Tmpfs::mount(dir, 32)
+        })),
+        ..Launch::default()
+    })
+    .await;
+    let Some(disk) = mount.lock().unwrap().take() else {
+        return;
+    };
+    unlimit_sandbox(&d).await;
+    let dev = d.provision(&Deployment::unique_tenant("full")).await;
+    // A persistent subscriber away: what it is sent must be stored.
+    subscriber(&d, "keeper", Arc::default(), false).await;
+    let (publisher, mut ev) = ironhub_conformance::v5::connect(open_v5(&d, "filler")).await;
+    let publish = async |ev: &mut rumqttc::v5::EventLoop, seq: usize| {
+        publisher
+            .publish(
+                format!("chaos/{seq}"),
+                QoS5::AtLeastOnce,
+                false,
+                format!("{seq:0>2048}"),
+            )
+            .await
+            .unwrap();
+        loop {
+            match ev.poll().await {
+                Ok(Event5::Incoming(Packet5::PubAck(a))) => {
+                    let reason = a.properties.and_then(|p| p.reason_string);
+                    return (a.reason, reason);
+                }
+                Ok(_) => {}
+                Err(e) => panic!("the publisher lost its connection: {e}"),
+            }
+        }
+    };
+
+    disk.fill(512);
+    let mut acked = Vec::new();
+    let mut refusal = None;
+    for seq in 0..5_000 {
+        match publish(&mut ev, seq).await {
+            (PubAckReason::Success, _) => acked.push(format!("{seq:0>2048}")),
+            other => {
+                refusal = Some(other);
+                break;
+            }
+        }
+    }
+    let (code, reason) = refusal.expect("a publish was refused once the disk was full");
+    println!(
+        "disk full after {} acknowledged messages: {code:?} {reason:?}",
+        acked.len()
+    );
+    assert!(
+        matches!(
+            code,
+            PubAckReason::UnspecifiedError | PubAckReason::QuotaExceeded
+        ),
+        "{code:?}"
+    );
+    let reason = reason.expect("the refusal says why");
+    assert!(
+        reason.contains("No space left") || reason.contains("closed after an I/O error"),
+        "{reason}"
+    );
+    // An HTTP device cannot be given a token it would lose in a restart.
+    let (status, _, body) = http.auth(&dev, &dev.device_secret).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unavailable"),
+        "{body}"
+    );
+
+    // Space returns: publishers are accepted again without a restart.
+    disk.make_room();
+    let recovered = Instant::now();
+    let mut seq = 10_000;
+    loop {
+        seq += 1;
+        if let (PubAckReason::Success, _) = publish(&mut ev, seq).await {
+            acked.push(format!("{seq:0>2048}"));
+            break;
+        }
+        assert!(
+            recovered.elapsed() < Duration::from_secs(20),
+            "still refused 20 s after space returned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "accepted again {:?} after space returned",
+        recovered.elapsed()
+    );
+    let (status, _, body) = http.auth(&dev, &dev.device_secret).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Everything acknowledged was stored: the subscriber gets all of it.
+    let got: HashSet<String> = drain(&d, "keeper").await.into_iter().collect();
+    let lost = acked.iter().filter(|m| !got.contains(*m)).count();
+    println!(
+        "acknowledged {}, received {}, lost {lost}",
+        acked.len(),
+        got.len()
+    );
+    assert_eq!(lost, 0, "acknowledged but lost");
+    let log = d.log();
+    for warning in ["store write failed", "stored-queue commits fail"] {
+        assert_eq!(
+            log.matches(warning).count(),
+            1,
+            "one warning for the outage:\n{log}"
+        );
+    }
+    d.kill();
+    drop(disk);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_past_the_open_file_limit_is_refused_cleanly() {
+    use ironhub_conformance::Launch;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// The hub's open-file limit here (20,000 on this machine; lower keeps the test light).
+    const LIMIT: u64 = 1_024;
+    const FLOOD: usize = 1_500;
+    let d = Deployment::launch(Launch {
+        config: "[hub]\n[hub.open_broker]\nenabled = true\n".into(),
+        open_files: Some(LIMIT),
+        ..Launch::default()
+    })
+    .await;
+    unlimit_sandbox(&d).await;
+    let (sub, mut sev) = v3::connect(open_v3(&d, "regular-sub")).await;
+    sub.subscribe("regular/#", QoS::AtLeastOnce).await.unwrap();
+    v3::suback(&mut sev).await;
+    let (publisher, mut pev) = v3::connect(open_v3(&d, "regular-pub")).await;
+
+    // MQTT clients that connect and stay, more than the hub has descriptors for.
+    let mut flood = Vec::new();
+    for i in 0..FLOOD {
+        let mut s = tokio::net::TcpStream::connect(d.mqtt).await.unwrap();
+        s.write_all(&ironhub_conformance::raw::connect(
+            &format!("flood-{i}"),
+            60,
+            None,
+        ))
+        .await
+        .unwrap();
+        flood.push(tokio::spawn(async move {
+            let mut ack = [0u8; 4];
+            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut ack)).await {
+                Ok(Ok(n)) if n > 0 && ack[0] == 0x20 => Some(Some(s)),
+                Ok(_) => Some(None),
+                Err(_) => None,
+            }
+        }));
+    }
+    let (mut served, mut refused, mut hanging) = (Vec::new(), 0, 0);
+    for f in flood {
+        match f.await.unwrap() {
+            Some(Some(s)) => served.push(s),
+            Some(None) => refused += 1,
+            None => hanging += 1,
+        }
+    }
+    println!(
+        "flood of {FLOOD} with {LIMIT} descriptors: {} served, {refused} refused, {hanging} left hanging",
+        served.len()
+    );
+    assert_eq!(hanging, 0, "every connection is served or refused at once");
+    assert!(refused > 0, "the flood went past the limit");
+    assert!(served.len() > 900, "the hub serves up to its limit");
+    // The clients it had are served throughout.
+    publisher
+        .publish("regular/1", QoS::AtLeastOnce, false, "during")
+        .await
+        .unwrap();
+    v3::acked(&mut pev).await;
+    assert_eq!(&v3::next_publish(&mut sev).await.payload[..], b"during");
+    let warnings = d.log().matches("out of file descriptors").count();
+    assert_eq!(warnings, 1, "one warning, not one per refusal");
+
+    // The flood goes: new clients are served again.
+    drop(served);
+    let gone = Instant::now();
+    loop {
+        let mut o = open_v3(&d, "after-flood");
+        o.set_keep_alive(Duration::from_secs(30));
+        let (c, mut ev) = rumqttc::AsyncClient::new(o, 8);
+        let acked = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match ev.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => return true,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await;
+        drop(c);
+        if acked == Ok(true) {
+            break;
+        }
+        assert!(
+            gone.elapsed() < Duration::from_secs(15),
+            "not served again after the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("served again {:?} after the flood went", gone.elapsed());
 }

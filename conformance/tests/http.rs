@@ -2,139 +2,11 @@
 //! `/auth` and `/topic/...` scheme, its errors, tokens that survive a crash, and the same limits
 //! as MQTT.
 
-use std::process::Command;
 use std::time::Duration;
 
-use ironhub_conformance::{Deployment, DeviceCreds, free_port, v3};
-use serde_json::{Value, json};
-
-struct Http {
-    base: String,
-    /// Extra curl arguments (the CA file for HTTPS).
-    tls: Vec<String>,
-}
-
-/// One curl call: returns (status, headers, JSON body).
-fn curl(args: &[&str]) -> (u16, String, Value) {
-    let out = Command::new("curl")
-        .args(["-s", "-S", "-i", "--max-time", "10"])
-        .args(args)
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        head.to_lowercase(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
-}
-
-impl Http {
-    async fn start(extra: &str) -> (Deployment, Http) {
-        let port = free_port();
-        let d = Deployment::start(&format!(
-            "[http]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n{extra}"
-        ))
-        .await;
-        (
-            d,
-            Http {
-                base: format!("http://127.0.0.1:{port}"),
-                tls: Vec::new(),
-            },
-        )
-    }
-
-    async fn start_https(certs: &std::path::Path) -> (Deployment, Http) {
-        let (cert, key) = ironhub_conformance::self_signed(certs);
-        let port = free_port();
-        let d = Deployment::start(&format!(
-            "[http]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\ncert = {cert:?}\nkey = {key:?}\n"
-        ))
-        .await;
-        (
-            d,
-            Http {
-                base: format!("https://127.0.0.1:{port}"),
-                tls: vec!["--cacert".into(), cert.display().to_string()],
-            },
-        )
-    }
-
-    fn auth_body(dev: &DeviceCreds, secret: &str) -> String {
-        let ts = ironhub_core::now_ms().to_string();
-        let client_id = format!("{}.{}", dev.product_key, dev.device_name);
-        let sign = ironhub_core::auth::mqtt_password(
-            ironhub_core::auth::SignMethod::HmacSha1,
-            secret,
-            &client_id,
-            &dev.device_name,
-            &dev.product_key,
-            Some(&ts),
-        );
-        json!({ "productKey": dev.product_key, "deviceName": dev.device_name, "clientId": client_id,
-                "timestamp": ts, "signmethod": "hmacsha1", "sign": sign, "version": "default" })
-        .to_string()
-    }
-
-    async fn call(&self, mut args: Vec<String>) -> (u16, String, Value) {
-        args.splice(0..0, self.tls.iter().cloned());
-        tokio::task::spawn_blocking(move || {
-            curl(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        })
-        .await
-        .unwrap()
-    }
-
-    async fn auth(&self, dev: &DeviceCreds, secret: &str) -> (u16, String, Value) {
-        let url = format!("{}/auth", self.base);
-        self.call(vec![
-            "-X".into(),
-            "POST".into(),
-            "-H".into(),
-            "content-type: application/json".into(),
-            "--data".into(),
-            Self::auth_body(dev, secret),
-            url,
-        ])
-        .await
-    }
-
-    async fn token(&self, dev: &DeviceCreds) -> String {
-        let (status, _, v) = self.auth(dev, &dev.device_secret).await;
-        assert_eq!(status, 200, "{v}");
-        v["info"]["token"].as_str().expect("token").to_owned()
-    }
-
-    async fn publish(
-        &self,
-        token: Option<&str>,
-        topic: &str,
-        body: Vec<u8>,
-    ) -> (u16, String, Value) {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), body).unwrap();
-        let mut args = vec![
-            "-X".into(),
-            "POST".into(),
-            "--data-binary".into(),
-            format!("@{}", file.path().display()),
-        ];
-        if let Some(t) = token {
-            args.extend(["-H".into(), format!("password: {t}")]);
-        }
-        args.push(format!("{}/topic{topic}", self.base));
-        let r = self.call(args).await;
-        drop(file);
-        r
-    }
-}
+use ironhub_conformance::http::Http;
+use ironhub_conformance::{Deployment, v3};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_authenticates_and_publishes_over_http_to_an_mqtt_subscriber() {
@@ -260,11 +132,6 @@ async fn https_with_the_configured_certificate() {
         .await;
     assert_eq!((status, v["code"].as_i64()), (200, Some(0)), "{v}");
     let plain = format!("http{}", &https.base["https".len()..]);
-    let (status, _, _) = Http {
-        base: plain,
-        tls: Vec::new(),
-    }
-    .auth(&dev, &dev.device_secret)
-    .await;
+    let (status, _, _) = Http::at(plain).auth(&dev, &dev.device_secret).await;
     assert_ne!(status, 200, "plain HTTP is not served on the HTTPS port");
 }

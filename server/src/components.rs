@@ -140,7 +140,7 @@ async fn http(config: &Config) -> Result<Box<dyn Transport>, ComponentError> {
     };
     let tls = match (&h.cert, &h.key) {
         (Some(cert), Some(key)) => {
-            Some(ironhub_tls::acceptor(cert, key).map_err(|e| start(e.to_string()))?)
+            Some(ironhub_tcp::tls::acceptor(cert, key).map_err(|e| start(e.to_string()))?)
         }
         (None, None) => None,
         _ => {
@@ -202,7 +202,7 @@ async fn mqtt(config: &Config) -> Result<Vec<Box<dyn Transport>>, ComponentError
         .map_err(|e| start("mqtt", format!("bind {}: {e}", config.mqtt.listen)))?;
     let mut out: Vec<Box<dyn Transport>> = vec![Box::new(plain)];
     if let Some(tls) = &config.mqtt.tls {
-        let acceptor = ironhub_tls::acceptor(&tls.cert, &tls.key)
+        let acceptor = ironhub_tcp::tls::acceptor(&tls.cert, &tls.key)
             .map_err(|e| start("mqtt tls", e.to_string()))?;
         let secure = ironhub_mqtt::MqttTransport::bind_tls(tls.listen, acceptor)
             .await

@@ -81,13 +81,25 @@ fn stopped() -> StoreError {
 
 async fn write_forever(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Op>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // One warning per outage (a full disk fails every commit until space returns).
+    let mut failing = false;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        commit(&*store, std::mem::take(&mut batch)).await;
+        match commit(&*store, std::mem::take(&mut batch)).await {
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "stored-queue commits fail: their publishers are refused");
+            }
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("stored-queue commits succeed again");
+            }
+            _ => {}
+        }
     }
 }
 
 /// Writes one batch in one transaction and answers its pushes.
-async fn commit(store: &dyn Store, batch: Vec<Op>) {
+async fn commit(store: &dyn Store, batch: Vec<Op>) -> Result<(), StoreError> {
     // Each push's place within the commit, per session (the stamp comes from the commit).
     let mut next: HashMap<&str, u32> = HashMap::new();
     let orders: Vec<u32> = batch
@@ -121,13 +133,11 @@ async fn commit(store: &dyn Store, batch: Vec<Op>) {
             Ok(None) => Err(StoreError::Backend(
                 "the store gave the queue's commit no stamp".into(),
             )),
-            Err(e) => Err(StoreError::Backend(e.to_string())),
+            Err(e) => Err(e.clone()),
         };
         let _ = done.send(answer);
     }
-    if let Err(e) = &written {
-        tracing::warn!(error = %e, "stored-queue commit failed: its publishers are refused");
-    }
+    written.map(|_| ())
 }
 
 #[cfg(test)]

@@ -15,6 +15,12 @@
 
 use serde_json::{Map, Number, Value};
 
+/// Longest statement accepted, in bytes: the expression tree is walked recursively when a
+/// message is evaluated and when it is dropped, so its size is bounded with the text.
+pub const MAX_SQL_BYTES: usize = 4096;
+/// Deepest nesting of parentheses, function calls, NOT and unary minus the parser follows.
+pub const MAX_NESTING: usize = 32;
+
 /// Why a statement was refused, with the byte offset where parsing stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid rule SQL at {position}: {message}")]
@@ -107,10 +113,17 @@ const FUNCTIONS: &[&str] = &[
 impl Query {
     /// Parses a statement.
     pub fn parse(sql: &str) -> Result<Query, SqlError> {
+        if sql.len() > MAX_SQL_BYTES {
+            return Err(SqlError {
+                position: MAX_SQL_BYTES,
+                message: format!("the statement is longer than {MAX_SQL_BYTES} bytes"),
+            });
+        }
         let mut p = Parser {
             tokens: tokenize(sql)?,
             at: 0,
             len: sql.len(),
+            depth: 0,
         };
         p.keyword("SELECT")?;
         let mut items = vec![p.item()?];
@@ -267,9 +280,25 @@ struct Parser {
     tokens: Vec<(usize, Token)>,
     at: usize,
     len: usize,
+    /// How deeply the parser has nested (see [`MAX_NESTING`]).
+    depth: usize,
 }
 
 impl Parser {
+    /// Parses one nested part with `f`, refusing to go deeper than [`MAX_NESTING`].
+    fn nested<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, SqlError>,
+    ) -> Result<T, SqlError> {
+        if self.depth == MAX_NESTING {
+            return Err(self.error(&format!("nested deeper than {MAX_NESTING} levels")));
+        }
+        self.depth += 1;
+        let parsed = f(self);
+        self.depth -= 1;
+        parsed
+    }
+
     fn error(&self, message: &str) -> SqlError {
         SqlError {
             position: self.tokens.get(self.at).map_or(self.len, |(p, _)| *p),
@@ -369,7 +398,7 @@ impl Parser {
     fn comparison(&mut self) -> Result<Expr, SqlError> {
         if self.peek_keyword("NOT") {
             self.at += 1;
-            return Ok(Expr::Not(Box::new(self.comparison()?)));
+            return Ok(Expr::Not(Box::new(self.nested(Self::comparison)?)));
         }
         let left = self.binary_level(3)?;
         if self.peek_keyword("IS") {
@@ -392,13 +421,13 @@ impl Parser {
 
     fn unary(&mut self) -> Result<Expr, SqlError> {
         if self.eat(&Token::Minus) {
-            return Ok(Expr::Neg(Box::new(self.unary()?)));
+            return Ok(Expr::Neg(Box::new(self.nested(Self::unary)?)));
         }
         match self.next() {
             Some(Token::Num(n)) => Ok(Expr::Literal(Value::Number(n))),
             Some(Token::Str(s)) => Ok(Expr::Literal(Value::String(s))),
             Some(Token::Open) => {
-                let e = self.expr()?;
+                let e = self.nested(Self::expr)?;
                 if !self.eat(&Token::Close) {
                     return Err(self.error("expected )"));
                 }
@@ -426,9 +455,9 @@ impl Parser {
             };
             let mut args = Vec::new();
             if !self.eat(&Token::Close) {
-                args.push(self.expr()?);
+                args.push(self.nested(Self::expr)?);
                 while self.eat(&Token::Comma) {
-                    args.push(self.expr()?);
+                    args.push(self.nested(Self::expr)?);
                 }
                 if !self.eat(&Token::Close) {
                     return Err(self.error("expected ) after the arguments"));
@@ -649,5 +678,46 @@ mod tests {
         assert!(Query::parse("SELECT a FROM '/a/#/b'").is_err());
         assert!(Query::parse("SELECT a FROM '/#' extra").is_err());
         assert!(Query::parse("SELECT 'open FROM '/#'").is_err());
+    }
+
+    /// Found by fuzzing: 200,000 nested parentheses overflowed the parser's stack.
+    #[test]
+    fn nesting_and_length_are_bounded() {
+        let nested = |n: usize| {
+            format!(
+                "SELECT a FROM '/#' WHERE {}1{} = 1",
+                "(".repeat(n),
+                ")".repeat(n)
+            )
+        };
+        assert!(Query::parse(&nested(MAX_NESTING)).is_ok());
+        let e = Query::parse(&nested(MAX_NESTING + 1)).unwrap_err();
+        assert!(e.message.contains("nested deeper"), "{e}");
+        let e = Query::parse(&format!(
+            "SELECT a FROM '/#' WHERE {}a",
+            "NOT ".repeat(MAX_NESTING + 1)
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("nested deeper"), "{e}");
+        let e = Query::parse(&format!(
+            "SELECT {}a AS x FROM '/#'",
+            "-".repeat(MAX_NESTING + 1)
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("nested deeper"), "{e}");
+        let long = format!(
+            "SELECT a FROM '/#' WHERE a = '{}'",
+            "x".repeat(MAX_SQL_BYTES)
+        );
+        let e = Query::parse(&long).unwrap_err();
+        assert!(e.message.contains("longer than 4096 bytes"), "{e}");
+        // The longest flat statement parses, evaluates and drops without deep recursion trouble.
+        let flat = format!(
+            "SELECT a AS x FROM '/#' WHERE a{} = 1",
+            " + a".repeat((MAX_SQL_BYTES - 40) / 4)
+        );
+        assert!(flat.len() <= MAX_SQL_BYTES);
+        let q = Query::parse(&flat).unwrap();
+        assert!(!q.matches(&cx(&json!({"a": 1}))));
     }
 }

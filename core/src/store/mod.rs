@@ -20,7 +20,7 @@ pub mod timed;
 pub use serial::{Backend, Mutation, SerialStore};
 
 /// A storage failure.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Another transaction touched the same keys; the body is retried.
     #[error("transaction conflict")]

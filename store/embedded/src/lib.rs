@@ -6,9 +6,16 @@
 //! slots it can repair after a crash. It runs one writer at a time, which
 //! [`ironhub_core::store::SerialStore`] already provides, so this crate only maps reads and a
 //! commit batch onto redb.
+//!
+//! A failed write (a full disk, a read-only remount) leaves redb unusable until the file is
+//! opened again, so the backend drops the handle on an I/O error and reopens the file on the
+//! next operation: the store refuses work while the disk refuses it, and recovers by itself.
 
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ironhub_core::store::{Backend, KeyRange, Mutation, SerialStore, StoreError};
@@ -22,16 +29,112 @@ pub type EmbeddedStore = SerialStore<RedbBackend>;
 /// Opens (creating if needed) the store in `dir/ironhub.redb`.
 pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| backend(format!("create {}: {e}", dir.display())))?;
-    let db = Database::create(dir.join("ironhub.redb")).map_err(backend)?;
-    let w = db.begin_write().map_err(backend)?;
-    w.open_table(TABLE).map_err(backend)?;
-    w.commit().map_err(backend)?;
-    Ok(SerialStore::new(RedbBackend { db }))
+    let path = dir.join("ironhub.redb");
+    let db = open_file(&path)?;
+    Ok(SerialStore::new(RedbBackend {
+        path,
+        db: RwLock::new(Some(db)),
+        reopen_at: Mutex::new(None),
+        failing: AtomicBool::new(false),
+    }))
+}
+
+fn open_file(path: &Path) -> Result<Database, StoreError> {
+    let db = Database::create(path).map_err(failure)?;
+    let w = db.begin_write().map_err(failure)?;
+    w.open_table(TABLE).map_err(failure)?;
+    w.commit().map_err(failure)?;
+    Ok(db)
 }
 
 /// redb as a single-writer [`Backend`].
 pub struct RedbBackend {
-    db: Database,
+    path: PathBuf,
+    /// The open file; `None` after an I/O error until it opens again.
+    db: RwLock<Option<Database>>,
+    /// When the file may next be opened again after an I/O error (opening repairs the file,
+    /// which is not worth doing for every write the disk refuses).
+    reopen_at: Mutex<Option<Instant>>,
+    /// Whether the last write failed (one warning per outage, not one per write).
+    failing: AtomicBool,
+}
+
+/// How long a closed file stays closed before the next attempt to open it.
+const REOPEN_BACKOFF: Duration = Duration::from_millis(500);
+
+impl RedbBackend {
+    /// Runs `op` on the open database; an I/O error closes it (redb answers every later call
+    /// with "previous I/O error" otherwise), and the file opens again on a later call.
+    fn with_db<T>(
+        &self,
+        op: impl FnOnce(&Database) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
+        let guard = self.opened()?;
+        let Some(db) = guard.as_ref() else {
+            return Err(unavailable());
+        };
+        let result = op(db);
+        drop(guard);
+        match result {
+            Err(e) if spent(&e) => {
+                self.close(&e);
+                Err(failure(e))
+            }
+            other => other.map_err(failure),
+        }
+    }
+
+    /// The database, opened again if an I/O error closed it and the backoff has passed.
+    fn opened(&self) -> Result<RwLockReadGuard<'_, Option<Database>>, StoreError> {
+        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+        if guard.is_some() {
+            return Ok(guard);
+        }
+        drop(guard);
+        let mut reopen_at = self.reopen_at.lock().unwrap_or_else(|e| e.into_inner());
+        if reopen_at.is_some_and(|at| Instant::now() < at) {
+            return Err(unavailable());
+        }
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        if db.is_none() {
+            match open_file(&self.path) {
+                Ok(opened) => {
+                    *db = Some(opened);
+                    *reopen_at = None;
+                    tracing::info!(path = %self.path.display(), "store file opened again");
+                }
+                Err(e) => {
+                    *reopen_at = Some(Instant::now() + REOPEN_BACKOFF);
+                    return Err(e);
+                }
+            }
+        }
+        drop(db);
+        Ok(self.db.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn close(&self, cause: &redb::Error) {
+        *self.db.write().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.reopen_at.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + REOPEN_BACKOFF);
+        if !self.failing.swap(true, Ordering::Relaxed) {
+            tracing::warn!(path = %self.path.display(), error = %cause,
+                "store write failed: refusing what needs storing until the disk takes writes again");
+        }
+    }
+}
+
+fn unavailable() -> StoreError {
+    backend("the store file is closed after an I/O error; it opens again shortly")
+}
+
+/// Whether redb needs the file opened again after `e`.
+fn spent(e: &redb::Error) -> bool {
+    matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo)
+}
+
+fn failure(e: impl Into<redb::Error>) -> StoreError {
+    backend(e.into())
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -53,61 +156,66 @@ impl Backend for RedbBackend {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
-        let r = self.db.begin_read().map_err(backend)?;
-        let table = r.open_table(TABLE).map_err(backend)?;
-        Ok(table
-            .get(key)
-            .map_err(backend)?
-            .map(|v| Bytes::copy_from_slice(v.value())))
+        self.with_db(|db| {
+            let r = db.begin_read()?;
+            let table = r.open_table(TABLE)?;
+            Ok(table.get(key)?.map(|v| Bytes::copy_from_slice(v.value())))
+        })
     }
 
     fn range(&self, range: &KeyRange, limit: usize) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
-        let r = self.db.begin_read().map_err(backend)?;
-        let table = r.open_table(TABLE).map_err(backend)?;
         let limit = if limit == 0 { usize::MAX } else { limit };
-        table
-            .range::<&[u8]>(bounds(range))
-            .map_err(backend)?
-            .take(limit)
-            .map(|row| {
-                let (k, v) = row.map_err(backend)?;
-                Ok((
-                    Bytes::copy_from_slice(k.value()),
-                    Bytes::copy_from_slice(v.value()),
-                ))
-            })
-            .collect()
+        self.with_db(|db| {
+            let r = db.begin_read()?;
+            let table = r.open_table(TABLE)?;
+            let rows = table
+                .range::<&[u8]>(bounds(range))?
+                .take(limit)
+                .map(|row| {
+                    let (k, v) = row?;
+                    Ok((
+                        Bytes::copy_from_slice(k.value()),
+                        Bytes::copy_from_slice(v.value()),
+                    ))
+                })
+                .collect::<Result<_, redb::StorageError>>()?;
+            Ok(rows)
+        })
     }
 
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
-        let w = self.db.begin_write().map_err(backend)?;
-        {
-            let mut table = w.open_table(TABLE).map_err(backend)?;
-            for m in batch {
-                match m {
-                    Mutation::Set(k, v) => {
-                        table.insert(k.as_slice(), v.as_slice()).map_err(backend)?;
-                    }
-                    Mutation::Clear(k) => {
-                        table.remove(k.as_slice()).map_err(backend)?;
-                    }
-                    Mutation::ClearRange(r) => {
-                        table
-                            .retain_in::<&[u8], _>(bounds(r), |_, _| false)
-                            .map_err(backend)?;
-                    }
-                    Mutation::Add(k, _) => {
-                        let current = table
-                            .get(k.as_slice())
-                            .map_err(backend)?
-                            .map(|v| Bytes::copy_from_slice(v.value()));
-                        if let Some(v) = m.apply_to(k, current) {
-                            table.insert(k.as_slice(), v.as_ref()).map_err(backend)?;
+        self.with_db(|db| {
+            let w = db.begin_write()?;
+            {
+                let mut table = w.open_table(TABLE)?;
+                for m in batch {
+                    match m {
+                        Mutation::Set(k, v) => {
+                            table.insert(k.as_slice(), v.as_slice())?;
+                        }
+                        Mutation::Clear(k) => {
+                            table.remove(k.as_slice())?;
+                        }
+                        Mutation::ClearRange(r) => {
+                            table.retain_in::<&[u8], _>(bounds(r), |_, _| false)?;
+                        }
+                        Mutation::Add(k, _) => {
+                            let current = table
+                                .get(k.as_slice())?
+                                .map(|v| Bytes::copy_from_slice(v.value()));
+                            if let Some(v) = m.apply_to(k, current) {
+                                table.insert(k.as_slice(), v.as_ref())?;
+                            }
                         }
                     }
                 }
             }
+            w.commit()?;
+            Ok(())
+        })?;
+        if self.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!(path = %self.path.display(), "store writes succeed again");
         }
-        w.commit().map_err(backend)
+        Ok(())
     }
 }

@@ -23,9 +23,9 @@ use ironhub_core::data::message::{Properties, QoS};
 use ironhub_core::hub::{AuthRequest, PublishRequest, TransportKind};
 use ironhub_core::limits::{LimitKind, Limited as Limit};
 use ironhub_core::transport::{BoxError, Transport};
-use ironhub_tls::TlsAcceptor;
+use ironhub_tcp::listen::Listener;
+use ironhub_tcp::tls::TlsAcceptor;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// This transport's label in the hub's counters.
@@ -42,7 +42,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The HTTP device transport, plain or HTTPS.
 pub struct HttpTransport {
-    listener: TcpListener,
+    listener: Listener,
     token_ttl_secs: u64,
     tls: Option<TlsAcceptor>,
 }
@@ -55,7 +55,7 @@ impl HttpTransport {
         tls: Option<TlsAcceptor>,
     ) -> std::io::Result<Self> {
         Ok(HttpTransport {
-            listener: TcpListener::bind(addr).await?,
+            listener: Listener::bind(addr).await?,
             token_ttl_secs,
             tls,
         })
@@ -174,9 +174,11 @@ fn refused(r: &Refusal) -> Answer {
             format!("invalid topic: {}", r.detail),
         ),
         (Cause::Limited(l), _) => Answer::limited(l),
-        (Cause::Unavailable, _) => {
-            Answer::error(StatusCode::SERVICE_UNAVAILABLE, 10000, "server unavailable")
-        }
+        (Cause::Unavailable, _) => Answer::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            10000,
+            format!("server unavailable: {}", r.detail),
+        ),
     }
 }
 
@@ -277,7 +279,11 @@ impl Transport for HttpTransport {
         "http"
     }
 
-    async fn serve(self: Box<Self>, hub: Hub, shutdown: CancellationToken) -> Result<(), BoxError> {
+    async fn serve(
+        mut self: Box<Self>,
+        hub: Hub,
+        shutdown: CancellationToken,
+    ) -> Result<(), BoxError> {
         let tracker = TaskTracker::new();
         tracing::info!(addr = %self.listener.local_addr()?, tls = self.tls.is_some(), "HTTP devices listening");
         let ttl = self.token_ttl_secs;
@@ -285,14 +291,7 @@ impl Transport for HttpTransport {
         loop {
             let (stream, _) = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                a = self.listener.accept() => match a {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "HTTP accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
+                a = self.listener.accept() => a,
             };
             let (hub, shutdown) = (hub.clone(), shutdown.clone());
             match &self.tls {

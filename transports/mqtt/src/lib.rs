@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ironhub_core::Hub;
 use ironhub_core::transport::{BoxError, Transport};
-use ironhub_tls::TlsAcceptor;
-use tokio::net::TcpListener;
+use ironhub_tcp::listen::Listener;
+use ironhub_tcp::tls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -27,14 +27,14 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// MQTT on one listener, plain TCP or TLS.
 pub struct MqttTransport {
-    listener: TcpListener,
+    listener: Listener,
     tls: Option<TlsAcceptor>,
 }
 
 impl MqttTransport {
     /// Binds a plain TCP listener (port 0 picks a free port).
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = Listener::bind(addr).await?;
         Ok(MqttTransport {
             listener,
             tls: None,
@@ -43,7 +43,7 @@ impl MqttTransport {
 
     /// Binds a TLS listener.
     pub async fn bind_tls(addr: SocketAddr, acceptor: TlsAcceptor) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = Listener::bind(addr).await?;
         Ok(MqttTransport {
             listener,
             tls: Some(acceptor),
@@ -62,7 +62,11 @@ impl Transport for MqttTransport {
         if self.tls.is_some() { "mqtts" } else { "mqtt" }
     }
 
-    async fn serve(self: Box<Self>, hub: Hub, shutdown: CancellationToken) -> Result<(), BoxError> {
+    async fn serve(
+        mut self: Box<Self>,
+        hub: Hub,
+        shutdown: CancellationToken,
+    ) -> Result<(), BoxError> {
         let tracker = TaskTracker::new();
         let kind = hub.transport(if self.tls.is_some() {
             "mqtt-tls"
@@ -73,17 +77,7 @@ impl Transport for MqttTransport {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            // Out of file descriptors and the like: back off instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
+                (stream, peer) = self.listener.accept() => {
                     let (hub, shutdown) = (hub.clone(), shutdown.clone());
                     match &self.tls {
                         None => {

@@ -1,6 +1,6 @@
-//! ironhub-tls: the TLS acceptor of the TCP transports (MQTT over TLS, HTTPS): rustls with the
-//! aws-lc-rs provider (the one crypto provider of the whole build), certificate chain and private
-//! key from PEM files named in the configuration.
+//! The TLS acceptor of the TCP transports (MQTT over TLS, HTTPS): rustls with the aws-lc-rs
+//! provider (the one crypto provider of the whole build), certificate chain and private key from
+//! PEM files named in the configuration.
 
 pub use tokio_rustls::TlsAcceptor;
 
