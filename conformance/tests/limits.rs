@@ -1397,6 +1397,47 @@ async fn l_050_destinations_per_rule() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_053_rule_sql_size_and_nesting() {
+    let (d, dev) = setup(json!({})).await;
+    let path = format!("/api/v1/tenants/{}/rules", dev.tenant);
+    let create = async |sql: String| {
+        let rule = json!({ "name": "r", "sql": sql,
+                           "destinations": [{ "kind": "topic", "topic": "/copy/1" }] });
+        d.api(Method::POST, &path, Some(rule)).await
+    };
+    let nested = |n: usize| {
+        format!(
+            "SELECT a FROM '/#' WHERE {}1{} = 1",
+            "(".repeat(n),
+            ")".repeat(n)
+        )
+    };
+    let (deep32, _) = create(nested(32)).await;
+    let (deep33, v33) = create(nested(33)).await;
+    let padded = |n: usize| {
+        let head = "SELECT a FROM '/#' WHERE a = '";
+        format!("{head}{}'", "x".repeat(n - head.len() - 1))
+    };
+    let (long4096, _) = create(padded(4096)).await;
+    let (long4097, v4097) = create(padded(4097)).await;
+    let says = |v: &Value, what: &str| v.to_string().contains(what);
+    let observed = format!(
+        "nesting 32 HTTP {deep32}, 33 HTTP {deep33}; 4,096 bytes HTTP {long4096}, 4,097 HTTP {long4097}"
+    );
+    check(
+        "L-053",
+        "4,096 bytes, nesting 32 (fixed)",
+        &observed,
+        deep32 == 201
+            && long4096 == 201
+            && deep33 == 400
+            && says(&v33, "nested deeper than 32")
+            && long4097 == 400
+            && says(&v4097, "longer than 4096 bytes"),
+    );
+}
+
 /// Creates `rule` for `tenant`; returns its id.
 async fn rule_id(d: &Deployment, tenant: &str, rule: Value) -> String {
     let (s, v) = d

@@ -171,7 +171,7 @@ fn refused(r: &Refusal) -> Response {
         (Cause::Unavailable, _) => answer(
             ResponseType::ServiceUnavailable,
             10000,
-            "server unavailable",
+            format!("server unavailable: {}", r.detail),
         ),
     }
 }
