@@ -80,7 +80,9 @@ fn store_writes(c: &mut Criterion) {
         &ironhub_core::store::memory::memory_store(),
     );
     let dir = tempfile::tempdir().expect("temp dir");
-    let embedded = ironhub_store_embedded::open(dir.path()).expect("redb");
+    let embedded =
+        ironhub_store_embedded::open(dir.path(), ironhub_store_embedded::DEFAULT_CACHE_BYTES)
+            .expect("redb");
     one_key_transactions(
         c,
         "embedded (redb) store: one-key durable transaction",

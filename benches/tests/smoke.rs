@@ -8,7 +8,8 @@ use std::process::Command;
 use ironhub_conformance::Deployment;
 use serde_json::Value;
 
-async fn run(mqtt: SocketAddr, args: &'static [&'static str]) -> Value {
+async fn run(mqtt: SocketAddr, args: &[&str]) -> Value {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         let out = Command::new(env!("CARGO_BIN_EXE_ironhub-bench"))
             .args(["--target", &mqtt.to_string(), "--label", "smoke"])
@@ -79,4 +80,40 @@ async fn fan_in_fan_out_and_connect_scenarios_run() {
     )
     .await;
     assert_eq!(connect["result"]["connected"], 50, "{connect}");
+}
+
+/// The soak's 30-second version (`benches/soak` runs it for 10 minutes): clients connect,
+/// subscribe, publish and leave, clean and persistent, and the hub's memory comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_gives_its_memory_back() {
+    let d = Deployment::unlimited_open_broker().await;
+    let pid = d.pid().expect("a process of its own").to_string();
+    let v = run(
+        d.mqtt,
+        &[
+            "--server-pid",
+            &pid,
+            "churn",
+            "--clients",
+            "200",
+            "--warmup",
+            "10",
+            "--seconds",
+            "18",
+            "--settle",
+            "2",
+        ],
+    )
+    .await;
+    println!("{v}");
+    let r = &v["result"];
+    assert!(r["rounds"].as_u64().unwrap() > 1_000, "{v}");
+    let (before, after) = (
+        r["server_rss_before_bytes"].as_f64().unwrap(),
+        r["server_rss_after_bytes"].as_f64().unwrap(),
+    );
+    assert!(
+        after <= before * 1.10,
+        "the hub's memory grew by more than 10 % over the churn: {v}"
+    );
 }

@@ -214,6 +214,32 @@ impl Deployment {
         )
     }
 
+    /// An open broker whose sandbox tenant has no rate limits (where the load is the point).
+    pub async fn unlimited_open_broker() -> Deployment {
+        let d = Deployment::open_broker("").await;
+        d.unlimit_sandbox().await;
+        d
+    }
+
+    /// Takes the rate limits off the open broker's sandbox tenant.
+    pub async fn unlimit_sandbox(&self) {
+        let profile = serde_json::json!({ "rates": { "tenant_connections": "",
+            "device_connections": "", "tenant_messages": "", "device_messages_qos0": "",
+            "device_messages_qos1": "" }, "data_points_per_hour": 0 });
+        let (s, v) = self
+            .api(Method::PUT, "/api/v1/profiles/unlimited", Some(profile))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let (s, v) = self
+            .api(
+                Method::PUT,
+                "/api/v1/tenants/sandbox/profile",
+                Some(serde_json::json!({ "profile": "unlimited" })),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+
     /// Starts with the open-broker mode on (anonymous clients in the `sandbox` tenant);
     /// `hub_config` is TOML for the `[hub]` section.
     pub async fn open_broker(hub_config: &str) -> Deployment {
@@ -277,6 +303,11 @@ impl Deployment {
     /// The server's data directory (where a self-signed QUIC certificate is generated).
     pub fn data_dir(&self) -> PathBuf {
         self.data.path().join("data")
+    }
+
+    /// The server's process id (None for an attached deployment or after a kill).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The server's log so far (for assertion messages).

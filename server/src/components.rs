@@ -53,12 +53,18 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, ComponentError> {
     match config.store.backend {
         StoreBackend::Memory => Ok(Arc::new(ironhub_core::store::memory::memory_store())),
         #[cfg(feature = "embedded")]
-        StoreBackend::Embedded => ironhub_store_embedded::open(&config.data_dir)
-            .map(|s| Arc::new(s) as Arc<dyn Store>)
-            .map_err(|e| ComponentError::Start {
-                component: "embedded store",
-                reason: e.to_string(),
-            }),
+        StoreBackend::Embedded => ironhub_store_embedded::open(
+            &config.data_dir,
+            config
+                .store
+                .cache_mib
+                .map_or(ironhub_store_embedded::DEFAULT_CACHE_BYTES, |mib| mib << 20),
+        )
+        .map(|s| Arc::new(s) as Arc<dyn Store>)
+        .map_err(|e| ComponentError::Start {
+            component: "embedded store",
+            reason: e.to_string(),
+        }),
         #[cfg(not(feature = "embedded"))]
         StoreBackend::Embedded => Err(ComponentError::CompiledOut {
             component: "store.backend = \"embedded\"",

@@ -276,6 +276,8 @@ pub struct StoreConfig {
     pub cluster_file: Option<PathBuf>,
     /// Prefix of every key in FoundationDB, one per deployment sharing a cluster.
     pub key_prefix: String,
+    /// Memory the embedded store keeps for file pages, MiB (absent: 64).
+    pub cache_mib: Option<usize>,
 }
 
 impl Default for StoreConfig {
@@ -284,6 +286,7 @@ impl Default for StoreConfig {
             backend: StoreBackend::Embedded,
             cluster_file: None,
             key_prefix: "ironhub/".into(),
+            cache_mib: None,
         }
     }
 }

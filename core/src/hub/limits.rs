@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use super::{Hub, HubError};
+use super::{ClientIdentity, Hub, HubError};
 use crate::data::model::Tenant;
 use crate::limits::rate::ByteRate;
 use crate::limits::{DEFAULT_PROFILE, LimitId, Limited, Profile, datapoints};
@@ -50,9 +50,16 @@ impl Charges {
 
 impl Hub {
     /// The charges of a device's messages (see [`Charges`]).
-    pub(crate) fn charges(&self, tenant: &str, device: &str) -> Charges {
+    pub(crate) fn charges(&self, identity: &ClientIdentity) -> Charges {
+        let (tenant, meter) = (identity.tenant.as_str(), &self.inner.meter);
         Charges {
-            counters: self.inner.meter.device(tenant, device),
+            // An open-broker client counts in its tenant's totals only: its id is no registered
+            // device, and clients that pick a new random id per connection would add usage rows
+            // without end.
+            counters: match identity.device {
+                Some(_) => meter.device(tenant, &identity.key),
+                None => meter.client(tenant, &identity.key),
+            },
             month: self.inner.meter.month(tenant),
             profile: Mutex::new((
                 self.inner.profile_generation.load(Ordering::Acquire),
@@ -212,9 +219,10 @@ impl Hub {
     }
 
     /// Applies the connection limits (monthly quota, device and tenant connection rates).
-    pub(crate) fn admit_connection(&self, tenant: &str, device: &str) -> Result<(), Limited> {
+    pub(crate) fn admit_connection(&self, identity: &ClientIdentity) -> Result<(), Limited> {
         let now = self.now_ms();
-        let charges = self.charges(tenant, device);
+        let (tenant, device) = (identity.tenant.as_str(), &*identity.key);
+        let charges = self.charges(identity);
         charges.with_profile(self, |profile| {
             if let Some(limit) = charges.month.transport_disabled(profile, now) {
                 return Err(Limited::new(limit));

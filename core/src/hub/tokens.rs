@@ -206,7 +206,7 @@ impl Tokens<'_> {
             )
             .await?;
         self.hub
-            .admit_connection(&identity.tenant, &identity.key)
+            .admit_connection(&identity)
             .map_err(|l| ConnectRefusal::Limited(self.hub.counted(l)))?;
         let now = self.hub.now_ms();
         let token = crate::data::model::new_secret();

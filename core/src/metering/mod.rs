@@ -59,6 +59,8 @@ pub struct Usage {
 pub struct DeviceCounters {
     tenant: String,
     device: String,
+    /// Whether the device has usage rows of its own, or counts in its tenant's totals only.
+    own_rows: bool,
     hot: Mutex<HotCounts>,
 }
 
@@ -102,7 +104,12 @@ fn bump_hot(pending: &mut Pending, counters: &DeviceCounters, hot: HotCounts) {
         (DATA_POINTS, hot.points),
         (CONNECTIONS, hot.connections),
     ];
-    for scope in ["", counters.device.as_str()] {
+    let scopes = if counters.own_rows {
+        &["", counters.device.as_str()][..]
+    } else {
+        &[""][..]
+    };
+    for scope in scopes {
         for (metric, n) in metrics.iter().filter(|(_, n)| *n > 0) {
             bump(pending, &counters.tenant, scope, hot.hour, metric, *n);
         }
@@ -185,6 +192,16 @@ impl Meter {
 
     /// A device's hot counters (see [`Meter::admitted`]), created on first sight.
     pub fn device(&self, tenant: &str, device: &str) -> Arc<DeviceCounters> {
+        self.counters(tenant, device, true)
+    }
+
+    /// The hot counters of a client that is no registered device: it counts in its tenant's
+    /// totals, with no usage rows of its own.
+    pub fn client(&self, tenant: &str, key: &str) -> Arc<DeviceCounters> {
+        self.counters(tenant, key, false)
+    }
+
+    fn counters(&self, tenant: &str, device: &str, own_rows: bool) -> Arc<DeviceCounters> {
         let mut devices = self.devices.lock().expect("meter lock");
         if !devices.contains_key(tenant) {
             devices.insert(tenant.to_owned(), FastMap::default());
@@ -196,6 +213,7 @@ impl Meter {
         let c = Arc::new(DeviceCounters {
             tenant: tenant.to_owned(),
             device: device.to_owned(),
+            own_rows,
             hot: Mutex::default(),
         });
         of_tenant.insert(device.to_owned(), c.clone());
@@ -433,6 +451,23 @@ mod tests {
         );
         let other = meter.usage(&store, "u", None, T0).await.unwrap();
         assert!(other.month.is_empty(), "tenants are separate");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_is_no_device_counts_in_its_tenants_totals_only() {
+        let store = memory_store();
+        let meter = Meter::default();
+        let client = meter.client("t", "open:random-id");
+        meter.connected(&client, T0);
+        meter.admitted(&client, 2, T0);
+        meter.flush(&store).await.unwrap();
+        let tenant = meter.usage(&store, "t", None, T0 + 1).await.unwrap();
+        assert_eq!((tenant.hour[MESSAGES], tenant.hour[CONNECTIONS]), (1, 1));
+        let own = meter
+            .usage(&store, "t", Some("open:random-id"), T0 + 1)
+            .await
+            .unwrap();
+        assert!(own.month.is_empty(), "no rows of its own: {:?}", own.month);
     }
 
     #[tokio::test]

@@ -26,21 +26,30 @@ const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ironhub");
 /// The redb-backed store.
 pub type EmbeddedStore = SerialStore<RedbBackend>;
 
-/// Opens (creating if needed) the store in `dir/ironhub.redb`.
-pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+/// Memory for pages read or written, unless configured: redb's own default (1 GiB) is reached
+/// by write churn alone (each commit writes fresh pages), which reads as a leak in a hub's RSS.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
+/// Opens (creating if needed) the store in `dir/ironhub.redb`, caching up to `cache_bytes` of
+/// its pages in memory.
+pub fn open(dir: &Path, cache_bytes: usize) -> Result<EmbeddedStore, StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| backend(format!("create {}: {e}", dir.display())))?;
     let path = dir.join("ironhub.redb");
-    let db = open_file(&path)?;
+    let db = open_file(&path, cache_bytes)?;
     Ok(SerialStore::new(RedbBackend {
         path,
+        cache_bytes,
         db: RwLock::new(Some(db)),
         reopen_at: Mutex::new(None),
         failing: AtomicBool::new(false),
     }))
 }
 
-fn open_file(path: &Path) -> Result<Database, StoreError> {
-    let db = Database::create(path).map_err(failure)?;
+fn open_file(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    let db = Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(path)
+        .map_err(failure)?;
     let w = db.begin_write().map_err(failure)?;
     w.open_table(TABLE).map_err(failure)?;
     w.commit().map_err(failure)?;
@@ -50,6 +59,7 @@ fn open_file(path: &Path) -> Result<Database, StoreError> {
 /// redb as a single-writer [`Backend`].
 pub struct RedbBackend {
     path: PathBuf,
+    cache_bytes: usize,
     /// The open file; `None` after an I/O error until it opens again.
     db: RwLock<Option<Database>>,
     /// When the file may next be opened again after an I/O error (opening repairs the file,
@@ -97,7 +107,7 @@ impl RedbBackend {
         }
         let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
         if db.is_none() {
-            match open_file(&self.path) {
+            match open_file(&self.path, self.cache_bytes) {
                 Ok(opened) => {
                     *db = Some(opened);
                     *reopen_at = None;

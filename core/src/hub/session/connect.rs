@@ -194,7 +194,7 @@ impl Hub {
                 self.may(&identity, access, topic)
             })?;
         }
-        self.admit_connection(&identity.tenant, &identity.key)
+        self.admit_connection(&identity)
             .map_err(|l| ConnectRefusal::Limited(self.counted(l)))?;
         let expiry = match req.session_expiry_secs {
             Some(requested) => requested.min(cfg.max_session_expiry_secs),

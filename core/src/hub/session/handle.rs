@@ -44,7 +44,7 @@ impl Session {
     ) -> Result<(usize, Option<Confirmation>), PublishRefusal> {
         let charges = self
             .charges
-            .get_or_init(|| Box::new(self.hub.charges(&self.identity.tenant, &self.identity.key)));
+            .get_or_init(|| Box::new(self.hub.charges(&self.identity)));
         self.hub.publish_charged(&self.identity, charges, req).await
     }
 

@@ -38,7 +38,7 @@ impl Hub {
         identity: &ClientIdentity,
         req: PublishRequest,
     ) -> Result<(usize, Option<Confirmation>), PublishRefusal> {
-        let charges = self.charges(&identity.tenant, &identity.key);
+        let charges = self.charges(identity);
         self.publish_charged(identity, &charges, req).await
     }
 

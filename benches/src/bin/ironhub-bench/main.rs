@@ -1,13 +1,16 @@
 //! `ironhub-bench`: a load generator for ironhub and reference MQTT brokers (MQTT 3.1.1).
 //!
-//! Scenarios: `fan-in` (N publishers at R msg/s each -> 1 subscriber), `fan-out` (1 publisher ->
-//! M subscribers), `connect` (N idle connections over several loopback source addresses, with
-//! signed device credentials from a file or anonymous), `provision` (creates the devices for
-//! `connect` through ironhub's admin API) and `amqp` (N devices -> a consumer group -> an AMQP
-//! consumer on RabbitMQ). Each run prints a table row and appends JSON to
-//! `--json`. Payloads carry their send time, so latency is end to end. The server's CPU time and
-//! memory come from /proc (`--server-pid`); the generator checks its own CPU so it can say when it
-//! was the bottleneck.
+//! Scenarios: `fan-in` (N publishers at R msg/s each -> 1 subscriber; `--idle` holds slow clients
+//! open meanwhile), `fan-out` (1 publisher -> M subscribers), `connect` (N idle connections over
+//! several loopback source addresses, with signed device credentials from a file or anonymous),
+//! `provision` (creates the devices for `connect` through ironhub's admin API), `amqp` (N devices
+//! -> a consumer group -> an AMQP consumer on RabbitMQ) and `churn` (clients connecting and
+//! leaving, N at a time: the server's memory before and after). Each run prints a table row and
+//! appends JSON to `--json`. Payloads carry their send time, so latency is end to end. The
+//! server's CPU time and memory come from /proc (`--server-pid`); the generator checks its own
+//! CPU so it can say when it was the bottleneck.
+
+mod churn;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -64,6 +67,12 @@ enum Scenario {
         /// acknowledges for it must survive a crash.
         #[arg(long)]
         persistent: bool,
+        /// TCP connections held open during the run that never send CONNECT (slow clients).
+        #[arg(long, default_value_t = 0)]
+        idle: usize,
+        /// How many of the idle connections send half of a CONNECT and stop (half-open).
+        #[arg(long, default_value_t = 0)]
+        half_open: usize,
     },
     /// 1 publisher at R msg/s -> M subscribers.
     FanOut {
@@ -127,6 +136,18 @@ enum Scenario {
         count: usize,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Clients that connect, subscribe, publish to themselves and disconnect, N at a time, half
+    /// with clean sessions and half persistent: the server's memory before and after.
+    Churn {
+        #[arg(long, default_value_t = 500)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        warmup: u64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        settle: u64,
     },
 }
 
@@ -332,6 +353,27 @@ struct Fan {
     size: usize,
     seconds: u64,
     persistent: bool,
+    /// Idle connections held during the run, and how many of them are half-open.
+    idle: (usize, usize),
+}
+
+/// Opens `idle` TCP connections that never complete a CONNECT; the first `half_open` send half
+/// of one. They stay open while the returned streams live (unless the server closes them).
+async fn hold_idle(
+    target: SocketAddr,
+    idle: usize,
+    half_open: usize,
+) -> anyhow::Result<Vec<TcpStream>> {
+    let half = connect_packet("half-open", None);
+    let mut held = Vec::with_capacity(idle);
+    for i in 0..idle {
+        let mut s = TcpStream::connect(target).await?;
+        if i < half_open {
+            s.write_all(&half[..half.len() / 2]).await?;
+        }
+        held.push(s);
+    }
+    Ok(held)
 }
 
 async fn fan(args: &Args, f: Fan) -> anyhow::Result<Value> {
@@ -343,7 +385,9 @@ async fn fan(args: &Args, f: Fan) -> anyhow::Result<Value> {
         size,
         seconds,
         persistent,
+        idle,
     } = f;
+    let idle = hold_idle(args.target, idle.0, idle.1).await?;
     let prefix = format!("bench{}", now_us() % 100_000);
     let rx = Arc::new(Receiver::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -379,7 +423,9 @@ async fn fan(args: &Args, f: Fan) -> anyhow::Result<Value> {
     for s in subs {
         let _ = s.await;
     }
-    Ok(summary(v, &rx, sent, expected, start_us).await)
+    let mut v = summary(v, &rx, sent, expected, start_us).await;
+    v["idle_held"] = json!(idle.len());
+    Ok(v)
 }
 
 /// Adds what was sent, delivered and lost, the delivered rate and the latencies to `v`.
@@ -728,9 +774,11 @@ async fn main() -> anyhow::Result<()> {
             payload,
             seconds,
             persistent,
+            idle,
+            half_open,
         } => (
             "fan-in",
-            json!({ "publishers": publishers, "rate": rate, "qos": qos, "payload": payload, "seconds": seconds, "persistent": persistent }),
+            json!({ "publishers": publishers, "rate": rate, "qos": qos, "payload": payload, "seconds": seconds, "persistent": persistent, "idle": idle, "half_open": half_open }),
             fan(
                 &args,
                 Fan {
@@ -741,6 +789,7 @@ async fn main() -> anyhow::Result<()> {
                     size: *payload,
                     seconds: *seconds,
                     persistent: *persistent,
+                    idle: (*idle, *half_open),
                 },
             )
             .await?,
@@ -764,6 +813,7 @@ async fn main() -> anyhow::Result<()> {
                     size: *payload,
                     seconds: *seconds,
                     persistent: false,
+                    idle: (0, 0),
                 },
             )
             .await?,
@@ -801,6 +851,26 @@ async fn main() -> anyhow::Result<()> {
                     q: *qos,
                     size: *payload,
                     seconds: *seconds,
+                },
+            )
+            .await?,
+        ),
+        Scenario::Churn {
+            clients,
+            warmup,
+            seconds,
+            settle,
+        } => (
+            "churn",
+            json!({ "clients": clients, "warmup": warmup, "seconds": seconds }),
+            churn::run(
+                args.target,
+                args.server_pid.map(|p| p.to_string()).as_deref(),
+                churn::Churn {
+                    clients: *clients,
+                    warmup_secs: *warmup,
+                    seconds: *seconds,
+                    settle_secs: *settle,
                 },
             )
             .await?,
