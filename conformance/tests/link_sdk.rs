@@ -1,9 +1,12 @@
 //! A stock Alibaba Cloud Link SDK device (Python `aliyun-iot-linkkit`, unmodified) connects with
 //! its own signing (hmacsha1, unsigned extra client-id parameters), posts a property through the
 //! thing model and gets the Alink reply without subscribing, and round-trips a custom topic.
-//! `.ci/run` installs the SDK.
+//! `.ci/run` installs the SDK. Link SDK topics the Python SDK does not implement (NTP, from the
+//! C SDK) are driven with rumqttc as the C SDK sends them.
 
-use ironhub_conformance::{Deployment, python_client};
+use ironhub_conformance::{Deployment, python_client, v3};
+use rumqttc::{QoS, SubscribeReasonCode};
+use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_link_sdk_device_connects_posts_and_receives() {
@@ -34,5 +37,68 @@ async fn stock_link_sdk_device_connects_posts_and_receives() {
         d.log()
             .contains(&format!("{}/{}", dev.product_key, dev.device_name)),
         "the session was the device's"
+    );
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ntp_requests_are_answered_with_the_hubs_time() {
+    let d = Deployment::start("").await;
+    let dev = d.provision("acme").await;
+    let (pk, dn) = (&dev.product_key, &dev.device_name);
+    let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
+    // The answer reaches the device whether or not it subscribed first.
+    let sent = now_ms();
+    let request = json!({ "deviceSendTime": sent.to_string() }).to_string();
+    c.publish(
+        format!("/ext/ntp/{pk}/{dn}/request"),
+        QoS::AtMostOnce,
+        false,
+        request,
+    )
+    .await
+    .unwrap();
+    let answer = v3::next_publish(&mut ev).await;
+    let received = now_ms();
+    assert_eq!(answer.topic, format!("/ext/ntp/{pk}/{dn}/response"));
+    let v: Value = serde_json::from_slice(&answer.payload).unwrap();
+    assert_eq!(v["deviceSendTime"], sent.to_string());
+    let time = |key: &str| -> u64 { v[key].as_str().unwrap().parse().unwrap() };
+    let (server_recv, server_send) = (time("serverRecvTime"), time("serverSendTime"));
+    assert!(
+        sent <= server_recv && server_recv <= server_send && server_send <= received,
+        "device sent {sent}, hub received {server_recv} and answered {server_send}, device \
+         received {received}"
+    );
+    // Subscribing to its own response topic is allowed, to another device's is not.
+    c.subscribe(format!("/ext/ntp/{pk}/{dn}/response"), QoS::AtMostOnce)
+        .await
+        .unwrap();
+    assert_eq!(
+        v3::suback(&mut ev).await,
+        [SubscribeReasonCode::Success(QoS::AtMostOnce)]
+    );
+    c.subscribe(format!("/ext/ntp/{pk}/other/response"), QoS::AtMostOnce)
+        .await
+        .unwrap();
+    assert_eq!(v3::suback(&mut ev).await, [SubscribeReasonCode::Failure]);
+    c.publish(
+        format!("/ext/ntp/{pk}/{dn}/request"),
+        QoS::AtMostOnce,
+        false,
+        "{}",
+    )
+    .await
+    .unwrap();
+    let v: Value = serde_json::from_slice(&v3::next_publish(&mut ev).await.payload).unwrap();
+    assert!(
+        v["serverSendTime"].is_string() && v.get("deviceSendTime").is_none(),
+        "{v}"
     );
 }

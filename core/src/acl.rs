@@ -2,8 +2,9 @@
 //! allow/deny rules of the open-broker mode.
 //!
 //! A device owns `/sys/{pk}/{dn}/...` and `/{pk}/{dn}/user/...`, publishes shadow updates on
-//! `/shadow/update/{pk}/{dn}`, reads its shadow on `/shadow/get/{pk}/{dn}` and hears its product's
-//! broadcasts on `/broadcast/{pk}/...`. Nothing else.
+//! `/shadow/update/{pk}/{dn}`, reads its shadow on `/shadow/get/{pk}/{dn}`, hears its product's
+//! broadcasts on `/broadcast/{pk}/...` and asks the time on `/ext/ntp/{pk}/{dn}/request`
+//! (answered on `.../response`). Nothing else.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,69 +20,48 @@ pub enum Access {
     Subscribe,
 }
 
-/// A namespace a device owns: literal leading levels, and whether more levels may follow.
-struct Space<'a> {
-    levels: [&'a str; 4],
-    len: usize,
-    open_ended: bool,
-}
+/// The namespaces a device may publish to: `{pk}` and `{dn}` stand for its own names, which must
+/// be written literally (no wildcard may widen them); a final `#` stands for one or more levels.
+const PUBLISH_SPACES: &[&str] = &[
+    "/sys/{pk}/{dn}/#",
+    "/{pk}/{dn}/user/#",
+    "/shadow/update/{pk}/{dn}",
+    "/ext/ntp/{pk}/{dn}/request",
+];
 
-fn spaces<'a>(pk: &'a str, dn: &'a str, access: Access) -> Vec<Space<'a>> {
-    let sys = Space {
-        levels: ["", "sys", pk, dn],
-        len: 4,
-        open_ended: true,
-    };
-    let user = Space {
-        levels: ["", pk, dn, "user"],
-        len: 4,
-        open_ended: true,
-    };
-    match access {
-        Access::Publish => vec![
-            sys,
-            user,
-            Space {
-                levels: ["", "shadow", "update", pk],
-                len: 4,
-                open_ended: false,
-            },
-        ],
-        Access::Subscribe => vec![
-            sys,
-            user,
-            Space {
-                levels: ["", "shadow", "get", pk],
-                len: 4,
-                open_ended: false,
-            },
-            Space {
-                levels: ["", "broadcast", pk, ""],
-                len: 3,
-                open_ended: true,
-            },
-        ],
-    }
-}
+/// The namespaces a device may subscribe to (as [`PUBLISH_SPACES`]).
+const SUBSCRIBE_SPACES: &[&str] = &[
+    "/sys/{pk}/{dn}/#",
+    "/{pk}/{dn}/user/#",
+    "/shadow/get/{pk}/{dn}",
+    "/broadcast/{pk}/#",
+    "/ext/ntp/{pk}/{dn}/response",
+];
 
 /// Whether device `{pk}/{dn}` may use `topic` (a name to publish, or a filter to subscribe).
-///
-/// The owned levels must be written literally (no wildcard may widen them); shadow topics end
-/// with the device name.
 pub fn device_may(access: Access, pk: &str, dn: &str, topic: &str) -> bool {
-    let levels: Vec<&str> = topic.split('/').collect();
-    spaces(pk, dn, access).iter().any(|space| {
-        let prefix = &space.levels[..space.len];
-        if levels.len() < space.len || levels[..space.len] != *prefix {
+    let spaces = match access {
+        Access::Publish => PUBLISH_SPACES,
+        Access::Subscribe => SUBSCRIBE_SPACES,
+    };
+    spaces.iter().any(|space| within(space, pk, dn, topic))
+}
+
+/// Whether `topic` lies in `space` (see [`PUBLISH_SPACES`]).
+fn within(space: &str, pk: &str, dn: &str, topic: &str) -> bool {
+    let mut levels = topic.split('/');
+    for owned in space.split('/') {
+        let literal = match owned {
+            "{pk}" => pk,
+            "{dn}" => dn,
+            "#" => return levels.next().is_some(),
+            level => level,
+        };
+        if levels.next() != Some(literal) {
             return false;
         }
-        if space.open_ended {
-            levels.len() > space.len
-        } else {
-            // /shadow/{update|get}/{pk}/{dn}
-            levels.len() == space.len + 1 && levels[space.len] == dn
-        }
-    })
+    }
+    levels.next().is_none()
 }
 
 /// One rule of the open-broker mode, tried in order; the first whose filter matches decides.
@@ -207,6 +187,12 @@ mod tests {
         assert!(!device_may(s, "pk", "dn", "#"));
         assert!(!device_may(s, "pk", "dn", "/broadcast/other/#"));
         assert!(!device_may(s, "pk", "dn", "/+/dn/user/#"));
+        assert!(device_may(p, "pk", "dn", "/ext/ntp/pk/dn/request"));
+        assert!(device_may(s, "pk", "dn", "/ext/ntp/pk/dn/response"));
+        assert!(!device_may(p, "pk", "dn", "/ext/ntp/pk/dn/response"));
+        assert!(!device_may(s, "pk", "dn", "/ext/ntp/pk/+/response"));
+        assert!(!device_may(s, "pk", "dn", "/ext/ntp/pk/dn/response/x"));
+        assert!(!device_may(p, "pk", "dn", "/ext/ntp/pk/other/request"));
     }
 
     #[test]

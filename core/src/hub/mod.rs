@@ -28,6 +28,7 @@ mod business;
 mod cluster;
 mod groups;
 mod limits;
+mod ntp;
 pub mod queue;
 mod recent;
 mod registry;

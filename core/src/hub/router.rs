@@ -199,9 +199,10 @@ impl Router {
     }
 }
 
-/// The device a `/sys/{pk}/{dn}/...` or `/shadow/get/{pk}/{dn}` topic addresses: the Link SDK
-/// never subscribes to its own system topics, and a shadow's pending desired state must reach a
-/// device that has not subscribed yet, so the hub delivers them without a subscription.
+/// The device a `/sys/{pk}/{dn}/...`, `/shadow/get/{pk}/{dn}` or `/ext/ntp/{pk}/{dn}/response`
+/// topic addresses: the Link SDK never subscribes to its own system topics, a shadow's pending
+/// desired state must reach a device that has not subscribed yet, and the hub answers the time
+/// whether or not the device subscribed first, so the hub delivers them without a subscription.
 pub(crate) fn sys_topic_device(topic: &str) -> Option<String> {
     let mut levels = topic.split('/');
     match (
@@ -216,6 +217,11 @@ pub(crate) fn sys_topic_device(topic: &str) -> Option<String> {
             Some(super::device_session_key(pk, dn))
         }
         (Some(""), Some("shadow"), Some("get"), Some(pk), Some(dn), None) => {
+            Some(super::device_session_key(pk, dn))
+        }
+        (Some(""), Some("ext"), Some("ntp"), Some(pk), Some(dn), Some("response"))
+            if levels.next().is_none() =>
+        {
             Some(super::device_session_key(pk, dn))
         }
         _ => None,

@@ -1,12 +1,13 @@
 //! Device requests to the hub on a device's own topics: property posts checked against the
-//! thing model, topology changes, RRPC responses and shadow updates, each answered as Alink does.
+//! thing model, topology changes, RRPC responses, shadow updates and the time (NTP), each
+//! answered as Alink does.
 
 use bytes::Bytes;
 
 use super::{ClientIdentity, PublishRefusal};
 use crate::data::message::{Message, QoS};
-use crate::hub::Hub;
 use crate::hub::topology::TopoOp;
+use crate::hub::{Hub, ntp};
 
 impl Hub {
     /// Handles a device's request to the hub on one of its own topics (boxed by the caller:
@@ -18,14 +19,20 @@ impl Hub {
         now: u64,
     ) -> Result<(), PublishRefusal> {
         if let Some((pk, dn)) = identity.device.as_ref() {
+            let reply_topic = || format!("{topic}_reply");
             let answer = match kind {
                 DeviceRequest::PropertyPost => {
                     let model = self.model_of(pk);
-                    Some(alink_reply(&payload, model.as_deref()))
+                    Some((reply_topic(), alink_reply(&payload, model.as_deref())))
                 }
-                DeviceRequest::Topology(op) => {
-                    Some(self.topology_request((pk, dn), op, &payload).await)
-                }
+                DeviceRequest::Topology(op) => Some((
+                    reply_topic(),
+                    self.topology_request((pk, dn), op, &payload).await,
+                )),
+                DeviceRequest::Ntp => Some((
+                    ntp::response_topic(pk, dn),
+                    ntp::answer(&payload, now, self.now_ms()),
+                )),
                 DeviceRequest::RrpcResponse => {
                     let id = topic.rsplit('/').next().unwrap_or_default();
                     if !self.rrpc_response(&identity.key, id, &payload) {
@@ -40,10 +47,10 @@ impl Hub {
                     None
                 }
             };
-            if let Some(answer) = answer {
+            if let Some((reply_topic, answer)) = answer {
                 let reply = Message::from_hub(
                     &identity.tenant,
-                    format!("{topic}_reply"),
+                    reply_topic,
                     answer,
                     qos.min(QoS::AtLeastOnce),
                     now,
@@ -70,6 +77,8 @@ pub(super) enum DeviceRequest {
     RrpcResponse,
     /// `/shadow/update/{pk}/{dn}`: answered on `/shadow/get/{pk}/{dn}`.
     Shadow,
+    /// `/ext/ntp/{pk}/{dn}/request`: answered on `.../response` with the hub's time.
+    Ntp,
 }
 
 impl DeviceRequest {
@@ -94,7 +103,10 @@ impl DeviceRequest {
             .and_then(|t| t.strip_prefix(pk))
             .and_then(|t| t.strip_prefix('/'))
             == Some(dn);
-        shadow.then_some(DeviceRequest::Shadow)
+        if shadow {
+            return Some(DeviceRequest::Shadow);
+        }
+        ntp::is_request(topic, pk, dn).then_some(DeviceRequest::Ntp)
     }
 }
 
