@@ -288,6 +288,75 @@ async fn rabbitmq_killed_under_load_loses_nothing_acknowledged() {
     );
 }
 
+/// Posts `body` to the API at `path` with `key` over a raw HTTP/1.1 connection; returns what
+/// came back (empty when the connection broke before an answer).
+async fn post_raw(api: &str, path: &str, key: &str, body: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = api.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_when_the_hub_dies_are_kept_or_refused() {
+    let mut d = Deployment::start("").await;
+    let dev = d.provision(&Deployment::unique_tenant("inflight")).await;
+    let key = d.api_key(&dev.tenant, "chaos").await;
+    let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
+    // A shadow report the device was told is safe (PUBACK).
+    let update = json!({ "method": "update", "state": { "reported": { "color": "red" } },
+                         "version": 1 });
+    let shadow_topic = format!("/shadow/update/{}/{}", dev.product_key, dev.device_name);
+    c.publish(shadow_topic, QoS::AtLeastOnce, false, update.to_string())
+        .await
+        .unwrap();
+    v3::acked(&mut ev).await;
+    // An RRPC call the device has received and not answered yet.
+    let call = json!({ "product_key": dev.product_key, "device_name": dev.device_name,
+                       "payload": "ping", "timeout_ms": 8000 });
+    let caller = tokio::spawn({
+        let (api, key) = (d.api.clone(), key.clone());
+        async move { post_raw(&api, "/api/v1/business/rrpc", &key, call.to_string()).await }
+    });
+    // (The shadow's answer on /shadow/get comes first.)
+    while !v3::next_publish(&mut ev)
+        .await
+        .topic
+        .contains("/rrpc/request/")
+    {}
+    d.kill();
+    let answer = tokio::time::timeout(Duration::from_secs(5), caller)
+        .await
+        .expect("the caller learns at once")
+        .unwrap();
+    println!("RRPC caller when the hub died: {answer:?}");
+    assert!(
+        !answer.contains("SUCCESS"),
+        "an unanswered call was not reported as answered: {answer}"
+    );
+    d.restart().await;
+    let path = format!(
+        "/api/v1/business/shadows/{}/{}",
+        dev.product_key, dev.device_name
+    );
+    let (s, _, shadow) = d
+        .api_as(Method::GET, &path, None, &format!("Bearer {key}"))
+        .await;
+    assert_eq!(
+        (s, &shadow["state"]["reported"]["color"]),
+        (200, &json!("red")),
+        "{shadow}"
+    );
+}
+
 /// Round trips of QoS 1 messages from `publisher` to `subscriber` (one at a time): their
 /// p99 in ms.
 async fn round_trips_p99(
