@@ -158,6 +158,118 @@ async fn rrpc_succeeds_times_out_or_finds_the_device_offline() {
     keep.abort();
 }
 
+/// A device that answers the Link SDK's RRPC requests (`/ext/rrpc/{id}/...`) on the request's
+/// own topic with `answer(payload)`, and counts every message it receives.
+fn ext_rrpc_responder(
+    c: rumqttc::AsyncClient,
+    mut ev: rumqttc::EventLoop,
+    answer: impl Fn(&[u8]) -> Vec<u8> + Send + 'static,
+) -> (
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = received.clone();
+    let task = tokio::spawn(async move {
+        while let Ok(e) = ev.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = e {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if p.topic.starts_with("/ext/rrpc/") {
+                    c.publish(p.topic, QoS::AtMostOnce, false, answer(&p.payload))
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    });
+    (task, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rrpc_in_the_link_sdks_forms_user_topics_and_service_calls() {
+    let s = setup().await;
+    let (d, dev) = (&s.d, &s.dev);
+    let (pk, dn) = (&dev.product_key, &dev.device_name);
+    let rrpc = async |extra: Value| {
+        let mut body = json!({ "product_key": pk, "device_name": dn, "timeout_ms": 4000 });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        call(d, &s.key, Method::POST, "/api/v1/business/rrpc", Some(body)).await
+    };
+    // User RRPC: the device subscribed /ext/rrpc/+{topic} and answers on the request's topic.
+    let (c, mut ev) = v3::connect(dev.v3_options(d)).await;
+    let user = format!("/{pk}/{dn}/user/cmd");
+    c.subscribe(format!("/ext/rrpc/+{user}"), QoS::AtMostOnce)
+        .await
+        .unwrap();
+    assert_eq!(
+        v3::suback(&mut ev).await,
+        [rumqttc::SubscribeReasonCode::Success(QoS::AtMostOnce)]
+    );
+    let (responder, received) =
+        ext_rrpc_responder(c, ev, |request| [b"pong:".as_slice(), request].concat());
+    let (st, v) = rrpc(json!({ "topic": user, "payload": "ping" })).await;
+    assert_eq!((st, &v["rrpc_code"]), (200, &json!("SUCCESS")), "{v}");
+    assert_eq!(v["payload"], "pong:ping");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        received.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the device got the request and not its own answer back"
+    );
+    responder.abort();
+
+    // A synchronous service call: Alink JSON with a string id, no subscription needed.
+    let (c, ev) = v3::connect(dev.v3_options(d)).await;
+    let (responder, _) = ext_rrpc_responder(c, ev, |request| {
+        let call: Value = serde_json::from_slice(request).unwrap();
+        assert!(call["id"].is_string(), "{call}");
+        let data = json!({ "method": call["method"], "echo": call["params"]["color"] });
+        json!({ "id": call["id"], "code": 200, "data": data })
+            .to_string()
+            .into_bytes()
+    });
+    let (st, v) = rrpc(json!({ "service": "setColor", "payload": r#"{"color":"red"}"# })).await;
+    assert_eq!((st, &v["rrpc_code"]), (200, &json!("SUCCESS")), "{v}");
+    let answer: Value = serde_json::from_str(v["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["code"], 200);
+    assert_eq!(answer["id"], v["message_id"]);
+    assert_eq!(
+        answer["data"],
+        json!({ "method": "thing.service.setColor", "echo": "red" })
+    );
+    responder.abort();
+
+    // Calls that cannot be made are refused with the reason.
+    for (extra, says) in [
+        (
+            json!({ "topic": user, "service": "s", "payload": "x" }),
+            "not both",
+        ),
+        (
+            json!({ "topic": format!("/{pk}/other/user/cmd"), "payload": "x" }),
+            "own",
+        ),
+        (
+            json!({ "topic": format!("/{pk}/{dn}/user/+"), "payload": "x" }),
+            "wildcards",
+        ),
+        (
+            json!({ "service": "set color", "payload": "{}" }),
+            "identifier",
+        ),
+        (
+            json!({ "service": "setColor", "payload": "[1]" }),
+            "JSON object",
+        ),
+    ] {
+        let (st, v) = rrpc(extra.clone()).await;
+        assert_eq!(st, 400, "{extra}: {v}");
+        assert!(v.to_string().contains(says), "{extra}: {v}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broadcast_reaches_every_online_device_of_the_product_and_no_other() {
     let s = setup().await;

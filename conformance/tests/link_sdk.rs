@@ -1,7 +1,8 @@
 //! A stock Alibaba Cloud Link SDK device (Python `aliyun-iot-linkkit`, unmodified) connects with
 //! its own signing (hmacsha1, unsigned extra client-id parameters), posts a property through the
 //! thing model and gets the Alink reply without subscribing, and round-trips a custom topic.
-//! `.ci/run` installs the SDK. Link SDK topics the Python SDK does not implement (NTP, from the
+//! `.ci/run` installs the SDK. It also answers RRPC calls in both of the SDK's forms. Link SDK
+//! topics the Python SDK does not implement (NTP, from the
 //! C SDK) are driven with rumqttc as the C SDK sends them.
 
 use ironhub_conformance::{Deployment, python_client, v3};
@@ -101,4 +102,67 @@ async fn ntp_requests_are_answered_with_the_hubs_time() {
         v["serverSendTime"].is_string() && v.get("deviceSendTime").is_none(),
         "{v}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_link_sdk_device_answers_user_rrpc_and_synchronous_service_calls() {
+    use hyper::Method;
+    let d = Deployment::start("").await;
+    let dev = d.provision("acme").await;
+    let auth = format!("Bearer {}", d.api_key(&dev.tenant, "rrpc").await);
+    let args = vec![
+        "127.0.0.1".into(),
+        d.mqtt.port().to_string(),
+        dev.product_key.clone(),
+        dev.device_name.clone(),
+        dev.device_secret.clone(),
+    ];
+    let device = tokio::spawn(python_client("linkkit_rrpc.py", args, 60));
+    let call = async |extra: Value| {
+        let mut body = json!({ "product_key": dev.product_key, "device_name": dev.device_name,
+                               "timeout_ms": 1000 });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (s, _, v) = d
+            .api_as(Method::POST, "/api/v1/business/rrpc", Some(body), &auth)
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v
+    };
+    // OFFLINE until the SDK has connected, TIMEOUT until it has subscribed: then its answer.
+    let user = format!("/{}/{}/user/cmd", dev.product_key, dev.device_name);
+    let mut answer = Value::Null;
+    for _ in 0..40 {
+        answer = call(json!({ "topic": user, "payload": "ping" })).await;
+        if answer["rrpc_code"] == "SUCCESS" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(answer["payload"], "pong:ping", "{answer}");
+    let answer =
+        call(json!({ "service": "calibrate", "payload": r#"{"temperature":21.5}"# })).await;
+    assert_eq!(answer["rrpc_code"], "SUCCESS", "{answer}");
+    let reply: Value = serde_json::from_str(answer["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (
+            &reply["code"],
+            &reply["id"],
+            &reply["data"]["echo"]["temperature"]
+        ),
+        (&json!(200), &answer["message_id"], &json!(21.5)),
+        "{reply}"
+    );
+    let out = device.await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "SDK device failed: {stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(seen["service"]["identifier"], "calibrate");
+    assert_eq!(seen["user"]["payload"], "ping");
 }

@@ -3,8 +3,9 @@
 //!
 //! A device owns `/sys/{pk}/{dn}/...` and `/{pk}/{dn}/user/...`, publishes shadow updates on
 //! `/shadow/update/{pk}/{dn}`, reads its shadow on `/shadow/get/{pk}/{dn}`, hears its product's
-//! broadcasts on `/broadcast/{pk}/...` and asks the time on `/ext/ntp/{pk}/{dn}/request`
-//! (answered on `.../response`). Nothing else.
+//! broadcasts on `/broadcast/{pk}/...`, asks the time on `/ext/ntp/{pk}/{dn}/request` (answered
+//! on `.../response`) and takes RRPC calls on `/ext/rrpc/{id}` + its `sys` or `user` topics.
+//! Nothing else.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,12 +22,15 @@ pub enum Access {
 }
 
 /// The namespaces a device may publish to: `{pk}` and `{dn}` stand for its own names, which must
-/// be written literally (no wildcard may widen them); a final `#` stands for one or more levels.
+/// be written literally (no wildcard may widen them); `+` stands for any one level (the request
+/// id of RRPC topics) and a final `#` for one or more levels.
 const PUBLISH_SPACES: &[&str] = &[
     "/sys/{pk}/{dn}/#",
     "/{pk}/{dn}/user/#",
     "/shadow/update/{pk}/{dn}",
     "/ext/ntp/{pk}/{dn}/request",
+    "/ext/rrpc/+/sys/{pk}/{dn}/#",
+    "/ext/rrpc/+/{pk}/{dn}/user/#",
 ];
 
 /// The namespaces a device may subscribe to (as [`PUBLISH_SPACES`]).
@@ -36,6 +40,8 @@ const SUBSCRIBE_SPACES: &[&str] = &[
     "/shadow/get/{pk}/{dn}",
     "/broadcast/{pk}/#",
     "/ext/ntp/{pk}/{dn}/response",
+    "/ext/rrpc/+/sys/{pk}/{dn}/#",
+    "/ext/rrpc/+/{pk}/{dn}/user/#",
 ];
 
 /// Whether device `{pk}/{dn}` may use `topic` (a name to publish, or a filter to subscribe).
@@ -55,6 +61,12 @@ fn within(space: &str, pk: &str, dn: &str, topic: &str) -> bool {
             "{pk}" => pk,
             "{dn}" => dn,
             "#" => return levels.next().is_some(),
+            "+" => {
+                if levels.next().is_none() {
+                    return false;
+                }
+                continue;
+            }
             level => level,
         };
         if levels.next() != Some(literal) {
@@ -193,6 +205,23 @@ mod tests {
         assert!(!device_may(s, "pk", "dn", "/ext/ntp/pk/+/response"));
         assert!(!device_may(s, "pk", "dn", "/ext/ntp/pk/dn/response/x"));
         assert!(!device_may(p, "pk", "dn", "/ext/ntp/pk/other/request"));
+        assert!(device_may(p, "pk", "dn", "/ext/rrpc/17/pk/dn/user/cmd"));
+        assert!(device_may(
+            p,
+            "pk",
+            "dn",
+            "/ext/rrpc/17/sys/pk/dn/thing/service/s"
+        ));
+        assert!(device_may(s, "pk", "dn", "/ext/rrpc/+/pk/dn/user/cmd"));
+        assert!(device_may(
+            s,
+            "pk",
+            "dn",
+            "/ext/rrpc/+/sys/pk/dn/thing/service/+"
+        ));
+        assert!(!device_may(p, "pk", "dn", "/ext/rrpc/17/pk/other/user/cmd"));
+        assert!(!device_may(s, "pk", "dn", "/ext/rrpc/#"));
+        assert!(!device_may(s, "pk", "dn", "/ext/rrpc/+/+/dn/user/cmd"));
     }
 
     #[test]

@@ -22,6 +22,14 @@ pub enum TopicError {
     BadShare,
 }
 
+/// The request id and the wrapped topic of a Link SDK RRPC topic, `/ext/rrpc/{id}{topic}`
+/// (`topic` starts with `/`; `id` is `+` in the filter a device subscribes with).
+pub fn rrpc_wrapped(topic: &str) -> Option<(&str, &str)> {
+    let rest = topic.strip_prefix("/ext/rrpc/")?;
+    let slash = rest.find('/')?;
+    Some(rest.split_at(slash))
+}
+
 /// What [`validate_name`] accepts, as a regular expression (for API schemas).
 pub const NAME_PATTERN: &str = "^[^+#\\u0000]+$";
 
@@ -228,6 +236,20 @@ impl<T> TopicTree<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rrpc_topics_wrap_a_device_topic() {
+        assert_eq!(
+            rrpc_wrapped("/ext/rrpc/17/pk/dn/user/cmd"),
+            Some(("17", "/pk/dn/user/cmd"))
+        );
+        assert_eq!(
+            rrpc_wrapped("/ext/rrpc/+/sys/pk/dn/x"),
+            Some(("+", "/sys/pk/dn/x"))
+        );
+        assert_eq!(rrpc_wrapped("/ext/rrpc/17"), None);
+        assert_eq!(rrpc_wrapped("/pk/dn/user/cmd"), None);
+    }
 
     #[test]
     fn filters_are_validated() {

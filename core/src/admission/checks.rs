@@ -10,8 +10,10 @@ use crate::data::message::Properties;
 use crate::limits::{LimitId, Limited};
 use crate::topic::{self, Filter};
 
-/// Topic name or filter bounds (L-031 length, L-032 levels).
+/// Topic name or filter bounds (L-031 length, L-032 levels). The Link SDK's RRPC topics
+/// (`/ext/rrpc/{id}/...`) wrap a device topic: the bounds apply to the wrapped one.
 fn topic_bounds(cfg: &HubConfig, topic: &str) -> Result<(), Limited> {
+    let topic = topic::rrpc_wrapped(topic).map_or(topic, |(_, wrapped)| wrapped);
     if topic.len() > cfg.max_topic_length {
         return Err(Limited::new(LimitId::TopicLength));
     }

@@ -1,16 +1,14 @@
 //! The business API's engine: tenant API keys, and driving devices from a business server (Pub
-//! to a device topic, synchronous RRPC, broadcast to a product's online devices). Every call is
+//! to a device topic, broadcast to a product's online devices; synchronous RRPC is in
+//! [`super::rrpc`]). Every call is
 //! scoped to the key's tenant: another tenant's device does not exist for it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use base64::Engine;
 use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::oneshot;
 
 use super::{Hub, HubError, device_session_key};
 use crate::data::api_key::{ApiKey, ApiKeyView};
@@ -21,42 +19,10 @@ use crate::store::StoreError;
 use crate::store::{self, records, transact};
 use crate::topic;
 
-/// RRPC timeouts accepted, ms (seed 000: 8 s at most, the default).
-pub const RRPC_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 1_000..=8_000;
-
 /// API keys by id, in memory for the per-request check.
 #[derive(Default)]
 pub(crate) struct ApiKeys {
     by_id: Mutex<HashMap<String, ApiKey>>,
-}
-
-/// Calls waiting for a device's RRPC response, by (session key, request id).
-#[derive(Default)]
-pub(crate) struct PendingRrpc {
-    calls: Mutex<HashMap<(String, u64), oneshot::Sender<Bytes>>>,
-}
-
-/// How an RRPC call ended.
-#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "rrpc_code", rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RrpcOutcome {
-    /// The device answered: its payload.
-    Success {
-        /// The device's response, as text when it is UTF-8 (base64 otherwise, see `encoding`).
-        payload: String,
-        /// `base64` when the payload is not UTF-8.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        encoding: Option<&'static str>,
-        /// The request id (the last topic level).
-        message_id: String,
-    },
-    /// The device is connected but did not answer in time.
-    Timeout {
-        /// The request id.
-        message_id: String,
-    },
-    /// The device is not connected: nothing was sent.
-    Offline,
 }
 
 /// A device's status as the business API shows it.
@@ -124,28 +90,6 @@ impl Hub {
         match self.device_record(pk, dn).await? {
             Some(d) if d.tenant == tenant => Ok(()),
             _ => Err(not_found(pk, dn)),
-        }
-    }
-
-    /// A device's publish on `.../rrpc/response/{id}` answers the call waiting for it.
-    /// Completes the RRPC call waiting here for this answer; false when none does.
-    pub(crate) fn rrpc_response(&self, device_key: &str, id: &str, payload: &Bytes) -> bool {
-        let Ok(id) = id.parse::<u64>() else {
-            return false;
-        };
-        let waiting = self
-            .inner
-            .rrpc
-            .calls
-            .lock()
-            .expect("rrpc lock")
-            .remove(&(device_key.to_owned(), id));
-        match waiting {
-            Some(tx) => {
-                let _ = tx.send(payload.clone());
-                true
-            }
-            None => false,
         }
     }
 
@@ -325,7 +269,7 @@ impl Hub {
 /// The business API's operations: API keys, messages and calls to devices, broadcasts, device status, pages and online history.
 #[derive(Clone, Copy)]
 pub struct Business<'a> {
-    hub: &'a Hub,
+    pub(super) hub: &'a Hub,
 }
 
 impl Hub {
@@ -444,70 +388,6 @@ impl Business<'_> {
             self.hub.now_ms(),
         );
         Ok(self.hub.accept(msg).await?)
-    }
-
-    /// Calls a device synchronously: publishes `/sys/{pk}/{dn}/rrpc/request/{id}` and waits up to
-    /// `timeout_ms` (1 to 8 s, L-025) for its publish on `/sys/{pk}/{dn}/rrpc/response/{id}`.
-    pub async fn rrpc(
-        &self,
-        tenant: &str,
-        pk: &str,
-        dn: &str,
-        payload: Bytes,
-        timeout_ms: u64,
-    ) -> Result<RrpcOutcome, HubError> {
-        if !RRPC_TIMEOUT_MS.contains(&timeout_ms) {
-            self.hub.inner.stats.limited(LimitId::RrpcTimeout);
-            return Err(HubError::Invalid(format!(
-                "timeout_ms must be {} to {} (L-025)",
-                RRPC_TIMEOUT_MS.start(),
-                RRPC_TIMEOUT_MS.end()
-            )));
-        }
-        self.hub.tenant_device(tenant, pk, dn).await?;
-        let key = device_session_key(pk, dn);
-        if !self.hub.online_anywhere(&key).await? {
-            return Ok(RrpcOutcome::Offline);
-        }
-        self.admit_downlink(tenant, &key)?;
-        let id = self.hub.next_seq();
-        let (tx, rx) = oneshot::channel();
-        self.hub
-            .inner
-            .rrpc
-            .calls
-            .lock()
-            .expect("rrpc lock")
-            .insert((key.clone(), id), tx);
-        let request = format!("/sys/{pk}/{dn}/rrpc/request/{id}");
-        let msg = Message::from_hub(tenant, request, payload, QoS::AtMostOnce, self.hub.now_ms());
-        let sent = self.hub.accept(msg).await;
-        let answer = match sent {
-            Ok(_) => tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await,
-            Err(e) => {
-                self.forget_rrpc(&key, id);
-                return Err(e.into());
-            }
-        };
-        self.forget_rrpc(&key, id);
-        let message_id = id.to_string();
-        Ok(match answer {
-            Ok(Ok(reply)) => {
-                let (payload, encoding) = match std::str::from_utf8(&reply) {
-                    Ok(text) => (text.to_owned(), None),
-                    Err(_) => (
-                        base64::engine::general_purpose::STANDARD.encode(&reply),
-                        Some("base64"),
-                    ),
-                };
-                RrpcOutcome::Success {
-                    payload,
-                    encoding,
-                    message_id,
-                }
-            }
-            _ => RrpcOutcome::Timeout { message_id },
-        })
     }
 
     /// Sends `payload` to every online device of a product, on
@@ -630,7 +510,7 @@ impl Business<'_> {
     }
 
     /// Downlink rates: the tenant's (L-015) and the device's (L-018).
-    fn admit_downlink(&self, tenant: &str, device_key: &str) -> Result<(), HubError> {
+    pub(super) fn admit_downlink(&self, tenant: &str, device_key: &str) -> Result<(), HubError> {
         let profile = self.hub.profile_of(tenant);
         self.hub
             .inner
@@ -640,15 +520,5 @@ impl Business<'_> {
                 limited: self.hub.counted(l),
                 message: "too many messages to devices".into(),
             })
-    }
-
-    fn forget_rrpc(&self, key: &str, id: u64) {
-        self.hub
-            .inner
-            .rrpc
-            .calls
-            .lock()
-            .expect("rrpc lock")
-            .remove(&(key.to_owned(), id));
     }
 }

@@ -33,6 +33,7 @@ pub mod queue;
 mod recent;
 mod registry;
 mod router;
+mod rrpc;
 mod rules;
 mod session;
 mod shadow;
@@ -42,12 +43,13 @@ mod topics;
 mod topology;
 mod tsl;
 
-pub use business::{DevicePage, DeviceStatus, HISTORY_RETENTION_MS, RRPC_TIMEOUT_MS, RrpcOutcome};
+pub use business::{DevicePage, DeviceStatus, HISTORY_RETENTION_MS};
 pub use cluster::{PeerError, PeerReply, PeerRequest, Peers};
 pub use limits::UsageReport;
 pub use recent::{MIN_GAP_MS as RECENT_MIN_GAP_MS, Recent, RecentMessage};
 pub use registry::{DeviceView, ProductView};
 pub use router::Delivery;
+pub use rrpc::{RRPC_TIMEOUT_MS, RrpcForm, RrpcOutcome};
 pub use rules::{RuleSpec, RuleView};
 use session::Slot;
 pub use session::{
@@ -239,7 +241,7 @@ pub(crate) struct Inner {
     /// Business API keys.
     pub(crate) api_keys: business::ApiKeys,
     /// RRPC calls waiting for their device.
-    pub(crate) rrpc: business::PendingRrpc,
+    pub(crate) rrpc: rrpc::PendingRrpc,
     /// Online/offline changes on their way to the store.
     pub(crate) history: business::WriteQueue<business::StatusChange>,
     /// Devices connected for the first time, on their way to the store.
@@ -363,7 +365,7 @@ impl Hub {
                 group_routes: RwLock::new(groups::GroupRoutes::default()),
                 rules: rules::RuleTable::new(),
                 api_keys: business::ApiKeys::default(),
-                rrpc: business::PendingRrpc::default(),
+                rrpc: rrpc::PendingRrpc::default(),
                 history: business::WriteQueue::default(),
                 activations: business::WriteQueue::default(),
                 writers: tokio_util::task::TaskTracker::new(),

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use ironhub_core::QoS;
 use ironhub_core::data::model::DeviceState;
 use ironhub_core::data::shadow::Shadow;
-use ironhub_core::hub::{DevicePage, DeviceStatus, RRPC_TIMEOUT_MS, RrpcOutcome};
+use ironhub_core::hub::{DevicePage, DeviceStatus, RRPC_TIMEOUT_MS, RrpcForm, RrpcOutcome};
 use ironhub_core::store::records::StatusEvent;
 use ironhub_core::topic;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
@@ -189,21 +189,32 @@ struct BusinessRrpc {
     /// How long to wait for the answer, 1,000 to 8,000 ms (L-025; 8,000 when absent).
     #[schemars(range(min = *RRPC_TIMEOUT_MS.start(), max = *RRPC_TIMEOUT_MS.end()))]
     timeout_ms: Option<u64>,
+    /// The Link SDK's user RRPC: one of the device's own `/{pk}/{dn}/user/...` topics; the call
+    /// goes on `/ext/rrpc/{id}{topic}` (the device subscribed `/ext/rrpc/+{topic}`).
+    topic: Option<String>,
+    /// The Link SDK's synchronous service call: a service identifier of the thing model; the
+    /// call goes on `/ext/rrpc/{id}/sys/{pk}/{dn}/thing/service/{service}` in Alink JSON, the
+    /// payload being the input parameters (a JSON object). Without `topic` or `service`, the
+    /// call goes on `/sys/{pk}/{dn}/rrpc/request/{id}`.
+    service: Option<String>,
 }
 
 async fn rrpc(ctx: Ctx, Json(r): Json<BusinessRrpc>) -> Result<RrpcOutcome, ApiError> {
     let payload = r.payload.decode()?;
     let timeout = r.timeout_ms.unwrap_or(*RRPC_TIMEOUT_MS.end());
+    let form = match (r.topic, r.service) {
+        (None, None) => RrpcForm::Sys,
+        (Some(topic), None) => RrpcForm::Topic(topic),
+        (None, Some(service)) => RrpcForm::Service(service),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("give topic or service, not both"));
+        }
+    };
+    let device = (tenant(&ctx), r.product_key.as_str(), r.device_name.as_str());
     Ok(ctx
         .hub
         .business()
-        .rrpc(
-            tenant(&ctx),
-            &r.product_key,
-            &r.device_name,
-            payload,
-            timeout,
-        )
+        .rrpc(device, &form, payload, timeout)
         .await?)
 }
 

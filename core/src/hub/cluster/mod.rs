@@ -154,9 +154,13 @@ impl Drop for ClaimGuard {
 }
 
 /// The device a topic addresses, as its session key: `/sys/{pk}/{dn}/...`,
-/// `/shadow/get/{pk}/{dn}` and `/{pk}/{dn}/...` (devices may use only their own topics, so these
-/// are the only sessions that can subscribe to them).
+/// `/shadow/get/{pk}/{dn}`, `/{pk}/{dn}/...`, `/ext/ntp/{pk}/{dn}/response` and RRPC calls
+/// wrapping one of them (devices may use only their own topics, so these are the only sessions
+/// that can subscribe to them).
 pub(super) fn device_of_topic(topic: &str) -> Option<String> {
+    if let Some((_, wrapped)) = crate::topic::rrpc_wrapped(topic) {
+        return device_of_topic(wrapped);
+    }
     let mut levels = topic.split('/');
     if levels.next() != Some("") {
         return None;
@@ -165,6 +169,9 @@ pub(super) fn device_of_topic(topic: &str) -> Option<String> {
     match (a, b) {
         ("sys", pk) => Some(device_session_key(pk, c?)).filter(|_| d.is_some()),
         ("shadow", "get") => Some(device_session_key(c?, d?)),
+        ("ext", "ntp") => {
+            Some(device_session_key(c?, d?)).filter(|_| levels.next() == Some("response"))
+        }
         ("shadow" | "ext" | "broadcast", _) => None,
         (pk, dn) if !pk.is_empty() && !dn.is_empty() && c.is_some() => {
             Some(device_session_key(pk, dn))
@@ -456,5 +463,12 @@ mod tests {
         assert_eq!(dev("/pk/dn"), None, "a device's topics have a third level");
         assert_eq!(dev("sensors/one/two"), None, "not under a device");
         assert_eq!(dev("/ext/register/x"), None);
+        assert_eq!(dev("/ext/rrpc/7/pk/dn/user/cmd").as_deref(), Some("pk/dn"));
+        assert_eq!(
+            dev("/ext/rrpc/7/sys/pk/dn/thing/service/s").as_deref(),
+            Some("pk/dn")
+        );
+        assert_eq!(dev("/ext/ntp/pk/dn/response").as_deref(), Some("pk/dn"));
+        assert_eq!(dev("/ext/ntp/pk/dn/request"), None);
     }
 }

@@ -33,8 +33,12 @@ impl Hub {
                     ntp::response_topic(pk, dn),
                     ntp::answer(&payload, now, self.now_ms()),
                 )),
-                DeviceRequest::RrpcResponse => {
-                    let id = topic.rsplit('/').next().unwrap_or_default();
+                DeviceRequest::RrpcResponse | DeviceRequest::ExtRrpcResponse => {
+                    let id = match kind {
+                        DeviceRequest::RrpcResponse => topic.rsplit('/').next(),
+                        _ => crate::topic::rrpc_wrapped(&topic).map(|(id, _)| id),
+                    }
+                    .unwrap_or_default();
                     if !self.rrpc_response(&identity.key, id, &payload) {
                         self.rrpc_reply_elsewhere(&identity.key, id, &payload).await;
                     }
@@ -79,11 +83,25 @@ pub(super) enum DeviceRequest {
     Shadow,
     /// `/ext/ntp/{pk}/{dn}/request`: answered on `.../response` with the hub's time.
     Ntp,
+    /// `/ext/rrpc/{id}/...` (the Link SDK's RRPC answer, on the topic of the request): completes
+    /// the call waiting for it, and goes nowhere else.
+    ExtRrpcResponse,
 }
 
 impl DeviceRequest {
-    /// The request a device `pk`/`dn` makes by publishing on `topic`, if any.
+    /// Whether the message is also routed like any other (an RRPC answer on the request's own
+    /// topic is not: it would reach the device itself through the subscription that brought the
+    /// request).
+    pub(super) fn is_routed(&self) -> bool {
+        !matches!(self, DeviceRequest::ExtRrpcResponse)
+    }
+
+    /// The request a device `pk`/`dn` makes by publishing on `topic`, if any (the ACL has
+    /// checked that the topic is the device's own).
     pub(super) fn of(topic: &str, pk: &str, dn: &str) -> Option<DeviceRequest> {
+        if crate::topic::rrpc_wrapped(topic).is_some() {
+            return Some(DeviceRequest::ExtRrpcResponse);
+        }
         if let Some(suffix) = topic
             .strip_prefix("/sys/")
             .and_then(|t| t.strip_prefix(pk))

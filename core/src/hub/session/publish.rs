@@ -65,10 +65,14 @@ impl Hub {
                 .record(&identity.key, &req.topic, &req.payload, req.qos, now);
         }
         // A request of the device to the hub on one of its own topics, handled after routing.
-        let request = identity.device.as_ref().and_then(|(pk, dn)| {
+        let mut request = identity.device.as_ref().and_then(|(pk, dn)| {
             DeviceRequest::of(&req.topic, pk, dn)
                 .map(|kind| (kind, req.topic.clone(), req.payload.clone(), req.qos))
         });
+        if let Some(answer) = request.take_if(|(kind, ..)| !kind.is_routed()) {
+            Box::pin(self.answer_device_request(identity, answer, now)).await?;
+            return Ok((0, None));
+        }
         let req_qos = req.qos;
         let msg = Message {
             tenant: identity.tenant.clone(),

@@ -1,0 +1,218 @@
+//! Synchronous calls to devices (RRPC) from the business API, in the three forms devices answer:
+//! `/sys/{pk}/{dn}/rrpc/request/{id}`, and the Link SDK's user RRPC and synchronous service calls
+//! on `/ext/rrpc/{id}/...`. A call waits here, by (session key, request id), for the device's
+//! answer, which the session engine hands over (from another node too).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use super::business::Business;
+use super::{Hub, HubError, device_session_key};
+use crate::data::message::{Message, QoS};
+use crate::limits::LimitId;
+use crate::topic;
+
+/// RRPC timeouts accepted, ms (seed 000: 8 s at most, the default).
+pub const RRPC_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 1_000..=8_000;
+
+/// Calls waiting for a device's RRPC response, by (session key, request id).
+#[derive(Default)]
+pub(crate) struct PendingRrpc {
+    calls: Mutex<HashMap<(String, u64), oneshot::Sender<Bytes>>>,
+}
+
+/// Which of the device's topics an RRPC call goes on (its answer comes back on the matching one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RrpcForm {
+    /// `/sys/{pk}/{dn}/rrpc/request/{id}`, answered on `/sys/{pk}/{dn}/rrpc/response/{id}`.
+    Sys,
+    /// The Link SDK's user RRPC: `/ext/rrpc/{id}{topic}` to a device that subscribed
+    /// `/ext/rrpc/+{topic}`, `topic` one of its own `/{pk}/{dn}/user/...` topics; answered on
+    /// the same topic.
+    Topic(String),
+    /// The Link SDK's synchronous service call: `/ext/rrpc/{id}/sys/{pk}/{dn}/thing/service/
+    /// {identifier}`, the payload (the service's input parameters, a JSON object) wrapped in
+    /// Alink JSON; answered on the same topic.
+    Service(String),
+}
+
+impl RrpcForm {
+    /// The request's topic and payload for call `id` to device `pk`/`dn`.
+    fn request(
+        &self,
+        pk: &str,
+        dn: &str,
+        id: u64,
+        payload: Bytes,
+    ) -> Result<(String, Bytes), HubError> {
+        match self {
+            RrpcForm::Sys => Ok((format!("/sys/{pk}/{dn}/rrpc/request/{id}"), payload)),
+            RrpcForm::Topic(topic) => {
+                let own = topic.strip_prefix(&format!("/{pk}/{dn}/user/"));
+                if own.is_none_or(str::is_empty) || topic::validate_name(topic).is_err() {
+                    return Err(HubError::Invalid(format!(
+                        "topic must be one of the device's own /{pk}/{dn}/user/... topics, \
+                         without wildcards"
+                    )));
+                }
+                Ok((format!("/ext/rrpc/{id}{topic}"), payload))
+            }
+            RrpcForm::Service(identifier) => {
+                let valid = !identifier.is_empty()
+                    && identifier.len() <= 50
+                    && identifier
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !valid {
+                    return Err(HubError::Invalid(
+                        "service must be a thing-model identifier: 1 to 50 letters, digits or _"
+                            .into(),
+                    ));
+                }
+                let params: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(&payload).map_err(|_| {
+                        HubError::Invalid(
+                            "a service call's payload is its input parameters: a JSON object"
+                                .into(),
+                        )
+                    })?;
+                let call = serde_json::json!({
+                    "id": id.to_string(), "version": "1.0", "params": params,
+                    "method": format!("thing.service.{identifier}"),
+                });
+                Ok((
+                    format!("/ext/rrpc/{id}/sys/{pk}/{dn}/thing/service/{identifier}"),
+                    Bytes::from(call.to_string()),
+                ))
+            }
+        }
+    }
+}
+
+/// How an RRPC call ended.
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "rrpc_code", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RrpcOutcome {
+    /// The device answered: its payload.
+    Success {
+        /// The device's response, as text when it is UTF-8 (base64 otherwise, see `encoding`).
+        payload: String,
+        /// `base64` when the payload is not UTF-8.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        encoding: Option<&'static str>,
+        /// The request id (the last topic level).
+        message_id: String,
+    },
+    /// The device is connected but did not answer in time.
+    Timeout {
+        /// The request id.
+        message_id: String,
+    },
+    /// The device is not connected: nothing was sent.
+    Offline,
+}
+
+impl Hub {
+    /// A device's publish on `.../rrpc/response/{id}` answers the call waiting for it.
+    /// Completes the RRPC call waiting here for this answer; false when none does.
+    pub(crate) fn rrpc_response(&self, device_key: &str, id: &str, payload: &Bytes) -> bool {
+        let Ok(id) = id.parse::<u64>() else {
+            return false;
+        };
+        let waiting = self
+            .inner
+            .rrpc
+            .calls
+            .lock()
+            .expect("rrpc lock")
+            .remove(&(device_key.to_owned(), id));
+        match waiting {
+            Some(tx) => {
+                let _ = tx.send(payload.clone());
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Business<'_> {
+    /// Calls a device synchronously: publishes the request on the topic `form` names and waits
+    /// up to `timeout_ms` (1 to 8 s, L-025) for the device's answer.
+    pub async fn rrpc(
+        &self,
+        (tenant, pk, dn): (&str, &str, &str),
+        form: &RrpcForm,
+        payload: Bytes,
+        timeout_ms: u64,
+    ) -> Result<RrpcOutcome, HubError> {
+        if !RRPC_TIMEOUT_MS.contains(&timeout_ms) {
+            self.hub.inner.stats.limited(LimitId::RrpcTimeout);
+            return Err(HubError::Invalid(format!(
+                "timeout_ms must be {} to {} (L-025)",
+                RRPC_TIMEOUT_MS.start(),
+                RRPC_TIMEOUT_MS.end()
+            )));
+        }
+        self.hub.tenant_device(tenant, pk, dn).await?;
+        let id = self.hub.next_seq();
+        let (request, payload) = form.request(pk, dn, id, payload)?;
+        let key = device_session_key(pk, dn);
+        if !self.hub.online_anywhere(&key).await? {
+            return Ok(RrpcOutcome::Offline);
+        }
+        self.admit_downlink(tenant, &key)?;
+        let (tx, rx) = oneshot::channel();
+        self.hub
+            .inner
+            .rrpc
+            .calls
+            .lock()
+            .expect("rrpc lock")
+            .insert((key.clone(), id), tx);
+        let msg = Message::from_hub(tenant, request, payload, QoS::AtMostOnce, self.hub.now_ms());
+        let sent = self.hub.accept(msg).await;
+        let answer = match sent {
+            Ok(_) => tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await,
+            Err(e) => {
+                self.forget_rrpc(&key, id);
+                return Err(e.into());
+            }
+        };
+        self.forget_rrpc(&key, id);
+        let message_id = id.to_string();
+        Ok(match answer {
+            Ok(Ok(reply)) => {
+                let (payload, encoding) = match std::str::from_utf8(&reply) {
+                    Ok(text) => (text.to_owned(), None),
+                    Err(_) => (
+                        base64::engine::general_purpose::STANDARD.encode(&reply),
+                        Some("base64"),
+                    ),
+                };
+                RrpcOutcome::Success {
+                    payload,
+                    encoding,
+                    message_id,
+                }
+            }
+            _ => RrpcOutcome::Timeout { message_id },
+        })
+    }
+
+    fn forget_rrpc(&self, key: &str, id: u64) {
+        self.hub
+            .inner
+            .rrpc
+            .calls
+            .lock()
+            .expect("rrpc lock")
+            .remove(&(key.to_owned(), id));
+    }
+}
