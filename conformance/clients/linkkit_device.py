@@ -8,33 +8,19 @@ on a custom topic it subscribed to and waits for its own message. Prints one JSO
 saw; exits non-zero if any step failed or timed out.
 """
 
-import json
-import os
-import sys
-import tempfile
 import threading
 
-from linkkit import linkkit
-
-WAIT_S = 10
+from linkkit_session import connected, device, wait
 
 
 def main():
-    host, port, pk, dn, secret = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
     tsl = {
         "properties": [{"identifier": "temperature", "dataType": {"type": "float"}}],
         "events": [{"identifier": "post", "outputData": [{"identifier": "temperature"}]}],
         "services": [{"identifier": "set", "inputData": [{"identifier": "temperature"}]}],
     }
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(tsl, f)
-        tsl_path = f.name
-
-    lk = linkkit.LinkKit(host_name=host, product_key=pk, device_name=dn, device_secret=secret)
-    lk.config_mqtt(port=port, protocol="MQTTv311", transport="TCP", secure="", keep_alive=60)
-    lk.thing_setup(tsl_path)
-
-    enabled, replied, subscribed, echoed = (threading.Event() for _ in range(4))
+    lk, pk, dn, tsl_path = device(tsl)
+    replied, subscribed, echoed = (threading.Event() for _ in range(3))
     seen = {}
 
     def on_thing_prop_post(request_id, code, data, message, userdata):
@@ -49,31 +35,20 @@ def main():
         seen["echo"] = {"topic": topic, "payload": payload.decode()}
         echoed.set()
 
-    lk.on_thing_enable = lambda userdata: enabled.set()
     lk.on_thing_prop_post = on_thing_prop_post
     lk.on_subscribe_topic = on_subscribe_topic
     lk.on_topic_message = on_topic_message
-    lk.connect_async()
-    try:
-        if not enabled.wait(WAIT_S):
-            raise SystemExit("no connection")
+    with connected(lk, tsl_path, seen):
         rc, request_id = lk.thing_post_property({"temperature": 21.5})
         if rc != 0:
             raise SystemExit("post failed locally: %s" % rc)
         seen["posted_request_id"] = str(request_id)
-        if not replied.wait(WAIT_S):
-            raise SystemExit("no property post reply")
+        wait(replied, "no property post reply")
         topic = "/%s/%s/user/get" % (pk, dn)
         lk.subscribe_topic(topic, 1)
-        if not subscribed.wait(WAIT_S):
-            raise SystemExit("no SUBACK")
+        wait(subscribed, "no SUBACK")
         lk.publish_topic(topic, "hello from linkkit", 1)
-        if not echoed.wait(WAIT_S):
-            raise SystemExit("own message not received")
-    finally:
-        print(json.dumps(seen), flush=True)
-        lk.disconnect()
-        os.unlink(tsl_path)
+        wait(echoed, "own message not received")
 
 
 if __name__ == "__main__":

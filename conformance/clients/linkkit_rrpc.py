@@ -9,33 +9,19 @@ Subscribes to user RRPC on /{pk}/{dn}/user/cmd (`subscribe_rrpc_topic`) and answ
 each, printing one JSON line with what it saw; non-zero if that did not happen in time.
 """
 
-import json
-import os
-import sys
-import tempfile
 import threading
 
-from linkkit import linkkit
-
-WAIT_S = 30
+from linkkit_session import connected, device, wait
 
 
 def main():
-    host, port, pk, dn, secret = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
     tsl = {
         "properties": [{"identifier": "temperature", "dataType": {"type": "float"}}],
         "events": [],
         "services": [{"identifier": "calibrate", "inputData": [{"identifier": "temperature"}]}],
     }
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(tsl, f)
-        tsl_path = f.name
-
-    lk = linkkit.LinkKit(host_name=host, product_key=pk, device_name=dn, device_secret=secret)
-    lk.config_mqtt(port=port, protocol="MQTTv311", transport="TCP", secure="", keep_alive=60)
-    lk.thing_setup(tsl_path)
-
-    enabled, user_answered, service_answered = (threading.Event() for _ in range(3))
+    lk, pk, dn, tsl_path = device(tsl)
+    user_answered, service_answered = threading.Event(), threading.Event()
     seen = {}
 
     def on_topic_rrpc_message(rrpc_id, topic, payload, qos, userdata):
@@ -48,24 +34,14 @@ def main():
         lk.thing_answer_service(identifier, request_id, 200, {"echo": params})
         service_answered.set()
 
-    lk.on_thing_enable = lambda userdata: enabled.set()
     lk.on_topic_rrpc_message = on_topic_rrpc_message
     lk.on_thing_call_service = on_thing_call_service
-    lk.connect_async()
-    try:
-        if not enabled.wait(WAIT_S):
-            raise SystemExit("no connection")
+    with connected(lk, tsl_path, seen):
         rc, _ = lk.subscribe_rrpc_topic("/%s/%s/user/cmd" % (pk, dn))
         if rc != 0:
             raise SystemExit("subscribe_rrpc_topic failed locally: %s" % rc)
-        if not user_answered.wait(WAIT_S):
-            raise SystemExit("no user RRPC call")
-        if not service_answered.wait(WAIT_S):
-            raise SystemExit("no service call")
-    finally:
-        print(json.dumps(seen), flush=True)
-        lk.disconnect()
-        os.unlink(tsl_path)
+        wait(user_answered, "no user RRPC call")
+        wait(service_answered, "no service call")
 
 
 if __name__ == "__main__":

@@ -5,21 +5,26 @@
 //! topics the Python SDK does not implement (NTP, from the
 //! C SDK) are driven with rumqttc as the C SDK sends them.
 
-use ironhub_conformance::{Deployment, python_client, v3};
+use ironhub_conformance::{Deployment, DeviceCreds, python_client, v3};
 use rumqttc::{QoS, SubscribeReasonCode};
 use serde_json::{Value, json};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stock_link_sdk_device_connects_posts_and_receives() {
-    let d = Deployment::start("").await;
-    let dev = d.provision("acme").await;
-    let args = vec![
+/// The command line of the SDK scripts: HOST PORT PRODUCT_KEY DEVICE_NAME DEVICE_SECRET.
+fn sdk_args(d: &Deployment, dev: &DeviceCreds) -> Vec<String> {
+    vec![
         "127.0.0.1".into(),
         d.mqtt.port().to_string(),
         dev.product_key.clone(),
         dev.device_name.clone(),
         dev.device_secret.clone(),
-    ];
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_link_sdk_device_connects_posts_and_receives() {
+    let d = Deployment::start("").await;
+    let dev = d.provision("acme").await;
+    let args = sdk_args(&d, &dev);
     let out = python_client("linkkit_device.py", args, 60).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -110,13 +115,7 @@ async fn stock_link_sdk_device_answers_user_rrpc_and_synchronous_service_calls()
     let d = Deployment::start("").await;
     let dev = d.provision("acme").await;
     let auth = format!("Bearer {}", d.api_key(&dev.tenant, "rrpc").await);
-    let args = vec![
-        "127.0.0.1".into(),
-        d.mqtt.port().to_string(),
-        dev.product_key.clone(),
-        dev.device_name.clone(),
-        dev.device_secret.clone(),
-    ];
+    let args = sdk_args(&d, &dev);
     let device = tokio::spawn(python_client("linkkit_rrpc.py", args, 60));
     let call = async |extra: Value| {
         let mut body = json!({ "product_key": dev.product_key, "device_name": dev.device_name,

@@ -69,12 +69,12 @@ async fn start() -> Device {
         { "identifier": "tags", "dataType": { "type": "array",
           "specs": { "size": 4, "item": { "type": "text", "specs": { "length": 8 } } } } } ],
         "events": [ { "identifier": "overheat", "type": "alert", "outputData": [
-            { "identifier": "temp", "dataType": { "type": "double" } } ] } ] });
+            { "identifier": "temp", "dataType": { "type": "double", "specs": { "min": -1000, "max": 1000 } } } ] } ] });
     hub.thing_models()
         .put(&pk, serde_json::from_value(model).unwrap())
         .await
         .unwrap();
-    let device = registry.create_device(&pk, Some("gw1")).await.unwrap();
+    let device = registry.create_device(&pk, Some("gateway-1")).await.unwrap();
     let creds = ironhub_core::auth::device_credentials(
         &pk,
         &device.device_name,

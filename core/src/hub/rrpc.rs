@@ -27,6 +27,19 @@ pub(crate) struct PendingRrpc {
     calls: Mutex<HashMap<(String, u64), oneshot::Sender<Bytes>>>,
 }
 
+impl PendingRrpc {
+    fn wait(&self, key: &str, id: u64, answer: oneshot::Sender<Bytes>) {
+        let mut calls = self.calls.lock().expect("rrpc lock");
+        calls.insert((key.to_owned(), id), answer);
+    }
+
+    /// The call waiting for `id` from `key`, no longer waiting.
+    fn take(&self, key: &str, id: u64) -> Option<oneshot::Sender<Bytes>> {
+        let mut calls = self.calls.lock().expect("rrpc lock");
+        calls.remove(&(key.to_owned(), id))
+    }
+}
+
 /// Which of the device's topics an RRPC call goes on (its answer comes back on the matching one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RrpcForm {
@@ -119,20 +132,13 @@ pub enum RrpcOutcome {
 }
 
 impl Hub {
-    /// A device's publish on `.../rrpc/response/{id}` answers the call waiting for it.
-    /// Completes the RRPC call waiting here for this answer; false when none does.
+    /// A device's answer to call `id` (on `.../rrpc/response/{id}` or `/ext/rrpc/{id}/...`):
+    /// completes the call waiting here for it; false when none does.
     pub(crate) fn rrpc_response(&self, device_key: &str, id: &str, payload: &Bytes) -> bool {
         let Ok(id) = id.parse::<u64>() else {
             return false;
         };
-        let waiting = self
-            .inner
-            .rrpc
-            .calls
-            .lock()
-            .expect("rrpc lock")
-            .remove(&(device_key.to_owned(), id));
-        match waiting {
+        match self.inner.rrpc.take(device_key, id) {
             Some(tx) => {
                 let _ = tx.send(payload.clone());
                 true
@@ -169,23 +175,17 @@ impl Business<'_> {
         }
         self.admit_downlink(tenant, &key)?;
         let (tx, rx) = oneshot::channel();
-        self.hub
-            .inner
-            .rrpc
-            .calls
-            .lock()
-            .expect("rrpc lock")
-            .insert((key.clone(), id), tx);
+        self.hub.inner.rrpc.wait(&key, id, tx);
         let msg = Message::from_hub(tenant, request, payload, QoS::AtMostOnce, self.hub.now_ms());
         let sent = self.hub.accept(msg).await;
         let answer = match sent {
             Ok(_) => tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await,
             Err(e) => {
-                self.forget_rrpc(&key, id);
+                self.hub.inner.rrpc.take(&key, id);
                 return Err(e.into());
             }
         };
-        self.forget_rrpc(&key, id);
+        self.hub.inner.rrpc.take(&key, id);
         let message_id = id.to_string();
         Ok(match answer {
             Ok(Ok(reply)) => {
@@ -204,15 +204,5 @@ impl Business<'_> {
             }
             _ => RrpcOutcome::Timeout { message_id },
         })
-    }
-
-    fn forget_rrpc(&self, key: &str, id: u64) {
-        self.hub
-            .inner
-            .rrpc
-            .calls
-            .lock()
-            .expect("rrpc lock")
-            .remove(&(key.to_owned(), id));
     }
 }
