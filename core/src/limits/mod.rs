@@ -114,6 +114,7 @@ catalog! {
     ShadowRequests => "L-043", "shadow requests per device", Rate;
     Broadcasts => "L-036", "broadcasts per tenant", Rate;
     DestinationsPerRule => "L-050", "destinations per rule", Malformed;
+    RuleSql => "L-053", "rule SQL statement size and nesting", Malformed;
     RuleMessages => "L-051", "rule-engine messages per tenant", Rate;
     RuleWrites => "L-052", "rule writes to destinations per tenant", Rate;
     GroupsPerProduct => "L-060", "consumer groups per product", Quota;

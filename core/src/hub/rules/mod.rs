@@ -397,7 +397,13 @@ impl Rules<'_> {
 
     /// Checks a spec: the SQL parses, 1 to 10 destinations (L-050), each usable by the tenant.
     async fn check_rule(&self, tenant: &str, spec: &RuleSpec) -> Result<(), HubError> {
-        Query::parse(&spec.sql).map_err(|e| HubError::Invalid(e.to_string()))?;
+        Query::parse(&spec.sql).map_err(|e| {
+            if e.over_bound {
+                self.hub.limited(LimitId::RuleSql, e.to_string())
+            } else {
+                HubError::Invalid(e.to_string())
+            }
+        })?;
         if !model::valid_display_name(&spec.name) {
             return Err(HubError::Invalid("name must be 1 to 64 characters".into()));
         }

@@ -31,6 +31,9 @@ pub struct SqlError {
     pub position: usize,
     /// What was expected.
     pub message: String,
+    /// Whether the statement passed a bound ([`MAX_SQL_BYTES`], [`MAX_NESTING`]: L-053) rather
+    /// than breaking the grammar.
+    pub over_bound: bool,
 }
 
 /// A parsed statement.

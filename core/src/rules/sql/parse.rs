@@ -23,6 +23,7 @@ pub(super) fn statement(sql: &str) -> Result<Query, SqlError> {
         return Err(SqlError {
             position: MAX_SQL_BYTES,
             message: format!("the statement is longer than {MAX_SQL_BYTES} bytes"),
+            over_bound: true,
         });
     }
     let mut p = Parser {
@@ -85,6 +86,7 @@ fn tokenize(sql: &str) -> Result<Vec<(usize, Token)>, SqlError> {
     let err = |position, message: &str| SqlError {
         position,
         message: message.into(),
+        over_bound: false,
     };
     while i < bytes.len() {
         let c = bytes[i];
@@ -171,7 +173,11 @@ impl Parser {
         f: impl FnOnce(&mut Self) -> Result<T, SqlError>,
     ) -> Result<T, SqlError> {
         if self.depth == MAX_NESTING {
-            return Err(self.error(&format!("nested deeper than {MAX_NESTING} levels")));
+            let message = format!("nested deeper than {MAX_NESTING} levels");
+            return Err(SqlError {
+                over_bound: true,
+                ..self.error(&message)
+            });
         }
         self.depth += 1;
         let parsed = f(self);
@@ -183,6 +189,7 @@ impl Parser {
         SqlError {
             position: self.tokens.get(self.at).map_or(self.len, |(p, _)| *p),
             message: message.into(),
+            over_bound: false,
         }
     }
 
