@@ -20,12 +20,8 @@ fn sdk_args(d: &Deployment, dev: &DeviceCreds) -> Vec<String> {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stock_link_sdk_device_connects_posts_and_receives() {
-    let d = Deployment::start("").await;
-    let dev = d.provision("acme").await;
-    let args = sdk_args(&d, &dev);
-    let out = python_client("linkkit_device.py", args, 60).await;
+/// What an SDK script saw (its last line), after checking that it succeeded.
+fn sdk_saw(d: &Deployment, out: std::process::Output) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -33,11 +29,18 @@ async fn stock_link_sdk_device_connects_posts_and_receives() {
         String::from_utf8_lossy(&out.stderr),
         d.log()
     );
-    let seen: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap();
+    serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_link_sdk_device_connects_posts_and_receives() {
+    let d = Deployment::start("").await;
+    let dev = d.provision("acme").await;
+    let args = sdk_args(&d, &dev);
+    let seen = sdk_saw(&d, python_client("linkkit_device.py", args, 60).await);
     assert_eq!(seen["reply"]["code"], 200);
     assert_eq!(seen["reply"]["request_id"], seen["posted_request_id"]);
-    assert_eq!(seen["granted_qos"], serde_json::json!([1]));
+    assert_eq!(seen["granted_qos"], json!([1]));
     assert_eq!(seen["echo"]["payload"], "hello from linkkit");
     assert!(
         d.log()
@@ -153,15 +156,7 @@ async fn stock_link_sdk_device_answers_user_rrpc_and_synchronous_service_calls()
         (&json!(200), &answer["message_id"], &json!(21.5)),
         "{reply}"
     );
-    let out = device.await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "SDK device failed: {stdout}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        d.log()
-    );
-    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let seen = sdk_saw(&d, device.await.unwrap());
     assert_eq!(seen["service"]["identifier"], "calibrate");
     assert_eq!(seen["user"]["payload"], "ping");
 }
