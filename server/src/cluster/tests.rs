@@ -72,42 +72,52 @@ async fn http(
 
 impl TestNode {
     async fn start(id: &'static str, store: Arc<dyn Store>) -> TestNode {
-        let (mqtt, api, link, http) = (free_addr(), free_addr(), free_addr(), free_addr());
-        let mut config = Config::default();
-        config.store.backend = StoreBackend::Memory;
-        config.admin.listen = api;
-        config.admin.token = Some(TOKEN.into());
-        config.mqtt.listen = mqtt;
-        config.http.enabled = true;
-        config.http.listen = http;
-        config.hub.session_sweep_interval_secs = 1;
-        config.cluster = Some(ClusterConfig {
-            node_id: id.into(),
-            listen: link,
-            advertise: None,
-            mqtt_advertise: Some(mqtt.to_string()),
-            secret: "cluster-secret".into(),
-            heartbeat_ms: HEARTBEAT_MS,
-            lease_ms: LEASE_MS,
-        });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("runtime");
-        let node = runtime
-            .spawn(async move { Node::start(&config, store).await })
-            .await
-            .expect("node task")
-            .expect("node starts");
-        TestNode {
-            id,
-            runtime: Some(runtime),
-            node: Some(node),
-            mqtt,
-            api,
-            http,
+        // Another test may take a free port before the node binds it: then try new ones.
+        for _ in 0..5 {
+            let (mqtt, api, link, http) = (free_addr(), free_addr(), free_addr(), free_addr());
+            let mut config = Config::default();
+            config.store.backend = StoreBackend::Memory;
+            config.admin.listen = api;
+            config.admin.token = Some(TOKEN.into());
+            config.mqtt.listen = mqtt;
+            config.http.enabled = true;
+            config.http.listen = http;
+            config.hub.session_sweep_interval_secs = 1;
+            config.cluster = Some(ClusterConfig {
+                node_id: id.into(),
+                listen: link,
+                advertise: None,
+                mqtt_advertise: Some(mqtt.to_string()),
+                secret: "cluster-secret".into(),
+                heartbeat_ms: HEARTBEAT_MS,
+                lease_ms: LEASE_MS,
+            });
+            let store = store.clone();
+            let started = runtime
+                .spawn(async move { Node::start(&config, store).await })
+                .await
+                .expect("node task");
+            match started {
+                Ok(node) => {
+                    return TestNode {
+                        id,
+                        runtime: Some(runtime),
+                        node: Some(node),
+                        mqtt,
+                        api,
+                        http,
+                    };
+                }
+                Err(e) if format!("{e:#}").contains("Address already in use") => continue,
+                Err(e) => panic!("node starts: {e:#}"),
+            }
         }
+        panic!("node {id} did not start: no free ports after 5 tries")
     }
 
     /// Stops the node at once, as a crash would: nothing is persisted, its lease just runs out.
