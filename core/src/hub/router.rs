@@ -200,9 +200,10 @@ impl Router {
 }
 
 /// The device a `/sys/{pk}/{dn}/...` (also as `/ext/rrpc/{id}/sys/...`), `/shadow/get/{pk}/{dn}`
-/// or `/ext/ntp/{pk}/{dn}/response` topic addresses: the Link SDK never subscribes to its own system topics, a shadow's pending
-/// desired state must reach a device that has not subscribed yet, and the hub answers the time
-/// whether or not the device subscribed first, so the hub delivers them without a subscription.
+/// or `/ext/ntp/{pk}/{dn}/response` topic addresses: the Link SDK never subscribes to its own
+/// system topics, a shadow's pending desired state must reach a device that has not subscribed
+/// yet, and the hub answers the time whether or not the device subscribed first, so the hub
+/// delivers them without a subscription.
 pub(crate) fn sys_topic_device(topic: &str) -> Option<String> {
     // A synchronous service call, `/ext/rrpc/{id}/sys/{pk}/{dn}/...`, addresses its device too.
     let topic = crate::topic::rrpc_wrapped(topic)
