@@ -2,7 +2,8 @@
 // conformance/tests/console.rs starts a hub, provisions a tenant and runs this script; the two
 // talk over stdio: the script prints `DEVICE <pk> <dn> <secret>` once the console created a device
 // (the test connects it over MQTT and makes it publish, some of it throttled) and `MORE` when it
-// wants a second batch of messages; the test answers nothing, it acts. Exit 0 means every check
+// wants a second batch of messages; the test answers nothing, it acts. GATEWAY (`{pk}/{dn}`)
+// is a gateway carrying SUB_DEVICE, logged in. Exit 0 means every check
 // held; screenshots go to $ARTIFACTS whatever happens.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
@@ -62,6 +63,13 @@ try {
   await page.click("a[href='#/tenants']");
   await page.waitForSelector(`tr[data-tenant='${tenant}']`);
   await shot("01-admin-tenants");
+
+  step("a gateway's page lists its sub-device, online through it");
+  await page.goto(`${url}#/devices/${env("GATEWAY")}`);
+  const sub = `tr[data-sub-device='${env("SUB_DEVICE")}'] .badge`;
+  await until("the sub-device online", async () => (await page.innerText(sub)) === "online");
+  await shot("01b-gateway-sub-devices");
+  await page.click("a[href='#/tenants']");
   await page.click("#sign-out");
 
   step("a wrong token is refused with a message");

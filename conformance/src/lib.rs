@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 mod helpers;
 pub mod amqp;
 pub mod coap;
+pub mod gateway;
 pub mod http;
 pub mod report;
 pub mod sqs;

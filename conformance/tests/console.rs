@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hyper::Method;
-use ironhub_conformance::{Deployment, DeviceCreds, v3};
+use ironhub_conformance::{Deployment, DeviceCreds, gateway, v3};
 use rumqttc::QoS;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -52,6 +52,14 @@ async fn the_console_shows_a_device_connect_its_messages_counted_and_throttled()
         )
         .await;
     let key = d.api_key(&tenant, "console").await;
+    // A gateway of another tenant carrying a sub-device, logged in through it.
+    let f = gateway::fleet(&d, &Deployment::unique_tenant("console-gw"), json!({}), 1).await;
+    let (gc, mut gev) = v3::connect(f.gateway.v3_options(&d)).await;
+    let login = gateway::batch_login(&f.subs);
+    let reply =
+        gateway::session_call(&gc, &mut gev, &f.gateway, "batch_login", login, |_| {}).await;
+    assert_eq!(reply["code"], 200, "{reply}");
+    let gateway_poller = tokio::spawn(async move { while gev.poll().await.is_ok() {} });
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/conformance/console");
 
     let mut node = Command::new("node")
@@ -61,6 +69,11 @@ async fn the_console_shows_a_device_connect_its_messages_counted_and_throttled()
         .env("TENANT_KEY", &key)
         .env("TENANT", &tenant)
         .env("PRODUCT_KEY", &first.product_key)
+        .env(
+            "GATEWAY",
+            format!("{}/{}", f.gateway.product_key, f.gateway.device_name),
+        )
+        .env("SUB_DEVICE", &f.subs[0].device_name)
         .env("ARTIFACTS", &artifacts)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -134,12 +147,19 @@ async fn the_console_shows_a_device_connect_its_messages_counted_and_throttled()
         .unwrap()
         .expect("node ran");
     poller.abort();
+    gateway_poller.abort();
+    drop(gc);
     assert!(
         status.success(),
         "the console checks failed ({status}); screenshots in {}",
         artifacts.display()
     );
-    for shot in ["01-admin-tenants", "04-device-page", "06-usage-warning"] {
+    for shot in [
+        "01-admin-tenants",
+        "01b-gateway-sub-devices",
+        "04-device-page",
+        "06-usage-warning",
+    ] {
         assert!(
             artifacts.join(format!("{shot}.png")).exists(),
             "{shot}.png written"

@@ -912,6 +912,149 @@ async fn l_004_sub_devices_per_gateway() {
     );
 }
 
+/// A gateway connected over MQTT with `subs` sub-devices attached, under `profile`.
+async fn gateway_setup(
+    profile: Value,
+    subs: usize,
+) -> (
+    Deployment,
+    ironhub_conformance::gateway::Fleet,
+    rumqttc::AsyncClient,
+    rumqttc::EventLoop,
+) {
+    let d = Deployment::start("").await;
+    let tenant = Deployment::unique_tenant("limits-gw");
+    let f = ironhub_conformance::gateway::fleet(&d, &tenant, profile, subs).await;
+    let (c, ev) = v3::connect(f.gateway.v3_options(&d)).await;
+    (d, f, c, ev)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_007_sub_devices_online_per_gateway() {
+    use ironhub_conformance::gateway::{batch_login, session_call};
+    let profile = with(
+        unlimited(),
+        json!({ "entities": { "sub_devices_online_per_gateway": 2 } }),
+    );
+    let (_d, f, c, mut ev) = gateway_setup(profile, 3).await;
+    let gw = &f.gateway;
+    let first = session_call(
+        &c,
+        &mut ev,
+        gw,
+        "batch_login",
+        batch_login(&f.subs[..2]),
+        |_| {},
+    )
+    .await;
+    let third = session_call(
+        &c,
+        &mut ev,
+        gw,
+        "batch_login",
+        batch_login(&f.subs[2..]),
+        |_| {},
+    )
+    .await;
+    let observed = format!(
+        "2 sub-devices: code {}; a 3rd: code {} \"{}\"",
+        first["code"], third["code"], third["message"]
+    );
+    let named = third["message"].as_str().unwrap_or("").contains("L-007");
+    check(
+        "L-007",
+        "2 (profile entities.sub_devices_online_per_gateway); Alink 428",
+        &observed,
+        first["code"] == 200 && third["code"] == 428 && named,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_008_sub_device_logins_per_gateway() {
+    use ironhub_conformance::gateway::{batch_login, session_call};
+    let profile = with(
+        unlimited(),
+        json!({ "rates": { "sub_device_logins": "2:60" } }),
+    );
+    let (_d, f, c, mut ev) = gateway_setup(profile, 3).await;
+    let gw = &f.gateway;
+    let first = session_call(
+        &c,
+        &mut ev,
+        gw,
+        "batch_login",
+        batch_login(&f.subs[..2]),
+        |_| {},
+    )
+    .await;
+    let third = session_call(
+        &c,
+        &mut ev,
+        gw,
+        "batch_login",
+        batch_login(&f.subs[2..]),
+        |_| {},
+    )
+    .await;
+    let observed = format!(
+        "2 logins: code {}; a 3rd within the minute: code {} \"{}\"",
+        first["code"], third["code"], third["message"]
+    );
+    let named = third["message"].as_str().unwrap_or("").contains("L-008");
+    check(
+        "L-008",
+        "2:60 (profile rates.sub_device_logins); Alink 429",
+        &observed,
+        first["code"] == 200 && third["code"] == 429 && named,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_009_sub_devices_per_login() {
+    use ironhub_conformance::gateway::{batch_login, batch_logout, session_call};
+    let profile = with(
+        unlimited(),
+        json!({ "entities": { "sub_devices_per_login": 2 } }),
+    );
+    let (d, f, c, mut ev) = gateway_setup(profile, 3).await;
+    let gw = &f.gateway;
+    let over = session_call(&c, &mut ev, gw, "batch_login", batch_login(&f.subs), |_| {}).await;
+    let state = ironhub_conformance::gateway::state(&d, &f.subs[0]).await;
+    let fits = session_call(
+        &c,
+        &mut ev,
+        gw,
+        "batch_login",
+        batch_login(&f.subs[..2]),
+        |_| {},
+    )
+    .await;
+    let out = session_call(
+        &c,
+        &mut ev,
+        gw,
+        "batch_logout",
+        batch_logout(&f.subs),
+        |_| {},
+    )
+    .await;
+    let observed = format!(
+        "3 in one login: code {} \"{}\" (first sub-device {state}); 2: code {}; 3 in one logout: code {}",
+        over["code"], over["message"], fits["code"], out["code"]
+    );
+    let named = over["message"].as_str().unwrap_or("").contains("L-009");
+    check(
+        "L-009",
+        "2 (profile entities.sub_devices_per_login); Alink 460",
+        &observed,
+        over["code"] == 460
+            && named
+            && state == "inactive"
+            && fits["code"] == 200
+            && out["code"] == 460,
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l_023_coap_message_size() {
     let (d, coap) = ironhub_conformance::coap::Coap::start("").await;

@@ -4,8 +4,9 @@
 //! A device owns `/sys/{pk}/{dn}/...` and `/{pk}/{dn}/user/...`, publishes shadow updates on
 //! `/shadow/update/{pk}/{dn}`, reads its shadow on `/shadow/get/{pk}/{dn}`, hears its product's
 //! broadcasts on `/broadcast/{pk}/...`, asks the time on `/ext/ntp/{pk}/{dn}/request` (answered
-//! on `.../response`) and takes RRPC calls on `/ext/rrpc/{id}` + its `sys` or `user` topics.
-//! Nothing else.
+//! on `.../response`), logs its sub-devices in on `/ext/session/{pk}/{dn}/combine/...` (a
+//! gateway) and takes RRPC calls on `/ext/rrpc/{id}` + its `sys` or `user` topics. Nothing else;
+//! a gateway also uses the namespaces of the sub-devices logged in through it (as they).
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +30,7 @@ const PUBLISH_SPACES: &[&str] = &[
     "/{pk}/{dn}/user/#",
     "/shadow/update/{pk}/{dn}",
     "/ext/ntp/{pk}/{dn}/request",
+    "/ext/session/{pk}/{dn}/combine/#",
     "/ext/rrpc/+/sys/{pk}/{dn}/#",
     "/ext/rrpc/+/{pk}/{dn}/user/#",
 ];
@@ -40,6 +42,7 @@ const SUBSCRIBE_SPACES: &[&str] = &[
     "/shadow/get/{pk}/{dn}",
     "/broadcast/{pk}/#",
     "/ext/ntp/{pk}/{dn}/response",
+    "/ext/session/{pk}/{dn}/combine/#",
     "/ext/rrpc/+/sys/{pk}/{dn}/#",
     "/ext/rrpc/+/{pk}/{dn}/user/#",
 ];

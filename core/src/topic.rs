@@ -30,6 +30,31 @@ pub fn rrpc_wrapped(topic: &str) -> Option<(&str, &str)> {
     Some(rest.split_at(slash))
 }
 
+/// The device whose namespace a topic (or a filter) lies in: `/sys/{pk}/{dn}/...`,
+/// `/{pk}/{dn}/user/...`, `/shadow/update|get/{pk}/{dn}`, `/ext/ntp|session/{pk}/{dn}/...`, and
+/// any of these wrapped as `/ext/rrpc/{id}/...`. The names are literal: a wildcard in their place
+/// names no device.
+pub fn device_space(topic: &str) -> Option<(&str, &str)> {
+    if let Some((_, wrapped)) = rrpc_wrapped(topic) {
+        return device_space(wrapped);
+    }
+    let mut levels = topic.strip_prefix('/')?.split('/');
+    let (a, b, c, d) = (levels.next()?, levels.next()?, levels.next(), levels.next());
+    let named = |pk: &str, dn: &str| {
+        let literal = |l: &str| !l.is_empty() && l != "+" && l != "#";
+        literal(pk) && literal(dn)
+    };
+    let (pk, dn) = match (a, b, c, d) {
+        ("sys", pk, Some(dn), Some(_)) => (pk, dn),
+        ("shadow", "update" | "get", Some(pk), Some(dn)) if levels.next().is_none() => (pk, dn),
+        ("ext", "ntp" | "session", Some(pk), Some(dn)) if levels.next().is_some() => (pk, dn),
+        ("sys" | "shadow" | "ext" | "broadcast", ..) => return None,
+        (pk, dn, Some("user"), Some(_)) => (pk, dn),
+        _ => return None,
+    };
+    named(pk, dn).then_some((pk, dn))
+}
+
 /// What [`validate_name`] accepts, as a regular expression (for API schemas).
 pub const NAME_PATTERN: &str = "^[^+#\\u0000]+$";
 
@@ -236,6 +261,37 @@ impl<T> TopicTree<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_space_names_its_device_literally() {
+        for topic in [
+            "/sys/pk/dn/thing/event/property/post",
+            "/pk/dn/user/get",
+            "/pk/dn/user/#",
+            "/shadow/update/pk/dn",
+            "/shadow/get/pk/dn",
+            "/ext/ntp/pk/dn/request",
+            "/ext/session/pk/dn/combine/batch_login",
+            "/ext/rrpc/7/sys/pk/dn/thing/service/x",
+            "/ext/rrpc/+/pk/dn/user/cmd",
+        ] {
+            assert_eq!(device_space(topic), Some(("pk", "dn")), "{topic}");
+        }
+        for topic in [
+            "/sys/pk/dn",
+            "/sys/+/dn/x",
+            "/+/dn/user/x",
+            "/pk/#",
+            "/pk/dn/other/x",
+            "/broadcast/pk/x",
+            "/shadow/update/pk/dn/x",
+            "/ext/ntp/pk/dn",
+            "plain/topic",
+            "#",
+        ] {
+            assert_eq!(device_space(topic), None, "{topic}");
+        }
+    }
 
     #[test]
     fn rrpc_topics_wrap_a_device_topic() {

@@ -290,7 +290,8 @@ function device(pk, dn) {
   const hours = h("tbody", { id: "hours" });
   const messages = h("tbody", { id: "messages" });
   const shadow = h("pre", { id: "shadow" });
-  view(head, limits,
+  const subs = h("div", { id: "sub-devices" });
+  view(head, limits, subs,
     h("h2", {}, "Publishing status, last 24 hours"), chart, legend(["accepted", "#2458d6"], ["discarded", "#c0262d"]),
     h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Hour (UTC)"), h("th", { class: "num" }, "Sent"), h("th", { class: "num" }, "Accepted"),
       h("th", { class: "num" }, "Data points"), h("th", { class: "num" }, "Discarded"), h("th", {}, "By limit"))), hours),
@@ -299,10 +300,18 @@ function device(pk, dn) {
       h("th", { class: "num" }, "Bytes"), h("th", {}, "Payload"))), messages),
     h("h2", {}, "Shadow"), shadow);
   every(2000, async () => {
-    const [d, usage, recent, sh] = await Promise.all([
+    const [d, usage, recent, sh, carried] = await Promise.all([
       api("GET", base), api("GET", `${base}/usage`), api("GET", `${base}/messages`),
       api("GET", `${base}/shadow`).catch(() => null),
+      api("GET", `${base}/sub-devices`).catch(() => []),
     ]);
+    // A gateway lists the sub-devices it carries, online or not.
+    subs.replaceChildren(...(carried.length ? [h("h2", {}, `Sub-devices (${carried.filter((s) => s.online).length} of ${carried.length} online)`),
+      h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Device"), h("th", {}, "Product"), h("th", {}, "State"))),
+        h("tbody", {}, ...carried.map((s) => h("tr", { "data-sub-device": s.deviceName },
+          h("td", {}, h("a", { href: `#/devices/${enc(s.productKey)}/${enc(s.deviceName)}` }, s.deviceName)),
+          h("td", {}, h("code", {}, s.productKey)),
+          h("td", {}, h("span", { class: `badge ${s.online ? "online" : "offline"}` }, s.online ? "online" : "offline"))))))] : []));
     const toggle = d.state === "disabled" ? "enable" : "disable";
     head.replaceChildren(h("h1", {}, `${dn} `, h("span", { class: `badge ${d.state}`, id: "device-state" }, d.state)),
       h("p", { class: "muted" }, `product `, h("a", { href: `#/products/${enc(pk)}` }, pk), `, tenant ${d.tenant}, created ${time(d.created_at_ms)} `,

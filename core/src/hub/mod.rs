@@ -38,6 +38,8 @@ mod rules;
 mod session;
 mod shadow;
 mod stored_queue;
+mod sub_register;
+mod subdevices;
 mod tokens;
 mod topics;
 mod topology;
@@ -242,6 +244,8 @@ pub(crate) struct Inner {
     pub(crate) api_keys: business::ApiKeys,
     /// RRPC calls waiting for their device.
     pub(crate) rrpc: rrpc::PendingRrpc,
+    /// Gateway connections carrying sub-devices.
+    pub(crate) gateways: session::Gateways,
     /// Online/offline changes on their way to the store.
     pub(crate) history: business::WriteQueue<business::StatusChange>,
     /// Devices connected for the first time, on their way to the store.
@@ -368,6 +372,7 @@ impl Hub {
                 rrpc: rrpc::PendingRrpc::default(),
                 history: business::WriteQueue::default(),
                 activations: business::WriteQueue::default(),
+                gateways: session::Gateways::default(),
                 writers: tokio_util::task::TaskTracker::new(),
                 models: RwLock::new(HashMap::new()),
                 categories: RwLock::new(HashMap::new()),

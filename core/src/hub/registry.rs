@@ -266,6 +266,9 @@ impl Registry<'_> {
             self.hub.kick(&key).await;
             self.hub.drop_session(&key).await?;
             self.hub
+                .notify_topo_change(&product.tenant, (pk, &d.device_name), 1)
+                .await;
+            self.hub
                 .forget_topology(&product.tenant, pk, &d.device_name)
                 .await?;
         }
@@ -422,6 +425,11 @@ impl Registry<'_> {
         if !enabled {
             self.hub.kick(&device_session_key(pk, dn)).await;
         }
+        // A sub-device's gateway hears of it (disable 8, enable 2).
+        let status = if enabled { 2 } else { 8 };
+        self.hub
+            .notify_topo_change(&device.tenant, (pk, dn), status)
+            .await;
         let action = if enabled { "enable" } else { "disable" };
         self.hub.notify_groups(pk, |id, now| {
             Event::lifecycle(id, &device.tenant, pk, dn, action, now)
@@ -437,6 +445,9 @@ impl Registry<'_> {
         self.hub.kick(&key).await;
         self.hub.drop_session(&key).await?;
         self.hub.inner.recent.forget(&key);
+        self.hub
+            .notify_topo_change(&device.tenant, (pk, dn), 1)
+            .await;
         self.hub.forget_topology(&device.tenant, pk, dn).await?;
         store::write(&**self.hub.store(), |t| {
             records::delete_shadow(t, pk, dn);

@@ -199,8 +199,8 @@ impl Router {
     }
 }
 
-/// The device a `/sys/{pk}/{dn}/...` (also as `/ext/rrpc/{id}/sys/...`), `/shadow/get/{pk}/{dn}`
-/// or `/ext/ntp/{pk}/{dn}/response` topic addresses: the Link SDK never subscribes to its own
+/// The device a `/sys/{pk}/{dn}/...` (also as `/ext/rrpc/{id}/sys/...`), `/shadow/get/{pk}/{dn}`,
+/// `/ext/ntp/{pk}/{dn}/response` or `/ext/session/{pk}/{dn}/combine/..._reply` topic addresses: the Link SDK never subscribes to its own
 /// system topics, a shadow's pending desired state must reach a device that has not subscribed
 /// yet, and the hub answers the time whether or not the device subscribed first, so the hub
 /// delivers them without a subscription.
@@ -226,6 +226,11 @@ pub(crate) fn sys_topic_device(topic: &str) -> Option<String> {
         }
         (Some(""), Some("ext"), Some("ntp"), Some(pk), Some(dn), Some("response"))
             if levels.next().is_none() =>
+        {
+            Some(super::device_session_key(pk, dn))
+        }
+        (Some(""), Some("ext"), Some("session"), Some(pk), Some(dn), Some("combine"))
+            if levels.next().is_some_and(|op| op.ends_with("_reply")) =>
         {
             Some(super::device_session_key(pk, dn))
         }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Hub, HubError};
+use super::{Hub, HubError, device_session_key};
 use crate::auth::{self, SignMethod};
 use crate::data::event::Event;
 use crate::data::model::NodeType;
@@ -22,6 +22,8 @@ pub struct SubDevice {
     /// DeviceName.
     #[serde(rename = "deviceName")]
     pub device_name: String,
+    /// Whether it is online (through this gateway or by itself).
+    pub online: bool,
 }
 
 /// An Alink topology request a gateway can send.
@@ -145,7 +147,11 @@ impl Hub {
         entry: &Value,
     ) -> Result<(), u16> {
         let field = |k: &str| entry.get(k).and_then(Value::as_str).unwrap_or("");
-        let method = SignMethod::parse(field("signMethod")).ok_or(code::BAD_REQUEST)?;
+        // The Python Link SDK names the key `signmethod`, Alibaba's documentation `signMethod`.
+        let method = [field("signMethod"), field("signmethod")]
+            .into_iter()
+            .find_map(SignMethod::parse)
+            .ok_or(code::BAD_REQUEST)?;
         let device = self
             .device_record(sub.0, sub.1)
             .await
@@ -278,6 +284,10 @@ impl Topology<'_> {
         };
         let devices = [owned(sub)];
         if let Some(p) = previous {
+            if let Some(link) = self.hub.link_of(&device_session_key(&p.0, &p.1)) {
+                let key = device_session_key(sub.0, sub.1);
+                self.hub.close_sub_session(&link, &key).await;
+            }
             self.hub
                 .notify_topology(&tenant, (&p.0, &p.1), "remove", &devices);
         }
@@ -308,6 +318,11 @@ impl Topology<'_> {
                 id: format!("{}/{}", sub.0, sub.1),
             });
         }
+        // Without its topology a sub-device cannot stay online through the gateway.
+        if let Some(link) = self.hub.link_of(&device_session_key(gateway.0, gateway.1)) {
+            let key = device_session_key(sub.0, sub.1);
+            self.hub.close_sub_session(&link, &key).await;
+        }
         self.hub
             .notify_topology(&gw.tenant, gateway, "remove", &[owned(sub)]);
         Ok(())
@@ -322,13 +337,16 @@ impl Topology<'_> {
             Box::pin(async move { records::list_sub_devices(t, (&gw.0, &gw.1), 0).await })
         })
         .await?;
-        Ok(list
-            .into_iter()
-            .map(|(product_key, device_name)| SubDevice {
+        let mut subs = Vec::with_capacity(list.len());
+        for (product_key, device_name) in list {
+            let key = device_session_key(&product_key, &device_name);
+            subs.push(SubDevice {
+                online: self.hub.online_anywhere(&key).await?,
                 product_key,
                 device_name,
-            })
-            .collect())
+            });
+        }
+        Ok(subs)
     }
 
     /// Checks that `gateway` is a device of a gateway product and `sub` a plain device of the

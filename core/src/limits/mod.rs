@@ -76,6 +76,9 @@ catalog! {
     DevicesPerProduct => "L-002", "devices per product", Quota;
     DevicesPerTenant => "L-003", "devices per tenant", Quota;
     SubDevicesPerGateway => "L-004", "sub-devices per gateway", Quota;
+    SubDevicesOnline => "L-007", "sub-devices online per gateway", Quota;
+    SubDeviceLogins => "L-008", "sub-device logins per gateway", Rate;
+    SubDevicesPerLogin => "L-009", "sub-devices per login or logout request", Malformed;
     RulesPerTenant => "L-005", "rules per tenant", Quota;
     ConsumerGroupsPerTenant => "L-006", "consumer groups per tenant", Quota;
     ConnectionsPerDevice => "L-010", "connections per device certificate (a new one takes over)", Quota;
@@ -248,6 +251,7 @@ pub struct Limiter {
     device_downlink: Keyed<Buckets>,
     broadcasts: Keyed<Buckets>,
     shadow_requests: Keyed<Buckets>,
+    sub_device_logins: Keyed<Buckets>,
     hourly_points: Keyed<Window>,
     /// Live nodes of the cluster (1 alone): each applies its share of the tenant-level rates.
     nodes: AtomicU64,
@@ -488,6 +492,24 @@ impl Limiter {
         )
     }
 
+    /// Sub-devices logging in through one gateway (L-008), `count` at once.
+    pub fn sub_device_logins(
+        &self,
+        p: &Profile,
+        gateway: &str,
+        count: u64,
+        now: u64,
+    ) -> Result<(), Limited> {
+        take(
+            &self.sub_device_logins,
+            gateway,
+            &p.rates.sub_device_logins,
+            now,
+            count,
+            LimitId::SubDeviceLogins,
+        )
+    }
+
     /// Drops state that is back to its initial value (full buckets, empty windows): it is the
     /// same as no state, so memory stays bounded by the keys active in the last period.
     pub fn sweep(&self, now: u64) {
@@ -507,6 +529,7 @@ impl Limiter {
             &self.device_downlink,
             &self.broadcasts,
             &self.shadow_requests,
+            &self.sub_device_logins,
         ] {
             k.map
                 .lock()

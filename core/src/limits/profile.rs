@@ -66,6 +66,10 @@ pub struct EntityLimits {
     pub subscriptions_per_device: u64,
     /// Sub-devices one gateway may carry (seed 000: 1,500).
     pub sub_devices_per_gateway: u64,
+    /// Sub-devices online through one gateway at once (Alibaba: as many as it may carry).
+    pub sub_devices_online_per_gateway: u64,
+    /// Sub-devices in one login or logout request (Alibaba: 50).
+    pub sub_devices_per_login: u64,
     /// Custom topic categories per product (seed 000: 50).
     pub topic_categories: u64,
 }
@@ -78,6 +82,8 @@ impl Default for EntityLimits {
             devices_per_product: 1_000_000,
             subscriptions_per_device: 100,
             sub_devices_per_gateway: 1_500,
+            sub_devices_online_per_gateway: 1_500,
+            sub_devices_per_login: 50,
             topic_categories: 50,
         }
     }
@@ -119,6 +125,9 @@ pub struct RateLimits {
     pub broadcasts: RateSpec,
     /// Shadow requests per device (seed 000: 20 per second).
     pub shadow_requests: RateSpec,
+    /// Sub-devices logging in through one gateway (no seed value: 100 per second, so a gateway
+    /// brings its 1,500 sub-devices back within 15 seconds).
+    pub sub_device_logins: RateSpec,
 }
 
 impl Default for RateLimits {
@@ -139,6 +148,7 @@ impl Default for RateLimits {
             device_downlink: rate("50:1"),
             broadcasts: rate("1:60"),
             shadow_requests: rate("20:1"),
+            sub_device_logins: rate("100:1"),
         }
     }
 }

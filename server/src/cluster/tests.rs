@@ -738,3 +738,76 @@ async fn a_reconnect_on_the_same_node_stays_online_for_the_others() {
         request.topic
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sub_device_online_through_its_gateway_on_node_a_gets_a_downlink_sent_to_node_c() {
+    use ironhub_conformance::DeviceCreds;
+    use ironhub_conformance::gateway::{batch_login, session_call};
+    let cluster = Cluster3::start().await;
+    let fleet = cluster.provision("gateways", None, &["sub-1"]).await;
+    let (a, c) = (cluster.node("a"), cluster.node("c"));
+    let product = a
+        .admin(
+            "POST",
+            "/api/v1/products",
+            Some(json!({ "tenant": "gateways", "name": "gw", "node_type": "gateway" })),
+        )
+        .await;
+    let gw_pk = product["product_key"].as_str().unwrap().to_owned();
+    let made = a
+        .admin(
+            "POST",
+            &format!("/api/v1/products/{gw_pk}/devices"),
+            Some(json!({ "device_name": "gw-1" })),
+        )
+        .await;
+    let creds = |pk: &str, dn: &str, secret: &str| DeviceCreds {
+        tenant: "gateways".into(),
+        product_key: pk.into(),
+        device_name: dn.into(),
+        device_secret: secret.into(),
+        product_secret: String::new(),
+    };
+    let gw = creds(&gw_pk, "gw-1", made["device_secret"].as_str().unwrap());
+    let sub = creds(&fleet.pk, "sub-1", &fleet.secrets[0].1);
+    let attach = format!(
+        "/api/v1/products/{gw_pk}/devices/gw-1/sub-devices/{}/sub-1",
+        fleet.pk
+    );
+    a.admin("PUT", &attach, None).await;
+
+    let c_ = ironhub_core::auth::device_credentials(
+        &gw_pk,
+        "gw-1",
+        &gw.device_secret,
+        ironhub_core::now_ms(),
+    );
+    let mut o = MqttOptions::new(c_.client_id, a.mqtt.ip().to_string(), a.mqtt.port());
+    o.set_credentials(c_.username, c_.password)
+        .set_keep_alive(Duration::from_secs(60));
+    let (client, mut ev, _) = connect(o).await;
+    let login = batch_login(std::slice::from_ref(&sub));
+    let reply = session_call(&client, &mut ev, &gw, "batch_login", login, |_| {}).await;
+    assert_eq!(reply["code"], 200, "{reply}");
+    subscribe(&client, &mut ev, &fleet.topic("sub-1", "get")).await;
+
+    let body = json!({ "product_key": fleet.pk, "device_name": "sub-1",
+        "topic": fleet.topic("sub-1", "get"), "payload": "to the sub-device", "qos": 1 });
+    let (status, v) = c
+        .api("POST", "/api/v1/business/pub", &fleet.key, Some(body))
+        .await;
+    assert_eq!((status, &v["delivered_to"]), (200, &json!(1)), "{v}");
+    let got = v3::next_publish(&mut ev).await;
+    assert_eq!(got.topic, fleet.topic("sub-1", "get"));
+    assert_eq!(&got.payload[..], b"to the sub-device");
+    let path = format!("/api/v1/business/devices/{}/sub-1", fleet.pk);
+    let (_, seen_from_c) = c.api("GET", &path, &fleet.key, None).await;
+    assert_eq!(seen_from_c["state"], "online", "{seen_from_c}");
+
+    // The gateway leaves: the sub-device is offline for every node.
+    drop((client, ev));
+    until("the sub-device offline as node c sees it", || async {
+        c.api("GET", &path, &fleet.key, None).await.1["state"] == "offline"
+    })
+    .await;
+}

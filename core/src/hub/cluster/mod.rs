@@ -154,7 +154,7 @@ impl Drop for ClaimGuard {
 }
 
 /// The device a topic addresses, as its session key: `/sys/{pk}/{dn}/...`,
-/// `/shadow/get/{pk}/{dn}`, `/{pk}/{dn}/...`, `/ext/ntp/{pk}/{dn}/response` and RRPC calls
+/// `/shadow/get/{pk}/{dn}`, `/{pk}/{dn}/...`, `/ext/ntp/{pk}/{dn}/response`, `/ext/session/{pk}/{dn}/combine/..._reply` and RRPC calls
 /// wrapping one of them (devices may use only their own topics, so these are the only sessions
 /// that can subscribe to them).
 pub(super) fn device_of_topic(topic: &str) -> Option<String> {
@@ -172,6 +172,10 @@ pub(super) fn device_of_topic(topic: &str) -> Option<String> {
         ("ext", "ntp") => {
             Some(device_session_key(c?, d?)).filter(|_| levels.next() == Some("response"))
         }
+        ("ext", "session") => Some(device_session_key(c?, d?)).filter(|_| {
+            levels.next() == Some("combine")
+                && levels.next().is_some_and(|op| op.ends_with("_reply"))
+        }),
         ("shadow" | "ext" | "broadcast", _) => None,
         (pk, dn) if !pk.is_empty() && !dn.is_empty() && c.is_some() => {
             Some(device_session_key(pk, dn))
@@ -470,5 +474,8 @@ mod tests {
         );
         assert_eq!(dev("/ext/ntp/pk/dn/response").as_deref(), Some("pk/dn"));
         assert_eq!(dev("/ext/ntp/pk/dn/request"), None);
+        let reply = dev("/ext/session/pk/dn/combine/batch_login_reply");
+        assert_eq!(reply.as_deref(), Some("pk/dn"));
+        assert_eq!(dev("/ext/session/pk/dn/combine/batch_login"), None);
     }
 }

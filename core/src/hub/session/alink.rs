@@ -1,11 +1,13 @@
 //! Device requests to the hub on a device's own topics: property posts checked against the
-//! thing model, topology changes, RRPC responses, shadow updates and the time (NTP), each
-//! answered as Alink does.
+//! thing model, topology changes, sub-device registrations and logins, RRPC responses, shadow updates and the
+//! time (NTP), each answered as Alink does.
 
 use bytes::Bytes;
 
 use super::{ClientIdentity, PublishRefusal};
 use crate::data::message::{Message, QoS};
+use crate::hub::sub_register::RegisterOp;
+use crate::hub::subdevices::SessionOp;
 use crate::hub::topology::TopoOp;
 use crate::hub::{Hub, ntp};
 
@@ -28,6 +30,14 @@ impl Hub {
                 DeviceRequest::Topology(op) => Some((
                     reply_topic(),
                     self.topology_request((pk, dn), op, &payload).await,
+                )),
+                DeviceRequest::Register(op) => Some((
+                    reply_topic(),
+                    self.sub_register_request(identity, op, &payload).await,
+                )),
+                DeviceRequest::SubSession(op) => Some((
+                    reply_topic(),
+                    self.sub_session_request(identity, op, &payload).await,
                 )),
                 DeviceRequest::Ntp => Some((
                     ntp::response_topic(pk, dn),
@@ -83,6 +93,12 @@ pub(super) enum DeviceRequest {
     Shadow,
     /// `/ext/ntp/{pk}/{dn}/request`: answered on `.../response` with the hub's time.
     Ntp,
+    /// `/sys/{pk}/{dn}/thing/sub/register` or `.../thing/proxy/provisioning/product_register`
+    /// of a gateway: answered on `..._reply`.
+    Register(RegisterOp),
+    /// `/ext/session/{pk}/{dn}/combine/login|batch_login|logout|batch_logout` of a gateway:
+    /// answered on `..._reply`.
+    SubSession(SessionOp),
     /// `/ext/rrpc/{id}/...` (the Link SDK's RRPC answer, on the topic of the request): completes
     /// the call waiting for it, and goes nowhere else.
     ExtRrpcResponse,
@@ -114,6 +130,9 @@ impl DeviceRequest {
             if suffix.starts_with("/rrpc/response/") {
                 return Some(DeviceRequest::RrpcResponse);
             }
+            if let Some(op) = RegisterOp::from_suffix(suffix) {
+                return Some(DeviceRequest::Register(op));
+            }
             return TopoOp::from_suffix(suffix).map(DeviceRequest::Topology);
         }
         let shadow = topic
@@ -123,6 +142,9 @@ impl DeviceRequest {
             == Some(dn);
         if shadow {
             return Some(DeviceRequest::Shadow);
+        }
+        if let Some(op) = SessionOp::of(topic, pk, dn) {
+            return Some(DeviceRequest::SubSession(op));
         }
         ntp::is_request(topic, pk, dn).then_some(DeviceRequest::Ntp)
     }

@@ -267,6 +267,7 @@ impl Hub {
                 kick: Some(kick_tx),
                 done: done.clone(),
                 generation,
+                gateway: None,
             }),
         );
         slot.transport.store(transport.0, Ordering::Relaxed);
@@ -321,6 +322,10 @@ impl Hub {
             let mut st = slot.state.clone().lock_owned().await;
             if st.removed {
                 continue;
+            }
+            // A sub-device's login through a gateway ends here and now.
+            if st.live.is_none() || self.end_sub_login(&slot, &mut st) {
+                return (slot, st);
             }
             let Some(live) = st.live.as_mut() else {
                 return (slot, st);

@@ -1,10 +1,11 @@
 //! The session handle a transport holds: publish, subscribe, unsubscribe, acknowledge, close.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{
-    ClientIdentity, PublishRefusal, PublishRequest, Session, SessionExpiryRefused,
+    ClientIdentity, PublishRefusal, PublishRequest, Session, SessionExpiryRefused, Slot, SlotState,
     SubscribeRefusal, SubscribeRequest, Will,
 };
 use crate::admission::{self, Stage};
@@ -18,6 +19,17 @@ use crate::limits::{LimitId, Limited};
 use crate::store::records::{self, QueueId, SubscriptionRecord};
 use crate::store::{self, StoreError};
 use crate::topic::Filter;
+
+impl Hub {
+    /// Removes one subscription of a session (caller holds its lock); returns whether it existed.
+    fn unsubscribe_slot(&self, slot: &Arc<Slot>, st: &mut SlotState, raw: &str) -> bool {
+        let existed = st.subscriptions.remove(raw).is_some();
+        if let Ok(f) = Filter::parse(raw) {
+            self.inner.router.unsubscribe(&slot.tenant, &slot.key, &f);
+        }
+        existed
+    }
+}
 
 impl Session {
     /// The hub this session belongs to.
@@ -33,7 +45,13 @@ impl Session {
     /// Checks and accepts a publish. Ok means the message is safely accepted (QoS 1/2 deliveries
     /// to offline persistent sessions are durable): the transport may acknowledge it.
     pub async fn publish(&self, req: PublishRequest) -> Result<usize, PublishRefusal> {
-        self.hub.publish_from(&self.identity, req).await
+        let (delivered, confirmation) = self.publish_deferred(req).await?;
+        if let Some(confirmation) = confirmation {
+            confirmation
+                .await
+                .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+        }
+        Ok(delivered)
     }
 
     /// Publishes; a QoS 1 message going to consumer groups comes back with the confirmation to
@@ -42,6 +60,13 @@ impl Session {
         &self,
         req: PublishRequest,
     ) -> Result<(usize, Option<Confirmation>), PublishRefusal> {
+        // A gateway publishing for one of its logged-in sub-devices: the sub-device publishes.
+        if let Some(sub) = self.sub_session_for(&req.topic) {
+            return self
+                .hub
+                .publish_charged(&sub.identity, &sub.charges, req)
+                .await;
+        }
         let charges = self
             .charges
             .get_or_init(|| Box::new(self.hub.charges(&self.identity)));
@@ -49,30 +74,62 @@ impl Session {
     }
 
     /// Subscribes; returns per filter the granted QoS or the refusal, and the retained messages
-    /// to send after the acknowledgement.
+    /// to send after the acknowledgement. A gateway's filters in the namespace of a sub-device
+    /// logged in through it are the sub-device's subscriptions.
     pub async fn subscribe(
         &self,
+        requests: Vec<SubscribeRequest>,
+    ) -> (Vec<Result<QoS, SubscribeRefusal>>, Vec<Delivery>) {
+        let cfg = self.hub.config();
+        if let Err(refusal) = admission::subscribe_count(cfg, requests.len()) {
+            self.hub.inner.stats.limited(LimitId::FiltersPerSubscribe);
+            return (vec![Err(refusal); requests.len()], Vec::new());
+        }
+        let subs: Vec<_> = requests
+            .iter()
+            .map(|r| self.sub_session_for(&r.filter))
+            .collect();
+        if subs.iter().all(Option::is_none) {
+            return self
+                .subscribe_as(&self.identity, &self.slot, requests)
+                .await;
+        }
+        let mut results = Vec::with_capacity(requests.len());
+        let mut retained = Vec::new();
+        for (req, sub) in requests.into_iter().zip(subs) {
+            let (identity, slot) = match &sub {
+                Some(sub) => (&sub.identity, Session::sub_slot(sub)),
+                None => (&self.identity, &self.slot),
+            };
+            let (mut result, mut messages) = self.subscribe_as(identity, slot, vec![req]).await;
+            results.append(&mut result);
+            retained.append(&mut messages);
+        }
+        (results, retained)
+    }
+
+    /// Subscribes `identity`'s session (this one, or a sub-device's it carries).
+    async fn subscribe_as(
+        &self,
+        identity: &ClientIdentity,
+        slot: &Arc<Slot>,
         requests: Vec<SubscribeRequest>,
     ) -> (Vec<Result<QoS, SubscribeRefusal>>, Vec<Delivery>) {
         let mut results = Vec::with_capacity(requests.len());
         let mut retained = Vec::new();
         let cfg = self.hub.config();
-        if let Err(refusal) = admission::subscribe_count(cfg, requests.len()) {
-            self.hub.inner.stats.limited(LimitId::FiltersPerSubscribe);
-            return (vec![Err(refusal); requests.len()], retained);
-        }
         let max_subscriptions = self
             .hub
-            .profile_of(&self.identity.tenant)
+            .profile_of(&identity.tenant)
             .entities
             .subscriptions_per_device;
-        let mut st = self.slot.state.clone().lock_owned().await;
+        let mut st = slot.state.clone().lock_owned().await;
         for req in requests {
-            let may = |access, filter: &str| self.hub.may(&self.identity, access, filter);
+            let may = |access, filter: &str| self.hub.may(identity, access, filter);
             let filter = match admission::subscription(cfg, &req.filter, may) {
                 Ok(filter) => filter,
                 Err(refusal) => {
-                    let session = &self.identity.key;
+                    let session = &identity.key;
                     self.hub
                         .note_refusal(session, Stage::Subscribe, &refusal.cause(), &req.filter);
                     results.push(Err(refusal));
@@ -98,12 +155,10 @@ impl Session {
                 .subscriptions
                 .insert(req.filter.clone(), record.clone())
                 .is_some();
-            self.hub.inner.router.subscribe(
-                &self.identity.tenant,
-                &self.slot.key,
-                &filter,
-                &record,
-            );
+            self.hub
+                .inner
+                .router
+                .subscribe(&identity.tenant, &slot.key, &filter, &record);
             let send_retained = filter.share_group.is_none()
                 && match req.retain_handling {
                     0 => true,
@@ -115,9 +170,9 @@ impl Session {
                     .hub
                     .inner
                     .router
-                    .retained_matching(&self.identity.tenant, &filter.filter)
+                    .retained_matching(&identity.tenant, &filter.filter)
                 {
-                    if self.identity.device.is_none()
+                    if identity.device.is_none()
                         && self
                             .hub
                             .keep_denied_from_open_clients(&msg.tenant, &msg.topic)
@@ -136,7 +191,7 @@ impl Session {
             results.push(Ok(req.qos));
         }
         if st.expiry_secs > 0 {
-            let record = self.slot.record(&st);
+            let record = slot.record(&st);
             let saved =
                 store::write(&**self.hub.store(), |t| records::put_session(t, &record)).await;
             if let Err(e) = saved {
@@ -154,14 +209,14 @@ impl Session {
         let mut st = self.slot.state.clone().lock_owned().await;
         let mut out = Vec::with_capacity(filters.len());
         for raw in filters {
-            let existed = st.subscriptions.remove(&raw).is_some();
-            if let Ok(f) = Filter::parse(&raw) {
-                self.hub
-                    .inner
-                    .router
-                    .unsubscribe(&self.identity.tenant, &self.slot.key, &f);
+            if let Some(sub) = self.sub_session_for(&raw) {
+                // Never persistent: nothing to write.
+                let slot = Session::sub_slot(&sub);
+                let mut sub_st = slot.state.clone().lock_owned().await;
+                out.push(self.hub.unsubscribe_slot(slot, &mut sub_st, &raw));
+                continue;
             }
-            out.push(existed);
+            out.push(self.hub.unsubscribe_slot(&self.slot, &mut st, &raw));
         }
         if st.expiry_secs > 0 {
             let record = self.slot.record(&st);
@@ -199,6 +254,11 @@ impl Session {
     ) {
         if let Err(e) = self.close_inner(normal, unacked, &mut deliveries).await {
             tracing::error!(session = %self.identity.key, error = %e, "closing session failed");
+        }
+        if self.identity.device.is_some() {
+            self.hub
+                .gateway_closed(&self.identity.key, self.generation)
+                .await;
         }
         self.done.cancel();
     }

@@ -5,10 +5,12 @@
 //! This module holds the requests, outcomes and refusals transports see, and the session's slot;
 //! the work is in one file per role: [`slot`] (deliveries and the hub's map of slots), [`connect`]
 //! (authentication and takeover), [`publish`] (the publish pipeline), [`alink`] (device requests
-//! answered by the hub) and [`handle`] (the [`Session`] a transport holds).
+//! answered by the hub), [`gateway`] (sub-devices' sessions on their gateway's connection) and
+//! [`handle`] (the [`Session`] a transport holds).
 
 mod alink;
 mod connect;
+mod gateway;
 mod handle;
 mod publish;
 mod slot;
@@ -31,6 +33,7 @@ use crate::data::message::{Properties, QoS};
 use crate::store::StoreError;
 use crate::store::records::SubscriptionRecord;
 pub(crate) use connect::OPEN_CLIENT_PREFIX;
+pub(crate) use gateway::Gateways;
 
 /// How long a new connection waits for the connection it takes over to finish closing.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
@@ -199,6 +202,8 @@ struct Live {
     kick: Option<oneshot::Sender<KickReason>>,
     done: CancellationToken,
     generation: u64,
+    /// Set when the session is a sub-device's, carried by this gateway connection.
+    gateway: Option<Arc<gateway::GatewayLink>>,
 }
 
 struct SlotState {

@@ -344,6 +344,14 @@ impl Hub {
     pub(crate) async fn kick_local(&self, key: &str, reason: KickReason) {
         if let Some(slot) = self.slot(key) {
             let mut st = slot.state.clone().lock_owned().await;
+            if self.end_sub_login(&slot, &mut st) {
+                self.forget_slot(&slot, &mut st);
+                drop(st);
+                if let Err(e) = self.unclaim(key, true).await {
+                    tracing::warn!(session = %key, error = %e, "registry not updated");
+                }
+                return;
+            }
             if let Some(kick) = st.live.as_mut().and_then(|l| l.kick.take()) {
                 let _ = kick.send(reason);
             }
@@ -355,6 +363,9 @@ impl Hub {
     pub(crate) async fn close_live(&self, slot: &Arc<Slot>, reason: KickReason) {
         let done = {
             let mut st = slot.state.clone().lock_owned().await;
+            if self.end_sub_login(slot, &mut st) {
+                return;
+            }
             let Some(live) = st.live.as_mut() else {
                 return;
             };
