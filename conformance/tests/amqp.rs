@@ -394,11 +394,11 @@ async fn gateway_topology_changes_are_answered_and_notified() {
     let listed = call("get", json!({})).await;
     assert_eq!(
         listed["data"],
-        json!([{ "productKey": sub.product_key, "deviceName": sub.device_name }])
+        json!([{ "productKey": sub.product_key, "deviceName": sub.device_name, "online": false }])
     );
     let removed = call(
         "delete",
-        json!([{ "productKey": sub.product_key, "deviceName": sub.device_name }]),
+        json!([{ "productKey": sub.product_key, "deviceName": sub.device_name, "online": false }]),
     )
     .await;
     assert_eq!(removed["code"], 200, "{removed}");

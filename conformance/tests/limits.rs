@@ -1056,6 +1056,60 @@ async fn l_009_sub_devices_per_login() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_090_tags_per_device() {
+    let (d, dev) = setup(with(
+        unlimited(),
+        json!({ "entities": { "tags_per_device": 2 } }),
+    ))
+    .await;
+    let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
+    let topic = format!(
+        "/sys/{}/{}/thing/deviceinfo/update",
+        dev.product_key, dev.device_name
+    );
+    let mut update = async |tags: Value| -> Value {
+        let body = json!({ "id": "1", "version": "1.0", "params": tags,
+                           "method": "thing.deviceinfo.update" });
+        c.publish(&topic, rumqttc::QoS::AtMostOnce, false, body.to_string())
+            .await
+            .unwrap();
+        loop {
+            let p = v3::next_publish(&mut ev).await;
+            if p.topic == format!("{topic}_reply") {
+                return serde_json::from_slice(&p.payload).unwrap();
+            }
+        }
+    };
+    let two =
+        update(json!([{ "attrKey": "a", "attrValue": "1" }, { "attrKey": "b", "attrValue": "2" }]))
+            .await;
+    let three = update(json!([{ "attrKey": "c", "attrValue": "3" }])).await;
+    let tags = format!(
+        "/api/v1/products/{}/devices/{}/tags",
+        dev.product_key, dev.device_name
+    );
+    let (api_status, api) = d.api(Method::PUT, &tags, Some(json!({ "c": "3" }))).await;
+    let (replaced, _) = d
+        .api(Method::PUT, &tags, Some(json!({ "a": "changed" })))
+        .await;
+    let observed = format!(
+        "2 tags over MQTT: code {}; a 3rd: code {} \"{}\"; over the API: HTTP {api_status} {}; changing one of the 2: HTTP {replaced}",
+        two["code"], three["code"], three["message"], api["limit"]
+    );
+    check(
+        "L-090",
+        "2 (profile entities.tags_per_device); Alink 460, HTTP 403",
+        &observed,
+        two["code"] == 200
+            && three["code"] == 460
+            && three["message"].as_str().unwrap_or("").contains("L-090")
+            && api_status == 403
+            && api["limit"] == "L-090"
+            && replaced == 200,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l_023_coap_message_size() {
     let (d, coap) = ironhub_conformance::coap::Coap::start("").await;
     let dev = d.provision(&Deployment::unique_tenant("limits")).await;

@@ -160,3 +160,30 @@ async fn stock_link_sdk_device_answers_user_rrpc_and_synchronous_service_calls()
     assert_eq!(seen["service"]["identifier"], "calibrate");
     assert_eq!(seen["user"]["payload"], "ping");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_link_sdk_device_tags_itself_and_reports_its_firmware() {
+    let d = Deployment::start("").await;
+    let dev = d.provision(&Deployment::unique_tenant("sdk-info")).await;
+    let seen = sdk_saw(
+        &d,
+        python_client("linkkit_info.py", sdk_args(&d, &dev), 60).await,
+    );
+    assert_eq!(seen["update"]["code"], 200, "{seen}");
+    assert_eq!(seen["delete"]["code"], 200, "{seen}");
+    let path = format!(
+        "/api/v1/products/{}/devices/{}/info",
+        dev.product_key, dev.device_name
+    );
+    // The firmware report has no reply: wait until it is recorded.
+    let mut info = Value::Null;
+    for _ in 0..50 {
+        info = d.api(hyper::Method::GET, &path, None).await.1;
+        if info["firmware"] != json!({}) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(info["tags"], json!({ "room": "greenhouse-3" }), "{info}");
+    assert_eq!(info["firmware"], json!({ "default": "1.0.7" }), "{info}");
+}

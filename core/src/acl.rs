@@ -4,7 +4,8 @@
 //! A device owns `/sys/{pk}/{dn}/...` and `/{pk}/{dn}/user/...`, publishes shadow updates on
 //! `/shadow/update/{pk}/{dn}`, reads its shadow on `/shadow/get/{pk}/{dn}`, hears its product's
 //! broadcasts on `/broadcast/{pk}/...`, asks the time on `/ext/ntp/{pk}/{dn}/request` (answered
-//! on `.../response`), logs its sub-devices in on `/ext/session/{pk}/{dn}/combine/...` (a
+//! on `.../response`), reports its firmware on `/ota/device/inform/{pk}/{dn}` (and hears of
+//! upgrades on `/ota/device/upgrade/{pk}/{dn}`), logs its sub-devices in on `/ext/session/{pk}/{dn}/combine/...` (a
 //! gateway) and takes RRPC calls on `/ext/rrpc/{id}` + its `sys` or `user` topics. Nothing else;
 //! a gateway also uses the namespaces of the sub-devices logged in through it (as they).
 
@@ -31,6 +32,7 @@ const PUBLISH_SPACES: &[&str] = &[
     "/shadow/update/{pk}/{dn}",
     "/ext/ntp/{pk}/{dn}/request",
     "/ext/session/{pk}/{dn}/combine/#",
+    "/ota/device/inform/{pk}/{dn}",
     "/ext/rrpc/+/sys/{pk}/{dn}/#",
     "/ext/rrpc/+/{pk}/{dn}/user/#",
 ];
@@ -43,6 +45,7 @@ const SUBSCRIBE_SPACES: &[&str] = &[
     "/broadcast/{pk}/#",
     "/ext/ntp/{pk}/{dn}/response",
     "/ext/session/{pk}/{dn}/combine/#",
+    "/ota/device/upgrade/{pk}/{dn}",
     "/ext/rrpc/+/sys/{pk}/{dn}/#",
     "/ext/rrpc/+/{pk}/{dn}/user/#",
 ];

@@ -48,6 +48,16 @@ pub struct Product {
     pub created_at_ms: u64,
 }
 
+/// What a device says about itself: its tags (from the device's `thing/deviceinfo/update`, or
+/// the admin API) and the firmware version it last reported per module (`/ota/device/inform`).
+#[derive(schemars::JsonSchema, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Tag key to value.
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Module (`default` when the device named none) to the version it reported.
+    pub firmware: std::collections::BTreeMap<String, String>,
+}
+
 /// A device under a product.
 #[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {

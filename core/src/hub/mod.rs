@@ -26,6 +26,7 @@ use crate::topic;
 
 mod business;
 mod cluster;
+mod device_info;
 mod groups;
 mod limits;
 mod ntp;
@@ -47,6 +48,7 @@ mod tsl;
 
 pub use business::{DevicePage, DeviceStatus, HISTORY_RETENTION_MS};
 pub use cluster::{PeerError, PeerReply, PeerRequest, Peers};
+pub use device_info::{DeviceInfos, MAX_TAG_VALUE, TAG_KEY_PATTERN};
 pub use limits::UsageReport;
 pub use recent::{MIN_GAP_MS as RECENT_MIN_GAP_MS, Recent, RecentMessage};
 pub use registry::{DeviceView, ProductView};

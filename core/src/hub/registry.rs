@@ -451,6 +451,7 @@ impl Registry<'_> {
         self.hub.forget_topology(&device.tenant, pk, dn).await?;
         store::write(&**self.hub.store(), |t| {
             records::delete_shadow(t, pk, dn);
+            records::delete_device_info(t, pk, dn);
             records::delete_status_events(t, pk, dn);
             records::delete_device(t, pk, dn);
             records::count_devices(t, &device.tenant, pk, -1);

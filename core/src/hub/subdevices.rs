@@ -249,13 +249,16 @@ impl Hub {
                 .map_err(|r| r.about(entry))?;
             identities.push(identity);
         }
-        for identity in &identities {
+        for (identity, _) in &identities {
             if !link.carries(&identity.key) {
                 self.admit_connection(identity)
                     .map_err(|l| self.login_limited(l))?;
             }
         }
-        for identity in identities {
+        for (identity, first_time) in identities {
+            if let (true, Some((pk, dn))) = (first_time, &identity.device) {
+                self.record_activation(pk, dn).await;
+            }
             self.open_sub_session(&link, identity)
                 .await
                 .map_err(|e| Refusal::new(code::UNAVAILABLE, e.to_string()))?;
@@ -270,12 +273,13 @@ impl Hub {
 
     /// Checks one login entry: the device exists in the gateway's tenant, is the gateway's
     /// sub-device, is enabled, and the entry is signed with its secret as the Link SDK signs it.
+    /// Returns its identity and whether this is its first login (it activates).
     async fn check_login(
         &self,
         gateway: &(String, String),
         tenant: &str,
         entry: &Entry,
-    ) -> Result<ClientIdentity, Refusal> {
+    ) -> Result<(ClientIdentity, bool), Refusal> {
         let unavailable =
             |e: crate::store::StoreError| Refusal::new(code::UNAVAILABLE, e.to_string());
         let device = self
@@ -319,14 +323,12 @@ impl Hub {
         if !device.enabled {
             return Err(Refusal::new(code::DISABLED, "sub-device disabled"));
         }
-        if !device.activated {
-            self.record_activation(&entry.pk, &entry.dn).await;
-        }
-        Ok(ClientIdentity {
+        let identity = ClientIdentity {
             tenant: device.tenant,
             key: device_session_key(&entry.pk, &entry.dn).into(),
             device: Some(sub),
-        })
+        };
+        Ok((identity, !device.activated))
     }
 
     async fn log_out(&self, gateway: &ClientIdentity, entries: &[Entry]) -> Result<(), Refusal> {

@@ -79,6 +79,7 @@ catalog! {
     SubDevicesOnline => "L-007", "sub-devices online per gateway", Quota;
     SubDeviceLogins => "L-008", "sub-device logins per gateway", Rate;
     SubDevicesPerLogin => "L-009", "sub-devices per login or logout request", Malformed;
+    TagsPerDevice => "L-090", "tags per device", Quota;
     RulesPerTenant => "L-005", "rules per tenant", Quota;
     ConsumerGroupsPerTenant => "L-006", "consumer groups per tenant", Quota;
     ConnectionsPerDevice => "L-010", "connections per device certificate (a new one takes over)", Quota;

@@ -70,6 +70,8 @@ pub struct EntityLimits {
     pub sub_devices_online_per_gateway: u64,
     /// Sub-devices in one login or logout request (Alibaba: 50).
     pub sub_devices_per_login: u64,
+    /// Tags one device may carry (seed 000: 100).
+    pub tags_per_device: u64,
     /// Custom topic categories per product (seed 000: 50).
     pub topic_categories: u64,
 }
@@ -84,6 +86,7 @@ impl Default for EntityLimits {
             sub_devices_per_gateway: 1_500,
             sub_devices_online_per_gateway: 1_500,
             sub_devices_per_login: 50,
+            tags_per_device: 100,
             topic_categories: 50,
         }
     }

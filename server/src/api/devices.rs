@@ -1,11 +1,16 @@
 //! Devices of a product: create, list, read, delete, enable and disable, their usage, recent
-//! messages and shadow, and a gateway's sub-devices. Device records are read from the store, so
+//! messages, shadow, tags and reported firmware, and a gateway's sub-devices. Device records are read from the store, so
 //! none of these reloads the configuration.
 
-use ironhub_core::data::model::{DEVICE_NAME_PATTERN, Device};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use ironhub_core::data::model::{DEVICE_NAME_PATTERN, Device, DeviceInfo};
 use ironhub_core::data::shadow::Shadow;
-use ironhub_core::hub::{DeviceView, RecentMessage, SubDevice, UsageReport};
-use schemars::JsonSchema;
+use ironhub_core::hub::{
+    DeviceView, MAX_TAG_VALUE, RecentMessage, SubDevice, TAG_KEY_PATTERN, UsageReport,
+};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 use super::MAX_LIST;
@@ -52,6 +57,21 @@ pub(super) fn routes() -> Vec<Route> {
             "/api/v1/products/{pk}/devices/{dn}/shadow",
             "A device's shadow",
             shadow,
+        ),
+        get(
+            "/api/v1/products/{pk}/devices/{dn}/info",
+            "A device's tags and the firmware versions it reported",
+            info,
+        ),
+        put(
+            "/api/v1/products/{pk}/devices/{dn}/tags",
+            "Set tags of a device (others are kept; L-090)",
+            set_tags,
+        ),
+        delete(
+            "/api/v1/products/{pk}/devices/{dn}/tags/{key}",
+            "Delete a tag of a device",
+            delete_tag,
         ),
         get(
             "/api/v1/products/{pk}/devices/{dn}/sub-devices",
@@ -158,6 +178,42 @@ async fn shadow(ctx: Ctx, _: ()) -> Result<Shadow, ApiError> {
     let (pk, dn) = (ctx.param("pk"), ctx.param("dn"));
     let device = ctx.hub.registry().device(pk, dn).await?;
     Ok(ctx.hub.shadows().get(&device.tenant, pk, dn).await?)
+}
+
+async fn info(ctx: Ctx, _: ()) -> Result<DeviceInfo, ApiError> {
+    let (pk, dn) = (ctx.param("pk"), ctx.param("dn"));
+    Ok(ctx.hub.device_infos().get(pk, dn).await?)
+}
+
+/// Tags to set: key to value.
+#[derive(Deserialize)]
+struct Tags(BTreeMap<String, String>);
+
+/// An object whose keys and values are tags as the hub accepts them.
+impl JsonSchema for Tags {
+    fn schema_name() -> Cow<'static, str> {
+        "Tags".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "propertyNames": { "pattern": TAG_KEY_PATTERN },
+            "additionalProperties": { "type": "string", "maxLength": MAX_TAG_VALUE },
+        })
+    }
+}
+
+async fn set_tags(ctx: Ctx, Json(Tags(tags)): Json<Tags>) -> Result<DeviceInfo, ApiError> {
+    let (pk, dn) = (ctx.param("pk"), ctx.param("dn"));
+    Ok(ctx.hub.device_infos().set_tags(pk, dn, tags).await?)
+}
+
+async fn delete_tag(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
+    let (pk, dn, key) = (ctx.param("pk"), ctx.param("dn"), ctx.param("key"));
+    let keys = [key.to_owned()];
+    ctx.hub.device_infos().delete_tags(pk, dn, &keys).await?;
+    Ok(NoContent)
 }
 
 async fn sub_devices(ctx: Ctx, _: ()) -> Result<Vec<SubDevice>, ApiError> {

@@ -1,11 +1,13 @@
 //! Device requests to the hub on a device's own topics: property posts checked against the
-//! thing model, topology changes, sub-device registrations and logins, RRPC responses, shadow updates and the
+//! thing model, device info and firmware reports, topology changes, sub-device registrations and
+//! logins, RRPC responses, shadow updates and the
 //! time (NTP), each answered as Alink does.
 
 use bytes::Bytes;
 
 use super::{ClientIdentity, PublishRefusal};
 use crate::data::message::{Message, QoS};
+use crate::hub::device_info::{self, InfoOp};
 use crate::hub::sub_register::RegisterOp;
 use crate::hub::subdevices::SessionOp;
 use crate::hub::topology::TopoOp;
@@ -31,6 +33,14 @@ impl Hub {
                     reply_topic(),
                     self.topology_request((pk, dn), op, &payload).await,
                 )),
+                DeviceRequest::DeviceInfo(op) => Some((
+                    reply_topic(),
+                    self.device_info_request(identity, op, &payload).await,
+                )),
+                DeviceRequest::FirmwareReport => {
+                    self.firmware_report(identity, &payload).await;
+                    None
+                }
                 DeviceRequest::Register(op) => Some((
                     reply_topic(),
                     self.sub_register_request(identity, op, &payload).await,
@@ -93,6 +103,10 @@ pub(super) enum DeviceRequest {
     Shadow,
     /// `/ext/ntp/{pk}/{dn}/request`: answered on `.../response` with the hub's time.
     Ntp,
+    /// `/sys/{pk}/{dn}/thing/deviceinfo/update|delete`: answered on `..._reply`.
+    DeviceInfo(InfoOp),
+    /// `/ota/device/inform/{pk}/{dn}`: the firmware version, recorded; no answer.
+    FirmwareReport,
     /// `/sys/{pk}/{dn}/thing/sub/register` or `.../thing/proxy/provisioning/product_register`
     /// of a gateway: answered on `..._reply`.
     Register(RegisterOp),
@@ -130,6 +144,9 @@ impl DeviceRequest {
             if suffix.starts_with("/rrpc/response/") {
                 return Some(DeviceRequest::RrpcResponse);
             }
+            if let Some(op) = InfoOp::from_suffix(suffix) {
+                return Some(DeviceRequest::DeviceInfo(op));
+            }
             if let Some(op) = RegisterOp::from_suffix(suffix) {
                 return Some(DeviceRequest::Register(op));
             }
@@ -142,6 +159,9 @@ impl DeviceRequest {
             == Some(dn);
         if shadow {
             return Some(DeviceRequest::Shadow);
+        }
+        if device_info::is_firmware_report(topic, pk, dn) {
+            return Some(DeviceRequest::FirmwareReport);
         }
         if let Some(op) = SessionOp::of(topic, pk, dn) {
             return Some(DeviceRequest::SubSession(op));

@@ -1,7 +1,9 @@
 //! What the hub keeps per product and device beyond the registry: gateway topology, shadows,
-//! thing models, topic categories, and the business API's keys.
+//! device info (tags, firmware versions), thing models, topic categories, and the business API's
+//! keys.
 
 use crate::data::api_key::ApiKey;
+use crate::data::model::DeviceInfo;
 use crate::data::shadow::Shadow;
 use crate::data::topic_category::TopicCategory;
 use crate::store::{StoreError, Txn};
@@ -120,6 +122,28 @@ pub async fn devices_with_desired(txn: &mut dyn Txn) -> Result<Vec<(String, Stri
 /// Removes a device's shadow.
 pub fn delete_shadow(txn: &mut dyn Txn, pk: &str, dn: &str) {
     txn.clear(&key(&[b"w", pk.as_bytes(), dn.as_bytes()]));
+}
+
+// ---- device info: tags and reported firmware (JSON)
+
+/// Reads what a device said about itself.
+pub async fn get_device_info(
+    txn: &mut dyn Txn,
+    pk: &str,
+    dn: &str,
+) -> Result<Option<DeviceInfo>, StoreError> {
+    get_json(txn, &key(&[b"i", pk.as_bytes(), dn.as_bytes()])).await
+}
+
+/// Writes what a device said about itself.
+pub fn put_device_info(txn: &mut dyn Txn, pk: &str, dn: &str, info: &DeviceInfo) {
+    let value = serde_json::to_vec(info).expect("device info serializes");
+    txn.set(&key(&[b"i", pk.as_bytes(), dn.as_bytes()]), &value);
+}
+
+/// Removes a device's info.
+pub fn delete_device_info(txn: &mut dyn Txn, pk: &str, dn: &str) {
+    txn.clear(&key(&[b"i", pk.as_bytes(), dn.as_bytes()]));
 }
 
 // ---- thing models (JSON)

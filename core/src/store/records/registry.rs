@@ -46,7 +46,10 @@ pub fn put_product(txn: &mut dyn Txn, p: &Product) {
 /// Removes a product and every device under it.
 pub fn delete_product(txn: &mut dyn Txn, pk: &str) {
     txn.clear(&key(&[b"p", pk.as_bytes()]));
-    txn.clear_range(&prefix(&[b"d", pk.as_bytes()]));
+    // Its devices, their shadows and their info.
+    for kind in [b"d", b"w", b"i"] {
+        txn.clear_range(&prefix(&[kind, pk.as_bytes()]));
+    }
 }
 
 /// Lists all products in key order.
