@@ -50,26 +50,35 @@ pub async fn attach(d: &Deployment, gateway: &DeviceCreds, sub: &DeviceCreds) {
     assert!(s == 200 || s == 204, "attach: {s} {v}");
 }
 
-/// A `batch_login` entry for `sub`, signed with `secret` as the Python Link SDK signs it
-/// (HMAC-SHA256 over clientId, deviceName, productKey and a millisecond timestamp).
-pub fn login_entry(sub: &DeviceCreds, secret: &str) -> Value {
+/// An entry naming `sub` with `clientId` = `client_id`, a millisecond timestamp and `sign`: the
+/// HMAC-SHA256 keyed by `secret` over clientId, deviceName, productKey and timestamp, as the Link
+/// SDK signs topology and login entries.
+pub fn signed_entry(sub: &DeviceCreds, secret: &str, client_id: &str) -> Value {
     let ts = ironhub_core::now_ms().to_string();
-    let client_id = format!(
-        "{}.{}|lan=Python,_v=2.2.1,_ss=1|",
-        sub.product_key, sub.device_name
-    );
     let sign = ironhub_core::auth::sign(
         ironhub_core::auth::SignMethod::HmacSha256,
         secret,
         &[
-            ("clientId", &client_id),
+            ("clientId", client_id),
             ("deviceName", &sub.device_name),
             ("productKey", &sub.product_key),
             ("timestamp", &ts),
         ],
     );
     json!({ "productKey": sub.product_key, "deviceName": sub.device_name, "clientId": client_id,
-            "timestamp": ts, "cleanSession": "false", "sign": sign })
+            "timestamp": ts, "sign": sign })
+}
+
+/// A `batch_login` entry for `sub`, signed with `secret` as the Python Link SDK signs it (its
+/// client id, `cleanSession` as it sends it).
+pub fn login_entry(sub: &DeviceCreds, secret: &str) -> Value {
+    let client_id = format!(
+        "{}.{}|lan=Python,_v=2.2.1,_ss=1|",
+        sub.product_key, sub.device_name
+    );
+    let mut entry = signed_entry(sub, secret, &client_id);
+    entry["cleanSession"] = json!("false");
+    entry
 }
 
 /// The `params` of a `batch_login` of `subs`, each signed with its own secret.

@@ -56,6 +56,19 @@ pub async fn python_client(script: &str, args: Vec<String>, secs: u32) -> std::p
     .expect("the client's thread")
 }
 
+/// What a Link SDK script saw (its last line, JSON), after checking that it succeeded; the
+/// script's output and the hub's log otherwise.
+pub fn sdk_saw(d: &Deployment, out: std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "SDK client failed: {stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON")
+}
+
 /// A free loopback port below Linux's ephemeral range (32768 and up), so that client sockets
 /// cannot take it between this check and the server's bind.
 pub fn free_port() -> u16 {

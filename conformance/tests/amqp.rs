@@ -328,20 +328,10 @@ async fn the_documented_python_consumer_receives_device_messages() {
 
 /// An Alink topology request signed with the sub-device's secret, as the Link SDK sends it.
 fn topo_entry(sub: &DeviceCreds, secret: &str) -> Value {
-    let ts = ironhub_core::now_ms().to_string();
     let client_id = format!("{}&{}", sub.product_key, sub.device_name);
-    let sign = ironhub_core::auth::sign(
-        ironhub_core::auth::SignMethod::HmacSha256,
-        secret,
-        &[
-            ("clientId", &client_id),
-            ("deviceName", &sub.device_name),
-            ("productKey", &sub.product_key),
-            ("timestamp", &ts),
-        ],
-    );
-    json!({ "productKey": sub.product_key, "deviceName": sub.device_name, "clientId": client_id,
-            "timestamp": ts, "signMethod": "hmacSha256", "sign": sign })
+    let mut entry = ironhub_conformance::gateway::signed_entry(sub, secret, &client_id);
+    entry["signMethod"] = json!("hmacSha256");
+    entry
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use ironhub_conformance::amqp::{self, GroupConsumer, SHARED_NODE, group};
 use ironhub_conformance::gateway::{
     batch_login, batch_logout, fleet, login_entry, session_call, state, sys_call,
 };
-use ironhub_conformance::{Deployment, python_client, v3};
+use ironhub_conformance::{Deployment, python_client, sdk_saw, v3};
 use rumqttc::{Event, Packet, QoS};
 use serde_json::{Value, json};
 
@@ -44,15 +44,10 @@ async fn a_stock_link_sdk_gateway_brings_its_sub_device_online_and_its_data_reac
         sub.device_secret.clone(),
         sub.product_secret.clone(),
     ];
-    let out = python_client("linkkit_gateway.py", args.to_vec(), 90).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "SDK gateway failed: {stdout}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        d.log()
+    let seen = sdk_saw(
+        &d,
+        python_client("linkkit_gateway.py", args.to_vec(), 90).await,
     );
-    let seen: Value = serde_json::from_str(stdout.lines().last().expect("a line")).unwrap();
     // Both registrations made a device whose secret connects it.
     let registered = &seen["register"]["data"][0];
     let provisioned = &seen["provision"]["data"]["proxieds"][0];

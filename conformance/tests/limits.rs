@@ -912,55 +912,58 @@ async fn l_004_sub_devices_per_gateway() {
     );
 }
 
-/// A gateway connected over MQTT with `subs` sub-devices attached, under `profile`.
-async fn gateway_setup(
-    profile: Value,
-    subs: usize,
-) -> (
-    Deployment,
-    ironhub_conformance::gateway::Fleet,
-    rumqttc::AsyncClient,
-    rumqttc::EventLoop,
-) {
-    let d = Deployment::start("").await;
-    let tenant = Deployment::unique_tenant("limits-gw");
-    let f = ironhub_conformance::gateway::fleet(&d, &tenant, profile, subs).await;
-    let (c, ev) = v3::connect(f.gateway.v3_options(&d)).await;
-    (d, f, c, ev)
+/// A gateway connected over MQTT with three sub-devices attached, under a profile.
+struct GatewayRig {
+    d: Deployment,
+    f: ironhub_conformance::gateway::Fleet,
+    c: rumqttc::AsyncClient,
+    ev: rumqttc::EventLoop,
+}
+
+impl GatewayRig {
+    async fn start(profile: Value) -> GatewayRig {
+        let d = Deployment::start("").await;
+        let tenant = Deployment::unique_tenant("limits-gw");
+        let f = ironhub_conformance::gateway::fleet(&d, &tenant, profile, 3).await;
+        let (c, ev) = v3::connect(f.gateway.v3_options(&d)).await;
+        GatewayRig { d, f, c, ev }
+    }
+
+    /// Sends a session request (`batch_login`, `batch_logout`) and returns its reply.
+    async fn call(&mut self, op: &str, params: Value) -> Value {
+        let gw = &self.f.gateway;
+        ironhub_conformance::gateway::session_call(&self.c, &mut self.ev, gw, op, params, |_| {})
+            .await
+    }
+
+    /// Logs in the sub-devices `subs` in one request.
+    async fn login(&mut self, subs: std::ops::Range<usize>) -> Value {
+        let params = ironhub_conformance::gateway::batch_login(&self.f.subs[subs]);
+        self.call("batch_login", params).await
+    }
+}
+
+/// Under `profile`, logs two sub-devices in, then a third: the two replies, and whether the
+/// second names `limit` in its message.
+async fn two_then_a_third(profile: Value, limit: &str) -> (Value, Value, bool) {
+    let mut rig = GatewayRig::start(profile).await;
+    let first = rig.login(0..2).await;
+    let third = rig.login(2..3).await;
+    let named = third["message"].as_str().unwrap_or("").contains(limit);
+    (first, third, named)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l_007_sub_devices_online_per_gateway() {
-    use ironhub_conformance::gateway::{batch_login, session_call};
     let profile = with(
         unlimited(),
         json!({ "entities": { "sub_devices_online_per_gateway": 2 } }),
     );
-    let (_d, f, c, mut ev) = gateway_setup(profile, 3).await;
-    let gw = &f.gateway;
-    let first = session_call(
-        &c,
-        &mut ev,
-        gw,
-        "batch_login",
-        batch_login(&f.subs[..2]),
-        |_| {},
-    )
-    .await;
-    let third = session_call(
-        &c,
-        &mut ev,
-        gw,
-        "batch_login",
-        batch_login(&f.subs[2..]),
-        |_| {},
-    )
-    .await;
+    let (first, third, named) = two_then_a_third(profile, "L-007").await;
     let observed = format!(
         "2 sub-devices: code {}; a 3rd: code {} \"{}\"",
         first["code"], third["code"], third["message"]
     );
-    let named = third["message"].as_str().unwrap_or("").contains("L-007");
     check(
         "L-007",
         "2 (profile entities.sub_devices_online_per_gateway); Alink 428",
@@ -971,36 +974,15 @@ async fn l_007_sub_devices_online_per_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l_008_sub_device_logins_per_gateway() {
-    use ironhub_conformance::gateway::{batch_login, session_call};
     let profile = with(
         unlimited(),
         json!({ "rates": { "sub_device_logins": "2:60" } }),
     );
-    let (_d, f, c, mut ev) = gateway_setup(profile, 3).await;
-    let gw = &f.gateway;
-    let first = session_call(
-        &c,
-        &mut ev,
-        gw,
-        "batch_login",
-        batch_login(&f.subs[..2]),
-        |_| {},
-    )
-    .await;
-    let third = session_call(
-        &c,
-        &mut ev,
-        gw,
-        "batch_login",
-        batch_login(&f.subs[2..]),
-        |_| {},
-    )
-    .await;
+    let (first, third, named) = two_then_a_third(profile, "L-008").await;
     let observed = format!(
         "2 logins: code {}; a 3rd within the minute: code {} \"{}\"",
         first["code"], third["code"], third["message"]
     );
-    let named = third["message"].as_str().unwrap_or("").contains("L-008");
     check(
         "L-008",
         "2:60 (profile rates.sub_device_logins); Alink 429",
@@ -1011,33 +993,16 @@ async fn l_008_sub_device_logins_per_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l_009_sub_devices_per_login() {
-    use ironhub_conformance::gateway::{batch_login, batch_logout, session_call};
     let profile = with(
         unlimited(),
         json!({ "entities": { "sub_devices_per_login": 2 } }),
     );
-    let (d, f, c, mut ev) = gateway_setup(profile, 3).await;
-    let gw = &f.gateway;
-    let over = session_call(&c, &mut ev, gw, "batch_login", batch_login(&f.subs), |_| {}).await;
-    let state = ironhub_conformance::gateway::state(&d, &f.subs[0]).await;
-    let fits = session_call(
-        &c,
-        &mut ev,
-        gw,
-        "batch_login",
-        batch_login(&f.subs[..2]),
-        |_| {},
-    )
-    .await;
-    let out = session_call(
-        &c,
-        &mut ev,
-        gw,
-        "batch_logout",
-        batch_logout(&f.subs),
-        |_| {},
-    )
-    .await;
+    let mut rig = GatewayRig::start(profile).await;
+    let over = rig.login(0..3).await;
+    let state = ironhub_conformance::gateway::state(&rig.d, &rig.f.subs[0]).await;
+    let fits = rig.login(0..2).await;
+    let all = ironhub_conformance::gateway::batch_logout(&rig.f.subs);
+    let out = rig.call("batch_logout", all).await;
     let observed = format!(
         "3 in one login: code {} \"{}\" (first sub-device {state}); 2: code {}; 3 in one logout: code {}",
         over["code"], over["message"], fits["code"], out["code"]

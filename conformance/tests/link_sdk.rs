@@ -5,7 +5,7 @@
 //! topics the Python SDK does not implement (NTP, from the
 //! C SDK) are driven with rumqttc as the C SDK sends them.
 
-use ironhub_conformance::{Deployment, DeviceCreds, python_client, v3};
+use ironhub_conformance::{Deployment, DeviceCreds, python_client, sdk_saw, v3};
 use rumqttc::{QoS, SubscribeReasonCode};
 use serde_json::{Value, json};
 
@@ -18,18 +18,6 @@ fn sdk_args(d: &Deployment, dev: &DeviceCreds) -> Vec<String> {
         dev.device_name.clone(),
         dev.device_secret.clone(),
     ]
-}
-
-/// What an SDK script saw (its last line), after checking that it succeeded.
-fn sdk_saw(d: &Deployment, out: std::process::Output) -> Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "SDK device failed: {stdout}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        d.log()
-    );
-    serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

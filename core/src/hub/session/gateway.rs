@@ -232,6 +232,17 @@ impl Hub {
 
     /// The gateway's connection ended: its sub-devices go offline.
     pub(super) async fn gateway_closed(&self, gateway: &Arc<str>, generation: u64) {
+        // Every device's disconnect asks; few are gateways carrying sub-devices.
+        if !self
+            .inner
+            .gateways
+            .links
+            .read()
+            .expect("gateways lock")
+            .contains_key(gateway)
+        {
+            return;
+        }
         let link = {
             let mut links = self.inner.gateways.links.write().expect("gateways lock");
             match links.get(gateway) {
