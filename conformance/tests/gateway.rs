@@ -126,6 +126,10 @@ async fn two_hundred_sub_devices_log_in_in_batches_share_one_connection_and_leav
     for sub in [&f.subs[0], &f.subs[199]] {
         assert_eq!(state(&d, sub).await, "online");
     }
+    // 200 sub-devices online, one connection open.
+    let stats = d.api(Method::GET, "/api/v1/stats", None).await.1;
+    assert_eq!(stats["sub_devices_online"], 200, "{stats}");
+    assert_eq!(stats["connections_open"], 1, "{stats}");
 
     // Each sub-device subscribes through the gateway and publishes to itself: 200 messages in
     // and 200 out on the one connection.

@@ -153,6 +153,12 @@ pub fn render(s: &StatsSnapshot, sinks: &[SinkStatsSnapshot]) -> String {
         e.sample("ironhub_deliveries_total", &[("qos", qos)], n);
     }
     e.family(
+        "ironhub_sub_devices_online",
+        "gauge",
+        "Sub-devices online through their gateways' connections (not counted as connections).",
+    )
+    .sample("ironhub_sub_devices_online", &[], s.sub_devices_online);
+    e.family(
         "ironhub_sessions",
         "gauge",
         "Sessions known (connected or stored).",

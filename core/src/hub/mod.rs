@@ -171,8 +171,10 @@ pub struct StatsSnapshot {
     pub connections_accepted: u64,
     /// Connections refused.
     pub connections_refused: u64,
-    /// Sessions currently connected.
+    /// Sessions currently connected (by a connection of their own).
     pub connections_open: u64,
+    /// Sub-devices online through their gateways' connections.
+    pub sub_devices_online: u64,
     /// Sessions known (connected or persisted).
     pub sessions: u64,
     /// Messages accepted.
@@ -507,11 +509,13 @@ impl Hub {
             .clone();
         let mut open_by = [0u64; TransportKind::MAX];
         let mut tenants_online = BTreeMap::new();
+        let mut sub_devices_online = 0;
         for slot in sessions.values() {
             if let Some(t) = slot.online_by() {
                 open_by[t] += 1;
                 *tenants_online.entry(slot.tenant.clone()).or_default() += 1;
             }
+            sub_devices_online += u64::from(slot.is_carried());
         }
         let open = open_by.iter().sum();
         let transports = labels
@@ -544,6 +548,7 @@ impl Hub {
             connections_accepted: s.accepted.iter().map(get).sum(),
             connections_refused: s.refused.iter().flatten().map(get).sum(),
             connections_open: open,
+            sub_devices_online,
             sessions: sessions.len() as u64,
             messages_in: get(&s.messages_in),
             deliveries: s.delivered.iter().map(get).sum(),

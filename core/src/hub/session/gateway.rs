@@ -146,6 +146,7 @@ impl Hub {
             }),
         );
         slot.transport.store(link.transport, Ordering::Relaxed);
+        slot.carried.store(true, Ordering::Relaxed);
         slot.online.store(true, Ordering::Relaxed);
         drop(st);
         let session = SubSession {
@@ -203,6 +204,7 @@ impl Hub {
         }
         slot.set_live(st, None);
         slot.online.store(false, Ordering::Relaxed);
+        slot.carried.store(false, Ordering::Relaxed);
     }
 
     /// Takes a sub-device's live session out of its gateway's table after a takeover or a kick

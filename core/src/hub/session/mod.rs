@@ -231,6 +231,8 @@ pub(crate) struct Slot {
     persistent: AtomicBool,
     /// The transport of the connection while online ([`TransportKind`] as u8).
     transport: AtomicU8,
+    /// Online through a gateway's connection rather than one of its own.
+    carried: AtomicBool,
     state: Arc<Mutex<SlotState>>,
     /// The live connection's queue, for deliveries that find room in it without taking the
     /// state lock (an async mutex: two locks of its own per delivery). Set and cleared with

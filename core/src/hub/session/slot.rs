@@ -24,6 +24,7 @@ impl Slot {
             online: AtomicBool::new(false),
             persistent: AtomicBool::new(false),
             transport: AtomicU8::new(0),
+            carried: AtomicBool::new(false),
             live_tx: std::sync::RwLock::new(None),
             state: Arc::new(Mutex::new(SlotState {
                 live: None,
@@ -74,10 +75,15 @@ impl Slot {
         self.online.load(Ordering::Relaxed)
     }
 
-    /// The transport of the connection, when online.
+    /// The transport of the connection, when online by a connection of its own.
     pub(crate) fn online_by(&self) -> Option<usize> {
-        self.is_online()
+        (self.is_online() && !self.is_carried())
             .then(|| usize::from(self.transport.load(Ordering::Relaxed)))
+    }
+
+    /// Whether the session is a sub-device's, online through its gateway's connection.
+    pub(crate) fn is_carried(&self) -> bool {
+        self.is_online() && self.carried.load(Ordering::Relaxed)
     }
 
     /// Sets or clears the live connection (caller holds the state lock).
