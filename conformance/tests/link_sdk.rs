@@ -28,6 +28,8 @@ async fn stock_link_sdk_device_connects_posts_and_receives() {
     let seen = sdk_saw(&d, python_client("linkkit_device.py", args, 60).await);
     assert_eq!(seen["reply"]["code"], 200);
     assert_eq!(seen["reply"]["request_id"], seen["posted_request_id"]);
+    assert_eq!(seen["event_reply"]["event"], "overheat", "{seen}");
+    assert_eq!(seen["event_reply"]["code"], 200, "{seen}");
     assert_eq!(seen["granted_qos"], json!([1]));
     assert_eq!(seen["echo"]["payload"], "hello from linkkit");
     assert!(

@@ -1,5 +1,6 @@
 //! Thing models, black-box: a product's model is set through the admin API and a device's
-//! property posts (rumqttc, Alink JSON) are answered 200, 6304 or 6306 on `..._reply`.
+//! property and event posts (rumqttc, Alink JSON) are answered 200, 460, 6304 or 6306 on
+//! `..._reply`.
 
 use hyper::Method;
 use ironhub_conformance::{Deployment, v3};
@@ -7,7 +8,7 @@ use rumqttc::QoS;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn property_posts_are_validated_against_the_thing_model() {
+async fn property_and_event_posts_are_validated_against_the_thing_model() {
     let d = Deployment::start("").await;
     let dev = d.provision(&Deployment::unique_tenant("tsl")).await;
     let model = json!({ "properties": [
@@ -57,6 +58,40 @@ async fn property_posts_are_validated_against_the_thing_model() {
     assert!(out_of_range["message"].as_str().unwrap().contains("temp"));
     let wrong_type = post(json!({ "power": "yes" })).await;
     assert_eq!(wrong_type["code"], 6306, "{wrong_type}");
+
+    // Events: checked against the model's events and answered on their own post_reply.
+    let mut event = async |identifier: &str, params: Value| -> Value {
+        let topic = format!(
+            "/sys/{}/{}/thing/event/{identifier}/post",
+            dev.product_key, dev.device_name
+        );
+        let body = json!({ "id": "8", "version": "1.0", "params": params,
+                           "method": format!("thing.event.{identifier}.post") });
+        c.publish(&topic, QoS::AtMostOnce, false, body.to_string())
+            .await
+            .unwrap();
+        loop {
+            let p = v3::next_publish(&mut ev).await;
+            if p.topic == format!("{topic}_reply") {
+                return serde_json::from_slice(&p.payload).unwrap();
+            }
+        }
+    };
+    let raised = event("overheat", json!({ "value": { "temp": 150.5 }, "time": 1 })).await;
+    assert_eq!(
+        (&raised["code"], &raised["id"]),
+        (&json!(200), &json!("8")),
+        "{raised}"
+    );
+    assert_eq!(raised["method"], "thing.event.overheat.post");
+    let unknown_event = event("flood", json!({ "value": {} })).await;
+    assert_eq!(unknown_event["code"], 6304, "{unknown_event}");
+    let unknown_param = event("overheat", json!({ "value": { "humidity": 1 } })).await;
+    assert_eq!(unknown_param["code"], 6304, "{unknown_param}");
+    let too_hot = event("overheat", json!({ "value": { "temp": 250 } })).await;
+    assert_eq!(too_hot["code"], 6306, "{too_hot}");
+    let no_value = event("overheat", json!({ "temp": 150 })).await;
+    assert_eq!(no_value["code"], 460, "{no_value}");
 
     let bad = json!({ "properties": [ { "identifier": "x",
         "dataType": { "type": "int", "specs": { "min": 5, "max": 1 } } } ] });

@@ -352,6 +352,45 @@ impl ThingModel {
     }
 }
 
+impl ThingModel {
+    /// Validates the `params` of an event post, `{"value":{..},"time"?}`: the event is in the
+    /// model (a custom module's as `{module}:{event}`), every key of `value` is one of its
+    /// parameters, of its type and range. Err is the Alink code and message of the reply.
+    pub fn check_event(
+        &self,
+        identifier: &str,
+        params: &Map<String, Value>,
+    ) -> Result<(), (u16, String)> {
+        let (events, name) = match identifier.split_once(':') {
+            Some((module, name)) => match self.modules.iter().find(|m| m.identifier == module) {
+                Some(m) => (&m.events, name),
+                None => {
+                    let message = format!("module {module} is not in the product's model");
+                    return Err((6304, message));
+                }
+            },
+            None => (&self.events, identifier),
+        };
+        let Some(event) = events.iter().find(|e| e.identifier == name) else {
+            let message = format!("event {identifier} is not in the product's model");
+            return Err((6304, message));
+        };
+        let Some(Value::Object(values)) = params.get("value") else {
+            let message = "request parameter error: params.value must be a JSON object";
+            return Err((460, message.to_owned()));
+        };
+        for (key, value) in values {
+            let Some(param) = event.output.iter().find(|p| p.identifier == *key) else {
+                let message = format!("event {identifier} has no parameter {key}");
+                return Err((6304, message));
+            };
+            check_value(&param.data_type, value)
+                .map_err(|why| (6306, format!("event {identifier}, {key}: {why}")))?;
+        }
+        Ok(())
+    }
+}
+
 fn check_value(t: &DataType, v: &Value) -> Result<(), String> {
     let range = |s: &NumberSpecs, x: f64| {
         if x < s.min || x > s.max {

@@ -1,5 +1,5 @@
-//! Device requests to the hub on a device's own topics: property posts checked against the
-//! thing model, device info and firmware reports, topology changes, sub-device registrations and
+//! Device requests to the hub on a device's own topics: property and event posts checked
+//! against the thing model, device info and firmware reports, topology changes, sub-device registrations and
 //! logins, RRPC responses, shadow updates and the
 //! time (NTP), each answered as Alink does.
 
@@ -28,6 +28,11 @@ impl Hub {
                 DeviceRequest::PropertyPost => {
                     let model = self.model_of(pk);
                     Some((reply_topic(), alink_reply(&payload, model.as_deref())))
+                }
+                DeviceRequest::EventPost(identifier) => {
+                    let model = self.model_of(pk);
+                    let reply = event_reply(&identifier, &payload, model.as_deref());
+                    Some((reply_topic(), reply))
                 }
                 DeviceRequest::Topology(op) => Some((
                     reply_topic(),
@@ -95,6 +100,9 @@ pub(super) const PROPERTY_POST: &str = "/thing/event/property/post";
 pub(super) enum DeviceRequest {
     /// `/sys/{pk}/{dn}/thing/event/property/post`: answered on `..._reply` (checked by the TSL).
     PropertyPost,
+    /// `/sys/{pk}/{dn}/thing/event/{identifier}/post`: answered on `..._reply` (checked by the
+    /// TSL).
+    EventPost(String),
     /// `/sys/{pk}/{dn}/thing/topo/add|delete|get`: answered on `..._reply`.
     Topology(TopoOp),
     /// `/sys/{pk}/{dn}/rrpc/response/{id}`: completes the RRPC call waiting for it.
@@ -141,6 +149,13 @@ impl DeviceRequest {
             if suffix == PROPERTY_POST {
                 return Some(DeviceRequest::PropertyPost);
             }
+            if let Some(identifier) = suffix
+                .strip_prefix("/thing/event/")
+                .and_then(|s| s.strip_suffix("/post"))
+                .filter(|i| !i.is_empty() && !i.contains('/'))
+            {
+                return Some(DeviceRequest::EventPost(identifier.to_owned()));
+            }
             if suffix.starts_with("/rrpc/response/") {
                 return Some(DeviceRequest::RrpcResponse);
             }
@@ -168,6 +183,32 @@ impl DeviceRequest {
         }
         ntp::is_request(topic, pk, dn).then_some(DeviceRequest::Ntp)
     }
+}
+
+/// Alink reply to an event post on `/thing/event/{identifier}/post`: code 200, 460 when the
+/// payload is not Alink JSON with `params.value`, and with a thing model 6304 (unknown event or
+/// parameter) or 6306 (wrong type or out of range).
+pub(super) fn event_reply(
+    identifier: &str,
+    payload: &[u8],
+    model: Option<&crate::tsl::ThingModel>,
+) -> Bytes {
+    let request: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+    let params = request.get("params").and_then(|p| p.as_object());
+    let outcome = match (params, model) {
+        (None, _) => Err((
+            460,
+            "request parameter error: params must be a JSON object".to_owned(),
+        )),
+        (Some(params), Some(model)) => model.check_event(identifier, params),
+        (Some(_), None) => Ok(()),
+    };
+    let (code, message) = outcome.map_or_else(|e| e, |()| (200, "success".to_owned()));
+    let reply = serde_json::json!({
+        "id": request.get("id").cloned().unwrap_or_default(), "code": code, "data": {},
+        "message": message, "method": format!("thing.event.{identifier}.post"), "version": "1.0",
+    });
+    Bytes::from(reply.to_string())
 }
 
 /// Alink reply to a property post: `{"id","code","data","message","method","version"}`. Code 200
