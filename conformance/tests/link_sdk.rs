@@ -103,7 +103,7 @@ async fn ntp_requests_are_answered_with_the_hubs_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stock_link_sdk_device_answers_user_rrpc_and_synchronous_service_calls() {
+async fn stock_link_sdk_device_answers_user_rrpc_synchronous_service_calls_and_property_sets() {
     use hyper::Method;
     let d = Deployment::start("").await;
     let dev = d.provision("acme").await;
@@ -146,7 +146,25 @@ async fn stock_link_sdk_device_answers_user_rrpc_and_synchronous_service_calls()
         (&json!(200), &answer["message_id"], &json!(21.5)),
         "{reply}"
     );
+    // A property set: the SDK answers set_reply by itself.
+    let body = json!({ "product_key": dev.product_key, "device_name": dev.device_name,
+                       "params": { "temperature": 25.0 }, "timeout_ms": 2000 });
+    let (s, _, set) = d
+        .api_as(
+            Method::POST,
+            "/api/v1/business/properties/set",
+            Some(body),
+            &auth,
+        )
+        .await;
+    assert_eq!(s, 200, "{set}");
+    assert_eq!(
+        (&set["outcome"], &set["code"]),
+        (&json!("replied"), &json!(200)),
+        "{set}"
+    );
     let seen = sdk_saw(&d, device.await.unwrap());
+    assert_eq!(seen["set"], json!({ "temperature": 25.0 }));
     assert_eq!(seen["service"]["identifier"], "calibrate");
     assert_eq!(seen["user"]["payload"], "ping");
 }

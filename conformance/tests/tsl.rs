@@ -158,3 +158,86 @@ async fn topic_categories_restrict_a_products_user_topics() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn property_sets_are_checked_sent_and_answered_with_the_devices_code() {
+    let d = Deployment::start("").await;
+    let dev = d.provision(&Deployment::unique_tenant("tsl-set")).await;
+    let model = json!({ "properties": [
+        { "identifier": "target", "accessMode": "rw",
+          "dataType": { "type": "float", "specs": { "min": 5, "max": 35 } } },
+        { "identifier": "temp", "accessMode": "r",
+          "dataType": { "type": "float", "specs": { "min": -40, "max": 85 } } } ] });
+    let path = format!("/api/v1/products/{}/tsl", dev.product_key);
+    let (s, v) = d.api(Method::PUT, &path, Some(model)).await;
+    assert_eq!(s, 200, "{v}");
+    let auth = format!("Bearer {}", d.api_key(&dev.tenant, "set").await);
+    let set = async |params: Value, timeout_ms: u64| -> (u16, Value) {
+        let body = json!({ "product_key": dev.product_key, "device_name": dev.device_name,
+                           "params": params, "timeout_ms": timeout_ms });
+        let (s, _, v) = d
+            .api_as(
+                Method::POST,
+                "/api/v1/business/properties/set",
+                Some(body),
+                &auth,
+            )
+            .await;
+        (s, v)
+    };
+    let (s, offline) = set(json!({ "target": 21 }), 1000).await;
+    assert_eq!(
+        (s, &offline["outcome"]),
+        (200, &json!("offline")),
+        "{offline}"
+    );
+    for (params, why) in [
+        (json!({ "target": 50 }), "target"),
+        (json!({ "humidity": 1 }), "humidity"),
+        (json!({ "temp": 20 }), "read-only"),
+    ] {
+        let (s, v) = set(params, 1000).await;
+        assert_eq!(s, 400, "{v}");
+        assert!(v["message"].as_str().unwrap().contains(why), "{v}");
+    }
+
+    // A device that answers with code 6313 for one set and stays silent for the next.
+    let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
+    let answer = tokio::spawn(async move {
+        let p = v3::next_publish(&mut ev).await;
+        let request: Value = serde_json::from_slice(&p.payload).unwrap();
+        let reply = json!({ "id": request["id"], "code": 6313, "data": {}, "message": "busy" });
+        c.publish(
+            format!("{}_reply", p.topic),
+            QoS::AtLeastOnce,
+            false,
+            reply.to_string(),
+        )
+        .await
+        .unwrap();
+        v3::acked(&mut ev).await;
+        (p.topic, request, c, ev)
+    });
+    let (s, replied) = set(json!({ "target": 21.5 }), 2000).await;
+    let (topic, request, _c, mut ev) = answer.await.unwrap();
+    assert_eq!(s, 200, "{replied}");
+    assert_eq!(
+        topic,
+        format!(
+            "/sys/{}/{}/thing/service/property/set",
+            dev.product_key, dev.device_name
+        )
+    );
+    assert_eq!(request["params"], json!({ "target": 21.5 }));
+    assert_eq!(request["method"], "thing.service.property.set");
+    assert_eq!(
+        (&replied["outcome"], &replied["code"]),
+        (&json!("replied"), &json!(6313)),
+        "{replied}"
+    );
+    assert_eq!(replied["message_id"], request["id"]);
+    let polling = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    let (_, silent) = set(json!({ "target": 22 }), 1000).await;
+    assert_eq!(silent["outcome"], "timeout", "{silent}");
+    polling.abort();
+}

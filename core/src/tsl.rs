@@ -315,6 +315,22 @@ impl ThingModel {
         Ok(())
     }
 
+    /// The property `key` names (a custom module's as `{module}:{property}`).
+    pub fn property(&self, key: &str) -> Option<&Property> {
+        let (properties, name) = match key.split_once(':') {
+            Some((module, name)) => (
+                &self
+                    .modules
+                    .iter()
+                    .find(|m| m.identifier == module)?
+                    .properties,
+                name,
+            ),
+            None => (&self.properties, key),
+        };
+        properties.iter().find(|p| p.param.identifier == name)
+    }
+
     /// Validates the `params` of a property post: every key a property of the model (a custom
     /// module's as `{module}:{property}`), every value of its type and range. Err is the Alink
     /// code and message of the reply.

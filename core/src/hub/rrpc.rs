@@ -1,6 +1,6 @@
-//! Synchronous calls to devices (RRPC) from the business API, in the three forms devices answer:
-//! `/sys/{pk}/{dn}/rrpc/request/{id}`, and the Link SDK's user RRPC and synchronous service calls
-//! on `/ext/rrpc/{id}/...`. A call waits here, by (session key, request id), for the device's
+//! Synchronous calls to devices (RRPC) from the business API, in the forms devices answer:
+//! `/sys/{pk}/{dn}/rrpc/request/{id}`, the Link SDK's user RRPC and synchronous service calls
+//! on `/ext/rrpc/{id}/...`, and property sets answered on `.../property/set_reply`. A call waits here, by (session key, request id), for the device's
 //! answer, which the session engine hands over (from another node too).
 
 use std::collections::HashMap;
@@ -53,6 +53,9 @@ pub enum RrpcForm {
     /// {identifier}`, the payload (the service's input parameters, a JSON object) wrapped in
     /// Alink JSON; answered on the same topic.
     Service(String),
+    /// A property set: `/sys/{pk}/{dn}/thing/service/property/set`, the payload (the properties
+    /// to set, a JSON object) wrapped in Alink JSON; answered on `..._reply` with the same id.
+    PropertySet,
 }
 
 impl RrpcForm {
@@ -76,6 +79,17 @@ impl RrpcForm {
                 }
                 Ok((format!("/ext/rrpc/{id}{topic}"), payload))
             }
+            RrpcForm::PropertySet => {
+                let params = json_object(&payload, "the properties to set: a JSON object")?;
+                let call = serde_json::json!({
+                    "id": id.to_string(), "version": "1.0", "params": params,
+                    "method": "thing.service.property.set",
+                });
+                Ok((
+                    format!("/sys/{pk}/{dn}/thing/service/property/set"),
+                    Bytes::from(call.to_string()),
+                ))
+            }
             RrpcForm::Service(identifier) => {
                 let valid = !identifier.is_empty()
                     && identifier.len() <= 50
@@ -88,13 +102,10 @@ impl RrpcForm {
                             .into(),
                     ));
                 }
-                let params: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_slice(&payload).map_err(|_| {
-                        HubError::Invalid(
-                            "a service call's payload is its input parameters: a JSON object"
-                                .into(),
-                        )
-                    })?;
+                let params = json_object(
+                    &payload,
+                    "a service call's payload is its input parameters: a JSON object",
+                )?;
                 let call = serde_json::json!({
                     "id": id.to_string(), "version": "1.0", "params": params,
                     "method": format!("thing.service.{identifier}"),
@@ -106,6 +117,13 @@ impl RrpcForm {
             }
         }
     }
+}
+
+fn json_object(
+    payload: &[u8],
+    expected: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, HubError> {
+    serde_json::from_slice(payload).map_err(|_| HubError::Invalid(expected.to_owned()))
 }
 
 /// How an RRPC call ended.

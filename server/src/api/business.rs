@@ -8,7 +8,9 @@ use bytes::Bytes;
 use ironhub_core::QoS;
 use ironhub_core::data::model::DeviceState;
 use ironhub_core::data::shadow::Shadow;
-use ironhub_core::hub::{DevicePage, DeviceStatus, RRPC_TIMEOUT_MS, RrpcForm, RrpcOutcome};
+use ironhub_core::hub::{
+    DevicePage, DeviceStatus, PropertySetOutcome, RRPC_TIMEOUT_MS, RrpcForm, RrpcOutcome,
+};
 use ironhub_core::store::records::StatusEvent;
 use ironhub_core::topic;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
@@ -31,6 +33,11 @@ pub(super) fn routes() -> Vec<Route> {
             "/api/v1/business/rrpc",
             "Call a device synchronously (SUCCESS, TIMEOUT or OFFLINE)",
             rrpc,
+        ),
+        post(
+            "/api/v1/business/properties/set",
+            "Set a device's properties and wait for its set_reply (replied, timeout or offline)",
+            set_properties,
         ),
         post(
             "/api/v1/business/broadcast",
@@ -215,6 +222,35 @@ async fn rrpc(ctx: Ctx, Json(r): Json<BusinessRrpc>) -> Result<RrpcOutcome, ApiE
         .hub
         .business()
         .rrpc(device, &form, payload, timeout)
+        .await?)
+}
+
+/// A property set.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct BusinessPropertySet {
+    product_key: String,
+    device_name: String,
+    /// The properties to set (`{module}:{property}` for a custom module's), checked against
+    /// the thing model when the product has one.
+    #[schemars(extend("minProperties" = 1))]
+    params: serde_json::Map<String, serde_json::Value>,
+    /// How long to wait for the device's `set_reply`, 1,000 to 8,000 ms (L-025; 8,000 when
+    /// absent).
+    #[schemars(range(min = *RRPC_TIMEOUT_MS.start(), max = *RRPC_TIMEOUT_MS.end()))]
+    timeout_ms: Option<u64>,
+}
+
+async fn set_properties(
+    ctx: Ctx,
+    Json(r): Json<BusinessPropertySet>,
+) -> Result<PropertySetOutcome, ApiError> {
+    let timeout = r.timeout_ms.unwrap_or(*RRPC_TIMEOUT_MS.end());
+    let device = (tenant(&ctx), r.product_key.as_str(), r.device_name.as_str());
+    Ok(ctx
+        .hub
+        .business()
+        .set_properties(device, r.params, timeout)
         .await?)
 }
 

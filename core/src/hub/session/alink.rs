@@ -58,12 +58,21 @@ impl Hub {
                     ntp::response_topic(pk, dn),
                     ntp::answer(&payload, now, self.now_ms()),
                 )),
-                DeviceRequest::RrpcResponse | DeviceRequest::ExtRrpcResponse => {
+                DeviceRequest::RrpcResponse
+                | DeviceRequest::ExtRrpcResponse
+                | DeviceRequest::PropertySetReply => {
+                    let alink_id = || {
+                        let reply: serde_json::Value =
+                            serde_json::from_slice(&payload).unwrap_or_default();
+                        reply["id"].as_str().unwrap_or_default().to_owned()
+                    };
                     let id = match kind {
-                        DeviceRequest::RrpcResponse => topic.rsplit('/').next(),
-                        _ => crate::topic::rrpc_wrapped(&topic).map(|(id, _)| id),
+                        DeviceRequest::RrpcResponse => topic.rsplit('/').next().map(str::to_owned),
+                        DeviceRequest::PropertySetReply => Some(alink_id()),
+                        _ => crate::topic::rrpc_wrapped(&topic).map(|(id, _)| id.to_owned()),
                     }
                     .unwrap_or_default();
+                    let id = id.as_str();
                     if !self.rrpc_response(&identity.key, id, &payload) {
                         self.rrpc_reply_elsewhere(&identity.key, id, &payload).await;
                     }
@@ -107,6 +116,9 @@ pub(super) enum DeviceRequest {
     Topology(TopoOp),
     /// `/sys/{pk}/{dn}/rrpc/response/{id}`: completes the RRPC call waiting for it.
     RrpcResponse,
+    /// `/sys/{pk}/{dn}/thing/service/property/set_reply`: completes the property set waiting
+    /// for it (by its Alink id), and is routed like any message.
+    PropertySetReply,
     /// `/shadow/update/{pk}/{dn}`: answered on `/shadow/get/{pk}/{dn}`.
     Shadow,
     /// `/ext/ntp/{pk}/{dn}/request`: answered on `.../response` with the hub's time.
@@ -158,6 +170,9 @@ impl DeviceRequest {
             }
             if suffix.starts_with("/rrpc/response/") {
                 return Some(DeviceRequest::RrpcResponse);
+            }
+            if suffix == "/thing/service/property/set_reply" {
+                return Some(DeviceRequest::PropertySetReply);
             }
             if let Some(op) = InfoOp::from_suffix(suffix) {
                 return Some(DeviceRequest::DeviceInfo(op));
