@@ -159,15 +159,24 @@ impl Hub {
             session.identity.tenant.clone(),
             session.identity.device.clone().unwrap_or_default(),
         );
+        let key = session.identity.key.clone();
         link.subs
             .lock()
             .expect("gateway lock")
-            .insert(session.identity.key.clone(), Arc::new(session));
+            .insert(key.clone(), Arc::new(session));
         tracing::info!(sub_device = %format!("{pk}/{dn}"), gateway = %link.key, "sub-device online");
         self.notify_groups(&pk, |id, now| {
             Event::status(id, &tenant, &pk, &dn, true, now)
         });
         self.record_status(&pk, &dn, true);
+        // The gateway's connection may have ended meanwhile (its sub-devices logged out before
+        // this one joined): this one goes too.
+        let current = self
+            .link_of(&link.key)
+            .is_some_and(|l| Arc::ptr_eq(&l, link));
+        if !current {
+            self.close_sub_session(link, &key).await;
+        }
         Ok(())
     }
 
