@@ -162,3 +162,22 @@ pub async fn state(d: &Deployment, dev: &DeviceCreds) -> String {
     assert_eq!(s, 200, "{v}");
     v["state"].as_str().unwrap_or_default().to_owned()
 }
+
+/// Waits (up to [`crate::WAIT`]) until a device's state is `expected`: a first login's
+/// activation reaches the store in a batch, so a device that just went offline may show
+/// `inactive` for a moment.
+pub async fn until_state(d: &Deployment, dev: &DeviceCreds, expected: &str) {
+    let deadline = tokio::time::Instant::now() + crate::WAIT;
+    loop {
+        let now = state(d, dev).await;
+        if now == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} is {now}, not {expected}",
+            dev.device_name
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use hyper::Method;
 use ironhub_conformance::amqp::{self, GroupConsumer, SHARED_NODE, group};
 use ironhub_conformance::gateway::{
-    batch_login, batch_logout, fleet, login_entry, session_call, state, sys_call,
+    batch_login, batch_logout, fleet, login_entry, session_call, state, sys_call, until_state,
 };
 use ironhub_conformance::{Deployment, python_client, sdk_saw, v3};
 use rumqttc::{Event, Packet, QoS};
@@ -70,7 +70,7 @@ async fn a_stock_link_sdk_gateway_brings_its_sub_device_online_and_its_data_reac
     assert_eq!(seen["reply"]["id"], "7");
     assert_eq!(seen["echo"]["payload"], "hello via the gateway");
     assert_eq!(seen["logout"]["code"], 200, "{seen}");
-    assert_eq!(state(&d, sub).await, "offline");
+    until_state(&d, sub, "offline").await;
 
     let events = consumer.drain(Duration::from_secs(2)).await;
     let mine = |e: &&amqp::Received| e.header("deviceName") == sub.device_name;
@@ -277,7 +277,7 @@ async fn refused_logins_and_registrations_answer_with_alibabas_codes() {
     )
     .await;
     assert_eq!(out["code"], 200, "{out}");
-    assert_eq!(state(&d, &f.subs[0]).await, "offline");
+    until_state(&d, &f.subs[0], "offline").await;
 
     // Registration: the secret of a device active elsewhere is not handed out, and a gateway
     // registers no gateway.
