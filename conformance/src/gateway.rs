@@ -16,9 +16,8 @@ pub struct Fleet {
     pub subs: Vec<DeviceCreds>,
 }
 
-/// Creates a tenant with `profile`, a gateway and `subs` sub-devices attached to it.
-pub async fn fleet(d: &Deployment, tenant: &str, profile: Value, subs: usize) -> Fleet {
-    let first = d.tenant_with_profile(tenant, profile).await;
+/// Creates a gateway product of `tenant` and its device `gw-1`.
+pub async fn gateway_device(d: &Deployment, tenant: &str) -> DeviceCreds {
     let (s, p) = d
         .api(
             Method::POST,
@@ -27,9 +26,14 @@ pub async fn fleet(d: &Deployment, tenant: &str, profile: Value, subs: usize) ->
         )
         .await;
     assert_eq!(s, 201, "gateway product: {p}");
-    let gateway = d
-        .add_device(p["product_key"].as_str().expect("product_key"), "gw-1")
-        .await;
+    d.add_device(p["product_key"].as_str().expect("product_key"), "gw-1")
+        .await
+}
+
+/// Creates a tenant with `profile`, a gateway and `subs` sub-devices attached to it.
+pub async fn fleet(d: &Deployment, tenant: &str, profile: Value, subs: usize) -> Fleet {
+    let first = d.tenant_with_profile(tenant, profile).await;
+    let gateway = gateway_device(d, tenant).await;
     let mut all = vec![first.clone()];
     for i in 1..subs {
         all.push(d.add_device(&first.product_key, &format!("sub-{i}")).await);

@@ -340,17 +340,7 @@ async fn gateway_topology_changes_are_answered_and_notified() {
     let tenant = Deployment::unique_tenant("amqp-topo");
     let sub = d.tenant_with_profile(&tenant, fast_profile()).await;
     let other = d.add_device(&sub.product_key, "sub-2").await;
-    let (s, p) = d
-        .api(
-            Method::POST,
-            "/api/v1/products",
-            Some(json!({ "tenant": tenant, "name": "gw", "node_type": "gateway" })),
-        )
-        .await;
-    assert_eq!(s, 201, "{p}");
-    let gw = d
-        .add_device(p["product_key"].as_str().unwrap(), "gw-1")
-        .await;
+    let gw = ironhub_conformance::gateway::gateway_device(&d, &tenant).await;
     let g = group(&d, SHARED_NODE, &tenant, &[&gw.product_key]).await;
     let mut consumer = GroupConsumer::start(&g.url, &g.queue).await;
 

@@ -881,17 +881,7 @@ async fn a_noisy_tenant_does_not_throttle_another() {
 async fn l_004_sub_devices_per_gateway() {
     let (d, dev) = setup(json!({ "entities": { "sub_devices_per_gateway": 1 } })).await;
     let second = d.add_device(&dev.product_key, "dev-2").await;
-    let (s, p) = d
-        .api(
-            Method::POST,
-            "/api/v1/products",
-            Some(json!({ "tenant": dev.tenant, "name": "gw", "node_type": "gateway" })),
-        )
-        .await;
-    assert_eq!(s, 201, "{p}");
-    let gw = d
-        .add_device(p["product_key"].as_str().unwrap(), "gw-1")
-        .await;
+    let gw = ironhub_conformance::gateway::gateway_device(&d, &dev.tenant).await;
     let attach = |sub: &DeviceCreds| {
         format!(
             "/api/v1/products/{}/devices/{}/sub-devices/{}/{}",
