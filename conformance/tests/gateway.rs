@@ -339,16 +339,7 @@ async fn a_disabled_sub_device_is_logged_out_with_a_topo_change_notice() {
     );
     let (s, v) = d.api(Method::POST, &format!("{path}/disable"), None).await;
     assert_eq!(s, 200, "{v}");
-    let change = format!(
-        "/sys/{}/{}/thing/topo/change",
-        f.gateway.product_key, f.gateway.device_name
-    );
-    let notice = loop {
-        let p = v3::next_publish(&mut ev).await;
-        if p.topic == change {
-            break serde_json::from_slice::<Value>(&p.payload).unwrap();
-        }
-    };
+    let notice = topo_change(&mut ev, &f.gateway).await;
     assert_eq!(notice["method"], "thing.topo.change");
     assert_eq!(notice["params"]["status"], 8, "{notice}");
     assert_eq!(
@@ -377,4 +368,56 @@ async fn a_disabled_sub_device_is_logged_out_with_a_topo_change_notice() {
         closed,
         "the publish for a logged-out sub-device was accepted"
     );
+}
+
+/// The next `/thing/topo/change` notice of `gateway` (other messages are skipped).
+async fn topo_change(
+    ev: &mut rumqttc::EventLoop,
+    gateway: &ironhub_conformance::DeviceCreds,
+) -> Value {
+    let change = format!(
+        "/sys/{}/{}/thing/topo/change",
+        gateway.product_key, gateway.device_name
+    );
+    loop {
+        let p = v3::next_publish(ev).await;
+        if p.topic == change {
+            return serde_json::from_slice(&p.payload).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_changed_through_the_api_is_told_to_the_gateway() {
+    let d = Deployment::start("").await;
+    let f = fleet(&d, &Deployment::unique_tenant("gw-cloud"), unthrottled(), 1).await;
+    let sub = &f.subs[0];
+    let (c, mut ev) = v3::connect(f.gateway.v3_options(&d)).await;
+    let reply = session_call(
+        &c,
+        &mut ev,
+        &f.gateway,
+        "batch_login",
+        batch_login(&f.subs),
+        |_| {},
+    )
+    .await;
+    assert_eq!(reply["code"], 200, "{reply}");
+
+    let path = format!(
+        "/api/v1/products/{}/devices/{}/sub-devices/{}/{}",
+        f.gateway.product_key, f.gateway.device_name, sub.product_key, sub.device_name
+    );
+    assert_eq!(d.api(Method::DELETE, &path, None).await.0, 204);
+    let removed = topo_change(&mut ev, &f.gateway).await;
+    assert_eq!(removed["params"]["status"], 1, "{removed}");
+    assert_eq!(
+        removed["params"]["subList"][0]["deviceName"],
+        sub.device_name
+    );
+    until_state(&d, sub, "offline").await;
+
+    assert_eq!(d.api(Method::PUT, &path, None).await.0, 200);
+    let added = topo_change(&mut ev, &f.gateway).await;
+    assert_eq!(added["params"]["status"], 0, "{added}");
 }

@@ -362,7 +362,8 @@ impl Hub {
     }
 
     /// Tells a gateway that one of its sub-devices was disabled (`status` 8), enabled (2) or
-    /// deleted (1), on `/sys/{gw}/thing/topo/change`, as Alibaba does.
+    /// deleted (1), on `/sys/{gw}/thing/topo/change`, as Alibaba does (0 and 1 are also sent
+    /// when the admin API adds or removes the topology).
     pub(crate) async fn notify_topo_change(&self, tenant: &str, sub: (&str, &str), status: u8) {
         let (pk, dn) = (sub.0.to_owned(), sub.1.to_owned());
         let gateway = transact(&**self.store(), |t| {
@@ -370,9 +371,20 @@ impl Hub {
             Box::pin(async move { records::gateway_of(t, (&pk, &dn)).await })
         })
         .await;
-        let Ok(Some((gw_pk, gw_dn))) = gateway else {
-            return;
-        };
+        if let Ok(Some((gw_pk, gw_dn))) = gateway {
+            self.topo_change_notice(tenant, (&gw_pk, &gw_dn), sub, status)
+                .await;
+        }
+    }
+
+    /// Sends `/sys/{gw}/thing/topo/change` about `sub` with `status` to `gateway`.
+    pub(crate) async fn topo_change_notice(
+        &self,
+        tenant: &str,
+        (gw_pk, gw_dn): (&str, &str),
+        sub: (&str, &str),
+        status: u8,
+    ) {
         let now = self.now_ms();
         let body = json!({
             "id": self.next_seq().to_string(), "version": "1.0", "method": "thing.topo.change",

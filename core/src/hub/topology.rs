@@ -328,6 +328,42 @@ impl Topology<'_> {
         Ok(())
     }
 
+    /// Attaches `sub` to `gateway` from the cloud side (the admin API): as [`Topology::attach`],
+    /// and the gateway hears of it on `/thing/topo/change` (status 0), as on Alibaba.
+    pub async fn attach_from_cloud(
+        &self,
+        gateway: (&str, &str),
+        sub: (&str, &str),
+    ) -> Result<(), HubError> {
+        self.attach(gateway, sub).await?;
+        let tenant = self
+            .hub
+            .registry()
+            .device(gateway.0, gateway.1)
+            .await?
+            .tenant;
+        self.hub.topo_change_notice(&tenant, gateway, sub, 0).await;
+        Ok(())
+    }
+
+    /// Detaches `sub` from `gateway` from the cloud side: as [`Topology::detach`] (a sub-device
+    /// online through it is logged out), and the gateway hears of it (status 1).
+    pub async fn detach_from_cloud(
+        &self,
+        gateway: (&str, &str),
+        sub: (&str, &str),
+    ) -> Result<(), HubError> {
+        self.detach(gateway, sub).await?;
+        let tenant = self
+            .hub
+            .registry()
+            .device(gateway.0, gateway.1)
+            .await?
+            .tenant;
+        self.hub.topo_change_notice(&tenant, gateway, sub, 1).await;
+        Ok(())
+    }
+
     /// A gateway's sub-devices.
     pub async fn list(&self, pk: &str, dn: &str) -> Result<Vec<SubDevice>, HubError> {
         self.hub.registry().device(pk, dn).await?;

@@ -227,13 +227,13 @@ async fn sub_devices(ctx: Ctx, _: ()) -> Result<Vec<SubDevice>, ApiError> {
 async fn attach(ctx: Ctx, _: ()) -> Result<Vec<SubDevice>, ApiError> {
     let gateway = (ctx.param("pk"), ctx.param("dn"));
     let sub = (ctx.param("subPk"), ctx.param("subDn"));
-    ctx.hub.topology().attach(gateway, sub).await?;
+    ctx.hub.topology().attach_from_cloud(gateway, sub).await?;
     Ok(ctx.hub.topology().list(gateway.0, gateway.1).await?)
 }
 
 async fn detach(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
     let gateway = (ctx.param("pk"), ctx.param("dn"));
     let sub = (ctx.param("subPk"), ctx.param("subDn"));
-    ctx.hub.topology().detach(gateway, sub).await?;
+    ctx.hub.topology().detach_from_cloud(gateway, sub).await?;
     Ok(NoContent)
 }
