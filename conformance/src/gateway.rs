@@ -120,19 +120,30 @@ pub async fn session_call(
     call(c, ev, &topic, params, &mut other).await
 }
 
-/// Sends an Alink request on the gateway's `/sys/{pk}/{dn}{suffix}` and returns its reply.
+/// Sends an Alink request on a device's `/sys/{pk}/{dn}{suffix}` and returns its reply.
 pub async fn sys_call(
     c: &AsyncClient,
     ev: &mut EventLoop,
-    gateway: &DeviceCreds,
+    dev: &DeviceCreds,
     suffix: &str,
     params: Value,
 ) -> Value {
-    let topic = format!(
-        "/sys/{}/{}{suffix}",
-        gateway.product_key, gateway.device_name
-    );
+    let topic = format!("/sys/{}/{}{suffix}", dev.product_key, dev.device_name);
     call(c, ev, &topic, params, &mut |_| {}).await
+}
+
+/// Logs every sub-device of the fleet in with one `batch_login` and checks that it succeeded.
+pub async fn log_all_in(c: &AsyncClient, ev: &mut EventLoop, f: &Fleet) {
+    let reply = session_call(
+        c,
+        ev,
+        &f.gateway,
+        "batch_login",
+        batch_login(&f.subs),
+        |_| {},
+    )
+    .await;
+    assert_eq!(reply["code"], 200, "{reply}");
 }
 
 async fn call(

@@ -10,7 +10,8 @@ use std::time::Duration;
 use hyper::Method;
 use ironhub_conformance::amqp::{self, GroupConsumer, SHARED_NODE, group};
 use ironhub_conformance::gateway::{
-    batch_login, batch_logout, fleet, login_entry, session_call, state, sys_call, until_state,
+    batch_login, batch_logout, fleet, log_all_in, login_entry, session_call, state, sys_call,
+    until_state,
 };
 use ironhub_conformance::{Deployment, python_client, sdk_saw, v3};
 use rumqttc::{Event, Packet, QoS};
@@ -321,16 +322,7 @@ async fn a_disabled_sub_device_is_logged_out_with_a_topo_change_notice() {
     let f = fleet(&d, &tenant, unthrottled(), 1).await;
     let sub = &f.subs[0];
     let (c, mut ev) = v3::connect(f.gateway.v3_options(&d)).await;
-    let reply = session_call(
-        &c,
-        &mut ev,
-        &f.gateway,
-        "batch_login",
-        batch_login(&f.subs),
-        |_| {},
-    )
-    .await;
-    assert_eq!(reply["code"], 200, "{reply}");
+    log_all_in(&c, &mut ev, &f).await;
     assert_eq!(state(&d, sub).await, "online");
 
     let path = format!(
@@ -393,16 +385,7 @@ async fn topology_changed_through_the_api_is_told_to_the_gateway() {
     let f = fleet(&d, &Deployment::unique_tenant("gw-cloud"), unthrottled(), 1).await;
     let sub = &f.subs[0];
     let (c, mut ev) = v3::connect(f.gateway.v3_options(&d)).await;
-    let reply = session_call(
-        &c,
-        &mut ev,
-        &f.gateway,
-        "batch_login",
-        batch_login(&f.subs),
-        |_| {},
-    )
-    .await;
-    assert_eq!(reply["code"], 200, "{reply}");
+    log_all_in(&c, &mut ev, &f).await;
 
     let path = format!(
         "/api/v1/products/{}/devices/{}/sub-devices/{}/{}",

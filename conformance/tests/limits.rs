@@ -1018,22 +1018,9 @@ async fn l_090_tags_per_device() {
     ))
     .await;
     let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
-    let topic = format!(
-        "/sys/{}/{}/thing/deviceinfo/update",
-        dev.product_key, dev.device_name
-    );
+    let suffix = "/thing/deviceinfo/update";
     let mut update = async |tags: Value| -> Value {
-        let body = json!({ "id": "1", "version": "1.0", "params": tags,
-                           "method": "thing.deviceinfo.update" });
-        c.publish(&topic, rumqttc::QoS::AtMostOnce, false, body.to_string())
-            .await
-            .unwrap();
-        loop {
-            let p = v3::next_publish(&mut ev).await;
-            if p.topic == format!("{topic}_reply") {
-                return serde_json::from_slice(&p.payload).unwrap();
-            }
-        }
+        ironhub_conformance::gateway::sys_call(&c, &mut ev, &dev, suffix, tags).await
     };
     let two =
         update(json!([{ "attrKey": "a", "attrValue": "1" }, { "attrKey": "b", "attrValue": "2" }]))

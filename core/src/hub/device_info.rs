@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::session::ClientIdentity;
+use super::session::{ClientIdentity, alink_answer, alink_request};
 use super::{Hub, HubError};
 use crate::data::model::DeviceInfo;
 use crate::limits::LimitId;
@@ -98,10 +98,9 @@ impl Hub {
         op: InfoOp,
         payload: &[u8],
     ) -> Bytes {
-        let request: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
-        let id = request.get("id").cloned().unwrap_or(Value::Null);
-        let outcome = match (identity.device.as_ref(), request.get("params")) {
-            (Some((pk, dn)), Some(Value::Array(entries))) => {
+        let (id, params) = alink_request(payload);
+        let outcome = match (identity.device.as_ref(), &params) {
+            (Some((pk, dn)), Value::Array(entries)) => {
                 let field =
                     |e: &Value, k: &str| e.get(k).and_then(Value::as_str).map(str::to_owned);
                 match op {
@@ -134,10 +133,7 @@ impl Hub {
             Err(e @ (HubError::Unavailable(_) | HubError::Store(_))) => (500, e.to_string()),
             Err(e) => (460, e.to_string()),
         };
-        let body = json!({
-            "id": id, "code": code, "data": {}, "message": message, "method": op.method(),
-        });
-        Bytes::from(body.to_string())
+        alink_answer(&id, code, json!({}), &message, op.method())
     }
 
     /// Records the firmware version a device reported (`{"params":{"version","module"?}}`);
@@ -146,8 +142,7 @@ impl Hub {
         let Some((pk, dn)) = identity.device.as_ref() else {
             return;
         };
-        let request: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
-        let params = &request["params"];
+        let (_, params) = alink_request(payload);
         let Some(version) = params["version"].as_str().filter(|v| !v.is_empty()) else {
             tracing::warn!(device = %identity.key, "firmware report without a version ignored");
             return;

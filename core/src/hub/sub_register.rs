@@ -8,12 +8,11 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::session::ClientIdentity;
+use super::session::{ClientIdentity, alink_answer, alink_request};
 use super::{Hub, HubError};
 use crate::auth::{self, SignMethod};
 use crate::data::model::{Device, NodeType};
 use crate::limits::LimitKind;
-use crate::store::{records, transact};
 
 /// A registration request of a gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,9 +82,7 @@ impl Hub {
         op: RegisterOp,
         payload: &[u8],
     ) -> Bytes {
-        let request: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
-        let id = request.get("id").cloned().unwrap_or(Value::Null);
-        let params = request.get("params").cloned().unwrap_or(Value::Null);
+        let (id, params) = alink_request(payload);
         let entries = match (op, &params) {
             (RegisterOp::Sub, Value::Array(list)) => Some(list.clone()),
             (RegisterOp::Product, p) => p.get("proxieds").and_then(Value::as_array).cloned(),
@@ -102,10 +99,7 @@ impl Hub {
             Ok(done) => (code::OK, Value::Array(done), "success".to_owned()),
             Err(Refusal(code, message, about)) => (code, json!([about]), message),
         };
-        let body = json!({
-            "id": id, "code": code, "data": data, "message": message, "method": op.method(),
-        });
-        Bytes::from(body.to_string())
+        alink_answer(&id, code, data, &message, op.method())
     }
 
     async fn register_subs(
@@ -215,13 +209,10 @@ impl Hub {
             && device.activated
         {
             // Its secret goes only to the gateway that carries it already.
-            let (spk, sdn) = (pk.to_owned(), dn.to_owned());
-            let parent = transact(&**self.store(), |t| {
-                let (pk, dn) = (spk.clone(), sdn.clone());
-                Box::pin(async move { records::gateway_of(t, (&pk, &dn)).await })
-            })
-            .await
-            .map_err(|e| refusal(code::UNAVAILABLE, e.to_string()))?;
+            let parent = self
+                .gateway_of((pk, dn))
+                .await
+                .map_err(|e| refusal(code::UNAVAILABLE, e.to_string()))?;
             let ours = parent
                 .as_ref()
                 .is_some_and(|(p, d)| (p.as_str(), d.as_str()) == gateway_names);

@@ -11,12 +11,11 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::session::ClientIdentity;
+use super::session::{ClientIdentity, alink_answer, alink_request};
 use super::{Hub, device_session_key};
 use crate::auth::{self, SignMethod};
 use crate::data::message::{Message, QoS};
 use crate::limits::{LimitId, Limited};
-use crate::store::{records, transact};
 
 /// An Alink session request of a gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,13 +170,6 @@ fn entries(op: SessionOp, params: &Value) -> Result<Vec<Entry>, Refusal> {
         .collect()
 }
 
-fn reply(id: &Value, op: SessionOp, code: u16, data: Value, message: &str) -> Bytes {
-    let body = json!({
-        "id": id, "code": code, "data": data, "message": message, "method": op.method(),
-    });
-    Bytes::from(body.to_string())
-}
-
 impl Hub {
     /// Answers a gateway's session request (the reply's payload).
     pub(crate) async fn sub_session_request(
@@ -186,9 +178,7 @@ impl Hub {
         op: SessionOp,
         payload: &[u8],
     ) -> Bytes {
-        let request: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
-        let id = request.get("id").cloned().unwrap_or(Value::Null);
-        let params = request.get("params").cloned().unwrap_or(Value::Null);
+        let (id, params) = alink_request(payload);
         let outcome = match entries(op, &params) {
             Ok(entries) if op.is_login() => self.log_in(gateway, &entries).await.map(|()| entries),
             Ok(entries) => self.log_out(gateway, &entries).await.map(|()| entries),
@@ -201,9 +191,9 @@ impl Hub {
                     true => Value::Array(names),
                     false => names.into_iter().next().unwrap_or(Value::Null),
                 };
-                reply(&id, op, code::OK, data, "success")
+                alink_answer(&id, code::OK, data, "success", op.method())
             }
-            Err(r) => reply(&id, op, r.code, Value::Array(r.about), &r.message),
+            Err(r) => alink_answer(&id, r.code, Value::Array(r.about), &r.message, op.method()),
         }
     }
 
@@ -289,12 +279,10 @@ impl Hub {
             .filter(|d| d.tenant == tenant)
             .ok_or_else(|| Refusal::new(code::NOT_FOUND, "sub-device not found"))?;
         let sub = (entry.pk.clone(), entry.dn.clone());
-        let parent = transact(&**self.store(), |t| {
-            let sub = sub.clone();
-            Box::pin(async move { records::gateway_of(t, (&sub.0, &sub.1)).await })
-        })
-        .await
-        .map_err(|e| Refusal::new(code::UNAVAILABLE, e.to_string()))?;
+        let parent = self
+            .gateway_of((&entry.pk, &entry.dn))
+            .await
+            .map_err(unavailable)?;
         if parent.as_ref() != Some(gateway) {
             let message = "no topology: add the sub-device to this gateway first (thing/topo/add)";
             return Err(Refusal::new(code::NO_TOPOLOGY, message));
@@ -365,13 +353,7 @@ impl Hub {
     /// deleted (1), on `/sys/{gw}/thing/topo/change`, as Alibaba does (0 and 1 are also sent
     /// when the admin API adds or removes the topology).
     pub(crate) async fn notify_topo_change(&self, tenant: &str, sub: (&str, &str), status: u8) {
-        let (pk, dn) = (sub.0.to_owned(), sub.1.to_owned());
-        let gateway = transact(&**self.store(), |t| {
-            let (pk, dn) = (pk.clone(), dn.clone());
-            Box::pin(async move { records::gateway_of(t, (&pk, &dn)).await })
-        })
-        .await;
-        if let Ok(Some((gw_pk, gw_dn))) = gateway {
+        if let Ok(Some((gw_pk, gw_dn))) = self.gateway_of(sub).await {
             self.topo_change_notice(tenant, (&gw_pk, &gw_dn), sub, status)
                 .await;
         }

@@ -6,12 +6,13 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::session::{alink_answer, alink_request};
 use super::{Hub, HubError, device_session_key};
 use crate::auth::{self, SignMethod};
 use crate::data::event::Event;
 use crate::data::model::NodeType;
 use crate::limits::LimitId;
-use crate::store::{records, transact};
+use crate::store::{StoreError, records, transact};
 
 /// A sub-device of a gateway.
 #[derive(schemars::JsonSchema, Debug, Clone, Serialize, PartialEq, Eq)]
@@ -65,11 +66,7 @@ mod code {
 }
 
 fn reply(id: &Value, op: TopoOp, code: u16, data: Value, message: &str) -> Bytes {
-    let body = json!({
-        "id": id, "code": code, "data": data, "message": message,
-        "method": op.method(), "version": "1.0",
-    });
-    Bytes::from(body.to_string())
+    alink_answer(id, code, data, message, op.method())
 }
 
 /// Why a topology change was refused, with its Alink code.
@@ -90,9 +87,7 @@ impl Hub {
         op: TopoOp,
         payload: &[u8],
     ) -> Bytes {
-        let request: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
-        let id = request.get("id").cloned().unwrap_or(Value::Null);
-        let params = request.get("params").cloned().unwrap_or(Value::Null);
+        let (id, params) = alink_request(payload);
         let entries: Vec<&Value> = match (&params, op) {
             (Value::Array(a), _) => a.iter().collect(),
             (Value::Object(_), TopoOp::Get) | (Value::Null, TopoOp::Get) => Vec::new(),
@@ -204,6 +199,19 @@ impl Hub {
             self.notify_topology(tenant, (&g.0, &g.1), "remove", &[me]);
         }
         Ok(())
+    }
+
+    /// The gateway a sub-device is attached to, if any.
+    pub(crate) async fn gateway_of(
+        &self,
+        sub: (&str, &str),
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let sub = owned(sub);
+        transact(&**self.store(), |t| {
+            let sub = sub.clone();
+            Box::pin(async move { records::gateway_of(t, (&sub.0, &sub.1)).await })
+        })
+        .await
     }
 
     fn notify_topology(
@@ -336,14 +344,7 @@ impl Topology<'_> {
         sub: (&str, &str),
     ) -> Result<(), HubError> {
         self.attach(gateway, sub).await?;
-        let tenant = self
-            .hub
-            .registry()
-            .device(gateway.0, gateway.1)
-            .await?
-            .tenant;
-        self.hub.topo_change_notice(&tenant, gateway, sub, 0).await;
-        Ok(())
+        self.tell_gateway(gateway, sub, 0).await
     }
 
     /// Detaches `sub` from `gateway` from the cloud side: as [`Topology::detach`] (a sub-device
@@ -354,13 +355,24 @@ impl Topology<'_> {
         sub: (&str, &str),
     ) -> Result<(), HubError> {
         self.detach(gateway, sub).await?;
+        self.tell_gateway(gateway, sub, 1).await
+    }
+
+    async fn tell_gateway(
+        &self,
+        gateway: (&str, &str),
+        sub: (&str, &str),
+        status: u8,
+    ) -> Result<(), HubError> {
         let tenant = self
             .hub
             .registry()
             .device(gateway.0, gateway.1)
             .await?
             .tenant;
-        self.hub.topo_change_notice(&tenant, gateway, sub, 1).await;
+        self.hub
+            .topo_change_notice(&tenant, gateway, sub, status)
+            .await;
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 //! time (NTP), each answered as Alink does.
 
 use bytes::Bytes;
+use serde_json::{Map, Value};
 
 use super::{ClientIdentity, PublishRefusal};
 use crate::data::message::{Message, QoS};
@@ -12,6 +13,7 @@ use crate::hub::sub_register::RegisterOp;
 use crate::hub::subdevices::SessionOp;
 use crate::hub::topology::TopoOp;
 use crate::hub::{Hub, ntp};
+use crate::tsl::ThingModel;
 
 impl Hub {
     /// Handles a device's request to the hub on one of its own topics (boxed by the caller:
@@ -27,11 +29,18 @@ impl Hub {
             let answer = match kind {
                 DeviceRequest::PropertyPost => {
                     let model = self.model_of(pk);
-                    Some((reply_topic(), alink_reply(&payload, model.as_deref())))
+                    let method = "thing.event.property.post";
+                    let reply = post_reply(&payload, method, model.as_deref(), |m, params| {
+                        m.check_post(params)
+                    });
+                    Some((reply_topic(), reply))
                 }
                 DeviceRequest::EventPost(identifier) => {
                     let model = self.model_of(pk);
-                    let reply = event_reply(&identifier, &payload, model.as_deref());
+                    let method = format!("thing.event.{identifier}.post");
+                    let reply = post_reply(&payload, &method, model.as_deref(), |m, params| {
+                        m.check_event(&identifier, params)
+                    });
                     Some((reply_topic(), reply))
                 }
                 DeviceRequest::Topology(op) => Some((
@@ -61,14 +70,11 @@ impl Hub {
                 DeviceRequest::RrpcResponse
                 | DeviceRequest::ExtRrpcResponse
                 | DeviceRequest::PropertySetReply => {
-                    let alink_id = || {
-                        let reply: serde_json::Value =
-                            serde_json::from_slice(&payload).unwrap_or_default();
-                        reply["id"].as_str().unwrap_or_default().to_owned()
-                    };
                     let id = match kind {
                         DeviceRequest::RrpcResponse => topic.rsplit('/').next().map(str::to_owned),
-                        DeviceRequest::PropertySetReply => Some(alink_id()),
+                        DeviceRequest::PropertySetReply => {
+                            alink_request(&payload).0.as_str().map(str::to_owned)
+                        }
                         _ => crate::topic::rrpc_wrapped(&topic).map(|(id, _)| id.to_owned()),
                     }
                     .unwrap_or_default();
@@ -200,61 +206,46 @@ impl DeviceRequest {
     }
 }
 
-/// Alink reply to an event post on `/thing/event/{identifier}/post`: code 200, 460 when the
-/// payload is not Alink JSON with `params.value`, and with a thing model 6304 (unknown event or
-/// parameter) or 6306 (wrong type or out of range).
-pub(super) fn event_reply(
-    identifier: &str,
-    payload: &[u8],
-    model: Option<&crate::tsl::ThingModel>,
+/// An Alink request's `id` and `params` (`null` each when the payload is not JSON or lacks it).
+pub(crate) fn alink_request(payload: &[u8]) -> (Value, Value) {
+    let mut request: Value = serde_json::from_slice(payload).unwrap_or_default();
+    (request["id"].take(), request["params"].take())
+}
+
+/// An Alink answer: `{"id","code","data","message","method","version":"1.0"}`.
+pub(crate) fn alink_answer(
+    id: &Value,
+    code: u16,
+    data: Value,
+    message: &str,
+    method: &str,
 ) -> Bytes {
-    let request: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
-    let params = request.get("params").and_then(|p| p.as_object());
-    let outcome = match (params, model) {
+    let body = serde_json::json!({
+        "id": id, "code": code, "data": data, "message": message, "method": method,
+        "version": "1.0",
+    });
+    Bytes::from(body.to_string())
+}
+
+/// Alink reply to a property post (`method` `thing.event.property.post`, checked with
+/// [`ThingModel::check_post`]) or an event post (`thing.event.{identifier}.post`, checked with
+/// [`ThingModel::check_event`]): code 200, 460 when `params` is not a JSON object, and with a
+/// thing model what `check` says (6304 unknown, 6306 wrong type or out of range).
+pub(super) fn post_reply(
+    payload: &[u8],
+    method: &str,
+    model: Option<&ThingModel>,
+    check: impl FnOnce(&ThingModel, &Map<String, Value>) -> Result<(), (u16, String)>,
+) -> Bytes {
+    let (id, params) = alink_request(payload);
+    let outcome = match (params.as_object(), model) {
         (None, _) => Err((
             460,
             "request parameter error: params must be a JSON object".to_owned(),
         )),
-        (Some(params), Some(model)) => model.check_event(identifier, params),
+        (Some(params), Some(model)) => check(model, params),
         (Some(_), None) => Ok(()),
     };
     let (code, message) = outcome.map_or_else(|e| e, |()| (200, "success".to_owned()));
-    let reply = serde_json::json!({
-        "id": request.get("id").cloned().unwrap_or_default(), "code": code, "data": {},
-        "message": message, "method": format!("thing.event.{identifier}.post"), "version": "1.0",
-    });
-    Bytes::from(reply.to_string())
-}
-
-/// Alink reply to a property post: `{"id","code","data","message","method","version"}`. Code 200
-/// on success, 460 (request parameter error) when the payload is not Alink JSON, and with a
-/// thing model 6304 (unknown property) or 6306 (wrong type or out of range).
-pub(super) fn alink_reply(payload: &[u8], model: Option<&crate::tsl::ThingModel>) -> Bytes {
-    let request: Option<serde_json::Value> = serde_json::from_slice(payload).ok();
-    let id = request
-        .as_ref()
-        .and_then(|v| v.get("id"))
-        .cloned()
-        .unwrap_or(serde_json::Value::Null);
-    let params = request
-        .as_ref()
-        .and_then(|v| v.get("params"))
-        .and_then(|p| p.as_object());
-    let outcome = match (params, model) {
-        (None, _) => Err((
-            460,
-            "request parameter error: params must be a JSON object".to_owned(),
-        )),
-        (Some(params), Some(model)) => model.check_post(params),
-        (Some(_), None) => Ok(()),
-    };
-    let (code, message) = match outcome {
-        Ok(()) => (200, "success".to_owned()),
-        Err(e) => e,
-    };
-    let reply = serde_json::json!({
-        "id": id, "code": code, "data": {}, "message": message,
-        "method": "thing.event.property.post", "version": "1.0",
-    });
-    Bytes::from(reply.to_string())
+    alink_answer(&id, code, serde_json::json!({}), &message, method)
 }

@@ -38,7 +38,7 @@ pub(crate) struct GatewayLink {
 pub(crate) struct SubSession {
     pub(crate) identity: ClientIdentity,
     pub(crate) charges: Charges,
-    slot: Arc<Slot>,
+    pub(super) slot: Arc<Slot>,
     generation: u64,
 }
 
@@ -292,10 +292,5 @@ impl Session {
     /// The sub-device a publish or subscription of this (gateway's) session on `topic` is for.
     pub(super) fn sub_session_for(&self, topic: &str) -> Option<Arc<SubSession>> {
         self.hub.acting_for(&self.identity, topic)
-    }
-
-    /// The slot a subscription on behalf of `sub` goes to.
-    pub(super) fn sub_slot(sub: &SubSession) -> &Arc<Slot> {
-        &sub.slot
     }
 }

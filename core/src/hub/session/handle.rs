@@ -45,13 +45,7 @@ impl Session {
     /// Checks and accepts a publish. Ok means the message is safely accepted (QoS 1/2 deliveries
     /// to offline persistent sessions are durable): the transport may acknowledge it.
     pub async fn publish(&self, req: PublishRequest) -> Result<usize, PublishRefusal> {
-        let (delivered, confirmation) = self.publish_deferred(req).await?;
-        if let Some(confirmation) = confirmation {
-            confirmation
-                .await
-                .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
-        }
-        Ok(delivered)
+        super::publish::confirmed(self.publish_deferred(req).await?).await
     }
 
     /// Publishes; a QoS 1 message going to consumer groups comes back with the confirmation to
@@ -98,7 +92,7 @@ impl Session {
         let mut retained = Vec::new();
         for (req, sub) in requests.into_iter().zip(subs) {
             let (identity, slot) = match &sub {
-                Some(sub) => (&sub.identity, Session::sub_slot(sub)),
+                Some(sub) => (&sub.identity, &sub.slot),
                 None => (&self.identity, &self.slot),
             };
             let (mut result, mut messages) = self.subscribe_as(identity, slot, vec![req]).await;
@@ -211,7 +205,7 @@ impl Session {
         for raw in filters {
             if let Some(sub) = self.sub_session_for(&raw) {
                 // Never persistent: nothing to write.
-                let slot = Session::sub_slot(&sub);
+                let slot = &sub.slot;
                 let mut sub_st = slot.state.clone().lock_owned().await;
                 out.push(self.hub.unsubscribe_slot(slot, &mut sub_st, &raw));
                 continue;

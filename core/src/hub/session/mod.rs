@@ -32,6 +32,7 @@ pub use crate::admission::{ConnectRefusal, PublishRefusal, SubscribeRefusal};
 use crate::data::message::{Properties, QoS};
 use crate::store::StoreError;
 use crate::store::records::SubscriptionRecord;
+pub(crate) use alink::{alink_answer, alink_request};
 pub(crate) use connect::OPEN_CLIENT_PREFIX;
 pub(crate) use gateway::Gateways;
 

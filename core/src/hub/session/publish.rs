@@ -12,6 +12,18 @@ use crate::egress::Confirmation;
 use crate::hub::Hub;
 use crate::hub::limits::Charges;
 
+/// Waits for what a deferred publish still waits for: Ok once the message is safely accepted.
+pub(super) async fn confirmed(
+    (delivered, confirmation): (usize, Option<Confirmation>),
+) -> Result<usize, PublishRefusal> {
+    if let Some(confirmation) = confirmation {
+        confirmation
+            .await
+            .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+    }
+    Ok(delivered)
+}
+
 impl Hub {
     /// Checks and accepts a publish of a client, connected or not (HTTP, CoAP): topic bounds,
     /// ACL, property bounds, limits, then routing. Ok means safely accepted.
@@ -20,13 +32,7 @@ impl Hub {
         identity: &ClientIdentity,
         req: PublishRequest,
     ) -> Result<usize, PublishRefusal> {
-        let (delivered, confirmation) = self.publish_deferred(identity, req).await?;
-        if let Some(confirmation) = confirmation {
-            confirmation
-                .await
-                .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
-        }
-        Ok(delivered)
+        confirmed(self.publish_deferred(identity, req).await?).await
     }
 
     /// As [`Hub::publish_from`], but a QoS 1 message that goes to consumer groups comes back
