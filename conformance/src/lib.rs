@@ -26,6 +26,7 @@ pub mod amqp;
 pub mod coap;
 pub mod gateway;
 pub mod http;
+pub mod ota;
 pub mod report;
 pub mod sqs;
 pub mod v3;

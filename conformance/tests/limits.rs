@@ -1969,3 +1969,98 @@ fn every_row_of_the_contract_has_a_test() {
     }
     assert!(missing.is_empty(), "{missing:#?}");
 }
+
+/// A deployment serving downloads (upgrade batches need it) whose tenant has `entities`.
+async fn ota_setup(entities: Value) -> (Deployment, DeviceCreds) {
+    let (d, _) = ironhub_conformance::http::Http::start(ironhub_conformance::ota::CONFIG).await;
+    let dev = d
+        .tenant_with_profile(
+            &Deployment::unique_tenant("limits"),
+            with(unlimited(), json!({ "entities": entities })),
+        )
+        .await;
+    (d, dev)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_091_ota_packages_per_tenant() {
+    use ironhub_conformance::ota::{firmware, upload};
+    let (d, dev) = ota_setup(json!({ "ota_packages": 1 })).await;
+    let query = |v: &str| format!("product_key={}&version={v}", dev.product_key);
+    let (first, made) = upload(&d, &dev.tenant, &query("1.0"), &firmware(100, 1)).await;
+    let (second, refused) = upload(&d, &dev.tenant, &query("1.1"), &firmware(100, 2)).await;
+    let path = format!(
+        "/api/v1/tenants/{}/ota/packages/{}",
+        dev.tenant,
+        made["id"].as_str().unwrap_or_default()
+    );
+    let (deleted, _) = d.api(Method::DELETE, &path, None).await;
+    let (again, _) = upload(&d, &dev.tenant, &query("1.1"), &firmware(100, 2)).await;
+    let observed = format!(
+        "1st upload: HTTP {first}; 2nd: HTTP {second} {}; after deleting the 1st: HTTP {again}",
+        refused["limit"]
+    );
+    check(
+        "L-091",
+        "1 (profile entities.ota_packages); HTTP 403",
+        &observed,
+        first == 201 && second == 403 && refused["limit"] == "L-091" && deleted == 204 && again == 201,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_092_ota_package_size() {
+    use ironhub_conformance::ota::{firmware, upload};
+    let (d, dev) = ota_setup(json!({ "ota_package_bytes": 1000 })).await;
+    let query = |v: &str| format!("product_key={}&version={v}", dev.product_key);
+    let (fits, _) = upload(&d, &dev.tenant, &query("1.0"), &firmware(1000, 1)).await;
+    let (over, refused) = upload(&d, &dev.tenant, &query("1.1"), &firmware(1001, 2)).await;
+    let (_, listed) = d
+        .api(
+            Method::GET,
+            &format!("/api/v1/tenants/{}/ota/packages", dev.tenant),
+            None,
+        )
+        .await;
+    let kept = listed.as_array().map_or(0, Vec::len);
+    let observed = format!(
+        "1,000 bytes: HTTP {fits}; 1,001 bytes: HTTP {over} {}; packages kept: {kept}",
+        refused["limit"]
+    );
+    check(
+        "L-092",
+        "1,000 bytes (profile entities.ota_package_bytes); HTTP 413",
+        &observed,
+        fits == 201 && over == 413 && refused["limit"] == "L-092" && kept == 1,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_093_ota_batch_devices() {
+    use ironhub_conformance::ota::{firmware, upload};
+    let (d, dev) = ota_setup(json!({ "ota_batch_devices": 1 })).await;
+    d.add_device(&dev.product_key, "dev-2").await;
+    let query = format!("product_key={}&version=2.0", dev.product_key);
+    let (_, package) = upload(&d, &dev.tenant, &query, &firmware(100, 1)).await;
+    let path = format!("/api/v1/tenants/{}/ota/batches", dev.tenant);
+    let (whole, refused) = d
+        .api(
+            Method::POST,
+            &path,
+            Some(json!({ "package_id": package["id"], "target": { "kind": "product" } })),
+        )
+        .await;
+    let one = json!({ "package_id": package["id"],
+                      "target": { "kind": "devices", "names": [dev.device_name] } });
+    let (listed, _) = d.api(Method::POST, &path, Some(one)).await;
+    let observed = format!(
+        "a batch of the product's 2 devices: HTTP {whole} {}; of 1: HTTP {listed}",
+        refused["limit"]
+    );
+    check(
+        "L-093",
+        "1 (profile entities.ota_batch_devices); HTTP 400",
+        &observed,
+        whole == 400 && refused["limit"] == "L-093" && listed == 201,
+    );
+}

@@ -5,7 +5,8 @@
 //! `/shadow/update/{pk}/{dn}`, reads its shadow on `/shadow/get/{pk}/{dn}`, hears its product's
 //! broadcasts on `/broadcast/{pk}/...`, asks the time on `/ext/ntp/{pk}/{dn}/request` (answered
 //! on `.../response`), reports its firmware on `/ota/device/inform/{pk}/{dn}` (and hears of
-//! upgrades on `/ota/device/upgrade/{pk}/{dn}`), logs its sub-devices in on `/ext/session/{pk}/{dn}/combine/...` (a
+//! upgrades on `/ota/device/upgrade/{pk}/{dn}`, reporting their progress on
+//! `/ota/device/progress/{pk}/{dn}`), logs its sub-devices in on `/ext/session/{pk}/{dn}/combine/...` (a
 //! gateway) and takes RRPC calls on `/ext/rrpc/{id}` + its `sys` or `user` topics. Nothing else;
 //! a gateway also uses the namespaces of the sub-devices logged in through it (as they).
 
@@ -33,6 +34,7 @@ const PUBLISH_SPACES: &[&str] = &[
     "/ext/ntp/{pk}/{dn}/request",
     "/ext/session/{pk}/{dn}/combine/#",
     "/ota/device/inform/{pk}/{dn}",
+    "/ota/device/progress/{pk}/{dn}",
     "/ext/rrpc/+/sys/{pk}/{dn}/#",
     "/ext/rrpc/+/{pk}/{dn}/user/#",
 ];

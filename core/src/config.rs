@@ -65,6 +65,31 @@ pub struct HubConfig {
     pub recent_messages_max_devices: usize,
     /// The open-broker mode for a sandbox tenant.
     pub open_broker: OpenBrokerConfig,
+    /// Firmware upgrades.
+    pub ota: OtaConfig,
+}
+
+/// `[hub.ota]`: firmware upgrades.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtaConfig {
+    /// The base URL devices download packages from (`https://iot.example.com:8081`); absent:
+    /// the HTTP device transport's own address.
+    pub download_url: Option<String>,
+    /// How long a download URL stays valid, seconds (Alibaba: 24 hours).
+    pub url_ttl_secs: u64,
+    /// How often the rollout pushes upgrades and times out silent devices, ms.
+    pub rollout_interval_ms: u64,
+}
+
+impl Default for OtaConfig {
+    fn default() -> Self {
+        OtaConfig {
+            download_url: None,
+            url_ttl_secs: 24 * 3600,
+            rollout_interval_ms: 1000,
+        }
+    }
 }
 
 impl Default for HubConfig {
@@ -94,6 +119,7 @@ impl Default for HubConfig {
             recent_messages_per_device: 10,
             recent_messages_max_devices: 100_000,
             open_broker: OpenBrokerConfig::default(),
+            ota: OtaConfig::default(),
         }
     }
 }

@@ -551,3 +551,87 @@ async fn a_rule_output_is_safe_before_its_publisher_is_acknowledged() {
     let waiting = records::due_retries(&mut *t, u64::MAX, 10).await.unwrap();
     assert_eq!(waiting.len(), 1, "stored for the retries");
 }
+
+/// Firmware upgrades: a batch's schedule holds its push back until its start, and a device
+/// that stays silent is timed out once the batch's timeout has passed.
+#[tokio::test(start_paused = true)]
+async fn a_batch_waits_for_its_start_and_times_out_a_silent_device() {
+    let hub = hub(|c| c.ota.rollout_interval_ms = 1000).await;
+    hub.registry()
+        .create_tenant("acme", "Acme", None)
+        .await
+        .unwrap();
+    let product = hub
+        .registry()
+        .create_product("acme", "sensors", ironhub_core::data::model::NodeType::Device, false)
+        .await
+        .unwrap();
+    let pk = product.product_key.clone();
+    let device = hub.registry().create_device(&pk, Some("sensor-1")).await.unwrap();
+    hub.ota().offer_downloads("http://127.0.0.1:9");
+    let body = futures_util::stream::iter([Ok::<_, String>(Bytes::from_static(b"firmware"))]);
+    let spec = ironhub_core::hub::PackageSpec {
+        version: "2.0".into(),
+        module: None,
+        sign_method: None,
+    };
+    let package = hub.ota().upload("acme", &pk, spec, body).await.unwrap();
+    assert_eq!(package.size, 8);
+    let batch = hub
+        .ota()
+        .create_batch(
+            "acme",
+            ironhub_core::hub::BatchSpec {
+                package_id: package.id.clone(),
+                target: ironhub_core::data::ota::OtaTarget::Devices {
+                    names: vec!["sensor-1".into()],
+                },
+                rate_per_minute: 0,
+                start_at_ms: Some(T0 + 60_000),
+                timeout_minutes: Some(2),
+            },
+        )
+        .await
+        .unwrap();
+
+    let creds = ironhub_core::auth::device_credentials(&pk, "sensor-1", &device.device_secret, T0);
+    let mut online = connect(
+        &hub,
+        ConnectRequest {
+            transport: hub.transport("mqtt"),
+            client_id: creds.client_id,
+            username: Some(creds.username),
+            password: Some(Bytes::from(creds.password)),
+            clean_start: true,
+            session_expiry_secs: None,
+            keep_alive_secs: 600,
+            server_keep_alive: false,
+            will: None,
+        },
+    )
+    .await;
+    let state = async |hub: &Hub| {
+        hub.ota().jobs("acme", &batch.batch.id).await.unwrap()[0].state
+    };
+    advance_ms(59_000).await;
+    assert_eq!(state(&hub).await, ironhub_core::data::ota::OtaState::Queued, "not before its start");
+    let mut got = std::collections::VecDeque::new();
+    advance_ms(2_000).await;
+    let pushed = tokio::time::timeout(
+        Duration::from_millis(10),
+        online.deliveries.recv_many(&mut got, 10),
+    )
+    .await;
+    assert!(pushed.is_ok(), "pushed once started");
+    assert_eq!(
+        got[0].message.topic,
+        format!("/ota/device/upgrade/{pk}/sensor-1")
+    );
+    assert_eq!(state(&hub).await, ironhub_core::data::ota::OtaState::Notified);
+    advance_ms(119_000).await;
+    assert_eq!(state(&hub).await, ironhub_core::data::ota::OtaState::Notified, "within its 2 minutes");
+    advance_ms(2_000).await;
+    assert_eq!(state(&hub).await, ironhub_core::data::ota::OtaState::TimedOut);
+    let view = hub.ota().batch("acme", &batch.batch.id).await.unwrap();
+    assert_eq!(view.counts["timed_out"], 1);
+}

@@ -23,6 +23,8 @@ pub enum EventKind {
     Rule,
     /// A rule's report that a destination failed after the retries.
     RuleError,
+    /// A device's firmware upgrade changed state.
+    Ota,
 }
 
 impl EventKind {
@@ -35,6 +37,7 @@ impl EventKind {
             EventKind::Topology => "topology",
             EventKind::Rule => "rule",
             EventKind::RuleError => "rule_error",
+            EventKind::Ota => "ota",
         }
     }
 }
@@ -113,6 +116,21 @@ impl Event {
         });
         Event::notification(id, EventKind::Topology, tenant, pk, dn, now_ms, payload)
             .with_topic(format!("/{pk}/{dn}/thing/topo/lifecycle"))
+    }
+
+    /// A firmware upgrade's state change on `/{pk}/{dn}/ota/upgrade` (Alibaba's topic):
+    /// `{"productKey","deviceName","moduleName","status","step","desc","srcVersion",
+    /// "destVersion","jobId","packageId","messageCreateTime"}`.
+    pub fn ota(
+        id: u64,
+        tenant: &str,
+        pk: &str,
+        dn: &str,
+        now_ms: u64,
+        payload: serde_json::Value,
+    ) -> Event {
+        Event::notification(id, EventKind::Ota, tenant, pk, dn, now_ms, payload)
+            .with_topic(format!("/{pk}/{dn}/ota/upgrade"))
     }
 
     fn notification(

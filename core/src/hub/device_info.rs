@@ -154,13 +154,19 @@ impl Hub {
         let (version, module) = (version.to_owned(), module.to_owned());
         let saved = self
             .device_infos()
-            .update(pk, dn, move |info| {
-                info.firmware.insert(module.clone(), version.clone());
-                Ok::<(), ()>(())
+            .update(pk, dn, {
+                let (version, module) = (version.clone(), module.clone());
+                move |info| {
+                    info.firmware.insert(module.clone(), version.clone());
+                    Ok::<(), ()>(())
+                }
             })
             .await;
         if let Err(e) = saved {
             tracing::warn!(device = %identity.key, error = %e, "firmware version not recorded");
+        }
+        if let Err(e) = self.ota_version_reported(pk, dn, &module, &version).await {
+            tracing::warn!(device = %identity.key, error = %e, "firmware upgrade not updated");
         }
     }
 }

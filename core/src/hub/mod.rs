@@ -30,6 +30,7 @@ mod device_info;
 mod groups;
 mod limits;
 mod ntp;
+mod ota;
 mod property_set;
 pub mod queue;
 mod recent;
@@ -51,6 +52,7 @@ pub use business::{DevicePage, DeviceStatus, HISTORY_RETENTION_MS};
 pub use cluster::{PeerError, PeerReply, PeerRequest, Peers};
 pub use device_info::{DeviceInfos, MAX_TAG_VALUE, TAG_KEY_PATTERN};
 pub use limits::UsageReport;
+pub use ota::{BatchSpec, BatchView, DownloadError, Ota, PackageSpec};
 pub use property_set::PropertySetOutcome;
 pub use recent::{MIN_GAP_MS as RECENT_MIN_GAP_MS, Recent, RecentMessage};
 pub use registry::{DeviceView, ProductView};
@@ -280,6 +282,10 @@ pub(crate) struct Inner {
     pub(crate) clock: Clock,
     /// The labels of the transports registered so far, indexed by [`TransportKind`].
     pub(crate) transports: RwLock<Vec<&'static str>>,
+    /// Firmware packages' bytes.
+    pub(crate) blobs: Arc<dyn crate::store::blobs::Blobs>,
+    /// Open upgrade batches and the download URL secret.
+    pub(crate) ota: ota::OtaRuntime,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -388,6 +394,8 @@ impl Hub {
                     config.recent_messages_max_devices,
                 ),
                 config,
+                blobs: Arc::new(crate::store::blobs::StoreBlobs::new(store.clone())),
+                ota: ota::OtaRuntime::default(),
                 store,
                 store_latency,
                 peers,
@@ -415,6 +423,7 @@ impl Hub {
             .rule_retries
             .start(Arc::new(rules::RuleAttempts(hub.clone())));
         tokio::spawn(hub.clone().notify_forever(notification_queue));
+        tokio::spawn(hub.clone().roll_out_forever());
         let sweeper = hub.clone();
         tokio::spawn(async move { sweeper.sweep_sessions_forever().await });
         let flusher = hub.clone();

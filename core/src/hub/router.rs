@@ -200,8 +200,9 @@ impl Router {
 }
 
 /// The device a `/sys/{pk}/{dn}/...` (also as `/ext/rrpc/{id}/sys/...`), `/shadow/get/{pk}/{dn}`,
-/// `/ext/ntp/{pk}/{dn}/response` or `/ext/session/{pk}/{dn}/combine/..._reply` topic addresses: the Link SDK never subscribes to its own
-/// system topics, a shadow's pending desired state must reach a device that has not subscribed
+/// `/ext/ntp/{pk}/{dn}/response`, `/ota/device/upgrade/{pk}/{dn}` or
+/// `/ext/session/{pk}/{dn}/combine/..._reply` topic addresses: the Link SDK never subscribes to
+/// its own system topics (nor to upgrade pushes), a shadow's pending desired state must reach a device that has not subscribed
 /// yet, and the hub answers the time whether or not the device subscribed first, so the hub
 /// delivers them without a subscription.
 pub(crate) fn sys_topic_device(topic: &str) -> Option<String> {
@@ -222,6 +223,11 @@ pub(crate) fn sys_topic_device(topic: &str) -> Option<String> {
             Some(super::device_session_key(pk, dn))
         }
         (Some(""), Some("shadow"), Some("get"), Some(pk), Some(dn), None) => {
+            Some(super::device_session_key(pk, dn))
+        }
+        (Some(""), Some("ota"), Some("device"), Some("upgrade"), Some(pk), Some(dn))
+            if levels.next().is_none() =>
+        {
             Some(super::device_session_key(pk, dn))
         }
         (Some(""), Some("ext"), Some("ntp"), Some(pk), Some(dn), Some("response"))

@@ -80,6 +80,9 @@ catalog! {
     SubDeviceLogins => "L-008", "sub-device logins per gateway", Rate;
     SubDevicesPerLogin => "L-009", "sub-devices per login or logout request", Malformed;
     TagsPerDevice => "L-090", "tags per device", Quota;
+    OtaPackages => "L-091", "firmware packages per tenant", Quota;
+    OtaPackageSize => "L-092", "firmware package size", Malformed;
+    OtaBatchDevices => "L-093", "devices per upgrade batch", Malformed;
     RulesPerTenant => "L-005", "rules per tenant", Quota;
     ConsumerGroupsPerTenant => "L-006", "consumer groups per tenant", Quota;
     ConnectionsPerDevice => "L-010", "connections per device certificate (a new one takes over)", Quota;

@@ -74,6 +74,12 @@ pub struct EntityLimits {
     pub tags_per_device: u64,
     /// Custom topic categories per product (seed 000: 50).
     pub topic_categories: u64,
+    /// Firmware packages per tenant (seed 000: 500).
+    pub ota_packages: u64,
+    /// Largest firmware package, bytes (seed 000: 2,000 MB).
+    pub ota_package_bytes: u64,
+    /// Devices one upgrade batch may target (seed 000: 100,000).
+    pub ota_batch_devices: u64,
 }
 
 impl Default for EntityLimits {
@@ -88,6 +94,9 @@ impl Default for EntityLimits {
             sub_devices_per_login: 50,
             tags_per_device: 100,
             topic_categories: 50,
+            ota_packages: 500,
+            ota_package_bytes: 2_000 * 1024 * 1024,
+            ota_batch_devices: 100_000,
         }
     }
 }

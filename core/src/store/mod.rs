@@ -10,6 +10,7 @@ use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
 
+pub mod blobs;
 pub mod memory;
 pub mod records;
 mod serial;

@@ -92,7 +92,11 @@ impl From<HubError> for ApiError {
             HubError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             HubError::Limited { limited, message } => {
                 let (status, code) = match limited.limit.kind() {
-                    _ if matches!(limited.limit, LimitId::BroadcastSize | LimitId::ShadowSize) => {
+                    _ if matches!(
+                        limited.limit,
+                        LimitId::BroadcastSize | LimitId::ShadowSize | LimitId::OtaPackageSize
+                    ) =>
+                    {
                         (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
                     }
                     LimitKind::Rate => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),

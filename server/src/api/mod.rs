@@ -12,6 +12,7 @@ mod error;
 mod groups;
 mod keys;
 mod openapi;
+mod ota;
 mod products;
 mod profiles;
 mod route;
@@ -55,6 +56,7 @@ static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         groups::routes(),
         rules::routes(),
         keys::routes(),
+        ota::routes(),
         business::routes(),
     ]
     .into_iter()
@@ -177,13 +179,18 @@ impl Api {
             self.owns(own, &params).await?;
         }
         let query = req.uri().query().unwrap_or("").to_owned();
-        let body = read_body(req).await?;
+        let (body, upload) = if route.streams_body {
+            (Bytes::new(), Some(req.into_body()))
+        } else {
+            (read_body(req).await?, None)
+        };
         let ctx = Ctx {
             hub: self.hub.clone(),
             principal,
             params,
             query,
             body,
+            upload,
         };
         let reply = route.call(ctx).await?;
         if route.reloads

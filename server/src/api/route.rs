@@ -60,6 +60,8 @@ pub(crate) struct Ctx {
     pub(crate) params: Vec<(&'static str, String)>,
     pub(crate) query: String,
     pub(crate) body: Bytes,
+    /// The request's body unread, for routes that stream it ([`Upload`]).
+    pub(crate) upload: Option<hyper::body::Incoming>,
 }
 
 impl Ctx {
@@ -73,6 +75,8 @@ impl Ctx {
 
 /// What a handler takes from the request, and how the document describes it.
 pub(crate) trait Extract: Sized + Send + 'static {
+    /// Whether the handler streams the body itself (the router leaves it unread).
+    const STREAMS_BODY: bool = false;
     fn extract(ctx: &Ctx) -> Result<Self, ApiError>;
     /// Adds its part (request body, query parameters) to an OpenAPI operation.
     fn describe(operation: &mut Value, schemas: &mut Schemas);
@@ -129,7 +133,28 @@ impl<T: DeserializeOwned + JsonSchema + Send + 'static> Extract for Query<T> {
     }
 }
 
+/// A request body of any bytes (`application/octet-stream`), streamed by the handler from
+/// [`Ctx::upload`] rather than read whole.
+pub(crate) struct Upload;
+
+impl Extract for Upload {
+    const STREAMS_BODY: bool = true;
+
+    fn extract(_: &Ctx) -> Result<Self, ApiError> {
+        Ok(Upload)
+    }
+
+    fn describe(operation: &mut Value, _: &mut Schemas) {
+        operation["requestBody"] = serde_json::json!({
+            "required": true,
+            "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } },
+        });
+    }
+}
+
 impl<A: Extract, B: Extract> Extract for (A, B) {
+    const STREAMS_BODY: bool = A::STREAMS_BODY || B::STREAMS_BODY;
+
     fn extract(ctx: &Ctx) -> Result<Self, ApiError> {
         Ok((A::extract(ctx)?, B::extract(ctx)?))
     }
@@ -242,8 +267,10 @@ pub(crate) struct Route {
     pub(crate) summary: &'static str,
     pub(crate) access: Access,
     /// Whether success changes what the hub caches (tenants' profiles, groups, rules, keys,
-    /// models, categories), so every node reloads its configuration.
+    /// models, categories, upgrade batches), so every node reloads its configuration.
     pub(crate) reloads: bool,
+    /// Whether the handler streams the body itself.
+    pub(crate) streams_body: bool,
     pub(crate) describe_input: Describe,
     pub(crate) describe_output: DescribeResponse,
     handler: Handler,
@@ -280,6 +307,7 @@ impl Route {
             summary,
             access: Access::Admin,
             reloads,
+            streams_body: I::STREAMS_BODY,
             describe_input: I::describe,
             describe_output: R::describe,
             handler,

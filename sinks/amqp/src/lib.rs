@@ -222,7 +222,8 @@ fn properties(event: &Event) -> BasicProperties {
         | EventKind::Lifecycle
         | EventKind::Topology
         | EventKind::Rule
-        | EventKind::RuleError => props.with_content_type("application/json".into()),
+        | EventKind::RuleError
+        | EventKind::Ota => props.with_content_type("application/json".into()),
     }
 }
 

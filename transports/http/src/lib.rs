@@ -3,16 +3,20 @@
 //! `POST /topic/<topic>` with the token in the `password` header publishes the body. ACL, limits
 //! and metering are the hub's, as for MQTT. Every answer is JSON `{"code", "message", "info"}`
 //! (`code` 0 on success) with a precise HTTP status; limits add `"limit": "L-xxx"` and
-//! `Retry-After`.
+//! `Retry-After`. It also serves firmware packages to devices: `GET /ota/{tenant}/{package}` with
+//! the expiring signature the hub put in the upgrade's URL.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use futures_util::TryStreamExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -20,8 +24,9 @@ use hyper_util::rt::TokioIo;
 use ironhub_core::Hub;
 use ironhub_core::admission::{Cause, Refusal, Stage};
 use ironhub_core::data::message::{Properties, QoS};
-use ironhub_core::hub::{AuthRequest, PublishRequest, TransportKind};
+use ironhub_core::hub::{AuthRequest, DownloadError, PublishRequest, TransportKind};
 use ironhub_core::limits::{LimitKind, Limited as Limit};
+use ironhub_core::store::StoreError;
 use ironhub_core::transport::{BoxError, Transport};
 use ironhub_tcp::listen::Listener;
 use ironhub_tcp::tls::TlsAcceptor;
@@ -136,7 +141,7 @@ impl Answer {
         a
     }
 
-    fn into_response(self) -> Response<Full<Bytes>> {
+    fn into_response(self) -> Response<Body> {
         let mut body = json!({ "code": self.code, "message": self.message, "info": self.info });
         if let Some(limit) = self.limit {
             body["limit"] = json!(limit);
@@ -147,8 +152,68 @@ impl Answer {
         if let Some(secs) = self.retry_after_secs {
             r = r.header(RETRY_AFTER, secs.to_string());
         }
-        r.body(Full::new(Bytes::from(body.to_string())))
+        r.body(full(Bytes::from(body.to_string())))
             .expect("static response parts are valid")
+    }
+}
+
+/// A response body: JSON answers, or a package streamed from the store.
+type Body = UnsyncBoxBody<Bytes, StoreError>;
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// Serves `GET /ota/{tenant}/{package}?expires={secs}&signature={hex}`: the package's bytes when
+/// the signature is the hub's and the time is not past (403 otherwise, 404 for a package gone).
+async fn download(hub: &Hub, path: &str, query: Option<&str>) -> Result<Response<Body>, Answer> {
+    let mut parts = path.trim_start_matches("/ota/").split('/');
+    let (Some(tenant), Some(package), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(Answer::error(
+            StatusCode::NOT_FOUND,
+            10000,
+            "a download is GET /ota/{tenant}/{package}?expires=...&signature=...",
+        ));
+    };
+    let mut expires = None;
+    let mut signature = None;
+    for pair in query.unwrap_or_default().split('&') {
+        match pair.split_once('=') {
+            Some(("expires", v)) => expires = v.parse::<u64>().ok(),
+            Some(("signature", v)) => signature = Some(v),
+            _ => {}
+        }
+    }
+    let (Some(expires), Some(signature)) = (expires, signature) else {
+        return Err(Answer::error(
+            StatusCode::FORBIDDEN,
+            20002,
+            "the download link needs its expires and signature",
+        ));
+    };
+    match hub
+        .ota()
+        .download(tenant, package, expires, signature)
+        .await
+    {
+        Ok((package, bytes)) => Ok(Response::builder()
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, package.size)
+            .body(StreamBody::new(bytes.map_ok(Frame::data)).boxed_unsync())
+            .expect("static response parts are valid")),
+        Err(e @ (DownloadError::BadSignature | DownloadError::Expired)) => {
+            Err(Answer::error(StatusCode::FORBIDDEN, 20002, e.to_string()))
+        }
+        Err(e @ DownloadError::NotFound) => {
+            Err(Answer::error(StatusCode::NOT_FOUND, 10000, e.to_string()))
+        }
+        Err(e @ DownloadError::Store(_)) => Err(Answer::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            10000,
+            e.to_string(),
+        )),
     }
 }
 
@@ -247,14 +312,15 @@ async fn publish(hub: &Hub, kind: TransportKind, req: Request<Incoming>, topic: 
     }
 }
 
-async fn handle(
-    hub: Hub,
-    kind: TransportKind,
-    req: Request<Incoming>,
-    ttl: u64,
-) -> Response<Full<Bytes>> {
+async fn handle(hub: Hub, kind: TransportKind, req: Request<Incoming>, ttl: u64) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let answer = match (req.method(), path.as_str()) {
+        (&Method::GET, p) if p.starts_with("/ota/") => {
+            match download(&hub, p, req.uri().query()).await {
+                Ok(response) => return response,
+                Err(answer) => answer,
+            }
+        }
         (&Method::POST, "/auth") => auth(&hub, kind, req, ttl).await,
         (&Method::POST, p) if p.starts_with("/topic/") => {
             let topic = p["/topic".len()..].to_owned();
@@ -267,7 +333,7 @@ async fn handle(
         _ => Answer::error(
             StatusCode::NOT_FOUND,
             10000,
-            format!("no route {path}: POST /auth or /topic/<topic>"),
+            format!("no route {path}: POST /auth, POST /topic/<topic> or GET /ota/..."),
         ),
     };
     answer.into_response()
@@ -285,7 +351,18 @@ impl Transport for HttpTransport {
         shutdown: CancellationToken,
     ) -> Result<(), BoxError> {
         let tracker = TaskTracker::new();
-        tracing::info!(addr = %self.listener.local_addr()?, tls = self.tls.is_some(), "HTTP devices listening");
+        let addr = self.listener.local_addr()?;
+        tracing::info!(%addr, tls = self.tls.is_some(), "HTTP devices listening");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let host = if addr.ip().is_unspecified() {
+            tracing::warn!(
+                "firmware download URLs name 127.0.0.1: set [hub.ota] download_url to the address devices reach"
+            );
+            std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        } else {
+            addr
+        };
+        hub.ota().offer_downloads(&format!("{scheme}://{host}"));
         let ttl = self.token_ttl_secs;
         let kind = hub.transport(LABEL);
         loop {

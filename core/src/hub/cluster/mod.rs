@@ -428,6 +428,7 @@ impl Hub {
         self.load_api_keys().await?;
         self.load_models().await?;
         self.load_topic_categories().await?;
+        self.load_ota().await?;
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! Device requests to the hub on a device's own topics: property and event posts checked
-//! against the thing model, device info and firmware reports, topology changes, sub-device registrations and
+//! against the thing model, device info and firmware reports, firmware upgrades (pull and
+//! progress), topology changes, sub-device registrations and
 //! logins, RRPC responses, shadow updates and the
 //! time (NTP), each answered as Alink does.
 
@@ -9,6 +10,7 @@ use serde_json::{Map, Value};
 use super::{ClientIdentity, PublishRefusal};
 use crate::data::message::{Message, QoS};
 use crate::hub::device_info::{self, InfoOp};
+use crate::hub::ota::{self, OtaRequest};
 use crate::hub::sub_register::RegisterOp;
 use crate::hub::subdevices::SessionOp;
 use crate::hub::topology::TopoOp;
@@ -53,6 +55,14 @@ impl Hub {
                 )),
                 DeviceRequest::FirmwareReport => {
                     self.firmware_report(identity, &payload).await;
+                    None
+                }
+                DeviceRequest::Ota(op) => Some((
+                    reply_topic(),
+                    self.ota_request(identity, op, &payload).await,
+                )),
+                DeviceRequest::OtaProgress => {
+                    self.ota_progress(identity, &payload).await;
                     None
                 }
                 DeviceRequest::Register(op) => Some((
@@ -131,8 +141,13 @@ pub(super) enum DeviceRequest {
     Ntp,
     /// `/sys/{pk}/{dn}/thing/deviceinfo/update|delete`: answered on `..._reply`.
     DeviceInfo(InfoOp),
-    /// `/ota/device/inform/{pk}/{dn}`: the firmware version, recorded; no answer.
+    /// `/ota/device/inform/{pk}/{dn}`: the firmware version, recorded (it may end an upgrade);
+    /// no answer.
     FirmwareReport,
+    /// `/sys/{pk}/{dn}/thing/ota/firmware/get`: answered on `..._reply` with the upgrade waiting.
+    Ota(OtaRequest),
+    /// `/ota/device/progress/{pk}/{dn}`: an upgrade's progress, recorded; no answer.
+    OtaProgress,
     /// `/sys/{pk}/{dn}/thing/sub/register` or `.../thing/proxy/provisioning/product_register`
     /// of a gateway: answered on `..._reply`.
     Register(RegisterOp),
@@ -186,6 +201,9 @@ impl DeviceRequest {
             if let Some(op) = RegisterOp::from_suffix(suffix) {
                 return Some(DeviceRequest::Register(op));
             }
+            if let Some(op) = OtaRequest::from_suffix(suffix) {
+                return Some(DeviceRequest::Ota(op));
+            }
             return TopoOp::from_suffix(suffix).map(DeviceRequest::Topology);
         }
         let shadow = topic
@@ -198,6 +216,9 @@ impl DeviceRequest {
         }
         if device_info::is_firmware_report(topic, pk, dn) {
             return Some(DeviceRequest::FirmwareReport);
+        }
+        if ota::is_progress(topic, pk, dn) {
+            return Some(DeviceRequest::OtaProgress);
         }
         if let Some(op) = SessionOp::of(topic, pk, dn) {
             return Some(DeviceRequest::SubSession(op));

@@ -32,16 +32,24 @@
 //! | `R\0{sessionKey}` | [`RegistryEntry`]: the node holding a session, online or not |
 //! | `n\0cfg` | configuration version (i64 counter): nodes reload their caches when it moves |
 //! | `T\0{sha256(token) hex}` | [`TokenRecord`]: an HTTP/CoAP device token, in a cluster |
+//! | `a\0{tenant}\0{package}` | [`OtaPackage`](crate::data::ota::OtaPackage) (JSON) |
+//! | `n\0a\0{tenant}` | the tenant's package count (i64 counter) |
+//! | `F\0{blob}\0{index: u32 BE}` | one 64 KB chunk of a blob (a package's bytes, [`crate::store::blobs`]) |
+//! | `b\0{tenant}\0{batch}` | [`OtaBatch`](crate::data::ota::OtaBatch) (JSON) |
+//! | `B\0{batch}\0{deviceName}` | [`OtaJob`](crate::data::ota::OtaJob): a device's upgrade in a batch (JSON) |
+//! | `A\0{productKey}\0{deviceName}\0{module}` | the batch holding the device's open upgrade of that module |
 
 mod cluster;
 mod delivery;
 mod devices;
+mod ota;
 mod registry;
 mod sessions;
 
 pub use cluster::*;
 pub use delivery::*;
 pub use devices::*;
+pub use ota::*;
 pub use registry::*;
 pub use sessions::*;
 
