@@ -3,7 +3,8 @@
 // talk over stdio: the script prints `DEVICE <pk> <dn> <secret>` once the console created a device
 // (the test connects it over MQTT and makes it publish, some of it throttled) and `MORE` when it
 // wants a second batch of messages; the test answers nothing, it acts. GATEWAY (`{pk}/{dn}`)
-// is a gateway carrying SUB_DEVICE, logged in. Exit 0 means every check
+// is a gateway carrying SUB_DEVICE, logged in; OTA_BATCH an upgrade batch whose one job, for
+// OTA_DEVICE, stays queued. Exit 0 means every check
 // held; screenshots go to $ARTIFACTS whatever happens.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
@@ -148,6 +149,18 @@ try {
   await until("two rate samples", async () =>
     ((await page.getAttribute("#rate-chart svg polyline", "points")) || "").split(" ").length >= 2);
   await shot("08-overview");
+
+  step("the firmware page shows the batch and its queued job; the console cancels it");
+  const batch = env("OTA_BATCH");
+  await page.click("a[href='#/ota']");
+  await until("the batch's queued job", async () =>
+    (await page.innerText(`tr[data-batch='${batch}'] td.queued`)) === "1");
+  await page.click(`tr[data-batch='${batch}'] a`);
+  const job = `tr[data-job='${env("OTA_DEVICE")}'] .badge`;
+  await until("the job queued", async () => (await page.innerText(job)) === "queued");
+  await page.click("#batch-cancel");
+  await until("the job canceled", async () => (await page.innerText(job)) === "canceled");
+  await shot("09-ota-batch");
   step("all checks held");
   await browser.close();
   clearTimeout(deadline);

@@ -430,6 +430,23 @@ impl Deployment {
         Ok((status, headers, value))
     }
 
+    /// Runs the `ironhub` command line against this deployment's admin API with `args`:
+    /// whether it succeeded, and what it printed (JSON), or its error output.
+    pub async fn cli(&self, args: &[&str]) -> Result<Value, String> {
+        let mut command = Command::new(binary());
+        command
+            .args(["--api", &self.api, "--token", &self.token])
+            .args(args);
+        let out = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("the CLI's thread")
+            .expect("the CLI runs");
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("not JSON: {e}"))
+    }
+
     /// Calls the admin API; returns status and JSON body.
     pub async fn api(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
         self.call(method, path, body)

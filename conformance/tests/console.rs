@@ -3,8 +3,9 @@
 //! signs in with its API key, creates a device and is shown its secret once; this test connects
 //! that device over MQTT and makes it publish, partly over its rate limit; the console shows it
 //! online, its last messages, the discarded messages of the hour, the search and the disable
-//! button of the product page, and the tenant's monthly usage
-//! moving past the 80 % warning. Screenshots: `target/conformance/console/`.
+//! button of the product page, the tenant's monthly usage
+//! moving past the 80 % warning, and an upgrade batch with its device's job, canceled from the
+//! console. Screenshots: `target/conformance/console/`.
 //!
 //! `.ci/run` installs Chromium and the script's npm package; run it once before this test.
 
@@ -14,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hyper::Method;
-use ironhub_conformance::{Deployment, DeviceCreds, gateway, v3};
+use ironhub_conformance::{Deployment, DeviceCreds, gateway, ota, v3};
 use rumqttc::QoS;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -40,7 +41,9 @@ async fn the_console_shows_a_device_connect_its_messages_counted_and_throttled()
             && Path::new("/usr/bin/chromium").exists(),
         "the console test needs Chromium and playwright-core: run .ci/run once (it installs both)"
     );
-    let d = Deployment::start("").await;
+    // The HTTP device transport serves firmware downloads: upgrade batches need it.
+    let (http, _) = ironhub_conformance::http::Http::plain();
+    let d = Deployment::start(&http).await;
     let tenant = Deployment::unique_tenant("console");
     let first = d
         .tenant_with_profile(
@@ -52,6 +55,17 @@ async fn the_console_shows_a_device_connect_its_messages_counted_and_throttled()
         )
         .await;
     let key = d.api_key(&tenant, "console").await;
+    // An upgrade batch for the provisioned device, which stays offline: its job stays queued.
+    let query = format!("product_key={}&version=9.9.9", first.product_key);
+    let (s, package) = ota::upload(&d, &tenant, &query, &ota::firmware(4096, 5)).await;
+    assert_eq!(s, 201, "{package}");
+    let target = json!({ "kind": "devices", "names": [first.device_name] });
+    let batch = ota::batch(
+        &d,
+        &tenant,
+        json!({ "package_id": package["id"], "target": target }),
+    )
+    .await;
     // A gateway of another tenant carrying a sub-device, logged in through it.
     let f = gateway::fleet(&d, &Deployment::unique_tenant("console-gw"), json!({}), 1).await;
     let (gc, mut gev) = v3::connect(f.gateway.v3_options(&d)).await;
@@ -74,6 +88,8 @@ async fn the_console_shows_a_device_connect_its_messages_counted_and_throttled()
             format!("{}/{}", f.gateway.product_key, f.gateway.device_name),
         )
         .env("SUB_DEVICE", &f.subs[0].device_name)
+        .env("OTA_BATCH", batch["id"].as_str().expect("batch id"))
+        .env("OTA_DEVICE", &first.device_name)
         .env("ARTIFACTS", &artifacts)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -159,6 +175,7 @@ async fn the_console_shows_a_device_connect_its_messages_counted_and_throttled()
         "01b-gateway-sub-devices",
         "04-device-page",
         "06-usage-warning",
+        "09-ota-batch",
     ] {
         assert!(
             artifacts.join(format!("{shot}.png")).exists(),

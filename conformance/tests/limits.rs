@@ -2004,7 +2004,11 @@ async fn l_091_ota_packages_per_tenant() {
         "L-091",
         "1 (profile entities.ota_packages); HTTP 403",
         &observed,
-        first == 201 && second == 403 && refused["limit"] == "L-091" && deleted == 204 && again == 201,
+        first == 201
+            && second == 403
+            && refused["limit"] == "L-091"
+            && deleted == 204
+            && again == 201,
     );
 }
 

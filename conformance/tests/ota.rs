@@ -362,3 +362,75 @@ async fn a_package_downloads_with_curl_to_its_digests_and_altered_links_are_refu
     .await;
     assert_eq!(none["data"], json!({}), "{none}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_uploads_a_file_rolls_it_out_and_follows_the_batch() {
+    let (d, _) = Http::start(ota::CONFIG).await;
+    let tenant = Deployment::unique_tenant("ota-cli");
+    let dev = d.provision(&tenant).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("fw.bin");
+    std::fs::write(&file, firmware(70_000, 4)).expect("package written");
+    let file = file.display().to_string();
+    let package = d
+        .cli(&[
+            "ota",
+            "upload",
+            "--tenant",
+            &tenant,
+            "--product",
+            &dev.product_key,
+            "--version",
+            "5.0",
+            "--sign-method",
+            "SHA256",
+            &file,
+        ])
+        .await
+        .expect("upload");
+    assert_eq!(package["size"], 70_000, "{package}");
+    assert_eq!(package["sign_method"], "SHA256", "{package}");
+    let id = package["id"].as_str().expect("id");
+    let made = d
+        .cli(&[
+            "ota",
+            "batch",
+            "--tenant",
+            &tenant,
+            "--package",
+            id,
+            "--devices",
+            &dev.device_name,
+            "--rate-per-minute",
+            "10",
+        ])
+        .await
+        .expect("batch");
+    let batch_id = made["id"].as_str().expect("batch id");
+    assert_eq!(made["rate_per_minute"], 10, "{made}");
+    let status = d
+        .cli(&["ota", "status", "--tenant", &tenant, "--id", batch_id])
+        .await
+        .expect("status");
+    assert_eq!(status["counts"]["queued"], 1, "{status}");
+    let canceled = d
+        .cli(&["ota", "cancel", "--tenant", &tenant, "--id", batch_id])
+        .await
+        .expect("cancel");
+    assert_eq!(canceled["counts"]["canceled"], 1, "{canceled}");
+    let listed = d
+        .cli(&["ota", "jobs", "--tenant", &tenant, "--id", batch_id])
+        .await
+        .expect("jobs");
+    assert_eq!(listed[0]["state"], "canceled", "{listed}");
+    let refused = d
+        .cli(&["ota", "retry", "--tenant", &tenant, "--id", batch_id])
+        .await
+        .expect_err("a canceled batch is not retried");
+    assert!(refused.contains("409"), "{refused}");
+    let packages = d
+        .cli(&["ota", "packages", "--tenant", &tenant])
+        .await
+        .expect("packages");
+    assert_eq!(packages[0]["id"], id, "{packages}");
+}

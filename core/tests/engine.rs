@@ -563,11 +563,20 @@ async fn a_batch_waits_for_its_start_and_times_out_a_silent_device() {
         .unwrap();
     let product = hub
         .registry()
-        .create_product("acme", "sensors", ironhub_core::data::model::NodeType::Device, false)
+        .create_product(
+            "acme",
+            "sensors",
+            ironhub_core::data::model::NodeType::Device,
+            false,
+        )
         .await
         .unwrap();
     let pk = product.product_key.clone();
-    let device = hub.registry().create_device(&pk, Some("sensor-1")).await.unwrap();
+    let device = hub
+        .registry()
+        .create_device(&pk, Some("sensor-1"))
+        .await
+        .unwrap();
     hub.ota().offer_downloads("http://127.0.0.1:9");
     let body = futures_util::stream::iter([Ok::<_, String>(Bytes::from_static(b"firmware"))]);
     let spec = ironhub_core::hub::PackageSpec {
@@ -610,11 +619,13 @@ async fn a_batch_waits_for_its_start_and_times_out_a_silent_device() {
         },
     )
     .await;
-    let state = async |hub: &Hub| {
-        hub.ota().jobs("acme", &batch.batch.id).await.unwrap()[0].state
-    };
+    let state = async |hub: &Hub| hub.ota().jobs("acme", &batch.batch.id).await.unwrap()[0].state;
     advance_ms(59_000).await;
-    assert_eq!(state(&hub).await, ironhub_core::data::ota::OtaState::Queued, "not before its start");
+    assert_eq!(
+        state(&hub).await,
+        ironhub_core::data::ota::OtaState::Queued,
+        "not before its start"
+    );
     let mut got = std::collections::VecDeque::new();
     advance_ms(2_000).await;
     let pushed = tokio::time::timeout(
@@ -627,11 +638,21 @@ async fn a_batch_waits_for_its_start_and_times_out_a_silent_device() {
         got[0].message.topic,
         format!("/ota/device/upgrade/{pk}/sensor-1")
     );
-    assert_eq!(state(&hub).await, ironhub_core::data::ota::OtaState::Notified);
+    assert_eq!(
+        state(&hub).await,
+        ironhub_core::data::ota::OtaState::Notified
+    );
     advance_ms(119_000).await;
-    assert_eq!(state(&hub).await, ironhub_core::data::ota::OtaState::Notified, "within its 2 minutes");
+    assert_eq!(
+        state(&hub).await,
+        ironhub_core::data::ota::OtaState::Notified,
+        "within its 2 minutes"
+    );
     advance_ms(2_000).await;
-    assert_eq!(state(&hub).await, ironhub_core::data::ota::OtaState::TimedOut);
+    assert_eq!(
+        state(&hub).await,
+        ironhub_core::data::ota::OtaState::TimedOut
+    );
     let view = hub.ota().batch("acme", &batch.batch.id).await.unwrap();
     assert_eq!(view.counts["timed_out"], 1);
 }

@@ -387,6 +387,70 @@ function usage() {
   });
 }
 
+// ---- firmware upgrades --------------------------------------------------------------------
+
+const OTA_STATES = ["queued", "notified", "in_progress", "succeeded", "failed", "canceled", "timed_out"];
+
+/** A batch's progress: the share of its jobs that ended, and of those that succeeded. */
+function batchBar(b) {
+  const ended = ["succeeded", "failed", "canceled", "timed_out"].reduce((n, k) => n + (b.counts[k] || 0), 0);
+  const pct = b.devices ? (100 * (b.counts.succeeded || 0)) / b.devices : 0;
+  return h("div", { class: "bar", title: `${ended} of ${b.devices} ended, ${b.counts.succeeded || 0} succeeded` },
+    h("i", { style: `width:${pct}%` }));
+}
+
+/** The tenant's firmware packages and upgrade batches with their counts per state, every 2 s. */
+function ota() {
+  if (needTenant()) return;
+  const base = `/api/v1/tenants/${enc(session.tenant)}/ota`;
+  const packages = h("tbody", { id: "packages" });
+  const batches = h("tbody", { id: "batches" });
+  view(h("h1", {}, `Firmware upgrades of ${session.tenant}`),
+    h("p", { class: "muted" }, "Upload packages and start batches with the API or ", h("code", {}, "ironhub ota"), "."),
+    h("h2", {}, "Batches"),
+    h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Batch"), h("th", {}, "Product"), h("th", {}, "Version"),
+      ...OTA_STATES.map((s) => h("th", { class: "num" }, s.replace("_", " "))), h("th", {}, "Succeeded"))), batches),
+    h("h2", {}, "Packages"),
+    h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Id"), h("th", {}, "Product"), h("th", {}, "Module"),
+      h("th", {}, "Version"), h("th", { class: "num" }, "Bytes"), h("th", {}, "Uploaded"))), packages));
+  every(2000, async () => {
+    const [ps, bs] = await Promise.all([api("GET", `${base}/packages`), api("GET", `${base}/batches`)]);
+    batches.replaceChildren(...(bs.length ? bs.slice().reverse().map((b) => h("tr", { "data-batch": b.id, class: b.canceled ? "canceled" : "" },
+      h("td", {}, h("a", { href: `#/ota/${enc(b.id)}` }, b.id), b.canceled ? " (canceled)" : ""),
+      h("td", {}, h("code", {}, b.product_key)), h("td", {}, `${b.module} ${b.version}`),
+      ...OTA_STATES.map((s) => h("td", { class: `num ${s}` }, fmt(b.counts[s]))),
+      h("td", {}, batchBar(b)))) :
+      [h("tr", {}, h("td", { colspan: 11, class: "muted" }, "No batch yet."))]));
+    packages.replaceChildren(...ps.map((p) => h("tr", { "data-package": p.id },
+      h("td", {}, h("code", {}, p.id)), h("td", {}, h("code", {}, p.product_key)), h("td", {}, p.module),
+      h("td", {}, p.version), h("td", { class: "num" }, fmt(p.size)), h("td", {}, time(p.created_at_ms)))));
+  });
+}
+
+/** One batch: its counts, each device's job, and cancel / retry. */
+function otaBatch(id) {
+  if (needTenant()) return;
+  const path = `/api/v1/tenants/${enc(session.tenant)}/ota/batches/${enc(id)}`;
+  const summary = h("p", { id: "batch-summary" });
+  const jobs = h("tbody", { id: "jobs" });
+  const act = (what) => api("POST", `${path}/${what}`).then(() => route()).catch(showError);
+  view(h("h1", {}, `Batch ${id}`), summary,
+    h("p", {}, h("button", { id: "batch-cancel", type: "button", class: "secondary", onclick: () => act("cancel") }, "Cancel batch"), " ",
+      h("button", { id: "batch-retry", type: "button", class: "secondary", onclick: () => act("retry") }, "Retry failed and timed out")),
+    h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Device"), h("th", {}, "State"), h("th", { class: "num" }, "Step"),
+      h("th", {}, "Description"), h("th", {}, "From version"), h("th", { class: "num" }, "Retries"), h("th", {}, "Changed"))), jobs));
+  every(2000, async () => {
+    const [b, js] = await Promise.all([api("GET", path), api("GET", `${path}/jobs`)]);
+    summary.replaceChildren(`${b.module} ${b.version} to ${fmt(b.devices)} devices of `, h("code", {}, b.product_key),
+      b.rate_per_minute ? `, ${fmt(b.rate_per_minute)} a minute` : "", b.canceled ? " (canceled)" : "", " ", batchBar(b));
+    jobs.replaceChildren(...js.map((j) => h("tr", { "data-job": j.device_name },
+      h("td", {}, h("a", { href: `#/devices/${enc(b.product_key)}/${enc(j.device_name)}` }, j.device_name)),
+      h("td", {}, h("span", { class: `badge ${j.state}` }, j.state.replace("_", " "))),
+      h("td", { class: "num" }, String(j.step)), h("td", {}, j.desc), h("td", {}, j.source_version || ""),
+      h("td", { class: "num" }, fmt(j.retries)), h("td", {}, time(j.updated_at_ms)))));
+  });
+}
+
 // ---- sign-in, tenant picker, routing ------------------------------------------------------
 
 async function loadTenants() {
@@ -430,11 +494,12 @@ function route() {
     a.classList.toggle("active", a.getAttribute("href") === "#/" + (parts[0] || ""));
   }
   const go = {
-    "": overview, tenants, products, usage,
+    "": overview, tenants, products, usage, ota,
   }[parts[0]];
   let shown;
   if (parts[0] === "products" && parts[1]) shown = product(parts[1]);
   else if (parts[0] === "devices" && parts[2] !== undefined) shown = device(parts[1], parts[2]);
+  else if (parts[0] === "ota" && parts[1]) shown = otaBatch(parts[1]);
   else if (go) shown = go();
   else shown = overview();
   Promise.resolve(shown).catch(showError);

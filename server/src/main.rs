@@ -66,6 +66,9 @@ enum Command {
     /// Manage a tenant's API keys (business API and web console).
     #[command(subcommand)]
     ApiKey(cli::ApiKeyCmd),
+    /// Firmware upgrades: packages and batches.
+    #[command(subcommand)]
+    Ota(cli::OtaCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -93,6 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Group(c) => cli::group(&cli.api, c).await,
             Command::Rule(c) => cli::rule(&cli.api, c).await,
             Command::ApiKey(c) => cli::api_key(&cli.api, c).await,
+            Command::Ota(c) => cli::ota(&cli.api, c).await,
         }
     })
 }

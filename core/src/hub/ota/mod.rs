@@ -176,4 +176,3 @@ fn not_found(what: &'static str, id: &str) -> HubError {
         id: id.to_owned(),
     }
 }
-

@@ -4,12 +4,17 @@
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
+
+mod ota;
+
+pub use ota::{OtaCmd, ota};
 
 /// Where the admin API is and how to authenticate.
 #[derive(Debug, Args)]
@@ -382,20 +387,37 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
+    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    let body = Full::new(body)
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    send(api, method, path, "application/json", body).await
+}
+
+/// A request body the CLI sends: JSON, or a file streamed from disk.
+pub(crate) type SendBody = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// Sends one request to the admin API and returns its JSON answer (an error for a failure
+/// status, with the API's message).
+async fn send(
+    api: &ApiArgs,
+    method: Method,
+    path: &str,
+    content_type: &str,
+    body: SendBody,
+) -> anyhow::Result<Value> {
     let token = api
         .token
         .as_deref()
         .context("no admin token: pass --token or set IRONHUB_ADMIN_TOKEN (printed by the first `ironhub serve`)")?;
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<_, SendBody> = Client::builder(TokioExecutor::new()).build_http();
     let uri = format!("{}{}", api.api.trim_end_matches('/'), path);
     let req = Request::builder()
         .method(method)
         .uri(&uri)
         .header(AUTHORIZATION, format!("Bearer {token}"))
-        .header(CONTENT_TYPE, "application/json")
-        .body(Full::new(
-            body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
-        ))?;
+        .header(CONTENT_TYPE, content_type)
+        .body(body)?;
     let resp = client
         .request(req)
         .await
