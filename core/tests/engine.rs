@@ -572,6 +572,10 @@ async fn a_batch_waits_for_its_start_and_times_out_a_silent_device() {
         .await
         .unwrap();
     let pk = product.product_key.clone();
+    hub.registry()
+        .create_device(&pk, Some("sensor-2"))
+        .await
+        .unwrap();
     let device = hub
         .registry()
         .create_device(&pk, Some("sensor-1"))
@@ -593,7 +597,7 @@ async fn a_batch_waits_for_its_start_and_times_out_a_silent_device() {
             ironhub_core::hub::BatchSpec {
                 package_id: package.id.clone(),
                 target: ironhub_core::data::ota::OtaTarget::Devices {
-                    names: vec!["sensor-1".into()],
+                    names: vec!["sensor-1".into(), "sensor-2".into()],
                 },
                 rate_per_minute: 0,
                 start_at_ms: Some(T0 + 60_000),
@@ -619,7 +623,8 @@ async fn a_batch_waits_for_its_start_and_times_out_a_silent_device() {
         },
     )
     .await;
-    let state = async |hub: &Hub| hub.ota().jobs("acme", &batch.batch.id).await.unwrap()[0].state;
+    let jobs = async |hub: &Hub| hub.ota().jobs("acme", &batch.batch.id).await.unwrap();
+    let state = async |hub: &Hub| jobs(hub).await[0].state;
     advance_ms(59_000).await;
     assert_eq!(
         state(&hub).await,
@@ -655,4 +660,9 @@ async fn a_batch_waits_for_its_start_and_times_out_a_silent_device() {
     );
     let view = hub.ota().batch("acme", &batch.batch.id).await.unwrap();
     assert_eq!(view.counts["timed_out"], 1);
+    // A device deleted while its job waits: the job is canceled, and says why.
+    hub.registry().delete_device(&pk, "sensor-2").await.unwrap();
+    let gone = &jobs(&hub).await[1];
+    assert_eq!(gone.state, ironhub_core::data::ota::OtaState::Canceled);
+    assert_eq!(gone.desc, "device deleted");
 }

@@ -271,6 +271,7 @@ impl Registry<'_> {
             self.hub
                 .forget_topology(&product.tenant, pk, &d.device_name)
                 .await?;
+            self.hub.ota_device_deleted(pk, &d.device_name).await?;
         }
         let pk2 = pk.to_owned();
         transact(&**self.hub.store(), |t| {
@@ -449,7 +450,9 @@ impl Registry<'_> {
             .notify_topo_change(&device.tenant, (pk, dn), 1)
             .await;
         self.hub.forget_topology(&device.tenant, pk, dn).await?;
+        self.hub.ota_device_deleted(pk, dn).await?;
         store::write(&**self.hub.store(), |t| {
+            records::delete_open_jobs(t, pk, dn);
             records::delete_shadow(t, pk, dn);
             records::delete_device_info(t, pk, dn);
             records::delete_status_events(t, pk, dn);

@@ -23,6 +23,7 @@ pub async fn run(store: &dyn Store) {
     cluster_records_round_trip(store).await;
     read_only_transactions_do_not_wait_and_cannot_write(store).await;
     blobs_read_back_from_any_offset(store).await;
+    upgrade_records_round_trip(store).await;
 }
 
 /// Checks that committed data survives closing and reopening the backend. `open` opens the same
@@ -534,4 +535,107 @@ async fn blobs_read_back_from_any_offset(store: &dyn Store) {
     assert_eq!(&middle[..], &data[CHUNK - 4..CHUNK + 6]);
     blobs.delete("fw").await.expect("delete");
     assert!(blobs.read("fw", 0, 10).await.expect("read").is_empty());
+}
+
+async fn upgrade_records_round_trip(store: &dyn Store) {
+    use crate::data::ota::{OtaBatch, OtaJob, OtaPackage, OtaState, OtaTarget, SignMethod};
+    let package = OtaPackage {
+        id: "fw1".into(),
+        tenant: "acme".into(),
+        product_key: "pk".into(),
+        module: "default".into(),
+        version: "2.0".into(),
+        size: 3,
+        md5: "m".into(),
+        sha256: "s".into(),
+        sign_method: SignMethod::Sha256,
+        created_at_ms: 1,
+    };
+    let batch = OtaBatch {
+        id: "ob1".into(),
+        tenant: "acme".into(),
+        package_id: "fw1".into(),
+        product_key: "pk".into(),
+        target: OtaTarget::Versions {
+            versions: vec!["1.0".into()],
+        },
+        rate_per_minute: 10,
+        start_at_ms: 2,
+        timeout_minutes: 5,
+        created_at_ms: 2,
+        canceled: false,
+    };
+    let job = |dn: &str| OtaJob {
+        device_name: dn.into(),
+        state: OtaState::Queued,
+        source_version: Some("1.0".into()),
+        step: 0,
+        desc: String::new(),
+        updated_at_ms: 2,
+        retries: 0,
+    };
+    transact(store, |t| {
+        let (package, batch) = (package.clone(), batch.clone());
+        let (a, b) = (job("b-dev"), job("a-dev"));
+        Box::pin(async move {
+            records::put_package(t, &package);
+            records::put_batch(t, &batch);
+            records::put_job(t, &batch.id, &a);
+            records::put_job(t, &batch.id, &b);
+            records::set_open_job(t, "pk", "a-dev", "default", &batch.id);
+            records::set_open_job(t, "pk", "a-dev", "mcu", "ob0");
+            Ok(())
+        })
+    })
+    .await
+    .unwrap();
+    let mut t = store.begin().await.unwrap();
+    assert_eq!(
+        records::get_package(&mut *t, "acme", "fw1").await.unwrap(),
+        Some(package.clone())
+    );
+    assert_eq!(
+        records::list_packages(&mut *t, "acme").await.unwrap(),
+        [package]
+    );
+    assert_eq!(
+        records::get_batch(&mut *t, "acme", "ob1").await.unwrap(),
+        Some(batch.clone())
+    );
+    assert_eq!(records::all_batches(&mut *t).await.unwrap(), [batch]);
+    let names: Vec<String> = records::list_jobs(&mut *t, "ob1", 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.device_name)
+        .collect();
+    assert_eq!(names, ["a-dev", "b-dev"], "jobs by DeviceName");
+    assert_eq!(
+        records::open_jobs(&mut *t, "pk", "a-dev").await.unwrap(),
+        [
+            ("default".to_owned(), "ob1".to_owned()),
+            ("mcu".to_owned(), "ob0".to_owned())
+        ]
+    );
+    records::clear_open_job(&mut *t, "pk", "a-dev", "mcu");
+    assert_eq!(
+        records::open_job_batch(&mut *t, "pk", "a-dev", "mcu")
+            .await
+            .unwrap(),
+        None
+    );
+    records::delete_open_jobs(&mut *t, "pk", "a-dev");
+    assert!(
+        records::open_jobs(&mut *t, "pk", "a-dev")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    records::delete_package(&mut *t, "acme", "fw1");
+    assert!(
+        records::list_packages(&mut *t, "acme")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

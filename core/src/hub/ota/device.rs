@@ -273,6 +273,33 @@ impl Hub {
         }
     }
 
+    /// Cancels the open upgrades of a device being deleted.
+    pub(crate) async fn ota_device_deleted(&self, pk: &str, dn: &str) -> Result<(), HubError> {
+        let (owner, name) = (pk.to_owned(), dn.to_owned());
+        let open = crate::store::read(&**self.store(), |t| {
+            let (pk, dn) = (owner.clone(), name.clone());
+            Box::pin(async move { records::open_jobs(t, &pk, &dn).await })
+        })
+        .await?;
+        for (_, batch_id) in open {
+            let Some((batch, package)) = self.ota().open_batch(&batch_id) else {
+                continue;
+            };
+            let canceled = self
+                .change_job(&batch, &package, dn, |job| {
+                    (!job.state.is_final()).then(|| {
+                        job.state = OtaState::Canceled;
+                        job.desc = "device deleted".into();
+                    })
+                })
+                .await?;
+            if let Some(((), job)) = canceled {
+                self.ota_event(&batch, &package, &job);
+            }
+        }
+        Ok(())
+    }
+
     /// The batch holding the open job of a device's module, if any.
     async fn open_job(&self, pk: &str, dn: &str, module: &str) -> Result<Option<String>, HubError> {
         let (pk, dn, module) = (pk.to_owned(), dn.to_owned(), module.to_owned());

@@ -158,6 +158,11 @@ pub async fn open_jobs(
         .collect())
 }
 
+/// Clears every open job of a device (it is being deleted).
+pub fn delete_open_jobs(txn: &mut dyn Txn, pk: &str, dn: &str) {
+    txn.clear_range(&prefix(&[b"A", pk.as_bytes(), dn.as_bytes()]));
+}
+
 async fn list<T: serde::de::DeserializeOwned>(
     txn: &mut dyn Txn,
     parts: &[&[u8]],

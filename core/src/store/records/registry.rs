@@ -46,8 +46,8 @@ pub fn put_product(txn: &mut dyn Txn, p: &Product) {
 /// Removes a product and every device under it.
 pub fn delete_product(txn: &mut dyn Txn, pk: &str) {
     txn.clear(&key(&[b"p", pk.as_bytes()]));
-    // Its devices, their shadows and their info.
-    for kind in [b"d", b"w", b"i"] {
+    // Its devices, their shadows, their info and their open upgrades.
+    for kind in [b"d", b"w", b"i", b"A"] {
         txn.clear_range(&prefix(&[kind, pk.as_bytes()]));
     }
 }
