@@ -1,6 +1,6 @@
-//! Firmware upgrades from the outside: packages uploaded and downloaded with `curl` as an
-//! operator and a device would, digests checked with `md5sum` and `sha256sum`, batches made and
-//! followed through the admin API.
+//! Files devices download, from the outside: firmware packages and configuration files uploaded
+//! and downloaded with `curl` as an operator and a device would, digests checked with `md5sum`
+//! and `sha256sum`, upgrade batches made and followed through the admin API.
 
 use std::process::Command;
 use std::time::Duration;
@@ -37,21 +37,28 @@ async fn curl(args: Vec<String>) -> (u16, String) {
     (status.trim().parse().unwrap_or(0), body.to_owned())
 }
 
-/// Uploads `bytes` as a package of product `pk` with curl (`--data-binary`): status and answer.
+/// Uploads `bytes` as a package (`query` names its product and version) with curl
+/// (`--data-binary`): status and answer.
 pub async fn upload(d: &Deployment, tenant: &str, query: &str, bytes: &[u8]) -> (u16, Value) {
+    let path = format!("/api/v1/tenants/{tenant}/ota/packages?{query}");
+    send_file(d, "POST", &path, bytes).await
+}
+
+/// Sends `bytes` as the body of an admin API request with curl: status and JSON answer.
+pub async fn send_file(d: &Deployment, method: &str, path: &str, bytes: &[u8]) -> (u16, Value) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("firmware.bin");
-    std::fs::write(&file, bytes).expect("package written");
+    let file = dir.path().join("body.bin");
+    std::fs::write(&file, bytes).expect("body written");
     let (status, body) = curl(vec![
         "-X".into(),
-        "POST".into(),
+        method.into(),
         "-H".into(),
         format!("authorization: Bearer {}", d.token()),
         "-H".into(),
         "content-type: application/octet-stream".into(),
         "--data-binary".into(),
         format!("@{}", file.display()),
-        format!("{}/api/v1/tenants/{tenant}/ota/packages?{query}", d.api),
+        format!("{}{path}", d.api),
     ])
     .await;
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))

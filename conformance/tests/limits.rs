@@ -2068,3 +2068,26 @@ async fn l_093_ota_batch_devices() {
         whole == 400 && refused["limit"] == "L-093" && listed == 201,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_094_remote_config_size() {
+    let (d, dev) = ota_setup(json!({ "remote_config_bytes": 100 })).await;
+    let path = format!("/api/v1/products/{}/config", dev.product_key);
+    let file = |len: usize| format!("{{\"a\":\"{}\"}}", "x".repeat(len - 8));
+    let send = async |body: String| {
+        ironhub_conformance::ota::send_file(&d, "PUT", &path, body.as_bytes()).await
+    };
+    let (fits, _) = send(file(100)).await;
+    let (over, refused) = send(file(101)).await;
+    let (_, kept) = d.api(Method::GET, &path, None).await;
+    let observed = format!(
+        "100 bytes: HTTP {fits}; 101 bytes: HTTP {over} {}; the file kept: {} bytes",
+        refused["limit"], kept["size"]
+    );
+    check(
+        "L-094",
+        "100 bytes (profile entities.remote_config_bytes); HTTP 413",
+        &observed,
+        fits == 200 && over == 413 && refused["limit"] == "L-094" && kept["size"] == 100,
+    );
+}

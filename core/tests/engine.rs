@@ -581,7 +581,7 @@ async fn a_batch_waits_for_its_start_and_times_out_a_silent_device() {
         .create_device(&pk, Some("sensor-1"))
         .await
         .unwrap();
-    hub.ota().offer_downloads("http://127.0.0.1:9");
+    hub.offer_downloads("http://127.0.0.1:9");
     let body = futures_util::stream::iter([Ok::<_, String>(Bytes::from_static(b"firmware"))]);
     let spec = ironhub_core::hub::PackageSpec {
         version: "2.0".into(),

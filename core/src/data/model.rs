@@ -58,6 +58,19 @@ pub struct DeviceInfo {
     pub firmware: std::collections::BTreeMap<String, String>,
 }
 
+/// A product's remote configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteConfig {
+    /// The file's id (a new one for every change).
+    pub config_id: String,
+    /// The file, JSON text as it was set.
+    pub content: String,
+    /// SHA-256 of the file, lower-case hex.
+    pub sha256: String,
+    /// When it was set, ms since the epoch.
+    pub updated_at_ms: u64,
+}
+
 /// A device under a product.
 #[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {

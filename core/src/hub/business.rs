@@ -93,12 +93,13 @@ impl Hub {
         }
     }
 
-    /// Sends a broadcast to the product's devices online on this node.
-    pub(crate) async fn broadcast_local(
+    /// Sends a message to the product's devices online on this node, on
+    /// `/sys/{pk}/{dn}{suffix}` (a broadcast, a configuration push).
+    pub(crate) async fn cast_local(
         &self,
         tenant: &str,
         pk: &str,
-        id: &str,
+        suffix: &str,
         payload: Bytes,
     ) -> Result<usize, StoreError> {
         let prefix = format!("{pk}/");
@@ -113,7 +114,7 @@ impl Hub {
         let now = self.now_ms();
         let mut reached = 0;
         for dn in online {
-            let topic_name = format!("/sys/{pk}/{dn}/broadcast/request/{id}");
+            let topic_name = format!("/sys/{pk}/{dn}{suffix}");
             let msg = Message::from_hub(tenant, topic_name, payload.clone(), QoS::AtMostOnce, now);
             reached += self.accept_routed(msg).await?;
         }
@@ -423,14 +424,12 @@ impl Business<'_> {
                 message: "too many broadcasts".into(),
             })?;
         let id = self.hub.next_seq().to_string();
+        let suffix = format!("/broadcast/request/{id}");
         let reached = self
             .hub
-            .broadcast_local(tenant, pk, &id, payload.clone())
+            .cast_local(tenant, pk, &suffix, payload.clone())
             .await?
-            + self
-                .hub
-                .broadcast_elsewhere(tenant, pk, &id, &payload)
-                .await;
+            + self.hub.cast_elsewhere(tenant, pk, &suffix, &payload).await;
         Ok((id, reached))
     }
 

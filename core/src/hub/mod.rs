@@ -27,6 +27,7 @@ use crate::topic;
 mod business;
 mod cluster;
 mod device_info;
+mod downloads;
 mod groups;
 mod limits;
 mod ntp;
@@ -35,6 +36,7 @@ mod property_set;
 pub mod queue;
 mod recent;
 mod registry;
+mod remote_config;
 mod router;
 mod rrpc;
 mod rules;
@@ -51,11 +53,13 @@ mod tsl;
 pub use business::{DevicePage, DeviceStatus, HISTORY_RETENTION_MS};
 pub use cluster::{PeerError, PeerReply, PeerRequest, Peers};
 pub use device_info::{DeviceInfos, MAX_TAG_VALUE, TAG_KEY_PATTERN};
+pub use downloads::{Download, DownloadBody, DownloadError};
 pub use limits::UsageReport;
-pub use ota::{BatchSpec, BatchView, DownloadError, Ota, PackageSpec};
+pub use ota::{BatchSpec, BatchView, Ota, PackageSpec};
 pub use property_set::PropertySetOutcome;
 pub use recent::{MIN_GAP_MS as RECENT_MIN_GAP_MS, Recent, RecentMessage};
 pub use registry::{DeviceView, ProductView};
+pub use remote_config::{ConfigView, RemoteConfigs};
 pub use router::Delivery;
 pub use rrpc::{RRPC_TIMEOUT_MS, RrpcForm, RrpcOutcome};
 pub use rules::{RuleSpec, RuleView};
@@ -284,8 +288,10 @@ pub(crate) struct Inner {
     pub(crate) transports: RwLock<Vec<&'static str>>,
     /// Firmware packages' bytes.
     pub(crate) blobs: Arc<dyn crate::store::blobs::Blobs>,
-    /// Open upgrade batches and the download URL secret.
+    /// Open upgrade batches.
     pub(crate) ota: ota::OtaRuntime,
+    /// The secret of download URLs, and their base.
+    pub(crate) downloads: downloads::DownloadLinks,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -396,6 +402,7 @@ impl Hub {
                 config,
                 blobs: Arc::new(crate::store::blobs::StoreBlobs::new(store.clone())),
                 ota: ota::OtaRuntime::default(),
+                downloads: downloads::DownloadLinks::default(),
                 store,
                 store_latency,
                 peers,
@@ -407,6 +414,7 @@ impl Hub {
             }),
         };
         hub.restore().await?;
+        hub.load_download_key().await?;
         hub.reload_config().await?;
         hub.load_months().await?;
         hub.load_pending_desired().await?;

@@ -285,6 +285,7 @@ impl Registry<'_> {
                 records::clear_product_count(t, &pk);
                 records::delete_product(t, &pk);
                 records::delete_model(t, &pk);
+                records::delete_remote_config(t, &pk);
                 records::put_topic_categories(t, &pk, &[]);
                 Ok(())
             })

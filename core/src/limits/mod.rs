@@ -83,6 +83,7 @@ catalog! {
     OtaPackages => "L-091", "firmware packages per tenant", Quota;
     OtaPackageSize => "L-092", "firmware package size", Malformed;
     OtaBatchDevices => "L-093", "devices per upgrade batch", Malformed;
+    RemoteConfigSize => "L-094", "remote configuration file size", Malformed;
     RulesPerTenant => "L-005", "rules per tenant", Quota;
     ConsumerGroupsPerTenant => "L-006", "consumer groups per tenant", Quota;
     ConnectionsPerDevice => "L-010", "connections per device certificate (a new one takes over)", Quota;

@@ -80,6 +80,8 @@ pub struct EntityLimits {
     pub ota_package_bytes: u64,
     /// Devices one upgrade batch may target (seed 000: 100,000).
     pub ota_batch_devices: u64,
+    /// Largest remote configuration file of a product, bytes (seed 000: 64 KB).
+    pub remote_config_bytes: u64,
 }
 
 impl Default for EntityLimits {
@@ -97,6 +99,7 @@ impl Default for EntityLimits {
             ota_packages: 500,
             ota_package_bytes: 2_000 * 1024 * 1024,
             ota_batch_devices: 100_000,
+            remote_config_bytes: 64 * 1024,
         }
     }
 }

@@ -94,7 +94,10 @@ impl From<HubError> for ApiError {
                 let (status, code) = match limited.limit.kind() {
                     _ if matches!(
                         limited.limit,
-                        LimitId::BroadcastSize | LimitId::ShadowSize | LimitId::OtaPackageSize
+                        LimitId::BroadcastSize
+                            | LimitId::ShadowSize
+                            | LimitId::OtaPackageSize
+                            | LimitId::RemoteConfigSize
                     ) =>
                     {
                         (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")

@@ -15,6 +15,7 @@ mod openapi;
 mod ota;
 mod products;
 mod profiles;
+mod remote_config;
 mod route;
 mod rules;
 mod system;
@@ -52,6 +53,7 @@ static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         tenants::routes(),
         profiles::routes(),
         products::routes(),
+        remote_config::routes(),
         devices::routes(),
         groups::routes(),
         rules::routes(),

@@ -3,8 +3,9 @@
 //! `POST /topic/<topic>` with the token in the `password` header publishes the body. ACL, limits
 //! and metering are the hub's, as for MQTT. Every answer is JSON `{"code", "message", "info"}`
 //! (`code` 0 on success) with a precise HTTP status; limits add `"limit": "L-xxx"` and
-//! `Retry-After`. It also serves firmware packages to devices: `GET /ota/{tenant}/{package}` with
-//! the expiring signature the hub put in the upgrade's URL.
+//! `Retry-After`. It also serves the files devices download, firmware packages
+//! (`GET /ota/{tenant}/{package}`) and remote configuration (`GET /config/{pk}/{id}`), with the
+//! expiring signature the hub put in their URLs.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -166,17 +167,10 @@ fn full(bytes: Bytes) -> Body {
         .boxed_unsync()
 }
 
-/// Serves `GET /ota/{tenant}/{package}?expires={secs}&signature={hex}`: the package's bytes when
-/// the signature is the hub's and the time is not past (403 otherwise, 404 for a package gone).
+/// Serves a file devices download (`GET /ota/{tenant}/{package}` or `/config/{pk}/{id}`, with
+/// `?expires={secs}&signature={hex}` as the hub signed it): its bytes when the link is the hub's
+/// and not past (403 otherwise, 404 for a file gone since).
 async fn download(hub: &Hub, path: &str, query: Option<&str>) -> Result<Response<Body>, Answer> {
-    let mut parts = path.trim_start_matches("/ota/").split('/');
-    let (Some(tenant), Some(package), None) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(Answer::error(
-            StatusCode::NOT_FOUND,
-            10000,
-            "a download is GET /ota/{tenant}/{package}?expires=...&signature=...",
-        ));
-    };
     let mut expires = None;
     let mut signature = None;
     for pair in query.unwrap_or_default().split('&') {
@@ -193,15 +187,11 @@ async fn download(hub: &Hub, path: &str, query: Option<&str>) -> Result<Response
             "the download link needs its expires and signature",
         ));
     };
-    match hub
-        .ota()
-        .download(tenant, package, expires, signature)
-        .await
-    {
-        Ok((package, bytes)) => Ok(Response::builder()
+    match hub.download(path, expires, signature).await {
+        Ok(file) => Ok(Response::builder()
             .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_LENGTH, package.size)
-            .body(StreamBody::new(bytes.map_ok(Frame::data)).boxed_unsync())
+            .header(CONTENT_LENGTH, file.size)
+            .body(StreamBody::new(file.body.map_ok(Frame::data)).boxed_unsync())
             .expect("static response parts are valid")),
         Err(e @ (DownloadError::BadSignature | DownloadError::Expired)) => {
             Err(Answer::error(StatusCode::FORBIDDEN, 20002, e.to_string()))
@@ -315,7 +305,7 @@ async fn publish(hub: &Hub, kind: TransportKind, req: Request<Incoming>, topic: 
 async fn handle(hub: Hub, kind: TransportKind, req: Request<Incoming>, ttl: u64) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let answer = match (req.method(), path.as_str()) {
-        (&Method::GET, p) if p.starts_with("/ota/") => {
+        (&Method::GET, p) if p.starts_with("/ota/") || p.starts_with("/config/") => {
             match download(&hub, p, req.uri().query()).await {
                 Ok(response) => return response,
                 Err(answer) => answer,
@@ -333,7 +323,9 @@ async fn handle(hub: Hub, kind: TransportKind, req: Request<Incoming>, ttl: u64)
         _ => Answer::error(
             StatusCode::NOT_FOUND,
             10000,
-            format!("no route {path}: POST /auth, POST /topic/<topic> or GET /ota/..."),
+            format!(
+                "no route {path}: POST /auth, POST /topic/<topic>, GET /ota/... or /config/..."
+            ),
         ),
     };
     answer.into_response()
@@ -362,7 +354,7 @@ impl Transport for HttpTransport {
         } else {
             addr
         };
-        hub.ota().offer_downloads(&format!("{scheme}://{host}"));
+        hub.offer_downloads(&format!("{scheme}://{host}"));
         let ttl = self.token_ttl_secs;
         let kind = hub.transport(LABEL);
         loop {

@@ -48,14 +48,15 @@ pub enum PeerRequest {
         /// Session key.
         session: String,
     },
-    /// Send a broadcast to this node's online devices of a product.
-    Broadcast {
+    /// Send a message to this node's online devices of a product, on
+    /// `/sys/{productKey}/{deviceName}{suffix}` (a broadcast, a configuration push).
+    Cast {
         /// Tenant.
         tenant: String,
         /// ProductKey.
         product_key: String,
-        /// The broadcast's id (the last level of its topic).
-        id: String,
+        /// The topic after the device's `/sys/{pk}/{dn}`.
+        suffix: String,
         /// Payload.
         payload: Bytes,
     },
@@ -209,13 +210,13 @@ impl Hub {
                     .await;
                 Ok(PeerReply::Done)
             }
-            PeerRequest::Broadcast {
+            PeerRequest::Cast {
                 tenant,
                 product_key,
-                id,
+                suffix,
                 payload,
             } => Ok(PeerReply::Delivered(
-                self.broadcast_local(&tenant, &product_key, &id, payload)
+                self.cast_local(&tenant, &product_key, &suffix, payload)
                     .await?,
             )),
             PeerRequest::RrpcReply {

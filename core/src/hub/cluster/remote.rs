@@ -181,24 +181,26 @@ impl Hub {
             .await;
     }
 
-    /// Sends a broadcast to the product's online devices on the other nodes; returns how many.
-    pub(crate) async fn broadcast_elsewhere(
+    /// Sends a message to the product's devices online on the other nodes, on
+    /// `/sys/{pk}/{dn}{suffix}`; returns how many got it.
+    pub(crate) async fn cast_elsewhere(
         &self,
         tenant: &str,
         pk: &str,
-        id: &str,
+        suffix: &str,
         payload: &Bytes,
     ) -> usize {
         let Some(peers) = self.peers() else {
             return 0;
         };
-        let broadcast = PeerRequest::Broadcast {
+        let cast = PeerRequest::Cast {
             tenant: tenant.to_owned(),
             product_key: pk.to_owned(),
-            id: id.to_owned(),
+            suffix: suffix.to_owned(),
             payload: payload.clone(),
         };
-        self.ask_others(peers, broadcast, "a broadcast").await
+        self.ask_others(peers, cast, "a message to a product's devices")
+            .await
     }
 
     /// Reclaims the stored sessions whose expiry passed, whichever node held them (in a cluster

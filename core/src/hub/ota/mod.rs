@@ -6,7 +6,7 @@
 //! times out the silent ones; [`device`] answers the pull (`thing/ota/firmware/get`), follows
 //! `/ota/device/progress` and ends the job when the device reports the package's version.
 //! Devices download the package from an expiring signed URL that the HTTP device transport
-//! serves ([`Ota::download`]). Every state change goes to the product's consumer groups.
+//! serves ([`Hub::download`]). Every state change goes to the product's consumer groups.
 
 mod batches;
 mod device;
@@ -14,7 +14,7 @@ mod packages;
 mod rollout;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, RwLock};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,10 +22,8 @@ pub(crate) use device::{OtaRequest, is_progress};
 
 use super::{Hub, HubError};
 use crate::data::ota::{OtaBatch, OtaPackage, OtaTarget, SignMethod};
-use crate::store::{self, records, transact};
+use crate::store::{self, records};
 
-/// The store's metadata key of the secret that signs download URLs (shared by every node).
-const URL_KEY: &str = "ota_url_key";
 /// Bytes read from the blob store per step of a download.
 const DOWNLOAD_STEP: usize = 256 * 1024;
 /// Jobs written per transaction when a batch is made.
@@ -36,10 +34,6 @@ pub const MAX_VERSION: usize = 64;
 /// What the hub keeps in memory for upgrades.
 #[derive(Default)]
 pub(crate) struct OtaRuntime {
-    /// Signs download URLs.
-    url_key: RwLock<Vec<u8>>,
-    /// The base of download URLs, as the HTTP transport offered it (config overrides).
-    offered_base: RwLock<Option<String>>,
     /// Batches with jobs still open, by id, with their package.
     open: Mutex<HashMap<String, (OtaBatch, OtaPackage)>>,
 }
@@ -95,23 +89,6 @@ pub struct BatchView {
     pub devices: u64,
 }
 
-/// Why a download is refused.
-#[derive(Debug, thiserror::Error)]
-pub enum DownloadError {
-    /// The URL's signature is wrong (or the URL was altered).
-    #[error("the download link is not valid")]
-    BadSignature,
-    /// The URL's time is past.
-    #[error("the download link expired")]
-    Expired,
-    /// The package is gone.
-    #[error("no such package")]
-    NotFound,
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] store::StoreError),
-}
-
 /// Firmware packages and upgrade batches.
 #[derive(Clone, Copy)]
 pub struct Ota<'a> {
@@ -124,20 +101,8 @@ impl Hub {
         Ota { hub: self }
     }
 
-    /// Loads the URL secret (made on first start) and the open batches.
+    /// Loads the open batches.
     pub(crate) async fn load_ota(&self) -> Result<(), HubError> {
-        let fresh: [u8; 32] = rand::random();
-        let key = transact(&**self.store(), |t| {
-            Box::pin(async move {
-                if let Some(key) = records::get_meta(t, URL_KEY).await? {
-                    return Ok(key.to_vec());
-                }
-                records::put_meta(t, URL_KEY, &fresh);
-                Ok(fresh.to_vec())
-            })
-        })
-        .await?;
-        *self.inner.ota.url_key.write().expect("ota lock") = key;
         let batches = store::read(&**self.store(), |t| Box::pin(records::all_batches(t))).await?;
         let mut open = HashMap::new();
         for batch in batches.into_iter().filter(|b| !b.canceled) {

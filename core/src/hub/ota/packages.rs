@@ -3,89 +3,29 @@
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use hmac::{Hmac, Mac};
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
-use super::{DOWNLOAD_STEP, DownloadError, Ota, PackageSpec, check_name, not_found};
+use super::{DOWNLOAD_STEP, Ota, PackageSpec, check_name, not_found};
 use crate::data::ota::{OtaPackage, SignMethod};
 use crate::hub::HubError;
+use crate::hub::downloads::{Download, DownloadError};
 use crate::limits::LimitId;
 use crate::store::{self, records, transact};
 
 impl Ota<'_> {
-    /// Takes the base URL of downloads the HTTP device transport serves (`http(s)://host:port`),
-    /// unless the configuration names one.
-    pub fn offer_downloads(&self, base: &str) {
-        *self.hub.inner.ota.offered_base.write().expect("ota lock") = Some(base.to_owned());
-    }
-
-    /// The base of download URLs, if any transport serves them.
-    fn download_base(&self) -> Option<String> {
-        let configured = self.hub.inner.config.ota.download_url.clone();
-        configured
-            .or_else(|| {
-                self.hub
-                    .inner
-                    .ota
-                    .offered_base
-                    .read()
-                    .expect("ota lock")
-                    .clone()
-            })
-            .map(|b| b.trim_end_matches('/').to_owned())
-    }
-
-    fn url_mac(&self, tenant: &str, package: &str, expires: u64) -> Hmac<Sha256> {
-        let key = self.hub.inner.ota.url_key.read().expect("ota lock");
-        let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key");
-        mac.update(format!("{tenant}/{package}/{expires}").as_bytes());
-        mac
-    }
-
-    /// A signed download URL of a package, valid for the configured time.
+    /// A signed download URL of a package.
     pub(crate) fn download_url(&self, package: &OtaPackage) -> Result<String, HubError> {
-        let base = self.download_base().ok_or_else(|| {
-            HubError::Conflict(
-                "firmware downloads are served by the HTTP device transport: enable [http] \
-                 (or set [hub.ota] download_url)"
-                    .into(),
-            )
-        })?;
-        let expires = self.hub.now_ms() / 1000 + self.hub.inner.config.ota.url_ttl_secs;
-        let signature = hex::encode(
-            self.url_mac(&package.tenant, &package.id, expires)
-                .finalize()
-                .into_bytes(),
-        );
-        Ok(format!(
-            "{base}/ota/{}/{}?expires={expires}&signature={signature}",
-            package.tenant, package.id
-        ))
+        self.hub
+            .signed_url(&format!("/ota/{}/{}", package.tenant, package.id))
     }
 
-    /// Opens a download: the package and a stream of its bytes, when `signature` signs
-    /// `tenant`/`package`/`expires` and `expires` (seconds since the epoch) is not past.
-    pub async fn download(
+    /// A package's size and bytes, for [`Hub::download`](crate::Hub::download).
+    pub(crate) async fn open_package(
         &self,
         tenant: &str,
         package: &str,
-        expires: u64,
-        signature: &str,
-    ) -> Result<
-        (
-            OtaPackage,
-            impl Stream<Item = Result<Bytes, store::StoreError>> + Send + 'static,
-        ),
-        DownloadError,
-    > {
-        let given = hex::decode(signature).map_err(|_| DownloadError::BadSignature)?;
-        self.url_mac(tenant, package, expires)
-            .verify_slice(&given)
-            .map_err(|_| DownloadError::BadSignature)?;
-        if expires < self.hub.now_ms() / 1000 {
-            return Err(DownloadError::Expired);
-        }
+    ) -> Result<Download, DownloadError> {
         let found = self
             .find_package(tenant, package)
             .await?
@@ -109,7 +49,10 @@ impl Ota<'_> {
                 Ok(Some((bytes, next)))
             }
         });
-        Ok((found, chunks))
+        Ok(Download {
+            size,
+            body: Box::pin(chunks),
+        })
     }
 
     /// Uploads a package for product `pk` of `tenant`: `body` is streamed to the blob store

@@ -1,6 +1,6 @@
 //! Device requests to the hub on a device's own topics: property and event posts checked
 //! against the thing model, device info and firmware reports, firmware upgrades (pull and
-//! progress), topology changes, sub-device registrations and
+//! progress), remote configuration, topology changes, sub-device registrations and
 //! logins, RRPC responses, shadow updates and the
 //! time (NTP), each answered as Alink does.
 
@@ -61,6 +61,9 @@ impl Hub {
                     reply_topic(),
                     self.ota_request(identity, op, &payload).await,
                 )),
+                DeviceRequest::ConfigGet => {
+                    Some((reply_topic(), self.config_request(identity, &payload).await))
+                }
                 DeviceRequest::OtaProgress => {
                     self.ota_progress(identity, &payload).await;
                     None
@@ -148,6 +151,9 @@ pub(super) enum DeviceRequest {
     Ota(OtaRequest),
     /// `/ota/device/progress/{pk}/{dn}`: an upgrade's progress, recorded; no answer.
     OtaProgress,
+    /// `/sys/{pk}/{dn}/thing/config/get`: answered on `..._reply` with the product's
+    /// configuration file.
+    ConfigGet,
     /// `/sys/{pk}/{dn}/thing/sub/register` or `.../thing/proxy/provisioning/product_register`
     /// of a gateway: answered on `..._reply`.
     Register(RegisterOp),
@@ -203,6 +209,9 @@ impl DeviceRequest {
             }
             if let Some(op) = OtaRequest::from_suffix(suffix) {
                 return Some(DeviceRequest::Ota(op));
+            }
+            if suffix == "/thing/config/get" {
+                return Some(DeviceRequest::ConfigGet);
             }
             return TopoOp::from_suffix(suffix).map(DeviceRequest::Topology);
         }

@@ -3,7 +3,7 @@
 //! keys.
 
 use crate::data::api_key::ApiKey;
-use crate::data::model::DeviceInfo;
+use crate::data::model::{DeviceInfo, RemoteConfig};
 use crate::data::shadow::Shadow;
 use crate::data::topic_category::TopicCategory;
 use crate::store::{StoreError, Txn};
@@ -144,6 +144,27 @@ pub fn put_device_info(txn: &mut dyn Txn, pk: &str, dn: &str, info: &DeviceInfo)
 /// Removes a device's info.
 pub fn delete_device_info(txn: &mut dyn Txn, pk: &str, dn: &str) {
     txn.clear(&key(&[b"i", pk.as_bytes(), dn.as_bytes()]));
+}
+
+// ---- remote configuration (JSON)
+
+/// Reads a product's remote configuration file.
+pub async fn get_remote_config(
+    txn: &mut dyn Txn,
+    pk: &str,
+) -> Result<Option<RemoteConfig>, StoreError> {
+    get_json(txn, &key(&[b"C", pk.as_bytes()])).await
+}
+
+/// Writes a product's remote configuration file.
+pub fn put_remote_config(txn: &mut dyn Txn, pk: &str, config: &RemoteConfig) {
+    let value = serde_json::to_vec(config).expect("configurations serialize");
+    txn.set(&key(&[b"C", pk.as_bytes()]), &value);
+}
+
+/// Removes a product's remote configuration file.
+pub fn delete_remote_config(txn: &mut dyn Txn, pk: &str) {
+    txn.clear(&key(&[b"C", pk.as_bytes()]));
 }
 
 // ---- thing models (JSON)

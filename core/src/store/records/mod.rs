@@ -20,6 +20,7 @@
 //! | `v\0{productKey}\0{deviceName}\0{u64::MAX - ms: BE}{seq: BE}` | [`StatusEvent`], newest first |
 //! | `c\0{productKey}` | the product's [`TopicCategory`] list (JSON) |
 //! | `z\0{productKey}` | the product's [`ThingModel`] (JSON) |
+//! | `C\0{productKey}` | the product's [`RemoteConfig`] file (JSON) |
 //! | `w\0{productKey}\0{deviceName}` | device [`Shadow`] (JSON) |
 //! | `y\0{keyId}` | [`ApiKey`] of the business API (the secret as its SHA-256) |
 //! | `x\0{tenant}\0{rule}` | [`Rule`] (JSON, so rules survive new fields) |
