@@ -2,6 +2,7 @@
 //! and downloaded with `curl` as an operator and a device would, digests checked with `md5sum`
 //! and `sha256sum`, upgrade batches made and followed through the admin API.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -64,12 +65,16 @@ pub async fn send_file(d: &Deployment, method: &str, path: &str, bytes: &[u8]) -
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
-/// Downloads `url` with curl: the status, and the bytes' MD5 and SHA-256 (from `md5sum` and
-/// `sha256sum`) and size.
-pub async fn download(url: &str) -> (u16, String, String, u64) {
+/// Downloads `url` with curl (trusting the certificate `ca` for HTTPS): the status, and the
+/// bytes' MD5 and SHA-256 (from `md5sum` and `sha256sum`) and size.
+pub async fn download(url: &str, ca: Option<&Path>) -> (u16, String, String, u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("download.bin");
-    let (status, _) = curl(vec!["-o".into(), file.display().to_string(), url.into()]).await;
+    let mut args = vec!["-o".into(), file.display().to_string(), url.into()];
+    if let Some(ca) = ca {
+        args.extend(["--cacert".into(), ca.display().to_string()]);
+    }
+    let (status, _) = curl(args).await;
     let digest = |tool: &str| {
         let out = Command::new(tool)
             .arg(&file)

@@ -2,8 +2,8 @@
 //! (`linkkit_ota.py`, unmodified) gets the push, downloads the package over HTTP and checks its
 //! digest, reports progress and its new version; 50 rumqttc devices go through a batch at a
 //! limited rate, some failing, with per-device states, counts, cancel and retry checked; a
-//! package uploaded and downloaded with curl matches `md5sum` and `sha256sum`, and an altered
-//! or expired link is refused.
+//! package uploaded and downloaded over HTTPS with curl matches `md5sum` and `sha256sum`, and an
+//! altered or unsigned link is refused (an expired one: `core/tests/engine.rs`, in virtual time).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -276,12 +276,26 @@ async fn fifty_devices_upgrade_at_a_limited_rate_with_failures_cancel_and_retry(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_package_downloads_with_curl_to_its_digests_and_altered_links_are_refused() {
-    let (d, _) = Http::start(ota::CONFIG).await;
+async fn a_package_downloads_over_https_with_curl_to_its_digests_and_altered_links_are_refused() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let (d, _) = Http::start_https(certs.path()).await;
+    let ca = certs.path().join("cert.pem");
+    let ca = Some(ca.as_path());
     let tenant = Deployment::unique_tenant("ota-curl");
     let dev = d.provision(&tenant).await;
     let bytes = firmware(1_234_567, 3);
     let query = format!("product_key={}&version=1.2.3&module=mcu", dev.product_key);
+    // An upload that does not match the digest published with it is refused, and not kept.
+    let wrong = format!("{query}&sha256={}", "0".repeat(64));
+    let (s, refused) = upload(&d, &tenant, &wrong, &bytes).await;
+    assert_eq!(s, 400, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("SHA-256"),
+        "{refused}"
+    );
     let (s, package) = upload(&d, &tenant, &query, &bytes).await;
     assert_eq!(s, 201, "{package}");
     assert_eq!(package["sign_method"], "Md5");
@@ -298,6 +312,7 @@ async fn a_package_downloads_with_curl_to_its_digests_and_altered_links_are_refu
         )
         .await;
     assert_eq!(s, 200);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
     assert_eq!(listed[0]["id"], id, "{listed}");
 
     // The device pulls the upgrade of its module (before any push: it is not online yet).
@@ -322,7 +337,7 @@ async fn a_package_downloads_with_curl_to_its_digests_and_altered_links_are_refu
     assert_eq!(data["module"], "mcu", "{reply}");
     let url = data["url"].as_str().expect("url");
 
-    let (status, md5, sha256, size) = ota::download(url).await;
+    let (status, md5, sha256, size) = ota::download(url, ca).await;
     assert_eq!(status, 200);
     assert_eq!(size, 1_234_567);
     assert_eq!(md5, data["sign"].as_str().expect("sign"));
@@ -330,11 +345,11 @@ async fn a_package_downloads_with_curl_to_its_digests_and_altered_links_are_refu
     assert_eq!(sha256, package["sha256"].as_str().expect("sha256"));
 
     let tampered = url.replace("expires=", "expires=1");
-    assert_eq!(ota::download(&tampered).await.0, 403);
+    assert_eq!(ota::download(&tampered, ca).await.0, 403);
     let other = url.replace(id, "fw1");
-    assert_eq!(ota::download(&other).await.0, 403);
+    assert_eq!(ota::download(&other, ca).await.0, 403);
     let unsigned = url.split('?').next().expect("path").to_owned();
-    assert_eq!(ota::download(&unsigned).await.0, 403);
+    assert_eq!(ota::download(&unsigned, ca).await.0, 403);
 
     // A package a batch rolls out stays until the batch is canceled.
     let path = format!("/api/v1/tenants/{tenant}/ota/packages/{id}");
@@ -351,7 +366,7 @@ async fn a_package_downloads_with_curl_to_its_digests_and_altered_links_are_refu
     let cancel = format!("/api/v1/tenants/{tenant}/ota/batches/{batch_id}/cancel");
     assert_eq!(d.api(Method::POST, &cancel, None).await.0, 200);
     assert_eq!(d.api(Method::DELETE, &path, None).await.0, 204);
-    assert_eq!(ota::download(url).await.0, 404);
+    assert_eq!(ota::download(url, ca).await.0, 404);
     let none = gateway::sys_call(
         &c,
         &mut ev,

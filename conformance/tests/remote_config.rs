@@ -48,7 +48,7 @@ async fn a_device_fetches_and_is_pushed_its_products_configuration_file() {
     assert_eq!(data["signMethod"], "Sha256");
     assert_eq!(data["getType"], "file");
     let url = data["url"].as_str().expect("url").to_owned();
-    let (status, _, sha256, size) = download(&url).await;
+    let (status, _, sha256, size) = download(&url, None).await;
     assert_eq!((status, size), (200, file.len() as u64));
     assert_eq!(sha256, data["sign"].as_str().expect("sign"));
     assert_eq!(sha256, set["sha256"].as_str().expect("sha256"));
@@ -66,9 +66,9 @@ async fn a_device_fetches_and_is_pushed_its_products_configuration_file() {
     // A new file has a new id; the old link is gone, an altered one refused.
     let (_, changed) = send_file(&d, "PUT", &path, br#"{"sampling":{"interval_s":10}}"#).await;
     assert_ne!(changed["config_id"], set["config_id"]);
-    assert_eq!(download(&url).await.0, 404);
+    assert_eq!(download(&url, None).await.0, 404);
     let altered = url.replace("signature=", "signature=00");
-    assert_eq!(download(&altered).await.0, 403);
+    assert_eq!(download(&altered, None).await.0, 403);
     assert_eq!(d.api(Method::DELETE, &path, None).await.0, 204);
     assert_eq!(config_get(&c, &mut ev, &dev).await["code"], 6713);
 }

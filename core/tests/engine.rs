@@ -587,6 +587,8 @@ async fn a_batch_waits_for_its_start_and_times_out_a_silent_device() {
         version: "2.0".into(),
         module: None,
         sign_method: None,
+        md5: None,
+        sha256: None,
     };
     let package = hub.ota().upload("acme", &pk, spec, body).await.unwrap();
     assert_eq!(package.size, 8);
@@ -647,6 +649,22 @@ async fn a_batch_waits_for_its_start_and_times_out_a_silent_device() {
         state(&hub).await,
         ironhub_core::data::ota::OtaState::Notified
     );
+    // The push's link opens the package until it expires, 24 hours on.
+    let push: serde_json::Value = serde_json::from_slice(&got[0].message.payload).unwrap();
+    let url = push["data"]["url"].as_str().unwrap();
+    let (path, query) = url["http://127.0.0.1:9".len()..].split_once('?').unwrap();
+    let param = |name: &str| {
+        let pair = query.split('&').find(|p| p.starts_with(name)).unwrap();
+        pair[name.len() + 1..].to_owned()
+    };
+    let (expires, signature) = (param("expires").parse::<u64>().unwrap(), param("signature"));
+    assert_eq!(expires, (T0 + 61_000) / 1000 + 86_400);
+    let file = hub.download(path, expires, &signature).await.ok().unwrap();
+    assert_eq!(file.size, 8);
+    assert!(matches!(
+        hub.download(path, expires + 1, &signature).await,
+        Err(ironhub_core::hub::DownloadError::BadSignature)
+    ));
     advance_ms(119_000).await;
     assert_eq!(
         state(&hub).await,
@@ -660,6 +678,11 @@ async fn a_batch_waits_for_its_start_and_times_out_a_silent_device() {
     );
     let view = hub.ota().batch("acme", &batch.batch.id).await.unwrap();
     assert_eq!(view.counts["timed_out"], 1);
+    advance_ms(86_400_000).await;
+    assert!(matches!(
+        hub.download(path, expires, &signature).await,
+        Err(ironhub_core::hub::DownloadError::Expired)
+    ));
     // A device deleted while its job waits: the job is canceled, and says why.
     hub.registry().delete_device(&pk, "sensor-2").await.unwrap();
     let gone = &jobs(&hub).await[1];

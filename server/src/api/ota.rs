@@ -88,6 +88,12 @@ struct UploadQuery {
     module: Option<String>,
     /// The digest devices check (default: `Md5`).
     sign_method: Option<SignMethod>,
+    /// The MD5 the package must have (hex); the upload is refused otherwise.
+    #[schemars(pattern(r"^[0-9a-fA-F]{32}$"))]
+    md5: Option<String>,
+    /// The SHA-256 the package must have (hex); the upload is refused otherwise.
+    #[schemars(pattern(r"^[0-9a-fA-F]{64}$"))]
+    sha256: Option<String>,
 }
 
 async fn upload(
@@ -104,6 +110,8 @@ async fn upload(
         version: q.version,
         module: q.module,
         sign_method: q.sign_method,
+        md5: q.md5,
+        sha256: q.sha256,
     };
     let package = ctx
         .hub

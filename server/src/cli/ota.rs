@@ -33,6 +33,12 @@ pub enum OtaCmd {
         /// The digest devices check: Md5 (default) or SHA256.
         #[arg(long)]
         sign_method: Option<String>,
+        /// The file's MD5 as published with it: the hub refuses an upload that differs.
+        #[arg(long)]
+        md5: Option<String>,
+        /// The file's SHA-256, as `--md5`.
+        #[arg(long)]
+        sha256: Option<String>,
         /// The package file.
         file: PathBuf,
     },
@@ -138,14 +144,22 @@ pub async fn ota(api: &ApiArgs, cmd: OtaCmd) -> anyhow::Result<()> {
             version,
             module,
             sign_method,
+            md5,
+            sha256,
             file,
         } => {
             let mut query = format!("product_key={product}&version={version}");
             if let Some(m) = module {
                 query.push_str(&format!("&module={m}"));
             }
-            if let Some(s) = sign_method {
-                query.push_str(&format!("&sign_method={s}"));
+            for (name, value) in [
+                ("sign_method", sign_method),
+                ("md5", md5),
+                ("sha256", sha256),
+            ] {
+                if let Some(v) = value {
+                    query.push_str(&format!("&{name}={v}"));
+                }
             }
             let opened = tokio::fs::File::open(&file)
                 .await

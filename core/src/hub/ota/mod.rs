@@ -51,6 +51,12 @@ pub struct PackageSpec {
     /// The digest devices check (default: `Md5`).
     #[serde(default, rename = "signMethod")]
     pub sign_method: Option<SignMethod>,
+    /// The MD5 the uploader expects (hex): the upload is refused when the bytes differ.
+    #[serde(default)]
+    pub md5: Option<String>,
+    /// The SHA-256 the uploader expects (hex): as `md5`.
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 /// How a batch is made.

@@ -136,6 +136,22 @@ impl Ota<'_> {
             sign_method: spec.sign_method.unwrap_or(SignMethod::Md5),
             created_at_ms: self.hub.now_ms(),
         };
+        let expected = [
+            ("MD5", &spec.md5, &package.md5),
+            ("SHA-256", &spec.sha256, &package.sha256),
+        ];
+        let streamed = streamed.and_then(|()| {
+            match expected
+                .iter()
+                .find(|(_, want, got)| want.as_ref().is_some_and(|w| !w.eq_ignore_ascii_case(got)))
+            {
+                Some((name, want, got)) => Err(HubError::Invalid(format!(
+                    "the upload's {name} is {got}, not {} as expected: nothing was kept",
+                    want.as_deref().unwrap_or_default()
+                ))),
+                None => Ok(()),
+            }
+        });
         let kept = match streamed {
             Ok(()) => {
                 let limit = entities.ota_packages;
