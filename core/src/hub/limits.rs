@@ -1,6 +1,6 @@
 //! Tenant profiles and usage, as the hub manages and applies them.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -406,5 +406,22 @@ impl Profiles<'_> {
             events: Vec::new(),
             monthly: Vec::new(),
         })
+    }
+}
+
+/// One counter per limit, indexed like [`LimitId::ALL`].
+#[derive(Debug)]
+pub struct LimitCounters([AtomicU64; LimitId::COUNT]);
+
+impl Default for LimitCounters {
+    fn default() -> Self {
+        LimitCounters(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl std::ops::Deref for LimitCounters {
+    type Target = [AtomicU64; LimitId::COUNT];
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }

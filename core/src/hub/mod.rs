@@ -54,7 +54,7 @@ pub use business::{DevicePage, DeviceStatus, HISTORY_RETENTION_MS};
 pub use cluster::{PeerError, PeerReply, PeerRequest, Peers};
 pub use device_info::{DeviceInfos, MAX_TAG_VALUE, TAG_KEY_PATTERN};
 pub use downloads::{Download, DownloadBody, DownloadError};
-pub use limits::UsageReport;
+pub use limits::{LimitCounters, UsageReport};
 pub use ota::{BatchSpec, BatchView, Ota, PackageSpec};
 pub use property_set::PropertySetOutcome;
 pub use recent::{MIN_GAP_MS as RECENT_MIN_GAP_MS, Recent, RecentMessage};
@@ -152,23 +152,6 @@ impl Stats {
     /// Counts a delivery handed to a session (online queue or offline store).
     pub(crate) fn delivered(&self, qos: QoS) {
         self.delivered[qos as usize].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// One counter per limit, indexed like [`LimitId::ALL`].
-#[derive(Debug)]
-pub struct LimitCounters([AtomicU64; LimitId::COUNT]);
-
-impl Default for LimitCounters {
-    fn default() -> Self {
-        LimitCounters(std::array::from_fn(|_| AtomicU64::new(0)))
-    }
-}
-
-impl std::ops::Deref for LimitCounters {
-    type Target = [AtomicU64; LimitId::COUNT];
-    fn deref(&self) -> &Self::Target {
-        &self.0
     }
 }
 

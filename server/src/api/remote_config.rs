@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::route::{Access, Ctx, NoContent, Route, Upload, delete, get, post, put};
+use super::route::{Access, Ctx, JsonFile, NoContent, Route, delete, get, post, put};
 
 /// Largest body read before the hub checks the tenant's bound (L-094, 64 KB by default).
 const MAX_CONFIG_BODY: usize = 4 * 1024 * 1024;
@@ -41,7 +41,7 @@ pub(super) fn routes() -> Vec<Route> {
     .collect()
 }
 
-async fn set(mut ctx: Ctx, _: Upload) -> Result<ConfigView, ApiError> {
+async fn set(mut ctx: Ctx, _: JsonFile) -> Result<ConfigView, ApiError> {
     let body = ctx
         .upload
         .take()

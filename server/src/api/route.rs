@@ -152,6 +152,25 @@ impl Extract for Upload {
     }
 }
 
+/// A JSON document of any shape as the request's body, kept byte for byte (a configuration
+/// file), streamed by the handler from [`Ctx::upload`] like [`Upload`].
+pub(crate) struct JsonFile;
+
+impl Extract for JsonFile {
+    const STREAMS_BODY: bool = true;
+
+    fn extract(_: &Ctx) -> Result<Self, ApiError> {
+        Ok(JsonFile)
+    }
+
+    fn describe(operation: &mut Value, _: &mut Schemas) {
+        operation["requestBody"] = serde_json::json!({
+            "required": true,
+            "content": { "application/json": { "schema": {} } },
+        });
+    }
+}
+
 impl<A: Extract, B: Extract> Extract for (A, B) {
     const STREAMS_BODY: bool = A::STREAMS_BODY || B::STREAMS_BODY;
 
