@@ -51,6 +51,26 @@ impl Backend for MemoryBackend {
         })
     }
 
+    fn range_reverse(
+        &self,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
+        let map = self.map.lock().expect("memory store lock");
+        let iter = map
+            .range(range.start.clone()..)
+            .take_while(|(k, _)| range.end.is_empty() || k.as_slice() < range.end.as_slice())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .map(|(k, v)| (Bytes::copy_from_slice(k), v.clone()));
+        Ok(if limit == 0 {
+            iter.collect()
+        } else {
+            iter.take(limit).collect()
+        })
+    }
+
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
         let mut map = self.map.lock().expect("memory store lock");
         for m in batch {

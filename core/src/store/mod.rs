@@ -127,6 +127,14 @@ impl Txn for ReadOnly {
         self.0.range(range, limit).await
     }
 
+    async fn range_reverse(
+        &mut self,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
+        self.0.range_reverse(range, limit).await
+    }
+
     fn set(&mut self, _key: &[u8], _value: &[u8]) {
         self.1 = true;
     }
@@ -170,6 +178,12 @@ pub trait Txn: Send {
     async fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
     /// Reads up to `limit` pairs of `range` in key order (sees own writes).
     async fn range(
+        &mut self,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StoreError>;
+    /// Reads up to `limit` pairs of `range` from its end backwards (sees own writes).
+    async fn range_reverse(
         &mut self,
         range: &KeyRange,
         limit: usize,

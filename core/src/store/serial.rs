@@ -60,6 +60,12 @@ pub trait Backend: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
     /// Reads committed pairs of a range in key order (`limit` 0 = no limit).
     fn range(&self, range: &KeyRange, limit: usize) -> Result<Vec<(Bytes, Bytes)>, StoreError>;
+    /// Reads committed pairs of a range from its end backwards (`limit` 0 = no limit).
+    fn range_reverse(
+        &self,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StoreError>;
     /// Applies a batch atomically and durably. May block (called off the async threads).
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError>;
     /// Whether `apply` may block (disk IO): then it runs on the blocking pool. A backend that
@@ -143,6 +149,44 @@ impl<B: Backend> SerialTxn<B> {
     fn resolve(&self, key: &[u8], base: Option<Bytes>) -> Option<Bytes> {
         self.mutations.iter().fold(base, |v, m| m.apply_to(key, v))
     }
+
+    /// A range whose keys this transaction wrote: its writes merged over the committed pairs,
+    /// in key order (backwards when `reverse`), then cut at `limit`.
+    fn merged(
+        &self,
+        range: &KeyRange,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
+        let mut merged: BTreeMap<Vec<u8>, Option<Bytes>> = self
+            .backend
+            .range(range, 0)?
+            .into_iter()
+            .map(|(k, v)| (k.to_vec(), Some(v)))
+            .collect();
+        for m in &self.mutations {
+            if let Mutation::Set(k, _) | Mutation::Add(k, _) = m
+                && range.contains(k)
+            {
+                merged.entry(k.clone()).or_insert(None);
+            }
+        }
+        let pairs: Box<dyn Iterator<Item = (Vec<u8>, Option<Bytes>)>> = if reverse {
+            Box::new(merged.into_iter().rev())
+        } else {
+            Box::new(merged.into_iter())
+        };
+        let mut out = Vec::new();
+        for (k, base) in pairs {
+            if let Some(v) = self.resolve(&k, base) {
+                out.push((Bytes::from(k), v));
+                if limit != 0 && out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[async_trait]
@@ -157,34 +201,21 @@ impl<B: Backend> Txn for SerialTxn<B> {
         range: &KeyRange,
         limit: usize,
     ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
-        let touched = self.mutations.iter().any(|m| m.touches(range));
-        if !touched {
+        if !self.mutations.iter().any(|m| m.touches(range)) {
             return self.backend.range(range, limit);
         }
-        // Own writes overlap the range: merge them over the committed pairs, then cut.
-        let mut merged: BTreeMap<Vec<u8>, Option<Bytes>> = self
-            .backend
-            .range(range, 0)?
-            .into_iter()
-            .map(|(k, v)| (k.to_vec(), Some(v)))
-            .collect();
-        for m in &self.mutations {
-            if let Mutation::Set(k, _) | Mutation::Add(k, _) = m
-                && range.contains(k)
-            {
-                merged.entry(k.clone()).or_insert(None);
-            }
+        Ok(self.merged(range, limit, false)?)
+    }
+
+    async fn range_reverse(
+        &mut self,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
+        if !self.mutations.iter().any(|m| m.touches(range)) {
+            return self.backend.range_reverse(range, limit);
         }
-        let mut out = Vec::new();
-        for (k, base) in merged {
-            if let Some(v) = self.resolve(&k, base) {
-                out.push((Bytes::from(k), v));
-                if limit != 0 && out.len() == limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        Ok(self.merged(range, limit, true)?)
     }
 
     fn set(&mut self, key: &[u8], value: &[u8]) {

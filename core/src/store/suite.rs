@@ -12,6 +12,7 @@ use crate::data::model::{Device, Tenant};
 pub async fn run(store: &dyn Store) {
     reads_see_own_writes(store).await;
     ranges_are_ordered_and_limited(store).await;
+    ranges_read_backwards(store).await;
     clear_range_removes_only_its_range(store).await;
     add_is_a_counter(store).await;
     uncommitted_writes_are_discarded(store).await;
@@ -637,5 +638,45 @@ async fn upgrade_records_round_trip(store: &dyn Store) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+async fn ranges_read_backwards(store: &dyn Store) {
+    transact(store, |t| {
+        Box::pin(async move {
+            for k in ["rev/a", "rev/b", "rev/c", "rev/d"] {
+                t.set(k.as_bytes(), b"1");
+            }
+            Ok(())
+        })
+    })
+    .await
+    .unwrap();
+    let keys = |rows: Vec<(Bytes, Bytes)>| {
+        rows.into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+            .collect::<Vec<_>>()
+    };
+    let range = KeyRange::prefix(b"rev/");
+    let mut t = store.begin().await.unwrap();
+    assert_eq!(
+        keys(t.range_reverse(&range, 0).await.unwrap()),
+        ["rev/d", "rev/c", "rev/b", "rev/a"]
+    );
+    assert_eq!(
+        keys(t.range_reverse(&range, 2).await.unwrap()),
+        ["rev/d", "rev/c"]
+    );
+    let below_c = KeyRange {
+        start: b"rev/".to_vec(),
+        end: b"rev/c".to_vec(),
+    };
+    assert_eq!(keys(t.range_reverse(&below_c, 1).await.unwrap()), ["rev/b"]);
+    // Own writes count, in order: a new last key first, a cleared one gone.
+    t.set(b"rev/e", b"2");
+    t.clear(b"rev/d");
+    assert_eq!(
+        keys(t.range_reverse(&range, 3).await.unwrap()),
+        ["rev/e", "rev/c", "rev/b"]
     );
 }

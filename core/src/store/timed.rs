@@ -157,6 +157,17 @@ impl Txn for TimedTxn {
         got
     }
 
+    async fn range_reverse(
+        &mut self,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
+        let start = Instant::now();
+        let got = self.inner.range_reverse(range, limit).await;
+        self.latency.read.observe(start);
+        got
+    }
+
     fn set(&mut self, key: &[u8], value: &[u8]) {
         self.inner.set(key, value);
     }

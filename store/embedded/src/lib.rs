@@ -193,6 +193,31 @@ impl Backend for RedbBackend {
         })
     }
 
+    fn range_reverse(
+        &self,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        self.with_db(|db| {
+            let r = db.begin_read()?;
+            let table = r.open_table(TABLE)?;
+            let rows = table
+                .range::<&[u8]>(bounds(range))?
+                .rev()
+                .take(limit)
+                .map(|row| {
+                    let (k, v) = row?;
+                    Ok((
+                        Bytes::copy_from_slice(k.value()),
+                        Bytes::copy_from_slice(v.value()),
+                    ))
+                })
+                .collect::<Result<_, redb::StorageError>>()?;
+            Ok(rows)
+        })
+    }
+
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {
         self.with_db(|db| {
             let w = db.begin_write()?;

@@ -99,6 +99,44 @@ struct FdbTxn {
 type StampFuture = Pin<Box<dyn Future<Output = FdbResult<FdbSlice>> + Send + Sync>>;
 
 impl FdbTxn {
+    /// Reads a range, forwards or backwards, page by page until `limit` (0: all).
+    async fn read_range(
+        &mut self,
+        range: &KeyRange,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
+        let (start, end) = self.bounds(range);
+        let mut opt = RangeOption::from((start, end));
+        opt.limit = (limit > 0).then_some(limit);
+        opt.reverse = reverse;
+        opt.mode = StreamingMode::WantAll;
+        let mut out = Vec::new();
+        let skip = self.prefix.len();
+        loop {
+            let read = self.trx()?.get_range(&opt, 1, false).await;
+            let kvs = match read {
+                Ok(kvs) => kvs,
+                Err(e) => return Err(self.read_error(e)),
+            };
+            for kv in kvs.iter() {
+                out.push((
+                    Bytes::copy_from_slice(&kv.key()[skip..]),
+                    Bytes::copy_from_slice(kv.value()),
+                ));
+            }
+            let full = limit > 0 && out.len() >= limit;
+            match (full, opt.next_range(&kvs)) {
+                (false, Some(next)) => opt = next,
+                _ => break,
+            }
+        }
+        if limit > 0 {
+            out.truncate(limit);
+        }
+        Ok(out)
+    }
+
     fn key(&self, key: &[u8]) -> Vec<u8> {
         let mut k = Vec::with_capacity(self.prefix.len() + key.len());
         k.extend_from_slice(&self.prefix);
@@ -158,34 +196,15 @@ impl Txn for FdbTxn {
         range: &KeyRange,
         limit: usize,
     ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
-        let (start, end) = self.bounds(range);
-        let mut opt = RangeOption::from((start, end));
-        opt.limit = (limit > 0).then_some(limit);
-        opt.mode = StreamingMode::WantAll;
-        let mut out = Vec::new();
-        let skip = self.prefix.len();
-        loop {
-            let read = self.trx()?.get_range(&opt, 1, false).await;
-            let kvs = match read {
-                Ok(kvs) => kvs,
-                Err(e) => return Err(self.read_error(e)),
-            };
-            for kv in kvs.iter() {
-                out.push((
-                    Bytes::copy_from_slice(&kv.key()[skip..]),
-                    Bytes::copy_from_slice(kv.value()),
-                ));
-            }
-            let full = limit > 0 && out.len() >= limit;
-            match (full, opt.next_range(&kvs)) {
-                (false, Some(next)) => opt = next,
-                _ => break,
-            }
-        }
-        if limit > 0 {
-            out.truncate(limit);
-        }
-        Ok(out)
+        self.read_range(range, limit, false).await
+    }
+
+    async fn range_reverse(
+        &mut self,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
+        self.read_range(range, limit, true).await
     }
 
     fn set(&mut self, key: &[u8], value: &[u8]) {
