@@ -67,6 +67,8 @@ pub struct HubConfig {
     pub open_broker: OpenBrokerConfig,
     /// Firmware upgrades.
     pub ota: OtaConfig,
+    /// How often property and event history past its tenant's retention is deleted, seconds.
+    pub history_sweep_interval_secs: u64,
 }
 
 /// `[hub.ota]`: firmware upgrades.
@@ -120,6 +122,7 @@ impl Default for HubConfig {
             recent_messages_max_devices: 100_000,
             open_broker: OpenBrokerConfig::default(),
             ota: OtaConfig::default(),
+            history_sweep_interval_secs: 3600,
         }
     }
 }

@@ -689,3 +689,106 @@ async fn a_batch_waits_for_its_start_and_times_out_a_silent_device() {
     assert_eq!(gone.state, ironhub_core::data::ota::OtaState::Canceled);
     assert_eq!(gone.desc, "device deleted");
 }
+
+/// History: a property's values are kept for the tenant's retention (30 days by default) and
+/// swept after it; a tenant whose retention is 0 keeps none.
+#[tokio::test(start_paused = true)]
+async fn history_is_kept_for_the_retention_then_swept() {
+    use ironhub_core::store::records::SeriesKind;
+    let hub = hub(|c| c.history_sweep_interval_secs = 3600).await;
+    hub.registry()
+        .create_tenant("acme", "Acme", None)
+        .await
+        .unwrap();
+    let product = hub
+        .registry()
+        .create_product(
+            "acme",
+            "sensors",
+            ironhub_core::data::model::NodeType::Device,
+            false,
+        )
+        .await
+        .unwrap();
+    let pk = product.product_key.clone();
+    let device = hub
+        .registry()
+        .create_device(&pk, Some("sensor-1"))
+        .await
+        .unwrap();
+    let creds = ironhub_core::auth::device_credentials(&pk, "sensor-1", &device.device_secret, T0);
+    let online = connect(
+        &hub,
+        ConnectRequest {
+            transport: hub.transport("mqtt"),
+            client_id: creds.client_id,
+            username: Some(creds.username),
+            password: Some(Bytes::from(creds.password)),
+            clean_start: true,
+            session_expiry_secs: None,
+            keep_alive_secs: 600,
+            server_keep_alive: false,
+            will: None,
+        },
+    )
+    .await;
+    let post = |t: f64| {
+        let mut req = publish(
+            &hub,
+            &format!("/sys/{pk}/sensor-1/thing/event/property/post"),
+            QoS::AtLeastOnce,
+        );
+        req.payload = Bytes::from(format!(r#"{{"id":"1","params":{{"temperature":{t}}}}}"#));
+        req
+    };
+    online.session.publish(post(20.0)).await.unwrap();
+    advance_ms(10 * 86_400_000).await;
+    online.session.publish(post(21.0)).await.unwrap();
+    let history = hub.thing_history();
+    let all = ironhub_core::hub::RangeQuery {
+        from_ms: Some(0),
+        ..Default::default()
+    };
+    let values = async || {
+        history
+            .points((&pk, "sensor-1"), SeriesKind::Property, "temperature", &all)
+            .await
+            .unwrap()
+            .points
+            .into_iter()
+            .map(|p| p.value.as_f64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        values().await,
+        [21.0, 20.0],
+        "both kept (QoS 1: stored when acknowledged)"
+    );
+    // 30 days after the first, the next sweep (hourly) removes it; the second stays.
+    advance_ms(20 * 86_400_000 + 2 * 3_600_000).await;
+    assert_eq!(values().await, [21.0]);
+    advance_ms(10 * 86_400_000).await;
+    assert!(values().await.is_empty());
+    let latest = history
+        .latest(&pk, "sensor-1", SeriesKind::Property)
+        .await
+        .unwrap();
+    assert!(
+        latest.is_empty(),
+        "the latest value goes with its series: {latest:?}"
+    );
+
+    // A tenant whose retention is 0 keeps no history.
+    let none = serde_json::json!({ "name": "no-history", "history_retention_days": 0 });
+    hub.limits()
+        .put_profile(serde_json::from_value(none).unwrap())
+        .await
+        .unwrap();
+    hub.limits()
+        .set_tenant_profile("acme", "no-history")
+        .await
+        .unwrap();
+    online.session.publish(post(22.0)).await.unwrap();
+    advance_ms(1000).await;
+    assert!(values().await.is_empty());
+}

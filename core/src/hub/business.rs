@@ -134,7 +134,7 @@ const WRITE_BATCH: usize = 512;
 /// Records the hub writes in batches, off the connection path: a durable write per connect
 /// would bound the connect rate by the disk (one fsync each on the embedded store).
 pub(crate) struct WriteQueue<T> {
-    tx: tokio::sync::mpsc::Sender<T>,
+    pub(crate) tx: tokio::sync::mpsc::Sender<T>,
     rx: Mutex<Option<tokio::sync::mpsc::Receiver<T>>>,
 }
 
@@ -150,7 +150,7 @@ impl<T> Default for WriteQueue<T> {
 
 impl<T> WriteQueue<T> {
     /// The receiving end, for the one task that writes the records.
-    fn take_receiver(&self) -> Option<tokio::sync::mpsc::Receiver<T>> {
+    pub(crate) fn take_receiver(&self) -> Option<tokio::sync::mpsc::Receiver<T>> {
         self.rx.lock().expect("write queue lock").take()
     }
 }
@@ -199,7 +199,10 @@ impl Hub {
 
     /// The next batch of a write queue's records; None once shut down and drained (the hub's
     /// shutdown waits for the writers).
-    async fn next_batch<T>(&self, rx: &mut tokio::sync::mpsc::Receiver<T>) -> Option<Vec<T>> {
+    pub(crate) async fn next_batch<T>(
+        &self,
+        rx: &mut tokio::sync::mpsc::Receiver<T>,
+    ) -> Option<Vec<T>> {
         let first = tokio::select! {
             biased;
             e = rx.recv() => e,

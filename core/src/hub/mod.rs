@@ -45,6 +45,7 @@ mod shadow;
 mod stored_queue;
 mod sub_register;
 mod subdevices;
+mod thing_history;
 mod tokens;
 mod topics;
 mod topology;
@@ -69,6 +70,7 @@ pub use session::{
     PublishRefusal, PublishRequest, Session, SessionExpiryRefused, SubscribeRefusal,
     SubscribeRequest, TransportKind, Will,
 };
+pub use thing_history::{Bucket, LatestValue, Order, Point, PointPage, RangeQuery, ThingHistory};
 pub use tokens::AuthRequest;
 pub use topology::SubDevice;
 
@@ -275,6 +277,8 @@ pub(crate) struct Inner {
     pub(crate) ota: ota::OtaRuntime,
     /// The secret of download URLs, and their base.
     pub(crate) downloads: downloads::DownloadLinks,
+    /// Property values and events on their way to the store.
+    pub(crate) thing_history: business::WriteQueue<thing_history::HistoryWrite>,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -386,6 +390,7 @@ impl Hub {
                 blobs: Arc::new(crate::store::blobs::StoreBlobs::new(store.clone())),
                 ota: ota::OtaRuntime::default(),
                 downloads: downloads::DownloadLinks::default(),
+                thing_history: business::WriteQueue::default(),
                 store,
                 store_latency,
                 peers,
@@ -424,6 +429,10 @@ impl Hub {
         writers.spawn(async move { historian.write_history_forever().await });
         let activator = hub.clone();
         writers.spawn(async move { activator.write_activations_forever().await });
+        let historian = hub.clone();
+        writers.spawn(async move { historian.write_thing_history_forever().await });
+        let sweeper = hub.clone();
+        tokio::spawn(async move { sweeper.sweep_thing_history_forever().await });
         Ok(hub)
     }
 

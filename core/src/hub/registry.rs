@@ -286,6 +286,7 @@ impl Registry<'_> {
                 records::delete_product(t, &pk);
                 records::delete_model(t, &pk);
                 records::delete_remote_config(t, &pk);
+                records::delete_product_history(t, &product.tenant, &pk);
                 records::put_topic_categories(t, &pk, &[]);
                 Ok(())
             })
@@ -454,6 +455,7 @@ impl Registry<'_> {
         self.hub.ota_device_deleted(pk, dn).await?;
         store::write(&**self.hub.store(), |t| {
             records::delete_open_jobs(t, pk, dn);
+            records::delete_device_history(t, &device.tenant, pk, dn);
             records::delete_shadow(t, pk, dn);
             records::delete_device_info(t, pk, dn);
             records::delete_status_events(t, pk, dn);

@@ -27,6 +27,9 @@ pub struct Profile {
     /// Data points one device may publish per hour, as a 60-slot sliding window with one slot of
     /// overdraft (seed 003: 3600).
     pub data_points_per_hour: u64,
+    /// Days property values and events are kept (seed 000: 30; seed 001's storage TTL); 0 keeps
+    /// no history.
+    pub history_retention_days: u64,
     /// Monthly API limits: a warning at 80 %, the component disabled for the tenant at 100 %.
     pub monthly: MonthlyLimits,
     /// Rules and server-side subscription: consumer groups and their queues.
@@ -44,6 +47,7 @@ impl Default for Profile {
             entities: EntityLimits::default(),
             rates: RateLimits::default(),
             data_points_per_hour: 3600,
+            history_retention_days: 30,
             monthly: MonthlyLimits::default(),
             forwarding: ForwardingLimits::default(),
             business: BusinessLimits::default(),

@@ -10,6 +10,7 @@ mod business;
 mod devices;
 mod error;
 mod groups;
+mod history;
 mod keys;
 mod openapi;
 mod ota;
@@ -55,6 +56,7 @@ static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         products::routes(),
         remote_config::routes(),
         devices::routes(),
+        history::routes(),
         groups::routes(),
         rules::routes(),
         keys::routes(),

@@ -118,6 +118,8 @@ impl Cluster {
         let every = Duration::from_millis(self.config.heartbeat_ms.max(50));
         let sweep_every = Duration::from_secs(hub.config().session_sweep_interval_secs.max(1));
         let mut swept = tokio::time::Instant::now();
+        let history_every = Duration::from_secs(hub.config().history_sweep_interval_secs.max(1));
+        let mut history_swept = tokio::time::Instant::now();
         for beat in 1u64.. {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -153,6 +155,12 @@ impl Cluster {
                 }
                 if let Err(e) = hub.tokens().sweep_stored(now_ms()).await {
                     tracing::warn!(error = %e, "sweeping stored device tokens failed");
+                }
+            }
+            if history_swept.elapsed() >= history_every && self.leads() {
+                history_swept = tokio::time::Instant::now();
+                if let Err(e) = hub.thing_history().sweep(now_ms()).await {
+                    tracing::warn!(error = %e, "sweeping history failed");
                 }
             }
         }

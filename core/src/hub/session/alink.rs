@@ -32,17 +32,27 @@ impl Hub {
                 DeviceRequest::PropertyPost => {
                     let model = self.model_of(pk);
                     let method = "thing.event.property.post";
-                    let reply = post_reply(&payload, method, model.as_deref(), |m, params| {
-                        m.check_post(params)
-                    });
+                    let (reply, accepted) =
+                        post_reply(&payload, method, model.as_deref(), |m, params| {
+                            m.check_post(params)
+                        });
+                    if let Some(params) = accepted {
+                        self.keep_history(identity, None, &params, now, qos).await?;
+                    }
                     Some((reply_topic(), reply))
                 }
                 DeviceRequest::EventPost(identifier) => {
                     let model = self.model_of(pk);
                     let method = format!("thing.event.{identifier}.post");
-                    let reply = post_reply(&payload, &method, model.as_deref(), |m, params| {
-                        m.check_event(&identifier, params)
-                    });
+                    let (reply, accepted) =
+                        post_reply(&payload, &method, model.as_deref(), |m, params| {
+                            m.check_event(&identifier, params)
+                        });
+                    if let Some(params) = accepted {
+                        let event = Some(identifier.as_str());
+                        self.keep_history(identity, event, &params, now, qos)
+                            .await?;
+                    }
                     Some((reply_topic(), reply))
                 }
                 DeviceRequest::Topology(op) => Some((
@@ -118,6 +128,31 @@ impl Hub {
             }
         }
         Ok(())
+    }
+}
+
+impl Hub {
+    /// Keeps an accepted post's values; a QoS 1 post is answered (and acknowledged) only once
+    /// they are stored.
+    async fn keep_history(
+        &self,
+        identity: &ClientIdentity,
+        event: Option<&str>,
+        params: &Map<String, Value>,
+        now: u64,
+        qos: QoS,
+    ) -> Result<(), PublishRefusal> {
+        let wait = qos != QoS::AtMostOnce;
+        if self
+            .record_history(identity, event, params, now, wait)
+            .await
+        {
+            Ok(())
+        } else {
+            Err(PublishRefusal::Unavailable(
+                "the post's values could not be stored".into(),
+            ))
+        }
     }
 }
 
@@ -260,13 +295,14 @@ pub(crate) fn alink_answer(
 /// Alink reply to a property post (`method` `thing.event.property.post`, checked with
 /// [`ThingModel::check_post`]) or an event post (`thing.event.{identifier}.post`, checked with
 /// [`ThingModel::check_event`]): code 200, 460 when `params` is not a JSON object, and with a
-/// thing model what `check` says (6304 unknown, 6306 wrong type or out of range).
+/// thing model what `check` says (6304 unknown, 6306 wrong type or out of range); with the
+/// `params` when they were accepted.
 pub(super) fn post_reply(
     payload: &[u8],
     method: &str,
     model: Option<&ThingModel>,
     check: impl FnOnce(&ThingModel, &Map<String, Value>) -> Result<(), (u16, String)>,
-) -> Bytes {
+) -> (Bytes, Option<Map<String, Value>>) {
     let (id, params) = alink_request(payload);
     let outcome = match (params.as_object(), model) {
         (None, _) => Err((
@@ -276,6 +312,12 @@ pub(super) fn post_reply(
         (Some(params), Some(model)) => check(model, params),
         (Some(_), None) => Ok(()),
     };
+    let accepted = outcome.is_ok();
     let (code, message) = outcome.map_or_else(|e| e, |()| (200, "success".to_owned()));
-    alink_answer(&id, code, serde_json::json!({}), &message, method)
+    let reply = alink_answer(&id, code, serde_json::json!({}), &message, method);
+    let params = match params {
+        Value::Object(params) if accepted => Some(params),
+        _ => None,
+    };
+    (reply, params)
 }

@@ -21,6 +21,8 @@
 //! | `c\0{productKey}` | the product's [`TopicCategory`] list (JSON) |
 //! | `z\0{productKey}` | the product's [`ThingModel`] (JSON) |
 //! | `C\0{productKey}` | the product's [`RemoteConfig`] file (JSON) |
+//! | `h\0{tenant}\0{pk}\0{dn}\0{p\|e}\0{identifier}\0{time: u64 BE}{seq: u64 BE}` | a property value or an event's output (JSON) |
+//! | `H\0{tenant}\0{pk}\0{dn}\0{p\|e}\0{identifier}` | the series' [`Latest`] value |
 //! | `w\0{productKey}\0{deviceName}` | device [`Shadow`] (JSON) |
 //! | `y\0{keyId}` | [`ApiKey`] of the business API (the secret as its SHA-256) |
 //! | `x\0{tenant}\0{rule}` | [`Rule`] (JSON, so rules survive new fields) |
@@ -43,6 +45,7 @@
 mod cluster;
 mod delivery;
 mod devices;
+mod history;
 mod ota;
 mod registry;
 mod sessions;
@@ -50,6 +53,7 @@ mod sessions;
 pub use cluster::*;
 pub use delivery::*;
 pub use devices::*;
+pub use history::*;
 pub use ota::*;
 pub use registry::*;
 pub use sessions::*;

@@ -1,0 +1,206 @@
+//! Writing history: the values of accepted posts go to a queue that one task writes, many
+//! posts per transaction; a QoS 1 post waits for its values to be stored before it is
+//! acknowledged. A sweeper removes what is past each tenant's retention, a page of series per
+//! transaction, so it never holds the store for long.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use crate::hub::session::ClientIdentity;
+use crate::hub::{Hub, ThingHistory};
+use crate::store::records::{self, SeriesId, SeriesKind};
+use crate::store::{self, StoreError, transact};
+
+/// How far ahead of the hub's clock a device's own time may be (beyond, the hub's time is
+/// used).
+pub(crate) const MAX_AHEAD_MS: u64 = 10 * 60_000;
+/// Series swept per transaction.
+const SWEEP_PAGE: usize = 500;
+
+/// The values of one post, on their way to the store.
+pub(crate) struct HistoryWrite {
+    tenant: String,
+    pk: String,
+    dn: String,
+    /// (kind, identifier, time, value).
+    points: Vec<(SeriesKind, String, u64, Value)>,
+    /// Told once they are stored (true) or could not be (false).
+    done: Option<oneshot::Sender<bool>>,
+}
+
+/// A value's time: the device's own (`{"value", "time"}`) when it is within the retention and
+/// not ahead of the hub by more than [`MAX_AHEAD_MS`], else the hub's.
+fn time_of(given: Option<&Value>, now: u64, oldest: u64) -> u64 {
+    given
+        .and_then(Value::as_u64)
+        .filter(|t| (oldest..=now + MAX_AHEAD_MS).contains(t))
+        .unwrap_or(now)
+}
+
+impl Hub {
+    /// Keeps the values of an accepted property post (`event` None: each property of `params`,
+    /// bare or `{"value","time"}`) or event post (`event`: its output, `params.value`), and
+    /// waits until they are stored when `wait` (a QoS 1 post); false if they could not be.
+    pub(crate) async fn record_history(
+        &self,
+        identity: &ClientIdentity,
+        event: Option<&str>,
+        params: &Map<String, Value>,
+        now: u64,
+        wait: bool,
+    ) -> bool {
+        let Some((pk, dn)) = identity.device.as_ref() else {
+            return true;
+        };
+        let days = self.profile_of(&identity.tenant).history_retention_days;
+        if days == 0 {
+            return true;
+        }
+        let oldest = now.saturating_sub(days * 86_400_000);
+        let points = match event {
+            None => params
+                .iter()
+                .map(|(k, v)| {
+                    let timed = v.get("value").filter(|_| v.get("time").is_some());
+                    let time = time_of(v.get("time"), now, oldest);
+                    let value = timed.unwrap_or(v).clone();
+                    (SeriesKind::Property, k.clone(), time, value)
+                })
+                .collect(),
+            Some(identifier) => {
+                let time = time_of(params.get("time"), now, oldest);
+                let value = params
+                    .get("value")
+                    .cloned()
+                    .unwrap_or_else(|| Value::Object(params.clone()));
+                vec![(SeriesKind::Event, identifier.to_owned(), time, value)]
+            }
+        };
+        let (done, stored) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let write = HistoryWrite {
+            tenant: identity.tenant.clone(),
+            pk: pk.clone(),
+            dn: dn.clone(),
+            points,
+            done,
+        };
+        if self.inner.thing_history.tx.send(write).await.is_err() {
+            return false;
+        }
+        match stored {
+            Some(rx) => rx.await.unwrap_or(false),
+            None => true,
+        }
+    }
+
+    /// Writes queued history, a batch of posts per transaction, until shutdown.
+    pub(crate) async fn write_thing_history_forever(&self) {
+        let Some(mut rx) = self.inner.thing_history.take_receiver() else {
+            return;
+        };
+        while let Some(mut batch) = self.next_batch(&mut rx).await {
+            let rows: Vec<_> = batch
+                .iter()
+                .flat_map(|w| {
+                    w.points.iter().map(|(kind, id, time, value)| {
+                        let owner = (w.tenant.clone(), w.pk.clone(), w.dn.clone());
+                        (
+                            owner,
+                            *kind,
+                            id.clone(),
+                            *time,
+                            self.next_seq(),
+                            value.clone(),
+                        )
+                    })
+                })
+                .collect();
+            let rows = std::sync::Arc::new(rows);
+            let written = transact(&**self.store(), |t| {
+                let rows = rows.clone();
+                Box::pin(async move {
+                    for ((tenant, pk, dn), kind, identifier, time, seq, value) in rows.iter() {
+                        let series = SeriesId {
+                            tenant,
+                            pk,
+                            dn,
+                            kind: *kind,
+                            identifier,
+                        };
+                        records::put_point(t, &series, *time, *seq, value).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await;
+            if let Err(e) = &written {
+                tracing::warn!(error = %e, values = rows.len(), "could not write history");
+            }
+            for w in &mut batch {
+                if let Some(done) = w.done.take() {
+                    let _ = done.send(written.is_ok());
+                }
+            }
+        }
+    }
+
+    /// Sweeps history past retention every `history_sweep_interval_secs`, until shutdown (a
+    /// single hub; in a cluster the leading node calls [`ThingHistory::sweep`]).
+    pub(crate) async fn sweep_thing_history_forever(&self) {
+        if self.peers().is_some() {
+            return;
+        }
+        let every = Duration::from_secs(self.inner.config.history_sweep_interval_secs.max(1));
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.thing_history().sweep(self.now_ms()).await {
+                tracing::warn!(error = %e, "sweeping history failed");
+            }
+        }
+    }
+}
+
+impl ThingHistory<'_> {
+    /// Removes every value older than its tenant's retention at `now` (all of a tenant's whose
+    /// retention is 0); returns how many series were looked at.
+    pub async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
+        let mut after: Option<Vec<u8>> = None;
+        let mut seen = 0;
+        loop {
+            let page = store::read(&**self.hub.store(), |t| {
+                let after = after.clone();
+                Box::pin(async move { records::latest_page(t, after.as_deref(), SWEEP_PAGE).await })
+            })
+            .await?;
+            let Some((last, _)) = page.last() else {
+                return Ok(seen);
+            };
+            after = Some(last.clone());
+            seen += page.len();
+            let cutoffs: Vec<u64> = page
+                .iter()
+                .map(|(k, _)| {
+                    let tenant = records::tenant_of_latest(k).unwrap_or_default();
+                    let days = self.hub.profile_of(tenant).history_retention_days;
+                    now.saturating_sub(days * 86_400_000)
+                })
+                .collect();
+            store::write(&**self.hub.store(), |t| {
+                for ((k, latest), cutoff) in page.iter().zip(&cutoffs) {
+                    records::clear_before(t, k, latest, *cutoff);
+                }
+            })
+            .await?;
+        }
+    }
+}

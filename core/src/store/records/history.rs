@@ -1,0 +1,229 @@
+//! The thing model's history: every accepted property value and event, by device, kind,
+//! identifier and time, and the latest value of each (JSON values).
+//!
+//! `h\0{tenant}\0{pk}\0{dn}\0{kind}\0{identifier}\0{time: u64 BE}{seq: u64 BE}` holds a value;
+//! `H\0{tenant}\0{pk}\0{dn}\0{kind}\0{identifier}` the latest one with its time. `kind` is `p`
+//! (property) or `e` (event).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{KeyRange, StoreError, Txn};
+
+use super::{get_json, json, key, prefix};
+
+/// What a series holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesKind {
+    /// Property values.
+    Property,
+    /// Events (their output parameters).
+    Event,
+}
+
+impl SeriesKind {
+    fn tag(self) -> &'static [u8] {
+        match self {
+            SeriesKind::Property => b"p",
+            SeriesKind::Event => b"e",
+        }
+    }
+}
+
+/// One series: a device's property or event.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesId<'a> {
+    /// Owning tenant.
+    pub tenant: &'a str,
+    /// ProductKey.
+    pub pk: &'a str,
+    /// DeviceName.
+    pub dn: &'a str,
+    /// Property or event.
+    pub kind: SeriesKind,
+    /// The property's or event's identifier.
+    pub identifier: &'a str,
+}
+
+impl SeriesId<'_> {
+    fn parts(&self) -> [&[u8]; 6] {
+        [
+            b"h",
+            self.tenant.as_bytes(),
+            self.pk.as_bytes(),
+            self.dn.as_bytes(),
+            self.kind.tag(),
+            self.identifier.as_bytes(),
+        ]
+    }
+
+    /// The key of the value at `time` (`seq` orders values of the same millisecond).
+    fn point_key(&self, time: u64, seq: u64) -> Vec<u8> {
+        let mut k = key(&self.parts());
+        k.push(0);
+        k.extend_from_slice(&time.to_be_bytes());
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    }
+
+    fn latest_key(&self) -> Vec<u8> {
+        let mut parts = self.parts();
+        parts[0] = b"H";
+        key(&parts)
+    }
+
+    /// The series' values from `from` (included) to `to` (excluded), ms.
+    pub fn between(&self, from: u64, to: u64) -> KeyRange {
+        KeyRange {
+            start: self.point_key(from, 0),
+            end: self.point_key(to, 0),
+        }
+    }
+}
+
+/// A series' latest value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Latest {
+    /// When, ms since the epoch.
+    pub time: u64,
+    /// The value (JSON).
+    pub value: serde_json::Value,
+}
+
+/// Writes a value at `time`, and makes it the series' latest unless a later one is.
+pub async fn put_point(
+    txn: &mut dyn Txn,
+    series: &SeriesId<'_>,
+    time: u64,
+    seq: u64,
+    value: &serde_json::Value,
+) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(value).expect("JSON values serialize");
+    txn.set(&series.point_key(time, seq), &bytes);
+    let latest_key = series.latest_key();
+    let newer = get_json::<Latest>(txn, &latest_key)
+        .await?
+        .is_some_and(|l| l.time > time);
+    if !newer {
+        let latest = Latest {
+            time,
+            value: value.clone(),
+        };
+        txn.set(
+            &latest_key,
+            &serde_json::to_vec(&latest).expect("JSON values serialize"),
+        );
+    }
+    Ok(())
+}
+
+/// The time and value of a point's key and bytes.
+pub fn decode_point(k: &[u8], v: &[u8]) -> Result<(u64, u64, serde_json::Value), StoreError> {
+    let at = k.len().saturating_sub(16);
+    let time = u64::from_be_bytes(k[at..at + 8].try_into().unwrap_or_default());
+    let seq = u64::from_be_bytes(k[at + 8..].try_into().unwrap_or_default());
+    Ok((time, seq, json(k, v)?))
+}
+
+/// Reads up to `limit` values of `range` (oldest first, or newest first when `reverse`).
+pub async fn read_points(
+    txn: &mut dyn Txn,
+    range: &KeyRange,
+    limit: usize,
+    reverse: bool,
+) -> Result<Vec<(u64, u64, serde_json::Value)>, StoreError> {
+    let rows: Vec<(Bytes, Bytes)> = if reverse {
+        txn.range_reverse(range, limit).await?
+    } else {
+        txn.range(range, limit).await?
+    };
+    rows.iter().map(|(k, v)| decode_point(k, v)).collect()
+}
+
+/// The latest value of each series of a device's `kind`, by identifier.
+pub async fn latest_of(
+    txn: &mut dyn Txn,
+    tenant: &str,
+    pk: &str,
+    dn: &str,
+    kind: SeriesKind,
+) -> Result<Vec<(String, Latest)>, StoreError> {
+    let range = prefix(&[
+        b"H",
+        tenant.as_bytes(),
+        pk.as_bytes(),
+        dn.as_bytes(),
+        kind.tag(),
+    ]);
+    let skip = range.start.len();
+    txn.range(&range, 0)
+        .await?
+        .iter()
+        .map(|(k, v)| {
+            Ok((
+                String::from_utf8_lossy(&k[skip..]).into_owned(),
+                json(k, v)?,
+            ))
+        })
+        .collect()
+}
+
+/// A page of every series' latest entry after `after` (a key this returned), for the sweeper:
+/// (key, the series' value range prefix, latest).
+pub async fn latest_page(
+    txn: &mut dyn Txn,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, Latest)>, StoreError> {
+    let mut range = prefix(&[b"H"]);
+    if let Some(after) = after {
+        range.start = after.to_vec();
+        range.start.push(0);
+    }
+    txn.range(&range, limit)
+        .await?
+        .iter()
+        .map(|(k, v)| Ok((k.to_vec(), json(k, v)?)))
+        .collect()
+}
+
+/// The tenant of a latest entry's key (`H\0{tenant}\0...`).
+pub fn tenant_of_latest(latest_key: &[u8]) -> Option<&str> {
+    latest_key
+        .split(|b| *b == 0)
+        .nth(1)
+        .and_then(|t| std::str::from_utf8(t).ok())
+}
+
+/// Removes a series' values before `cutoff` (ms), given its latest entry's key; the latest
+/// entry too when it is older.
+pub fn clear_before(txn: &mut dyn Txn, latest_key: &[u8], latest: &Latest, cutoff: u64) {
+    let mut start = latest_key.to_vec();
+    start[0] = b'h';
+    start.push(0);
+    let mut end = start.clone();
+    end.extend_from_slice(&cutoff.to_be_bytes());
+    txn.clear_range(&KeyRange { start, end });
+    if latest.time < cutoff {
+        txn.clear(latest_key);
+    }
+}
+
+/// Removes a device's history.
+pub fn delete_device_history(txn: &mut dyn Txn, tenant: &str, pk: &str, dn: &str) {
+    for tag in [b"h", b"H"] {
+        txn.clear_range(&prefix(&[
+            tag,
+            tenant.as_bytes(),
+            pk.as_bytes(),
+            dn.as_bytes(),
+        ]));
+    }
+}
+
+/// Removes the history of a product's devices.
+pub fn delete_product_history(txn: &mut dyn Txn, tenant: &str, pk: &str) {
+    for tag in [b"h", b"H"] {
+        txn.clear_range(&prefix(&[tag, tenant.as_bytes(), pk.as_bytes()]));
+    }
+}
