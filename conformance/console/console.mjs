@@ -69,6 +69,11 @@ try {
   await page.goto(`${url}#/devices/${env("GATEWAY")}`);
   const sub = `tr[data-sub-device='${env("SUB_DEVICE")}'] .badge`;
   await until("the sub-device online", async () => (await page.innerText(sub)) === "online");
+  step("its page shows its latest temperature and charts it");
+  await until("the latest temperature", async () =>
+    (await page.innerText("tr[data-property='temperature'] td.value")) === "23");
+  await until("the temperature chart", async () =>
+    ((await page.getAttribute("#property-chart svg polyline", "points")) || "").split(" ").length === 48);
   await shot("01b-gateway-sub-devices");
   await page.click("a[href='#/tenants']");
   await page.click("#sign-out");

@@ -73,6 +73,18 @@ async fn the_console_shows_a_device_connect_its_messages_counted_and_throttled()
     let reply =
         gateway::session_call(&gc, &mut gev, &f.gateway, "batch_login", login, |_| {}).await;
     assert_eq!(reply["code"], 200, "{reply}");
+    // The gateway posts two temperatures (QoS 1: stored once acknowledged) for its page's chart.
+    let post_topic = format!(
+        "/sys/{}/{}/thing/event/property/post",
+        f.gateway.product_key, f.gateway.device_name
+    );
+    for t in [21.5, 23.0] {
+        let body = json!({ "id": "1", "params": { "temperature": t } }).to_string();
+        gc.publish(&post_topic, QoS::AtLeastOnce, false, body)
+            .await
+            .unwrap();
+        v3::acked(&mut gev).await;
+    }
     let gateway_poller = tokio::spawn(async move { while gev.poll().await.is_ok() {} });
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/conformance/console");
 

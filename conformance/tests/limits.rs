@@ -2091,3 +2091,53 @@ async fn l_094_remote_config_size() {
         fits == 200 && over == 413 && refused["limit"] == "L-094" && kept["size"] == 100,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_095_data_retention() {
+    let (d, dev) = setup(with(unlimited(), json!({ "history_retention_days": 1 }))).await;
+    let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
+    let now = ironhub_core::now_ms();
+    let hour = 3_600_000;
+    let suffix = "/thing/event/property/post";
+    // A value the device dates 12 hours back is kept at that time; one it dates two days back,
+    // past the retention, is kept at the hub's time instead.
+    for (name, at) in [("recent", now - 12 * hour), ("stale", now - 48 * hour)] {
+        let params = json!({ name: { "value": 1, "time": at } });
+        ironhub_conformance::gateway::sys_call(&c, &mut ev, &dev, suffix, params).await;
+    }
+    let path = format!(
+        "/api/v1/products/{}/devices/{}/properties",
+        dev.product_key, dev.device_name
+    );
+    let mut latest = Value::Null;
+    for _ in 0..50 {
+        latest = d.api(Method::GET, &path, None).await.1;
+        if latest["stale"].is_object() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recent = latest["recent"]["time_ms"].as_u64().unwrap_or(0);
+    let stale = latest["stale"]["time_ms"].as_u64().unwrap_or(0);
+    let (_, page) = d
+        .api(
+            Method::GET,
+            &format!("{path}/recent?from_ms={}", now - 13 * hour),
+            None,
+        )
+        .await;
+    let observed = format!(
+        "dated 12 h back: kept at {}h ago; dated 48 h back: kept at {}h ago; the default range finds {} value(s) of the first",
+        now.saturating_sub(recent) / hour,
+        now.saturating_sub(stale) / hour,
+        page["points"].as_array().map_or(0, Vec::len)
+    );
+    check(
+        "L-095",
+        "1 day (profile history_retention_days); older device times are the hub's; swept hourly",
+        &observed,
+        recent == now - 12 * hour
+            && stale >= now
+            && page["points"].as_array().map_or(0, Vec::len) == 1,
+    );
+}

@@ -291,7 +291,13 @@ function device(pk, dn) {
   const messages = h("tbody", { id: "messages" });
   const shadow = h("pre", { id: "shadow" });
   const subs = h("div", { id: "sub-devices" });
+  const properties = h("tbody", { id: "properties" });
+  const propertyChart = h("div", { id: "property-chart" });
+  let charted = null;
   view(head, limits, subs,
+    h("h2", {}, "Properties"),
+    h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Property"), h("th", {}, "Latest value"), h("th", {}, "At"))), properties),
+    propertyChart,
     h("h2", {}, "Publishing status, last 24 hours"), chart, legend(["accepted", "#2458d6"], ["discarded", "#c0262d"]),
     h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Hour (UTC)"), h("th", { class: "num" }, "Sent"), h("th", { class: "num" }, "Accepted"),
       h("th", { class: "num" }, "Data points"), h("th", { class: "num" }, "Discarded"), h("th", {}, "By limit"))), hours),
@@ -334,6 +340,27 @@ function device(pk, dn) {
       h("td", {}, h("code", {}, m.preview + (m.truncated ? " …" : "")), m.encoding === "base64" ? " (base64)" : ""))) :
       [h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No messages since this node started."))]));
     shadow.textContent = sh ? JSON.stringify(sh, null, 2) : "no shadow";
+    // The latest value of each property; a numeric one (the one clicked) charted over 24 hours.
+    const latest = await api("GET", `${base}/properties`);
+    const names = Object.keys(latest);
+    properties.replaceChildren(...(names.length ? names.map((k) => h("tr", { "data-property": k },
+      h("td", {}, h("a", { href: "javascript:void 0", onclick: () => { charted = k; } }, k)),
+      h("td", { class: "value" }, h("code", {}, JSON.stringify(latest[k].value))), h("td", {}, time(latest[k].time_ms)))) :
+      [h("tr", {}, h("td", { colspan: 3, class: "muted" }, "No property posted within the retention."))]));
+    if (!charted || !latest[charted]) charted = names.find((k) => typeof latest[k].value === "number") || null;
+    if (charted) {
+      const step = 1_800_000, from = Date.now() - 86_400_000;
+      const buckets = await api("GET",
+        `${base}/properties/${enc(charted)}/series?from_ms=${from}&to_ms=${from + 48 * step}&interval_ms=${step}`);
+      // 48 half hours; one without a value keeps the previous one (the first known before).
+      const avg = new Map(buckets.filter((b) => b.avg !== null).map((b) => [Math.round((b.start_ms - from) / step), b.avg]));
+      let last = avg.size ? avg.values().next().value : 0;
+      const points = Array.from({ length: 48 }, (_, i) => (last = avg.has(i) ? avg.get(i) : last));
+      propertyChart.replaceChildren(h("h3", {}, `${charted}, last 24 hours (average per half hour)`),
+        lineChart([{ name: charted, color: "#2458d6", points }], charted));
+    } else {
+      propertyChart.replaceChildren();
+    }
   });
 }
 

@@ -295,8 +295,8 @@ impl ThingHistory<'_> {
             all.extend(page.points.into_iter().map(|p| (id.clone(), p)));
         }
         match q.order {
-            Order::Desc => all.sort_by(|a, b| b.1.time_ms.cmp(&a.1.time_ms)),
-            Order::Asc => all.sort_by(|a, b| a.1.time_ms.cmp(&b.1.time_ms)),
+            Order::Desc => all.sort_by_key(|e| std::cmp::Reverse(e.1.time_ms)),
+            Order::Asc => all.sort_by_key(|e| e.1.time_ms),
         }
         all.truncate(q.limit.unwrap_or(100).clamp(1, MAX_PAGE));
         Ok(all)
