@@ -40,9 +40,10 @@ include-path-regex = "^/api/v1/tenants/\\{{tenant\\}}/rules(/\\{{id\\}})?$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
 
 # A firmware package is bytes: an empty one, or one that differs from the md5 / sha256 given with
-# it, is a 400 naming the problem, which no schema of a binary body states.
+# it, is a 400 naming the problem, which no schema of a binary body states; a batch naming a
+# package or devices that do not exist is a 400 too.
 [[operations]]
-include-path-regex = "^/api/v1/tenants/\\{{tenant\\}}/ota/packages$"
+include-path-regex = "^/api/v1/tenants/\\{{tenant\\}}/ota/(packages|batches)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "413", "429", "5xx"]
 "#,
             admin = d.token(),

@@ -84,6 +84,7 @@ catalog! {
     OtaPackageSize => "L-092", "firmware package size", Malformed;
     OtaBatchDevices => "L-093", "devices per upgrade batch", Malformed;
     RemoteConfigSize => "L-094", "remote configuration file size", Malformed;
+    DataRetention => "L-095", "data retention (property and event history)", Quota;
     RulesPerTenant => "L-005", "rules per tenant", Quota;
     ConsumerGroupsPerTenant => "L-006", "consumer groups per tenant", Quota;
     ConnectionsPerDevice => "L-010", "connections per device certificate (a new one takes over)", Quota;

@@ -11,6 +11,7 @@
 //! CPU so it can say when it was the bottleneck.
 
 mod churn;
+mod history;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -122,6 +123,28 @@ enum Scenario {
         payload: usize,
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+    },
+    /// N devices post their properties (QoS 1) on a tenant keeping `retention_days` of history
+    /// (0: none): posts acknowledged per second, CPU per post, store growth per million values.
+    History {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        api: SocketAddr,
+        #[arg(long, env = "IRONHUB_ADMIN_TOKEN")]
+        token: String,
+        #[arg(long, default_value_t = 10)]
+        devices: usize,
+        /// Posts per second per device (0: as fast as acknowledgements come).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        #[arg(long, default_value_t = 5)]
+        properties: usize,
+        #[arg(long, default_value_t = 30)]
+        retention_days: u64,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// The hub's data directory, to measure the store's growth.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Creates a product and N devices through ironhub's admin API and writes their signed
     /// credentials, one JSON line each.
@@ -709,17 +732,21 @@ async fn provision(
 
 /// Creates a tenant with an unthrottled profile, a product and `count` devices; returns the
 /// ProductKey and each device's signed credentials and name.
+/// A profile without rate limits, data-point window or monthly quota, so provisioning,
+/// connecting and publishing are measured, not throttled.
+fn bench_profile() -> Value {
+    json!({ "rates": { "registry_operations": "", "tenant_connections": "", "device_connections": "",
+                       "tenant_messages": "", "device_messages_qos0": "", "device_messages_qos1": "" },
+            "data_points_per_hour": 0, "monthly": { "transport_messages": 0, "transport_data_points": 0 } })
+}
+
 async fn provision_devices(
     api: SocketAddr,
     token: &str,
     tenant: &str,
     count: usize,
 ) -> anyhow::Result<(String, Vec<(ironhub_core::auth::MqttCredentials, String)>)> {
-    // No rate limits, data-point window or monthly quota, so provisioning, connecting and
-    // publishing are measured, not throttled.
-    let profile = json!({ "rates": { "registry_operations": "", "tenant_connections": "", "device_connections": "",
-                                     "tenant_messages": "", "device_messages_qos0": "", "device_messages_qos1": "" },
-                          "data_points_per_hour": 0, "monthly": { "transport_messages": 0 } });
+    let profile = bench_profile();
     http(
         api,
         token,
@@ -851,6 +878,33 @@ async fn main() -> anyhow::Result<()> {
                     q: *qos,
                     size: *payload,
                     seconds: *seconds,
+                },
+            )
+            .await?,
+        ),
+        Scenario::History {
+            api,
+            token,
+            devices,
+            rate,
+            properties,
+            retention_days,
+            seconds,
+            data_dir,
+        } => (
+            "history",
+            json!({ "devices": devices, "rate": rate, "properties": properties, "retention_days": retention_days, "seconds": seconds }),
+            history::run(
+                &args,
+                history::HistoryRun {
+                    api: *api,
+                    token,
+                    devices: *devices,
+                    rate: *rate,
+                    properties: *properties,
+                    retention_days: *retention_days,
+                    seconds: *seconds,
+                    data_dir: data_dir.as_deref(),
                 },
             )
             .await?,

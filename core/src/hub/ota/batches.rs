@@ -32,7 +32,13 @@ impl Ota<'_> {
     /// an open upgrade of the same module in another batch has that job canceled: the newest
     /// batch wins.
     pub async fn create_batch(&self, tenant: &str, spec: BatchSpec) -> Result<BatchView, HubError> {
-        let package = self.package(tenant, &spec.package_id).await?;
+        // A package the body names that does not exist is a bad request, not a missing route.
+        let package = match self.package(tenant, &spec.package_id).await {
+            Err(HubError::NotFound { id, .. }) => {
+                return Err(HubError::Invalid(format!("package_id: no package {id}")));
+            }
+            found => found?,
+        };
         self.download_url(&package)?;
         let pk = package.product_key.clone();
         let timeout_minutes = spec.timeout_minutes.unwrap_or(1440);
