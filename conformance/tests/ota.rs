@@ -449,3 +449,68 @@ async fn the_cli_uploads_a_file_rolls_it_out_and_follows_the_batch() {
         .expect("packages");
     assert_eq!(packages[0]["id"], id, "{packages}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sub_device_is_upgraded_through_its_gateway_and_batches_pick_devices_by_version() {
+    let (d, _) = Http::start(ota::CONFIG).await;
+    let tenant = Deployment::unique_tenant("ota-gw");
+    let f = gateway::fleet(&d, &tenant, unthrottled_gateway(), 2).await;
+    let (gc, mut gev) = v3::connect(f.gateway.v3_options(&d)).await;
+    gateway::log_all_in(&gc, &mut gev, &f).await;
+    let sub = &f.subs[0];
+    // Only the first sub-device reports 1.0 (through the gateway, in its own namespace).
+    let inform = json!({ "id": "1", "params": { "version": "1.0" } }).to_string();
+    gc.publish(
+        format!("/ota/device/inform/{}/{}", sub.product_key, sub.device_name),
+        QoS::AtLeastOnce,
+        false,
+        inform,
+    )
+    .await
+    .unwrap();
+    v3::acked(&mut gev).await;
+    let query = format!("product_key={}&version=2.0", sub.product_key);
+    let (_, package) = upload(&d, &tenant, &query, &firmware(5_000, 6)).await;
+    let made = batch(
+        &d,
+        &tenant,
+        json!({ "package_id": package["id"], "target": { "kind": "versions", "versions": ["1.0"] } }),
+    )
+    .await;
+    assert_eq!(made["devices"], 1, "only the device on 1.0: {made}");
+    let id = made["id"].as_str().expect("id");
+    let job = &jobs(&d, &tenant, id).await[0];
+    assert_eq!(job["device_name"], sub.device_name.as_str());
+    assert_eq!(job["source_version"], "1.0");
+
+    // The push reaches the gateway's connection, on the sub-device's topic.
+    let topic = format!(
+        "/ota/device/upgrade/{}/{}",
+        sub.product_key, sub.device_name
+    );
+    let push = loop {
+        let p = v3::next_publish(&mut gev).await;
+        if p.topic == topic {
+            break p;
+        }
+    };
+    let push: Value = serde_json::from_slice(&push.payload).expect("JSON");
+    assert_eq!(push["data"]["version"], "2.0", "{push}");
+    let done = json!({ "id": "2", "params": { "version": "2.0" } }).to_string();
+    gc.publish(
+        format!("/ota/device/inform/{}/{}", sub.product_key, sub.device_name),
+        QoS::AtLeastOnce,
+        false,
+        done,
+    )
+    .await
+    .unwrap();
+    v3::acked(&mut gev).await;
+    until_batch(&d, &tenant, id, |c| c["succeeded"] == 1).await;
+}
+
+/// A tenant whose rates do not get in the way of a gateway logging its sub-devices in.
+fn unthrottled_gateway() -> Value {
+    json!({ "rates": { "tenant_connections": "", "device_connections": "",
+                       "registry_operations": "", "sub_device_logins": "" } })
+}

@@ -69,6 +69,9 @@ pub struct HubConfig {
     pub ota: OtaConfig,
     /// How often property and event history past its tenant's retention is deleted, seconds.
     pub history_sweep_interval_secs: u64,
+    /// How long a small batch of history writes waits for more before its commit, ms (QoS 1
+    /// posts are acknowledged after it): fewer commits under a steady trickle of posts.
+    pub history_commit_linger_ms: u64,
 }
 
 /// `[hub.ota]`: firmware upgrades.
@@ -123,6 +126,7 @@ impl Default for HubConfig {
             open_broker: OpenBrokerConfig::default(),
             ota: OtaConfig::default(),
             history_sweep_interval_secs: 3600,
+            history_commit_linger_ms: 20,
         }
     }
 }

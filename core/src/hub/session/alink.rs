@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::{ClientIdentity, PublishRefusal};
 use crate::data::message::{Message, QoS};
+use crate::egress::{Confirmation, ForwardError};
 use crate::hub::device_info::{self, InfoOp};
 use crate::hub::ota::{self, OtaRequest};
 use crate::hub::sub_register::RegisterOp;
@@ -19,13 +20,15 @@ use crate::tsl::ThingModel;
 
 impl Hub {
     /// Handles a device's request to the hub on one of its own topics (boxed by the caller:
-    /// most messages are not requests).
+    /// most messages are not requests). A QoS 1 post comes back with the storing of its values
+    /// to wait for before it is acknowledged.
     pub(super) async fn answer_device_request(
         &self,
         identity: &ClientIdentity,
         (kind, topic, payload, qos): (DeviceRequest, String, Bytes, QoS),
         now: u64,
-    ) -> Result<(), PublishRefusal> {
+    ) -> Result<Option<Confirmation>, PublishRefusal> {
+        let mut stored = None;
         if let Some((pk, dn)) = identity.device.as_ref() {
             let reply_topic = || format!("{topic}_reply");
             let answer = match kind {
@@ -37,7 +40,7 @@ impl Hub {
                             m.check_post(params)
                         });
                     if let Some(params) = accepted {
-                        self.keep_history(identity, None, &params, now, qos).await?;
+                        stored = self.keep_history(identity, None, &params, now, qos).await?;
                     }
                     Some((reply_topic(), reply))
                 }
@@ -50,7 +53,8 @@ impl Hub {
                         });
                     if let Some(params) = accepted {
                         let event = Some(identifier.as_str());
-                        self.keep_history(identity, event, &params, now, qos)
+                        stored = self
+                            .keep_history(identity, event, &params, now, qos)
                             .await?;
                     }
                     Some((reply_topic(), reply))
@@ -122,18 +126,29 @@ impl Hub {
                     qos.min(QoS::AtLeastOnce),
                     now,
                 );
-                self.accept(reply)
-                    .await
-                    .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+                // A post whose values are being stored is answered once they are, as it is
+                // acknowledged: what the reply says is then true of the store.
+                if let Some(values) = stored.take() {
+                    let hub = self.clone();
+                    stored = Some(Box::pin(async move {
+                        values.await?;
+                        hub.accept(reply).await?;
+                        Ok(())
+                    }));
+                } else {
+                    self.accept(reply)
+                        .await
+                        .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+                }
             }
         }
-        Ok(())
+        Ok(stored)
     }
 }
 
 impl Hub {
-    /// Keeps an accepted post's values; a QoS 1 post is answered (and acknowledged) only once
-    /// they are stored.
+    /// Queues an accepted post's values; a QoS 1 post gets their storing to wait for before
+    /// it is acknowledged.
     async fn keep_history(
         &self,
         identity: &ClientIdentity,
@@ -141,17 +156,22 @@ impl Hub {
         params: &Map<String, Value>,
         now: u64,
         qos: QoS,
-    ) -> Result<(), PublishRefusal> {
+    ) -> Result<Option<Confirmation>, PublishRefusal> {
         let wait = qos != QoS::AtMostOnce;
-        if self
+        let queued = self
             .record_history(identity, event, params, now, wait)
-            .await
-        {
-            Ok(())
-        } else {
-            Err(PublishRefusal::Unavailable(
-                "the post's values could not be stored".into(),
-            ))
+            .await;
+        let unavailable = || PublishRefusal::Unavailable("history is not being written".into());
+        match queued.ok_or_else(unavailable)? {
+            Some(stored) => Ok(Some(Box::pin(async move {
+                match stored.await {
+                    Ok(true) => Ok(()),
+                    _ => Err(ForwardError::NotKept(
+                        "the post's values could not be stored".into(),
+                    )),
+                }
+            }))),
+            None => Ok(None),
         }
     }
 }

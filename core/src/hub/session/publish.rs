@@ -76,8 +76,8 @@ impl Hub {
                 .map(|kind| (kind, req.topic.clone(), req.payload.clone(), req.qos))
         });
         if let Some(answer) = request.take_if(|(kind, ..)| !kind.is_routed()) {
-            Box::pin(self.answer_device_request(identity, answer, now)).await?;
-            return Ok((0, None));
+            let stored = Box::pin(self.answer_device_request(identity, answer, now)).await?;
+            return Ok((0, stored));
         }
         let req_qos = req.qos;
         let msg = Message {
@@ -155,7 +155,17 @@ impl Hub {
             }
         }
         if let Some(request) = request {
-            Box::pin(self.answer_device_request(identity, request, now)).await?;
+            // A QoS 1 post's values are stored before it is acknowledged, as its events are.
+            let stored = Box::pin(self.answer_device_request(identity, request, now)).await?;
+            if let Some(stored) = stored {
+                confirmation = Some(match confirmation {
+                    Some(earlier) => Box::pin(async move {
+                        earlier.await?;
+                        stored.await
+                    }),
+                    None => stored,
+                });
+            }
         }
         Ok((delivered, confirmation))
     }

@@ -16,6 +16,8 @@ use crate::store::{self, StoreError, transact};
 /// How far ahead of the hub's clock a device's own time may be (beyond, the hub's time is
 /// used).
 pub(crate) const MAX_AHEAD_MS: u64 = 10 * 60_000;
+/// Batches smaller than this wait up to `history_commit_linger_ms` for more posts.
+const LINGER_BELOW: usize = 64;
 /// Series swept per transaction.
 const SWEEP_PAGE: usize = 500;
 
@@ -40,9 +42,10 @@ fn time_of(given: Option<&Value>, now: u64, oldest: u64) -> u64 {
 }
 
 impl Hub {
-    /// Keeps the values of an accepted property post (`event` None: each property of `params`,
-    /// bare or `{"value","time"}`) or event post (`event`: its output, `params.value`), and
-    /// waits until they are stored when `wait` (a QoS 1 post); false if they could not be.
+    /// Queues the values of an accepted property post (`event` None: each property of
+    /// `params`, bare or `{"value","time"}`) or event post (`event`: its output,
+    /// `params.value`); with `wait` (a QoS 1 post), what tells when they are stored (true) or
+    /// could not be (false). None when the writer has stopped.
     pub(crate) async fn record_history(
         &self,
         identity: &ClientIdentity,
@@ -50,13 +53,13 @@ impl Hub {
         params: &Map<String, Value>,
         now: u64,
         wait: bool,
-    ) -> bool {
+    ) -> Option<Option<oneshot::Receiver<bool>>> {
         let Some((pk, dn)) = identity.device.as_ref() else {
-            return true;
+            return Some(None);
         };
         let days = self.profile_of(&identity.tenant).history_retention_days;
         if days == 0 {
-            return true;
+            return Some(None);
         }
         let oldest = now.saturating_sub(days * 86_400_000);
         let points = match event {
@@ -91,13 +94,8 @@ impl Hub {
             points,
             done,
         };
-        if self.inner.thing_history.tx.send(write).await.is_err() {
-            return false;
-        }
-        match stored {
-            Some(rx) => rx.await.unwrap_or(false),
-            None => true,
-        }
+        self.inner.thing_history.tx.send(write).await.ok()?;
+        Some(stored)
     }
 
     /// Writes queued history, a batch of posts per transaction, until shutdown.
@@ -105,7 +103,19 @@ impl Hub {
         let Some(mut rx) = self.inner.thing_history.take_receiver() else {
             return;
         };
+        let linger = Duration::from_millis(self.inner.config.history_commit_linger_ms);
         while let Some(mut batch) = self.next_batch(&mut rx).await {
+            // A small batch waits a moment for more posts: a commit costs the same for one post
+            // or hundreds, and QoS 1 posts are acknowledged only once it is done.
+            if batch.len() < LINGER_BELOW && !linger.is_zero() {
+                let until = tokio::time::Instant::now() + linger;
+                while batch.len() < LINGER_BELOW {
+                    match tokio::time::timeout_at(until, rx.recv()).await {
+                        Ok(Some(w)) => batch.push(w),
+                        _ => break,
+                    }
+                }
+            }
             let rows: Vec<_> = batch
                 .iter()
                 .flat_map(|w| {
@@ -126,17 +136,20 @@ impl Hub {
             let written = transact(&**self.store(), |t| {
                 let rows = rows.clone();
                 Box::pin(async move {
-                    for ((tenant, pk, dn), kind, identifier, time, seq, value) in rows.iter() {
-                        let series = SeriesId {
-                            tenant,
-                            pk,
-                            dn,
-                            kind: *kind,
-                            identifier,
-                        };
-                        records::put_point(t, &series, *time, *seq, value).await?;
-                    }
-                    Ok(())
+                    let points: Vec<records::NewPoint<'_>> = rows
+                        .iter()
+                        .map(|((tenant, pk, dn), kind, identifier, time, seq, value)| {
+                            let series = SeriesId {
+                                tenant,
+                                pk,
+                                dn,
+                                kind: *kind,
+                                identifier,
+                            };
+                            (series, *time, *seq, value)
+                        })
+                        .collect();
+                    records::put_points(t, &points).await
                 })
             })
             .await;

@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use crate::store::{KeyRange, StoreError, Txn};
 
@@ -90,29 +91,36 @@ pub struct Latest {
     pub value: serde_json::Value,
 }
 
-/// Writes a value at `time`, and makes it the series' latest unless a later one is.
-pub async fn put_point(
-    txn: &mut dyn Txn,
-    series: &SeriesId<'_>,
-    time: u64,
-    seq: u64,
-    value: &serde_json::Value,
-) -> Result<(), StoreError> {
-    let bytes = serde_json::to_vec(value).expect("JSON values serialize");
-    txn.set(&series.point_key(time, seq), &bytes);
-    let latest_key = series.latest_key();
-    let newer = get_json::<Latest>(txn, &latest_key)
-        .await?
-        .is_some_and(|l| l.time > time);
-    if !newer {
-        let latest = Latest {
-            time,
-            value: value.clone(),
-        };
-        txn.set(
-            &latest_key,
-            &serde_json::to_vec(&latest).expect("JSON values serialize"),
-        );
+/// A value to keep: its series, time, order within the millisecond, and the value.
+pub type NewPoint<'a> = (SeriesId<'a>, u64, u64, &'a serde_json::Value);
+
+/// Writes values, and makes the newest of each series its latest unless a later one is stored.
+/// The stored latest values are read before anything is written: a read after writes is
+/// checked against every write of the transaction.
+pub async fn put_points(txn: &mut dyn Txn, points: &[NewPoint<'_>]) -> Result<(), StoreError> {
+    let mut newest: std::collections::HashMap<Vec<u8>, (u64, &serde_json::Value)> =
+        std::collections::HashMap::new();
+    for (series, time, _, value) in points {
+        let entry = newest.entry(series.latest_key()).or_insert((*time, *value));
+        if *time >= entry.0 {
+            *entry = (*time, *value);
+        }
+    }
+    let mut latest = Vec::with_capacity(newest.len());
+    for (k, (time, value)) in newest {
+        let stored = get_json::<Latest>(txn, &k).await?;
+        if stored.is_none_or(|l| l.time <= time) {
+            latest.push((k, time, value));
+        }
+    }
+    for (series, time, seq, value) in points {
+        let bytes = serde_json::to_vec(value).expect("JSON values serialize");
+        txn.set(&series.point_key(*time, *seq), &bytes);
+    }
+    for (k, time, value) in latest {
+        let bytes = serde_json::to_vec(&json!({ "time": time, "value": value }))
+            .expect("JSON values serialize");
+        txn.set(&k, &bytes);
     }
     Ok(())
 }
