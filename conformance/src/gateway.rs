@@ -117,7 +117,7 @@ pub async fn session_call(
         "/ext/session/{}/{}/combine/{op}",
         gateway.product_key, gateway.device_name
     );
-    call(c, ev, &topic, params, &mut other).await
+    call(c, ev, (&topic, QoS::AtMostOnce), params, &mut other).await
 }
 
 /// Sends an Alink request on a device's `/sys/{pk}/{dn}{suffix}` and returns its reply.
@@ -128,8 +128,19 @@ pub async fn sys_call(
     suffix: &str,
     params: Value,
 ) -> Value {
+    sys_call_at(c, ev, dev, (suffix, QoS::AtMostOnce), params).await
+}
+
+/// As [`sys_call`], published at `qos` (a QoS 1 post is answered once it is stored).
+pub async fn sys_call_at(
+    c: &AsyncClient,
+    ev: &mut EventLoop,
+    dev: &DeviceCreds,
+    (suffix, qos): (&str, QoS),
+    params: Value,
+) -> Value {
     let topic = format!("/sys/{}/{}{suffix}", dev.product_key, dev.device_name);
-    call(c, ev, &topic, params, &mut |_| {}).await
+    call(c, ev, (&topic, qos), params, &mut |_| {}).await
 }
 
 /// Logs every sub-device of the fleet in with one `batch_login` and checks that it succeeded.
@@ -149,12 +160,12 @@ pub async fn log_all_in(c: &AsyncClient, ev: &mut EventLoop, f: &Fleet) {
 async fn call(
     c: &AsyncClient,
     ev: &mut EventLoop,
-    topic: &str,
+    (topic, qos): (&str, QoS),
     params: Value,
     other: &mut impl FnMut(rumqttc::Publish),
 ) -> Value {
     let body = json!({ "id": "1", "version": "1.0", "params": params });
-    c.publish(topic, QoS::AtMostOnce, false, body.to_string())
+    c.publish(topic, qos, false, body.to_string())
         .await
         .expect("publish");
     let reply = format!("{topic}_reply");

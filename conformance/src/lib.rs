@@ -585,6 +585,18 @@ impl DeviceCreds {
         )
     }
 
+    /// The command line of the Link SDK scripts in `conformance/clients/`: HOST PORT
+    /// PRODUCT_KEY DEVICE_NAME DEVICE_SECRET.
+    pub fn sdk_args(&self, d: &Deployment) -> Vec<String> {
+        vec![
+            "127.0.0.1".into(),
+            d.mqtt.port().to_string(),
+            self.product_key.clone(),
+            self.device_name.clone(),
+            self.device_secret.clone(),
+        ]
+    }
+
     /// A topic under the device's own user namespace.
     pub fn user_topic(&self, leaf: &str) -> String {
         format!("/{}/{}/user/{leaf}", self.product_key, self.device_name)

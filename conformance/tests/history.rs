@@ -4,7 +4,7 @@
 //! downsampled per hour, and the events; what was acknowledged is there after a restart.
 
 use hyper::Method;
-use ironhub_conformance::{Deployment, DeviceCreds, v3};
+use ironhub_conformance::{Deployment, DeviceCreds, gateway, v3};
 use rumqttc::{AsyncClient, EventLoop, QoS};
 use serde_json::{Value, json};
 
@@ -23,18 +23,7 @@ async fn post(
     suffix: &str,
     params: Value,
 ) -> Value {
-    let topic = format!("/sys/{}/{}{suffix}", dev.product_key, dev.device_name);
-    let body = json!({ "id": "1", "version": "1.0", "params": params });
-    c.publish(&topic, QoS::AtLeastOnce, false, body.to_string())
-        .await
-        .expect("publish");
-    let reply = format!("{topic}_reply");
-    loop {
-        let p = v3::next_publish(ev).await;
-        if p.topic == reply {
-            return serde_json::from_slice(&p.payload).expect("a JSON reply");
-        }
-    }
+    gateway::sys_call_at(c, ev, dev, (suffix, QoS::AtLeastOnce), params).await
 }
 
 async fn get(d: &Deployment, path: &str) -> Value {

@@ -5,26 +5,15 @@
 //! topics the Python SDK does not implement (NTP, from the
 //! C SDK) are driven with rumqttc as the C SDK sends them.
 
-use ironhub_conformance::{Deployment, DeviceCreds, python_client, sdk_saw, v3};
+use ironhub_conformance::{Deployment, python_client, sdk_saw, v3};
 use rumqttc::{QoS, SubscribeReasonCode};
 use serde_json::{Value, json};
-
-/// The command line of the SDK scripts: HOST PORT PRODUCT_KEY DEVICE_NAME DEVICE_SECRET.
-fn sdk_args(d: &Deployment, dev: &DeviceCreds) -> Vec<String> {
-    vec![
-        "127.0.0.1".into(),
-        d.mqtt.port().to_string(),
-        dev.product_key.clone(),
-        dev.device_name.clone(),
-        dev.device_secret.clone(),
-    ]
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_link_sdk_device_connects_posts_and_receives() {
     let d = Deployment::start("").await;
     let dev = d.provision("acme").await;
-    let args = sdk_args(&d, &dev);
+    let args = dev.sdk_args(&d);
     let seen = sdk_saw(&d, python_client("linkkit_device.py", args, 60).await);
     assert_eq!(seen["reply"]["code"], 200);
     assert_eq!(seen["reply"]["request_id"], seen["posted_request_id"]);
@@ -108,7 +97,7 @@ async fn stock_link_sdk_device_answers_user_rrpc_synchronous_service_calls_and_p
     let d = Deployment::start("").await;
     let dev = d.provision("acme").await;
     let auth = format!("Bearer {}", d.api_key(&dev.tenant, "rrpc").await);
-    let args = sdk_args(&d, &dev);
+    let args = dev.sdk_args(&d);
     let device = tokio::spawn(python_client("linkkit_rrpc.py", args, 60));
     let call = async |extra: Value| {
         let mut body = json!({ "product_key": dev.product_key, "device_name": dev.device_name,
@@ -175,7 +164,7 @@ async fn stock_link_sdk_device_tags_itself_and_reports_its_firmware() {
     let dev = d.provision(&Deployment::unique_tenant("sdk-info")).await;
     let seen = sdk_saw(
         &d,
-        python_client("linkkit_info.py", sdk_args(&d, &dev), 60).await,
+        python_client("linkkit_info.py", dev.sdk_args(&d), 60).await,
     );
     assert_eq!(seen["update"]["code"], 200, "{seen}");
     assert_eq!(seen["delete"]["code"], 200, "{seen}");

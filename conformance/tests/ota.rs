@@ -45,7 +45,7 @@ async fn a_stock_link_sdk_device_is_pushed_an_upgrade_downloads_it_and_succeeds(
     .await;
     assert_eq!(made["counts"]["queued"], 1, "{made}");
 
-    let mut args = sdk_args(&d, &dev);
+    let mut args = dev.sdk_args(&d);
     args.push("2.0.0".into());
     let seen = sdk_saw(&d, python_client("linkkit_ota.py", args, 60).await);
     assert_eq!(seen["push"]["version"], "2.0.0", "{seen}");
@@ -90,16 +90,6 @@ async fn a_stock_link_sdk_device_is_pushed_an_upgrade_downloads_it_and_succeeds(
         ["NOTIFIED", "IN_PROGRESS", "SUCCEEDED"],
         "{states:?}"
     );
-}
-
-fn sdk_args(d: &Deployment, dev: &DeviceCreds) -> Vec<String> {
-    vec![
-        "127.0.0.1".into(),
-        d.mqtt.port().to_string(),
-        dev.product_key.clone(),
-        dev.device_name.clone(),
-        dev.device_secret.clone(),
-    ]
 }
 
 /// How a test device answers an upgrade push.
@@ -459,16 +449,7 @@ async fn a_sub_device_is_upgraded_through_its_gateway_and_batches_pick_devices_b
     gateway::log_all_in(&gc, &mut gev, &f).await;
     let sub = &f.subs[0];
     // Only the first sub-device reports 1.0 (through the gateway, in its own namespace).
-    let inform = json!({ "id": "1", "params": { "version": "1.0" } }).to_string();
-    gc.publish(
-        format!("/ota/device/inform/{}/{}", sub.product_key, sub.device_name),
-        QoS::AtLeastOnce,
-        false,
-        inform,
-    )
-    .await
-    .unwrap();
-    v3::acked(&mut gev).await;
+    inform(&gc, &mut gev, sub, "1.0").await;
     let query = format!("product_key={}&version=2.0", sub.product_key);
     let (_, package) = upload(&d, &tenant, &query, &firmware(5_000, 6)).await;
     let made = batch(
@@ -496,17 +477,24 @@ async fn a_sub_device_is_upgraded_through_its_gateway_and_batches_pick_devices_b
     };
     let push: Value = serde_json::from_slice(&push.payload).expect("JSON");
     assert_eq!(push["data"]["version"], "2.0", "{push}");
-    let done = json!({ "id": "2", "params": { "version": "2.0" } }).to_string();
-    gc.publish(
-        format!("/ota/device/inform/{}/{}", sub.product_key, sub.device_name),
-        QoS::AtLeastOnce,
-        false,
-        done,
-    )
-    .await
-    .unwrap();
-    v3::acked(&mut gev).await;
+    inform(&gc, &mut gev, sub, "2.0").await;
     until_batch(&d, &tenant, id, |c| c["succeeded"] == 1).await;
+}
+
+/// Reports `version` on `dev`'s `/ota/device/inform` over `c` (a gateway for its sub-device) and
+/// waits for the PUBACK.
+async fn inform(
+    c: &rumqttc::AsyncClient,
+    ev: &mut rumqttc::EventLoop,
+    dev: &DeviceCreds,
+    version: &str,
+) {
+    let body = json!({ "id": "1", "params": { "version": version } }).to_string();
+    let topic = format!("/ota/device/inform/{}/{}", dev.product_key, dev.device_name);
+    c.publish(topic, QoS::AtLeastOnce, false, body)
+        .await
+        .unwrap();
+    v3::acked(ev).await;
 }
 
 /// A tenant whose rates do not get in the way of a gateway logging its sub-devices in.

@@ -552,11 +552,8 @@ async fn a_rule_output_is_safe_before_its_publisher_is_acknowledged() {
     assert_eq!(waiting.len(), 1, "stored for the retries");
 }
 
-/// Firmware upgrades: a batch's schedule holds its push back until its start, and a device
-/// that stays silent is timed out once the batch's timeout has passed.
-#[tokio::test(start_paused = true)]
-async fn a_batch_waits_for_its_start_and_times_out_a_silent_device() {
-    let hub = hub(|c| c.ota.rollout_interval_ms = 1000).await;
+/// Tenant `acme` with product `sensors` and devices `names` (with their secrets).
+async fn acme_devices(hub: &Hub, names: &[&str]) -> Vec<ironhub_core::data::model::Device> {
     hub.registry()
         .create_tenant("acme", "Acme", None)
         .await
@@ -571,16 +568,51 @@ async fn a_batch_waits_for_its_start_and_times_out_a_silent_device() {
         )
         .await
         .unwrap();
-    let pk = product.product_key.clone();
-    hub.registry()
-        .create_device(&pk, Some("sensor-2"))
-        .await
-        .unwrap();
-    let device = hub
-        .registry()
-        .create_device(&pk, Some("sensor-1"))
-        .await
-        .unwrap();
+    let mut devices = Vec::new();
+    for name in names {
+        let registry = hub.registry();
+        devices.push(
+            registry
+                .create_device(&product.product_key, Some(name))
+                .await
+                .unwrap(),
+        );
+    }
+    devices
+}
+
+/// A device connected over MQTT with its signed credentials.
+async fn connect_device(hub: &Hub, d: &ironhub_core::data::model::Device) -> Connected {
+    let creds = ironhub_core::auth::device_credentials(
+        &d.product_key,
+        &d.device_name,
+        &d.device_secret,
+        T0,
+    );
+    connect(
+        hub,
+        ConnectRequest {
+            transport: hub.transport("mqtt"),
+            client_id: creds.client_id,
+            username: Some(creds.username),
+            password: Some(Bytes::from(creds.password)),
+            clean_start: true,
+            session_expiry_secs: None,
+            keep_alive_secs: 600,
+            server_keep_alive: false,
+            will: None,
+        },
+    )
+    .await
+}
+
+/// Firmware upgrades: a batch's schedule holds its push back until its start, and a device
+/// that stays silent is timed out once the batch's timeout has passed.
+#[tokio::test(start_paused = true)]
+async fn a_batch_waits_for_its_start_and_times_out_a_silent_device() {
+    let hub = hub(|c| c.ota.rollout_interval_ms = 1000).await;
+    let devices = acme_devices(&hub, &["sensor-1", "sensor-2"]).await;
+    let pk = devices[0].product_key.clone();
     hub.offer_downloads("http://127.0.0.1:9");
     let body = futures_util::stream::iter([Ok::<_, String>(Bytes::from_static(b"firmware"))]);
     let spec = ironhub_core::hub::PackageSpec {
@@ -609,22 +641,7 @@ async fn a_batch_waits_for_its_start_and_times_out_a_silent_device() {
         .await
         .unwrap();
 
-    let creds = ironhub_core::auth::device_credentials(&pk, "sensor-1", &device.device_secret, T0);
-    let mut online = connect(
-        &hub,
-        ConnectRequest {
-            transport: hub.transport("mqtt"),
-            client_id: creds.client_id,
-            username: Some(creds.username),
-            password: Some(Bytes::from(creds.password)),
-            clean_start: true,
-            session_expiry_secs: None,
-            keep_alive_secs: 600,
-            server_keep_alive: false,
-            will: None,
-        },
-    )
-    .await;
+    let mut online = connect_device(&hub, &devices[0]).await;
     let jobs = async |hub: &Hub| hub.ota().jobs("acme", &batch.batch.id).await.unwrap();
     let state = async |hub: &Hub| jobs(hub).await[0].state;
     advance_ms(59_000).await;
@@ -696,42 +713,9 @@ async fn a_batch_waits_for_its_start_and_times_out_a_silent_device() {
 async fn history_is_kept_for_the_retention_then_swept() {
     use ironhub_core::store::records::SeriesKind;
     let hub = hub(|c| c.history_sweep_interval_secs = 3600).await;
-    hub.registry()
-        .create_tenant("acme", "Acme", None)
-        .await
-        .unwrap();
-    let product = hub
-        .registry()
-        .create_product(
-            "acme",
-            "sensors",
-            ironhub_core::data::model::NodeType::Device,
-            false,
-        )
-        .await
-        .unwrap();
-    let pk = product.product_key.clone();
-    let device = hub
-        .registry()
-        .create_device(&pk, Some("sensor-1"))
-        .await
-        .unwrap();
-    let creds = ironhub_core::auth::device_credentials(&pk, "sensor-1", &device.device_secret, T0);
-    let online = connect(
-        &hub,
-        ConnectRequest {
-            transport: hub.transport("mqtt"),
-            client_id: creds.client_id,
-            username: Some(creds.username),
-            password: Some(Bytes::from(creds.password)),
-            clean_start: true,
-            session_expiry_secs: None,
-            keep_alive_secs: 600,
-            server_keep_alive: false,
-            will: None,
-        },
-    )
-    .await;
+    let devices = acme_devices(&hub, &["sensor-1"]).await;
+    let pk = devices[0].product_key.clone();
+    let online = connect_device(&hub, &devices[0]).await;
     let post = |t: f64| {
         let mut req = publish(
             &hub,

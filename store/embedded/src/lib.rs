@@ -73,6 +73,37 @@ pub struct RedbBackend {
 const REOPEN_BACKOFF: Duration = Duration::from_millis(500);
 
 impl RedbBackend {
+    /// Up to `limit` (0: all) committed pairs of a range, forwards or from its end.
+    fn read_range(
+        &self,
+        range: &KeyRange,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        self.with_db(|db| {
+            let r = db.begin_read()?;
+            let table = r.open_table(TABLE)?;
+            let rows = table.range::<&[u8]>(bounds(range))?;
+            let rows: Box<dyn Iterator<Item = _>> = if reverse {
+                Box::new(rows.rev())
+            } else {
+                Box::new(rows)
+            };
+            let pairs = rows
+                .take(limit)
+                .map(|row| {
+                    let (k, v) = row?;
+                    Ok((
+                        Bytes::copy_from_slice(k.value()),
+                        Bytes::copy_from_slice(v.value()),
+                    ))
+                })
+                .collect::<Result<_, redb::StorageError>>()?;
+            Ok(pairs)
+        })
+    }
+
     /// Runs `op` on the open database; an I/O error closes it (redb answers every later call
     /// with "previous I/O error" otherwise), and the file opens again on a later call.
     fn with_db<T>(
@@ -174,23 +205,7 @@ impl Backend for RedbBackend {
     }
 
     fn range(&self, range: &KeyRange, limit: usize) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
-        let limit = if limit == 0 { usize::MAX } else { limit };
-        self.with_db(|db| {
-            let r = db.begin_read()?;
-            let table = r.open_table(TABLE)?;
-            let rows = table
-                .range::<&[u8]>(bounds(range))?
-                .take(limit)
-                .map(|row| {
-                    let (k, v) = row?;
-                    Ok((
-                        Bytes::copy_from_slice(k.value()),
-                        Bytes::copy_from_slice(v.value()),
-                    ))
-                })
-                .collect::<Result<_, redb::StorageError>>()?;
-            Ok(rows)
-        })
+        self.read_range(range, limit, false)
     }
 
     fn range_reverse(
@@ -198,24 +213,7 @@ impl Backend for RedbBackend {
         range: &KeyRange,
         limit: usize,
     ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
-        let limit = if limit == 0 { usize::MAX } else { limit };
-        self.with_db(|db| {
-            let r = db.begin_read()?;
-            let table = r.open_table(TABLE)?;
-            let rows = table
-                .range::<&[u8]>(bounds(range))?
-                .rev()
-                .take(limit)
-                .map(|row| {
-                    let (k, v) = row?;
-                    Ok((
-                        Bytes::copy_from_slice(k.value()),
-                        Bytes::copy_from_slice(v.value()),
-                    ))
-                })
-                .collect::<Result<_, redb::StorageError>>()?;
-            Ok(rows)
-        })
+        self.read_range(range, limit, true)
     }
 
     fn apply(&self, batch: &[Mutation]) -> Result<(), StoreError> {

@@ -122,9 +122,7 @@ impl Ota<'_> {
         self.hub
             .inner
             .ota
-            .open
-            .lock()
-            .expect("ota lock")
+            .open()
             .insert(batch.id.clone(), (batch.clone(), package));
         self.batch(tenant, &batch.id).await
     }
@@ -195,14 +193,7 @@ impl Ota<'_> {
 
     /// An open batch with its package (None once all its jobs ended, or it was canceled).
     pub(super) fn open_batch(&self, id: &str) -> Option<(OtaBatch, OtaPackage)> {
-        self.hub
-            .inner
-            .ota
-            .open
-            .lock()
-            .expect("ota lock")
-            .get(id)
-            .cloned()
+        self.hub.inner.ota.open().get(id).cloned()
     }
 
     /// A tenant's batch, its jobs counted.
@@ -260,7 +251,7 @@ impl Ota<'_> {
         let mut batch = view.batch;
         batch.canceled = true;
         store::write(&**self.hub.store(), |t| records::put_batch(t, &batch)).await?;
-        self.hub.inner.ota.open.lock().expect("ota lock").remove(id);
+        self.hub.inner.ota.open().remove(id);
         for job in self.jobs(tenant, id).await? {
             if job.state.is_final() {
                 continue;
@@ -343,9 +334,7 @@ impl Ota<'_> {
             self.hub
                 .inner
                 .ota
-                .open
-                .lock()
-                .expect("ota lock")
+                .open()
                 .insert(batch.id.clone(), (batch.clone(), package));
         }
         self.batch(tenant, id).await

@@ -38,6 +38,15 @@ pub(crate) struct OtaRuntime {
     open: Mutex<HashMap<String, (OtaBatch, OtaPackage)>>,
 }
 
+impl OtaRuntime {
+    /// The open batches, by id.
+    pub(crate) fn open(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (OtaBatch, OtaPackage)>> {
+        self.open.lock().expect("ota lock")
+    }
+}
+
 /// How a package is uploaded.
 #[derive(schemars::JsonSchema, Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,7 +130,7 @@ impl Hub {
                 open.insert(batch.id.clone(), (batch, package));
             }
         }
-        *self.inner.ota.open.lock().expect("ota lock") = open;
+        *self.inner.ota.open() = open;
         Ok(())
     }
 }

@@ -227,9 +227,7 @@ impl Ota<'_> {
             .hub
             .inner
             .ota
-            .open
-            .lock()
-            .expect("ota lock")
+            .open()
             .values()
             .any(|(b, _)| b.tenant == tenant && b.package_id == id);
         if in_use {

@@ -19,15 +19,8 @@ impl Hub {
                 _ = self.inner.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            let open: Vec<(OtaBatch, OtaPackage)> = self
-                .inner
-                .ota
-                .open
-                .lock()
-                .expect("ota lock")
-                .values()
-                .cloned()
-                .collect();
+            let open: Vec<(OtaBatch, OtaPackage)> =
+                self.inner.ota.open().values().cloned().collect();
             for (batch, package) in open {
                 if let Err(e) = self.roll_out(&batch, &package).await {
                     tracing::warn!(batch = %batch.id, error = %e, "OTA rollout step failed");
@@ -41,12 +34,7 @@ impl Hub {
         let now = self.now_ms();
         let jobs = self.ota().batch_jobs(&batch.id).await?;
         if jobs.iter().all(|j| j.state.is_final()) {
-            self.inner
-                .ota
-                .open
-                .lock()
-                .expect("ota lock")
-                .remove(&batch.id);
+            self.inner.ota.open().remove(&batch.id);
             return Ok(());
         }
         let timeout_ms = u64::from(batch.timeout_minutes) * 60_000;
