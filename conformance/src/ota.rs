@@ -139,3 +139,9 @@ pub async fn jobs(d: &Deployment, tenant: &str, id: &str) -> Vec<Value> {
     assert_eq!(s, 200, "{v}");
     v.as_array().cloned().unwrap_or_default()
 }
+
+/// `POST .../ota/batches/{id}/{action}` (`cancel` or `retry`): status and the batch.
+pub async fn batch_action(d: &Deployment, tenant: &str, id: &str, action: &str) -> (u16, Value) {
+    let path = format!("/api/v1/tenants/{tenant}/ota/batches/{id}/{action}");
+    d.api(Method::POST, &path, None).await
+}

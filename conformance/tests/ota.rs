@@ -233,23 +233,11 @@ async fn fifty_devices_upgrade_at_a_limited_rate_with_failures_cancel_and_retry(
     }
 
     // Retrying the failed ones pushes them again, and they succeed this time.
-    let (s, retried) = d
-        .api(
-            Method::POST,
-            &format!("/api/v1/tenants/{tenant}/ota/batches/{id}/retry"),
-            None,
-        )
-        .await;
+    let (s, retried) = ota::batch_action(&d, &tenant, &id, "retry").await;
     assert_eq!(s, 200, "{retried}");
     until_batch(&d, &tenant, &id, |c| c["succeeded"] == succeed + fail).await;
     // Canceling ends the silent ones; the others keep their state.
-    let (s, canceled) = d
-        .api(
-            Method::POST,
-            &format!("/api/v1/tenants/{tenant}/ota/batches/{id}/cancel"),
-            None,
-        )
-        .await;
+    let (s, canceled) = ota::batch_action(&d, &tenant, &id, "cancel").await;
     assert_eq!(s, 200, "{canceled}");
     assert_eq!(canceled["counts"]["canceled"], silent, "{canceled}");
     assert_eq!(
@@ -353,8 +341,10 @@ async fn a_package_downloads_over_https_with_curl_to_its_digests_and_altered_lin
         )
         .await;
     let batch_id = batches[0]["id"].as_str().expect("batch");
-    let cancel = format!("/api/v1/tenants/{tenant}/ota/batches/{batch_id}/cancel");
-    assert_eq!(d.api(Method::POST, &cancel, None).await.0, 200);
+    assert_eq!(
+        ota::batch_action(&d, &tenant, batch_id, "cancel").await.0,
+        200
+    );
     assert_eq!(d.api(Method::DELETE, &path, None).await.0, 204);
     assert_eq!(ota::download(url, ca).await.0, 404);
     let none = gateway::sys_call(

@@ -182,7 +182,7 @@ pub fn delete_model(txn: &mut dyn Txn, pk: &str) {
 
 /// Every product's thing model, by ProductKey.
 pub async fn list_models(txn: &mut dyn Txn) -> Result<Vec<(String, ThingModel)>, StoreError> {
-    list_json_by_name(txn, b"z").await
+    list_json_by_name(txn, &[b"z"]).await
 }
 
 // ---- topic categories (JSON)
@@ -204,5 +204,5 @@ pub fn put_topic_categories(txn: &mut dyn Txn, pk: &str, categories: &[TopicCate
 pub async fn list_topic_categories(
     txn: &mut dyn Txn,
 ) -> Result<Vec<(String, Vec<TopicCategory>)>, StoreError> {
-    list_json_by_name(txn, b"c").await
+    list_json_by_name(txn, &[b"c"]).await
 }

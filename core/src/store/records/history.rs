@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::store::{KeyRange, StoreError, Txn};
 
-use super::{get_json, json, key, prefix};
+use super::{get_json, json, key, list_json_by_name, prefix};
 
 /// What a series holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,28 +156,18 @@ pub async fn latest_of(
     dn: &str,
     kind: SeriesKind,
 ) -> Result<Vec<(String, Latest)>, StoreError> {
-    let range = prefix(&[
+    let parts = [
         b"H",
         tenant.as_bytes(),
         pk.as_bytes(),
         dn.as_bytes(),
         kind.tag(),
-    ]);
-    let skip = range.start.len();
-    txn.range(&range, 0)
-        .await?
-        .iter()
-        .map(|(k, v)| {
-            Ok((
-                String::from_utf8_lossy(&k[skip..]).into_owned(),
-                json(k, v)?,
-            ))
-        })
-        .collect()
+    ];
+    list_json_by_name(txn, &parts).await
 }
 
 /// A page of every series' latest entry after `after` (a key this returned), for the sweeper:
-/// (key, the series' value range prefix, latest).
+/// (its key, the latest value).
 pub async fn latest_page(
     txn: &mut dyn Txn,
     after: Option<&[u8]>,

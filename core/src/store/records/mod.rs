@@ -146,12 +146,13 @@ async fn get_json<T: DeserializeOwned>(
     }
 }
 
-/// Every JSON record under `tag`, with the rest of its key (a ProductKey) as text.
+/// Every JSON record under the key `parts`, with the rest of its key (a ProductKey, an
+/// identifier) as text.
 async fn list_json_by_name<T: DeserializeOwned>(
     txn: &mut dyn Txn,
-    tag: &[u8],
+    parts: &[&[u8]],
 ) -> Result<Vec<(String, T)>, StoreError> {
-    let range = prefix(&[tag]);
+    let range = prefix(parts);
     let skip = range.start.len();
     txn.range(&range, 0)
         .await?
