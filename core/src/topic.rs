@@ -22,6 +22,16 @@ pub enum TopicError {
     BadShare,
 }
 
+/// What follows a device's names in `topic` when it is `{prefix}{pk}/{dn}...` (`""` when the
+/// topic ends with them): the one way the hub recognizes a device's own topics.
+pub fn after_device<'t>(topic: &'t str, prefix: &str, pk: &str, dn: &str) -> Option<&'t str> {
+    topic
+        .strip_prefix(prefix)?
+        .strip_prefix(pk)?
+        .strip_prefix('/')?
+        .strip_prefix(dn)
+}
+
 /// The request id and the wrapped topic of a Link SDK RRPC topic, `/ext/rrpc/{id}{topic}`
 /// (`topic` starts with `/`; `id` is `+` in the filter a device subscribes with).
 pub fn rrpc_wrapped(topic: &str) -> Option<(&str, &str)> {

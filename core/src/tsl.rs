@@ -336,11 +336,7 @@ impl ThingModel {
     /// code and message of the reply.
     pub fn check_post(&self, params: &Map<String, Value>) -> Result<(), (u16, String)> {
         for (key, value) in params {
-            // Alink allows {"value": v, "time": ms} as well as the bare value.
-            let value = value
-                .get("value")
-                .filter(|_| value.get("time").is_some())
-                .unwrap_or(value);
+            let (value, _) = posted_value(value);
             let (properties, name) = match key.split_once(':') {
                 Some((module, name)) => {
                     match self.modules.iter().find(|m| m.identifier == module) {
@@ -467,6 +463,15 @@ fn check_value(t: &DataType, v: &Value) -> Result<(), String> {
             }
             items.iter().try_for_each(|i| check_value(&a.item, i))
         }
+    }
+}
+
+/// A posted property's value and the time the device gave it: Alink allows
+/// `{"value": v, "time": ms}` as well as the bare value.
+pub fn posted_value(posted: &Value) -> (&Value, Option<&Value>) {
+    match (posted.get("value"), posted.get("time")) {
+        (Some(value), Some(time)) => (value, Some(time)),
+        _ => (posted, None),
     }
 }
 

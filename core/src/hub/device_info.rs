@@ -50,11 +50,7 @@ impl InfoOp {
 
 /// Whether `/ota/device/inform/{pk}/{dn}` is device `pk`/`dn`'s firmware report topic.
 pub(crate) fn is_firmware_report(topic: &str, pk: &str, dn: &str) -> bool {
-    topic
-        .strip_prefix("/ota/device/inform/")
-        .and_then(|t| t.strip_prefix(pk))
-        .and_then(|t| t.strip_prefix('/'))
-        == Some(dn)
+    crate::topic::after_device(topic, "/ota/device/inform/", pk, dn) == Some("")
 }
 
 /// Checks a tag: a key of letters, digits, `.`, `_` or `-` up to [`MAX_TAG_KEY`] characters, a

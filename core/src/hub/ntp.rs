@@ -10,12 +10,7 @@ use serde_json::{Value, json};
 /// Whether `topic` is where device `pk`/`dn` asks for the time (checked on every message of a
 /// device, so without allocating).
 pub(crate) fn is_request(topic: &str, pk: &str, dn: &str) -> bool {
-    topic
-        .strip_prefix("/ext/ntp/")
-        .and_then(|t| t.strip_prefix(pk))
-        .and_then(|t| t.strip_prefix('/'))
-        .and_then(|t| t.strip_prefix(dn))
-        == Some("/request")
+    crate::topic::after_device(topic, "/ext/ntp/", pk, dn) == Some("/request")
 }
 
 /// Where the hub answers device `pk`/`dn`.

@@ -74,7 +74,7 @@ impl Hub {
                 what: "configuration of product",
                 id: pk.clone(),
             }),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         };
         match answer {
             Ok(data) => alink_answer(&id, 200, data, "success", method),
@@ -87,13 +87,13 @@ impl Hub {
 }
 
 impl RemoteConfigs<'_> {
-    async fn find(&self, pk: &str) -> Result<Option<RemoteConfig>, HubError> {
+    async fn find(&self, pk: &str) -> Result<Option<RemoteConfig>, store::StoreError> {
         let pk = pk.to_owned();
-        Ok(store::read(&**self.hub.store(), |t| {
+        store::read(&**self.hub.store(), |t| {
             let pk = pk.clone();
             Box::pin(async move { records::get_remote_config(t, &pk).await })
         })
-        .await?)
+        .await
     }
 
     /// What a push or a `config/get` reply carries about the file.
@@ -192,11 +192,7 @@ impl RemoteConfigs<'_> {
     ) -> Result<Download, DownloadError> {
         let found = self
             .find(pk)
-            .await
-            .map_err(|e| match e {
-                HubError::Store(e) => DownloadError::Store(e),
-                _ => DownloadError::NotFound,
-            })?
+            .await?
             .filter(|c| c.config_id == config_id)
             .ok_or(DownloadError::NotFound)?;
         let bytes = Bytes::from(found.content);

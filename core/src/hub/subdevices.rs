@@ -29,11 +29,7 @@ pub(crate) enum SessionOp {
 impl SessionOp {
     /// The request of a topic `/ext/session/{pk}/{dn}/combine/...` of gateway `pk`/`dn`.
     pub(crate) fn of(topic: &str, pk: &str, dn: &str) -> Option<SessionOp> {
-        let op = topic
-            .strip_prefix("/ext/session/")?
-            .strip_prefix(pk)?
-            .strip_prefix('/')?
-            .strip_prefix(dn)?
+        let op = crate::topic::after_device(topic, "/ext/session/", pk, dn)?
             .strip_prefix("/combine/")?;
         match op {
             "login" => Some(SessionOp::Login),

@@ -64,11 +64,7 @@ impl Hub {
                 None => return true,
             }
         };
-        let in_user_space = topic_or_filter
-            .strip_prefix('/')
-            .and_then(|t| t.strip_prefix(pk))
-            .and_then(|t| t.strip_prefix('/'))
-            .and_then(|t| t.strip_prefix(dn))
+        let in_user_space = crate::topic::after_device(topic_or_filter, "/", pk, dn)
             .is_some_and(|t| t.starts_with("/user/"));
         if !in_user_space {
             return true;

@@ -339,12 +339,17 @@ fn render(result: Result<Reply, Refused>) -> Response<Full<Bytes>> {
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    read_limited(req.into_body(), MAX_BODY).await
+}
+
+/// A request body of at most `max` bytes (413 beyond).
+pub(crate) async fn read_limited(body: Incoming, max: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, max).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(_) => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("request body is larger than {MAX_BODY} bytes"),
+            format!("request body is larger than {max} bytes"),
         )),
     }
 }

@@ -1,8 +1,6 @@
 //! A product's remote configuration file: set (the request's body, JSON), read, deleted, and
 //! pushed to the product's online devices.
 
-use http_body_util::{BodyExt, Limited};
-use hyper::StatusCode;
 use ironhub_core::hub::ConfigView;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -46,17 +44,7 @@ async fn set(mut ctx: Ctx, _: JsonFile) -> Result<ConfigView, ApiError> {
         .upload
         .take()
         .ok_or_else(|| ApiError::bad_request("the file is the request's body"))?;
-    let content = Limited::new(body, MAX_CONFIG_BODY)
-        .collect()
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body is larger than {MAX_CONFIG_BODY} bytes"),
-            )
-        })?
-        .to_bytes();
+    let content = super::read_limited(body, MAX_CONFIG_BODY).await?;
     Ok(ctx
         .hub
         .remote_configs()

@@ -202,13 +202,18 @@ impl Ota<'_> {
             .find_batch(tenant, id)
             .await?
             .ok_or_else(|| not_found("batch", id))?;
-        let jobs = self.jobs(tenant, id).await?;
+        self.view(batch).await
+    }
+
+    /// A batch with its jobs counted and its package's version and module.
+    async fn view(&self, batch: OtaBatch) -> Result<BatchView, HubError> {
+        let jobs = self.batch_jobs(&batch.id).await?;
         let mut counts: BTreeMap<&'static str, u64> =
             OtaState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
         for job in &jobs {
             *counts.entry(job.state.as_str()).or_default() += 1;
         }
-        let package = self.package(tenant, &batch.package_id).await.ok();
+        let package = self.package(&batch.tenant, &batch.package_id).await.ok();
         Ok(BatchView {
             version: package
                 .as_ref()
@@ -231,7 +236,7 @@ impl Ota<'_> {
         .await?;
         let mut out = Vec::with_capacity(all.len());
         for b in all {
-            out.push(self.batch(tenant, &b.id).await?);
+            out.push(self.view(b).await?);
         }
         Ok(out)
     }
@@ -246,13 +251,15 @@ impl Ota<'_> {
 
     /// Cancels a batch: nothing more is sent, and every job not ended is canceled.
     pub async fn cancel(&self, tenant: &str, id: &str) -> Result<BatchView, HubError> {
-        let view = self.batch(tenant, id).await?;
-        let package = self.package(tenant, &view.batch.package_id).await?;
-        let mut batch = view.batch;
+        let mut batch = self
+            .find_batch(tenant, id)
+            .await?
+            .ok_or_else(|| not_found("batch", id))?;
+        let package = self.package(tenant, &batch.package_id).await?;
         batch.canceled = true;
         store::write(&**self.hub.store(), |t| records::put_batch(t, &batch)).await?;
         self.hub.inner.ota.open().remove(id);
-        for job in self.jobs(tenant, id).await? {
+        for job in self.batch_jobs(id).await? {
             if job.state.is_final() {
                 continue;
             }
@@ -269,7 +276,7 @@ impl Ota<'_> {
                 self.hub.ota_event(&batch, &package, &job);
             }
         }
-        self.batch(tenant, id).await
+        self.view(batch).await
     }
 
     /// Queues the failed and timed-out jobs of a batch again (only `devices` when given).
@@ -279,17 +286,19 @@ impl Ota<'_> {
         id: &str,
         devices: Option<Vec<String>>,
     ) -> Result<BatchView, HubError> {
-        let view = self.batch(tenant, id).await?;
-        if view.batch.canceled {
+        let batch = self
+            .find_batch(tenant, id)
+            .await?
+            .ok_or_else(|| not_found("batch", id))?;
+        if batch.canceled {
             return Err(HubError::Conflict(format!("batch {id} was canceled")));
         }
-        let package = self.package(tenant, &view.batch.package_id).await?;
+        let package = self.package(tenant, &batch.package_id).await?;
         self.download_url(&package)?;
-        let batch = view.batch;
         let now = self.hub.now_ms();
         let (pk, module) = (batch.product_key.clone(), package.module.clone());
         let mut retried = 0;
-        for job in self.jobs(tenant, id).await? {
+        for job in self.batch_jobs(id).await? {
             let chosen = devices
                 .as_ref()
                 .is_none_or(|d| d.contains(&job.device_name));
@@ -337,6 +346,6 @@ impl Ota<'_> {
                 .open()
                 .insert(batch.id.clone(), (batch.clone(), package));
         }
-        self.batch(tenant, id).await
+        self.view(batch).await
     }
 }

@@ -30,11 +30,7 @@ impl OtaRequest {
 
 /// Whether `topic` is device `pk`/`dn`'s progress topic, `/ota/device/progress/{pk}/{dn}`.
 pub(crate) fn is_progress(topic: &str, pk: &str, dn: &str) -> bool {
-    topic
-        .strip_prefix("/ota/device/progress/")
-        .and_then(|t| t.strip_prefix(pk))
-        .and_then(|t| t.strip_prefix('/'))
-        == Some(dn)
+    crate::topic::after_device(topic, "/ota/device/progress/", pk, dn) == Some("")
 }
 
 /// What the Link SDK needs to download and check a package: `url`, `version`, `size`,

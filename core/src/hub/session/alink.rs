@@ -234,12 +234,7 @@ impl DeviceRequest {
         if crate::topic::rrpc_wrapped(topic).is_some() {
             return Some(DeviceRequest::ExtRrpcResponse);
         }
-        if let Some(suffix) = topic
-            .strip_prefix("/sys/")
-            .and_then(|t| t.strip_prefix(pk))
-            .and_then(|t| t.strip_prefix('/'))
-            .and_then(|t| t.strip_prefix(dn))
-        {
+        if let Some(suffix) = crate::topic::after_device(topic, "/sys/", pk, dn) {
             if suffix == PROPERTY_POST {
                 return Some(DeviceRequest::PropertyPost);
             }
@@ -270,12 +265,7 @@ impl DeviceRequest {
             }
             return TopoOp::from_suffix(suffix).map(DeviceRequest::Topology);
         }
-        let shadow = topic
-            .strip_prefix("/shadow/update/")
-            .and_then(|t| t.strip_prefix(pk))
-            .and_then(|t| t.strip_prefix('/'))
-            == Some(dn);
-        if shadow {
+        if crate::topic::after_device(topic, "/shadow/update/", pk, dn) == Some("") {
             return Some(DeviceRequest::Shadow);
         }
         if device_info::is_firmware_report(topic, pk, dn) {

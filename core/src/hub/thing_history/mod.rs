@@ -147,7 +147,16 @@ impl ThingHistory<'_> {
         kind: SeriesKind,
     ) -> Result<std::collections::BTreeMap<String, LatestValue>, HubError> {
         let tenant = self.tenant_of(pk, dn).await?;
-        let (pk, dn) = (pk.to_owned(), dn.to_owned());
+        self.latest_in(&tenant, (pk, dn), kind).await
+    }
+
+    async fn latest_in(
+        &self,
+        tenant: &str,
+        (pk, dn): (&str, &str),
+        kind: SeriesKind,
+    ) -> Result<std::collections::BTreeMap<String, LatestValue>, HubError> {
+        let (tenant, pk, dn) = (tenant.to_owned(), pk.to_owned(), dn.to_owned());
         let rows = store::read(&**self.hub.store(), |t| {
             let (tenant, pk, dn) = (tenant.clone(), pk.clone(), dn.clone());
             Box::pin(async move { records::latest_of(t, &tenant, &pk, &dn, kind).await })
@@ -176,10 +185,21 @@ impl ThingHistory<'_> {
         q: &RangeQuery,
     ) -> Result<PointPage, HubError> {
         let tenant = self.tenant_of(pk, dn).await?;
+        self.page(&tenant, (pk, dn), kind, identifier, q).await
+    }
+
+    async fn page(
+        &self,
+        tenant: &str,
+        (pk, dn): (&str, &str),
+        kind: SeriesKind,
+        identifier: &str,
+        q: &RangeQuery,
+    ) -> Result<PointPage, HubError> {
         let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-        let (from, to) = self.bounds(&tenant, q);
+        let (from, to) = self.bounds(tenant, q);
         let series = SeriesId {
-            tenant: &tenant,
+            tenant,
             pk,
             dn,
             kind,
@@ -188,9 +208,7 @@ impl ThingHistory<'_> {
         let mut range = series.between(from, to);
         if let Some(cursor) = &q.cursor {
             let (time, seq) = parse_cursor(cursor)?;
-            let at = series.between(time, time).start;
-            let mut next = at[..at.len() - 8].to_vec();
-            next.extend_from_slice(&seq.to_be_bytes());
+            let mut next = series.point_key(time, seq);
             match q.order {
                 Order::Asc => {
                     next.push(0);
@@ -281,17 +299,20 @@ impl ThingHistory<'_> {
         identifier: Option<&str>,
         q: &RangeQuery,
     ) -> Result<Vec<(String, Point)>, HubError> {
+        let tenant = self.tenant_of(pk, dn).await?;
         let identifiers: Vec<String> = match identifier {
             Some(i) => vec![i.to_owned()],
             None => self
-                .latest(pk, dn, SeriesKind::Event)
+                .latest_in(&tenant, (pk, dn), SeriesKind::Event)
                 .await?
                 .into_keys()
                 .collect(),
         };
         let mut all = Vec::new();
         for id in identifiers {
-            let page = self.points((pk, dn), SeriesKind::Event, &id, q).await?;
+            let page = self
+                .page(&tenant, (pk, dn), SeriesKind::Event, &id, q)
+                .await?;
             all.extend(page.points.into_iter().map(|p| (id.clone(), p)));
         }
         match q.order {

@@ -66,10 +66,9 @@ impl Hub {
             None => params
                 .iter()
                 .map(|(k, v)| {
-                    let timed = v.get("value").filter(|_| v.get("time").is_some());
-                    let time = time_of(v.get("time"), now, oldest);
-                    let value = timed.unwrap_or(v).clone();
-                    (SeriesKind::Property, k.clone(), time, value)
+                    let (value, time) = crate::tsl::posted_value(v);
+                    let time = time_of(time, now, oldest);
+                    (SeriesKind::Property, k.clone(), time, value.clone())
                 })
                 .collect(),
             Some(identifier) => {

@@ -59,7 +59,7 @@ impl SeriesId<'_> {
     }
 
     /// The key of the value at `time` (`seq` orders values of the same millisecond).
-    fn point_key(&self, time: u64, seq: u64) -> Vec<u8> {
+    pub fn point_key(&self, time: u64, seq: u64) -> Vec<u8> {
         let mut k = key(&self.parts());
         k.push(0);
         k.extend_from_slice(&time.to_be_bytes());
