@@ -282,7 +282,7 @@ async fn refused_logins_and_registrations_answer_with_alibabas_codes() {
 
     // Registration: the secret of a device active elsewhere is not handed out, and a gateway
     // registers no gateway.
-    v3::connect(stray.v3_options(&d)).await;
+    let _stray_online = v3::connect(stray.v3_options(&d)).await;
     let names = |pk: &str, dn: &str| json!([{ "productKey": pk, "deviceName": dn }]);
     let active = sys_call(
         &c,

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::session::{ClientIdentity, alink_answer, alink_request};
-use super::{Hub, HubError};
+use super::{Hub, HubError, device_session_key};
 use crate::auth::{self, SignMethod};
 use crate::data::model::{Device, NodeType};
 use crate::limits::LimitKind;
@@ -205,9 +205,16 @@ impl Hub {
             .device_record(pk, dn)
             .await
             .map_err(|e| refusal(code::UNAVAILABLE, e.to_string()))?;
-        if let Some(device) = &existing
-            && device.activated
-        {
+        // Activations are written in batches: a device online now is active already.
+        let active = match &existing {
+            Some(device) if device.activated => true,
+            Some(_) => self
+                .online_anywhere(&device_session_key(pk, dn))
+                .await
+                .map_err(|e| refusal(code::UNAVAILABLE, e.to_string()))?,
+            None => false,
+        };
+        if active {
             // Its secret goes only to the gateway that carries it already.
             let parent = self
                 .gateway_of((pk, dn))
