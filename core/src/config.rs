@@ -67,6 +67,8 @@ pub struct HubConfig {
     pub open_broker: OpenBrokerConfig,
     /// Firmware upgrades.
     pub ota: OtaConfig,
+    /// Data parsing scripts.
+    pub scripts: ScriptsConfig,
     /// How often property and event history past its tenant's retention is deleted, seconds.
     pub history_sweep_interval_secs: u64,
     /// How long a small batch of history writes waits for more before its commit, ms (QoS 1
@@ -93,6 +95,28 @@ impl Default for OtaConfig {
             download_url: None,
             url_ttl_secs: 24 * 3600,
             rollout_interval_ms: 1000,
+        }
+    }
+}
+
+/// `[hub.scripts]`: data parsing scripts (docs/protocols/parsing-scripts.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScriptsConfig {
+    /// Threads running scripts (each product's script runs on one of them).
+    pub workers: usize,
+    /// Wall time one execution may take before it is stopped, ms (L-098).
+    pub time_budget_ms: u64,
+    /// Memory one product's script may use, its code included, MB (L-098).
+    pub memory_mb: usize,
+}
+
+impl Default for ScriptsConfig {
+    fn default() -> Self {
+        ScriptsConfig {
+            workers: 2,
+            time_budget_ms: 100,
+            memory_mb: 16,
         }
     }
 }
@@ -125,6 +149,7 @@ impl Default for HubConfig {
             recent_messages_max_devices: 100_000,
             open_broker: OpenBrokerConfig::default(),
             ota: OtaConfig::default(),
+            scripts: ScriptsConfig::default(),
             history_sweep_interval_secs: 3600,
             history_commit_linger_ms: 20,
         }

@@ -16,6 +16,7 @@ pub mod hub;
 pub mod limits;
 pub mod metering;
 pub mod rules;
+pub mod script;
 pub mod sink;
 pub mod store;
 pub mod topic;

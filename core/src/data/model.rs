@@ -71,6 +71,31 @@ pub struct RemoteConfig {
     pub updated_at_ms: u64,
 }
 
+/// How a product's devices speak the thing model (Alibaba's product "data type").
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataFormat {
+    /// Raw frames on `/thing/model/up_raw` and `down_raw`, turned into Alink JSON and back by
+    /// the product's parsing script.
+    #[default]
+    Custom,
+    /// Alink JSON on the thing-model topics; the script parses custom topics only.
+    AlinkJson,
+}
+
+/// A product's data parsing script (JavaScript with Alibaba's entry points).
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParsingScript {
+    /// The JavaScript source.
+    pub source: String,
+    /// How the product's devices speak the thing model.
+    pub data_format: DataFormat,
+    /// Changes with every new source (caches compile each version once).
+    pub version: u64,
+    /// When it was set, ms since the epoch.
+    pub updated_at_ms: u64,
+}
+
 /// A device under a product.
 #[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {

@@ -203,7 +203,7 @@ impl Hub {
         Ok(())
     }
 
-    async fn save_usage_events(&self, tenant: &str, events: Vec<UsageEvent>) {
+    pub(crate) async fn save_usage_events(&self, tenant: &str, events: Vec<UsageEvent>) {
         for event in events {
             tracing::warn!(tenant, limit = %event.limit, kind = %event.kind, used = event.used, of = event.limit_value, "monthly usage");
             if let Err(e) = metering::save_event(&**self.store(), tenant, &event).await {

@@ -32,6 +32,7 @@ mod groups;
 mod limits;
 mod ntp;
 mod ota;
+mod parsing;
 mod property_set;
 pub mod queue;
 mod recent;
@@ -57,6 +58,7 @@ pub use device_info::{DeviceInfos, MAX_TAG_VALUE, TAG_KEY_PATTERN};
 pub use downloads::{Download, DownloadBody, DownloadError};
 pub use limits::{LimitCounters, UsageReport};
 pub use ota::{BatchSpec, BatchView, Ota, PackageSpec};
+pub use parsing::{ParsingScripts, ScriptTest, ScriptTestOutcome, ScriptUpdate, ScriptView};
 pub use property_set::PropertySetOutcome;
 pub use recent::{MIN_GAP_MS as RECENT_MIN_GAP_MS, Recent, RecentMessage};
 pub use registry::{DeviceView, ProductView};
@@ -279,6 +281,8 @@ pub(crate) struct Inner {
     pub(crate) downloads: downloads::DownloadLinks,
     /// Property values and events on their way to the store.
     pub(crate) thing_history: business::WriteQueue<thing_history::HistoryWrite>,
+    /// Products' parsing scripts and the workers running them.
+    pub(crate) scripts: parsing::ScriptTable,
 }
 
 /// Handle to the hub engine; clones share one engine.
@@ -386,6 +390,7 @@ impl Hub {
                     config.recent_messages_per_device,
                     config.recent_messages_max_devices,
                 ),
+                scripts: parsing::ScriptTable::new(&config.scripts),
                 config,
                 blobs: Arc::new(crate::store::blobs::StoreBlobs::new(store.clone())),
                 ota: ota::OtaRuntime::default(),

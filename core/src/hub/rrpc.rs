@@ -59,6 +59,16 @@ pub enum RrpcForm {
 }
 
 impl RrpcForm {
+    /// The call id taken from the hub's sequence: Alink ids (property sets, service calls) stay
+    /// within 0 to 2147483647, which devices reading them as uint32 (Alink's range) and parsing
+    /// scripts reading them as int32 (as Alibaba's samples do) both read back.
+    fn call_id(&self, seq: u64) -> u64 {
+        match self {
+            RrpcForm::PropertySet | RrpcForm::Service(_) => seq & u64::from(i32::MAX.unsigned_abs()),
+            RrpcForm::Sys | RrpcForm::Topic(_) => seq,
+        }
+    }
+
     /// The request's topic and payload for call `id` to device `pk`/`dn`.
     fn request(
         &self,
@@ -185,13 +195,17 @@ impl Business<'_> {
             )));
         }
         self.hub.tenant_device(tenant, pk, dn).await?;
-        let id = self.hub.next_seq();
+        let id = form.call_id(self.hub.next_seq());
         let (request, payload) = form.request(pk, dn, id, payload)?;
         let key = device_session_key(pk, dn);
         if !self.hub.online_anywhere(&key).await? {
             return Ok(RrpcOutcome::Offline);
         }
         self.admit_downlink(tenant, &key)?;
+        let (request, payload) = self
+            .hub
+            .downlink_form(tenant, (pk, dn), (request, payload))
+            .await?;
         let (tx, rx) = oneshot::channel();
         self.hub.inner.rrpc.wait(&key, id, tx);
         let msg = Message::from_hub(tenant, request, payload, QoS::AtMostOnce, self.hub.now_ms());

@@ -85,6 +85,9 @@ catalog! {
     OtaBatchDevices => "L-093", "devices per upgrade batch", Malformed;
     RemoteConfigSize => "L-094", "remote configuration file size", Malformed;
     DataRetention => "L-095", "data retention (property and event history)", Quota;
+    ScriptSize => "L-096", "data parsing script size", Malformed;
+    MonthlyJsExecutions => "L-097", "data parsing script executions per month", Quota;
+    ScriptBudget => "L-098", "data parsing script time and memory per execution", Malformed;
     RulesPerTenant => "L-005", "rules per tenant", Quota;
     ConsumerGroupsPerTenant => "L-006", "consumer groups per tenant", Quota;
     ConnectionsPerDevice => "L-010", "connections per device certificate (a new one takes over)", Quota;

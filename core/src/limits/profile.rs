@@ -86,6 +86,8 @@ pub struct EntityLimits {
     pub ota_batch_devices: u64,
     /// Largest remote configuration file of a product, bytes (seed 000: 64 KB).
     pub remote_config_bytes: u64,
+    /// Largest data parsing script of a product, bytes (seed 000: 128 KB).
+    pub script_bytes: u64,
 }
 
 impl Default for EntityLimits {
@@ -104,6 +106,7 @@ impl Default for EntityLimits {
             ota_package_bytes: 2_000 * 1024 * 1024,
             ota_batch_devices: 100_000,
             remote_config_bytes: 64 * 1024,
+            script_bytes: 128 * 1024,
         }
     }
 }
@@ -258,6 +261,9 @@ pub struct MonthlyLimits {
     pub transport_data_points: u64,
     /// Rule executions per month (seed 001: unlimited by default).
     pub rule_executions: u64,
+    /// Data parsing script executions per month (seed 001's JavaScript executions: unlimited by
+    /// default).
+    pub js_executions: u64,
 }
 
 impl Default for MonthlyLimits {
@@ -266,6 +272,7 @@ impl Default for MonthlyLimits {
             transport_messages: 100_000_000,
             transport_data_points: 0,
             rule_executions: 0,
+            js_executions: 0,
         }
     }
 }

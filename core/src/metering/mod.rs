@@ -19,7 +19,7 @@ use crate::store::{self, KeyRange, Store, StoreError, decode_counter, records, t
 mod events;
 mod month;
 pub use events::{UsageEvent, events, save_event};
-pub use month::{MonthHandle, MonthlyUsage};
+pub use month::{Execution, MonthHandle, MonthlyUsage};
 
 /// Messages devices sent (accepted or not).
 pub const MESSAGES: &str = "messages";
@@ -29,6 +29,10 @@ pub const DATA_POINTS: &str = "data_points";
 pub const CONNECTIONS: &str = "connections";
 /// Rule executions (a rule's output for one matched message).
 pub const RULE_EXECUTIONS: &str = "rule_executions";
+/// Data parsing script executions.
+pub const JS_EXECUTIONS: &str = "js_executions";
+/// Data parsing script executions that failed (threw, overran their budget, bad output).
+pub const SCRIPT_ERRORS: &str = "script_errors";
 /// Prefix of discarded-message metrics: `discarded.{limit id}`.
 pub const DISCARDED: &str = "discarded.";
 

@@ -10,14 +10,26 @@ use crate::limits::quota::{MonthlyQuota, WARNING_PERCENT};
 use crate::limits::{LimitId, Limited, Profile};
 use crate::store::{Store, StoreError};
 
-use super::{Counts, DATA_POINTS, DISCARDED, MESSAGES, Meter, RULE_EXECUTIONS, UsageEvent};
+use super::{
+    Counts, DATA_POINTS, DISCARDED, JS_EXECUTIONS, MESSAGES, Meter, RULE_EXECUTIONS, UsageEvent,
+};
+
+/// What an execution charged to a monthly quota runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Execution {
+    /// A rule's output for one matched message (L-072).
+    Rule,
+    /// A data parsing script's entry point (L-097).
+    Script,
+}
 
 /// Where a tenant stands against one monthly limit (seed 001's API usage dashboard).
 #[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MonthlyUsage {
-    /// The limit id (L-070, L-071, L-072).
+    /// The limit id (L-070, L-071, L-072, L-097).
     pub limit: String,
-    /// What is counted: `transport_messages`, `transport_data_points`, `rule_executions`.
+    /// What is counted: `transport_messages`, `transport_data_points`, `rule_executions`,
+    /// `js_executions`.
     pub component: &'static str,
     /// Admitted this month.
     pub used: u64,
@@ -47,6 +59,7 @@ struct TenantMonth {
     messages: Option<MonthlyQuota>,
     points: Option<MonthlyQuota>,
     rules: Option<MonthlyQuota>,
+    scripts: Option<MonthlyQuota>,
 }
 
 /// A tenant's monthly quotas, shared by the meter and the sessions of the tenant's devices (which
@@ -133,6 +146,7 @@ impl Meter {
             (&mut m.messages, admitted_messages(&usage.month)),
             (&mut m.points, get(DATA_POINTS)),
             (&mut m.rules, get(RULE_EXECUTIONS)),
+            (&mut m.scripts, get(JS_EXECUTIONS)),
         ];
         for (quota, used) in quotas {
             quota
@@ -176,6 +190,12 @@ impl Meter {
                 "rule_executions",
                 profile.monthly.rule_executions,
             ),
+            (
+                &mut m.scripts,
+                LimitId::MonthlyJsExecutions,
+                "js_executions",
+                profile.monthly.js_executions,
+            ),
         ];
         quotas
             .into_iter()
@@ -201,21 +221,38 @@ impl Meter {
             .collect()
     }
 
-    /// Charges one rule execution to the tenant's month (L-072): Err when the monthly quota is
-    /// exhausted (nothing charged), else the usage events it raised.
-    pub fn charge_rule_execution(
+    /// Charges one execution of a rule (L-072) or a parsing script (L-097) to the tenant's
+    /// month: Err when the monthly quota is exhausted (nothing charged), else the usage events
+    /// it raised.
+    pub fn charge_execution(
         &self,
         profile: &Profile,
         tenant: &str,
+        what: Execution,
         now_ms: u64,
     ) -> Result<Vec<UsageEvent>, Limited> {
-        let value = profile.monthly.rule_executions;
+        let (limit, value, metric) = match what {
+            Execution::Rule => (
+                LimitId::MonthlyRuleExecutions,
+                profile.monthly.rule_executions,
+                RULE_EXECUTIONS,
+            ),
+            Execution::Script => (
+                LimitId::MonthlyJsExecutions,
+                profile.monthly.js_executions,
+                JS_EXECUTIONS,
+            ),
+        };
         let crossed = {
             let month = self.month(tenant);
             let mut m = month.lock();
-            let quota = m.rules.get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
+            let quota = match what {
+                Execution::Rule => &mut m.rules,
+                Execution::Script => &mut m.scripts,
+            }
+            .get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
             if quota.exhausted(value, now_ms) {
-                return Err(Limited::new(LimitId::MonthlyRuleExecutions));
+                return Err(Limited::new(limit));
             }
             let crossed = quota.charge(value, 1, now_ms);
             [
@@ -226,14 +263,14 @@ impl Meter {
             .filter(|(_, hit)| *hit)
             .map(|(kind, _)| UsageEvent {
                 at_ms: now_ms,
-                limit: LimitId::MonthlyRuleExecutions.id().to_owned(),
+                limit: limit.id().to_owned(),
                 kind: kind.to_owned(),
                 used: quota.used(),
                 limit_value: value,
             })
             .collect()
         };
-        self.add(tenant, None, &[(RULE_EXECUTIONS, 1)], now_ms);
+        self.add(tenant, None, &[(metric, 1)], now_ms);
         Ok(crossed)
     }
 }

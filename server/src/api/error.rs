@@ -98,6 +98,7 @@ impl From<HubError> for ApiError {
                             | LimitId::ShadowSize
                             | LimitId::OtaPackageSize
                             | LimitId::RemoteConfigSize
+                            | LimitId::ScriptSize
                     ) =>
                     {
                         (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")

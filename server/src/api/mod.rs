@@ -17,6 +17,7 @@ mod ota;
 mod products;
 mod profiles;
 mod remote_config;
+mod scripts;
 mod route;
 mod rules;
 mod system;
@@ -55,6 +56,7 @@ static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         profiles::routes(),
         products::routes(),
         remote_config::routes(),
+        scripts::routes(),
         devices::routes(),
         history::routes(),
         groups::routes(),

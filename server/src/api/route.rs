@@ -171,6 +171,24 @@ impl Extract for JsonFile {
     }
 }
 
+/// A script as the request's body (`application/javascript`), streamed to the handler.
+pub(crate) struct ScriptFile;
+
+impl Extract for ScriptFile {
+    const STREAMS_BODY: bool = true;
+
+    fn extract(_: &Ctx) -> Result<Self, ApiError> {
+        Ok(ScriptFile)
+    }
+
+    fn describe(operation: &mut Value, _: &mut Schemas) {
+        operation["requestBody"] = serde_json::json!({
+            "required": true,
+            "content": { "application/javascript": { "schema": { "type": "string" } } },
+        });
+    }
+}
+
 impl<A: Extract, B: Extract> Extract for (A, B) {
     const STREAMS_BODY: bool = A::STREAMS_BODY || B::STREAMS_BODY;
 

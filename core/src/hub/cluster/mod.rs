@@ -419,7 +419,7 @@ impl Hub {
     }
 
     /// Reads everything the hub caches of the configuration (profiles and tenants' profiles,
-    /// consumer groups, rules, API keys, thing models, topic categories): at start, and again
+    /// consumer groups, rules, API keys, thing models, topic categories, parsing scripts): at start, and again
     /// when another node changed it. Monthly usage is loaded separately
     /// ([`Hub::refresh_usage`]).
     pub async fn reload_config(&self) -> Result<(), HubError> {
@@ -430,6 +430,7 @@ impl Hub {
         self.load_models().await?;
         self.load_topic_categories().await?;
         self.load_ota().await?;
+        self.load_scripts().await?;
         Ok(())
     }
 

@@ -231,9 +231,12 @@ impl Hub {
                 .limiter
                 .rule_message(&profile, m.tenant, now)
                 .and_then(|()| {
-                    self.inner
-                        .meter
-                        .charge_rule_execution(&profile, m.tenant, now)
+                    self.inner.meter.charge_execution(
+                        &profile,
+                        m.tenant,
+                        crate::metering::Execution::Rule,
+                        now,
+                    )
                 });
             let events = match admitted {
                 Ok(events) => events,

@@ -21,11 +21,12 @@ use crate::tsl::ThingModel;
 impl Hub {
     /// Handles a device's request to the hub on one of its own topics (boxed by the caller:
     /// most messages are not requests). A QoS 1 post comes back with the storing of its values
-    /// to wait for before it is acknowledged.
+    /// to wait for before it is acknowledged. A request parsed from a raw frame
+    /// (`raw_answer`) is answered as a raw frame on `up_raw_reply`.
     pub(super) async fn answer_device_request(
         &self,
         identity: &ClientIdentity,
-        (kind, topic, payload, qos): (DeviceRequest, String, Bytes, QoS),
+        ((kind, topic, payload, qos), raw_answer): ((DeviceRequest, String, Bytes, QoS), bool),
         now: u64,
     ) -> Result<Option<Confirmation>, PublishRefusal> {
         let mut stored = None;
@@ -118,7 +119,11 @@ impl Hub {
                     None
                 }
             };
-            if let Some((reply_topic, answer)) = answer {
+            if let Some((mut reply_topic, mut answer)) = answer {
+                if raw_answer {
+                    let who = (identity.tenant.as_str(), &*identity.key);
+                    (reply_topic, answer) = self.raw_answer(who, (pk, dn), answer).await;
+                }
                 let reply = Message::from_hub(
                     &identity.tenant,
                     reply_topic,

@@ -11,6 +11,7 @@ use crate::data::message::{Message, Origin, QoS};
 use crate::egress::Confirmation;
 use crate::hub::Hub;
 use crate::hub::limits::Charges;
+use crate::hub::parsing::{DOWN_RAW_REPLY, RawFailure, UP_RAW};
 
 /// Waits for what a deferred publish still waits for: Ok once the message is safely accepted.
 pub(super) async fn confirmed(
@@ -53,13 +54,37 @@ impl Hub {
         &self,
         identity: &ClientIdentity,
         charges: &Charges,
-        req: PublishRequest,
+        mut req: PublishRequest,
     ) -> Result<(usize, Option<Confirmation>), PublishRefusal> {
         let now = self.now_ms();
         let may = |access, topic: &str| self.may(identity, access, topic);
         admission::publish(&self.inner.config, &req.topic, &req.properties, may).inspect_err(
             |r| self.note_refusal(&identity.key, Stage::Publish, &r.cause(), &req.topic),
         )?;
+        // A raw thing-model frame goes on as the Alink message its product's script makes of
+        // it (limits, rules, history and consumer groups see that one).
+        let mut raw_answer = false;
+        if let Some((pk, dn)) = identity.device.as_ref()
+            && let Some(answer) = raw_frame(&req.topic, pk, dn)
+        {
+            let who = (identity.tenant.as_str(), &*identity.key);
+            match Box::pin(self.parse_raw(who, (pk, dn), answer, &req.payload)).await {
+                Ok((topic, payload)) => {
+                    (req.topic, req.payload) = (topic, payload);
+                    raw_answer = !answer;
+                }
+                Err(RawFailure::Limited(limited)) => return Err(PublishRefusal::Limited(limited)),
+                Err(RawFailure::Dropped) => return Ok((0, None)),
+                Err(RawFailure::Answer((topic, payload))) => {
+                    let qos = req.qos.min(QoS::AtLeastOnce);
+                    let reply = Message::from_hub(&identity.tenant, topic, payload, qos, now);
+                    self.accept(reply)
+                        .await
+                        .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+                    return Ok((0, None));
+                }
+            }
+        }
         self.admit_message(charges, req.qos != QoS::AtMostOnce, &req.payload, now)
             .await
             .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
@@ -72,10 +97,12 @@ impl Hub {
         }
         // A request of the device to the hub on one of its own topics, handled after routing.
         let mut request = identity.device.as_ref().and_then(|(pk, dn)| {
-            DeviceRequest::of(&req.topic, pk, dn)
-                .map(|kind| (kind, req.topic.clone(), req.payload.clone(), req.qos))
+            DeviceRequest::of(&req.topic, pk, dn).map(|kind| {
+                let call = (kind, req.topic.clone(), req.payload.clone(), req.qos);
+                (call, raw_answer)
+            })
         });
-        if let Some(answer) = request.take_if(|(kind, ..)| !kind.is_routed()) {
+        if let Some(answer) = request.take_if(|((kind, ..), _)| !kind.is_routed()) {
             let stored = Box::pin(self.answer_device_request(identity, answer, now)).await?;
             return Ok((0, stored));
         }
@@ -168,5 +195,15 @@ impl Hub {
             }
         }
         Ok((delivered, confirmation))
+    }
+}
+
+/// Whether `topic` carries a raw thing-model frame of device `pk`/`dn`: `Some(false)` on
+/// `up_raw` (a post, answered on `up_raw_reply`), `Some(true)` on `down_raw_reply` (an answer).
+fn raw_frame(topic: &str, pk: &str, dn: &str) -> Option<bool> {
+    match crate::topic::after_device(topic, "/sys/", pk, dn)? {
+        UP_RAW => Some(false),
+        DOWN_RAW_REPLY => Some(true),
+        _ => None,
     }
 }

@@ -3,7 +3,7 @@
 //! keys.
 
 use crate::data::api_key::ApiKey;
-use crate::data::model::{DeviceInfo, RemoteConfig};
+use crate::data::model::{DeviceInfo, ParsingScript, RemoteConfig};
 use crate::data::shadow::Shadow;
 use crate::data::topic_category::TopicCategory;
 use crate::store::{StoreError, Txn};
@@ -165,6 +165,32 @@ pub fn put_remote_config(txn: &mut dyn Txn, pk: &str, config: &RemoteConfig) {
 /// Removes a product's remote configuration file.
 pub fn delete_remote_config(txn: &mut dyn Txn, pk: &str) {
     txn.clear(&key(&[b"C", pk.as_bytes()]));
+}
+
+// ---- parsing scripts (JSON)
+
+/// Reads a product's parsing script.
+pub async fn get_script(
+    txn: &mut dyn Txn,
+    pk: &str,
+) -> Result<Option<ParsingScript>, StoreError> {
+    get_json(txn, &key(&[b"S", pk.as_bytes()])).await
+}
+
+/// Writes a product's parsing script.
+pub fn put_script(txn: &mut dyn Txn, pk: &str, script: &ParsingScript) {
+    let value = serde_json::to_vec(script).expect("scripts serialize");
+    txn.set(&key(&[b"S", pk.as_bytes()]), &value);
+}
+
+/// Removes a product's parsing script.
+pub fn delete_script(txn: &mut dyn Txn, pk: &str) {
+    txn.clear(&key(&[b"S", pk.as_bytes()]));
+}
+
+/// Every product's parsing script, by ProductKey.
+pub async fn list_scripts(txn: &mut dyn Txn) -> Result<Vec<(String, ParsingScript)>, StoreError> {
+    list_json_by_name(txn, &[b"S"]).await
 }
 
 // ---- thing models (JSON)

@@ -21,6 +21,7 @@
 //! | `c\0{productKey}` | the product's [`TopicCategory`] list (JSON) |
 //! | `z\0{productKey}` | the product's [`ThingModel`] (JSON) |
 //! | `C\0{productKey}` | the product's [`RemoteConfig`] file (JSON) |
+//! | `S\0{productKey}` | the product's [`ParsingScript`](crate::data::model::ParsingScript) (JSON) |
 //! | `h\0{tenant}\0{pk}\0{dn}\0{p\|e}\0{identifier}\0{time: u64 BE}{seq: u64 BE}` | a property value or an event's output (JSON) |
 //! | `H\0{tenant}\0{pk}\0{dn}\0{p\|e}\0{identifier}` | the series' [`Latest`] value |
 //! | `w\0{productKey}\0{deviceName}` | device [`Shadow`] (JSON) |
