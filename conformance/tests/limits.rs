@@ -2141,3 +2141,162 @@ async fn l_095_data_retention() {
             && page["points"].as_array().map_or(0, Vec::len) == 1,
     );
 }
+
+/// A raw frame on the device's `up_raw`, and the answer on `up_raw_reply` (None within 3 s).
+async fn up_raw_post(
+    c: &rumqttc::AsyncClient,
+    ev: &mut rumqttc::EventLoop,
+    dev: &DeviceCreds,
+    frame: &[u8],
+) -> Option<Vec<u8>> {
+    let topic = format!(
+        "/sys/{}/{}/thing/model/up_raw",
+        dev.product_key, dev.device_name
+    );
+    c.publish(&topic, rumqttc::QoS::AtMostOnce, false, frame.to_vec())
+        .await
+        .unwrap();
+    let reply = format!("{topic}_reply");
+    tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = ev.poll().await
+                && p.topic == reply
+            {
+                return p.payload.to_vec();
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+/// Connects `dev` subscribed to its `up_raw_reply`.
+async fn up_raw_device(
+    d: &Deployment,
+    dev: &DeviceCreds,
+) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let (c, mut ev) = v3::connect(dev.v3_options(d)).await;
+    let reply = format!(
+        "/sys/{}/{}/thing/model/up_raw_reply",
+        dev.product_key, dev.device_name
+    );
+    c.subscribe(reply, rumqttc::QoS::AtMostOnce).await.unwrap();
+    v3::suback(&mut ev).await;
+    (c, ev)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_096_parsing_script_size() {
+    let (d, dev) = setup(with(
+        unlimited(),
+        json!({ "entities": { "script_bytes": 100 } }),
+    ))
+    .await;
+    let path = format!("/api/v1/products/{}/script", dev.product_key);
+    let script = |len: usize| format!("var a = '{}';", "x".repeat(len - 11));
+    let send = async |body: String| {
+        ironhub_conformance::ota::send_file(&d, "PUT", &path, body.as_bytes()).await
+    };
+    let (fits, _) = send(script(100)).await;
+    let (over, refused) = send(script(101)).await;
+    let (_, kept) = d.api(Method::GET, &path, None).await;
+    let kept = kept["source"].as_str().map_or(0, str::len);
+    let observed = format!(
+        "100 bytes: HTTP {fits}; 101 bytes: HTTP {over} {}; the script kept: {kept} bytes",
+        refused["limit"]
+    );
+    check(
+        "L-096",
+        "100 bytes (profile entities.script_bytes); HTTP 413",
+        &observed,
+        fits == 200 && over == 413 && refused["limit"] == "L-096" && kept == 100,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_097_parsing_script_executions_per_month() {
+    let (d, dev) = setup(with(
+        unlimited(),
+        json!({ "monthly": { "js_executions": 2 } }),
+    ))
+    .await;
+    let path = format!("/api/v1/products/{}/script", dev.product_key);
+    let script = b"function rawDataToProtocol(b) { return { method: 'thing.event.property.post', id: '1', params: { level: b[0] } }; }
+                   function protocolToRawData(j) { return [j.code & 0xff]; }";
+    let (s, v) = ironhub_conformance::ota::send_file(&d, "PUT", &path, script).await;
+    assert_eq!(s, 200, "{v}");
+    let (c, mut ev) = up_raw_device(&d, &dev).await;
+    // The first frame takes two executions (parse, then encode the answer); the second none.
+    let first = up_raw_post(&c, &mut ev, &dev, &[7]).await;
+    let second = up_raw_post(&c, &mut ev, &dev, &[8]).await;
+    let (_, usage) = d
+        .api(
+            Method::GET,
+            &format!("/api/v1/tenants/{}/usage", dev.tenant),
+            None,
+        )
+        .await;
+    let executions = &usage["usage"]["month"]["js_executions"];
+    let events: Vec<String> = usage["events"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|e| e["limit"] == "L-097")
+                .map(|e| e["kind"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let observed = format!(
+        "first frame answered {first:?}; second frame answered {second:?}; month js_executions {executions}; L-097 events {events:?}"
+    );
+    check(
+        "L-097",
+        "2 (profile monthly.js_executions); the frame past it is discarded",
+        &observed,
+        first == Some(vec![200])
+            && second.is_none()
+            && *executions == 2
+            && events == ["warning", "disabled"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_098_parsing_script_time_and_memory_per_execution() {
+    let d = Deployment::start("[hub.scripts]\ntime_budget_ms = 100\nmemory_mb = 4\n").await;
+    let dev = d
+        .tenant_with_profile(&Deployment::unique_tenant("limits"), unlimited())
+        .await;
+    let path = format!("/api/v1/products/{}/script", dev.product_key);
+    let (c, mut ev) = up_raw_device(&d, &dev).await;
+    let mut outcomes = Vec::new();
+    for script in [
+        "function rawDataToProtocol(b) { var t = Date.now(); while (Date.now() - t < 10) {} return { method: 'thing.event.property.post', id: '1', params: {} }; }",
+        "function rawDataToProtocol(b) { for (;;) {} }",
+        "function rawDataToProtocol(b) { var a = []; for (;;) { a.push(new Array(65536).fill(b)); } }",
+    ] {
+        let (s, v) = ironhub_conformance::ota::send_file(&d, "PUT", &path, script.as_bytes()).await;
+        assert_eq!(s, 200, "{v}");
+        let answer = up_raw_post(&c, &mut ev, &dev, &[1])
+            .await
+            .unwrap_or_default();
+        let answer: Value = serde_json::from_slice(&answer).unwrap_or_default();
+        outcomes.push(answer["code"].as_i64().unwrap_or(0));
+        outcomes.push(i64::from(
+            answer["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("time budget") || m.contains("memory")),
+        ));
+    }
+    let (at_load, refused) =
+        ironhub_conformance::ota::send_file(&d, "PUT", &path, b"for (;;) {}").await;
+    let observed = format!(
+        "10 ms of work, an endless loop, endless allocation: (code, stopped) {outcomes:?}; an endless loop at load: HTTP {at_load} {}",
+        refused["limit"]
+    );
+    check(
+        "L-098",
+        "100 ms and 4 MB ([hub.scripts] time_budget_ms, memory_mb); 6201 on up_raw_reply, HTTP 400 when saving",
+        &observed,
+        outcomes == [200, 0, 6201, 1, 6201, 1] && at_load == 400 && refused["limit"] == "L-098",
+    );
+}

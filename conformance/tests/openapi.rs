@@ -45,6 +45,12 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 [[operations]]
 include-path-regex = "^/api/v1/tenants/\\{{tenant\\}}/ota/(packages|batches)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "413", "429", "5xx"]
+
+# A parsing script is JavaScript: a schema-valid string that does not load is a 400 naming the
+# error, and a sample its script throws on or cannot take (bad hex) is a 400 too.
+[[operations]]
+include-path-regex = "^/api/v1/products/\\{{pk\\}}/script(/test)?$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "413", "429", "5xx"]
 "#,
             admin = d.token(),
         ),

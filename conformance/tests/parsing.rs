@@ -38,9 +38,14 @@ fn report(id: i32, tenths: i16, humidity: u8) -> Vec<u8> {
 
 /// Publishes a raw frame on `up_raw` and returns the next `up_raw_reply` payload.
 async fn send_raw(c: &AsyncClient, ev: &mut EventLoop, dev: &DeviceCreds, frame: &[u8]) -> Vec<u8> {
-    c.publish(raw_topic(dev, "up_raw"), QoS::AtLeastOnce, false, frame.to_vec())
-        .await
-        .expect("publish");
+    c.publish(
+        raw_topic(dev, "up_raw"),
+        QoS::AtLeastOnce,
+        false,
+        frame.to_vec(),
+    )
+    .await
+    .expect("publish");
     let reply = raw_topic(dev, "up_raw_reply");
     loop {
         let p = v3::next_publish(ev).await;
@@ -103,7 +108,11 @@ async fn an_alibaba_script_parses_a_binary_thermometer_both_ways() {
     let ok = send_raw(&c, &mut ev, &dev, &report(7, 235, 40)).await;
     assert_eq!(answer(&ok), (0x02, 7, 200));
     let hot = send_raw(&c, &mut ev, &dev, &report(8, 1200, 40)).await;
-    assert_eq!(answer(&hot), (0x02, 8, 6306), "120 °C is out of the model's range");
+    assert_eq!(
+        answer(&hot),
+        (0x02, 8, 6306),
+        "120 °C is out of the model's range"
+    );
     let latest = format!(
         "/api/v1/products/{}/devices/{}/properties",
         dev.product_key, dev.device_name
@@ -124,7 +133,10 @@ async fn an_alibaba_script_parses_a_binary_thermometer_both_ways() {
         )
     );
     let post: Value = serde_json::from_slice(&forwarded.payload).expect("Alink JSON");
-    assert_eq!(post["params"], json!({ "temperature": 23.5, "humidity": 40 }));
+    assert_eq!(
+        post["params"],
+        json!({ "temperature": 23.5, "humidity": 40 })
+    );
 
     // A business property set goes out in binary on down_raw; the binary answer completes it.
     let auth = format!("Bearer {}", d.api_key(&dev.tenant, "set").await);
@@ -161,7 +173,11 @@ async fn an_alibaba_script_parses_a_binary_thermometer_both_ways() {
     );
     let (frame, c, mut ev) = device.await.expect("the device's side");
     assert_eq!(frame.topic, raw_topic(&dev, "down_raw"));
-    let id: i32 = set["message_id"].as_str().expect("id").parse().expect("a number");
+    let id: i32 = set["message_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("a number");
     let mut expected = vec![0x01];
     expected.extend(id.to_be_bytes());
     expected.extend(300i16.to_be_bytes());
@@ -199,10 +215,7 @@ async fn an_alibaba_script_parses_a_binary_thermometer_both_ways() {
         .await;
     assert_eq!(s, 200, "{tenant}");
     // Two reports and their answers, the set and its answer, the bad frame.
-    assert_eq!(
-        tenant["usage"]["month"]["js_executions"], 7,
-        "{tenant}"
-    );
+    assert_eq!(tenant["usage"]["month"]["js_executions"], 7, "{tenant}");
 
     // The test endpoint runs each entry point on a sample.
     let test = format!("{}/test", script_path(&dev));

@@ -72,7 +72,9 @@ pub struct RemoteConfig {
 }
 
 /// How a product's devices speak the thing model (Alibaba's product "data type").
-#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DataFormat {
     /// Raw frames on `/thing/model/up_raw` and `down_raw`, turned into Alink JSON and back by

@@ -109,8 +109,7 @@ impl From<ScriptRefusal> for HubError {
 
 impl Hub {
     pub(crate) async fn load_scripts(&self) -> Result<(), HubError> {
-        let scripts =
-            store::read(&**self.store(), |t| Box::pin(records::list_scripts(t))).await?;
+        let scripts = store::read(&**self.store(), |t| Box::pin(records::list_scripts(t))).await?;
         let map = scripts
             .into_iter()
             .map(|(pk, s)| (pk.clone(), Arc::new(product_script(&pk, s))))
@@ -179,7 +178,10 @@ impl Hub {
             false => RawFailure::Answer(self.raw_failure(pk, dn, code, why)),
         };
         if self.inner.scripts.get(pk).is_none() {
-            return Err(fail(code::NO_SCRIPT, &format!("product {pk} has no parsing script")));
+            return Err(fail(
+                code::NO_SCRIPT,
+                &format!("product {pk} has no parsing script"),
+            ));
         }
         let parsed = self
             .run_script(tenant, Some(key), pk, Call::Up(payload.to_vec()))
@@ -254,7 +256,10 @@ impl Hub {
     ) -> (String, Bytes) {
         let topic = format!("/sys/{pk}/{dn}{UP_RAW_REPLY}");
         let json: Value = serde_json::from_slice(&answer).unwrap_or_default();
-        match self.run_script(tenant, Some(key), pk, Call::Down(json)).await {
+        match self
+            .run_script(tenant, Some(key), pk, Call::Down(json))
+            .await
+        {
             Ok(Output::Bytes(raw)) => (topic, Bytes::from(raw)),
             _ => (topic, answer),
         }
@@ -381,7 +386,10 @@ impl ParsingScripts<'_> {
         if update.source.len() as u64 > max {
             return Err(HubError::Limited {
                 limited: self.hub.counted(Limited::new(LimitId::ScriptSize)),
-                message: format!("the script has {} bytes: at most {max}", update.source.len()),
+                message: format!(
+                    "the script has {} bytes: at most {max}",
+                    update.source.len()
+                ),
             });
         }
         let record = ParsingScript {
@@ -435,8 +443,7 @@ impl ParsingScripts<'_> {
     /// Removes a product's script: its devices' raw frames are refused (6200) from now on.
     pub async fn delete(&self, pk: &str) -> Result<(), HubError> {
         self.hub.registry().product(pk).await?;
-        store::write(&**self.hub.store(), |t| records::delete_script(t, pk))
-        .await?;
+        store::write(&**self.hub.store(), |t| records::delete_script(t, pk)).await?;
         self.hub.inner.scripts.set(pk, None);
         Ok(())
     }

@@ -64,7 +64,9 @@ impl RrpcForm {
     /// scripts reading them as int32 (as Alibaba's samples do) both read back.
     fn call_id(&self, seq: u64) -> u64 {
         match self {
-            RrpcForm::PropertySet | RrpcForm::Service(_) => seq & u64::from(i32::MAX.unsigned_abs()),
+            RrpcForm::PropertySet | RrpcForm::Service(_) => {
+                seq & u64::from(i32::MAX.unsigned_abs())
+            }
             RrpcForm::Sys | RrpcForm::Topic(_) => seq,
         }
     }

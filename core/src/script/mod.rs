@@ -9,7 +9,7 @@
 //! for its next execution, so nothing it left behind survives.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -151,9 +151,8 @@ impl Scripts {
     }
 
     fn worker(&self, product_key: &str) -> &mpsc::Sender<Job> {
-        let mut h = self.hasher.build_hasher();
-        product_key.hash(&mut h);
-        &self.workers[(h.finish() % self.workers.len() as u64) as usize]
+        let at = self.hasher.hash_one(product_key) % self.workers.len() as u64;
+        &self.workers[at as usize]
     }
 
     /// Runs one entry point of `script`.
@@ -368,10 +367,12 @@ fn json_of<'js>(
         }));
     };
     let text = text.to_string()?;
-    Ok(serde_json::from_str(&text).map_err(|e| ScriptError::Output {
-        function,
-        what: format!("invalid JSON: {e}"),
-    }))
+    Ok(
+        serde_json::from_str(&text).map_err(|e| ScriptError::Output {
+            function,
+            what: format!("invalid JSON: {e}"),
+        }),
+    )
 }
 
 /// A returned byte array (an Array or a typed array of numbers; each kept modulo 256, as a
@@ -451,7 +452,10 @@ mod tests {
         let s = scripts();
         let broken = script(1, "function rawDataToProtocol(b) { return ");
         assert!(matches!(s.check(&broken).await, Err(ScriptError::Load(_))));
-        let partial = script(2, "function rawDataToProtocol(b) { throw new Error('bad frame'); }");
+        let partial = script(
+            2,
+            "function rawDataToProtocol(b) { throw new Error('bad frame'); }",
+        );
         assert_eq!(s.check(&partial).await, Ok(vec![DOWN, TRANSFORM]));
         assert_eq!(
             s.run(&partial, Call::Up(vec![])).await,
@@ -496,7 +500,10 @@ mod tests {
             s.run(&hungry, Call::Up(vec![1])).await,
             Err(ScriptError::Memory(_) | ScriptError::TimeBudget(_))
         ));
-        let recursive = script(2, "function rawDataToProtocol(b) { return rawDataToProtocol(b); }");
+        let recursive = script(
+            2,
+            "function rawDataToProtocol(b) { return rawDataToProtocol(b); }",
+        );
         assert!(matches!(
             s.run(&recursive, Call::Up(vec![])).await,
             Err(ScriptError::Threw { .. })

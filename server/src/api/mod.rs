@@ -17,9 +17,9 @@ mod ota;
 mod products;
 mod profiles;
 mod remote_config;
-mod scripts;
 mod route;
 mod rules;
+mod scripts;
 mod system;
 mod tenants;
 

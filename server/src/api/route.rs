@@ -171,7 +171,7 @@ impl Extract for JsonFile {
     }
 }
 
-/// A script as the request's body (`application/javascript`), streamed to the handler.
+/// A script as the request's body (JavaScript text), streamed to the handler.
 pub(crate) struct ScriptFile;
 
 impl Extract for ScriptFile {
@@ -184,7 +184,7 @@ impl Extract for ScriptFile {
     fn describe(operation: &mut Value, _: &mut Schemas) {
         operation["requestBody"] = serde_json::json!({
             "required": true,
-            "content": { "application/javascript": { "schema": { "type": "string" } } },
+            "content": { "text/plain": { "schema": { "type": "string" } } },
         });
     }
 }

@@ -7,7 +7,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::route::{Access, Ctx, Json, NoContent, Query, Route, ScriptFile, delete, get, post, put};
+use super::route::{
+    Access, Ctx, Json, NoContent, Query, Route, ScriptFile, delete, get, post, put,
+};
 
 /// Largest body read before the hub checks the tenant's bound (L-096, 128 KB by default).
 const MAX_SCRIPT_BODY: usize = 4 * 1024 * 1024;

@@ -170,10 +170,7 @@ pub fn delete_remote_config(txn: &mut dyn Txn, pk: &str) {
 // ---- parsing scripts (JSON)
 
 /// Reads a product's parsing script.
-pub async fn get_script(
-    txn: &mut dyn Txn,
-    pk: &str,
-) -> Result<Option<ParsingScript>, StoreError> {
+pub async fn get_script(txn: &mut dyn Txn, pk: &str) -> Result<Option<ParsingScript>, StoreError> {
     get_json(txn, &key(&[b"S", pk.as_bytes()])).await
 }
 
