@@ -2,7 +2,8 @@
 //! (`clients/alibaba_thermometer.js`) turns a binary thermometer's frames on `up_raw` into
 //! property posts that the thing model checks, history keeps and a consumer group (RabbitMQ)
 //! receives, answers it in binary on `up_raw_reply`, and carries a business property set to it
-//! on `down_raw` and its binary answer back; a script that throws, loops forever or allocates
+//! on `down_raw` and its binary answer back, and parses a custom topic's bytes for the consumer
+//! group (`transformPayload`); a script that throws, loops forever or allocates
 //! without end is stopped within its budget, answered with 6201 and counted, and the hub goes on.
 
 use std::time::Duration;
@@ -183,6 +184,33 @@ async fn an_alibaba_script_parses_a_binary_thermometer_both_ways() {
     expected.extend(300i16.to_be_bytes());
     assert_eq!(frame.payload.to_vec(), expected);
 
+    // A custom topic marked for parsing reaches the consumer group as transformPayload's JSON.
+    let topics = format!("/api/v1/products/{}/topics", dev.product_key);
+    let category = json!([{ "topic": "/${productKey}/${deviceName}/user/update",
+                            "operation": "pub", "parse": true }]);
+    let (s, v) = d.api(Method::PUT, &topics, Some(category)).await;
+    assert_eq!(s, 200, "{v}");
+    c.publish(
+        dev.user_topic("update"),
+        QoS::AtLeastOnce,
+        false,
+        vec![0x5a],
+    )
+    .await
+    .expect("publish");
+    v3::acked(&mut ev).await;
+    let parsed = loop {
+        let m = consumer
+            .next(Duration::from_secs(10))
+            .await
+            .expect("the custom topic's message reaches the consumer group");
+        if m.header("topic") == dev.user_topic("update") {
+            break m;
+        }
+    };
+    let parsed: Value = serde_json::from_slice(&parsed.payload).expect("JSON");
+    assert_eq!(parsed, json!({ "battery": 90 }));
+
     // A frame the script throws on is answered with 6201 and counted.
     let bad = send_raw(&c, &mut ev, &dev, &[0x7f, 1, 2]).await;
     let bad: Value = serde_json::from_slice(&bad).expect("an Alink answer");
@@ -214,8 +242,11 @@ async fn an_alibaba_script_parses_a_binary_thermometer_both_ways() {
         )
         .await;
     assert_eq!(s, 200, "{tenant}");
-    // Two reports and their answers, the set and its answer, the bad frame.
-    assert_eq!(tenant["usage"]["month"]["js_executions"], 7, "{tenant}");
+    // Two reports and their answers, the set and its answer, the custom topic, the bad frame.
+    assert_eq!(tenant["usage"]["month"]["js_executions"], 8, "{tenant}");
+    // Every message the device sent is metered, those that could not be parsed too: the
+    // frame before the script, two reports, the set's answer, the custom topic, the bad frame.
+    assert_eq!(tenant["usage"]["month"]["messages"], 6, "{tenant}");
 
     // The test endpoint runs each entry point on a sample.
     let test = format!("{}/test", script_path(&dev));

@@ -26,4 +26,8 @@ pub struct TopicCategory {
     /// For people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Whether devices' messages on it are parsed by the product's script (`transformPayload`)
+    /// before rules and consumer groups see them (Alibaba's "data parsing" flag of a topic).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parse: bool,
 }

@@ -265,6 +265,23 @@ impl Hub {
         }
     }
 
+    /// A device's message on a custom topic marked `parse`, as rules and consumer groups see it:
+    /// the JSON `transformPayload` makes of it, or the payload as sent when the script fails or
+    /// the month's executions are used up (counted either way).
+    pub(crate) async fn transform_payload(
+        &self,
+        (tenant, key): (&str, &str),
+        pk: &str,
+        topic: &str,
+        payload: &Bytes,
+    ) -> Bytes {
+        let call = Call::Transform(topic.to_owned(), payload.to_vec());
+        match self.run_script(tenant, Some(key), pk, call).await {
+            Ok(Output::Json(json)) => Bytes::from(json.to_string()),
+            _ => payload.clone(),
+        }
+    }
+
     /// A downlink to a device as its product's devices take it: a property set of a product in
     /// the custom format goes as `protocolToRawData` of it on `down_raw`; anything else as is.
     pub(crate) async fn downlink_form(

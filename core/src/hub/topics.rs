@@ -84,6 +84,27 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// Whether a device's publish on `topic` is to be parsed by its product's script: it is in a
+    /// category marked `parse`.
+    pub(crate) fn parses_topic(&self, pk: &str, dn: &str, topic: &str) -> bool {
+        let categories = match self
+            .inner
+            .categories
+            .read()
+            .expect("categories lock")
+            .get(pk)
+        {
+            Some(c) => c.clone(),
+            None => return false,
+        };
+        categories
+            .iter()
+            .filter(|c| c.parse && c.allows(Access::Publish))
+            .any(|c| topic::matches(&c.filter_for(pk, dn), topic))
+    }
+}
+
 /// Products' topic categories.
 #[derive(Clone, Copy)]
 pub struct TopicCategories<'a> {

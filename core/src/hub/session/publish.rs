@@ -74,8 +74,14 @@ impl Hub {
                     raw_answer = !answer;
                 }
                 Err(RawFailure::Limited(limited)) => return Err(PublishRefusal::Limited(limited)),
-                Err(RawFailure::Dropped) => return Ok((0, None)),
-                Err(RawFailure::Answer((topic, payload))) => {
+                Err(failure) => {
+                    // Not understood, but sent: metered and limited as it came.
+                    self.admit_message(charges, req.qos != QoS::AtMostOnce, &req.payload, now)
+                        .await
+                        .map_err(|l| PublishRefusal::Limited(self.counted(l)))?;
+                    let RawFailure::Answer((topic, payload)) = failure else {
+                        return Ok((0, None));
+                    };
                     let qos = req.qos.min(QoS::AtLeastOnce);
                     let reply = Message::from_hub(&identity.tenant, topic, payload, qos, now);
                     self.accept(reply)
@@ -118,6 +124,14 @@ impl Hub {
             origin: Origin::Client(identity.key.clone()),
             received_at_ms: now,
         };
+        // Rules and consumer groups see a parsed custom topic's JSON; subscribers, the bytes.
+        let mut forwarded = msg.payload.clone();
+        if let Some((pk, dn)) = identity.device.as_ref()
+            && self.parses_topic(pk, dn, &msg.topic)
+        {
+            let who = (identity.tenant.as_str(), &*identity.key);
+            forwarded = Box::pin(self.transform_payload(who, pk, &msg.topic, &forwarded)).await;
+        }
         // Built only for products with consumer groups: most messages go nowhere else.
         let upstream = identity.device.as_ref().and_then(|(pk, dn)| {
             let destinations = self.group_destinations(pk)?;
@@ -132,14 +146,14 @@ impl Hub {
                     topic: msg.topic.clone(),
                     qos: msg.qos,
                     generated_at_ms: now,
-                    payload: msg.payload.clone(),
+                    payload: forwarded.clone(),
                 },
             ))
         });
         let rules = self.tenant_rules(&identity.tenant);
         let rule_input = rules
             .as_ref()
-            .map(|_| (msg.topic.clone(), msg.payload.clone(), msg.qos));
+            .map(|_| (msg.topic.clone(), forwarded, msg.qos));
         let delivered = self
             .accept(msg)
             .await
