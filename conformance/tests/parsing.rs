@@ -271,6 +271,48 @@ async fn an_alibaba_script_parses_a_binary_thermometer_both_ways() {
         let (s, out) = d.api(Method::POST, &test, Some(sample)).await;
         assert_eq!((s, out), (200, expected));
     }
+
+    // The command line: the script saved from its file and tried, the history read.
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/clients/alibaba_thermometer.js"
+    );
+    let pk = dev.product_key.as_str();
+    let saved = d.cli(&["script", "put", "--product", pk, file]).await;
+    assert_eq!(saved.expect("script put")["data_format"], "custom");
+    let tried = d
+        .cli(&[
+            "script",
+            "test",
+            "--product",
+            pk,
+            "--up",
+            "000000000200f014",
+        ])
+        .await
+        .expect("script test");
+    assert_eq!(tried["output"]["params"]["temperature"], 24.0, "{tried}");
+    let dn = dev.device_name.as_str();
+    let latest = d
+        .cli(&["history", "latest", "--product", pk, "--name", dn])
+        .await
+        .expect("history latest");
+    assert_eq!(latest["temperature"]["value"], 23.5, "{latest}");
+    let page = d
+        .cli(&[
+            "history",
+            "property",
+            "--product",
+            pk,
+            "--name",
+            dn,
+            "humidity",
+            "--limit",
+            "1",
+        ])
+        .await
+        .expect("history property");
+    assert_eq!(page["points"][0]["value"], 40, "{page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

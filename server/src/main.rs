@@ -69,6 +69,12 @@ enum Command {
     /// Firmware upgrades: packages and batches.
     #[command(subcommand)]
     Ota(cli::OtaCmd),
+    /// Products' data parsing scripts.
+    #[command(subcommand)]
+    Script(cli::ScriptCmd),
+    /// Devices' property and event history.
+    #[command(subcommand)]
+    History(cli::HistoryCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -97,6 +103,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Rule(c) => cli::rule(&cli.api, c).await,
             Command::ApiKey(c) => cli::api_key(&cli.api, c).await,
             Command::Ota(c) => cli::ota(&cli.api, c).await,
+            Command::Script(c) => cli::script(&cli.api, c).await,
+            Command::History(c) => cli::history(&cli.api, c).await,
         }
     })
 }

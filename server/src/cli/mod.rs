@@ -13,8 +13,10 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
 mod ota;
+mod thing;
 
 pub use ota::{OtaCmd, ota};
+pub use thing::{HistoryCmd, ScriptCmd, history, script};
 
 /// Where the admin API is and how to authenticate.
 #[derive(Debug, Args)]
