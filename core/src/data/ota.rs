@@ -64,6 +64,11 @@ pub enum OtaTarget {
         /// Source versions.
         versions: Vec<String>,
     },
+    /// The devices of a device group that are of the package's product.
+    Group {
+        /// The group's id.
+        group_id: String,
+    },
 }
 
 /// An upgrade batch: one package rolled out to its target devices.

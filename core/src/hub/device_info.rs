@@ -150,7 +150,7 @@ impl Hub {
         let (version, module) = (version.to_owned(), module.to_owned());
         let saved = self
             .device_infos()
-            .update(pk, dn, {
+            .update((&identity.tenant, pk, dn), {
                 let (version, module) = (version.clone(), module.clone());
                 move |info| {
                     info.firmware.insert(module.clone(), version.clone());
@@ -193,7 +193,7 @@ impl DeviceInfos<'_> {
         }
         let max = self.hub.profile_of(&device.tenant).entities.tags_per_device;
         let outcome = self
-            .update(pk, dn, move |info| {
+            .update((&device.tenant, pk, dn), move |info| {
                 let mut merged = info.tags.clone();
                 merged.extend(tags.clone());
                 if max > 0 && merged.len() as u64 > max {
@@ -206,7 +206,7 @@ impl DeviceInfos<'_> {
         outcome.map_err(|max| {
             self.hub.limited(
                 LimitId::TagsPerDevice,
-                format!("at most {max} tags per device (L-090, profile entities.tags_per_device)"),
+                format!("at most {max} tags per product, device or group (L-090, profile entities.tags_per_device)"),
             )
         })
     }
@@ -218,10 +218,10 @@ impl DeviceInfos<'_> {
         dn: &str,
         keys: &[String],
     ) -> Result<DeviceInfo, HubError> {
-        self.hub.registry().device(pk, dn).await?;
+        let device = self.hub.registry().device(pk, dn).await?;
         let keys = keys.to_vec();
         let outcome = self
-            .update(pk, dn, move |info| {
+            .update((&device.tenant, pk, dn), move |info| {
                 for k in &keys {
                     info.tags.remove(k);
                 }
@@ -231,24 +231,26 @@ impl DeviceInfos<'_> {
         Ok(outcome.unwrap_or_default())
     }
 
-    /// Reads, changes and writes a device's info in one transaction; `change` may refuse.
+    /// Reads, changes and writes a device's info in one transaction, with the index of the
+    /// tenant's devices by tag; `change` may refuse.
     async fn update<E: Send + 'static>(
         &self,
-        pk: &str,
-        dn: &str,
+        (tenant, pk, dn): (&str, &str, &str),
         change: impl Fn(&mut DeviceInfo) -> Result<(), E> + Send + Sync + Clone + 'static,
     ) -> Result<Result<DeviceInfo, E>, HubError> {
-        let (pk, dn) = (pk.to_owned(), dn.to_owned());
+        let (tenant, pk, dn) = (tenant.to_owned(), pk.to_owned(), dn.to_owned());
         Ok(transact(&**self.hub.store(), |t| {
-            let (pk, dn, change) = (pk.clone(), dn.clone(), change.clone());
+            let (tenant, pk, dn, change) = (tenant.clone(), pk.clone(), dn.clone(), change.clone());
             Box::pin(async move {
                 let mut info = records::get_device_info(t, &pk, &dn)
                     .await?
                     .unwrap_or_default();
+                let before = info.tags.clone();
                 if let Err(e) = change(&mut info) {
                     return Ok(Err(e));
                 }
                 records::put_device_info(t, &pk, &dn, &info);
+                records::reindex_tags(t, &tenant, (&pk, &dn), &before, &info.tags);
                 Ok(Ok(info))
             })
         })

@@ -26,6 +26,7 @@ use crate::topic;
 
 mod business;
 mod cluster;
+mod device_groups;
 mod device_info;
 mod downloads;
 mod groups;
@@ -54,6 +55,9 @@ mod tsl;
 
 pub use business::{DevicePage, DeviceStatus, HISTORY_RETENTION_MS};
 pub use cluster::{PeerError, PeerReply, PeerRequest, Peers};
+pub use device_groups::{
+    DeviceGroups, DeviceRef, DeviceRefPage, GroupEvent, GroupPub, GroupSet, GroupSpec, GroupView,
+};
 pub use device_info::{DeviceInfos, MAX_TAG_VALUE, TAG_KEY_PATTERN};
 pub use downloads::{Download, DownloadBody, DownloadError};
 pub use limits::{LimitCounters, UsageReport};

@@ -453,6 +453,10 @@ impl Registry<'_> {
             .await;
         self.hub.forget_topology(&device.tenant, pk, dn).await?;
         self.hub.ota_device_deleted(pk, dn).await?;
+        let tags = self.hub.device_infos().get(pk, dn).await?.tags;
+        self.hub
+            .forget_device_groups(&device.tenant, (pk, dn), &tags)
+            .await?;
         store::write(&**self.hub.store(), |t| {
             records::delete_open_jobs(t, pk, dn);
             records::delete_device_history(t, &device.tenant, pk, dn);

@@ -79,7 +79,7 @@ catalog! {
     SubDevicesOnline => "L-007", "sub-devices online per gateway", Quota;
     SubDeviceLogins => "L-008", "sub-device logins per gateway", Rate;
     SubDevicesPerLogin => "L-009", "sub-devices per login or logout request", Malformed;
-    TagsPerDevice => "L-090", "tags per device", Quota;
+    TagsPerDevice => "L-090", "tags per product, device or group", Quota;
     OtaPackages => "L-091", "firmware packages per tenant", Quota;
     OtaPackageSize => "L-092", "firmware package size", Malformed;
     OtaBatchDevices => "L-093", "devices per upgrade batch", Malformed;
@@ -88,6 +88,9 @@ catalog! {
     ScriptSize => "L-096", "data parsing script size", Malformed;
     MonthlyJsExecutions => "L-097", "data parsing script executions per month", Quota;
     ScriptBudget => "L-098", "data parsing script time and memory per execution", Malformed;
+    DeviceGroups => "L-099", "device groups per tenant", Quota;
+    DevicesPerGroup => "L-100", "devices per group", Quota;
+    GroupsPerDevice => "L-101", "groups per device", Quota;
     RulesPerTenant => "L-005", "rules per tenant", Quota;
     ConsumerGroupsPerTenant => "L-006", "consumer groups per tenant", Quota;
     ConnectionsPerDevice => "L-010", "connections per device certificate (a new one takes over)", Quota;

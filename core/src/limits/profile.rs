@@ -74,7 +74,7 @@ pub struct EntityLimits {
     pub sub_devices_online_per_gateway: u64,
     /// Sub-devices in one login or logout request (Alibaba: 50).
     pub sub_devices_per_login: u64,
-    /// Tags one device may carry (seed 000: 100).
+    /// Tags of one product, device or group (seed 000: 100).
     pub tags_per_device: u64,
     /// Custom topic categories per product (seed 000: 50).
     pub topic_categories: u64,
@@ -88,6 +88,12 @@ pub struct EntityLimits {
     pub remote_config_bytes: u64,
     /// Largest data parsing script of a product, bytes (seed 000: 128 KB).
     pub script_bytes: u64,
+    /// Device groups per tenant, sub-groups included (seed 000: 1,000).
+    pub device_groups: u64,
+    /// Devices in one group (seed 000: 100,000).
+    pub devices_per_group: u64,
+    /// Groups one device is in (seed 000: 10).
+    pub groups_per_device: u64,
 }
 
 impl Default for EntityLimits {
@@ -107,6 +113,9 @@ impl Default for EntityLimits {
             ota_batch_devices: 100_000,
             remote_config_bytes: 64 * 1024,
             script_bytes: 128 * 1024,
+            device_groups: 1_000,
+            devices_per_group: 100_000,
+            groups_per_device: 10,
         }
     }
 }

@@ -93,7 +93,7 @@ enum Encoding {
 
 /// A payload in a JSON body: text, or base64 with `"encoding": "base64"`.
 #[derive(Deserialize)]
-struct Payload {
+pub(super) struct Payload {
     payload: String,
     #[serde(default)]
     encoding: Encoding,
@@ -135,7 +135,7 @@ impl JsonSchema for Payload {
 }
 
 impl Payload {
-    fn decode(self) -> Result<Bytes, ApiError> {
+    pub(super) fn decode(self) -> Result<Bytes, ApiError> {
         match self.encoding {
             Encoding::Text => Ok(Bytes::from(self.payload)),
             Encoding::Base64 => base64::engine::general_purpose::STANDARD

@@ -7,6 +7,7 @@
 //! and the OpenAPI document at `/openapi.json` is built from it.
 
 mod business;
+mod device_groups;
 mod devices;
 mod error;
 mod groups;
@@ -57,6 +58,7 @@ static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         products::routes(),
         remote_config::routes(),
         scripts::routes(),
+        device_groups::routes(),
         devices::routes(),
         history::routes(),
         groups::routes(),

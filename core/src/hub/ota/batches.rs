@@ -48,7 +48,7 @@ impl Ota<'_> {
             ));
         }
         let devices = self
-            .target_devices(&pk, &package.module, &spec.target)
+            .target_devices(tenant, &pk, &package.module, &spec.target)
             .await?;
         if devices.is_empty() {
             return Err(HubError::Invalid("the target matches no device".into()));
@@ -130,6 +130,7 @@ impl Ota<'_> {
     /// The devices of a target with the version of `module` each reported.
     async fn target_devices(
         &self,
+        tenant: &str,
         pk: &str,
         module: &str,
         target: &OtaTarget,
@@ -153,6 +154,15 @@ impl Ota<'_> {
                 }
                 names
             }
+            OtaTarget::Group { group_id } => self
+                .hub
+                .device_groups()
+                .all_members(tenant, group_id)
+                .await?
+                .into_iter()
+                .filter(|d| d.product_key == pk)
+                .map(|d| d.device_name)
+                .collect(),
             OtaTarget::Product | OtaTarget::Versions { .. } => {
                 let mut names = Vec::new();
                 let mut after: Option<String> = None;

@@ -42,9 +42,15 @@
 //! | `b\0{tenant}\0{batch}` | [`OtaBatch`](crate::data::ota::OtaBatch) (JSON) |
 //! | `B\0{batch}\0{deviceName}` | [`OtaJob`](crate::data::ota::OtaJob): a device's upgrade in a batch (JSON) |
 //! | `A\0{productKey}\0{deviceName}\0{module}` | the batch holding the device's open upgrade of that module |
+//! | `G\0{tenant}\0{group}` | [`DeviceGroup`](crate::data::device_group::DeviceGroup) (JSON) |
+//! | `M\0{tenant}\0{group}\0{productKey}/{deviceName}` / `I\0{productKey}\0{deviceName}\0{group}` | empty: a device is in a group (both ways) |
+//! | `n\0G\0{tenant}` / `n\0M\0{tenant}\0{group}` | the tenant's group count / the group's device count (i64 counters) |
+//! | `L\0{productKey}` | the product's tags (JSON) |
+//! | `E\0{tenant}\0{tagKey}\0{tagValue}\0{productKey}/{deviceName}` | empty: a device has the tag (search by tag) |
 
 mod cluster;
 mod delivery;
+mod device_groups;
 mod devices;
 mod history;
 mod ota;
@@ -53,6 +59,7 @@ mod sessions;
 
 pub use cluster::*;
 pub use delivery::*;
+pub use device_groups::*;
 pub use devices::*;
 pub use history::*;
 pub use ota::*;
