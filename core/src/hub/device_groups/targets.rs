@@ -187,7 +187,7 @@ impl DeviceGroups<'_> {
                 value: p.value,
             }));
         }
-        all.sort_by(|a, b| b.time_ms.cmp(&a.time_ms));
+        all.sort_by_key(|e| std::cmp::Reverse(e.time_ms));
         all.truncate(limit);
         Ok(all)
     }
