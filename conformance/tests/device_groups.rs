@@ -430,4 +430,47 @@ async fn groups_and_tags_find_devices_and_address_them_across_products() {
         204
     );
     assert_eq!(ok(&d, Method::GET, &of_a1, None).await, json!([]));
+
+    // The command line.
+    let made = d
+        .cli(&[
+            "device-group",
+            "create",
+            "--tenant",
+            &tenant,
+            "--name",
+            "cli",
+        ])
+        .await
+        .expect("device-group create");
+    let id = made["id"].as_str().expect("id");
+    let a1_name = name(&a1);
+    let added = d
+        .cli(&[
+            "device-group",
+            "add",
+            "--tenant",
+            &tenant,
+            "--id",
+            id,
+            "--devices",
+            &a1_name,
+        ])
+        .await
+        .expect("device-group add");
+    assert_eq!(added["device_count"], 1);
+    let found = d
+        .cli(&[
+            "device-group",
+            "search",
+            "--tenant",
+            &tenant,
+            "--tag",
+            "site:greenhouse-3",
+            "--group",
+            id,
+        ])
+        .await
+        .expect("device-group search");
+    assert_eq!(names(&found), [a1_name]);
 }

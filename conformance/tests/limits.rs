@@ -1011,7 +1011,7 @@ async fn l_009_sub_devices_per_login() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn l_090_tags_per_device() {
+async fn l_090_tags_per_product_device_or_group() {
     let (d, dev) = setup(with(
         unlimited(),
         json!({ "entities": { "tags_per_device": 2 } }),
@@ -1034,20 +1034,43 @@ async fn l_090_tags_per_device() {
     let (replaced, _) = d
         .api(Method::PUT, &tags, Some(json!({ "a": "changed" })))
         .await;
+    // The same bound for a product's tags and a group's.
+    let product = format!("/api/v1/products/{}/tags", dev.product_key);
+    let (product_two, _) = d
+        .api(Method::PUT, &product, Some(json!({ "a": "1", "b": "2" })))
+        .await;
+    let (product_three, _) = d
+        .api(Method::PUT, &product, Some(json!({ "c": "3" })))
+        .await;
+    let groups = format!("/api/v1/tenants/{}/device-groups", dev.tenant);
+    let (_, group) = d
+        .api(Method::POST, &groups, Some(json!({ "name": "g" })))
+        .await;
+    let group_tags = format!("{groups}/{}/tags", group["id"].as_str().unwrap_or(""));
+    let (group_three, _) = d
+        .api(
+            Method::PUT,
+            &group_tags,
+            Some(json!({ "a": "1", "b": "2", "c": "3" })),
+        )
+        .await;
     let observed = format!(
-        "2 tags over MQTT: code {}; a 3rd: code {} \"{}\"; over the API: HTTP {api_status} {}; changing one of the 2: HTTP {replaced}",
+        "2 tags over MQTT: code {}; a 3rd: code {} \"{}\"; over the API: HTTP {api_status} {}; changing one of the 2: HTTP {replaced}; a product's 2: HTTP {product_two}, 3rd: HTTP {product_three}; a group's 3: HTTP {group_three}",
         two["code"], three["code"], three["message"], api["limit"]
     );
     check(
         "L-090",
-        "2 (profile entities.tags_per_device); Alink 460, HTTP 403",
+        "2 (profile entities.tags_per_device) for a device, a product, a group; Alink 460, HTTP 403",
         &observed,
         two["code"] == 200
             && three["code"] == 460
             && three["message"].as_str().unwrap_or("").contains("L-090")
             && api_status == 403
             && api["limit"] == "L-090"
-            && replaced == 200,
+            && replaced == 200
+            && product_two == 200
+            && product_three == 403
+            && group_three == 403,
     );
 }
 
@@ -2298,5 +2321,137 @@ async fn l_098_parsing_script_time_and_memory_per_execution() {
         "100 ms and 4 MB ([hub.scripts] time_budget_ms, memory_mb); 6201 on up_raw_reply, HTTP 400 when saving",
         &observed,
         outcomes == [200, 0, 6201, 1, 6201, 1] && at_load == 400 && refused["limit"] == "L-098",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_099_device_groups_per_tenant() {
+    let (d, dev) = setup(with(
+        unlimited(),
+        json!({ "entities": { "device_groups": 2 } }),
+    ))
+    .await;
+    let groups = format!("/api/v1/tenants/{}/device-groups", dev.tenant);
+    let (first, g) = d
+        .api(Method::POST, &groups, Some(json!({ "name": "a" })))
+        .await;
+    let sub = json!({ "name": "b", "parent_id": g["id"] });
+    let (second, _) = d.api(Method::POST, &groups, Some(sub)).await;
+    let (third, refused) = d
+        .api(Method::POST, &groups, Some(json!({ "name": "c" })))
+        .await;
+    let observed = format!(
+        "a group: HTTP {first}; a sub-group: HTTP {second}; a third: HTTP {third} {}",
+        refused["limit"]
+    );
+    check(
+        "L-099",
+        "2 (profile entities.device_groups), sub-groups included; HTTP 403",
+        &observed,
+        first == 201 && second == 201 && third == 403 && refused["limit"] == "L-099",
+    );
+}
+
+/// A group of `dev`'s tenant and `n` more devices of its product.
+async fn group_with_devices(d: &Deployment, dev: &DeviceCreds, n: usize) -> (String, Vec<Value>) {
+    let groups = format!("/api/v1/tenants/{}/device-groups", dev.tenant);
+    let (_, g) = d
+        .api(Method::POST, &groups, Some(json!({ "name": "g" })))
+        .await;
+    let mut devices =
+        vec![json!({ "product_key": dev.product_key, "device_name": dev.device_name })];
+    for i in 0..n {
+        let more = d.add_device(&dev.product_key, &format!("more-{i}")).await;
+        devices.push(json!({ "product_key": more.product_key, "device_name": more.device_name }));
+    }
+    (
+        format!("{groups}/{}", g["id"].as_str().unwrap_or("")),
+        devices,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_100_devices_per_group() {
+    let (d, dev) = setup(with(
+        unlimited(),
+        json!({ "entities": { "devices_per_group": 2 } }),
+    ))
+    .await;
+    let (group, devices) = group_with_devices(&d, &dev, 2).await;
+    let add = |list: &[Value]| json!({ "devices": list });
+    let (two, _) = d
+        .api(
+            Method::POST,
+            &format!("{group}/devices"),
+            Some(add(&devices[..2])),
+        )
+        .await;
+    let (again, _) = d
+        .api(
+            Method::POST,
+            &format!("{group}/devices"),
+            Some(add(&devices[..1])),
+        )
+        .await;
+    let (third, refused) = d
+        .api(
+            Method::POST,
+            &format!("{group}/devices"),
+            Some(add(&devices[2..])),
+        )
+        .await;
+    let (_, view) = d.api(Method::GET, &group, None).await;
+    let observed = format!(
+        "2 devices: HTTP {two}; one of them again: HTTP {again}; a 3rd: HTTP {third} {}; the group holds {}",
+        refused["limit"], view["device_count"]
+    );
+    check(
+        "L-100",
+        "2 (profile entities.devices_per_group); HTTP 403",
+        &observed,
+        two == 200
+            && again == 200
+            && third == 403
+            && refused["limit"] == "L-100"
+            && view["device_count"] == 2,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_101_groups_per_device() {
+    let (d, dev) = setup(with(
+        unlimited(),
+        json!({ "entities": { "groups_per_device": 2 } }),
+    ))
+    .await;
+    let mut statuses = Vec::new();
+    let mut last = Value::Null;
+    for _ in 0..3 {
+        let (group, devices) = group_with_devices(&d, &dev, 0).await;
+        let (s, v) = d
+            .api(
+                Method::POST,
+                &format!("{group}/devices"),
+                Some(json!({ "devices": devices })),
+            )
+            .await;
+        statuses.push(s);
+        last = v;
+    }
+    let groups = format!(
+        "/api/v1/products/{}/devices/{}/groups",
+        dev.product_key, dev.device_name
+    );
+    let (_, of_device) = d.api(Method::GET, &groups, None).await;
+    let held = of_device.as_array().map_or(0, Vec::len);
+    let observed = format!(
+        "a device put in 3 groups: HTTP {statuses:?}, the 3rd {}; it is in {held}",
+        last["limit"]
+    );
+    check(
+        "L-101",
+        "2 (profile entities.groups_per_device); HTTP 403",
+        &observed,
+        statuses == [200, 200, 403] && last["limit"] == "L-101" && held == 2,
     );
 }

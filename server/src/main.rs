@@ -69,6 +69,9 @@ enum Command {
     /// Firmware upgrades: packages and batches.
     #[command(subcommand)]
     Ota(cli::OtaCmd),
+    /// Device groups, their members and tags; devices found by tag.
+    #[command(subcommand)]
+    DeviceGroup(cli::DeviceGroupCmd),
     /// Products' data parsing scripts.
     #[command(subcommand)]
     Script(cli::ScriptCmd),
@@ -103,6 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Rule(c) => cli::rule(&cli.api, c).await,
             Command::ApiKey(c) => cli::api_key(&cli.api, c).await,
             Command::Ota(c) => cli::ota(&cli.api, c).await,
+            Command::DeviceGroup(c) => cli::device_group(&cli.api, c).await,
             Command::Script(c) => cli::script(&cli.api, c).await,
             Command::History(c) => cli::history(&cli.api, c).await,
         }

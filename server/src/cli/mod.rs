@@ -12,9 +12,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
+mod device_groups;
 mod ota;
 mod thing;
 
+pub use device_groups::{DeviceGroupCmd, device_group};
 pub use ota::{OtaCmd, ota};
 pub use thing::{HistoryCmd, ScriptCmd, history, script};
 

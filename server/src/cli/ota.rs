@@ -77,6 +77,9 @@ pub enum OtaCmd {
         /// Devices that reported one of these versions (comma-separated).
         #[arg(long, value_delimiter = ',', conflicts_with = "whole_product")]
         from_versions: Vec<String>,
+        /// The devices of this device group (those of the package's product).
+        #[arg(long, conflicts_with_all = ["whole_product", "from_versions", "devices"])]
+        group: Option<String>,
         /// Devices notified per minute at most (default: no limit).
         #[arg(long, default_value_t = 0)]
         rate_per_minute: u32,
@@ -191,11 +194,14 @@ pub async fn ota(api: &ApiArgs, cmd: OtaCmd) -> anyhow::Result<()> {
             devices,
             whole_product,
             from_versions,
+            group,
             rate_per_minute,
             start_at_ms,
             timeout_minutes,
         } => {
-            let target = if whole_product {
+            let target = if let Some(group_id) = group {
+                json!({ "kind": "group", "group_id": group_id })
+            } else if whole_product {
                 json!({ "kind": "product" })
             } else if !from_versions.is_empty() {
                 json!({ "kind": "versions", "versions": from_versions })
