@@ -403,6 +403,38 @@ impl ThingModel {
     }
 }
 
+impl ThingModel {
+    /// Validates a service call's input: the service is in the model (a custom module's as
+    /// `{module}:{service}`), every key of `params` one of its input parameters, of its type and
+    /// range. Err says what is wrong.
+    pub fn check_service(
+        &self,
+        identifier: &str,
+        params: &Map<String, Value>,
+    ) -> Result<(), String> {
+        let (services, name) = match identifier.split_once(':') {
+            Some((module, name)) => match self.modules.iter().find(|m| m.identifier == module) {
+                Some(m) => (&m.services, name),
+                None => return Err(format!("module {module} is not in the product's model")),
+            },
+            None => (&self.services, identifier),
+        };
+        let Some(service) = services.iter().find(|s| s.identifier == name) else {
+            return Err(format!(
+                "service {identifier} is not in the product's model"
+            ));
+        };
+        for (key, value) in params {
+            let Some(param) = service.input.iter().find(|p| p.identifier == *key) else {
+                return Err(format!("service {identifier} has no input parameter {key}"));
+            };
+            check_value(&param.data_type, value)
+                .map_err(|why| format!("service {identifier}, {key}: {why}"))?;
+        }
+        Ok(())
+    }
+}
+
 fn check_value(t: &DataType, v: &Value) -> Result<(), String> {
     let range = |s: &NumberSpecs, x: f64| {
         if x < s.min || x > s.max {

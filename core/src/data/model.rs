@@ -98,6 +98,42 @@ pub struct ParsingScript {
     pub updated_at_ms: u64,
 }
 
+/// A service invoked asynchronously through the business API, and the device's answer.
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceCall {
+    /// The Alink id of the call (its `message_id`).
+    pub message_id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// ProductKey.
+    pub product_key: String,
+    /// DeviceName.
+    pub device_name: String,
+    /// The service's identifier (a custom module's as `{module}:{service}`).
+    pub service: String,
+    /// Its input parameters.
+    pub params: serde_json::Value,
+    /// When it was sent, ms since the epoch.
+    pub sent_at_ms: u64,
+    /// The device's answer on `.../thing/service/{identifier}_reply`, once it came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<ServiceReply>,
+}
+
+/// A device's answer to a service call.
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceReply {
+    /// The device's Alink code (200: done).
+    pub code: i64,
+    /// The device's message, if any.
+    #[serde(default)]
+    pub message: String,
+    /// The service's output.
+    pub data: serde_json::Value,
+    /// When it came, ms since the epoch.
+    pub replied_at_ms: u64,
+}
+
 /// A device under a product.
 #[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {

@@ -512,7 +512,7 @@ impl Business<'_> {
     }
 
     /// Downlink rates: the tenant's (L-015) and the device's (L-018).
-    pub(super) fn admit_downlink(&self, tenant: &str, device_key: &str) -> Result<(), HubError> {
+    pub(crate) fn admit_downlink(&self, tenant: &str, device_key: &str) -> Result<(), HubError> {
         let profile = self.hub.profile_of(tenant);
         self.hub
             .inner

@@ -42,6 +42,7 @@ mod remote_config;
 mod router;
 mod rrpc;
 mod rules;
+mod service_calls;
 mod session;
 mod shadow;
 mod stored_queue;
@@ -70,6 +71,7 @@ pub use remote_config::{ConfigView, RemoteConfigs};
 pub use router::Delivery;
 pub use rrpc::{RRPC_TIMEOUT_MS, RrpcForm, RrpcOutcome};
 pub use rules::{RuleSpec, RuleView};
+pub use service_calls::{InvokeOutcome, ServiceCalls};
 use session::Slot;
 pub use session::{
     ClientIdentity, ConnectOutcome, ConnectRefusal, ConnectRequest, Connected, KickReason,

@@ -282,16 +282,18 @@ impl Hub {
         }
     }
 
-    /// A downlink to a device as its product's devices take it: a property set of a product in
-    /// the custom format goes as `protocolToRawData` of it on `down_raw`; anything else as is.
+    /// A downlink to a device as its product's devices take it: a property set or a service
+    /// call to a product in the custom format goes as `protocolToRawData` of it on `down_raw`;
+    /// anything else as is.
     pub(crate) async fn downlink_form(
         &self,
         tenant: &str,
         (pk, dn): (&str, &str),
         (topic, payload): (String, Bytes),
     ) -> Result<(String, Bytes), HubError> {
-        let set = format!("/sys/{pk}/{dn}/thing/service/property/set");
-        if topic != set || !self.speaks_raw(pk) {
+        let thing_service = crate::topic::after_device(&topic, "/sys/", pk, dn)
+            .is_some_and(|s| s.starts_with("/thing/service/"));
+        if !thing_service || !self.speaks_raw(pk) {
             return Ok((topic, payload));
         }
         let json: Value = serde_json::from_slice(&payload).unwrap_or_default();

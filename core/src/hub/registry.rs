@@ -460,6 +460,7 @@ impl Registry<'_> {
         store::write(&**self.hub.store(), |t| {
             records::delete_open_jobs(t, pk, dn);
             records::delete_device_history(t, &device.tenant, pk, dn);
+            records::delete_service_calls(t, &device.tenant, pk, dn);
             records::delete_shadow(t, pk, dn);
             records::delete_device_info(t, pk, dn);
             records::delete_status_events(t, pk, dn);

@@ -39,6 +39,11 @@ pub(super) fn routes() -> Vec<Route> {
             "One event's occurrences in a time range (paged)",
             event,
         ),
+        get(
+            "/api/v1/products/{pk}/devices/{dn}/services/{identifier}",
+            "A service's calls and answers in a time range (paged)",
+            service,
+        ),
     ]
     .into_iter()
     .map(|r| r.access(Access::Tenant))
@@ -147,5 +152,13 @@ async fn event(ctx: Ctx, Query(q): Query<RangeQuery>) -> Result<PointPage, ApiEr
     let history = ctx.hub.thing_history();
     Ok(history
         .points(device(&ctx), SeriesKind::Event, id, &q)
+        .await?)
+}
+
+async fn service(ctx: Ctx, Query(q): Query<RangeQuery>) -> Result<PointPage, ApiError> {
+    let id = ctx.param("identifier");
+    let history = ctx.hub.thing_history();
+    Ok(history
+        .points(device(&ctx), SeriesKind::Service, id, &q)
         .await?)
 }

@@ -21,6 +21,7 @@ mod remote_config;
 mod route;
 mod rules;
 mod scripts;
+mod services;
 mod system;
 mod tenants;
 
@@ -58,6 +59,7 @@ static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         products::routes(),
         remote_config::routes(),
         scripts::routes(),
+        services::routes(),
         device_groups::routes(),
         devices::routes(),
         history::routes(),

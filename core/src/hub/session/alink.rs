@@ -112,6 +112,12 @@ impl Hub {
                     }
                     None
                 }
+                DeviceRequest::ServiceReply(service) => {
+                    self.service_reply(identity, &service, &payload, now)
+                        .await
+                        .map_err(|e| PublishRefusal::Unavailable(e.to_string()))?;
+                    None
+                }
                 DeviceRequest::Shadow => {
                     self.shadow_request(&identity.tenant, pk, dn, &payload)
                         .await
@@ -198,6 +204,9 @@ pub(super) enum DeviceRequest {
     /// `/sys/{pk}/{dn}/thing/service/property/set_reply`: completes the property set waiting
     /// for it (by its Alink id), and is routed like any message.
     PropertySetReply,
+    /// `/sys/{pk}/{dn}/thing/service/{service}_reply`: the answer to an asynchronous service
+    /// call, kept with it; routed like any message.
+    ServiceReply(String),
     /// `/shadow/update/{pk}/{dn}`: answered on `/shadow/get/{pk}/{dn}`.
     Shadow,
     /// `/ext/ntp/{pk}/{dn}/request`: answered on `.../response` with the hub's time.
@@ -255,6 +264,13 @@ impl DeviceRequest {
             }
             if suffix == "/thing/service/property/set_reply" {
                 return Some(DeviceRequest::PropertySetReply);
+            }
+            if let Some(service) = suffix
+                .strip_prefix("/thing/service/")
+                .and_then(|s| s.strip_suffix("_reply"))
+                .filter(|s| !s.is_empty() && !s.contains('/'))
+            {
+                return Some(DeviceRequest::ServiceReply(service.to_owned()));
             }
             if let Some(op) = InfoOp::from_suffix(suffix) {
                 return Some(DeviceRequest::DeviceInfo(op));

@@ -54,9 +54,9 @@ impl Hub {
         now: u64,
         wait: bool,
     ) -> Option<Option<oneshot::Receiver<bool>>> {
-        let Some((pk, dn)) = identity.device.as_ref() else {
+        if identity.device.is_none() {
             return Some(None);
-        };
+        }
         let days = self.profile_of(&identity.tenant).history_retention_days;
         if days == 0 {
             return Some(None);
@@ -79,6 +79,31 @@ impl Hub {
                     .unwrap_or_else(|| Value::Object(params.clone()));
                 vec![(SeriesKind::Event, identifier.to_owned(), time, value)]
             }
+        };
+        self.queue_points(identity, points, wait).await
+    }
+
+    /// Queues points of a device's series as they are (a service call or its answer), not
+    /// waited for. None when the writer has stopped.
+    pub(crate) async fn record_points(
+        &self,
+        identity: &ClientIdentity,
+        points: Vec<(SeriesKind, String, u64, Value)>,
+    ) -> Option<()> {
+        if self.profile_of(&identity.tenant).history_retention_days == 0 {
+            return Some(());
+        }
+        self.queue_points(identity, points, false).await.map(|_| ())
+    }
+
+    async fn queue_points(
+        &self,
+        identity: &ClientIdentity,
+        points: Vec<(SeriesKind, String, u64, Value)>,
+        wait: bool,
+    ) -> Option<Option<oneshot::Receiver<bool>>> {
+        let Some((pk, dn)) = identity.device.as_ref() else {
+            return Some(None);
         };
         let (done, stored) = if wait {
             let (tx, rx) = oneshot::channel();
@@ -184,8 +209,10 @@ impl Hub {
 
 impl ThingHistory<'_> {
     /// Removes every value older than its tenant's retention at `now` (all of a tenant's whose
-    /// retention is 0); returns how many series were looked at.
+    /// retention is 0), and the asynchronous service calls as old; returns how many series
+    /// were looked at.
     pub async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
+        self.hub.sweep_service_calls(now).await?;
         let mut after: Option<Vec<u8>> = None;
         let mut seen = 0;
         loop {

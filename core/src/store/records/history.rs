@@ -3,12 +3,14 @@
 //!
 //! `h\0{tenant}\0{pk}\0{dn}\0{kind}\0{identifier}\0{time: u64 BE}{seq: u64 BE}` holds a value;
 //! `H\0{tenant}\0{pk}\0{dn}\0{kind}\0{identifier}` the latest one with its time. `kind` is `p`
-//! (property) or `e` (event).
+//! (property), `e` (event) or `s` (service calls and answers). Asynchronous service calls are
+//! also kept whole, by id, for the business API to poll.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::data::model::ServiceCall;
 use crate::store::{KeyRange, StoreError, Txn};
 
 use super::{get_json, json, key, list_json_by_name, prefix};
@@ -20,6 +22,8 @@ pub enum SeriesKind {
     Property,
     /// Events (their output parameters).
     Event,
+    /// Service calls and their answers.
+    Service,
 }
 
 impl SeriesKind {
@@ -27,6 +31,7 @@ impl SeriesKind {
         match self {
             SeriesKind::Property => b"p",
             SeriesKind::Event => b"e",
+            SeriesKind::Service => b"s",
         }
     }
 }
@@ -224,4 +229,76 @@ pub fn delete_product_history(txn: &mut dyn Txn, tenant: &str, pk: &str) {
     for tag in [b"h", b"H"] {
         txn.clear_range(&prefix(&[tag, tenant.as_bytes(), pk.as_bytes()]));
     }
+}
+
+// ---- asynchronous service calls: `V\0{tenant}\0{pk}\0{dn}\0{message_id}` (JSON)
+
+fn call_key(tenant: &str, pk: &str, dn: &str, id: &str) -> Vec<u8> {
+    key(&[
+        b"V",
+        tenant.as_bytes(),
+        pk.as_bytes(),
+        dn.as_bytes(),
+        id.as_bytes(),
+    ])
+}
+
+/// Reads a device's service call.
+pub async fn get_service_call(
+    txn: &mut dyn Txn,
+    tenant: &str,
+    (pk, dn): (&str, &str),
+    id: &str,
+) -> Result<Option<ServiceCall>, StoreError> {
+    get_json(txn, &call_key(tenant, pk, dn, id)).await
+}
+
+/// Writes a service call.
+pub fn put_service_call(txn: &mut dyn Txn, call: &ServiceCall) {
+    let k = call_key(
+        &call.tenant,
+        &call.product_key,
+        &call.device_name,
+        &call.message_id,
+    );
+    txn.set(&k, &serde_json::to_vec(call).expect("calls serialize"));
+}
+
+/// Removes one service call.
+pub fn delete_service_call(txn: &mut dyn Txn, call: &ServiceCall) {
+    let k = call_key(
+        &call.tenant,
+        &call.product_key,
+        &call.device_name,
+        &call.message_id,
+    );
+    txn.clear(&k);
+}
+
+/// Removes a device's service calls.
+pub fn delete_service_calls(txn: &mut dyn Txn, tenant: &str, pk: &str, dn: &str) {
+    txn.clear_range(&prefix(&[
+        b"V",
+        tenant.as_bytes(),
+        pk.as_bytes(),
+        dn.as_bytes(),
+    ]));
+}
+
+/// A page of every service call (for the sweep), after the key `after`.
+pub async fn service_call_page(
+    txn: &mut dyn Txn,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, ServiceCall)>, StoreError> {
+    let mut range = prefix(&[b"V"]);
+    if let Some(after) = after {
+        range.start = after.to_vec();
+        range.start.push(0);
+    }
+    txn.range(&range, limit)
+        .await?
+        .iter()
+        .map(|(k, v)| Ok((k.to_vec(), json(k, v)?)))
+        .collect()
 }

@@ -22,8 +22,9 @@
 //! | `z\0{productKey}` | the product's [`ThingModel`] (JSON) |
 //! | `C\0{productKey}` | the product's [`RemoteConfig`] file (JSON) |
 //! | `S\0{productKey}` | the product's [`ParsingScript`](crate::data::model::ParsingScript) (JSON) |
-//! | `h\0{tenant}\0{pk}\0{dn}\0{p\|e}\0{identifier}\0{time: u64 BE}{seq: u64 BE}` | a property value or an event's output (JSON) |
-//! | `H\0{tenant}\0{pk}\0{dn}\0{p\|e}\0{identifier}` | the series' [`Latest`] value |
+//! | `h\0{tenant}\0{pk}\0{dn}\0{p\|e\|s}\0{identifier}\0{time: u64 BE}{seq: u64 BE}` | a property value or an event's output (JSON) |
+//! | `H\0{tenant}\0{pk}\0{dn}\0{p\|e\|s}\0{identifier}` | the series' [`Latest`] value |
+//! | `V\0{tenant}\0{pk}\0{dn}\0{messageId}` | an asynchronous [`ServiceCall`](crate::data::model::ServiceCall) and its answer (JSON) |
 //! | `w\0{productKey}\0{deviceName}` | device [`Shadow`] (JSON) |
 //! | `y\0{keyId}` | [`ApiKey`] of the business API (the secret as its SHA-256) |
 //! | `x\0{tenant}\0{rule}` | [`Rule`] (JSON, so rules survive new fields) |
