@@ -2455,3 +2455,124 @@ async fn l_101_groups_per_device() {
         statuses == [200, 200, 403] && last["limit"] == "L-101" && held == 2,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_102_thing_model_document_size() {
+    let (d, dev) = setup(unlimited()).await;
+    let path = format!("/api/v1/products/{}/tsl/import", dev.product_key);
+    // A description pads the document; spaces keep its valid characters under L-103.
+    let document = |len: usize| {
+        let head = r#"{"properties":[],"desc":""}"#;
+        format!("{}{}", head, " ".repeat(len - head.len()))
+    };
+    let send = async |body: String| {
+        ironhub_conformance::ota::send_file(&d, "POST", &path, body.as_bytes()).await
+    };
+    let (fits, _) = send(document(512 * 1024)).await;
+    let (over, refused) = send(document(512 * 1024 + 1)).await;
+    let observed = format!(
+        "512 KB: HTTP {fits}; 512 KB + 1 byte: HTTP {over} {}",
+        refused["limit"]
+    );
+    check(
+        "L-102",
+        "512 KB; HTTP 413",
+        &observed,
+        fits == 200 && over == 413 && refused["limit"] == "L-102",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_103_thing_model_valid_characters() {
+    let (d, dev) = setup(unlimited()).await;
+    let path = format!("/api/v1/products/{}/tsl/import", dev.product_key);
+    // Valid characters are the document without whitespace: a description pads them.
+    let document = |valid: usize| {
+        let head = r#"{"properties":[],"desc":""}"#;
+        let padded = format!(
+            r#"{{"properties":[],"desc":"{}"}}"#,
+            "x".repeat(valid - head.len())
+        );
+        format!("{padded}{}", " ".repeat(100_000))
+    };
+    let send = async |body: String| {
+        ironhub_conformance::ota::send_file(&d, "POST", &path, body.as_bytes()).await
+    };
+    let (fits, _) = send(document(256 * 1024)).await;
+    let (over, refused) = send(document(256 * 1024 + 1)).await;
+    let observed = format!(
+        "256 KB of valid characters (and 100,000 spaces): HTTP {fits}; one more: HTTP {over} {}",
+        refused["limit"]
+    );
+    check(
+        "L-103",
+        "256 KB without whitespace; HTTP 413",
+        &observed,
+        fits == 200 && over == 413 && refused["limit"] == "L-103",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_104_thing_model_nesting() {
+    let (d, dev) = setup(unlimited()).await;
+    let path = format!("/api/v1/products/{}/tsl", dev.product_key);
+    let model = |inner: Value| {
+        json!({ "properties": [{ "identifier": "a", "dataType": { "type": "array", "specs": {
+            "size": 4, "item": { "type": "struct", "specs": [
+                { "identifier": "s", "dataType": inner }] } } } }] })
+    };
+    let (two, _) = d
+        .api(
+            Method::PUT,
+            &path,
+            Some(model(
+                json!({ "type": "int", "specs": { "min": 0, "max": 9 } }),
+            )),
+        )
+        .await;
+    let (three, refused) = d
+        .api(
+            Method::PUT,
+            &path,
+            Some(model(json!({ "type": "struct", "specs": [] }))),
+        )
+        .await;
+    let observed = format!(
+        "an array of structs: HTTP {two}; a struct in it: HTTP {three} {}",
+        refused["limit"]
+    );
+    check(
+        "L-104",
+        "2 levels of arrays and structs; HTTP 400",
+        &observed,
+        two == 200 && three == 400 && refused["limit"] == "L-104",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_105_thing_model_versions() {
+    let (d, dev) = setup(unlimited()).await;
+    let path = format!("/api/v1/products/{}/tsl", dev.product_key);
+    for i in 0..12 {
+        let model = json!({ "properties": [{ "identifier": format!("p{i}"),
+                             "dataType": { "type": "bool", "specs": {} } }] });
+        let (s, v) = d.api(Method::PUT, &path, Some(model)).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (_, versions) = d.api(Method::GET, &format!("{path}/versions"), None).await;
+    let numbers: Vec<u64> = versions
+        .as_array()
+        .map(|l| l.iter().filter_map(|v| v["version"].as_u64()).collect())
+        .unwrap_or_default();
+    let (oldest_gone, _) = d
+        .api(Method::GET, &format!("{path}/versions/2"), None)
+        .await;
+    let observed =
+        format!("12 models saved: versions kept {numbers:?}; version 2: HTTP {oldest_gone}");
+    check(
+        "L-105",
+        "10; the oldest goes",
+        &observed,
+        numbers == (3..=12).rev().collect::<Vec<u64>>() && oldest_gone == 404,
+    );
+}

@@ -241,3 +241,158 @@ async fn property_sets_are_checked_sent_and_answered_with_the_devices_code() {
     assert_eq!(silent["outcome"], "timeout", "{silent}");
     polling.abort();
 }
+
+/// An Alibaba export of a thermostat's default module, as its console writes it (numbers as
+/// strings, the generated `post` event and `set`/`get` services included).
+fn alibaba_document(pk: &str) -> Value {
+    json!({
+        "schema": "https://iotx-tsl.oss-ap-southeast-1.aliyuncs.com/schema.json",
+        "profile": { "version": "1.0", "productKey": pk },
+        "properties": [
+            { "identifier": "temp", "name": "Temperature", "accessMode": "r", "required": false,
+              "dataType": { "type": "float", "specs": { "min": "-40", "max": "85", "step": "0.1", "unit": "°C", "unitName": "Celsius" } } },
+            { "identifier": "target", "name": "Target", "accessMode": "rw", "required": false,
+              "dataType": { "type": "int", "specs": { "min": "5", "max": "35", "step": "1" } } }
+        ],
+        "events": [
+            { "identifier": "post", "name": "post", "type": "info", "required": true,
+              "desc": "property post", "method": "thing.event.property.post", "outputData": [] },
+            { "identifier": "overheat", "name": "Overheat", "type": "alert", "required": false,
+              "method": "thing.event.overheat.post",
+              "outputData": [{ "identifier": "temp", "name": "t",
+                               "dataType": { "type": "float", "specs": { "min": "-40", "max": "200" } } }] }
+        ],
+        "services": [
+            { "identifier": "set", "name": "set", "required": true, "callType": "async",
+              "method": "thing.service.property.set", "inputData": [], "outputData": [] },
+            { "identifier": "get", "name": "get", "required": true, "callType": "async",
+              "method": "thing.service.property.get", "inputData": ["temp", "target"], "outputData": [] },
+            { "identifier": "reboot", "name": "Reboot", "required": false, "callType": "async",
+              "method": "thing.service.reboot", "inputData": [], "outputData": [] }
+        ]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_import_and_export_in_alibabas_format_and_keep_their_versions() {
+    use ironhub_conformance::ota::send_file;
+    let d = Deployment::start("").await;
+    let dev = d.provision(&Deployment::unique_tenant("tsl-import")).await;
+    let base = format!("/api/v1/products/{}/tsl", dev.product_key);
+    let doc = alibaba_document(&dev.product_key).to_string();
+    let (s, imported) = send_file(&d, "POST", &format!("{base}/import"), doc.as_bytes()).await;
+    assert_eq!(s, 200, "{imported}");
+    assert_eq!(imported["version"], 1);
+    let (_, model) = d.api(Method::GET, &base, None).await;
+    assert_eq!(
+        model["properties"][0]["dataType"]["specs"]["max"], 85.0,
+        "{model}"
+    );
+    assert_eq!(
+        model["events"].as_array().map(Vec::len),
+        Some(1),
+        "post is generated: {model}"
+    );
+    assert_eq!(model["services"][0]["identifier"], "reboot", "{model}");
+
+    // A custom module imports beside the default one.
+    let block = json!({ "profile": { "productKey": dev.product_key, "functionBlockId": "fan" },
+        "properties": [{ "identifier": "speed", "accessMode": "rw",
+                         "dataType": { "type": "int", "specs": { "min": "0", "max": "3" } } }] });
+    let (s, v) = send_file(
+        &d,
+        "POST",
+        &format!("{base}/import"),
+        block.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!((s, &v["version"]), (200, &json!(2)), "{v}");
+    let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
+    let reply = ironhub_conformance::gateway::sys_call(
+        &c,
+        &mut ev,
+        &dev,
+        "/thing/event/property/post",
+        json!({ "temp": 21.5, "fan:speed": 2 }),
+    )
+    .await;
+    assert_eq!(
+        reply["code"], 200,
+        "the imported model checks posts: {reply}"
+    );
+
+    // Exported in the same format: it imports again to the same model.
+    let (s, exported) = d.api(Method::GET, &format!("{base}/export"), None).await;
+    assert_eq!(s, 200, "{exported}");
+    assert_eq!(exported["profile"]["productKey"], dev.product_key.as_str());
+    let methods: Vec<&str> = exported["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(|s| s["method"].as_str())
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "thing.service.property.set",
+            "thing.service.property.get",
+            "thing.service.reboot"
+        ]
+    );
+    let (s, fan) = d
+        .api(Method::GET, &format!("{base}/export?module=fan"), None)
+        .await;
+    assert_eq!(
+        (s, &fan["profile"]["functionBlockId"]),
+        (200, &json!("fan")),
+        "{fan}"
+    );
+    assert_eq!(
+        d.api(Method::GET, &format!("{base}/export?module=nope"), None)
+            .await
+            .0,
+        404
+    );
+    let (s, again) = send_file(
+        &d,
+        "POST",
+        &format!("{base}/import"),
+        exported.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["model"], d.api(Method::GET, &base, None).await.1);
+
+    // Versions: the newest first; an old one restored becomes the newest.
+    let (_, versions) = d.api(Method::GET, &format!("{base}/versions"), None).await;
+    let numbers: Vec<u64> = versions
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [3, 2, 1]);
+    let (s, restored) = d
+        .api(Method::POST, &format!("{base}/versions/1/restore"), None)
+        .await;
+    assert_eq!((s, &restored["version"]), (200, &json!(4)), "{restored}");
+    let (_, now) = d.api(Method::GET, &base, None).await;
+    assert!(
+        now.get("modules").is_none(),
+        "version 1 had no custom module: {now}"
+    );
+    assert_eq!(
+        d.api(Method::GET, &format!("{base}/versions/99"), None)
+            .await
+            .0,
+        404
+    );
+    let (s, bad) = send_file(
+        &d,
+        "POST",
+        &format!("{base}/import"),
+        b"{\"properties\": 3}",
+    )
+    .await;
+    assert_eq!(s, 400, "{bad}");
+}

@@ -82,6 +82,7 @@ pub use stats::{Stats, StatsSnapshot, TransportStats};
 pub use thing_history::{Bucket, LatestValue, Order, Point, PointPage, RangeQuery, ThingHistory};
 pub use tokens::AuthRequest;
 pub use topology::SubDevice;
+pub use tsl::{ModelVersionView, VersionInfo};
 
 /// Errors of management operations; each maps to one HTTP status in the admin API.
 #[derive(Debug, thiserror::Error)]

@@ -91,6 +91,10 @@ catalog! {
     DeviceGroups => "L-099", "device groups per tenant", Quota;
     DevicesPerGroup => "L-100", "devices per group", Quota;
     GroupsPerDevice => "L-101", "groups per device", Quota;
+    TslImportSize => "L-102", "thing model document size (import)", Malformed;
+    TslValidCharacters => "L-103", "thing model valid characters", Malformed;
+    TslNesting => "L-104", "struct and array nesting of a thing model", Malformed;
+    TslVersions => "L-105", "saved versions of a thing model", Quota;
     RulesPerTenant => "L-005", "rules per tenant", Quota;
     ConsumerGroupsPerTenant => "L-006", "consumer groups per tenant", Quota;
     ConnectionsPerDevice => "L-010", "connections per device certificate (a new one takes over)", Quota;

@@ -99,6 +99,8 @@ impl From<HubError> for ApiError {
                             | LimitId::OtaPackageSize
                             | LimitId::RemoteConfigSize
                             | LimitId::ScriptSize
+                            | LimitId::TslImportSize
+                            | LimitId::TslValidCharacters
                     ) =>
                     {
                         (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")

@@ -1,15 +1,18 @@
-//! Products: create, list, read, delete, their topic categories and their thing model.
+//! Products: create, list, read, delete, their topic categories and their thing model (its
+//! versions, and Alibaba's document format in and out).
 
 use ironhub_core::data::model::{DISPLAY_NAME_PATTERN, NodeType, Product};
 use ironhub_core::data::topic_category::TopicCategory;
-use ironhub_core::hub::ProductView;
+use ironhub_core::hub::{ModelVersionView, ProductView, VersionInfo};
 use ironhub_core::tsl::ThingModel;
 use schemars::JsonSchema;
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::error::ApiError;
 use super::route::{
-    Access, Created, Ctx, Json, NoContent, Principal, Query, Route, delete, get, post, put,
+    Access, Created, Ctx, Json, JsonFile, NoContent, Principal, Query, Route, delete, get, post,
+    put,
 };
 
 pub(super) fn routes() -> Vec<Route> {
@@ -43,8 +46,36 @@ pub(super) fn routes() -> Vec<Route> {
         ),
         put(
             "/api/v1/products/{pk}/tsl",
-            "Set a product's thing model",
+            "Set a product's thing model (saved as a new version)",
             set_model,
+        ),
+        post(
+            "/api/v1/products/{pk}/tsl/import",
+            "Import a module of a thing model from Alibaba's document format (the body; L-102, L-103)",
+            import_model,
+        ),
+        get(
+            "/api/v1/products/{pk}/tsl/export",
+            "A module of the product's thing model in Alibaba's document format (?module=)",
+            export_model,
+        )
+        .keeps_config(),
+        get(
+            "/api/v1/products/{pk}/tsl/versions",
+            "The saved versions of a product's thing model, newest first (L-105)",
+            model_versions,
+        )
+        .keeps_config(),
+        get(
+            "/api/v1/products/{pk}/tsl/versions/{version}",
+            "One saved version of a product's thing model",
+            model_version,
+        )
+        .keeps_config(),
+        post(
+            "/api/v1/products/{pk}/tsl/versions/{version}/restore",
+            "Make a saved version the product's thing model again (saved as a new version)",
+            restore_model,
         ),
     ]
     .into_iter()
@@ -132,4 +163,65 @@ async fn set_model(ctx: Ctx, Json(model): Json<ThingModel>) -> Result<ThingModel
     let pk = ctx.param("pk");
     ctx.hub.thing_models().put(pk, model).await?;
     Ok(ctx.hub.thing_models().get(pk).await?)
+}
+
+/// Largest body read before the hub checks the document's bound (L-102, 512 KB).
+const MAX_TSL_DOCUMENT: usize = 4 * 1024 * 1024;
+
+async fn import_model(mut ctx: Ctx, _: JsonFile) -> Result<ModelVersionView, ApiError> {
+    let body = ctx
+        .upload
+        .take()
+        .ok_or_else(|| ApiError::bad_request("the document is the request's body"))?;
+    let document = super::read_limited(body, MAX_TSL_DOCUMENT).await?;
+    Ok(ctx
+        .hub
+        .thing_models()
+        .import(ctx.param("pk"), &document)
+        .await?)
+}
+
+/// Which module to export.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    /// A custom module's identifier (default: the default module).
+    #[schemars(length(min = 1, max = 64))]
+    module: Option<String>,
+}
+
+async fn export_model(ctx: Ctx, Query(q): Query<ExportQuery>) -> Result<Value, ApiError> {
+    Ok(ctx
+        .hub
+        .thing_models()
+        .export(ctx.param("pk"), q.module.as_deref())
+        .await?)
+}
+
+async fn model_versions(ctx: Ctx, _: ()) -> Result<Vec<VersionInfo>, ApiError> {
+    Ok(ctx.hub.thing_models().versions(ctx.param("pk")).await?)
+}
+
+fn version_param(ctx: &Ctx) -> Result<u64, ApiError> {
+    ctx.param("version")
+        .parse()
+        .map_err(|_| ApiError::not_found("no such version"))
+}
+
+async fn model_version(ctx: Ctx, _: ()) -> Result<ModelVersionView, ApiError> {
+    let version = version_param(&ctx)?;
+    Ok(ctx
+        .hub
+        .thing_models()
+        .version(ctx.param("pk"), version)
+        .await?)
+}
+
+async fn restore_model(ctx: Ctx, _: ()) -> Result<ModelVersionView, ApiError> {
+    let version = version_param(&ctx)?;
+    Ok(ctx
+        .hub
+        .thing_models()
+        .restore(ctx.param("pk"), version)
+        .await?)
 }

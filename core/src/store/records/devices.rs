@@ -198,9 +198,64 @@ pub fn put_model(txn: &mut dyn Txn, pk: &str, model: &ThingModel) {
     txn.set(&key(&[b"z", pk.as_bytes()]), &value);
 }
 
-/// Removes a product's thing model.
+/// Removes a product's thing model and its saved versions.
 pub fn delete_model(txn: &mut dyn Txn, pk: &str) {
     txn.clear(&key(&[b"z", pk.as_bytes()]));
+    txn.clear_range(&prefix(&[b"Y", pk.as_bytes()]));
+}
+
+/// A saved version of a product's thing model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelVersion {
+    /// 1, 2, ... per product.
+    pub version: u64,
+    /// When it was saved, ms since the epoch.
+    pub saved_at_ms: u64,
+    /// The model.
+    pub model: ThingModel,
+}
+
+fn version_key(pk: &str, version: u64) -> Vec<u8> {
+    key(&[b"Y", pk.as_bytes(), &version.to_be_bytes()])
+}
+
+/// A product's saved thing-model versions, oldest first.
+pub async fn list_model_versions(
+    txn: &mut dyn Txn,
+    pk: &str,
+) -> Result<Vec<ModelVersion>, StoreError> {
+    txn.range(&prefix(&[b"Y", pk.as_bytes()]), 0)
+        .await?
+        .iter()
+        .map(|(k, v)| json(k, v))
+        .collect()
+}
+
+/// Saves `model` as the product's next version, keeping the newest `keep` (the oldest go);
+/// returns its number.
+pub async fn save_model_version(
+    txn: &mut dyn Txn,
+    pk: &str,
+    model: &ThingModel,
+    saved_at_ms: u64,
+    keep: usize,
+) -> Result<u64, StoreError> {
+    let saved = list_model_versions(txn, pk).await?;
+    let version = saved.last().map_or(1, |v| v.version + 1);
+    let record = ModelVersion {
+        version,
+        saved_at_ms,
+        model: model.clone(),
+    };
+    txn.set(
+        &version_key(pk, version),
+        &serde_json::to_vec(&record).expect("versions serialize"),
+    );
+    let excess = (saved.len() + 1).saturating_sub(keep);
+    for old in saved.iter().take(excess) {
+        txn.clear(&version_key(pk, old.version));
+    }
+    Ok(version)
 }
 
 /// Every product's thing model, by ProductKey.

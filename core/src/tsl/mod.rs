@@ -7,6 +7,8 @@ use serde_json::{Map, Value};
 
 use crate::limits::{LimitId, Limited};
 
+pub mod alibaba;
+
 /// A data type and its specs.
 #[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "specs", rename_all = "lowercase")]
@@ -31,12 +33,14 @@ pub enum DataType {
     Array(ArraySpecs),
 }
 
-/// Specs of numbers.
+/// Specs of numbers (Alibaba's exports write them as strings: both are read).
 #[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NumberSpecs {
     /// Smallest value.
+    #[serde(deserialize_with = "alibaba::number")]
     pub min: f64,
     /// Largest value.
+    #[serde(deserialize_with = "alibaba::number")]
     pub max: f64,
     /// Unit, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,6 +51,7 @@ pub struct NumberSpecs {
 #[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextSpecs {
     /// Longest value, characters.
+    #[serde(deserialize_with = "alibaba::count")]
     pub length: usize,
 }
 
@@ -54,6 +59,7 @@ pub struct TextSpecs {
 #[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArraySpecs {
     /// Most items.
+    #[serde(deserialize_with = "alibaba::count")]
     pub size: usize,
     /// The items' type.
     pub item: Box<DataType>,
@@ -170,6 +176,14 @@ pub mod bounds {
     pub const PARAMS_EACH: usize = 100;
     /// Parameters of all services and events of a product (L-049).
     pub const PARAMS_ALL: usize = 300;
+    /// How deep structs and arrays nest (L-104): an array of structs, not deeper.
+    pub const NESTING: usize = 2;
+    /// Largest model document imported, bytes (L-102).
+    pub const IMPORT_BYTES: usize = 512 * 1024;
+    /// Valid characters of a model: its JSON without whitespace, bytes (L-103).
+    pub const VALID_CHARACTERS: usize = 256 * 1024;
+    /// Versions of a product's model kept (L-105): the oldest goes.
+    pub const VERSIONS: usize = 10;
 }
 
 /// Why a model was refused: the limit (if a bound) and what.
@@ -190,6 +204,21 @@ fn bound(limit: LimitId, message: String) -> ModelError {
 }
 
 fn check_type(t: &DataType, at: &str) -> Result<(), ModelError> {
+    check_nested(t, at, 0)
+}
+
+/// [`check_type`] of a type `depth` structs and arrays deep (L-104: 2 at most).
+fn check_nested(t: &DataType, at: &str, depth: usize) -> Result<(), ModelError> {
+    let compound = matches!(t, DataType::Struct(_) | DataType::Array(_));
+    if compound && depth >= bounds::NESTING {
+        return Err(bound(
+            LimitId::TslNesting,
+            format!(
+                "{at}: structs and arrays nest {} levels deep at most",
+                bounds::NESTING
+            ),
+        ));
+    }
     match t {
         DataType::Int(s) | DataType::Float(s) | DataType::Double(s) if s.min > s.max => {
             Err(ModelError {
@@ -212,9 +241,9 @@ fn check_type(t: &DataType, at: &str) -> Result<(), ModelError> {
                     format!("{at}: at most {} struct fields", bounds::STRUCT_FIELDS),
                 ));
             }
-            fields
-                .iter()
-                .try_for_each(|f| check_type(&f.data_type, &format!("{at}.{}", f.identifier)))
+            fields.iter().try_for_each(|f| {
+                check_nested(&f.data_type, &format!("{at}.{}", f.identifier), depth + 1)
+            })
         }
         DataType::Array(a) => {
             if a.size > bounds::ARRAY_SIZE {
@@ -223,7 +252,7 @@ fn check_type(t: &DataType, at: &str) -> Result<(), ModelError> {
                     format!("{at}: at most {} array elements", bounds::ARRAY_SIZE),
                 ));
             }
-            check_type(&a.item, &format!("{at}[]"))
+            check_nested(&a.item, &format!("{at}[]"), depth + 1)
         }
         _ => Ok(()),
     }
@@ -313,6 +342,14 @@ impl ThingModel {
             ));
         }
         Ok(())
+    }
+
+    /// Its properties, services and events, all modules together.
+    pub fn features(&self) -> usize {
+        std::iter::once(self.default_module())
+            .chain(self.modules.iter().cloned())
+            .map(|m| m.properties.len() + m.services.len() + m.events.len())
+            .sum()
     }
 
     /// The property `key` names (a custom module's as `{module}:{property}`).
@@ -577,6 +614,23 @@ mod tests {
         assert_eq!(
             m.check().unwrap_err().limit.unwrap().limit,
             LimitId::TslModules
+        );
+        // An array of structs nests two levels; a struct in it, three.
+        let nested = |inner: Value| -> ThingModel {
+            serde_json::from_value(json!({ "properties": [ { "identifier": "a", "dataType": {
+                "type": "array", "specs": { "size": "4", "item": { "type": "struct", "specs": [
+                    { "identifier": "s", "dataType": inner } ] } } } } ] }))
+            .unwrap()
+        };
+        assert!(
+            nested(json!({ "type": "int", "specs": { "min": 0, "max": 1 } }))
+                .check()
+                .is_ok()
+        );
+        let deep = nested(json!({ "type": "struct", "specs": [] }));
+        assert_eq!(
+            deep.check().unwrap_err().limit.unwrap().limit,
+            LimitId::TslNesting
         );
     }
 
