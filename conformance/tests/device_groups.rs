@@ -195,7 +195,7 @@ async fn groups_and_tags_find_devices_and_address_them_across_products() {
             Some(json!({ "name": "x", "parent_id": "nope" })),
         )
         .await;
-    assert_eq!(s, 400, "{orphan}");
+    assert_eq!(s, 404, "{orphan}");
     let listed = ok(&d, Method::GET, &groups, None).await;
     let listed = listed.as_array().expect("groups");
     assert_eq!(listed.len(), 5);

@@ -166,11 +166,13 @@ impl ServiceCalls<'_> {
         service: &str,
         params: Map<String, Value>,
     ) -> Result<InvokeOutcome, HubError> {
-        let valid = !service.is_empty()
-            && service.len() <= 64
-            && service
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':');
+        let identifier =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let valid = service.len() <= 64
+            && match service.split_once(':') {
+                Some((module, name)) => identifier(module) && identifier(name),
+                None => identifier(service),
+            };
         if !valid || service == "property" {
             return Err(HubError::Invalid(
                 "service: a thing-model identifier (letters, digits, _; {module}:{service})".into(),

@@ -29,9 +29,10 @@ pub(super) fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 /// A count written as a number or a string (`"length": "2048"`).
 pub(super) fn count<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let n = number(d)?;
-    if n < 0.0 || n.fract() != 0.0 || n > u32::MAX as f64 {
+    if n < 0.0 || n.fract() != 0.0 {
         return Err(serde::de::Error::custom(format!("{n} is not a count")));
     }
+    // Past usize it saturates: the model's bounds refuse it by name.
     Ok(n as usize)
 }
 

@@ -52,6 +52,7 @@ pub struct NumberSpecs {
 pub struct TextSpecs {
     /// Longest value, characters.
     #[serde(deserialize_with = "alibaba::count")]
+    #[schemars(range(max = 10_240))]
     pub length: usize,
 }
 
@@ -60,6 +61,7 @@ pub struct TextSpecs {
 pub struct ArraySpecs {
     /// Most items.
     #[serde(deserialize_with = "alibaba::count")]
+    #[schemars(range(max = 512))]
     pub size: usize,
     /// The items' type.
     pub item: Box<DataType>,

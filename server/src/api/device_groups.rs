@@ -181,9 +181,20 @@ struct PageQuery {
     limit: Option<usize>,
 }
 
+/// A page's `limit`, checking `after` and `limit` against their bounds.
+fn page_bounds(after: Option<&str>, limit: Option<usize>) -> Result<usize, ApiError> {
+    if after.is_some_and(|a| a.is_empty() || a.len() > 200) {
+        return Err(ApiError::bad_request("after: a previous page's next"));
+    }
+    match limit.unwrap_or(100) {
+        n @ 1..=1000 => Ok(n),
+        _ => Err(ApiError::bad_request("limit: 1 to 1000")),
+    }
+}
+
 async fn members(ctx: Ctx, Query(q): Query<PageQuery>) -> Result<DeviceRefPage, ApiError> {
+    let limit = page_bounds(q.after.as_deref(), q.limit)?;
     let groups = ctx.hub.device_groups();
-    let limit = q.limit.unwrap_or(100);
     Ok(groups
         .members(
             ctx.param("tenant"),
@@ -208,7 +219,7 @@ async fn remove_device(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
 #[serde(deny_unknown_fields)]
 struct SearchQuery {
     /// `key:value`: devices with this tag.
-    #[schemars(length(min = 3, max = 160))]
+    #[schemars(length(min = 3, max = 160), pattern(r"^[A-Za-z0-9._-]{1,30}:.+$"))]
     tag: String,
     /// Only devices in this group.
     #[schemars(length(min = 1, max = 64))]
@@ -225,7 +236,15 @@ async fn search(ctx: Ctx, Query(q): Query<SearchQuery>) -> Result<DeviceRefPage,
     let (key, value) = q
         .tag
         .split_once(':')
-        .ok_or_else(|| ApiError::bad_request("tag: key:value"))?;
+        .filter(|(k, v)| {
+            (1..=30).contains(&k.len())
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                && !v.is_empty()
+                && q.tag.len() <= 160
+        })
+        .ok_or_else(|| ApiError::bad_request("tag: key:value (a tag key, then its value)"))?;
+    let limit = page_bounds(q.after.as_deref(), q.limit)?;
     let groups = ctx.hub.device_groups();
     Ok(groups
         .search(
@@ -233,7 +252,7 @@ async fn search(ctx: Ctx, Query(q): Query<SearchQuery>) -> Result<DeviceRefPage,
             (key, value),
             q.group.as_deref(),
             q.after.as_deref(),
-            q.limit.unwrap_or(100),
+            limit,
         )
         .await?)
 }
@@ -278,7 +297,10 @@ fn tenant(ctx: &Ctx) -> &str {
 struct GroupMessage {
     /// A template of the devices' own topics: `/${productKey}/${deviceName}/user/...` or
     /// `/sys/${productKey}/${deviceName}/...`.
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(
+        length(min = 1, max = 128),
+        pattern(r"^(/sys)?/\$\{productKey\}/\$\{deviceName\}/[^+#\u0000]+$")
+    )]
     topic: String,
     #[serde(flatten)]
     payload: Payload,
@@ -311,6 +333,7 @@ async fn group_pub(ctx: Ctx, Json(r): Json<GroupMessage>) -> Result<GroupPub, Ap
 #[serde(deny_unknown_fields)]
 struct GroupProperties {
     /// The properties and their values (checked against each device's thing model).
+    #[schemars(extend("minProperties" = 1))]
     params: Map<String, Value>,
     /// How long each device may take to answer, 1,000 to 8,000 ms (L-025; 8,000 when absent).
     #[schemars(range(min = 1000, max = 8000))]

@@ -40,7 +40,10 @@ struct Invoke {
     product_key: String,
     device_name: String,
     /// The service's identifier (a custom module's as `{module}:{service}`).
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(
+        length(min = 1, max = 64),
+        pattern(r"^(?!property$)[A-Za-z0-9_]+(:[A-Za-z0-9_]+)?$")
+    )]
     service: String,
     /// Its input parameters (checked against the product's thing model when it has one).
     #[serde(default)]

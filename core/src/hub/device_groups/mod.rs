@@ -165,10 +165,7 @@ impl DeviceGroups<'_> {
         }
         if let Some(parent) = &spec.parent_id {
             let mut depth = 1;
-            let mut at = self
-                .record(tenant, parent)
-                .await
-                .map_err(|_| HubError::Invalid(format!("parent group {parent} does not exist")))?;
+            let mut at = self.record(tenant, parent).await?;
             while let Some(up) = at.parent_id.clone() {
                 depth += 1;
                 at = self.record(tenant, &up).await?;
@@ -405,13 +402,15 @@ impl DeviceGroups<'_> {
         self.get(tenant, id).await
     }
 
-    /// Takes a device out of a group (not in it: no error).
+    /// Takes a device of the tenant out of a group (not in it: no error).
     pub async fn remove_device(
         &self,
         tenant: &str,
         id: &str,
         (pk, dn): (&str, &str),
     ) -> Result<(), HubError> {
+        self.record(tenant, id).await?;
+        self.hub.tenant_device(tenant, pk, dn).await?;
         let (owner, group, pk, dn) = (
             tenant.to_owned(),
             id.to_owned(),
