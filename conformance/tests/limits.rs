@@ -2576,3 +2576,66 @@ async fn l_105_thing_model_versions() {
         numbers == (3..=12).rev().collect::<Vec<u64>>() && oldest_gone == 404,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l_106_stored_data_point_days_per_month() {
+    let profile = with(
+        unlimited(),
+        json!({ "history_retention_days": 30, "monthly": { "stored_point_days": 60 } }),
+    );
+    let (d, dev) = setup(profile).await;
+    let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
+    let suffix = "/thing/event/property/post";
+    // Two values kept 30 days: 60 point-days, the month's quota; the next values are not kept.
+    let mut codes = Vec::new();
+    for params in [json!({ "a": 1, "b": 2 }), json!({ "c": 3 })] {
+        let reply = ironhub_conformance::gateway::sys_call_at(
+            &c,
+            &mut ev,
+            &dev,
+            (suffix, rumqttc::QoS::AtLeastOnce),
+            params,
+        )
+        .await;
+        codes.push(reply["code"].clone());
+    }
+    let latest = format!(
+        "/api/v1/products/{}/devices/{}/properties",
+        dev.product_key, dev.device_name
+    );
+    let (_, kept) = d.api(Method::GET, &latest, None).await;
+    let mut names: Vec<String> = kept
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    names.sort();
+    let (_, usage) = d
+        .api(
+            Method::GET,
+            &format!("/api/v1/tenants/{}/usage", dev.tenant),
+            None,
+        )
+        .await;
+    let used = &usage["usage"]["month"]["stored_point_days"];
+    let events: Vec<String> = usage["events"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|e| e["limit"] == "L-106")
+                .map(|e| e["kind"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let observed = format!(
+        "posts answered {codes:?}; values kept {names:?}; month stored_point_days {used}; L-106 events {events:?}"
+    );
+    check(
+        "L-106",
+        "60 (profile monthly.stored_point_days) at 30 days' retention; values past it are not kept",
+        &observed,
+        codes == [json!(200), json!(200)]
+            && names == ["a", "b"]
+            && *used == 60
+            && events == ["warning", "disabled"],
+    );
+}

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::{Hub, HubError};
 use crate::data::model::{DataFormat, ParsingScript};
 use crate::limits::{LimitId, Limited};
-use crate::metering::{self, Execution};
+use crate::metering::{self, Charge};
 use crate::script::{self, Budget, Call, Output, ScriptError, Scripts};
 use crate::store::{self, records};
 
@@ -143,7 +143,7 @@ impl Hub {
         let events = self
             .inner
             .meter
-            .charge_execution(&profile, tenant, Execution::Script, now)
+            .charge_month(&profile, tenant, (Charge::ScriptExecution, 1), now)
             .map_err(|l| ScriptRefusal::Limited(self.counted(l)))?;
         if !events.is_empty() {
             Box::pin(self.save_usage_events(tenant, events)).await;

@@ -95,6 +95,7 @@ catalog! {
     TslValidCharacters => "L-103", "thing model valid characters", Malformed;
     TslNesting => "L-104", "struct and array nesting of a thing model", Malformed;
     TslVersions => "L-105", "saved versions of a thing model", Quota;
+    MonthlyStoredPointDays => "L-106", "stored data-point-days per month", Quota;
     RulesPerTenant => "L-005", "rules per tenant", Quota;
     ConsumerGroupsPerTenant => "L-006", "consumer groups per tenant", Quota;
     ConnectionsPerDevice => "L-010", "connections per device certificate (a new one takes over)", Quota;

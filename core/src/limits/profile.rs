@@ -273,6 +273,9 @@ pub struct MonthlyLimits {
     /// Data parsing script executions per month (seed 001's JavaScript executions: unlimited by
     /// default).
     pub js_executions: u64,
+    /// History values stored per month, each times the days it is kept (seed 001's storage
+    /// data point days: unlimited by default).
+    pub stored_point_days: u64,
 }
 
 impl Default for MonthlyLimits {
@@ -282,6 +285,7 @@ impl Default for MonthlyLimits {
             transport_data_points: 0,
             rule_executions: 0,
             js_executions: 0,
+            stored_point_days: 0,
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::store::{self, KeyRange, Store, StoreError, decode_counter, records, t
 mod events;
 mod month;
 pub use events::{UsageEvent, events, save_event};
-pub use month::{Execution, MonthHandle, MonthlyUsage};
+pub use month::{Charge, MonthHandle, MonthlyUsage};
 
 /// Messages devices sent (accepted or not).
 pub const MESSAGES: &str = "messages";
@@ -33,6 +33,8 @@ pub const RULE_EXECUTIONS: &str = "rule_executions";
 pub const JS_EXECUTIONS: &str = "js_executions";
 /// Data parsing script executions that failed (threw, overran their budget, bad output).
 pub const SCRIPT_ERRORS: &str = "script_errors";
+/// History values stored, each times the days it is kept (seed 001's storage data point days).
+pub const STORED_POINT_DAYS: &str = "stored_point_days";
 /// Prefix of discarded-message metrics: `discarded.{limit id}`.
 pub const DISCARDED: &str = "discarded.";
 

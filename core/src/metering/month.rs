@@ -11,25 +11,28 @@ use crate::limits::{LimitId, Limited, Profile};
 use crate::store::{Store, StoreError};
 
 use super::{
-    Counts, DATA_POINTS, DISCARDED, JS_EXECUTIONS, MESSAGES, Meter, RULE_EXECUTIONS, UsageEvent,
+    Counts, DATA_POINTS, DISCARDED, JS_EXECUTIONS, MESSAGES, Meter, RULE_EXECUTIONS,
+    STORED_POINT_DAYS, UsageEvent,
 };
 
-/// What an execution charged to a monthly quota runs.
+/// What is charged to a monthly quota besides messages and data points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Execution {
+pub enum Charge {
     /// A rule's output for one matched message (L-072).
-    Rule,
+    RuleExecution,
     /// A data parsing script's entry point (L-097).
-    Script,
+    ScriptExecution,
+    /// A stored history value times the days it is kept (L-106).
+    StoredPointDays,
 }
 
 /// Where a tenant stands against one monthly limit (seed 001's API usage dashboard).
 #[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MonthlyUsage {
-    /// The limit id (L-070, L-071, L-072, L-097).
+    /// The limit id (L-070, L-071, L-072, L-097, L-106).
     pub limit: String,
     /// What is counted: `transport_messages`, `transport_data_points`, `rule_executions`,
-    /// `js_executions`.
+    /// `js_executions`, `stored_point_days`.
     pub component: &'static str,
     /// Admitted this month.
     pub used: u64,
@@ -60,6 +63,7 @@ struct TenantMonth {
     points: Option<MonthlyQuota>,
     rules: Option<MonthlyQuota>,
     scripts: Option<MonthlyQuota>,
+    stored: Option<MonthlyQuota>,
 }
 
 /// A tenant's monthly quotas, shared by the meter and the sessions of the tenant's devices (which
@@ -147,6 +151,7 @@ impl Meter {
             (&mut m.points, get(DATA_POINTS)),
             (&mut m.rules, get(RULE_EXECUTIONS)),
             (&mut m.scripts, get(JS_EXECUTIONS)),
+            (&mut m.stored, get(STORED_POINT_DAYS)),
         ];
         for (quota, used) in quotas {
             quota
@@ -196,6 +201,12 @@ impl Meter {
                 "js_executions",
                 profile.monthly.js_executions,
             ),
+            (
+                &mut m.stored,
+                LimitId::MonthlyStoredPointDays,
+                "stored_point_days",
+                profile.monthly.stored_point_days,
+            ),
         ];
         quotas
             .into_iter()
@@ -221,40 +232,46 @@ impl Meter {
             .collect()
     }
 
-    /// Charges one execution of a rule (L-072) or a parsing script (L-097) to the tenant's
-    /// month: Err when the monthly quota is exhausted (nothing charged), else the usage events
-    /// it raised.
-    pub fn charge_execution(
+    /// Charges `n` of `what` (a rule execution, L-072; a parsing script execution, L-097;
+    /// stored point-days, L-106) to the tenant's month: Err when the monthly quota is exhausted
+    /// (nothing charged), else the usage events it raised.
+    pub fn charge_month(
         &self,
         profile: &Profile,
         tenant: &str,
-        what: Execution,
+        (what, n): (Charge, u64),
         now_ms: u64,
     ) -> Result<Vec<UsageEvent>, Limited> {
         let (limit, value, metric) = match what {
-            Execution::Rule => (
+            Charge::RuleExecution => (
                 LimitId::MonthlyRuleExecutions,
                 profile.monthly.rule_executions,
                 RULE_EXECUTIONS,
             ),
-            Execution::Script => (
+            Charge::ScriptExecution => (
                 LimitId::MonthlyJsExecutions,
                 profile.monthly.js_executions,
                 JS_EXECUTIONS,
+            ),
+            Charge::StoredPointDays => (
+                LimitId::MonthlyStoredPointDays,
+                profile.monthly.stored_point_days,
+                STORED_POINT_DAYS,
             ),
         };
         let crossed = {
             let month = self.month(tenant);
             let mut m = month.lock();
             let quota = match what {
-                Execution::Rule => &mut m.rules,
-                Execution::Script => &mut m.scripts,
+                Charge::RuleExecution => &mut m.rules,
+                Charge::ScriptExecution => &mut m.scripts,
+                Charge::StoredPointDays => &mut m.stored,
             }
             .get_or_insert_with(|| MonthlyQuota::new(now_ms, 0));
             if quota.exhausted(value, now_ms) {
                 return Err(Limited::new(limit));
             }
-            let crossed = quota.charge(value, 1, now_ms);
+            let crossed = quota.charge(value, n, now_ms);
             [
                 ("warning", crossed.warning),
                 ("disabled", crossed.exhausted),
@@ -270,7 +287,7 @@ impl Meter {
             })
             .collect()
         };
-        self.add(tenant, None, &[(metric, 1)], now_ms);
+        self.add(tenant, None, &[(metric, n)], now_ms);
         Ok(crossed)
     }
 }

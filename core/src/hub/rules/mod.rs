@@ -231,10 +231,10 @@ impl Hub {
                 .limiter
                 .rule_message(&profile, m.tenant, now)
                 .and_then(|()| {
-                    self.inner.meter.charge_execution(
+                    self.inner.meter.charge_month(
                         &profile,
                         m.tenant,
-                        crate::metering::Execution::Rule,
+                        (crate::metering::Charge::RuleExecution, 1),
                         now,
                     )
                 });

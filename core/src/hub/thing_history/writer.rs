@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::hub::session::ClientIdentity;
 use crate::hub::{Hub, ThingHistory};
+use crate::metering::Charge;
 use crate::store::records::{self, SeriesId, SeriesKind};
 use crate::store::{self, StoreError, transact};
 
@@ -105,6 +106,26 @@ impl Hub {
         let Some((pk, dn)) = identity.device.as_ref() else {
             return Some(None);
         };
+        // Each value is charged for the days it will be kept (L-106); past the month's quota
+        // values are not kept (the post itself is accepted and forwarded).
+        let profile = self.profile_of(&identity.tenant);
+        let point_days = points.len() as u64 * profile.history_retention_days;
+        let charged = self.inner.meter.charge_month(
+            &profile,
+            &identity.tenant,
+            (Charge::StoredPointDays, point_days),
+            self.now_ms(),
+        );
+        match charged {
+            Ok(events) if !events.is_empty() => {
+                Box::pin(self.save_usage_events(&identity.tenant, events)).await;
+            }
+            Ok(_) => {}
+            Err(limited) => {
+                self.counted(limited);
+                return Some(None);
+            }
+        }
         let (done, stored) = if wait {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
