@@ -2,6 +2,8 @@
 //! business API invokes `water` and answers with the call's id; the SDK answers on
 //! `.../thing/service/water_reply` by itself; the answer reaches the consumer group (RabbitMQ),
 //! the API's poll and the device's service history. Calls the thing model refuses are 400s.
+//! Desired property values (rumqttc, as the C SDK asks for them): set through the business API
+//! with versions, read and cleared by the device on `thing/property/desired/get|delete`.
 
 use std::time::Duration;
 
@@ -126,4 +128,93 @@ async fn an_sdk_device_answers_an_asynchronous_call_polled_and_forwarded() {
     assert_eq!(of_call.len(), 2, "the call and its answer: {points:?}");
     assert_eq!(of_call[0]["value"]["params"]["duration"], 30);
     assert_eq!(of_call[1]["value"]["data"]["watered"], 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desired_values_are_set_versioned_read_and_cleared_by_the_device() {
+    use ironhub_conformance::{gateway, v3};
+    let d = Deployment::start("").await;
+    let dev = d.provision(&Deployment::unique_tenant("desired")).await;
+    let model = json!({ "properties": [
+        { "identifier": "target", "accessMode": "rw",
+          "dataType": { "type": "int", "specs": { "min": 5, "max": 35 } } },
+        { "identifier": "temp", "accessMode": "r",
+          "dataType": { "type": "float", "specs": { "min": -40, "max": 85 } } } ] });
+    let tsl = format!("/api/v1/products/{}/tsl", dev.product_key);
+    assert_eq!(d.api(Method::PUT, &tsl, Some(model)).await.0, 200);
+    let auth = format!("Bearer {}", d.api_key(&dev.tenant, "desired").await);
+    let path = format!(
+        "/api/v1/business/devices/{}/{}/desired",
+        dev.product_key, dev.device_name
+    );
+    let set = async |body: Value| -> (u16, Value) {
+        let (s, _, v) = d.api_as(Method::PUT, &path, Some(body), &auth).await;
+        (s, v)
+    };
+    // The model decides what may be desired.
+    assert_eq!(
+        set(json!({ "params": { "temp": 20 } })).await.0,
+        400,
+        "read-only"
+    );
+    assert_eq!(
+        set(json!({ "params": { "target": 99 } })).await.0,
+        400,
+        "out of range"
+    );
+    let (s, first) = set(json!({ "params": { "target": 22 } })).await;
+    assert_eq!(
+        (s, &first["target"]["version"]),
+        (200, &json!(1)),
+        "{first}"
+    );
+    // A stale version changes nothing; the current one moves it on.
+    let (s, stale) = set(json!({ "params": { "target": 23 }, "versions": { "target": 0 } })).await;
+    assert_eq!(s, 409, "{stale}");
+    let (s, second) = set(json!({ "params": { "target": 24 }, "versions": { "target": 1 } })).await;
+    assert_eq!(
+        (s, &second["target"]["version"]),
+        (200, &json!(2)),
+        "{second}"
+    );
+
+    // The device reads them and clears what it took.
+    let (c, mut ev) = v3::connect(dev.v3_options(&d)).await;
+    let get = gateway::sys_call(
+        &c,
+        &mut ev,
+        &dev,
+        "/thing/property/desired/get",
+        json!(["target"]),
+    )
+    .await;
+    assert_eq!(get["code"], 200, "{get}");
+    assert_eq!(
+        get["data"]["target"],
+        json!({ "value": 24, "version": 2 }),
+        "{get}"
+    );
+    let stale = json!({ "target": { "version": 1 } });
+    gateway::sys_call(&c, &mut ev, &dev, "/thing/property/desired/delete", stale).await;
+    let still =
+        gateway::sys_call(&c, &mut ev, &dev, "/thing/property/desired/get", json!([])).await;
+    assert_eq!(
+        still["data"]["target"]["version"], 2,
+        "an older version deletes nothing: {still}"
+    );
+    let took = json!({ "target": { "version": 2 } });
+    let deleted =
+        gateway::sys_call(&c, &mut ev, &dev, "/thing/property/desired/delete", took).await;
+    assert_eq!(deleted["code"], 200, "{deleted}");
+    let (s, _, left) = d.api_as(Method::GET, &path, None, &auth).await;
+    assert_eq!((s, left), (200, json!({})));
+    let bad = gateway::sys_call(
+        &c,
+        &mut ev,
+        &dev,
+        "/thing/property/desired/get",
+        json!({ "x": 1 }),
+    )
+    .await;
+    assert_eq!(bad["code"], 460, "{bad}");
 }

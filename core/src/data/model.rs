@@ -134,6 +134,18 @@ pub struct ServiceReply {
     pub replied_at_ms: u64,
 }
 
+/// A desired value of a property (Alibaba's desired properties): what the business wants the
+/// device to take, which the device reads when it can.
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredValue {
+    /// The value.
+    pub value: serde_json::Value,
+    /// 1 for the first value, one more with each change.
+    pub version: u64,
+    /// When it was set, ms since the epoch.
+    pub time_ms: u64,
+}
+
 /// A device under a product.
 #[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {

@@ -25,6 +25,7 @@ use crate::topic;
 
 mod business;
 mod cluster;
+mod desired;
 mod device_groups;
 mod device_info;
 mod downloads;
@@ -56,6 +57,7 @@ mod tsl;
 
 pub use business::{DevicePage, DeviceStatus, HISTORY_RETENTION_MS};
 pub use cluster::{PeerError, PeerReply, PeerRequest, Peers};
+pub use desired::DesiredProperties;
 pub use device_groups::{
     DeviceGroups, DeviceRef, DeviceRefPage, GroupEvent, GroupPub, GroupSet, GroupSpec, GroupView,
 };

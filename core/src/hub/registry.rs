@@ -463,6 +463,7 @@ impl Registry<'_> {
             records::delete_service_calls(t, &device.tenant, pk, dn);
             records::delete_shadow(t, pk, dn);
             records::delete_device_info(t, pk, dn);
+            records::put_desired(t, pk, dn, &Default::default());
             records::delete_status_events(t, pk, dn);
             records::delete_device(t, pk, dn);
             records::count_devices(t, &device.tenant, pk, -1);

@@ -1,14 +1,16 @@
 //! Asynchronous service calls through the business API: invoke, then poll by id (the device's
-//! answer also reaches the product's consumer groups).
+//! answer also reaches the product's consumer groups); and devices' desired property values.
 
-use ironhub_core::data::model::ServiceCall;
+use std::collections::BTreeMap;
+
+use ironhub_core::data::model::{DesiredValue, ServiceCall};
 use ironhub_core::hub::InvokeOutcome;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use super::route::{Access, Ctx, Json, Route, get, post};
+use super::route::{Access, Ctx, Json, Route, get, post, put};
 
 pub(super) fn routes() -> Vec<Route> {
     [
@@ -21,6 +23,16 @@ pub(super) fn routes() -> Vec<Route> {
             "/api/v1/business/devices/{pk}/{dn}/services/{id}",
             "An asynchronous service call and, once it came, the device's answer",
             show,
+        ),
+        put(
+            "/api/v1/business/devices/{pk}/{dn}/desired",
+            "Set desired property values (versioned; the device reads them with desired/get)",
+            set_desired,
+        ),
+        get(
+            "/api/v1/business/devices/{pk}/{dn}/desired",
+            "A device's desired property values",
+            desired,
         ),
     ]
     .into_iter()
@@ -62,4 +74,33 @@ async fn invoke(ctx: Ctx, Json(r): Json<Invoke>) -> Result<InvokeOutcome, ApiErr
 async fn show(ctx: Ctx, _: ()) -> Result<ServiceCall, ApiError> {
     let device = (tenant(&ctx), ctx.param("pk"), ctx.param("dn"));
     Ok(ctx.hub.service_calls().get(device, ctx.param("id")).await?)
+}
+
+/// Desired values to set.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SetDesired {
+    /// Property identifiers and their desired values (checked against the thing model).
+    #[schemars(extend("minProperties" = 1))]
+    params: Map<String, Value>,
+    /// For each property given here, the version it must be at for the change (0: none yet).
+    #[serde(default)]
+    versions: BTreeMap<String, u64>,
+}
+
+async fn set_desired(
+    ctx: Ctx,
+    Json(r): Json<SetDesired>,
+) -> Result<BTreeMap<String, DesiredValue>, ApiError> {
+    let device = (tenant(&ctx), ctx.param("pk"), ctx.param("dn"));
+    Ok(ctx
+        .hub
+        .desired_properties()
+        .set(device, r.params, r.versions)
+        .await?)
+}
+
+async fn desired(ctx: Ctx, _: ()) -> Result<BTreeMap<String, DesiredValue>, ApiError> {
+    let device = (tenant(&ctx), ctx.param("pk"), ctx.param("dn"));
+    Ok(ctx.hub.desired_properties().get(device).await?)
 }

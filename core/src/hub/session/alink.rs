@@ -1,7 +1,7 @@
 //! Device requests to the hub on a device's own topics: property and event posts checked
 //! against the thing model, device info and firmware reports, firmware upgrades (pull and
 //! progress), remote configuration, topology changes, sub-device registrations and
-//! logins, RRPC responses, shadow updates and the
+//! logins, desired property values, service answers, RRPC responses, shadow updates and the
 //! time (NTP), each answered as Alink does.
 
 use bytes::Bytes;
@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::{ClientIdentity, PublishRefusal};
 use crate::data::message::{Message, QoS};
 use crate::egress::{Confirmation, ForwardError};
+use crate::hub::desired::DesiredOp;
 use crate::hub::device_info::{self, InfoOp};
 use crate::hub::ota::{self, OtaRequest};
 use crate::hub::sub_register::RegisterOp;
@@ -112,6 +113,10 @@ impl Hub {
                     }
                     None
                 }
+                DeviceRequest::Desired(op) => Some((
+                    reply_topic(),
+                    self.desired_request(identity, op, &payload).await,
+                )),
                 DeviceRequest::ServiceReply(service) => {
                     self.service_reply(identity, &service, &payload, now)
                         .await
@@ -207,6 +212,8 @@ pub(super) enum DeviceRequest {
     /// `/sys/{pk}/{dn}/thing/service/{service}_reply`: the answer to an asynchronous service
     /// call, kept with it; routed like any message.
     ServiceReply(String),
+    /// `/sys/{pk}/{dn}/thing/property/desired/get|delete`: answered on `..._reply`.
+    Desired(DesiredOp),
     /// `/shadow/update/{pk}/{dn}`: answered on `/shadow/get/{pk}/{dn}`.
     Shadow,
     /// `/ext/ntp/{pk}/{dn}/request`: answered on `.../response` with the hub's time.
@@ -274,6 +281,9 @@ impl DeviceRequest {
             }
             if let Some(op) = InfoOp::from_suffix(suffix) {
                 return Some(DeviceRequest::DeviceInfo(op));
+            }
+            if let Some(op) = DesiredOp::from_suffix(suffix) {
+                return Some(DeviceRequest::Desired(op));
             }
             if let Some(op) = RegisterOp::from_suffix(suffix) {
                 return Some(DeviceRequest::Register(op));

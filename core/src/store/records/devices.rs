@@ -3,7 +3,9 @@
 //! keys.
 
 use crate::data::api_key::ApiKey;
-use crate::data::model::{DeviceInfo, ParsingScript, RemoteConfig};
+use std::collections::BTreeMap;
+
+use crate::data::model::{DesiredValue, DeviceInfo, ParsingScript, RemoteConfig};
 use crate::data::shadow::Shadow;
 use crate::data::topic_category::TopicCategory;
 use crate::store::{StoreError, Txn};
@@ -144,6 +146,37 @@ pub fn put_device_info(txn: &mut dyn Txn, pk: &str, dn: &str, info: &DeviceInfo)
 /// Removes a device's info.
 pub fn delete_device_info(txn: &mut dyn Txn, pk: &str, dn: &str) {
     txn.clear(&key(&[b"i", pk.as_bytes(), dn.as_bytes()]));
+}
+
+// ---- desired property values (JSON)
+
+/// A device's desired property values, by identifier.
+pub async fn get_desired(
+    txn: &mut dyn Txn,
+    pk: &str,
+    dn: &str,
+) -> Result<BTreeMap<String, DesiredValue>, StoreError> {
+    Ok(get_json(txn, &key(&[b"D", pk.as_bytes(), dn.as_bytes()]))
+        .await?
+        .unwrap_or_default())
+}
+
+/// Replaces a device's desired values (none: the record goes).
+pub fn put_desired(
+    txn: &mut dyn Txn,
+    pk: &str,
+    dn: &str,
+    desired: &BTreeMap<String, DesiredValue>,
+) {
+    let k = key(&[b"D", pk.as_bytes(), dn.as_bytes()]);
+    if desired.is_empty() {
+        txn.clear(&k);
+    } else {
+        txn.set(
+            &k,
+            &serde_json::to_vec(desired).expect("desired values serialize"),
+        );
+    }
 }
 
 // ---- remote configuration (JSON)

@@ -22,6 +22,7 @@
 //! | `z\0{productKey}` | the product's [`ThingModel`] (JSON) |
 //! | `Y\0{productKey}\0{version: u64 BE}` | a saved [`ModelVersion`] of it (JSON; the newest 10 kept) |
 //! | `C\0{productKey}` | the product's [`RemoteConfig`] file (JSON) |
+//! | `D\0{productKey}\0{deviceName}` | the device's desired property values, by identifier ([`DesiredValue`](crate::data::model::DesiredValue), JSON) |
 //! | `S\0{productKey}` | the product's [`ParsingScript`](crate::data::model::ParsingScript) (JSON) |
 //! | `h\0{tenant}\0{pk}\0{dn}\0{p\|e\|s}\0{identifier}\0{time: u64 BE}{seq: u64 BE}` | a property value or an event's output (JSON) |
 //! | `H\0{tenant}\0{pk}\0{dn}\0{p\|e\|s}\0{identifier}` | the series' [`Latest`] value |
