@@ -4,7 +4,8 @@
 // (the test connects it over MQTT and makes it publish, some of it throttled) and `MORE` when it
 // wants a second batch of messages; the test answers nothing, it acts. GATEWAY (`{pk}/{dn}`)
 // is a gateway carrying SUB_DEVICE, logged in; OTA_BATCH an upgrade batch whose one job, for
-// OTA_DEVICE, stays queued. Exit 0 means every check
+// OTA_DEVICE, stays queued. The tenant also makes a device group with the console's device in
+// it. Exit 0 means every check
 // held; screenshots go to $ARTIFACTS whatever happens.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
@@ -116,6 +117,20 @@ try {
   step(`hour row: ${sent} messages, ${discarded} discarded`);
   if (!(discarded > 0 && discarded < sent)) throw new Error(`unexpected hour row: ${sent} sent, ${discarded} discarded`);
   await shot("04-device-page");
+
+  step("the tenant creates a device group, puts console-dev in it and the device page names it");
+  await page.click("a[href='#/groups']");
+  await page.fill("#group-name", "console-group");
+  await page.click("#create-group button[type=submit]");
+  await page.click("tr[data-group='console-group'] a");
+  await page.fill("#member-product", productKey);
+  await page.fill("#member-device", "console-dev");
+  await page.click("#add-device button[type=submit]");
+  await page.waitForSelector("tr[data-member='console-dev']");
+  await until("the group's count", async () => (await page.innerText("#group-count")) === "1 device");
+  await shot("04b-group");
+  await page.click("tr[data-member='console-dev'] a");
+  await until("the device's groups", async () => (await page.innerText("#device-groups")).includes("console-group"));
 
   step("the usage page counts messages against the monthly limit");
   await page.click("a[href='#/usage']");

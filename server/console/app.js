@@ -291,10 +291,12 @@ function device(pk, dn) {
   const messages = h("tbody", { id: "messages" });
   const shadow = h("pre", { id: "shadow" });
   const subs = h("div", { id: "sub-devices" });
+  const memberships = h("p", { class: "muted", id: "device-groups" });
+  const desired = h("tbody", { id: "desired" });
   const properties = h("tbody", { id: "properties" });
   const propertyChart = h("div", { id: "property-chart" });
   let charted = null;
-  view(head, limits, subs,
+  view(head, limits, memberships, subs,
     h("h2", {}, "Properties"),
     h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Property"), h("th", {}, "Latest value"), h("th", {}, "At"))), properties),
     propertyChart,
@@ -304,7 +306,9 @@ function device(pk, dn) {
     h("h2", {}, "Last messages"),
     h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Received"), h("th", {}, "Topic"), h("th", {}, "QoS"),
       h("th", { class: "num" }, "Bytes"), h("th", {}, "Payload"))), messages),
-    h("h2", {}, "Shadow"), shadow);
+    h("h2", {}, "Shadow"), shadow,
+    session.role === "tenant" ? [h("h2", {}, "Desired values"),
+      h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Property"), h("th", {}, "Desired"), h("th", { class: "num" }, "Version"), h("th", {}, "Set"))), desired)] : []);
   every(2000, async () => {
     const [d, usage, recent, sh, carried] = await Promise.all([
       api("GET", base), api("GET", `${base}/usage`), api("GET", `${base}/messages`),
@@ -340,6 +344,16 @@ function device(pk, dn) {
       h("td", {}, h("code", {}, m.preview + (m.truncated ? " …" : "")), m.encoding === "base64" ? " (base64)" : ""))) :
       [h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No messages since this node started."))]));
     shadow.textContent = sh ? JSON.stringify(sh, null, 2) : "no shadow";
+    const [info, ins] = await Promise.all([api("GET", `${base}/info`), api("GET", `${base}/groups`)]);
+    memberships.replaceChildren("Groups: ", ...(ins.length ? ins.flatMap((g, i) => [i ? ", " : "",
+      h("a", { href: `#/groups/${enc(g.id)}` }, g.name)]) : ["none"]),
+      ` · Tags: ${Object.entries(info.tags).map(([k, v]) => `${k}=${v}`).join(", ") || "none"}`);
+    if (session.role === "tenant") {
+      const wanted = await api("GET", `/api/v1/business/devices/${enc(pk)}/${enc(dn)}/desired`);
+      desired.replaceChildren(...(Object.keys(wanted).length ? Object.entries(wanted).map(([k, v]) => h("tr", { "data-desired": k },
+        h("td", {}, k), h("td", {}, h("code", {}, JSON.stringify(v.value))), h("td", { class: "num" }, fmt(v.version)), h("td", {}, time(v.time_ms)))) :
+        [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No desired value."))]));
+    }
     // The latest value of each property; a numeric one (the one clicked) charted over 24 hours.
     const latest = await api("GET", `${base}/properties`);
     const names = Object.keys(latest);
@@ -368,6 +382,8 @@ const COMPONENTS = {
   transport_messages: "Transport messages",
   transport_data_points: "Transport data points",
   rule_executions: "Rule executions",
+  js_executions: "Parsing script executions",
+  stored_point_days: "Stored data-point-days",
 };
 
 /** Seed 001's API usage dashboard: monthly limits (80 % warning, 100 % disabled), hour, day. */
@@ -478,6 +494,73 @@ function otaBatch(id) {
   });
 }
 
+/** The tenant's device groups (sub-groups under their parent), and a form to create one. */
+function groups() {
+  if (needTenant()) return;
+  const base = `/api/v1/tenants/${enc(session.tenant)}/device-groups`;
+  const rows = h("tbody", { id: "groups" });
+  const parent = h("select", { name: "parent_id", id: "group-parent" });
+  const form = h("form", { class: "inline", id: "create-group" },
+    h("label", {}, "Name", h("input", { name: "name", id: "group-name", required: true })),
+    h("label", {}, "Sub-group of", parent),
+    h("button", { type: "submit" }, "Create group"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const data = new FormData(form);
+    api("POST", base, { name: data.get("name"), parent_id: data.get("parent_id") || null })
+      .then(() => { form.reset(); return refresh(); }).catch(showError);
+  });
+  view(h("h1", {}, `Device groups of ${session.tenant}`),
+    h("p", { class: "muted" }, "Groups gather devices of any product; the business API addresses them at once (a message, a property set, events) and upgrade batches can target them."),
+    form,
+    h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Group"), h("th", {}, "Sub-group of"), h("th", { class: "num" }, "Devices"),
+      h("th", {}, "Tags"))), rows));
+  async function refresh() {
+    const gs = await api("GET", base);
+    const names = new Map(gs.map((g) => [g.id, g.name]));
+    const chosen = parent.value;
+    parent.replaceChildren(h("option", { value: "" }, "—"), ...gs.map((g) => h("option", { value: g.id }, g.name)));
+    parent.value = chosen;
+    rows.replaceChildren(...(gs.length ? gs.map((g) => h("tr", { "data-group": g.name },
+      h("td", {}, h("a", { href: `#/groups/${enc(g.id)}` }, g.name)),
+      h("td", {}, g.parent_id ? names.get(g.parent_id) || g.parent_id : ""),
+      h("td", { class: "num" }, fmt(g.device_count)),
+      h("td", {}, Object.entries(g.tags).map(([k, v]) => `${k}=${v}`).join(", ")))) :
+      [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No group yet."))]));
+  }
+  every(2000, refresh);
+}
+
+/** One group: its devices (add one, remove one) and its tags. */
+function group(id) {
+  if (needTenant()) return;
+  const base = `/api/v1/tenants/${enc(session.tenant)}/device-groups/${enc(id)}`;
+  const head = h("div");
+  const members = h("tbody", { id: "members" });
+  const form = h("form", { class: "inline", id: "add-device" },
+    h("label", {}, "ProductKey", h("input", { name: "product_key", id: "member-product", required: true })),
+    h("label", {}, "DeviceName", h("input", { name: "device_name", id: "member-device", required: true })),
+    h("button", { type: "submit" }, "Add device"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const data = new FormData(form);
+    api("POST", `${base}/devices`, { devices: [{ product_key: data.get("product_key"), device_name: data.get("device_name") }] })
+      .then(() => { form.reset(); return refresh(); }).catch(showError);
+  });
+  view(head, form, h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Device"), h("th", {}, "Product"), h("th", {}, ""))), members));
+  async function refresh() {
+    const [g, page] = await Promise.all([api("GET", base), api("GET", `${base}/devices?limit=1000`)]);
+    head.replaceChildren(h("h1", {}, `${g.name} `, h("span", { class: "muted", id: "group-count" }, `${fmt(g.device_count)} device${g.device_count === 1 ? "" : "s"}`)),
+      h("p", { class: "muted" }, `Tags: ${Object.entries(g.tags).map(([k, v]) => `${k}=${v}`).join(", ") || "none"}`));
+    members.replaceChildren(...page.devices.map((d) => h("tr", { "data-member": d.device_name },
+      h("td", {}, h("a", { href: `#/devices/${enc(d.product_key)}/${enc(d.device_name)}` }, d.device_name)),
+      h("td", {}, h("code", {}, d.product_key)),
+      h("td", {}, h("button", { class: "secondary", type: "button",
+        onclick: () => api("DELETE", `${base}/devices/${enc(d.product_key)}/${enc(d.device_name)}`).then(refresh).catch(showError) }, "Remove")))));
+  }
+  every(2000, refresh);
+}
+
 // ---- sign-in, tenant picker, routing ------------------------------------------------------
 
 async function loadTenants() {
@@ -521,12 +604,13 @@ function route() {
     a.classList.toggle("active", a.getAttribute("href") === "#/" + (parts[0] || ""));
   }
   const go = {
-    "": overview, tenants, products, usage, ota,
+    "": overview, tenants, products, usage, ota, groups,
   }[parts[0]];
   let shown;
   if (parts[0] === "products" && parts[1]) shown = product(parts[1]);
   else if (parts[0] === "devices" && parts[2] !== undefined) shown = device(parts[1], parts[2]);
   else if (parts[0] === "ota" && parts[1]) shown = otaBatch(parts[1]);
+  else if (parts[0] === "groups" && parts[1]) shown = group(parts[1]);
   else if (go) shown = go();
   else shown = overview();
   Promise.resolve(shown).catch(showError);
