@@ -142,7 +142,8 @@ async fn desired_values_are_set_versioned_read_and_cleared_by_the_device() {
           "dataType": { "type": "float", "specs": { "min": -40, "max": 85 } } } ] });
     let tsl = format!("/api/v1/products/{}/tsl", dev.product_key);
     assert_eq!(d.api(Method::PUT, &tsl, Some(model)).await.0, 200);
-    let auth = format!("Bearer {}", d.api_key(&dev.tenant, "desired").await);
+    let key = d.api_key(&dev.tenant, "desired").await;
+    let auth = format!("Bearer {key}");
     let path = format!(
         "/api/v1/business/devices/{}/{}/desired",
         dev.product_key, dev.device_name
@@ -217,4 +218,40 @@ async fn desired_values_are_set_versioned_read_and_cleared_by_the_device() {
     )
     .await;
     assert_eq!(bad["code"], 460, "{bad}");
+
+    // The command line, with the tenant's API key.
+    let (pk, dn) = (dev.product_key.as_str(), dev.device_name.as_str());
+    let with_key = |args: &[&'static str]| -> Vec<String> {
+        ["thing", "--api-key", key.as_str()]
+            .iter()
+            .chain(args)
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let run = async |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        d.cli(&args).await
+    };
+    let mut desired = with_key(&["desired", "--product"]);
+    desired.extend([pk, "--name", dn, "--params", r#"{"target":30}"#].map(str::to_owned));
+    let set = run(desired).await.expect("thing desired");
+    assert_eq!(set["target"]["value"], 30, "{set}");
+    let mut property = with_key(&["set", "--product"]);
+    property.extend(
+        [
+            pk,
+            "--name",
+            dn,
+            "--params",
+            r#"{"target":20}"#,
+            "--timeout-ms",
+            "1000",
+        ]
+        .map(str::to_owned),
+    );
+    let outcome = run(property).await.expect("thing set");
+    assert_eq!(
+        outcome["outcome"], "timeout",
+        "the device (not polled) does not answer: {outcome}"
+    );
 }

@@ -395,4 +395,29 @@ async fn models_import_and_export_in_alibabas_format_and_keep_their_versions() {
     )
     .await;
     assert_eq!(s, 400, "{bad}");
+
+    // The command line.
+    let pk = dev.product_key.as_str();
+    let versions = d
+        .cli(&["tsl", "versions", "--product", pk])
+        .await
+        .expect("tsl versions");
+    assert_eq!(versions[0]["version"], 4, "{versions}");
+    let fan = d
+        .cli(&["tsl", "export", "--product", pk, "--module", "fan"])
+        .await;
+    assert!(
+        fan.is_err(),
+        "version 4 (version 1 again) has no fan module"
+    );
+    let restored = d
+        .cli(&["tsl", "restore", "--product", pk, "--version", "3"])
+        .await
+        .expect("tsl restore");
+    assert_eq!(restored["version"], 5);
+    let fan = d
+        .cli(&["tsl", "export", "--product", pk, "--module", "fan"])
+        .await
+        .expect("tsl export");
+    assert_eq!(fan["profile"]["functionBlockId"], "fan");
 }

@@ -72,6 +72,18 @@ enum Command {
     /// Device groups, their members and tags; devices found by tag.
     #[command(subcommand)]
     DeviceGroup(cli::DeviceGroupCmd),
+    /// A product's thing model in Alibaba's document format, and its versions.
+    #[command(subcommand)]
+    Tsl(cli::TslCmd),
+    /// A device's thing model in action (property set, services, desired values) through the
+    /// business API.
+    Thing {
+        /// A tenant's API key (`keyId.secret`).
+        #[arg(long, env = "IRONHUB_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        #[command(subcommand)]
+        cmd: cli::ThingCmd,
+    },
     /// Products' data parsing scripts.
     #[command(subcommand)]
     Script(cli::ScriptCmd),
@@ -108,6 +120,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Ota(c) => cli::ota(&cli.api, c).await,
             Command::DeviceGroup(c) => cli::device_group(&cli.api, c).await,
             Command::Script(c) => cli::script(&cli.api, c).await,
+            Command::Tsl(c) => cli::tsl(&cli.api, c).await,
+            Command::Thing { api_key, cmd } => cli::thing(&cli.api, api_key, cmd).await,
             Command::History(c) => cli::history(&cli.api, c).await,
         }
     })

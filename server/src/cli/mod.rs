@@ -15,10 +15,12 @@ use serde_json::{Value, json};
 mod device_groups;
 mod ota;
 mod thing;
+mod tsl;
 
 pub use device_groups::{DeviceGroupCmd, device_group};
 pub use ota::{OtaCmd, ota};
 pub use thing::{HistoryCmd, ScriptCmd, history, script};
+pub use tsl::{ThingCmd, TslCmd, thing, tsl};
 
 /// Where the admin API is and how to authenticate.
 #[derive(Debug, Args)]
