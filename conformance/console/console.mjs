@@ -132,6 +132,18 @@ try {
   await page.click("tr[data-member='console-dev'] a");
   await until("the device's groups", async () => (await page.innerText("#device-groups")).includes("console-group"));
 
+  step("the device page sets a desired value and a property (console-dev does not answer)");
+  await page.fill("#set-desired-property", "target");
+  await page.fill("#set-desired-value", "22");
+  await page.click("#set-desired button[type=submit]");
+  await until("the desired value listed", async () =>
+    (await page.innerText("tr[data-desired='target']")).includes("22"));
+  await page.fill("#set-property-property", "target");
+  await page.fill("#set-property-value", "21");
+  await page.click("#set-property button[type=submit]");
+  await until("the set's outcome", async () => (await page.innerText("#thing-result")).includes("\"timeout\""));
+  await shot("04c-thing-model");
+
   step("the usage page counts messages against the monthly limit");
   await page.click("a[href='#/usage']");
   const used = page.locator("tr[data-component=transport_messages] td.used");

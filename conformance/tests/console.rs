@@ -4,7 +4,8 @@
 //! that device over MQTT and makes it publish, partly over its rate limit; the console shows it
 //! online, its last messages, the discarded messages of the hour, the search and the disable
 //! button of the product page, a device group made in the console with that device in it (its
-//! page names the group), the tenant's monthly usage
+//! page names the group), a desired value and a property set from the device's page, the tenant's
+//! monthly usage
 //! moving past the 80 % warning, and an upgrade batch with its device's job, canceled from the
 //! console. Screenshots: `target/conformance/console/`.
 //!
@@ -188,6 +189,7 @@ async fn the_console_shows_a_device_connect_its_messages_counted_and_throttled()
         "01b-gateway-sub-devices",
         "04-device-page",
         "04b-group",
+        "04c-thing-model",
         "06-usage-warning",
         "09-ota-batch",
     ] {

@@ -307,8 +307,8 @@ function device(pk, dn) {
     h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Received"), h("th", {}, "Topic"), h("th", {}, "QoS"),
       h("th", { class: "num" }, "Bytes"), h("th", {}, "Payload"))), messages),
     h("h2", {}, "Shadow"), shadow,
-    session.role === "tenant" ? [h("h2", {}, "Desired values"),
-      h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Property"), h("th", {}, "Desired"), h("th", { class: "num" }, "Version"), h("th", {}, "Set"))), desired)] : []);
+    ...(session.role === "tenant" ? [...thingForms(pk, dn), h("h2", {}, "Desired values"),
+      h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Property"), h("th", {}, "Desired"), h("th", { class: "num" }, "Version"), h("th", {}, "Set"))), desired)] : []));
   every(2000, async () => {
     const [d, usage, recent, sh, carried] = await Promise.all([
       api("GET", base), api("GET", `${base}/usage`), api("GET", `${base}/messages`),
@@ -376,6 +376,39 @@ function device(pk, dn) {
       propertyChart.replaceChildren();
     }
   });
+}
+
+/** Business calls on a device's thing model (a tenant key's): a property set, a service call,
+ * a desired value; each shows its answer. */
+function thingForms(pk, dn) {
+  const out = h("pre", { id: "thing-result" });
+  const json = (text) => { try { return JSON.parse(text); } catch { return text; } };
+  const form = (id, label, fields, send) => {
+    const f = h("form", { class: "inline", id }, ...fields.map(([name, title]) =>
+      h("label", {}, title, h("input", { name, id: `${id}-${name}`, required: true }))), h("button", { type: "submit" }, label));
+    f.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const data = Object.fromEntries(new FormData(f));
+      out.textContent = "…";
+      send(data).then((r) => { out.textContent = JSON.stringify(r, null, 2); }).catch(showError);
+    });
+    return f;
+  };
+  const device = `/api/v1/business/devices/${enc(pk)}/${enc(dn)}`;
+  return [h("h2", {}, "Thing model"),
+    form("set-property", "Set property", [["property", "Property"], ["value", "Value (JSON)"]], (d) =>
+      api("POST", "/api/v1/business/properties/set",
+        { product_key: pk, device_name: dn, params: { [d.property]: json(d.value) }, timeout_ms: 3000 })),
+    form("invoke-service", "Call service", [["service", "Service"], ["params", "Input (JSON object)"]], async (d) => {
+      const sent = await api("POST", "/api/v1/business/services/invoke",
+        { product_key: pk, device_name: dn, service: d.service, params: json(d.params) });
+      if (!sent.message_id) return sent;
+      await new Promise((r) => setTimeout(r, 2000));
+      return api("GET", `${device}/services/${enc(sent.message_id)}`);
+    }),
+    form("set-desired", "Set desired value", [["property", "Property"], ["value", "Value (JSON)"]], (d) =>
+      api("PUT", `${device}/desired`, { params: { [d.property]: json(d.value) } })),
+    out];
 }
 
 const COMPONENTS = {
