@@ -145,6 +145,10 @@ enum Scenario {
         /// The hub's data directory, to measure the store's growth.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Post binary frames on `up_raw`, parsed by the product's script (a data parsing
+        /// script turning them into the same property posts).
+        #[arg(long)]
+        raw: bool,
     },
     /// Creates a product and N devices through ironhub's admin API and writes their signed
     /// credentials, one JSON line each.
@@ -695,10 +699,25 @@ async fn http(
     path: &str,
     body: &Value,
 ) -> anyhow::Result<Value> {
-    let body = body.to_string();
+    http_text(
+        api,
+        token,
+        (method, path),
+        ("application/json", &body.to_string()),
+    )
+    .await
+}
+
+/// A request to the admin API with a body of `content_type`; its JSON answer.
+async fn http_text(
+    api: SocketAddr,
+    token: &str,
+    (method, path): (&str, &str),
+    (content_type, body): (&str, &str),
+) -> anyhow::Result<Value> {
     let mut s = TcpStream::connect(api).await?;
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {token}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await?;
@@ -891,9 +910,10 @@ async fn main() -> anyhow::Result<()> {
             retention_days,
             seconds,
             data_dir,
+            raw,
         } => (
             "history",
-            json!({ "devices": devices, "rate": rate, "properties": properties, "retention_days": retention_days, "seconds": seconds }),
+            json!({ "devices": devices, "rate": rate, "properties": properties, "retention_days": retention_days, "seconds": seconds, "raw": raw }),
             history::run(
                 &args,
                 history::HistoryRun {
@@ -905,6 +925,7 @@ async fn main() -> anyhow::Result<()> {
                     retention_days: *retention_days,
                     seconds: *seconds,
                     data_dir: data_dir.as_deref(),
+                    raw: *raw,
                 },
             )
             .await?,
