@@ -1,7 +1,7 @@
 //! Device groups and tags, black-box: devices of two products tagged through the API and by
 //! the device itself (`thing/deviceinfo/update`), found by tag and by group; a group across
 //! both products with a sub-group, its tags and the products'; the group as the target of a
-//! business message, a property set and an event query (rumqttc devices, one outside the group
+//! business message, a service call, a property set and an event query (rumqttc devices, one outside the group
 //! that must get nothing) and of an upgrade batch; what a deleted group or device leaves behind.
 
 use std::time::Duration;
@@ -324,6 +324,34 @@ async fn groups_and_tags_find_devices_and_address_them_across_products() {
         seen,
         [(name(&b1), json!(1)), (name(&a1), json!(0))],
         "newest first, members only"
+    );
+
+    let invoked = business(
+        Method::POST,
+        &format!("/api/v1/business/groups/{gid}/services/invoke"),
+        Some(json!({ "service": "water", "params": { "duration": 5 } })),
+    )
+    .await;
+    let sent: Vec<(String, Value)> = invoked
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| {
+            let device = format!(
+                "{}/{}",
+                r["product_key"].as_str().unwrap(),
+                r["device_name"].as_str().unwrap()
+            );
+            (device, r["result"]["outcome"].clone())
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (expected_members[0].clone(), json!("sent")),
+            (expected_members[1].clone(), json!("sent"))
+        ],
+        "{invoked}"
     );
 
     let mut responders = Vec::new();

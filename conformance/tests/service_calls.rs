@@ -254,4 +254,19 @@ async fn desired_values_are_set_versioned_read_and_cleared_by_the_device() {
         outcome["outcome"], "timeout",
         "the device (not polled) does not answer: {outcome}"
     );
+    let mut sync = with_key(&[
+        "invoke",
+        "--sync",
+        "--timeout-ms",
+        "1000",
+        "--service",
+        "reboot",
+        "--product",
+    ]);
+    sync.extend([pk, "--name", dn].map(str::to_owned));
+    let waited = run(sync).await.expect("thing invoke --sync");
+    assert_eq!(
+        waited["rrpc_code"], "TIMEOUT",
+        "online, not answering: {waited}"
+    );
 }

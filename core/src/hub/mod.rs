@@ -59,7 +59,8 @@ pub use business::{DevicePage, DeviceStatus, HISTORY_RETENTION_MS};
 pub use cluster::{PeerError, PeerReply, PeerRequest, Peers};
 pub use desired::DesiredProperties;
 pub use device_groups::{
-    DeviceGroups, DeviceRef, DeviceRefPage, GroupEvent, GroupPub, GroupSet, GroupSpec, GroupView,
+    DeviceGroups, DeviceRef, DeviceRefPage, GroupEvent, GroupInvoke, GroupPub, GroupSet, GroupSpec,
+    GroupView,
 };
 pub use device_info::{DeviceInfos, MAX_TAG_VALUE, TAG_KEY_PATTERN};
 pub use downloads::{Download, DownloadBody, DownloadError};

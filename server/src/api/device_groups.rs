@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use ironhub_core::data::device_group::DeviceGroup;
 use ironhub_core::data::message::QoS;
 use ironhub_core::hub::{
-    DeviceRef, DeviceRefPage, GroupEvent, GroupPub, GroupSet, GroupSpec, GroupView,
+    DeviceRef, DeviceRefPage, GroupEvent, GroupInvoke, GroupPub, GroupSet, GroupSpec, GroupView,
     RRPC_TIMEOUT_MS, RangeQuery,
 };
 use ironhub_core::topic;
@@ -99,6 +99,11 @@ pub(super) fn routes() -> Vec<Route> {
             "/api/v1/business/groups/{id}/properties/set",
             "Set properties of each device of a group and wait for their answers",
             group_set,
+        ),
+        post(
+            "/api/v1/business/groups/{id}/services/invoke",
+            "Call a service of each device of a group asynchronously",
+            group_invoke,
         ),
         get(
             "/api/v1/business/groups/{id}/events",
@@ -345,6 +350,28 @@ async fn group_set(ctx: Ctx, Json(r): Json<GroupProperties>) -> Result<Vec<Group
     let groups = ctx.hub.device_groups();
     Ok(groups
         .set_properties(tenant(&ctx), ctx.param("id"), r.params, timeout)
+        .await?)
+}
+
+/// A service call to each device of a group.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GroupService {
+    /// The service's identifier (a custom module's as `{module}:{service}`).
+    #[schemars(
+        length(min = 1, max = 64),
+        pattern(r"^(?!property$)[A-Za-z0-9_]+(:[A-Za-z0-9_]+)?$")
+    )]
+    service: String,
+    /// Its input parameters (checked against each device's thing model).
+    #[serde(default)]
+    params: Map<String, Value>,
+}
+
+async fn group_invoke(ctx: Ctx, Json(r): Json<GroupService>) -> Result<Vec<GroupInvoke>, ApiError> {
+    let groups = ctx.hub.device_groups();
+    Ok(groups
+        .invoke(tenant(&ctx), ctx.param("id"), &r.service, r.params)
         .await?)
 }
 

@@ -109,7 +109,7 @@ pub enum ThingCmd {
         #[arg(long, default_value_t = 8000)]
         timeout_ms: u64,
     },
-    /// Call a service asynchronously (poll the answer with `call`).
+    /// Call a service asynchronously (poll the answer with `call`), or with --sync wait for it.
     Invoke {
         /// ProductKey.
         #[arg(long)]
@@ -123,6 +123,12 @@ pub enum ThingCmd {
         /// Its input parameters, JSON.
         #[arg(long, default_value = "{}")]
         params: String,
+        /// Wait for the answer (the Link SDK's synchronous call, through RRPC).
+        #[arg(long)]
+        sync: bool,
+        /// How long --sync waits, 1,000 to 8,000 ms.
+        #[arg(long, default_value_t = 8000)]
+        timeout_ms: u64,
     },
     /// An asynchronous call and, once it came, the device's answer.
     Call {
@@ -185,16 +191,20 @@ pub async fn thing(api: &ApiArgs, key: Option<String>, cmd: ThingCmd) -> anyhow:
             name,
             service,
             params,
+            sync,
+            timeout_ms,
         } => {
-            let body = json!({ "product_key": product, "device_name": name, "service": service,
-                               "params": json_arg(&params, "--params")? });
-            call(
-                &business,
-                Method::POST,
-                "/api/v1/business/services/invoke",
-                Some(body),
-            )
-            .await?
+            let input = json_arg(&params, "--params")?;
+            if sync {
+                let body = json!({ "product_key": product, "device_name": name, "service": service,
+                                   "payload": input.to_string(), "timeout_ms": timeout_ms });
+                call(&business, Method::POST, "/api/v1/business/rrpc", Some(body)).await?
+            } else {
+                let body = json!({ "product_key": product, "device_name": name, "service": service,
+                                   "params": input });
+                let path = "/api/v1/business/services/invoke";
+                call(&business, Method::POST, path, Some(body)).await?
+            }
         }
         ThingCmd::Call { product, name, id } => {
             let path = format!("{}/services/{id}", device(&product, &name));

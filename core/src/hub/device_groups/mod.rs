@@ -13,7 +13,7 @@ use crate::store::{self, decode_counter, records, transact};
 
 mod targets;
 
-pub use targets::{GroupEvent, GroupPub, GroupSet};
+pub use targets::{GroupEvent, GroupInvoke, GroupPub, GroupSet};
 
 /// How deep sub-groups nest (a group, its sub-group, ... five levels in all).
 pub const MAX_GROUP_DEPTH: usize = 5;

@@ -1,5 +1,5 @@
 //! A group as the target of business calls: a message to each of its devices, a property set
-//! of each, and their events together.
+//! and a service call of each, and their events together.
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::{DeviceGroups, DeviceRef};
 use crate::data::message::QoS;
 use crate::hub::thing_history::RangeQuery;
-use crate::hub::{HubError, PropertySetOutcome};
+use crate::hub::{HubError, InvokeOutcome, PropertySetOutcome};
 
 /// Devices addressed at once: enough to keep the downlink busy, few enough to stay gentle.
 const CONCURRENT_CALLS: usize = 64;
@@ -45,6 +45,20 @@ pub struct GroupSet {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<PropertySetOutcome>,
     /// Why the set was refused for it (its thing model, a limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One device's outcome of a group's service call.
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
+pub struct GroupInvoke {
+    /// The device.
+    #[serde(flatten)]
+    pub device: DeviceRef,
+    /// Sent (with its id) or offline; absent when the call was refused (`error`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<InvokeOutcome>,
+    /// Why the call was refused for it (its thing model, a limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -147,6 +161,53 @@ impl DeviceGroups<'_> {
                         Err(e) => (None, Some(e.to_string())),
                     };
                     GroupSet {
+                        device: d,
+                        result,
+                        error,
+                    }
+                }
+            })
+            .buffer_unordered(CONCURRENT_CALLS)
+            .collect()
+            .await;
+        results.sort_by(|a, b| {
+            (&a.device.product_key, &a.device.device_name)
+                .cmp(&(&b.device.product_key, &b.device.device_name))
+        });
+        Ok(results)
+    }
+
+    /// Calls a service of each device of a group asynchronously, as
+    /// [`crate::hub::ServiceCalls::invoke`] does for one: each device's call id (or offline, or
+    /// why it was refused); their answers reach consumer groups and each call's poll.
+    pub async fn invoke(
+        &self,
+        tenant: &str,
+        group: &str,
+        service: &str,
+        params: Map<String, Value>,
+    ) -> Result<Vec<GroupInvoke>, HubError> {
+        let devices = self.all_members(tenant, group).await?;
+        let mut results: Vec<GroupInvoke> = futures_util::stream::iter(devices)
+            .map(|d| {
+                let (hub, tenant, service, params) = (
+                    self.hub.clone(),
+                    tenant.to_owned(),
+                    service.to_owned(),
+                    params.clone(),
+                );
+                async move {
+                    let device = (
+                        tenant.as_str(),
+                        d.product_key.as_str(),
+                        d.device_name.as_str(),
+                    );
+                    let outcome = hub.service_calls().invoke(device, &service, params).await;
+                    let (result, error) = match outcome {
+                        Ok(r) => (Some(r), None),
+                        Err(e) => (None, Some(e.to_string())),
+                    };
+                    GroupInvoke {
                         device: d,
                         result,
                         error,
