@@ -31,6 +31,25 @@ pub enum InvokeOutcome {
     Offline,
 }
 
+/// A service's name as calls give it: a thing-model identifier (a custom module's as
+/// `{module}:{service}`), 64 characters at most, not `property` (property sets have their own
+/// call).
+pub(crate) fn check_service_name(service: &str) -> Result<(), HubError> {
+    let identifier =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let valid = service.len() <= 64
+        && match service.split_once(':') {
+            Some((module, name)) => identifier(module) && identifier(name),
+            None => identifier(service),
+        };
+    if !valid || service == "property" {
+        return Err(HubError::Invalid(
+            "service: a thing-model identifier (letters, digits, _; {module}:{service})".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Asynchronous service calls.
 #[derive(Clone, Copy)]
 pub struct ServiceCalls<'a> {
@@ -166,18 +185,7 @@ impl ServiceCalls<'_> {
         service: &str,
         params: Map<String, Value>,
     ) -> Result<InvokeOutcome, HubError> {
-        let identifier =
-            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        let valid = service.len() <= 64
-            && match service.split_once(':') {
-                Some((module, name)) => identifier(module) && identifier(name),
-                None => identifier(service),
-            };
-        if !valid || service == "property" {
-            return Err(HubError::Invalid(
-                "service: a thing-model identifier (letters, digits, _; {module}:{service})".into(),
-            ));
-        }
+        check_service_name(service)?;
         self.hub.tenant_device(tenant, pk, dn).await?;
         if let Some(model) = self.hub.model_of(pk) {
             model

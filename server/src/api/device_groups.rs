@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::business::Payload;
+use super::devices::Tags;
 use super::error::ApiError;
 use super::route::{Access, Created, Ctx, Json, NoContent, Query, Route, delete, get, post, put};
 
@@ -140,10 +141,7 @@ async fn remove(ctx: Ctx, _: ()) -> Result<NoContent, ApiError> {
     Ok(NoContent)
 }
 
-async fn set_tags(
-    ctx: Ctx,
-    Json(tags): Json<BTreeMap<String, String>>,
-) -> Result<GroupView, ApiError> {
+async fn set_tags(ctx: Ctx, Json(Tags(tags)): Json<Tags>) -> Result<GroupView, ApiError> {
     let groups = ctx.hub.device_groups();
     Ok(groups
         .set_tags(ctx.param("tenant"), ctx.param("id"), tags)
@@ -277,7 +275,7 @@ async fn product_tags(ctx: Ctx, _: ()) -> Result<BTreeMap<String, String>, ApiEr
 
 async fn set_product_tags(
     ctx: Ctx,
-    Json(tags): Json<BTreeMap<String, String>>,
+    Json(Tags(tags)): Json<Tags>,
 ) -> Result<BTreeMap<String, String>, ApiError> {
     let groups = ctx.hub.device_groups();
     Ok(groups.set_product_tags(ctx.param("pk"), tags).await?)

@@ -187,7 +187,7 @@ async fn info(ctx: Ctx, _: ()) -> Result<DeviceInfo, ApiError> {
 
 /// Tags to set: key to value.
 #[derive(Deserialize)]
-struct Tags(BTreeMap<String, String>);
+pub(super) struct Tags(pub(super) BTreeMap<String, String>);
 
 /// An object whose keys and values are tags as the hub accepts them.
 impl JsonSchema for Tags {

@@ -187,6 +187,7 @@ impl DeviceGroups<'_> {
         service: &str,
         params: Map<String, Value>,
     ) -> Result<Vec<GroupInvoke>, HubError> {
+        crate::hub::service_calls::check_service_name(service)?;
         let devices = self.all_members(tenant, group).await?;
         let mut results: Vec<GroupInvoke> = futures_util::stream::iter(devices)
             .map(|d| {
