@@ -1724,22 +1724,7 @@ async fn l_072_rule_executions_per_month() {
         v3::acked(&mut ev).await;
     }
     let counters = rule_counters(&d, &dev.tenant, &id).await;
-    let (_, usage) = d
-        .api(
-            Method::GET,
-            &format!("/api/v1/tenants/{}/usage", dev.tenant),
-            None,
-        )
-        .await;
-    let events: Vec<String> = usage["events"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter(|e| e["limit"] == "L-072")
-                .map(|e| e["kind"].as_str().unwrap_or("").to_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let (usage, events) = month_usage(&d, &dev.tenant, "L-072").await;
     let executions = &usage["usage"]["month"]["rule_executions"];
     let observed = format!(
         "3 matching messages: counters {counters}; month rule_executions {executions}; L-072 events {events:?}"
@@ -2252,23 +2237,8 @@ async fn l_097_parsing_script_executions_per_month() {
     // The first frame takes two executions (parse, then encode the answer); the second none.
     let first = up_raw_post(&c, &mut ev, &dev, &[7]).await;
     let second = up_raw_post(&c, &mut ev, &dev, &[8]).await;
-    let (_, usage) = d
-        .api(
-            Method::GET,
-            &format!("/api/v1/tenants/{}/usage", dev.tenant),
-            None,
-        )
-        .await;
+    let (usage, events) = month_usage(&d, &dev.tenant, "L-097").await;
     let executions = &usage["usage"]["month"]["js_executions"];
-    let events: Vec<String> = usage["events"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter(|e| e["limit"] == "L-097")
-                .map(|e| e["kind"].as_str().unwrap_or("").to_owned())
-                .collect()
-        })
-        .unwrap_or_default();
     let observed = format!(
         "first frame answered {first:?}; second frame answered {second:?}; month js_executions {executions}; L-097 events {events:?}"
     );
@@ -2609,23 +2579,8 @@ async fn l_106_stored_data_point_days_per_month() {
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
     names.sort();
-    let (_, usage) = d
-        .api(
-            Method::GET,
-            &format!("/api/v1/tenants/{}/usage", dev.tenant),
-            None,
-        )
-        .await;
+    let (usage, events) = month_usage(&d, &dev.tenant, "L-106").await;
     let used = &usage["usage"]["month"]["stored_point_days"];
-    let events: Vec<String> = usage["events"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter(|e| e["limit"] == "L-106")
-                .map(|e| e["kind"].as_str().unwrap_or("").to_owned())
-                .collect()
-        })
-        .unwrap_or_default();
     let observed = format!(
         "posts answered {codes:?}; values kept {names:?}; month stored_point_days {used}; L-106 events {events:?}"
     );
@@ -2638,4 +2593,25 @@ async fn l_106_stored_data_point_days_per_month() {
             && *used == 60
             && events == ["warning", "disabled"],
     );
+}
+
+/// A tenant's usage and the kinds of the usage events `limit` raised, oldest first.
+async fn month_usage(d: &Deployment, tenant: &str, limit: &str) -> (Value, Vec<String>) {
+    let (_, usage) = d
+        .api(
+            Method::GET,
+            &format!("/api/v1/tenants/{tenant}/usage"),
+            None,
+        )
+        .await;
+    let events = usage["events"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|e| e["limit"] == limit)
+                .map(|e| e["kind"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    (usage, events)
 }

@@ -164,15 +164,7 @@ impl DesiredProperties<'_> {
         }
         self.hub.tenant_device(tenant, pk, dn).await?;
         if let Some(model) = self.hub.model_of(pk) {
-            model
-                .check_post(&params)
-                .map_err(|(_, why)| HubError::Invalid(why))?;
-            if let Some(key) = params
-                .keys()
-                .find(|k| model.property(k).is_some_and(|p| p.access_mode == "r"))
-            {
-                return Err(HubError::Invalid(format!("property {key} is read-only")));
-            }
+            model.check_set(&params).map_err(HubError::Invalid)?;
         }
         let (pk_owned, dn_owned, now) = (pk.to_owned(), dn.to_owned(), self.hub.now_ms());
         let outcome = transact(&**self.hub.store(), |t| {

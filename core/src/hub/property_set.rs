@@ -48,15 +48,7 @@ impl Business<'_> {
             return Err(HubError::Invalid("params: no property to set".into()));
         }
         if let Some(model) = self.hub.model_of(device.1) {
-            model
-                .check_post(&params)
-                .map_err(|(_, why)| HubError::Invalid(why))?;
-            if let Some(key) = params
-                .keys()
-                .find(|k| model.property(k).is_some_and(|p| p.access_mode == "r"))
-            {
-                return Err(HubError::Invalid(format!("property {key} is read-only")));
-            }
+            model.check_set(&params).map_err(HubError::Invalid)?;
         }
         let payload = Bytes::from(Value::Object(params).to_string());
         let form = RrpcForm::PropertySet;

@@ -346,6 +346,19 @@ impl ThingModel {
         Ok(())
     }
 
+    /// Validates properties the business sets (a property set, desired values): as
+    /// [`ThingModel::check_post`], and each writable. Err says what is wrong.
+    pub fn check_set(&self, params: &Map<String, Value>) -> Result<(), String> {
+        self.check_post(params).map_err(|(_, why)| why)?;
+        match params
+            .keys()
+            .find(|k| self.property(k).is_some_and(|p| p.access_mode == "r"))
+        {
+            Some(key) => Err(format!("property {key} is read-only")),
+            None => Ok(()),
+        }
+    }
+
     /// Its properties, services and events, all modules together.
     pub fn features(&self) -> usize {
         std::iter::once(self.default_module())

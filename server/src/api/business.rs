@@ -163,12 +163,17 @@ struct BusinessPub {
     qos: u8,
 }
 
+/// A business message's QoS: 0 or 1.
+pub(super) fn downlink_qos(qos: u8) -> Result<QoS, ApiError> {
+    match qos {
+        0 => Ok(QoS::AtMostOnce),
+        1 => Ok(QoS::AtLeastOnce),
+        _ => Err(ApiError::bad_request("qos must be 0 or 1")),
+    }
+}
+
 async fn publish(ctx: Ctx, Json(r): Json<BusinessPub>) -> Result<Delivered, ApiError> {
-    let qos = match r.qos {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => return Err(ApiError::bad_request("qos must be 0 or 1")),
-    };
+    let qos = downlink_qos(r.qos)?;
     let payload = r.payload.decode()?;
     let delivered_to = ctx
         .hub

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use ironhub_core::data::device_group::DeviceGroup;
-use ironhub_core::data::message::QoS;
 use ironhub_core::hub::{
     DeviceRef, DeviceRefPage, GroupEvent, GroupInvoke, GroupPub, GroupSet, GroupSpec, GroupView,
     RRPC_TIMEOUT_MS, RangeQuery,
@@ -314,11 +313,7 @@ struct GroupMessage {
 }
 
 async fn group_pub(ctx: Ctx, Json(r): Json<GroupMessage>) -> Result<GroupPub, ApiError> {
-    let qos = match r.qos {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => return Err(ApiError::bad_request("qos must be 0 or 1")),
-    };
+    let qos = super::business::downlink_qos(r.qos)?;
     let sample = r
         .topic
         .replace("${productKey}", "pk")

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::{DeviceGroups, DeviceRef};
 use crate::data::message::QoS;
 use crate::hub::thing_history::RangeQuery;
-use crate::hub::{HubError, InvokeOutcome, PropertySetOutcome};
+use crate::hub::{Hub, HubError, InvokeOutcome, PropertySetOutcome};
 
 /// Devices addressed at once: enough to keep the downlink busy, few enough to stay gentle.
 const CONCURRENT_CALLS: usize = 64;
@@ -35,33 +35,25 @@ pub struct DeviceError {
     pub error: String,
 }
 
-/// One device's outcome of a group's property set.
+/// One device's outcome of a call to each device of a group.
 #[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
-pub struct GroupSet {
+pub struct GroupResult<T> {
     /// The device.
     #[serde(flatten)]
     pub device: DeviceRef,
-    /// Its answer, timeout or offline; absent when the set was refused (`error`).
+    /// Its outcome; absent when the call was refused for it (`error`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<PropertySetOutcome>,
-    /// Why the set was refused for it (its thing model, a limit).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// One device's outcome of a group's service call.
-#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
-pub struct GroupInvoke {
-    /// The device.
-    #[serde(flatten)]
-    pub device: DeviceRef,
-    /// Sent (with its id) or offline; absent when the call was refused (`error`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<InvokeOutcome>,
+    pub result: Option<T>,
     /// Why the call was refused for it (its thing model, a limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// Each device's property set: its answer, timeout or offline.
+pub type GroupSet = GroupResult<PropertySetOutcome>;
+
+/// Each device's service call: sent (with its id) or offline.
+pub type GroupInvoke = GroupResult<InvokeOutcome>;
 
 /// An event of one of a group's devices.
 #[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize)]
@@ -130,37 +122,27 @@ impl DeviceGroups<'_> {
         Ok(out)
     }
 
-    /// Sets properties of each device of a group, each waiting up to `timeout_ms` for its
-    /// answer (L-025), as [`crate::hub::Business::set_properties`] does for one.
-    pub async fn set_properties(
+    /// Runs `call` (given the hub, the tenant and the device) for each device of a group,
+    /// [`CONCURRENT_CALLS`] at a time: the outcomes by ProductKey and DeviceName.
+    async fn each_device<T, Fut>(
         &self,
         tenant: &str,
         group: &str,
-        params: Map<String, Value>,
-        timeout_ms: u64,
-    ) -> Result<Vec<GroupSet>, HubError> {
-        if params.is_empty() {
-            return Err(HubError::Invalid("params: no property to set".into()));
-        }
+        call: impl Fn(Hub, String, DeviceRef) -> Fut,
+    ) -> Result<Vec<GroupResult<T>>, HubError>
+    where
+        Fut: Future<Output = Result<T, HubError>>,
+    {
         let devices = self.all_members(tenant, group).await?;
-        let mut results: Vec<GroupSet> = futures_util::stream::iter(devices)
+        let mut results: Vec<GroupResult<T>> = futures_util::stream::iter(devices)
             .map(|d| {
-                let (hub, tenant, params) = (self.hub.clone(), tenant.to_owned(), params.clone());
+                let outcome = call(self.hub.clone(), tenant.to_owned(), d.clone());
                 async move {
-                    let device = (
-                        tenant.as_str(),
-                        d.product_key.as_str(),
-                        d.device_name.as_str(),
-                    );
-                    let outcome = hub
-                        .business()
-                        .set_properties(device, params, timeout_ms)
-                        .await;
-                    let (result, error) = match outcome {
+                    let (result, error) = match outcome.await {
                         Ok(r) => (Some(r), None),
                         Err(e) => (None, Some(e.to_string())),
                     };
-                    GroupSet {
+                    GroupResult {
                         device: d,
                         result,
                         error,
@@ -177,6 +159,34 @@ impl DeviceGroups<'_> {
         Ok(results)
     }
 
+    /// Sets properties of each device of a group, each waiting up to `timeout_ms` for its
+    /// answer (L-025), as [`crate::hub::Business::set_properties`] does for one.
+    pub async fn set_properties(
+        &self,
+        tenant: &str,
+        group: &str,
+        params: Map<String, Value>,
+        timeout_ms: u64,
+    ) -> Result<Vec<GroupSet>, HubError> {
+        if params.is_empty() {
+            return Err(HubError::Invalid("params: no property to set".into()));
+        }
+        self.each_device(tenant, group, |hub, tenant, d| {
+            let params = params.clone();
+            async move {
+                let device = (
+                    tenant.as_str(),
+                    d.product_key.as_str(),
+                    d.device_name.as_str(),
+                );
+                hub.business()
+                    .set_properties(device, params, timeout_ms)
+                    .await
+            }
+        })
+        .await
+    }
+
     /// Calls a service of each device of a group asynchronously, as
     /// [`crate::hub::ServiceCalls::invoke`] does for one: each device's call id (or offline, or
     /// why it was refused); their answers reach consumer groups and each call's poll.
@@ -188,41 +198,18 @@ impl DeviceGroups<'_> {
         params: Map<String, Value>,
     ) -> Result<Vec<GroupInvoke>, HubError> {
         crate::hub::service_calls::check_service_name(service)?;
-        let devices = self.all_members(tenant, group).await?;
-        let mut results: Vec<GroupInvoke> = futures_util::stream::iter(devices)
-            .map(|d| {
-                let (hub, tenant, service, params) = (
-                    self.hub.clone(),
-                    tenant.to_owned(),
-                    service.to_owned(),
-                    params.clone(),
+        self.each_device(tenant, group, |hub, tenant, d| {
+            let (service, params) = (service.to_owned(), params.clone());
+            async move {
+                let device = (
+                    tenant.as_str(),
+                    d.product_key.as_str(),
+                    d.device_name.as_str(),
                 );
-                async move {
-                    let device = (
-                        tenant.as_str(),
-                        d.product_key.as_str(),
-                        d.device_name.as_str(),
-                    );
-                    let outcome = hub.service_calls().invoke(device, &service, params).await;
-                    let (result, error) = match outcome {
-                        Ok(r) => (Some(r), None),
-                        Err(e) => (None, Some(e.to_string())),
-                    };
-                    GroupInvoke {
-                        device: d,
-                        result,
-                        error,
-                    }
-                }
-            })
-            .buffer_unordered(CONCURRENT_CALLS)
-            .collect()
-            .await;
-        results.sort_by(|a, b| {
-            (&a.device.product_key, &a.device.device_name)
-                .cmp(&(&b.device.product_key, &b.device.device_name))
-        });
-        Ok(results)
+                hub.service_calls().invoke(device, &service, params).await
+            }
+        })
+        .await
     }
 
     /// The events of a group's devices in a range (of one identifier or all), newest first,

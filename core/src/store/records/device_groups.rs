@@ -98,18 +98,7 @@ pub async fn list_members(
     limit: usize,
 ) -> Result<Vec<(String, String)>, StoreError> {
     let parts: [&[u8]; 3] = [b"M", tenant.as_bytes(), group.as_bytes()];
-    let range = page(&parts, after);
-    let skip = prefix(&parts).start.len();
-    Ok(txn
-        .range(&range, limit)
-        .await?
-        .iter()
-        .filter_map(|(k, _)| {
-            let device = String::from_utf8_lossy(&k[skip..]).into_owned();
-            let (pk, dn) = device.split_once('/')?;
-            Some((pk.to_owned(), dn.to_owned()))
-        })
-        .collect())
+    device_page(txn, &parts, after, limit).await
 }
 
 /// The groups a device is in, by id.
@@ -192,8 +181,18 @@ pub async fn devices_tagged(
     limit: usize,
 ) -> Result<Vec<(String, String)>, StoreError> {
     let parts: [&[u8]; 4] = [b"E", tenant.as_bytes(), k.as_bytes(), v.as_bytes()];
-    let range = page(&parts, after);
-    let skip = prefix(&parts).start.len();
+    device_page(txn, &parts, after, limit).await
+}
+
+/// A page of the devices named by the last part (`pk/dn`) of the keys under `parts`.
+async fn device_page(
+    txn: &mut dyn Txn,
+    parts: &[&[u8]],
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let range = page(parts, after);
+    let skip = prefix(parts).start.len();
     Ok(txn
         .range(&range, limit)
         .await?

@@ -178,7 +178,17 @@ pub async fn latest_page(
     after: Option<&[u8]>,
     limit: usize,
 ) -> Result<Vec<(Vec<u8>, Latest)>, StoreError> {
-    let mut range = prefix(&[b"H"]);
+    page_after(txn, b"H", after, limit).await
+}
+
+/// The JSON records under `tag`, from just after the key `after`: one page of a scan.
+async fn page_after<T: serde::de::DeserializeOwned>(
+    txn: &mut dyn Txn,
+    tag: &[u8],
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+    let mut range = prefix(&[tag]);
     if let Some(after) = after {
         range.start = after.to_vec();
         range.start.push(0);
@@ -291,14 +301,5 @@ pub async fn service_call_page(
     after: Option<&[u8]>,
     limit: usize,
 ) -> Result<Vec<(Vec<u8>, ServiceCall)>, StoreError> {
-    let mut range = prefix(&[b"V"]);
-    if let Some(after) = after {
-        range.start = after.to_vec();
-        range.start.push(0);
-    }
-    txn.range(&range, limit)
-        .await?
-        .iter()
-        .map(|(k, v)| Ok((k.to_vec(), json(k, v)?)))
-        .collect()
+    page_after(txn, b"V", after, limit).await
 }
