@@ -109,6 +109,9 @@ pub struct ScriptsConfig {
     pub time_budget_ms: u64,
     /// Memory one product's script may use, its code included, MB (L-098).
     pub memory_mb: usize,
+    /// Memory the compiled scripts each worker keeps between executions may hold, MB (past it,
+    /// others are dropped and compiled again when next used).
+    pub cache_mb: usize,
 }
 
 impl Default for ScriptsConfig {
@@ -117,6 +120,7 @@ impl Default for ScriptsConfig {
             workers: 2,
             time_budget_ms: 100,
             memory_mb: 16,
+            cache_mb: 256,
         }
     }
 }

@@ -53,6 +53,7 @@ impl ScriptTable {
         let budget = Budget {
             time: std::time::Duration::from_millis(config.time_budget_ms),
             memory_bytes: config.memory_mb << 20,
+            cache_bytes: config.cache_mb << 20,
         };
         ScriptTable {
             engine: Scripts::start(config.workers, budget),

@@ -39,6 +39,9 @@ pub struct Budget {
     pub time: Duration,
     /// Memory of the script's runtime: its code, its globals and what an execution allocates.
     pub memory_bytes: usize,
+    /// Memory all the compiled scripts a worker keeps may hold between executions; past it,
+    /// others are dropped (and compiled again when next needed).
+    pub cache_bytes: usize,
 }
 
 /// A script version: what the workers compile and cache (by product and version).
@@ -192,7 +195,9 @@ struct Sandbox {
     version: u64,
     deadline: Rc<Cell<Option<Instant>>>,
     context: Context,
-    _runtime: Runtime,
+    runtime: Runtime,
+    /// What its runtime held after its last execution, bytes.
+    held: usize,
 }
 
 struct Worker {
@@ -235,10 +240,30 @@ impl Worker {
             let sandbox = Sandbox::load(script, self.budget)?;
             self.sandboxes.insert(script.product_key.clone(), sandbox);
         }
-        let sandbox = &self.sandboxes[&script.product_key];
-        match call {
+        let sandbox = self
+            .sandboxes
+            .get_mut(&script.product_key)
+            .expect("loaded above");
+        let result = match call {
             Some(call) => sandbox.call(&call, self.budget),
             None => Ok(Output::Json(sandbox.missing_functions())),
+        };
+        sandbox.held =
+            usize::try_from(sandbox.runtime.memory_usage().memory_used_size).unwrap_or(0);
+        self.trim(&script.product_key);
+        result
+    }
+
+    /// Drops compiled scripts other than `keep` while they hold more than the cache's bound.
+    fn trim(&mut self, keep: &str) {
+        let mut held: usize = self.sandboxes.values().map(|s| s.held).sum();
+        while held > self.budget.cache_bytes {
+            let Some(other) = self.sandboxes.keys().find(|k| *k != keep).cloned() else {
+                return;
+            };
+            if let Some(dropped) = self.sandboxes.remove(&other) {
+                held -= dropped.held;
+            }
         }
     }
 }
@@ -258,7 +283,8 @@ impl Sandbox {
             version: script.version,
             deadline,
             context,
-            _runtime: runtime,
+            runtime,
+            held: 0,
         };
         sandbox.deadline.set(Some(Instant::now() + budget.time));
         let loaded = sandbox.context.with(|ctx| {
@@ -410,6 +436,7 @@ mod tests {
             Budget {
                 time: Duration::from_millis(200),
                 memory_bytes: 8 << 20,
+                cache_bytes: 6 << 20,
             },
         )
     }
@@ -534,6 +561,39 @@ mod tests {
                 "require": undefined, "os": undefined, "std": undefined,
                 "fetch": undefined, "timeout": undefined,
             })))
+        );
+    }
+
+    #[tokio::test]
+    async fn compiled_scripts_past_the_cache_bound_are_dropped() {
+        let s = scripts();
+        let counter = |pk: &str| {
+            Arc::new(Script {
+                product_key: pk.into(),
+                version: 1,
+                // Each load starts the count again: a count of 2 means it stayed compiled.
+                source: "var n = 0; var big = new Array(300000).fill(1);
+                         function rawDataToProtocol(b) { n++; return { n: n }; }"
+                    .into(),
+            })
+        };
+        let (a, b, c) = (counter("pa"), counter("pb"), counter("pc"));
+        let n = async |script: &Arc<Script>| match s.run(script, Call::Up(vec![])).await {
+            Ok(Output::Json(v)) => v["n"].as_u64(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(n(&a).await, Some(1));
+        assert_eq!(
+            n(&a).await,
+            Some(2),
+            "kept compiled while the cache has room"
+        );
+        n(&b).await;
+        n(&c).await;
+        assert_eq!(
+            n(&a).await,
+            Some(1),
+            "dropped once two others filled the cache"
         );
     }
 }
