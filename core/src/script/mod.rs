@@ -253,7 +253,7 @@ impl Worker {
             None => Ok(Output::Json(sandbox.missing_functions())),
         };
         // Measuring walks the runtime's heap: after loading, then every so many executions.
-        let measure = sandbox.calls % MEASURE_EVERY == 0;
+        let measure = sandbox.calls.is_multiple_of(MEASURE_EVERY);
         sandbox.calls += 1;
         if measure {
             sandbox.held =
