@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::session::{ClientIdentity, alink_answer, alink_request};
 use super::{Hub, HubError};
 use crate::data::model::DesiredValue;
-use crate::store::{StoreError, records, transact};
+use crate::store::{self, StoreError, records, transact};
 
 /// What a device asks about its desired values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +103,7 @@ impl Hub {
         names: &[String],
     ) -> Result<BTreeMap<String, DesiredValue>, StoreError> {
         let (pk, dn) = (pk.to_owned(), dn.to_owned());
-        let all = transact(&**self.store(), |t| {
+        let all = store::read(&**self.store(), |t| {
             let (pk, dn) = (pk.clone(), dn.clone());
             Box::pin(async move { records::get_desired(t, &pk, &dn).await })
         })

@@ -58,15 +58,18 @@ pub enum RrpcForm {
     PropertySet,
 }
 
+/// An Alink request id (property sets, service calls) from the hub's sequence: within 0 to
+/// 2147483647, which devices reading ids as uint32 (Alink's range) and parsing scripts reading
+/// them as int32 (as Alibaba's samples do) both read back.
+pub(crate) fn alink_call_id(seq: u64) -> u64 {
+    seq & u64::from(i32::MAX.unsigned_abs())
+}
+
 impl RrpcForm {
-    /// The call id taken from the hub's sequence: Alink ids (property sets, service calls) stay
-    /// within 0 to 2147483647, which devices reading them as uint32 (Alink's range) and parsing
-    /// scripts reading them as int32 (as Alibaba's samples do) both read back.
+    /// The call id taken from the hub's sequence.
     fn call_id(&self, seq: u64) -> u64 {
         match self {
-            RrpcForm::PropertySet | RrpcForm::Service(_) => {
-                seq & u64::from(i32::MAX.unsigned_abs())
-            }
+            RrpcForm::PropertySet | RrpcForm::Service(_) => alink_call_id(seq),
             RrpcForm::Sys | RrpcForm::Topic(_) => seq,
         }
     }

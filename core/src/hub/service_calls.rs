@@ -198,8 +198,7 @@ impl ServiceCalls<'_> {
         }
         let business = self.hub.business();
         business.admit_downlink(tenant, &key)?;
-        let seq = self.hub.next_seq();
-        let id = (seq & u64::from(i32::MAX.unsigned_abs())).to_string();
+        let id = super::rrpc::alink_call_id(self.hub.next_seq()).to_string();
         let now = self.hub.now_ms();
         let call = ServiceCall {
             message_id: id.clone(),

@@ -216,22 +216,22 @@ impl DeviceGroups<'_> {
     pub async fn list(&self, tenant: &str) -> Result<Vec<GroupView>, HubError> {
         self.hub.registry().tenant(tenant).await?;
         let owner = tenant.to_owned();
-        let groups = store::read(&**self.hub.store(), |t| {
+        Ok(store::read(&**self.hub.store(), |t| {
             let tenant = owner.clone();
-            Box::pin(async move { records::list_device_groups(t, &tenant).await })
+            Box::pin(async move {
+                let mut out = Vec::new();
+                for group in records::list_device_groups(t, &tenant).await? {
+                    let count_key = records::member_count_key(&tenant, &group.id);
+                    let held = t.get(&count_key).await?.map_or(0, |v| decode_counter(&v));
+                    out.push(GroupView {
+                        group,
+                        device_count: held.max(0) as u64,
+                    });
+                }
+                Ok(out)
+            })
         })
-        .await?;
-        let mut out = Vec::with_capacity(groups.len());
-        for group in groups {
-            let device_count = self
-                .counter(records::member_count_key(tenant, &group.id))
-                .await?;
-            out.push(GroupView {
-                group,
-                device_count,
-            });
-        }
-        Ok(out)
+        .await?)
     }
 
     /// One group with its device count.

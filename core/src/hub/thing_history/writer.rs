@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::hub::session::ClientIdentity;
 use crate::hub::{Hub, ThingHistory};
+use crate::limits::Profile;
 use crate::metering::Charge;
 use crate::store::records::{self, SeriesId, SeriesKind};
 use crate::store::{self, StoreError, transact};
@@ -58,7 +59,8 @@ impl Hub {
         if identity.device.is_none() {
             return Some(None);
         }
-        let days = self.profile_of(&identity.tenant).history_retention_days;
+        let profile = self.profile_of(&identity.tenant);
+        let days = profile.history_retention_days;
         if days == 0 {
             return Some(None);
         }
@@ -81,7 +83,7 @@ impl Hub {
                 vec![(SeriesKind::Event, identifier.to_owned(), time, value)]
             }
         };
-        self.queue_points(identity, points, wait).await
+        self.queue_points(identity, &profile, points, wait).await
     }
 
     /// Queues points of a device's series as they are (a service call or its answer), not
@@ -91,15 +93,20 @@ impl Hub {
         identity: &ClientIdentity,
         points: Vec<(SeriesKind, String, u64, Value)>,
     ) -> Option<()> {
-        if self.profile_of(&identity.tenant).history_retention_days == 0 {
+        let profile = self.profile_of(&identity.tenant);
+        if profile.history_retention_days == 0 {
             return Some(());
         }
-        self.queue_points(identity, points, false).await.map(|_| ())
+        self.queue_points(identity, &profile, points, false)
+            .await
+            .map(|_| ())
     }
 
+    /// Charges `points` to the tenant's month (`profile`'s, L-106) and queues them.
     async fn queue_points(
         &self,
         identity: &ClientIdentity,
+        profile: &Profile,
         points: Vec<(SeriesKind, String, u64, Value)>,
         wait: bool,
     ) -> Option<Option<oneshot::Receiver<bool>>> {
@@ -108,10 +115,9 @@ impl Hub {
         };
         // Each value is charged for the days it will be kept (L-106); past the month's quota
         // values are not kept (the post itself is accepted and forwarded).
-        let profile = self.profile_of(&identity.tenant);
         let point_days = points.len() as u64 * profile.history_retention_days;
         let charged = self.inner.meter.charge_month(
-            &profile,
+            profile,
             &identity.tenant,
             (Charge::StoredPointDays, point_days),
             self.now_ms(),
