@@ -31,6 +31,7 @@ pub mod report;
 pub mod sqs;
 pub mod v3;
 pub mod v5;
+pub mod wire;
 
 /// Admin token of the deployments the suite starts.
 const TOKEN: &str = "conformance-admin-token";

@@ -79,7 +79,7 @@ use session::Slot;
 pub use session::{
     ClientIdentity, ConnectOutcome, ConnectRefusal, ConnectRequest, Connected, KickReason,
     PublishRefusal, PublishRequest, Session, SessionExpiryRefused, SubscribeRefusal,
-    SubscribeRequest, TransportKind, Will,
+    SubscribeRequest, TransportKind, Unacknowledged, Will,
 };
 pub use stats::{Stats, StatsSnapshot, TransportStats};
 pub use thing_history::{Bucket, LatestValue, Order, Point, PointPage, RangeQuery, ThingHistory};

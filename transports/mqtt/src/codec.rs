@@ -36,13 +36,35 @@ pub struct CodecError {
     pub reason: DisconnectReasonCode,
     /// What went wrong.
     pub detail: String,
+    /// A refused first CONNECT the specification answers before closing: the CONNACK to send
+    /// as it goes on the wire (the codec's version is not settled yet).
+    pub connack: Option<&'static [u8]>,
+}
+
+impl CodecError {
+    fn malformed(detail: &str) -> CodecError {
+        CodecError {
+            reason: DisconnectReasonCode::MalformedPacket,
+            detail: detail.to_owned(),
+            connack: None,
+        }
+    }
 }
 
 impl From<DecodeError> for CodecError {
     fn from(e: DecodeError) -> Self {
+        // rmqtt-codec's codes where the specification names another: ill-formed UTF-8 and
+        // reserved flags are malformed packets (MQTT-1.5.4-1, 2.1.3-1).
+        let reason = match e {
+            DecodeError::Utf8Error | DecodeError::UnsupportedPacketType => {
+                DisconnectReasonCode::MalformedPacket
+            }
+            _ => e.to_reason_code(),
+        };
         CodecError {
-            reason: e.to_reason_code(),
+            reason,
             detail: e.to_string(),
+            connack: None,
         }
     }
 }
@@ -52,6 +74,7 @@ impl From<EncodeError> for CodecError {
         CodecError {
             reason: e.to_reason_code(),
             detail: e.to_string(),
+            connack: None,
         }
     }
 }
@@ -106,6 +129,11 @@ pub struct ConnectPacket {
     pub max_packet_size: Option<u32>,
     /// MQTT 5: how many topic aliases the client accepts on the PUBLISHes it receives (0: none).
     pub topic_alias_max: u16,
+    /// MQTT 5 Request Problem Information (true when absent, as in 3.1.1): whether reason
+    /// strings may go on acknowledgements.
+    pub problem_info: bool,
+    /// MQTT 5 Authentication Method (enhanced authentication, which ironhub does not offer).
+    pub auth_method: Option<String>,
 }
 
 /// One filter of SUBSCRIBE.
@@ -133,7 +161,7 @@ pub enum Inbound {
     /// PUBACK.
     PubAck(NonZeroU16),
     /// PUBREC.
-    PubRec(NonZeroU16),
+    PubRec(NonZeroU16, u8),
     /// PUBREL.
     PubRel(NonZeroU16),
     /// PUBCOMP.
@@ -184,6 +212,8 @@ pub enum ConnectCode {
     ConnectionRateExceeded,
     /// v3 3 / v5 0x97 (a quota, such as the monthly messages of the tenant).
     QuotaExceeded,
+    /// v5 0x8C: an Authentication Method ironhub does not offer (3.1.1 has none).
+    BadAuthenticationMethod,
 }
 
 impl ConnectCode {
@@ -251,6 +281,27 @@ pub enum Outbound {
     Disconnect(DisconnectReasonCode, Option<String>, Option<String>),
 }
 
+impl Outbound {
+    /// The same acknowledgement, CONNACK or DISCONNECT without its reason string; None for
+    /// packets that carry none.
+    fn without_reason_string(&self) -> Option<Outbound> {
+        match self {
+            Outbound::PubAck(id, code, Some(_)) => Some(Outbound::PubAck(*id, *code, None)),
+            Outbound::PubRec(id, code, Some(_)) => Some(Outbound::PubRec(*id, *code, None)),
+            Outbound::Disconnect(code, Some(_), reference) => {
+                Some(Outbound::Disconnect(*code, None, reference.clone()))
+            }
+            Outbound::ConnAck(ack) if ack.reason_string.is_some() => {
+                Some(Outbound::ConnAck(Box::new(ConnAck {
+                    reason_string: None,
+                    ..(**ack).clone()
+                })))
+            }
+            _ => None,
+        }
+    }
+}
+
 enum State {
     AwaitVersion,
     V3(v3::Codec),
@@ -261,6 +312,8 @@ enum State {
 pub struct Codec {
     state: State,
     max_inbound: u32,
+    /// Whether the client asked for no reason strings (MQTT 5 Request Problem Information 0).
+    no_problem_info: bool,
 }
 
 fn s(b: ByteString) -> String {
@@ -273,6 +326,7 @@ impl Codec {
         Codec {
             state: State::AwaitVersion,
             max_inbound,
+            no_problem_info: false,
         }
     }
 
@@ -285,6 +339,12 @@ impl Codec {
         }
     }
 
+    /// Leaves reason strings off PUBACK and PUBREC, for a client that asked for no problem
+    /// information (MQTT-3.1.2-29; CONNACK and DISCONNECT may keep theirs).
+    pub fn set_no_problem_info(&mut self) {
+        self.no_problem_info = true;
+    }
+
     /// Caps outbound packets at the client's Maximum Packet Size (5.0).
     pub fn set_max_outbound(&mut self, size: u32) {
         if let State::V5(c) = &mut self.state {
@@ -295,6 +355,7 @@ impl Codec {
     /// Decodes the next packet; Ok(None) means more bytes are needed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, CodecError> {
         if let State::AwaitVersion = self.state {
+            check_first_connect(buf)?;
             match VersionCodec.decode(buf)? {
                 None => return Ok(None),
                 Some(ProtocolVersion::MQTT3) => {
@@ -305,11 +366,25 @@ impl Codec {
                 }
             }
         }
-        match &mut self.state {
-            State::AwaitVersion => Ok(None),
-            State::V3(c) => Ok(c.decode(buf)?.map(|(p, _)| from_v3(p))),
-            State::V5(c) => Ok(c.decode(buf)?.map(|(p, _)| from_v5(p))),
+        let packet = match &mut self.state {
+            State::AwaitVersion => None,
+            State::V3(c) => {
+                check_v3_subscribe(buf)?;
+                c.decode(buf)?.map(|(p, _)| from_v3(p))
+            }
+            State::V5(c) => {
+                check_v5_filters_present(buf)?;
+                c.decode(buf)?.map(|(p, _)| from_v5(p))
+            }
+        };
+        if let Some(p) = &packet
+            && has_null(p)
+        {
+            return Err(CodecError::malformed(
+                "a string holds U+0000 (MQTT-1.5.3-2, MQTT-1.5.4-2)",
+            ));
         }
+        Ok(packet)
     }
 
     /// Encodes a packet for the negotiated version. Packets with no 3.1.1 form are skipped.
@@ -318,6 +393,7 @@ impl Codec {
             State::AwaitVersion => Err(CodecError {
                 reason: DisconnectReasonCode::ProtocolError,
                 detail: "no version negotiated".into(),
+                connack: None,
             }),
             State::V3(c) => match to_v3(packet) {
                 Some(p) => Ok(c.encode(p, buf)?),
@@ -328,9 +404,217 @@ impl Codec {
                     buf.extend_from_slice(&short);
                     return Ok(());
                 }
-                Ok(c.encode(to_v5(packet), buf)?)
+                let bare = packet.without_reason_string();
+                let packet = match bare {
+                    Some(bare)
+                        if self.no_problem_info
+                            && matches!(bare, Outbound::PubAck(..) | Outbound::PubRec(..)) =>
+                    {
+                        return Ok(c.encode(to_v5(bare), buf)?);
+                    }
+                    _ => packet,
+                };
+                match (c.encode(to_v5(packet), buf), bare) {
+                    // Too large for the client with its reason string: sent without
+                    // (MQTT-3.2.2-19, 3.4.2-2, 3.5.2-2, 3.14.2-3).
+                    (Err(_), Some(bare)) => Ok(c.encode(to_v5(bare), buf)?),
+                    (result, _) => Ok(result?),
+                }
             }
         }
+    }
+}
+
+/// What rmqtt-codec lets through in a first CONNECT, or refuses without the answer the
+/// specification asks for: an unsupported protocol level gets CONNACK 0x01 (MQTT-3.1.2-2); a
+/// zero-byte client id without a clean session CONNACK 0x02 in 3.1.1 (MQTT-3.1.3-8) and 0x85 in
+/// 5.0 (such an id cannot resume a session); Will QoS or Retain without a will, a 3.1.1
+/// password without a user name, and bytes after the last field the flags announce are
+/// malformed (MQTT-3.1.2-11, 3.1.2-13, 3.1.2-18 to 3.1.2-22). Waits (Ok) for a whole packet;
+/// what it cannot read is left to rmqtt-codec to refuse.
+fn check_first_connect(buf: &[u8]) -> Result<(), CodecError> {
+    let Some((&0x10, rest)) = buf.split_first() else {
+        return Ok(());
+    };
+    let Some((len, header)) = variable_int(rest) else {
+        return Ok(());
+    };
+    let Some(body) = rest.get(header..header + len) else {
+        return Ok(());
+    };
+    let mut at = 0usize;
+    let Some(name) = length_prefixed(body, &mut at) else {
+        return Ok(());
+    };
+    let (Some(&level), Some(&flags)) = (body.get(at), body.get(at + 1)) else {
+        return Ok(());
+    };
+    if !matches!(name, b"MQTT" | b"MQIsdp") {
+        return Ok(());
+    }
+    let refuse = |connack: &'static [u8], detail: &str| CodecError {
+        reason: DisconnectReasonCode::ProtocolError,
+        detail: detail.to_owned(),
+        connack: Some(connack),
+    };
+    let v5 = match level {
+        3 | 4 => false,
+        5 => true,
+        _ => {
+            return Err(refuse(
+                &[0x20, 2, 0, 1],
+                "unsupported protocol level (MQTT-3.1.2-2)",
+            ));
+        }
+    };
+    let (will, user, password) = (flags & 0x04 != 0, flags & 0x80 != 0, flags & 0x40 != 0);
+    if !will && flags & 0x38 != 0 {
+        return Err(CodecError::malformed(
+            "Will QoS or Will Retain without a will (MQTT-3.1.2-11, 3.1.2-13)",
+        ));
+    }
+    if !v5 && password && !user {
+        return Err(CodecError::malformed(
+            "a password without a user name (MQTT-3.1.2-22)",
+        ));
+    }
+    // Level, flags and keep-alive; then the properties (5.0).
+    at += 4;
+    if v5 && !skip_properties(body, &mut at) {
+        return Ok(());
+    }
+    let Some(client_id) = length_prefixed(body, &mut at) else {
+        return Ok(());
+    };
+    if client_id.is_empty() && flags & 0x02 == 0 {
+        return Err(if v5 {
+            refuse(
+                &[0x20, 3, 0, 0x85, 0],
+                "a zero-byte client id resumes no session: Clean Start is needed",
+            )
+        } else {
+            refuse(
+                &[0x20, 2, 0, 2],
+                "a zero-byte client id needs a clean session (MQTT-3.1.3-8)",
+            )
+        });
+    }
+    let fields_read = (!will
+        || ((!v5 || skip_properties(body, &mut at))
+            && length_prefixed(body, &mut at).is_some()
+            && length_prefixed(body, &mut at).is_some()))
+        && (!user || length_prefixed(body, &mut at).is_some())
+        && (!password || length_prefixed(body, &mut at).is_some());
+    if fields_read && at != body.len() {
+        return Err(CodecError::malformed(
+            "bytes after the last field of CONNECT (MQTT-3.1.2-16 to 3.1.2-21)",
+        ));
+    }
+    Ok(())
+}
+
+/// A 16-bit length-prefixed field at `*at`, moving `*at` past it.
+fn length_prefixed<'a>(body: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
+    let len = usize::from(u16::from_be_bytes([*body.get(*at)?, *body.get(*at + 1)?]));
+    let field = body.get(*at + 2..*at + 2 + len)?;
+    *at += 2 + len;
+    Some(field)
+}
+
+/// Moves `*at` past a 5.0 property block; false if it runs past the body.
+fn skip_properties(body: &[u8], at: &mut usize) -> bool {
+    match body.get(*at..).and_then(variable_int) {
+        Some((len, header)) if *at + header + len <= body.len() => {
+            *at += header + len;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A 5.0 SUBSCRIBE or UNSUBSCRIBE without a topic filter is a protocol error (MQTT-3.8.3-2,
+/// 3.10.3-2); rmqtt-codec calls it an invalid filter. Waits (Ok) for a whole packet.
+fn check_v5_filters_present(buf: &[u8]) -> Result<(), CodecError> {
+    let Some((&(0x82 | 0xA2), rest)) = buf.split_first() else {
+        return Ok(());
+    };
+    let Some((len, header)) = variable_int(rest) else {
+        return Ok(());
+    };
+    let Some(body) = rest.get(header..header + len) else {
+        return Ok(());
+    };
+    // Packet id, then the properties.
+    let Some((props, props_header)) = body.get(2..).and_then(variable_int) else {
+        return Ok(());
+    };
+    if body.len() == 2 + props_header + props {
+        return Err(CodecError {
+            reason: DisconnectReasonCode::ProtocolError,
+            detail: "no topic filter (MQTT-3.8.3-2, 3.10.3-2)".into(),
+            connack: None,
+        });
+    }
+    Ok(())
+}
+
+/// A variable byte integer at the start of `bytes`: its value and length.
+fn variable_int(bytes: &[u8]) -> Option<(usize, usize)> {
+    let mut value = 0usize;
+    for (i, b) in bytes.iter().take(4).enumerate() {
+        value |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// A 3.1.1 SUBSCRIBE whose requested QoS byte has reserved bits set is malformed
+/// (MQTT-3.8.3-4): rmqtt-codec reads the QoS bits only. Waits (Ok) for a whole packet.
+fn check_v3_subscribe(buf: &[u8]) -> Result<(), CodecError> {
+    let Some((&0x82, rest)) = buf.split_first() else {
+        return Ok(());
+    };
+    let Some((len, header)) = variable_int(rest) else {
+        return Ok(());
+    };
+    if rest.len() < header + len {
+        return Ok(());
+    }
+    // Packet id, then (filter, options) pairs.
+    let mut body = rest.get(header + 2..header + len).unwrap_or_default();
+    while let [hi, lo, tail @ ..] = body {
+        let n = usize::from(u16::from_be_bytes([*hi, *lo]));
+        match tail.get(n..) {
+            Some([options, more @ ..]) => {
+                if *options > 2 {
+                    return Err(CodecError::malformed(
+                        "reserved bits or QoS 3 in a SUBSCRIBE (MQTT-3.8.3-4)",
+                    ));
+                }
+                body = more;
+            }
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// Whether a string of the packet holds U+0000, which no MQTT string may (rmqtt-codec checks
+/// well-formed UTF-8 only).
+fn has_null(p: &Inbound) -> bool {
+    let null = |s: &str| s.contains('\0');
+    match p {
+        Inbound::Connect(c) => {
+            null(&c.client_id)
+                || c.username.as_deref().is_some_and(null)
+                || c.will.as_ref().is_some_and(|w| null(&w.topic))
+        }
+        Inbound::Publish(p) => null(&p.topic),
+        Inbound::Subscribe { filters, .. } => filters.iter().any(|f| null(&f.filter)),
+        Inbound::Unsubscribe { filters, .. } => filters.iter().any(|f| null(f)),
+        _ => false,
     }
 }
 
@@ -375,10 +659,12 @@ fn from_v3(p: v3::Packet) -> Inbound {
             receive_max: u16::MAX,
             max_packet_size: None,
             topic_alias_max: 0,
+            problem_info: true,
+            auth_method: None,
         })),
         v3::Packet::Publish(p) => Inbound::Publish(p),
         v3::Packet::PublishAck { packet_id } => Inbound::PubAck(packet_id),
-        v3::Packet::PublishReceived { packet_id } => Inbound::PubRec(packet_id),
+        v3::Packet::PublishReceived { packet_id } => Inbound::PubRec(packet_id, 0),
         v3::Packet::PublishRelease { packet_id } => Inbound::PubRel(packet_id),
         v3::Packet::PublishComplete { packet_id } => Inbound::PubComp(packet_id),
         v3::Packet::Subscribe {
@@ -446,10 +732,12 @@ fn from_v5(p: v5::Packet) -> Inbound {
             receive_max: c.receive_max.map_or(u16::MAX, NonZeroU16::get),
             max_packet_size: c.max_packet_size.map(NonZeroU32::get),
             topic_alias_max: c.topic_alias_max,
+            problem_info: c.request_problem_info,
+            auth_method: c.auth_method.map(s),
         })),
         v5::Packet::Publish(p) => Inbound::Publish(p),
         v5::Packet::PublishAck(a) => Inbound::PubAck(a.packet_id),
-        v5::Packet::PublishReceived(a) => Inbound::PubRec(a.packet_id),
+        v5::Packet::PublishReceived(a) => Inbound::PubRec(a.packet_id, u8::from(a.reason_code)),
         v5::Packet::PublishRelease(a) => Inbound::PubRel(a.packet_id),
         v5::Packet::PublishComplete(a) => Inbound::PubComp(a.packet_id),
         v5::Packet::Subscribe(sub) => Inbound::Subscribe {
@@ -492,9 +780,9 @@ fn to_v3(p: Outbound) -> Option<v3::Packet> {
             return_code: match a.code {
                 ConnectCode::Accepted => R::ConnectionAccepted,
                 ConnectCode::BadCredentials => R::BadUserNameOrPassword,
-                ConnectCode::NotAuthorized | ConnectCode::ImplementationSpecific => {
-                    R::NotAuthorized
-                }
+                ConnectCode::NotAuthorized
+                | ConnectCode::ImplementationSpecific
+                | ConnectCode::BadAuthenticationMethod => R::NotAuthorized,
                 ConnectCode::ServerUnavailable
                 | ConnectCode::ConnectionRateExceeded
                 | ConnectCode::QuotaExceeded => R::ServiceUnavailable,
@@ -538,6 +826,7 @@ fn to_v5(p: Outbound) -> v5::Packet {
                     ConnectCode::ServerUnavailable => R::ServerUnavailable,
                     ConnectCode::ConnectionRateExceeded => R::ConnectionRateExceeded,
                     ConnectCode::QuotaExceeded => R::QuotaExceeded,
+                    ConnectCode::BadAuthenticationMethod => R::BadAuthenticationMethod,
                 },
                 session_expiry_interval_secs: a.session_expiry,
                 receive_max: NonZeroU16::new(a.receive_max).unwrap_or(NonZeroU16::MAX),
@@ -751,6 +1040,47 @@ mod tests {
             };
             assert_eq!(&out[out.len() - 2..], expected_tail);
         }
+    }
+
+    #[test]
+    fn lengths_take_the_fewest_bytes_and_reason_strings_yield_to_the_clients_maximum() {
+        let mut codec = Codec::new(1 << 20);
+        let mut connect = vec![0x10, 0, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0];
+        connect.extend_from_slice(&[0, 1, b'c']);
+        connect[1] = (connect.len() - 2) as u8;
+        codec
+            .decode(&mut BytesMut::from(&connect[..]))
+            .unwrap()
+            .unwrap();
+        // Remaining lengths 127, 128, 16383 and 16384 (MQTT-1.5.5-1): 1, 2, 2 and 3 bytes.
+        for (remaining, header) in [(127usize, 1usize), (128, 2), (16_383, 2), (16_384, 3)] {
+            // Topic "t" (3 bytes) and an empty property block (1 byte) come first.
+            let payload = Bytes::from(vec![0u8; remaining - 4]);
+            let packet = publish_packet(
+                "t",
+                payload,
+                QoS::AtMostOnce,
+                false,
+                None,
+                Some(PublishProperties::default()),
+            );
+            let mut out = BytesMut::new();
+            codec
+                .encode(Outbound::Publish(Box::new(packet)), &mut out)
+                .unwrap();
+            assert_eq!(out.len(), 1 + header + remaining, "{remaining}");
+        }
+        // With a 12-byte maximum, a refusal's reason string is left off, not the refusal.
+        codec.set_max_outbound(12);
+        let pid = NonZeroU16::new(7).unwrap();
+        let mut out = BytesMut::new();
+        codec
+            .encode(
+                Outbound::PubAck(pid, 0x87, Some("not authorized here".into())),
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(&out[..], [0x40, 4, 0, 7, 0x87, 0]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! One task per connection selects between the socket, the session's delivery queue, the
 //! keep-alive deadline, a takeover or administrative kick, and server shutdown.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::num::{NonZeroU16, NonZeroU32};
@@ -19,10 +19,11 @@ use ironhub_core::data::message::{Properties, QoS as HubQoS};
 use ironhub_core::hub::queue::DeliveryReceiver;
 use ironhub_core::hub::{
     ConnectOutcome, ConnectRequest, Connected, Delivery, KickReason, PublishRequest, Session,
-    SubscribeRequest, TransportKind, Will,
+    SubscribeRequest, TransportKind, Unacknowledged, Will,
 };
 use ironhub_core::limits::rate::ByteRate;
 use ironhub_core::limits::{LimitId, LimitKind};
+use ironhub_core::store::records::QueueId;
 use ironhub_core::{Hub, now_ms};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
@@ -32,7 +33,7 @@ use crate::codec::{
     Codec, CodecError, ConnAck, ConnectCode, ConnectPacket, DisconnectReasonCode, Inbound,
     Outbound, PublishProperties, QoS, Version, publish_packet,
 };
-use crate::state::{Alias, InboundQos2, OutboundAliases, Outflight, TopicAliases};
+use crate::state::{Alias, AliasError, InboundQos2, OutboundAliases, Outflight, TopicAliases};
 
 /// How long a new connection may take to send CONNECT: idle sockets would otherwise hold
 /// connection slots forever.
@@ -132,6 +133,15 @@ where
         Ok(Ok(_)) => return None,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "bad first packet");
+            if let Some(connack) = e.connack {
+                // Boxed: rare, and every connection's task is sized for its largest state.
+                let mut wr = wr;
+                Box::pin(async move {
+                    let _ = wr.write_all(connack).await;
+                    let _ = wr.flush().await;
+                })
+                .await;
+            }
             return None;
         }
         Err(_) => {
@@ -146,10 +156,21 @@ where
         codec,
     };
     let version = connect.version;
+    if let Some(method) = &connect.auth_method {
+        // No enhanced authentication here (MQTT-4.12.0-1): refused, then closed.
+        conn.send(Outbound::ConnAck(Box::new(connack(
+            hub,
+            ConnectCode::BadAuthenticationMethod,
+            false,
+            Some(format!("authentication method {method:?} is not supported")),
+        ))));
+        let _ = Box::pin(conn.flush()).await;
+        return None;
+    }
     // Boxed: large futures that run once (or rarely) would otherwise size every idle
     // connection's task for their worst case.
     let outcome = Box::pin(hub.connect(connect_request(&connect, transport))).await;
-    let connected = match outcome {
+    let mut connected = match outcome {
         Err(refusal) => {
             tracing::info!(%peer, client_id = %connect.client_id, %refusal, "connection refused");
             let (reason, _) = refused(Stage::Connect, &refusal.cause());
@@ -203,6 +224,9 @@ where
         ack.server_keep_alive = Some(connected.keep_alive_secs);
     }
     conn.send(Outbound::ConnAck(Box::new(ack)));
+    if !connect.problem_info {
+        conn.codec.set_no_problem_info();
+    }
     if let Some(max) = connect.max_packet_size {
         conn.codec.set_max_outbound(max);
     }
@@ -218,6 +242,7 @@ where
         aliases: TopicAliases::new(TOPIC_ALIAS_MAXIMUM),
         outbound_aliases: OutboundAliases::new(connect.topic_alias_max.min(TOPIC_ALIAS_MAXIMUM)),
         pending: VecDeque::new(),
+        resend: std::mem::take(&mut connected.resend),
         bandwidth: hub.connection_bandwidth(),
         read_hint: READ_HINT_MIN,
         transport,
@@ -333,6 +358,9 @@ struct Driver<S> {
     /// Deliveries to send before new ones from the queue: the stored backlog, then retained
     /// messages for new subscriptions.
     pending: VecDeque<Delivery>,
+    /// Of the backlog, what the session's previous connection sent without the acknowledgement
+    /// completing: sent again under the same packet id, with DUP set (MQTT-4.4.0-1).
+    resend: HashMap<QueueId, Unacknowledged>,
     /// The connection's read allowance (L-019).
     bandwidth: Option<ByteRate>,
     /// How much free space to give the next read.
@@ -377,9 +405,32 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
             }
         };
         let _ = self.conn.flush().await;
-        let mut unacked = self.outflight.into_unacked();
+        let sent = self.outflight.into_unacked();
+        // What was owed again and not sent yet stays owed.
+        let mut again: Vec<_> = self.resend.drain().collect();
+        let mut unacked = Vec::with_capacity(sent.len());
+        for (packet_id, released, d) in sent {
+            if let Some(seq) = d.stored_seq.as_deref() {
+                again.push((
+                    *seq,
+                    Unacknowledged {
+                        packet_id,
+                        released,
+                    },
+                ));
+            }
+            unacked.push(d);
+        }
         unacked.extend(self.pending.into_iter().filter(|d| d.stored_seq.is_none()));
-        Box::pin(session.close(matches!(end, End::Normal), unacked, deliveries)).await;
+        Box::pin(async move {
+            if !again.is_empty() {
+                session.keep_unacknowledged(again).await;
+            }
+            session
+                .close(matches!(end, End::Normal), unacked, deliveries)
+                .await;
+        })
+        .await;
     }
 
     async fn serve(
@@ -528,7 +579,19 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
                 break;
             }
             let d = self.pending.pop_front().expect("front exists");
-            if d.message.expired(now) {
+            let again = d
+                .stored_seq
+                .as_deref()
+                .and_then(|seq| self.resend.remove(seq));
+            if let Some(again) = again.filter(|a| a.released) {
+                // The client has the message: only the release is owed.
+                self.outflight
+                    .register_again(again.packet_id, d, true, true);
+                self.conn.send(Outbound::PubRel(again.packet_id));
+                continue;
+            }
+            // A message sent before is not expired on its way again (MQTT-4.3.3-7).
+            if again.is_none() && d.message.expired(now) {
                 forget_stored(session, &d).await;
                 continue;
             }
@@ -563,15 +626,23 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
             let qos = wire_qos(d.qos);
             let (topic, payload, retain) =
                 (d.message.topic.clone(), d.message.payload.clone(), d.retain);
-            let packet_id = match qos {
-                QoS::AtMostOnce => None,
-                _ => Some(self.outflight.register(d.clone(), qos == QoS::ExactlyOnce)),
+            let exactly_once = qos == QoS::ExactlyOnce;
+            let packet_id = match (qos, again) {
+                (QoS::AtMostOnce, _) => None,
+                (_, Some(again)) => {
+                    let id = again.packet_id;
+                    self.outflight
+                        .register_again(id, d.clone(), exactly_once, false);
+                    Some(id)
+                }
+                (_, None) => Some(self.outflight.register(d.clone(), exactly_once)),
             };
             let name = match alias {
                 Some(Alias::Known(_)) => "",
                 _ => topic.as_str(),
             };
-            let packet = publish_packet(name, payload, qos, retain, packet_id, properties);
+            let mut packet = publish_packet(name, payload, qos, retain, packet_id, properties);
+            packet.dup = again.is_some();
             if !self.conn.send(Outbound::Publish(Box::new(packet))) {
                 // Larger than the client accepts (MQTT-3.1.2-25): it is discarded, not retried.
                 if let Some(id) = packet_id {
@@ -611,7 +682,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
                     forget_stored(session, &d).await;
                 }
             }
-            Inbound::PubRec(id) => {
+            Inbound::PubRec(id, reason) if reason >= 0x80 => {
+                // The client refused the message: it is done, nothing more is sent for it
+                // (MQTT-4.3.3-4, 4.4.0-2).
+                if let Some(d) = self.outflight.refused(id) {
+                    forget_stored(session, &d).await;
+                }
+            }
+            Inbound::PubRec(id, _) => {
                 self.outflight.pubrec(id);
                 self.conn.send(Outbound::PubRel(id));
             }
@@ -629,6 +707,17 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
                 id,
                 filters,
             } => {
+                if filters
+                    .iter()
+                    .any(|f| f.no_local && f.filter.starts_with("$share/"))
+                {
+                    self.disconnect(
+                        DisconnectReasonCode::ProtocolError,
+                        "No Local on a shared subscription (MQTT-3.8.3-4)",
+                    )
+                    .await;
+                    return Flow::Stop(End::Abnormal);
+                }
                 let requests = filters
                     .into_iter()
                     .map(|f| SubscribeRequest {
@@ -705,8 +794,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
         let topic = match self.aliases.resolve(&p.topic, alias) {
             Ok(t) => t,
             Err(e) => {
-                self.disconnect(DisconnectReasonCode::TopicAliasInvalid, &e.to_string())
-                    .await;
+                // An alias out of range is 0x94; one never set is a protocol error
+                // (MQTT-3.3.2-7: aliases do not outlive their connection).
+                let code = match e {
+                    AliasError::OutOfRange(_) => DisconnectReasonCode::TopicAliasInvalid,
+                    AliasError::Unknown(_) => DisconnectReasonCode::ProtocolError,
+                };
+                self.disconnect(code, &e.to_string()).await;
                 return Flow::Stop(End::Abnormal);
             }
         };
@@ -742,6 +836,18 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
             }
         }
         let props = p.properties.unwrap_or_default();
+        if props
+            .response_topic
+            .as_ref()
+            .is_some_and(|t| t.contains(['+', '#']))
+        {
+            self.disconnect(
+                DisconnectReasonCode::ProtocolError,
+                "a Response Topic with a wildcard (MQTT-3.3.2-14)",
+            )
+            .await;
+            return Flow::Stop(End::Abnormal);
+        }
         let request = PublishRequest {
             transport: self.transport,
             topic: topic.clone(),

@@ -60,6 +60,25 @@ impl Outflight {
         NonZeroU16::new(self.next_id).expect("ids skip zero")
     }
 
+    /// Takes `id` again for a delivery the session's previous connection sent under it
+    /// (MQTT-4.4.0-1); `released`: its PUBREC came, PUBCOMP is awaited. The caller checked
+    /// `has_room`, and sends these before any new delivery takes an id.
+    pub fn register_again(
+        &mut self,
+        id: NonZeroU16,
+        delivery: Delivery,
+        exactly_once: bool,
+        released: bool,
+    ) {
+        let stage = match (exactly_once, released) {
+            (false, _) => AwaitedAck::Ack,
+            (true, false) => AwaitedAck::Rec,
+            (true, true) => AwaitedAck::Comp,
+        };
+        self.sent += 1;
+        self.entries.insert(id.get(), (self.sent, stage, delivery));
+    }
+
     /// PUBACK: the delivery is done. None if the id was not awaiting a PUBACK.
     pub fn puback(&mut self, id: NonZeroU16) -> Option<Delivery> {
         match self.entries.get(&id.get()) {
@@ -80,6 +99,17 @@ impl Outflight {
         }
     }
 
+    /// PUBACK or PUBREC with a reason code of 0x80 or more: the client refused the delivery,
+    /// which is done. None if the id was not awaiting either.
+    pub fn refused(&mut self, id: NonZeroU16) -> Option<Delivery> {
+        match self.entries.get(&id.get()) {
+            Some((_, AwaitedAck::Ack | AwaitedAck::Rec, _)) => {
+                self.entries.remove(&id.get()).map(|(_, _, d)| d)
+            }
+            _ => None,
+        }
+    }
+
     /// PUBCOMP: the delivery is done.
     pub fn pubcomp(&mut self, id: NonZeroU16) -> Option<Delivery> {
         match self.entries.get(&id.get()) {
@@ -93,12 +123,18 @@ impl Outflight {
         self.entries.remove(&id.get());
     }
 
-    /// Everything still unacknowledged, in the order it was sent.
-    pub fn into_unacked(self) -> Vec<Delivery> {
-        let mut v: Vec<(u64, Delivery)> =
-            self.entries.into_values().map(|(n, _, d)| (n, d)).collect();
-        v.sort_by_key(|(n, _)| *n);
-        v.into_iter().map(|(_, d)| d).collect()
+    /// Everything still unacknowledged, in the order it was sent: its packet id, whether its
+    /// PUBREC came, and the delivery.
+    pub fn into_unacked(self) -> Vec<(NonZeroU16, bool, Delivery)> {
+        let mut v: Vec<(u64, NonZeroU16, bool, Delivery)> = self
+            .entries
+            .into_iter()
+            .filter_map(|(id, (n, stage, d))| {
+                Some((n, NonZeroU16::new(id)?, stage == AwaitedAck::Comp, d))
+            })
+            .collect();
+        v.sort_by_key(|(n, ..)| *n);
+        v.into_iter().map(|(_, id, rel, d)| (id, rel, d)).collect()
     }
 }
 
@@ -279,12 +315,23 @@ mod tests {
         assert!(out.has_room());
         let c = out.register(delivery(3), false);
         assert_ne!(a, c);
-        let left: Vec<String> = out
+        assert!(!out.pubrec(c), "a QoS 1 id takes no PUBREC");
+        let d = out.register(delivery(4), true);
+        assert!(out.pubrec(d));
+        let left: Vec<(String, bool)> = out
             .into_unacked()
             .iter()
-            .map(|d| d.message.topic.clone())
+            .map(|(_, released, d)| (d.message.topic.clone(), *released))
             .collect();
-        assert_eq!(left, vec!["t/1", "t/3"]);
+        assert_eq!(
+            left,
+            vec![
+                ("t/1".into(), false),
+                ("t/3".into(), false),
+                ("t/4".into(), true)
+            ],
+            "in the order sent, with whether PUBREL is what is owed"
+        );
     }
 
     #[test]

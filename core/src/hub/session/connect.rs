@@ -1,6 +1,7 @@
 //! Connecting: authentication (device signatures, open-broker clients, dynamic registration),
 //! taking the session's slot over from an earlier connection, and restoring a stored session.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
@@ -10,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Authenticated, ClientIdentity, ConnectOutcome, ConnectRefusal, ConnectRequest, Connected,
-    KickReason, Live, Session, Slot, SlotGuard, SlotState, TAKEOVER_WAIT,
+    KickReason, Live, Session, Slot, SlotGuard, SlotState, TAKEOVER_WAIT, Unacknowledged,
 };
 use crate::acl::{self, Access};
 use crate::admission::{self, Cause, Stage};
@@ -21,7 +22,7 @@ use crate::hub::queue;
 use crate::hub::router::Delivery;
 use crate::hub::{Hub, device_session_key};
 use crate::limits::LimitId;
-use crate::store::records;
+use crate::store::records::{self, QueueId};
 use crate::store::{self, StoreError, transact};
 use crate::topic::Filter;
 
@@ -250,8 +251,9 @@ impl Hub {
             store::write(&**self.store(), |t| records::put_session(t, &record)).await?;
             st.stored = true;
         }
+        let resend = std::mem::take(&mut st.unacknowledged);
         let backlog = if session_present && st.queued > 0 {
-            self.read_backlog(&slot.key).await?
+            self.read_backlog(&slot.key, &resend).await?
         } else {
             Vec::new()
         };
@@ -305,6 +307,7 @@ impl Hub {
             },
             deliveries: rx,
             backlog,
+            resend,
             session_present,
             keep_alive_secs,
             kicked: kick_rx,
@@ -413,10 +416,17 @@ impl Hub {
         }
         st.stored = false;
         st.queued = 0;
+        st.unacknowledged.clear();
         Ok(())
     }
 
-    pub(super) async fn read_backlog(&self, key: &Arc<str>) -> Result<Vec<Delivery>, StoreError> {
+    /// A session's stored queue, less what expired while it waited; what was sent before
+    /// (`sent`) is not expired on its way again (MQTT-4.3.3-7).
+    pub(super) async fn read_backlog(
+        &self,
+        key: &Arc<str>,
+        sent: &HashMap<QueueId, Unacknowledged>,
+    ) -> Result<Vec<Delivery>, StoreError> {
         let k = key.clone();
         let rows = store::read(&**self.store(), |t| {
             let k = k.clone();
@@ -426,7 +436,7 @@ impl Hub {
         let now = self.now_ms();
         Ok(rows
             .into_iter()
-            .filter(|(_, m)| !m.expired(now))
+            .filter(|(seq, m)| !m.expired(now) || sent.contains_key(seq))
             .map(|(seq, m)| Delivery {
                 qos: m.qos,
                 retain: m.retain,

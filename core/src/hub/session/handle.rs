@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{
     ClientIdentity, PublishRefusal, PublishRequest, Session, SessionExpiryRefused, Slot, SlotState,
-    SubscribeRefusal, SubscribeRequest, Will,
+    SubscribeRefusal, SubscribeRequest, Unacknowledged, Will,
 };
 use crate::admission::{self, Stage};
 use crate::data::event::Event;
@@ -235,6 +235,16 @@ impl Session {
         let mut st = self.slot.state.lock().await;
         st.queued = st.queued.saturating_sub(1);
         Ok(())
+    }
+
+    /// Keeps, for the session's next connection, which stored deliveries this one sent under
+    /// which packet id without their acknowledgement completing (MQTT-4.4.0-1). Call before
+    /// [`Session::close`].
+    pub async fn keep_unacknowledged(
+        &self,
+        sent: impl IntoIterator<Item = (QueueId, Unacknowledged)>,
+    ) {
+        self.slot.state.lock().await.unacknowledged.extend(sent);
     }
 
     /// Ends the connection. `normal` is a client DISCONNECT without will; otherwise the will is

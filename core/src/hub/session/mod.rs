@@ -31,7 +31,7 @@ use super::router::Delivery;
 pub use crate::admission::{ConnectRefusal, PublishRefusal, SubscribeRefusal};
 use crate::data::message::{Properties, QoS};
 use crate::store::StoreError;
-use crate::store::records::SubscriptionRecord;
+use crate::store::records::{QueueId, SubscriptionRecord};
 pub(crate) use alink::{alink_answer, alink_request};
 pub(crate) use connect::OPEN_CLIENT_PREFIX;
 pub(crate) use gateway::Gateways;
@@ -149,6 +149,9 @@ pub struct Connected {
     pub deliveries: DeliveryReceiver,
     /// Stored deliveries to send before the live ones.
     pub backlog: Vec<Delivery>,
+    /// Those of the backlog the last connection sent without their acknowledgement completing,
+    /// by stored queue id: sent again under the same packet id (MQTT-4.4.0-1).
+    pub resend: HashMap<QueueId, Unacknowledged>,
     /// Whether a stored session was resumed.
     pub session_present: bool,
     /// Fires when the hub closes this connection, with the reason.
@@ -219,6 +222,18 @@ struct SlotState {
     generation: u64,
     /// Whether a record of this session is in the store.
     stored: bool,
+    /// What the last connection sent of the stored queue and the client did not fully
+    /// acknowledge (kept in memory: a node that restarts sends them with new packet ids).
+    unacknowledged: HashMap<QueueId, Unacknowledged>,
+}
+
+/// A stored delivery a connection sent whose acknowledgement had not completed when it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unacknowledged {
+    /// The packet id it went under.
+    pub packet_id: std::num::NonZeroU16,
+    /// QoS 2 with PUBREC received: what is owed next is PUBREL, not the PUBLISH.
+    pub released: bool,
 }
 
 /// A session's place in the hub, online or not.

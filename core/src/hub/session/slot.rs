@@ -35,6 +35,7 @@ impl Slot {
                 queued: 0,
                 generation: 0,
                 stored: false,
+                unacknowledged: HashMap::new(),
             })),
         })
     }
