@@ -276,3 +276,71 @@ async fn deliveries_use_topic_aliases_the_client_accepts() {
         "no alias for a client that takes none"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sys_topics_report_the_broker_to_those_the_rules_allow() {
+    let d = Deployment::start(
+        "[hub.open_broker]\nenabled = true\nsys_interval_secs = 1\n\
+         rules = [ { filter = \"$SYS/broker/clients/#\", access = \"subscribe\", allow = false } ]",
+    )
+    .await;
+    let (c, mut ev) = v5::connect(open_v5(&d, "watcher")).await;
+    c.subscribe("$SYS/#", QoS::AtMostOnce).await.unwrap();
+    v5::suback(&mut ev).await;
+    let mut seen = std::collections::BTreeMap::new();
+    let (mut uptimes, mut sent) = (Vec::new(), Vec::new());
+    // The first round comes as retained messages at subscribe; the second live, and the third
+    // counts the second's deliveries.
+    while sent.len() < 3 {
+        let p = v5::next_publish(&mut ev).await;
+        let topic = String::from_utf8(p.topic.to_vec()).unwrap();
+        let value = String::from_utf8(p.payload.to_vec()).unwrap();
+        if topic == "$SYS/broker/uptime" {
+            uptimes.push(value.trim_end_matches(" seconds").parse::<u64>().unwrap());
+        }
+        if topic == "$SYS/broker/messages/sent" {
+            sent.push(value.parse::<u64>().unwrap());
+        }
+        seen.insert(topic, value);
+    }
+    assert!(uptimes[1] > uptimes[0], "uptime moves on: {uptimes:?}");
+    assert!(seen["$SYS/broker/version"].starts_with("ironhub "));
+    assert!(sent[2] > sent[1], "live deliveries are counted: {sent:?}");
+    assert!(seen.contains_key("$SYS/broker/messages/received"));
+    assert!(
+        !seen.contains_key("$SYS/broker/clients/connected"),
+        "a subscribe rule keeps part of $SYS from clients: {seen:?}"
+    );
+    // Leading wildcards never match $SYS (MQTT-4.7.2-1), and no client publishes there.
+    let (w, mut wev) = v5::connect(open_v5(&d, "wide")).await;
+    w.subscribe("#", QoS::AtMostOnce).await.unwrap();
+    v5::suback(&mut wev).await;
+    let (p, mut pev) = v5::connect(open_v5(&d, "forger")).await;
+    p.publish("$SYS/broker/uptime", QoS::AtLeastOnce, false, "0 seconds")
+        .await
+        .unwrap();
+    assert_eq!(v5::puback(&mut pev).await, PubAckReason::NotAuthorized);
+    assert!(
+        v5::next_publish_within(&mut wev, Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "# saw nothing of $SYS"
+    );
+    // A client that may read all of it sees the clients connected.
+    let d = Deployment::start("[hub.open_broker]\nenabled = true\nsys_interval_secs = 1\n").await;
+    let (c, mut ev) = v5::connect(open_v5(&d, "watcher")).await;
+    c.subscribe("$SYS/broker/clients/connected", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    v5::suback(&mut ev).await;
+    // The retained value predates this client; the next counts it.
+    v5::next_publish(&mut ev).await;
+    let p = v5::next_publish(&mut ev).await;
+    assert!(
+        String::from_utf8(p.payload.to_vec())
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+}

@@ -108,6 +108,7 @@ pub fn open_broker_may(rules: &[Rule], access: Access, topic_or_filter: &str) ->
         .iter()
         .filter(|rule| rule.access.is_none_or(|a| a == access));
     match access {
+        Access::Publish if topic::is_sys(topic_or_filter) => false,
         Access::Publish => applying
             .into_iter()
             .find(|rule| topic::matches(&rule.filter, topic_or_filter))
@@ -259,6 +260,13 @@ mod tests {
             "secret/# covers secret too"
         );
         assert!(open_broker_may(&rules, Access::Publish, "secret/a"));
+        assert!(
+            !open_broker_may(&[], Access::Publish, "$SYS/broker/uptime"),
+            "$SYS is the hub's own, whatever the rules"
+        );
+        assert!(!open_broker_may(&[], Access::Publish, "$SYS"));
+        assert!(open_broker_may(&[], Access::Publish, "$SYSTEM/x"));
+        assert!(open_broker_may(&[], Access::Subscribe, "$SYS/#"));
         assert!(!open_broker_may(&rules, Access::Publish, "ro/x"));
         assert!(open_broker_may(&rules, Access::Subscribe, "ro/x"));
         assert!(open_broker_may(&rules, Access::Publish, "anything"));

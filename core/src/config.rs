@@ -170,6 +170,9 @@ pub struct OpenBrokerConfig {
     pub tenant: String,
     /// Allow/deny rules, first match wins; no match allows.
     pub rules: Vec<Rule>,
+    /// Seconds between publications of the `$SYS` topics (broker version, uptime, clients
+    /// connected, messages received and sent); 0 publishes none.
+    pub sys_interval_secs: u32,
 }
 
 impl Default for OpenBrokerConfig {
@@ -178,6 +181,7 @@ impl Default for OpenBrokerConfig {
             enabled: false,
             tenant: "sandbox".into(),
             rules: Vec::new(),
+            sys_interval_secs: 0,
         }
     }
 }

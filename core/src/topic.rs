@@ -270,6 +270,11 @@ impl<T> TopicTree<T> {
     }
 }
 
+/// Whether `topic` is the hub's own `$SYS` tree, which no client may publish on.
+pub fn is_sys(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,7 @@ mod stats;
 mod stored_queue;
 mod sub_register;
 mod subdevices;
+mod sys_topics;
 mod thing_history;
 mod tokens;
 mod topics;
@@ -347,6 +348,11 @@ impl Hub {
         writers.spawn(async move { historian.write_thing_history_forever().await });
         let sweeper = hub.clone();
         tokio::spawn(async move { sweeper.sweep_thing_history_forever().await });
+        if hub.inner.config.open_broker.enabled
+            && hub.inner.config.open_broker.sys_interval_secs > 0
+        {
+            tokio::spawn(hub.clone().publish_sys_forever());
+        }
         Ok(hub)
     }
 
