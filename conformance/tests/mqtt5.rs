@@ -344,3 +344,34 @@ async fn sys_topics_report_the_broker_to_those_the_rules_allow() {
             >= 1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_shared_members_unacknowledged_messages_go_to_another_member() {
+    use ironhub_conformance::wire::{Wire, filter5};
+    use rumqttc::v5::mqttbytes::v5::{Packet, PubAck, Publish};
+    let d = Deployment::unlimited_open_broker().await;
+    let mut a = Wire::v5_clean(&d, "member-a").await;
+    let mut b = Wire::v5_clean(&d, "member-b").await;
+    for w in [&mut a, &mut b] {
+        w.subscribe5(1, vec![filter5("$share/g/job/#", QoS::AtLeastOnce)], None)
+            .await;
+    }
+    let mut p = Wire::v5_clean(&d, "producer").await;
+    for (i, payload) in ["one", "two"].into_iter().enumerate() {
+        let mut m = Publish::new("job/x", QoS::AtLeastOnce, payload, None);
+        m.pkid = i as u16 + 1;
+        p.send5(Packet::Publish(m)).await;
+        assert!(matches!(p.recv5().await, Packet::PubAck(_)));
+    }
+    // Each member holds one, unacknowledged; a leaves without acknowledging its own.
+    let kept_by_a = a.publish5().await;
+    let with_b = b.publish5().await;
+    assert_ne!(kept_by_a.payload, with_b.payload);
+    drop(a);
+    let handed = b.publish5().await;
+    assert_eq!(handed.payload, kept_by_a.payload, "a's message went to b");
+    for got in [with_b, handed] {
+        b.send5(Packet::PubAck(PubAck::new(got.pkid, None))).await;
+    }
+    b.quiet(Duration::from_millis(500)).await;
+}

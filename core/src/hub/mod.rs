@@ -45,6 +45,7 @@ mod rules;
 mod service_calls;
 mod session;
 mod shadow;
+mod shared_subs;
 mod stats;
 mod stored_queue;
 mod sub_register;
@@ -57,7 +58,7 @@ mod topology;
 mod tsl;
 
 pub use business::{DevicePage, DeviceStatus, HISTORY_RETENTION_MS};
-pub use cluster::{PeerError, PeerReply, PeerRequest, Peers};
+pub use cluster::{GroupLoad, PeerError, PeerReply, PeerRequest, Peers};
 pub use desired::DesiredProperties;
 pub use device_groups::{
     DeviceGroups, DeviceRef, DeviceRefPage, GroupEvent, GroupInvoke, GroupPub, GroupSet, GroupSpec,

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::Hub;
 use super::session::OPEN_CLIENT_PREFIX;
+use super::{GroupLoad, Hub};
 use crate::FastMap;
 use crate::data::message::{Message, Origin, QoS};
 use crate::store::records::{self, SubscriptionRecord};
@@ -48,6 +48,35 @@ pub(crate) struct Target {
     pub(crate) qos: QoS,
     pub(crate) retain: bool,
     pub(crate) subscription_ids: Vec<u32>,
+}
+
+/// What a node does with the shared subscription groups a message matches.
+pub(crate) enum Shares<'a> {
+    /// Gives it to one member of each (this node decides alone).
+    Pick,
+    /// Gives it to none and reports each group's members here, for the accepting node to
+    /// choose one member across the cluster.
+    Report(&'a mut Vec<GroupLoad>),
+    /// Gives it to one member of this group, and to no other subscription.
+    Only(&'a str),
+}
+
+/// The members, on this node, of one shared subscription group a message matches.
+pub(crate) struct SharedGroup {
+    /// `$share/{group}/{filter}`.
+    pub(crate) name: Arc<str>,
+    members: Vec<Route>,
+}
+
+impl SharedGroup {
+    /// How many members the group has here, and how many of them are online.
+    pub(crate) fn load(&self, online: impl Fn(&str) -> bool) -> GroupLoad {
+        GroupLoad {
+            group: self.name.to_string(),
+            online: self.members.iter().filter(|r| online(&r.session)).count() as u32,
+            members: self.members.len() as u32,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -98,9 +127,10 @@ impl Router {
         removed > 0
     }
 
-    /// Sessions `msg` goes to: one entry per session (highest QoS of its matching
-    /// subscriptions), and one member per shared group, preferring members that are online.
-    pub(crate) fn targets(&self, msg: &Message, online: impl Fn(&str) -> bool) -> Vec<Target> {
+    /// Sessions `msg` goes to by their own subscriptions, one entry per session (the highest QoS
+    /// of its matching subscriptions, every subscription identifier), and the shared groups
+    /// it matches, whose members are picked by the caller ([`Router::pick`]).
+    pub(crate) fn matches(&self, msg: &Message) -> (Vec<Target>, Vec<SharedGroup>) {
         // One target per session: found by a linear search while there are few (most messages
         // have one or two), through an index past that.
         let mut direct: Vec<Target> = Vec::new();
@@ -110,7 +140,7 @@ impl Router {
         {
             let trees = self.trees.read().expect("router lock");
             let Some(tree) = trees.get(&msg.tenant) else {
-                return Vec::new();
+                return (Vec::new(), Vec::new());
             };
             tree.for_each_match(&msg.topic, |route| {
                 if let Some(group) = &route.share {
@@ -155,20 +185,56 @@ impl Router {
                 t.subscription_ids.extend(route.subscription_id);
             });
         }
-        let mut out = direct;
-        for (_, members) in groups {
-            let live: Vec<&Route> = members.iter().filter(|r| online(&r.session)).collect();
-            let pool: Vec<&Route> = if live.is_empty() {
-                members.iter().collect()
-            } else {
-                live
-            };
-            let pick = pool[self.share_cursor.fetch_add(1, Ordering::Relaxed) % pool.len()];
-            out.push(Target {
-                session: pick.session.clone(),
-                qos: pick.qos.min(msg.qos),
-                retain: false,
-                subscription_ids: pick.subscription_id.into_iter().collect(),
+        let groups = groups
+            .into_iter()
+            .map(|(name, members)| SharedGroup { name, members })
+            .collect();
+        (direct, groups)
+    }
+
+    /// One member of a shared group to give `msg` to: online members first, in turns.
+    pub(crate) fn pick(
+        &self,
+        group: &SharedGroup,
+        msg: &Message,
+        online: impl Fn(&str) -> bool,
+    ) -> Target {
+        let live: Vec<&Route> = group
+            .members
+            .iter()
+            .filter(|r| online(&r.session))
+            .collect();
+        let pool: Vec<&Route> = if live.is_empty() {
+            group.members.iter().collect()
+        } else {
+            live
+        };
+        let pick = pool[self.next_turn() % pool.len()];
+        Target {
+            session: pick.session.clone(),
+            qos: pick.qos.min(msg.qos),
+            retain: false,
+            subscription_ids: pick.subscription_id.into_iter().collect(),
+        }
+    }
+
+    /// A turn of the round in which shared groups' members (and nodes) take messages.
+    pub(crate) fn next_turn(&self) -> usize {
+        self.share_cursor.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The shared groups `session` is a member of that `topic` matches.
+    pub(crate) fn groups_of(&self, tenant: &str, session: &str, topic: &str) -> Vec<Arc<str>> {
+        let trees = self.trees.read().expect("router lock");
+        let mut out: Vec<Arc<str>> = Vec::new();
+        if let Some(tree) = trees.get(tenant) {
+            tree.for_each_match(topic, |route| {
+                if let Some(group) = &route.share
+                    && *route.session == *session
+                    && !out.contains(group)
+                {
+                    out.push(group.clone());
+                }
             });
         }
         out
@@ -263,18 +329,17 @@ impl Hub {
             }))
             .await?;
         }
-        let here = self.route(&msg).await?;
         if self.peers().is_none() {
-            return Ok(here);
+            return self.route(&msg, Shares::Pick).await;
         }
-        Ok(here + Box::pin(self.route_remote(&msg)).await?)
+        Box::pin(self.accept_in_cluster(&msg)).await
     }
 
     /// Routes a message to this node's sessions only: one another node accepted (its retained
     /// copy is already stored), or a broadcast's share of this node.
     pub(crate) async fn accept_routed(&self, msg: Message) -> Result<usize, StoreError> {
         let msg = Arc::new(msg);
-        let here = self.route(&msg).await?;
+        let here = self.route(&msg, Shares::Pick).await?;
         if here == 0
             && self.peers().is_some()
             && let Some(key) = super::cluster::device_of_topic(&msg.topic)
@@ -286,8 +351,13 @@ impl Hub {
         Ok(here)
     }
 
-    /// Hands a message to the sessions of this node it goes to.
-    async fn route(&self, msg: &Arc<Message>) -> Result<usize, StoreError> {
+    /// Hands a message to the sessions of this node it goes to, its shared groups as `shares`
+    /// says.
+    pub(crate) async fn route(
+        &self,
+        msg: &Arc<Message>,
+        shares: Shares<'_>,
+    ) -> Result<usize, StoreError> {
         self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
         if self.peers().is_some()
             && let Some(key) = super::cluster::device_of_topic(&msg.topic)
@@ -301,8 +371,21 @@ impl Hub {
             self.inner.router.set_retained(msg.clone());
         }
         let online = |key: &str| self.slot(key).is_some_and(|s| s.is_online());
-        let mut targets = self.inner.router.targets(msg, online);
-        if let Some(device) = sys_topic_device(&msg.topic) {
+        let router = &self.inner.router;
+        let (mut targets, groups) = router.matches(msg);
+        let only = matches!(shares, Shares::Only(_));
+        match shares {
+            Shares::Pick => targets.extend(groups.iter().map(|g| router.pick(g, msg, online))),
+            Shares::Report(loads) => loads.extend(groups.iter().map(|g| g.load(online))),
+            Shares::Only(name) => {
+                targets = groups
+                    .iter()
+                    .filter(|g| *g.name == *name)
+                    .map(|g| router.pick(g, msg, online))
+                    .collect();
+            }
+        }
+        if let Some(device) = sys_topic_device(&msg.topic).filter(|_| !only) {
             let from_device = matches!(&msg.origin, Origin::Client(c) if **c == *device);
             // Only a message of the device's own tenant reaches it this way (a tenant's rule
             // may name any topic).

@@ -88,6 +88,7 @@ impl TestNode {
             config.http.enabled = true;
             config.http.listen = http;
             config.hub.session_sweep_interval_secs = 1;
+            config.hub.open_broker.enabled = true;
             config.cluster = Some(ClusterConfig {
                 node_id: id.into(),
                 listen: link,
@@ -810,4 +811,57 @@ async fn a_sub_device_online_through_its_gateway_on_node_a_gets_a_downlink_sent_
         c.api("GET", &path, &fleet.key, None).await.1["state"] == "offline"
     })
     .await;
+}
+
+/// An anonymous (open-broker) client of `node`.
+fn open_client(id: &str, node: &TestNode) -> MqttOptions {
+    let mut o = MqttOptions::new(id, node.mqtt.ip().to_string(), node.mqtt.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    o
+}
+
+/// Collects the payloads `ev` receives (acknowledging them) until `quiet` passes without one.
+async fn payloads_until_quiet(ev: &mut EventLoop, quiet: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Some(p) = v3::next_publish_within(ev, quiet).await {
+        got.push(String::from_utf8_lossy(&p.payload).into_owned());
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_subscription_gives_each_message_to_one_member_in_the_whole_cluster() {
+    let cluster = Cluster3::start().await;
+    let (a, b, c) = (cluster.node("a"), cluster.node("b"), cluster.node("c"));
+    let (ma, mut ma_ev, _) = connect(open_client("member-a", a)).await;
+    subscribe(&ma, &mut ma_ev, "$share/workers/jobs/#").await;
+    let (mb, mut mb_ev, _) = connect(open_client("member-b", b)).await;
+    subscribe(&mb, &mut mb_ev, "$share/workers/jobs/#").await;
+    let (watch, mut watch_ev, _) = connect(open_client("watcher", a)).await;
+    subscribe(&watch, &mut watch_ev, "jobs/#").await;
+    let (p, mut p_ev, _) = connect(open_client("producer", c)).await;
+    for i in 0..6 {
+        p.publish("jobs/x", QoS::AtLeastOnce, false, format!("job-{i}"))
+            .await
+            .unwrap();
+        v3::acked(&mut p_ev).await;
+    }
+    let quiet = Duration::from_millis(800);
+    let (got_a, got_b, watched) = tokio::join!(
+        payloads_until_quiet(&mut ma_ev, quiet),
+        payloads_until_quiet(&mut mb_ev, quiet),
+        payloads_until_quiet(&mut watch_ev, quiet)
+    );
+    let mut all: Vec<String> = got_a.iter().chain(&got_b).cloned().collect();
+    all.sort();
+    let expected: Vec<String> = (0..6).map(|i| format!("job-{i}")).collect();
+    assert_eq!(
+        all, expected,
+        "each job once, in the whole cluster: a {got_a:?}, b {got_b:?}"
+    );
+    assert!(
+        !got_a.is_empty() && !got_b.is_empty(),
+        "members on both nodes take turns: a {got_a:?}, b {got_b:?}"
+    );
+    assert_eq!(watched.len(), 6, "a plain subscription gets every job");
 }

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::router::Shares;
 use super::{ConnectRefusal, Hub, HubError, KickReason, device_session_key};
 use crate::data::message::Message;
 use crate::store::records::{self, RegistryEntry};
@@ -60,6 +61,17 @@ pub enum PeerRequest {
         /// Payload.
         payload: Bytes,
     },
+    /// Route a message accepted elsewhere to this node's sessions, save its shared
+    /// subscriptions: their groups are reported ([`PeerReply::Routed`]) and the accepting node
+    /// gives the message to one member of each, on whichever node.
+    RouteUnshared(Message),
+    /// Give a message to one member, on this node, of a shared subscription group.
+    RouteShared {
+        /// The message.
+        message: Message,
+        /// `$share/{group}/{filter}`.
+        group: String,
+    },
     /// A device's RRPC answer, for the node whose caller waits for it.
     RrpcReply {
         /// The device's session key.
@@ -76,8 +88,26 @@ pub enum PeerRequest {
 pub enum PeerReply {
     /// Sessions (or devices) the request reached on that node.
     Delivered(usize),
+    /// Sessions a [`PeerRequest::RouteUnshared`] reached, and the shared groups it matched there.
+    Routed {
+        /// Sessions reached.
+        delivered: usize,
+        /// The matching groups' members on that node.
+        groups: Vec<GroupLoad>,
+    },
     /// Done.
     Done,
+}
+
+/// The members, on one node, of a shared subscription group a message matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupLoad {
+    /// `$share/{group}/{filter}`.
+    pub group: String,
+    /// Members whose session is online.
+    pub online: u32,
+    /// Members.
+    pub members: u32,
 }
 
 /// A request that did not get an answer.
@@ -197,6 +227,16 @@ impl Hub {
             PeerRequest::Route(message) => {
                 Ok(PeerReply::Delivered(self.accept_routed(message).await?))
             }
+            PeerRequest::RouteUnshared(message) => {
+                let mut groups = Vec::new();
+                let delivered = self
+                    .route(&Arc::new(message), Shares::Report(&mut groups))
+                    .await?;
+                Ok(PeerReply::Routed { delivered, groups })
+            }
+            PeerRequest::RouteShared { message, group } => Ok(PeerReply::Delivered(
+                self.route(&Arc::new(message), Shares::Only(&group)).await?,
+            )),
             PeerRequest::Retain(message) => {
                 self.inner.router.set_retained(Arc::new(message));
                 Ok(PeerReply::Done)

@@ -29,7 +29,9 @@ impl Hub {
         let mut reached = 0;
         for (reply, node) in futures_util::future::join_all(calls).await {
             match reply {
-                Ok(PeerReply::Delivered(n)) => reached += n,
+                Ok(PeerReply::Delivered(n) | PeerReply::Routed { delivered: n, .. }) => {
+                    reached += n
+                }
                 Ok(PeerReply::Done) => {}
                 Err(e) => tracing::warn!(%node, error = %e, "{what} not done on a node"),
             }
@@ -43,9 +45,7 @@ impl Hub {
         let Some(peers) = self.peers().cloned() else {
             return Ok(0);
         };
-        let open_broker = &self.inner.config.open_broker;
-        let device = device_of_topic(&msg.topic)
-            .filter(|_| !(open_broker.enabled && msg.tenant == open_broker.tenant));
+        let device = self.device_addressed(msg);
         if msg.retain && device.is_some() {
             // Whichever node the device subscribes on later must find it.
             let retain = PeerRequest::Retain((**msg).clone());
@@ -68,7 +68,9 @@ impl Hub {
                 .call(&entry.node, PeerRequest::Route((**msg).clone()))
                 .await
             {
-                Ok(PeerReply::Delivered(n)) => return Ok(n),
+                Ok(PeerReply::Delivered(n) | PeerReply::Routed { delivered: n, .. }) => {
+                    return Ok(n);
+                }
                 Ok(PeerReply::Done) => return Ok(0),
                 Err(e) => {
                     tracing::warn!(session = %key, error = %e, "holding node unreachable: storing for the session");
@@ -76,6 +78,14 @@ impl Hub {
             }
         }
         self.queue_in_store(&key, msg).await
+    }
+
+    /// The device session a message is addressed to, which one node holds (an open-broker
+    /// tenant's topics address no device).
+    pub(crate) fn device_addressed(&self, msg: &Message) -> Option<String> {
+        let open_broker = &self.inner.config.open_broker;
+        device_of_topic(&msg.topic)
+            .filter(|_| !(open_broker.enabled && msg.tenant == open_broker.tenant))
     }
 
     /// Puts a message in the stored queue of a session no live node holds, if the session

@@ -337,6 +337,7 @@ impl Session {
             self.slot.online.store(false, Ordering::Relaxed);
         }
         let mut pending = unacked;
+        let mut leftovers = Vec::new();
         while let Some(d) = deliveries.try_recv() {
             pending.push(d);
         }
@@ -379,6 +380,8 @@ impl Session {
                 tracing::warn!(session = %self.identity.key, error = %e, "registry not updated");
             }
         } else if current {
+            // Before its routes go: which shared groups gave it what it leaves unacknowledged.
+            leftovers = hub.shared_leftovers(&self.slot.tenant, &self.slot.key, pending);
             if hub.holds(&self.slot.key).await {
                 hub.remove_slot(&self.slot, &mut st).await?;
             } else {
@@ -390,6 +393,9 @@ impl Session {
         }
         let (expiry_secs, generation) = (st.expiry_secs, st.generation);
         drop(st);
+        if !leftovers.is_empty() {
+            hub.give_leftovers(leftovers).await;
+        }
         tracing::info!(session = %self.identity.key, normal, "disconnected");
         if current && let Some((pk, dn)) = &self.identity.device {
             hub.record_status(pk, dn, false);
