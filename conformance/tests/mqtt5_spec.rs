@@ -538,6 +538,11 @@ async fn mqtt_3_1_2_24_and_3_1_2_25_deliveries_over_the_clients_maximum_are_drop
     );
     w.send5(puback(got.pkid)).await;
     w.quiet(SHORT).await;
+    let (_, stats) = d.api(hyper::Method::GET, "/api/v1/stats", None).await;
+    assert_eq!(
+        stats["dropped"]["too_large_for_client"], 1,
+        "counted: {stats}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

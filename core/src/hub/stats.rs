@@ -22,6 +22,8 @@ pub struct Stats {
     pub dropped_qos0_offline: AtomicU64,
     /// QoS 1/2 messages dropped because an offline session's queue was at its limit.
     pub dropped_offline_queue_full: AtomicU64,
+    /// Deliveries larger than the client's Maximum Packet Size, discarded (MQTT-3.1.2-25).
+    pub dropped_too_large_for_client: AtomicU64,
     /// Expired sessions reclaimed.
     pub sessions_expired: AtomicU64,
     /// Requests stopped by each limit, indexed like [`LimitId::ALL`].

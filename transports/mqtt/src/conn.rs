@@ -645,6 +645,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
             packet.dup = again.is_some();
             if !self.conn.send(Outbound::Publish(Box::new(packet))) {
                 // Larger than the client accepts (MQTT-3.1.2-25): it is discarded, not retried.
+                session.discarded_too_large();
                 if let Some(id) = packet_id {
                     self.outflight.forget(id);
                 }

@@ -237,6 +237,16 @@ impl Session {
         Ok(())
     }
 
+    /// Counts a delivery discarded because it is larger than the client accepts
+    /// (MQTT-3.1.2-25).
+    pub fn discarded_too_large(&self) {
+        self.hub
+            .inner
+            .stats
+            .dropped_too_large_for_client
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Keeps, for the session's next connection, which stored deliveries this one sent under
     /// which packet id without their acknowledgement completing (MQTT-4.4.0-1). Call before
     /// [`Session::close`].
