@@ -161,6 +161,19 @@ async fn open_broker_rules_allow_and_deny_per_filter() {
         b"news/x",
         "the live message on secret/ did not reach the # subscriber"
     );
+    // A shared subscription's filter follows the same rules.
+    c.subscribe("$share/g/secret/#", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    assert_eq!(
+        v5::suback(&mut ev).await,
+        vec![SubscribeReasonCode::NotAuthorized]
+    );
+    c.subscribe("$share/g/#", QoS::AtMostOnce).await.unwrap();
+    assert_eq!(
+        v5::suback(&mut ev).await,
+        vec![SubscribeReasonCode::Success(QoS::AtMostOnce)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
