@@ -686,6 +686,21 @@ pub mod raw {
         }
     }
 
+    /// A 16-bit length-prefixed field.
+    pub fn field(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        string(bytes, &mut out);
+        out
+    }
+
+    /// A packet from its first byte and its body.
+    pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![first];
+        remaining_length(body.len(), &mut out);
+        out.extend_from_slice(body);
+        out
+    }
+
     fn string(s: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(&(s.len() as u16).to_be_bytes());
         out.extend_from_slice(s);

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use ironhub_conformance::Deployment;
-use ironhub_conformance::raw::remaining_length;
+use ironhub_conformance::raw::{field, packet};
 use ironhub_conformance::wire::{Ended, Wire};
 use rumqttc::QoS;
 use rumqttc::mqttbytes::v4::{
@@ -18,21 +18,6 @@ async fn broker() -> Deployment {
     let d = Deployment::open_broker("keepalive_min_secs = 0\n").await;
     d.unlimit_sandbox().await;
     d
-}
-
-/// A length-prefixed field.
-fn field(bytes: &[u8]) -> Vec<u8> {
-    let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(bytes);
-    out
-}
-
-/// A packet from its first byte and body.
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    remaining_length(body.len(), &mut out);
-    out.extend_from_slice(body);
-    out
 }
 
 /// A CONNECT written by hand: protocol name and level, flags, keep-alive, payload fields.
@@ -458,6 +443,8 @@ async fn mqtt_3_1_3_5_and_3_1_3_6_and_3_1_3_8_and_3_1_3_9_client_identifiers() {
     assert_eq!(b.recv3().await, Packet::PingResp);
     // Without a clean session: identifier rejected, then closed; nothing after it is processed
     // (MQTT-3.1.4-5).
+    let mut watcher = Wire::v3_clean(&d, "watcher").await;
+    watcher.subscribe3(1, &[("after/#", QoS::AtMostOnce)]).await;
     let mut w = Wire::open(&d).await;
     let mut bytes = connect_raw(b"MQTT", 4, 0x00, &[b""]);
     bytes.extend(publish_raw(b"after/refusal", b"x"));
@@ -467,6 +454,7 @@ async fn mqtt_3_1_3_5_and_3_1_3_6_and_3_1_3_8_and_3_1_3_9_client_identifiers() {
         frames.iter().map(|f| &f[..]).collect::<Vec<_>>(),
         vec![&[0x20, 2, 0, 2][..]]
     );
+    watcher.quiet(SHORT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

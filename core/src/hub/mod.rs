@@ -492,10 +492,7 @@ impl Hub {
                 ),
                 ("qos0_offline", get(&s.dropped_qos0_offline)),
                 ("offline_queue_full", get(&s.dropped_offline_queue_full)),
-                (
-                    "too_large_for_client",
-                    get(&s.dropped_too_large_for_client),
-                ),
+                ("too_large_for_client", get(&s.dropped_too_large_for_client)),
             ]),
             sessions_expired: get(&s.sessions_expired),
             limited: LimitId::ALL

@@ -223,21 +223,30 @@ impl Router {
         self.share_cursor.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The shared groups `session` is a member of that `topic` matches.
-    pub(crate) fn groups_of(&self, tenant: &str, session: &str, topic: &str) -> Vec<Arc<str>> {
+    /// The shared groups `session` is a member of that `topic` matches; None when one of its
+    /// own subscriptions matches too (a delivery's origin is then unknown).
+    pub(crate) fn groups_of(
+        &self,
+        tenant: &str,
+        session: &str,
+        topic: &str,
+    ) -> Option<Vec<Arc<str>>> {
         let trees = self.trees.read().expect("router lock");
         let mut out: Vec<Arc<str>> = Vec::new();
+        let mut own = false;
         if let Some(tree) = trees.get(tenant) {
             tree.for_each_match(topic, |route| {
-                if let Some(group) = &route.share
-                    && *route.session == *session
-                    && !out.contains(group)
-                {
-                    out.push(group.clone());
+                if *route.session != *session {
+                    return;
+                }
+                match &route.share {
+                    Some(group) if !out.contains(group) => out.push(group.clone()),
+                    Some(_) => {}
+                    None => own = true,
                 }
             });
         }
-        out
+        (!own).then_some(out)
     }
 
     /// Stores or (with an empty payload) clears the retained message of a topic.
@@ -351,6 +360,12 @@ impl Hub {
         Ok(here)
     }
 
+    /// Whether `tenant` is the open broker's (whose clients may read `$SYS`).
+    fn is_open_tenant(&self, tenant: &str) -> bool {
+        let open = &self.inner.config.open_broker;
+        open.enabled && open.tenant == tenant
+    }
+
     /// Hands a message to the sessions of this node it goes to, its shared groups as `shares`
     /// says.
     pub(crate) async fn route(
@@ -358,7 +373,19 @@ impl Hub {
         msg: &Arc<Message>,
         shares: Shares<'_>,
     ) -> Result<usize, StoreError> {
-        self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+        // One group's share of a message already routed here: no second count, no retained copy.
+        let only = matches!(shares, Shares::Only(_));
+        let open_tenant = self.is_open_tenant(&msg.tenant);
+        if !only {
+            self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+            if open_tenant {
+                self.inner
+                    .stats
+                    .open_broker
+                    .received
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if self.peers().is_some()
             && let Some(key) = super::cluster::device_of_topic(&msg.topic)
             && let Some(slot) = self.slot(&key)
@@ -367,13 +394,12 @@ impl Hub {
             // session (its subscriptions) is in place: route after it.
             Box::pin(slot.settled()).await;
         }
-        if msg.retain {
+        if msg.retain && !only {
             self.inner.router.set_retained(msg.clone());
         }
         let online = |key: &str| self.slot(key).is_some_and(|s| s.is_online());
         let router = &self.inner.router;
         let (mut targets, groups) = router.matches(msg);
-        let only = matches!(shares, Shares::Only(_));
         match shares {
             Shares::Pick => targets.extend(groups.iter().map(|g| router.pick(g, msg, online))),
             Shares::Report(loads) => loads.extend(groups.iter().map(|g| g.load(online))),
@@ -426,6 +452,13 @@ impl Hub {
         }
         if !to_store.is_empty() {
             delivered += Box::pin(self.deliver_stored(to_store)).await?;
+        }
+        if open_tenant {
+            self.inner
+                .stats
+                .open_broker
+                .sent
+                .fetch_add(delivered as u64, Ordering::Relaxed);
         }
         Ok(delivered)
     }

@@ -97,8 +97,15 @@ impl Hub {
             Ok(PeerReply::Delivered(n)) => Ok(n),
             Ok(_) => Ok(0),
             Err(e) => {
+                // Another place takes it (a node that delivered and then failed to answer
+                // makes this a second copy: at least once).
                 tracing::warn!(%node, %group, error = %e, "shared group member unreachable: another takes it");
-                self.route(msg, Shares::Only(group)).await
+                let rest: Vec<_> = places
+                    .iter()
+                    .filter(|(n, _)| n.as_deref() != Some(node.as_str()))
+                    .cloned()
+                    .collect();
+                Box::pin(self.give_to_group(msg, group, &rest)).await
             }
         }
     }
@@ -111,6 +118,9 @@ impl Hub {
         session: &str,
         pending: Vec<Delivery>,
     ) -> Vec<(Arc<Message>, Arc<str>)> {
+        // A message two of its groups gave it is pending twice: each copy goes back to the
+        // next of them. One its own subscription may have given it is not the groups' to take.
+        let mut taken: Vec<(Arc<Message>, usize)> = Vec::new();
         pending
             .into_iter()
             .filter(|d| d.qos == QoS::AtLeastOnce)
@@ -118,8 +128,18 @@ impl Hub {
                 let groups = self
                     .inner
                     .router
-                    .groups_of(tenant, session, &d.message.topic);
-                groups.into_iter().next().map(|g| (d.message, g))
+                    .groups_of(tenant, session, &d.message.topic)?;
+                let copy = match taken.iter_mut().find(|(m, _)| Arc::ptr_eq(m, &d.message)) {
+                    Some((_, n)) => {
+                        *n += 1;
+                        *n
+                    }
+                    None => {
+                        taken.push((d.message.clone(), 0));
+                        0
+                    }
+                };
+                groups.get(copy).cloned().map(|g| (d.message, g))
             })
             .collect()
     }

@@ -36,6 +36,18 @@ pub struct Stats {
     pub received: [[AtomicU64; 3]; TransportKind::MAX],
     /// Deliveries handed to sessions, by QoS.
     pub delivered: [AtomicU64; 3],
+    /// The open-broker tenant's share of the above, for its `$SYS` topics (no other tenant's
+    /// figures reach its anonymous clients).
+    pub open_broker: OpenBrokerStats,
+}
+
+/// Messages of the open-broker tenant this node routed and delivered.
+#[derive(Debug, Default)]
+pub struct OpenBrokerStats {
+    /// Messages routed.
+    pub received: AtomicU64,
+    /// Deliveries of them.
+    pub sent: AtomicU64,
 }
 
 impl Stats {

@@ -1,10 +1,12 @@
 //! `$SYS` topics for open-broker clients, as Mosquitto and EMQX publish them: the broker's
-//! version, uptime, clients connected and messages received and sent, retained, every
-//! `[hub.open_broker] sys_interval_secs` (0, the default, publishes none). Each node publishes
-//! its own figures to its own clients. Who may read them is the open-broker rules' say (a
+//! version, uptime, and the open-broker tenant's clients connected and messages received and
+//! sent (no other tenant's figures), retained, every `[hub.open_broker] sys_interval_secs` (0,
+//! the default, publishes none). Each node publishes its own figures to its own clients. Who may read them is the open-broker rules' say (a
 //! subscribe rule denying `$SYS/#`); no client may publish on `$SYS`.
 
 use std::time::Duration;
+
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
@@ -14,16 +16,31 @@ use crate::data::message::{Message, Origin, Properties, QoS};
 /// What the hub publishes under `$SYS/broker/`, by topic, at `now_ms` for a hub up since
 /// `started_ms`.
 fn figures(hub: &Hub, started_ms: u64, now_ms: u64) -> [(&'static str, String); 5] {
-    let stats = hub.stats();
+    let open = &hub.inner.stats.open_broker;
+    let tenant = &hub.inner.config.open_broker.tenant;
+    let connected = hub
+        .inner
+        .sessions
+        .read()
+        .expect("sessions lock")
+        .values()
+        .filter(|s| s.tenant == *tenant && s.is_online())
+        .count();
     [
         ("version", format!("ironhub {}", env!("CARGO_PKG_VERSION"))),
         (
             "uptime",
             format!("{} seconds", now_ms.saturating_sub(started_ms) / 1000),
         ),
-        ("clients/connected", stats.connections_open.to_string()),
-        ("messages/received", stats.messages_in.to_string()),
-        ("messages/sent", stats.deliveries.to_string()),
+        ("clients/connected", connected.to_string()),
+        (
+            "messages/received",
+            open.received.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "messages/sent",
+            open.sent.load(Ordering::Relaxed).to_string(),
+        ),
     ]
 }
 

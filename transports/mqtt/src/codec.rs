@@ -49,6 +49,14 @@ impl CodecError {
             connack: None,
         }
     }
+
+    fn protocol(detail: &str) -> CodecError {
+        CodecError {
+            reason: DisconnectReasonCode::ProtocolError,
+            detail: detail.to_owned(),
+            connack: None,
+        }
+    }
 }
 
 impl From<DecodeError> for CodecError {
@@ -129,9 +137,6 @@ pub struct ConnectPacket {
     pub max_packet_size: Option<u32>,
     /// MQTT 5: how many topic aliases the client accepts on the PUBLISHes it receives (0: none).
     pub topic_alias_max: u16,
-    /// MQTT 5 Request Problem Information (true when absent, as in 3.1.1): whether reason
-    /// strings may go on acknowledgements.
-    pub problem_info: bool,
     /// MQTT 5 Authentication Method (enhanced authentication, which ironhub does not offer).
     pub auth_method: Option<String>,
 }
@@ -312,8 +317,6 @@ enum State {
 pub struct Codec {
     state: State,
     max_inbound: u32,
-    /// Whether the client asked for no reason strings (MQTT 5 Request Problem Information 0).
-    no_problem_info: bool,
 }
 
 fn s(b: ByteString) -> String {
@@ -326,7 +329,6 @@ impl Codec {
         Codec {
             state: State::AwaitVersion,
             max_inbound,
-            no_problem_info: false,
         }
     }
 
@@ -339,12 +341,6 @@ impl Codec {
         }
     }
 
-    /// Leaves reason strings off PUBACK and PUBREC, for a client that asked for no problem
-    /// information (MQTT-3.1.2-29; CONNACK and DISCONNECT may keep theirs).
-    pub fn set_no_problem_info(&mut self) {
-        self.no_problem_info = true;
-    }
-
     /// Caps outbound packets at the client's Maximum Packet Size (5.0).
     pub fn set_max_outbound(&mut self, size: u32) {
         if let State::V5(c) = &mut self.state {
@@ -354,6 +350,9 @@ impl Codec {
 
     /// Decodes the next packet; Ok(None) means more bytes are needed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, CodecError> {
+        if !frame_ready(buf, self.max_inbound) {
+            return Ok(None);
+        }
         if let State::AwaitVersion = self.state {
             check_first_connect(buf)?;
             match VersionCodec.decode(buf)? {
@@ -404,16 +403,9 @@ impl Codec {
                     buf.extend_from_slice(&short);
                     return Ok(());
                 }
+                // rmqtt-codec leaves reason strings off acknowledgements for a client that
+                // asked for no problem information (MQTT-3.1.2-29).
                 let bare = packet.without_reason_string();
-                let packet = match bare {
-                    Some(bare)
-                        if self.no_problem_info
-                            && matches!(bare, Outbound::PubAck(..) | Outbound::PubRec(..)) =>
-                    {
-                        return Ok(c.encode(to_v5(bare), buf)?);
-                    }
-                    _ => packet,
-                };
                 match (c.encode(to_v5(packet), buf), bare) {
                     // Too large for the client with its reason string: sent without
                     // (MQTT-3.2.2-19, 3.4.2-2, 3.5.2-2, 3.14.2-3).
@@ -425,12 +417,27 @@ impl Codec {
     }
 }
 
+/// Whether `buf` holds a whole packet, or a fixed header rmqtt-codec refuses at once (a length
+/// over the maximum, or not a length): rmqtt-codec consumes a packet's fixed header before its
+/// body is in, so the checks below and rmqtt-codec are given whole packets only, however the
+/// bytes arrive.
+fn frame_ready(buf: &[u8], max_inbound: u32) -> bool {
+    let Some(rest) = buf.get(1..) else {
+        return false;
+    };
+    match variable_int(rest) {
+        Some((len, header)) => len > max_inbound as usize || rest.len() >= header + len,
+        None => rest.len() >= 4,
+    }
+}
+
 /// What rmqtt-codec lets through in a first CONNECT, or refuses without the answer the
 /// specification asks for: an unsupported protocol level gets CONNACK 0x01 (MQTT-3.1.2-2); a
 /// zero-byte client id without a clean session CONNACK 0x02 in 3.1.1 (MQTT-3.1.3-8) and 0x85 in
-/// 5.0 (such an id cannot resume a session); Will QoS or Retain without a will, a 3.1.1
-/// password without a user name, and bytes after the last field the flags announce are
-/// malformed (MQTT-3.1.2-11, 3.1.2-13, 3.1.2-18 to 3.1.2-22). Waits (Ok) for a whole packet;
+/// 5.0 (refused as Mosquitto does: a fresh id has no session to resume); Will QoS or Retain
+/// without a will, a 3.1.1 password without a user name, and bytes after the last field the
+/// flags announce are malformed (MQTT-3.1.2-11, 3.1.2-13, 3.1.2-18 to 3.1.2-22; in 5.0
+/// 3.1.2-16 to 3.1.2-19). Waits (Ok) for a whole packet;
 /// what it cannot read is left to rmqtt-codec to refuse.
 fn check_first_connect(buf: &[u8]) -> Result<(), CodecError> {
     let Some((&0x10, rest)) = buf.split_first() else {
@@ -453,9 +460,8 @@ fn check_first_connect(buf: &[u8]) -> Result<(), CodecError> {
         return Ok(());
     }
     let refuse = |connack: &'static [u8], detail: &str| CodecError {
-        reason: DisconnectReasonCode::ProtocolError,
-        detail: detail.to_owned(),
         connack: Some(connack),
+        ..CodecError::protocol(detail)
     };
     let v5 = match level {
         3 | 4 => false,
@@ -490,7 +496,7 @@ fn check_first_connect(buf: &[u8]) -> Result<(), CodecError> {
         return Err(if v5 {
             refuse(
                 &[0x20, 3, 0, 0x85, 0],
-                "a zero-byte client id resumes no session: Clean Start is needed",
+                "a zero-byte client id with Clean Start 0 is refused (MQTT-3.1.3-8 allows it)",
             )
         } else {
             refuse(
@@ -507,7 +513,7 @@ fn check_first_connect(buf: &[u8]) -> Result<(), CodecError> {
         && (!password || length_prefixed(body, &mut at).is_some());
     if fields_read && at != body.len() {
         return Err(CodecError::malformed(
-            "bytes after the last field of CONNECT (MQTT-3.1.2-16 to 3.1.2-21)",
+            "bytes after the last field of CONNECT (fields the flags do not announce)",
         ));
     }
     Ok(())
@@ -549,11 +555,9 @@ fn check_v5_filters_present(buf: &[u8]) -> Result<(), CodecError> {
         return Ok(());
     };
     if body.len() == 2 + props_header + props {
-        return Err(CodecError {
-            reason: DisconnectReasonCode::ProtocolError,
-            detail: "no topic filter (MQTT-3.8.3-2, 3.10.3-2)".into(),
-            connack: None,
-        });
+        return Err(CodecError::protocol(
+            "no topic filter (MQTT-3.8.3-2, 3.10.3-2)",
+        ));
     }
     Ok(())
 }
@@ -609,9 +613,24 @@ fn has_null(p: &Inbound) -> bool {
         Inbound::Connect(c) => {
             null(&c.client_id)
                 || c.username.as_deref().is_some_and(null)
-                || c.will.as_ref().is_some_and(|w| null(&w.topic))
+                || c.will.as_ref().is_some_and(|w| {
+                    null(&w.topic)
+                        || w.content_type.as_deref().is_some_and(null)
+                        || w.response_topic.as_deref().is_some_and(null)
+                        || w.user_properties.iter().any(|(k, v)| null(k) || null(v))
+                })
         }
-        Inbound::Publish(p) => null(&p.topic),
+        Inbound::Publish(p) => {
+            null(&p.topic)
+                || p.properties.as_ref().is_some_and(|props| {
+                    props.content_type.as_deref().is_some_and(null)
+                        || props.response_topic.as_deref().is_some_and(null)
+                        || props
+                            .user_properties
+                            .iter()
+                            .any(|(k, v)| null(k) || null(v))
+                })
+        }
         Inbound::Subscribe { filters, .. } => filters.iter().any(|f| null(&f.filter)),
         Inbound::Unsubscribe { filters, .. } => filters.iter().any(|f| null(f)),
         _ => false,
@@ -659,7 +678,6 @@ fn from_v3(p: v3::Packet) -> Inbound {
             receive_max: u16::MAX,
             max_packet_size: None,
             topic_alias_max: 0,
-            problem_info: true,
             auth_method: None,
         })),
         v3::Packet::Publish(p) => Inbound::Publish(p),
@@ -732,7 +750,6 @@ fn from_v5(p: v5::Packet) -> Inbound {
             receive_max: c.receive_max.map_or(u16::MAX, NonZeroU16::get),
             max_packet_size: c.max_packet_size.map(NonZeroU32::get),
             topic_alias_max: c.topic_alias_max,
-            problem_info: c.request_problem_info,
             auth_method: c.auth_method.map(s),
         })),
         v5::Packet::Publish(p) => Inbound::Publish(p),
@@ -1040,6 +1057,52 @@ mod tests {
             };
             assert_eq!(&out[out.len() - 2..], expected_tail);
         }
+    }
+
+    #[test]
+    fn checks_see_whole_packets_however_the_bytes_arrive() {
+        let feed = |codec: &mut Codec, bytes: &[u8]| {
+            let mut buf = BytesMut::new();
+            let mut out = Vec::new();
+            for b in bytes {
+                buf.extend_from_slice(&[*b]);
+                loop {
+                    match codec.decode(&mut buf) {
+                        Ok(Some(p)) => out.push(Ok(p)),
+                        Ok(None) => break,
+                        Err(e) => {
+                            out.push(Err(e.detail));
+                            return out;
+                        }
+                    }
+                }
+            }
+            out
+        };
+        // An unsupported level, a byte at a time: still refused with its CONNACK.
+        let mut codec = Codec::new(1 << 20);
+        let mut v9 = connect_v311(60, "c");
+        v9[8] = 9;
+        let got = feed(&mut codec, &v9);
+        assert!(
+            matches!(&got[..], [Err(d)] if d.contains("protocol level")),
+            "{got:?}"
+        );
+        // A SUBSCRIBE whose packet id starts with 0x82, then one with reserved option bits.
+        let mut codec = Codec::new(1 << 20);
+        let mut bytes = connect_v311(60, "c");
+        bytes.extend_from_slice(&[0x82, 8, 0x82, 0x82, 0, 3, b'a', b'/', b'b', 1]);
+        bytes.extend_from_slice(&[0x82, 8, 0, 9, 0, 3, b'a', b'/', b'b', 0x41]);
+        let got = feed(&mut codec, &bytes);
+        assert!(matches!(got[0], Ok(Inbound::Connect(_))), "{got:?}");
+        assert!(
+            matches!(&got[1], Ok(Inbound::Subscribe { packet_id, .. }) if packet_id.get() == 0x8282),
+            "{got:?}"
+        );
+        assert!(
+            matches!(&got[2], Err(d) if d.contains("MQTT-3.8.3-4")),
+            "{got:?}"
+        );
     }
 
     #[test]

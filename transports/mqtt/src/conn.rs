@@ -156,6 +156,10 @@ where
         codec,
     };
     let version = connect.version;
+    // Every packet from the CONNACK on fits the client's Maximum Packet Size (MQTT-3.2.2-19).
+    if let Some(max) = connect.max_packet_size {
+        conn.codec.set_max_outbound(max);
+    }
     if let Some(method) = &connect.auth_method {
         // No enhanced authentication here (MQTT-4.12.0-1): refused, then closed.
         conn.send(Outbound::ConnAck(Box::new(connack(
@@ -224,12 +228,6 @@ where
         ack.server_keep_alive = Some(connected.keep_alive_secs);
     }
     conn.send(Outbound::ConnAck(Box::new(ack)));
-    if !connect.problem_info {
-        conn.codec.set_no_problem_info();
-    }
-    if let Some(max) = connect.max_packet_size {
-        conn.codec.set_max_outbound(max);
-    }
     let keep_alive = Duration::from_secs(u64::from(connected.keep_alive_secs));
     let driver = Box::new(Driver {
         conn,
@@ -237,7 +235,11 @@ where
         rbuf,
         version,
         keep_alive_limit: keep_alive + keep_alive / 2,
-        outflight: Outflight::new(connect.receive_max),
+        outflight: {
+            let mut outflight = Outflight::new(connect.receive_max);
+            outflight.reserve(connected.resend.values().map(|u| u.packet_id));
+            outflight
+        },
         inbound_qos2: InboundQos2::new(RECEIVE_MAXIMUM),
         aliases: TopicAliases::new(TOPIC_ALIAS_MAXIMUM),
         outbound_aliases: OutboundAliases::new(connect.topic_alias_max.min(TOPIC_ALIAS_MAXIMUM)),

@@ -23,6 +23,9 @@ pub struct Outflight {
     limit: usize,
     entries: BTreeMap<u16, (u64, AwaitedAck, Delivery)>,
     sent: u64,
+    /// Ids the session's previous connection used for what is to be sent again under them:
+    /// no new delivery takes one meanwhile (MQTT-4.4.0-1).
+    reserved: HashSet<u16>,
 }
 
 impl Outflight {
@@ -33,7 +36,13 @@ impl Outflight {
             limit: usize::from(limit.max(1)),
             entries: BTreeMap::new(),
             sent: 0,
+            reserved: HashSet::new(),
         }
+    }
+
+    /// Keeps `ids` for [`Outflight::register_again`]: new deliveries take others.
+    pub fn reserve(&mut self, ids: impl IntoIterator<Item = NonZeroU16>) {
+        self.reserved.extend(ids.into_iter().map(NonZeroU16::get));
     }
 
     /// Whether another QoS 1/2 delivery may be sent now.
@@ -45,7 +54,10 @@ impl Outflight {
     pub fn register(&mut self, delivery: Delivery, exactly_once: bool) -> NonZeroU16 {
         loop {
             self.next_id = self.next_id.wrapping_add(1);
-            if self.next_id != 0 && !self.entries.contains_key(&self.next_id) {
+            if self.next_id != 0
+                && !self.entries.contains_key(&self.next_id)
+                && !self.reserved.contains(&self.next_id)
+            {
                 break;
             }
         }
@@ -75,8 +87,10 @@ impl Outflight {
             (true, false) => AwaitedAck::Rec,
             (true, true) => AwaitedAck::Comp,
         };
+        self.reserved.remove(&id.get());
         self.sent += 1;
-        self.entries.insert(id.get(), (self.sent, stage, delivery));
+        let before = self.entries.insert(id.get(), (self.sent, stage, delivery));
+        debug_assert!(before.is_none(), "a reserved id is free");
     }
 
     /// PUBACK: the delivery is done. None if the id was not awaiting a PUBACK.
@@ -129,8 +143,9 @@ impl Outflight {
         let mut v: Vec<(u64, NonZeroU16, bool, Delivery)> = self
             .entries
             .into_iter()
-            .filter_map(|(id, (n, stage, d))| {
-                Some((n, NonZeroU16::new(id)?, stage == AwaitedAck::Comp, d))
+            .map(|(id, (n, stage, d))| {
+                let id = NonZeroU16::new(id).expect("ids skip zero");
+                (n, id, stage == AwaitedAck::Comp, d)
             })
             .collect();
         v.sort_by_key(|(n, ..)| *n);
@@ -332,6 +347,24 @@ mod tests {
             ],
             "in the order sent, with whether PUBREL is what is owed"
         );
+    }
+
+    #[test]
+    fn ids_kept_for_resending_are_not_taken_by_new_deliveries() {
+        let mut out = Outflight::new(10);
+        let one = NonZeroU16::new(1).unwrap();
+        let two = NonZeroU16::new(2).unwrap();
+        out.reserve([one, two]);
+        let fresh = out.register(delivery(1), false);
+        assert_eq!(
+            fresh.get(),
+            3,
+            "1 and 2 wait for the messages they were sent with"
+        );
+        out.register_again(two, delivery(2), true, true);
+        assert!(out.pubcomp(two).is_some(), "resent under 2, PUBREL owed");
+        let next = out.register(delivery(3), false);
+        assert_eq!(next.get(), 4);
     }
 
     #[test]
