@@ -1105,8 +1105,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn lengths_take_the_fewest_bytes_and_reason_strings_yield_to_the_clients_maximum() {
+    /// A codec that has read an MQTT 5 CONNECT.
+    fn v5_codec() -> Codec {
         let mut codec = Codec::new(1 << 20);
         let mut connect = vec![0x10, 0, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0];
         connect.extend_from_slice(&[0, 1, b'c']);
@@ -1115,6 +1115,12 @@ mod tests {
             .decode(&mut BytesMut::from(&connect[..]))
             .unwrap()
             .unwrap();
+        codec
+    }
+
+    #[test]
+    fn lengths_take_the_fewest_bytes_and_reason_strings_yield_to_the_clients_maximum() {
+        let mut codec = v5_codec();
         // Remaining lengths 127, 128, 16383 and 16384 (MQTT-1.5.5-1): 1, 2, 2 and 3 bytes.
         for (remaining, header) in [(127usize, 1usize), (128, 2), (16_383, 2), (16_384, 3)] {
             // Topic "t" (3 bytes) and an empty property block (1 byte) come first.
@@ -1148,14 +1154,7 @@ mod tests {
 
     #[test]
     fn successful_v5_acknowledgements_take_the_short_form() {
-        let mut codec = Codec::new(1 << 20);
-        let mut connect = vec![0x10, 0, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0];
-        connect.extend_from_slice(&[0, 1, b'c']);
-        connect[1] = (connect.len() - 2) as u8;
-        codec
-            .decode(&mut BytesMut::from(&connect[..]))
-            .unwrap()
-            .unwrap();
+        let mut codec = v5_codec();
         let pid = NonZeroU16::new(0x0102).unwrap();
         let encode = |codec: &mut Codec, packet| {
             let mut out = BytesMut::new();
