@@ -898,3 +898,78 @@ async fn mqtt_4_7_2_1_leading_wildcards_do_not_match_dollar_topics() {
         Err(Ended::Silent)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_6_0_0_1_and_6_0_0_2_and_6_0_0_4_mqtt_over_websocket() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let port = ironhub_conformance::free_port();
+    let _d = Deployment::start(&format!(
+        "[mqtt.websocket]\nlisten = \"127.0.0.1:{port}\"\n[hub]\nkeepalive_min_secs = 0\n\
+         [hub.open_broker]\nenabled = true\n"
+    ))
+    .await;
+    let open = |protocol: Option<&'static str>| async move {
+        let mut request = format!("ws://127.0.0.1:{port}/mqtt")
+            .into_client_request()
+            .unwrap();
+        if let Some(p) = protocol {
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", p.parse().unwrap());
+        }
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        tokio_tungstenite::client_async(request, tcp).await
+    };
+    // A client that offers no "mqtt" subprotocol is refused at the handshake.
+    assert!(open(None).await.is_err(), "no subprotocol: refused");
+    let (mut ws, response) = open(Some("mqtt")).await.expect("handshake");
+    assert_eq!(
+        response.headers()["Sec-WebSocket-Protocol"],
+        "mqtt",
+        "the server selects mqtt (MQTT-6.0.0-4)"
+    );
+    // A CONNECT across two frames; then SUBSCRIBE and PINGREQ in one (MQTT-6.0.0-2).
+    let mut connect = Vec::new();
+    connect.extend(connect_raw(b"MQTT", 4, 0x02, &[b"ws"]));
+    let (head, tail) = connect.split_at(5);
+    for part in [head, tail] {
+        ws.send(Message::Binary(bytes::Bytes::copy_from_slice(part)))
+            .await
+            .unwrap();
+    }
+    let mut sub = 1u16.to_be_bytes().to_vec();
+    sub.extend(field(b"ws/#"));
+    sub.push(0);
+    let mut both = packet(0x82, &sub);
+    both.extend_from_slice(&[0xC0, 0]);
+    ws.send(Message::Binary(both.into())).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 4 + 5 + 2 {
+        match tokio::time::timeout(ironhub_conformance::WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => got.extend_from_slice(&b),
+            other => panic!("expected binary frames, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        got,
+        [0x20, 2, 0, 0, 0x90, 3, 0, 1, 0, 0xD0, 0],
+        "CONNACK, SUBACK and PINGRESP, whatever the frames"
+    );
+    // A text frame is not MQTT: the connection is closed (MQTT-6.0.0-1).
+    ws.send(Message::Text("hello".into())).await.unwrap();
+    let end = tokio::time::timeout(ironhub_conformance::WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "closed after a text frame");
+}

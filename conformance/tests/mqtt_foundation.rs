@@ -627,3 +627,53 @@ async fn mosquitto_clients_talk_over_tls_with_signed_device_credentials() {
         "plain MQTT on the TLS port gets no CONNACK"
     );
 }
+
+/// Runs the paho WebSocket clients against `port` (with TLS when `tls`) and checks what each
+/// subscriber received.
+async fn paho_over_websocket(d: &Deployment, port: u16, tls: bool) {
+    d.unlimit_sandbox().await;
+    let mut args = vec!["127.0.0.1".to_owned(), port.to_string()];
+    if tls {
+        args.push("tls".into());
+    }
+    let out = ironhub_conformance::python_client("paho_websocket.py", args, 30).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "paho over WebSocket (tls: {tls}) failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON");
+    for version in ["v3", "v5"] {
+        assert_eq!(
+            got[version],
+            json!([
+                ["ws/retained", 1, 1, 1],
+                ["ws/live", 0, 70000, 0],
+                ["ws/live", 1, 70000, 0],
+                ["ws/live", 2, 70000, 0]
+            ]),
+            "{version} (tls: {tls}): {got}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paho_clients_speak_mqtt_over_websocket() {
+    let port = ironhub_conformance::free_port();
+    let d = Deployment::start(&format!(
+        "[mqtt.websocket]\nlisten = \"127.0.0.1:{port}\"\n[hub.open_broker]\nenabled = true\n"
+    ))
+    .await;
+    paho_over_websocket(&d, port, false).await;
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = ironhub_conformance::self_signed(certs.path());
+    let port = ironhub_conformance::free_port();
+    let d = Deployment::start(&format!(
+        "[mqtt.websocket]\nlisten = \"127.0.0.1:{port}\"\ncert = {cert:?}\nkey = {key:?}\n\
+         [hub.open_broker]\nenabled = true\n"
+    ))
+    .await;
+    paho_over_websocket(&d, port, true).await;
+}

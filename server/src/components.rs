@@ -215,6 +215,25 @@ async fn mqtt(config: &Config) -> Result<Vec<Box<dyn Transport>>, ComponentError
             .map_err(|e| start("mqtt tls", format!("bind {}: {e}", tls.listen)))?;
         out.push(Box::new(secure));
     }
+    if let Some(ws) = &config.mqtt.websocket {
+        let tls = match (&ws.cert, &ws.key) {
+            (Some(cert), Some(key)) => Some(
+                ironhub_tcp::tls::acceptor(cert, key)
+                    .map_err(|e| start("mqtt websocket", e.to_string()))?,
+            ),
+            (None, None) => None,
+            _ => {
+                return Err(start(
+                    "mqtt websocket",
+                    "cert and key go together (both for wss://, neither for ws://)".into(),
+                ));
+            }
+        };
+        let websocket = ironhub_mqtt::MqttTransport::bind_websocket(ws.listen, tls)
+            .await
+            .map_err(|e| start("mqtt websocket", format!("bind {}: {e}", ws.listen)))?;
+        out.push(Box::new(websocket));
+    }
     Ok(out)
 }
 

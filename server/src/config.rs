@@ -114,6 +114,8 @@ pub struct MqttConfig {
     pub listen: SocketAddr,
     /// MQTT over TLS on a second listener, when set.
     pub tls: Option<TlsListenerConfig>,
+    /// MQTT over WebSocket on a listener of its own, when set.
+    pub websocket: Option<WebSocketListenerConfig>,
 }
 
 impl Default for MqttConfig {
@@ -123,8 +125,27 @@ impl Default for MqttConfig {
             enabled: true,
             listen,
             tls: None,
+            websocket: None,
         }
     }
+}
+
+/// `[mqtt.websocket]`: MQTT over WebSocket (browsers, networks that pass HTTP only), with TLS
+/// (`wss://`) when a certificate and key are given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketListenerConfig {
+    /// Listen address (8083 by convention, as EMQX).
+    #[serde(default = "default_websocket_listen")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain, leaf first (with `key`: `wss://`).
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+fn default_websocket_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8083))
 }
 
 /// `[mqtt.tls]`: a TLS listener with a certificate chain and key in PEM files.

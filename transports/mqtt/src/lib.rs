@@ -1,8 +1,10 @@
-//! ironhub-mqtt: the MQTT 3.1.1 and 5.0 device transport over TCP and TLS.
+//! ironhub-mqtt: the MQTT 3.1.1 and 5.0 device transport over TCP and TLS, and over WebSocket
+//! (plain or TLS).
 //!
 //! [`codec`] and [`state`] are free of IO (bytes in, packets out; packet ids and windows), and
-//! unit-tested on bytes; [`conn`] is the tokio driver of one connection. Every decision about a
-//! device (credentials, ACL, sessions, routing) is the hub's: this crate only speaks the protocol.
+//! unit-tested on bytes; [`conn`] is the tokio driver of one connection, over any byte stream
+//! ([`ws`] makes one of a WebSocket). Every decision about a device (credentials, ACL,
+//! sessions, routing) is the hub's: this crate only speaks the protocol.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,17 +20,19 @@ use tokio_util::task::TaskTracker;
 pub mod codec;
 pub mod conn;
 pub mod state;
+pub mod ws;
 
 /// How long shutdown waits for connections to close (and persist their sessions).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a TLS handshake may take.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TLS or WebSocket handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// MQTT on one listener, plain TCP or TLS.
+/// MQTT on one listener: plain TCP or TLS, each directly or carrying WebSocket.
 pub struct MqttTransport {
     listener: Listener,
     tls: Option<TlsAcceptor>,
+    websocket: bool,
 }
 
 impl MqttTransport {
@@ -38,6 +42,7 @@ impl MqttTransport {
         Ok(MqttTransport {
             listener,
             tls: None,
+            websocket: false,
         })
     }
 
@@ -47,6 +52,20 @@ impl MqttTransport {
         Ok(MqttTransport {
             listener,
             tls: Some(acceptor),
+            websocket: false,
+        })
+    }
+
+    /// Binds a WebSocket listener, over TLS when `tls` is given (`ws://` or `wss://`).
+    pub async fn bind_websocket(
+        addr: SocketAddr,
+        tls: Option<TlsAcceptor>,
+    ) -> std::io::Result<Self> {
+        let listener = Listener::bind(addr).await?;
+        Ok(MqttTransport {
+            listener,
+            tls,
+            websocket: true,
         })
     }
 
@@ -59,7 +78,12 @@ impl MqttTransport {
 #[async_trait]
 impl Transport for MqttTransport {
     fn name(&self) -> &'static str {
-        if self.tls.is_some() { "mqtts" } else { "mqtt" }
+        match (self.tls.is_some(), self.websocket) {
+            (false, false) => "mqtt",
+            (true, false) => "mqtts",
+            (false, true) => "mqtt-ws",
+            (true, true) => "mqtt-wss",
+        }
     }
 
     async fn serve(
@@ -68,25 +92,31 @@ impl Transport for MqttTransport {
         shutdown: CancellationToken,
     ) -> Result<(), BoxError> {
         let tracker = TaskTracker::new();
-        let kind = hub.transport(if self.tls.is_some() {
-            "mqtt-tls"
-        } else {
-            "mqtt"
+        let kind = hub.transport(match (self.tls.is_some(), self.websocket) {
+            (false, false) => "mqtt",
+            (true, false) => "mqtt-tls",
+            (false, true) => "mqtt-ws",
+            (true, true) => "mqtt-wss",
         });
-        tracing::info!(addr = %self.listener.local_addr()?, tls = self.tls.is_some(), "MQTT listening");
+        let websocket = self.websocket;
+        tracing::info!(addr = %self.listener.local_addr()?, tls = self.tls.is_some(), websocket, "MQTT listening");
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 (stream, peer) = self.listener.accept() => {
                     let (hub, shutdown) = (hub.clone(), shutdown.clone());
-                    match &self.tls {
-                        None => {
+                    match (&self.tls, websocket) {
+                        (None, false) => {
                             tracker.spawn(conn::serve_connection(stream, peer, kind, hub, shutdown));
                         }
-                        Some(acceptor) => {
+                        (None, true) => {
+                            tracker.spawn(serve_websocket(stream, peer, kind, hub, shutdown));
+                        }
+                        (Some(acceptor), _) => {
                             let handshake = acceptor.accept(stream);
                             tracker.spawn(async move {
-                                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                                    Ok(Ok(tls)) if websocket => serve_websocket(tls, peer, kind, hub, shutdown).await,
                                     Ok(Ok(tls)) => conn::serve_connection(tls, peer, kind, hub, shutdown).await,
                                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -105,5 +135,22 @@ impl Transport for MqttTransport {
             tracing::warn!("MQTT connections did not close in time");
         }
         Ok(())
+    }
+}
+
+/// Completes the WebSocket handshake, then serves MQTT over its binary frames.
+async fn serve_websocket<S>(
+    stream: S,
+    peer: SocketAddr,
+    kind: ironhub_core::hub::TransportKind,
+    hub: Hub,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, ws::accept(stream)).await {
+        Ok(Ok(ws)) => conn::serve_connection(ws, peer, kind, hub, shutdown).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
+        Err(_) => tracing::debug!(%peer, "WebSocket handshake timed out"),
     }
 }
