@@ -148,7 +148,8 @@ async fn serve_websocket<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, ws::accept(stream)).await {
+    let max_packet = hub.config().max_packet_size as usize;
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, ws::accept(stream, max_packet)).await {
         Ok(Ok(ws)) => conn::serve_connection(ws, peer, kind, hub, shutdown).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
         Err(_) => tracing::debug!(%peer, "WebSocket handshake timed out"),

@@ -13,18 +13,33 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// The subprotocol MQTT clients offer and the server selects (MQTT-6.0.0-3, 6.0.0-4).
 const SUBPROTOCOL: &str = "mqtt";
 
+/// Room a frame or message gets beyond one packet of the largest size accepted (a frame may
+/// carry the end of one packet and the start of the next).
+const FRAME_SLACK: usize = 64 * 1024;
+
 /// Completes the WebSocket handshake on `stream`: a client that does not offer the `mqtt`
-/// subprotocol is answered 400 with the reason.
-pub async fn accept<S>(stream: S) -> Result<WsBytes<S>, WsError>
+/// subprotocol is answered 400 with the reason. Frames and messages are bounded by the largest
+/// packet accepted (`max_packet`) and some slack: the packet-size limit holds over WebSocket
+/// too, before anything is buffered past it.
+pub async fn accept<S>(stream: S, max_packet: usize) -> Result<WsBytes<S>, WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let ws = tokio_tungstenite::accept_hdr_async(stream, select_mqtt).await?;
+    let limit = max_packet + FRAME_SLACK;
+    // tungstenite's read buffer is allocated up front (128 KiB by default): small, as the
+    // connection's own read buffer is, for the many idle connections a hub holds.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .max_frame_size(Some(limit))
+        .max_message_size(Some(limit));
+    let ws =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, select_mqtt, Some(config)).await?;
     Ok(WsBytes {
         ws,
         unread: Bytes::new(),
