@@ -82,6 +82,40 @@ async fn fan_in_fan_out_and_connect_scenarios_run() {
     assert_eq!(connect["result"]["connected"], 50, "{connect}");
 }
 
+/// The gateway scenario on ironhub: devices made through the admin API, then the same traffic on
+/// a connection each and through one gateway that logs them in as its sub-devices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_scenario_runs_direct_and_through_a_gateway() {
+    let d = Deployment::start("").await;
+    let api = d.api.trim_start_matches("http://").to_owned();
+    for via in ["direct", "gateway"] {
+        let r = run(
+            d.mqtt,
+            &[
+                "gateway",
+                "--api",
+                &api,
+                "--token",
+                d.token(),
+                "--via",
+                via,
+                "--devices",
+                "60",
+                "--rate",
+                "2",
+                "--seconds",
+                "1",
+            ],
+        )
+        .await;
+        let result = &r["result"];
+        assert!(result["sent"].as_u64().unwrap() >= 60, "{r}");
+        assert_eq!(result["delivered"], result["sent"], "{r}");
+        let connections = if via == "direct" { 60 } else { 1 };
+        assert_eq!(result["connections"], connections, "{r}");
+    }
+}
+
 /// The soak's 30-second version (`benches/soak` runs it for 10 minutes): clients connect,
 /// subscribe, publish and leave, clean and persistent, and the hub's memory comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,17 +111,21 @@ async fn stock_link_sdk_device_answers_user_rrpc_synchronous_service_calls_and_p
         assert_eq!(s, 200, "{v}");
         v
     };
-    // OFFLINE until the SDK has connected, TIMEOUT until it has subscribed: then its answer.
-    let user = format!("/{}/{}/user/cmd", dev.product_key, dev.device_name);
+    // OFFLINE until the SDK has connected, TIMEOUT until it has subscribed (the /sys form,
+    // which the SDK does not answer): then the user RRPC form, chosen from its subscription.
     let mut answer = Value::Null;
     for _ in 0..40 {
-        answer = call(json!({ "topic": user, "payload": "ping" })).await;
+        answer = call(json!({ "payload": "ping" })).await;
         if answer["rrpc_code"] == "SUCCESS" {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     assert_eq!(answer["payload"], "pong:ping", "{answer}");
+    // The same form named by the call.
+    let user = format!("/{}/{}/user/cmd", dev.product_key, dev.device_name);
+    let answer = call(json!({ "topic": user, "payload": "again" })).await;
+    assert_eq!(answer["payload"], "pong:again", "{answer}");
     let answer =
         call(json!({ "service": "calibrate", "payload": r#"{"temperature":21.5}"# })).await;
     assert_eq!(answer["rrpc_code"], "SUCCESS", "{answer}");
@@ -155,7 +159,7 @@ async fn stock_link_sdk_device_answers_user_rrpc_synchronous_service_calls_and_p
     let seen = sdk_saw(&d, device.await.unwrap());
     assert_eq!(seen["set"], json!({ "temperature": 25.0 }));
     assert_eq!(seen["service"]["identifier"], "calibrate");
-    assert_eq!(seen["user"]["payload"], "ping");
+    assert_eq!(seen["user"]["payload"], "again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -467,6 +467,19 @@ async fn a_sub_device_is_upgraded_through_its_gateway_and_batches_pick_devices_b
     };
     let push: Value = serde_json::from_slice(&push.payload).expect("JSON");
     assert_eq!(push["data"]["version"], "2.0", "{push}");
+    // Progress through the gateway, in the sub-device's namespace, moves its job.
+    let progress = format!(
+        "/ota/device/progress/{}/{}",
+        sub.product_key, sub.device_name
+    );
+    let report = json!({ "id": "2", "params": { "step": "40", "desc": "flashing" } });
+    gc.publish(progress, QoS::AtLeastOnce, false, report.to_string())
+        .await
+        .unwrap();
+    v3::acked(&mut gev).await;
+    until_batch(&d, &tenant, id, |c| c["in_progress"] == 1).await;
+    let job = &jobs(&d, &tenant, id).await[0];
+    assert_eq!(job["step"], 40, "{job}");
     inform(&gc, &mut gev, sub, "2.0").await;
     until_batch(&d, &tenant, id, |c| c["succeeded"] == 1).await;
 }

@@ -42,7 +42,7 @@ pub fn rrpc_wrapped(topic: &str) -> Option<(&str, &str)> {
 
 /// The device whose namespace a topic (or a filter) lies in: `/sys/{pk}/{dn}/...`,
 /// `/{pk}/{dn}/user/...`, `/shadow/update|get/{pk}/{dn}`, `/ext/ntp|session/{pk}/{dn}/...`,
-/// `/ota/device/inform|upgrade/{pk}/{dn}`, and
+/// `/ota/device/inform|upgrade|progress/{pk}/{dn}`, and
 /// any of these wrapped as `/ext/rrpc/{id}/...`. The names are literal: a wildcard in their place
 /// names no device.
 pub fn device_space(topic: &str) -> Option<(&str, &str)> {
@@ -59,7 +59,9 @@ pub fn device_space(topic: &str) -> Option<(&str, &str)> {
         ("sys", pk, Some(dn), Some(_)) => (pk, dn),
         ("shadow", "update" | "get", Some(pk), Some(dn)) if levels.next().is_none() => (pk, dn),
         ("ext", "ntp" | "session", Some(pk), Some(dn)) if levels.next().is_some() => (pk, dn),
-        ("ota", "device", Some("inform" | "upgrade"), Some(pk)) => (pk, levels.next()?),
+        ("ota", "device", Some("inform" | "upgrade" | "progress"), Some(pk)) => {
+            (pk, levels.next()?)
+        }
         ("sys" | "shadow" | "ext" | "broadcast" | "ota", ..) => return None,
         (pk, dn, Some("user"), Some(_)) => (pk, dn),
         _ => return None,
@@ -290,6 +292,8 @@ mod tests {
             "/ext/ntp/pk/dn/request",
             "/ext/session/pk/dn/combine/batch_login",
             "/ota/device/inform/pk/dn",
+            "/ota/device/upgrade/pk/dn",
+            "/ota/device/progress/pk/dn",
             "/ext/rrpc/7/sys/pk/dn/thing/service/x",
             "/ext/rrpc/+/pk/dn/user/cmd",
         ] {

@@ -56,6 +56,9 @@ pub enum RrpcForm {
     /// A property set: `/sys/{pk}/{dn}/thing/service/property/set`, the payload (the properties
     /// to set, a JSON object) wrapped in Alink JSON; answered on `..._reply` with the same id.
     PropertySet,
+    /// Chosen from what the device subscribed ([`RrpcForm::from_filters`]): [`RrpcForm::Topic`]
+    /// for a device that subscribed one user RRPC topic, [`RrpcForm::Sys`] otherwise.
+    Subscribed,
 }
 
 /// An Alink request id (property sets, service calls) from the hub's sequence: within 0 to
@@ -66,11 +69,38 @@ pub(crate) fn alink_call_id(seq: u64) -> u64 {
 }
 
 impl RrpcForm {
+    /// The form a device of `pk`/`dn` subscribing to `filters` answers: user RRPC on its one
+    /// `/ext/rrpc/+/{pk}/{dn}/user/...` filter (the Link SDK's `subscribe_rrpc_topic`), the
+    /// `/sys/.../rrpc/request/{id}` form when it subscribed none or that form's own filter
+    /// (which a device needs not: `/sys` topics reach it anyway). Several user RRPC topics
+    /// and no `/sys` filter leave the choice to the caller.
+    pub fn from_filters(pk: &str, dn: &str, filters: &[String]) -> Result<RrpcForm, HubError> {
+        let own = format!("/{pk}/{dn}/user/");
+        let sys = format!("/sys/{pk}/{dn}/rrpc/request/");
+        if filters.iter().any(|f| f.starts_with(&sys)) {
+            return Ok(RrpcForm::Sys);
+        }
+        let mut user: Vec<&str> = filters
+            .iter()
+            .filter_map(|f| f.strip_prefix("/ext/rrpc/+"))
+            .filter(|t| t.starts_with(&own) && !t.contains(['+', '#']))
+            .collect();
+        user.sort_unstable();
+        match user.as_slice() {
+            [] => Ok(RrpcForm::Sys),
+            [topic] => Ok(RrpcForm::Topic((*topic).to_owned())),
+            several => Err(HubError::Invalid(format!(
+                "the device subscribed user RRPC on {}: name the one to call in topic",
+                several.join(", ")
+            ))),
+        }
+    }
+
     /// The call id taken from the hub's sequence.
     fn call_id(&self, seq: u64) -> u64 {
         match self {
             RrpcForm::PropertySet | RrpcForm::Service(_) => alink_call_id(seq),
-            RrpcForm::Sys | RrpcForm::Topic(_) => seq,
+            RrpcForm::Sys | RrpcForm::Topic(_) | RrpcForm::Subscribed => seq,
         }
     }
 
@@ -83,7 +113,9 @@ impl RrpcForm {
         payload: Bytes,
     ) -> Result<(String, Bytes), HubError> {
         match self {
-            RrpcForm::Sys => Ok((format!("/sys/{pk}/{dn}/rrpc/request/{id}"), payload)),
+            RrpcForm::Sys | RrpcForm::Subscribed => {
+                Ok((format!("/sys/{pk}/{dn}/rrpc/request/{id}"), payload))
+            }
             RrpcForm::Topic(topic) => {
                 let own = topic.strip_prefix(&format!("/{pk}/{dn}/user/"));
                 if own.is_none_or(str::is_empty) || topic::validate_name(topic).is_err() {
@@ -182,8 +214,9 @@ impl Hub {
 }
 
 impl Business<'_> {
-    /// Calls a device synchronously: publishes the request on the topic `form` names and waits
-    /// up to `timeout_ms` (1 to 8 s, L-025) for the device's answer.
+    /// Calls a device synchronously: publishes the request on the topic `form` names (or, for
+    /// [`RrpcForm::Subscribed`], the device's subscriptions name) and waits up to `timeout_ms`
+    /// (1 to 8 s, L-025) for the device's answer.
     pub async fn rrpc(
         &self,
         (tenant, pk, dn): (&str, &str, &str),
@@ -200,9 +233,19 @@ impl Business<'_> {
             )));
         }
         self.hub.tenant_device(tenant, pk, dn).await?;
+        let key = device_session_key(pk, dn);
+        let chosen;
+        let form = if *form == RrpcForm::Subscribed {
+            let Some(filters) = self.hub.online_filters(&key).await? else {
+                return Ok(RrpcOutcome::Offline);
+            };
+            chosen = RrpcForm::from_filters(pk, dn, &filters)?;
+            &chosen
+        } else {
+            form
+        };
         let id = form.call_id(self.hub.next_seq());
         let (request, payload) = form.request(pk, dn, id, payload)?;
-        let key = device_session_key(pk, dn);
         if !self.hub.online_anywhere(&key).await? {
             return Ok(RrpcOutcome::Offline);
         }
@@ -241,5 +284,42 @@ impl Business<'_> {
             }
             _ => RrpcOutcome::Timeout { message_id },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(filters: &[&str]) -> Result<RrpcForm, HubError> {
+        let filters: Vec<String> = filters.iter().map(|f| (*f).to_owned()).collect();
+        RrpcForm::from_filters("pk", "dn", &filters)
+    }
+
+    #[test]
+    fn the_form_follows_what_the_device_subscribed() {
+        assert_eq!(form(&[]).unwrap(), RrpcForm::Sys);
+        assert_eq!(form(&["/pk/dn/user/get"]).unwrap(), RrpcForm::Sys);
+        assert_eq!(
+            form(&["/pk/dn/user/get", "/ext/rrpc/+/pk/dn/user/cmd"]).unwrap(),
+            RrpcForm::Topic("/pk/dn/user/cmd".into())
+        );
+        // An explicit /sys RRPC subscription says the device speaks that form.
+        assert_eq!(
+            form(&["/ext/rrpc/+/pk/dn/user/cmd", "/sys/pk/dn/rrpc/request/+"]).unwrap(),
+            RrpcForm::Sys
+        );
+        // Another device's topic, or a wildcard in the wrapped topic, names no call.
+        assert_eq!(
+            form(&["/ext/rrpc/+/pk/other/user/cmd", "/ext/rrpc/+/pk/dn/user/#"]).unwrap(),
+            RrpcForm::Sys
+        );
+        let several = form(&["/ext/rrpc/+/pk/dn/user/b", "/ext/rrpc/+/pk/dn/user/a"]);
+        match several {
+            Err(HubError::Invalid(why)) => {
+                assert!(why.contains("/pk/dn/user/a, /pk/dn/user/b"), "{why}");
+            }
+            other => panic!("several user RRPC topics: {other:?}"),
+        }
     }
 }

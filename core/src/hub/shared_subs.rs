@@ -43,7 +43,7 @@ impl Hub {
                     groups.extend(there.into_iter().map(|g| (Some(node.clone()), g)));
                 }
                 Ok(PeerReply::Delivered(n)) => delivered += n,
-                Ok(PeerReply::Done) => {}
+                Ok(PeerReply::Done | PeerReply::Filters(_)) => {}
                 Err(e) => tracing::warn!(%node, error = %e, "routing a message not done on a node"),
             }
         }

@@ -207,7 +207,9 @@ struct BusinessRrpc {
     /// The Link SDK's synchronous service call: a service identifier of the thing model; the
     /// call goes on `/ext/rrpc/{id}/sys/{pk}/{dn}/thing/service/{service}` in Alink JSON, the
     /// payload being the input parameters (a JSON object). Without `topic` or `service`, the
-    /// call goes on `/sys/{pk}/{dn}/rrpc/request/{id}`.
+    /// form follows what the device subscribed: user RRPC on its one `/ext/rrpc/+{topic}`
+    /// subscription, `/sys/{pk}/{dn}/rrpc/request/{id}` otherwise (400 when it subscribed
+    /// several user RRPC topics and no `/sys` RRPC one).
     service: Option<String>,
 }
 
@@ -215,7 +217,7 @@ async fn rrpc(ctx: Ctx, Json(r): Json<BusinessRrpc>) -> Result<RrpcOutcome, ApiE
     let payload = r.payload.decode()?;
     let timeout = r.timeout_ms.unwrap_or(*RRPC_TIMEOUT_MS.end());
     let form = match (r.topic, r.service) {
-        (None, None) => RrpcForm::Sys,
+        (None, None) => RrpcForm::Subscribed,
         (Some(topic), None) => RrpcForm::Topic(topic),
         (None, Some(service)) => RrpcForm::Service(service),
         (Some(_), Some(_)) => {

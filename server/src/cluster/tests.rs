@@ -352,10 +352,31 @@ async fn a_downlink_sent_to_node_c_reaches_a_device_on_node_a() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rrpc_across_nodes_succeeds_or_finds_the_device_offline() {
     let cluster = Cluster3::start().await;
-    let fleet = cluster.provision("rrpc", None, &["dev1", "dev2"]).await;
-    let (a, c) = (cluster.node("a"), cluster.node("c"));
+    let fleet = cluster
+        .provision("rrpc", None, &["dev1", "dev2", "dev3"])
+        .await;
+    let (a, b, c) = (cluster.node("a"), cluster.node("b"), cluster.node("c"));
     let (client, ev, _) = connect(fleet.options("dev1", a, true)).await;
     let responder = serve_rrpc(client, ev);
+    // dev3, on node b, takes user RRPC (`/ext/rrpc/+/{pk}/dev3/user/cmd`) and answers on the
+    // topic of the request: node c learns that from b and calls it so.
+    let (client3, mut ev3, _) = connect(fleet.options("dev3", b, true)).await;
+    let wrapped = format!("/ext/rrpc/+{}", fleet.topic("dev3", "cmd"));
+    subscribe(&client3, &mut ev3, &wrapped).await;
+    let user_responder = tokio::spawn(async move {
+        while let Ok(e) = ev3.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = e
+                && p.topic.starts_with("/ext/rrpc/")
+            {
+                let answer = [b"user:".as_slice(), &p.payload].concat();
+                let topic = p.topic.to_string();
+                client3
+                    .publish(topic, QoS::AtMostOnce, false, answer)
+                    .await
+                    .unwrap();
+            }
+        }
+    });
     let call = |dn: &str| json!({ "product_key": fleet.pk, "device_name": dn, "payload": "ping", "timeout_ms": 5000 });
     let (status, v) = c
         .api(
@@ -380,7 +401,21 @@ async fn rrpc_across_nodes_succeeds_or_finds_the_device_offline() {
         )
         .await;
     assert_eq!(v["rrpc_code"], "OFFLINE", "{v}");
+    let (_, v) = c
+        .api(
+            "POST",
+            "/api/v1/business/rrpc",
+            &fleet.key,
+            Some(call("dev3")),
+        )
+        .await;
+    assert_eq!(
+        (v["rrpc_code"].as_str(), v["payload"].as_str()),
+        (Some("SUCCESS"), Some("user:ping")),
+        "{v}"
+    );
     responder.abort();
+    user_responder.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

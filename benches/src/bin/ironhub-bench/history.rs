@@ -117,7 +117,8 @@ pub(crate) async fn run(args: &Args, run: HistoryRun<'_>) -> anyhow::Result<Valu
     let meter = Meter::start(args);
     let deadline = Instant::now() + Duration::from_secs(run.seconds);
     let mut tasks = Vec::new();
-    for (creds, dn) in devices {
+    for d in devices {
+        let (creds, dn) = (d.creds, d.name);
         let mut opts = MqttOptions::new(
             creds.client_id,
             args.target.ip().to_string(),

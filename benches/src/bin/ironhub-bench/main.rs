@@ -4,13 +4,15 @@
 //! open meanwhile), `fan-out` (1 publisher -> M subscribers), `connect` (N idle connections over
 //! several loopback source addresses, with signed device credentials from a file or anonymous),
 //! `provision` (creates the devices for `connect` through ironhub's admin API), `amqp` (N devices
-//! -> a consumer group -> an AMQP consumer on RabbitMQ) and `churn` (clients connecting and
-//! leaving, N at a time: the server's memory before and after). Each run prints a table row and
+//! -> a consumer group -> an AMQP consumer on RabbitMQ), `churn` (clients connecting and
+//! leaving, N at a time: the server's memory before and after), `history` (property posts kept as
+//! time series) and `gateway` (N devices each on its own connection, or all behind one gateway). Each run prints a table row and
 //! appends JSON to `--json`. Payloads carry their send time, so latency is end to end. The
 //! server's CPU time and memory come from /proc (`--server-pid`); the generator checks its own
 //! CPU so it can say when it was the bottleneck.
 
 mod churn;
+mod gateway;
 mod history;
 
 use std::net::{IpAddr, SocketAddr};
@@ -149,6 +151,29 @@ enum Scenario {
         /// script turning them into the same property posts).
         #[arg(long)]
         raw: bool,
+    },
+    /// N devices each publish at R msg/s on a topic of their own that they subscribe to, each on
+    /// its own connection (`--via direct`) or all on one (`--via gateway`: on ironhub, given
+    /// `--api`, sub-devices logged in through a gateway device; plain topics otherwise).
+    Gateway {
+        /// ironhub's admin API (devices and the gateway are made there); anonymous clients of
+        /// a reference broker when absent.
+        #[arg(long)]
+        api: Option<SocketAddr>,
+        #[arg(long, env = "IRONHUB_ADMIN_TOKEN", default_value = "")]
+        token: String,
+        #[arg(long, value_enum, default_value = "gateway")]
+        via: gateway::Via,
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        #[arg(long, default_value_t = 10)]
+        rate: u64,
+        #[arg(long, default_value_t = 1)]
+        qos: u8,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
     },
     /// Creates a product and N devices through ironhub's admin API and writes their signed
     /// credentials, one JSON line each.
@@ -556,7 +581,8 @@ async fn amqp(args: &Args, run: AmqpRun<'_>) -> anyhow::Result<Value> {
     let consumer = consume_amqp(run.amqp_url, queue, rx.clone(), stop.clone()).await?;
     let clients = devices
         .into_iter()
-        .map(|(c, dn)| {
+        .map(|d| {
+            let c = d.creds;
             let mut o = MqttOptions::new(
                 c.client_id,
                 args.target.ip().to_string(),
@@ -565,7 +591,7 @@ async fn amqp(args: &Args, run: AmqpRun<'_>) -> anyhow::Result<Value> {
             o.set_credentials(c.username, c.password)
                 .set_keep_alive(Duration::from_secs(60))
                 .set_max_packet_size(1 << 20, 1 << 20);
-            (o, format!("/{pk}/{dn}/user/data"))
+            (o, format!("/{pk}/{}/user/data", d.name))
         })
         .collect();
     let meter = Meter::start(args);
@@ -741,30 +767,37 @@ async fn provision(
 ) -> anyhow::Result<Value> {
     let (pk, devices) = provision_devices(api, token, tenant, count).await?;
     let mut lines = String::new();
-    for (c, _) in &devices {
-        lines.push_str(&serde_json::to_string(c)?);
+    for d in &devices {
+        lines.push_str(&serde_json::to_string(&d.creds)?);
         lines.push('\n');
     }
     std::fs::write(out, lines)?;
     Ok(json!({ "product_key": pk, "devices": count }))
 }
 
-/// Creates a tenant with an unthrottled profile, a product and `count` devices; returns the
-/// ProductKey and each device's signed credentials and name.
 /// A profile without rate limits, data-point window or monthly quota, so provisioning,
 /// connecting and publishing are measured, not throttled.
 fn bench_profile() -> Value {
     json!({ "rates": { "registry_operations": "", "tenant_connections": "", "device_connections": "",
-                       "tenant_messages": "", "device_messages_qos0": "", "device_messages_qos1": "" },
+                       "tenant_messages": "", "device_messages_qos0": "", "device_messages_qos1": "",
+                       "sub_device_logins": "" },
             "data_points_per_hour": 0, "monthly": { "transport_messages": 0, "transport_data_points": 0 } })
 }
 
+/// A device made through the admin API: its name, secret and signed MQTT credentials.
+struct Provisioned {
+    name: String,
+    secret: String,
+    creds: ironhub_core::auth::MqttCredentials,
+}
+
+/// Creates a tenant with [`bench_profile`], a product and `count` devices.
 async fn provision_devices(
     api: SocketAddr,
     token: &str,
     tenant: &str,
     count: usize,
-) -> anyhow::Result<(String, Vec<(ironhub_core::auth::MqttCredentials, String)>)> {
+) -> anyhow::Result<(String, Vec<Provisioned>)> {
     let profile = bench_profile();
     http(
         api,
@@ -782,14 +815,24 @@ async fn provision_devices(
         &json!({ "id": tenant, "profile": tenant }),
     )
     .await;
-    let p = http(
+    provision_product(
         api,
         token,
-        "POST",
-        "/api/v1/products",
         &json!({ "tenant": tenant, "name": "bench" }),
+        count,
     )
-    .await?;
+    .await
+}
+
+/// Creates the product `product` describes and `count` devices of it; returns its ProductKey and
+/// the devices.
+async fn provision_product(
+    api: SocketAddr,
+    token: &str,
+    product: &Value,
+    count: usize,
+) -> anyhow::Result<(String, Vec<Provisioned>)> {
+    let p = http(api, token, "POST", "/api/v1/products", product).await?;
     let pk = p["product_key"].as_str().context("product_key")?.to_owned();
     let mut devices = Vec::with_capacity(count);
     for i in 0..count {
@@ -802,9 +845,17 @@ async fn provision_devices(
             &json!({ "device_name": name }),
         )
         .await?;
-        let secret = d["device_secret"].as_str().context("device_secret")?;
-        let c = ironhub_core::auth::device_credentials(&pk, &name, secret, ironhub_core::now_ms());
-        devices.push((c, name));
+        let secret = d["device_secret"]
+            .as_str()
+            .context("device_secret")?
+            .to_owned();
+        let creds =
+            ironhub_core::auth::device_credentials(&pk, &name, &secret, ironhub_core::now_ms());
+        devices.push(Provisioned {
+            name,
+            secret,
+            creds,
+        });
     }
     Ok((pk, devices))
 }
@@ -926,6 +977,33 @@ async fn main() -> anyhow::Result<()> {
                     seconds: *seconds,
                     data_dir: data_dir.as_deref(),
                     raw: *raw,
+                },
+            )
+            .await?,
+        ),
+        Scenario::Gateway {
+            api,
+            token,
+            via,
+            devices,
+            rate,
+            qos,
+            payload,
+            seconds,
+        } => (
+            "gateway",
+            json!({ "devices": devices, "via": via.name(),
+                    "devices_made_on": api.map(|_| "ironhub"), "rate": rate, "qos": qos, "payload": payload, "seconds": seconds }),
+            gateway::run(
+                &args,
+                gateway::GatewayRun {
+                    api: api.map(|a| (a, token.as_str())),
+                    devices: *devices,
+                    rate: *rate,
+                    q: *qos,
+                    size: *payload,
+                    seconds: *seconds,
+                    via: *via,
                 },
             )
             .await?,

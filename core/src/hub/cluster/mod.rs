@@ -72,6 +72,11 @@ pub enum PeerRequest {
         /// `$share/{group}/{filter}`.
         group: String,
     },
+    /// The filters a session held here subscribes to ([`PeerReply::Filters`]).
+    Filters {
+        /// Session key.
+        session: String,
+    },
     /// A device's RRPC answer, for the node whose caller waits for it.
     RrpcReply {
         /// The device's session key.
@@ -95,6 +100,8 @@ pub enum PeerReply {
         /// The matching groups' members on that node.
         groups: Vec<GroupLoad>,
     },
+    /// The filters of a [`PeerRequest::Filters`] session, none when it is not online there.
+    Filters(Option<Vec<String>>),
     /// Done.
     Done,
 }
@@ -259,6 +266,9 @@ impl Hub {
                 self.cast_local(&tenant, &product_key, &suffix, payload)
                     .await?,
             )),
+            PeerRequest::Filters { session } => Ok(PeerReply::Filters(
+                self.online_filters_local(&session).await,
+            )),
             PeerRequest::RrpcReply {
                 session,
                 id,
@@ -295,6 +305,44 @@ impl Hub {
             .registry_entry(key)
             .await?
             .is_some_and(|e| e.online && e.node != peers.node_id() && peers.is_live(&e.node)))
+    }
+
+    /// The filters the session `key` subscribes to when it is online on this node.
+    async fn online_filters_local(&self, key: &str) -> Option<Vec<String>> {
+        let slot = self.slot(key).filter(|s| s.is_online())?;
+        Some(slot.filters().await)
+    }
+
+    /// The filters the session `key` subscribes to, on whichever node it is online (None: not
+    /// online anywhere, or its node did not answer).
+    pub(crate) async fn online_filters(
+        &self,
+        key: &str,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        if let Some(filters) = self.online_filters_local(key).await {
+            return Ok(Some(filters));
+        }
+        let Some(peers) = self.peers() else {
+            return Ok(None);
+        };
+        let Some(entry) = self
+            .registry_entry(key)
+            .await?
+            .filter(|e| e.online && e.node != peers.node_id() && peers.is_live(&e.node))
+        else {
+            return Ok(None);
+        };
+        let request = PeerRequest::Filters {
+            session: key.to_owned(),
+        };
+        match peers.call(&entry.node, request).await {
+            Ok(PeerReply::Filters(filters)) => Ok(filters),
+            Ok(_) => Ok(None),
+            Err(e) => {
+                tracing::warn!(session = %key, error = %e, "holding node unreachable: the session's filters are unknown");
+                Ok(None)
+            }
+        }
     }
 
     /// Writes that this node holds `key` (connected or not); returns the previous holder.

@@ -32,7 +32,7 @@ impl Hub {
                 Ok(PeerReply::Delivered(n) | PeerReply::Routed { delivered: n, .. }) => {
                     reached += n
                 }
-                Ok(PeerReply::Done) => {}
+                Ok(PeerReply::Done | PeerReply::Filters(_)) => {}
                 Err(e) => tracing::warn!(%node, error = %e, "{what} not done on a node"),
             }
         }
@@ -71,7 +71,7 @@ impl Hub {
                 Ok(PeerReply::Delivered(n) | PeerReply::Routed { delivered: n, .. }) => {
                     return Ok(n);
                 }
-                Ok(PeerReply::Done) => return Ok(0),
+                Ok(PeerReply::Done | PeerReply::Filters(_)) => return Ok(0),
                 Err(e) => {
                     tracing::warn!(session = %key, error = %e, "holding node unreachable: storing for the session");
                 }

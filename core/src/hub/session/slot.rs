@@ -87,6 +87,17 @@ impl Slot {
         self.is_online() && self.carried.load(Ordering::Relaxed)
     }
 
+    /// The filters the session subscribes to.
+    pub(crate) async fn filters(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .await
+            .subscriptions
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Sets or clears the live connection (caller holds the state lock).
     pub(super) fn set_live(&self, st: &mut SlotState, live: Option<Live>) {
         *self.live_tx.write().expect("slot lock") = live.as_ref().map(|l| l.tx.clone());
