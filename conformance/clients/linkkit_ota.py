@@ -1,13 +1,14 @@
 """A stock Alibaba Cloud Link SDK device (PyPI aliyun-iot-linkkit), unmodified, upgrading its
 firmware as the SDK's OTA functions do it.
 
-Usage: linkkit_ota.py HOST PORT PRODUCT_KEY DEVICE_NAME DEVICE_SECRET NEW_VERSION
+Usage: linkkit_ota.py HOST PORT PRODUCT_KEY DEVICE_NAME DEVICE_SECRET NEW_VERSION [CA_FILE]
 
 Reports version 1.0.0 (`ota_report_version`), waits for the upgrade push
 (`on_ota_message_arrived`, type 1), downloads the package from the push's URL and checks its
 digest (`download_ota_firmware`), reports progress on `/ota/device/progress`, asks for the upgrade
-again (`query_ota_firmware`, answered as type 2), then reports NEW_VERSION. Prints one JSON line
-with what it saw; non-zero if a step did not happen in time.
+again (`query_ota_firmware`, answered as type 2), then reports NEW_VERSION. With CA_FILE, the
+download's HTTPS certificate is checked against it (the SDK's `cadata`; Alibaba's CA otherwise).
+Prints one JSON line with what it saw; non-zero if a step did not happen in time.
 """
 
 import json
@@ -24,6 +25,10 @@ def main():
     new_version = sys.argv[6]
     tsl = {"properties": [], "events": [], "services": []}
     lk, pk, dn, tsl_path = device(tsl)
+    if len(sys.argv) > 7:
+        with open(sys.argv[7]) as ca:
+            lk.config_mqtt(port=int(sys.argv[2]), protocol="MQTTv311", transport="TCP", secure="",
+                           keep_alive=60, cadata=ca.read())
     pushed, pulled = threading.Event(), threading.Event()
     seen = {}
 

@@ -61,12 +61,13 @@ impl Http {
         (Deployment::start(&format!("{config}{extra}")).await, http)
     }
 
-    /// Starts a deployment with HTTPS on a self-signed certificate made in `certs`.
-    pub async fn start_https(certs: &std::path::Path) -> (Deployment, Http) {
+    /// Starts a deployment with HTTPS on a self-signed certificate made in `certs` (its
+    /// `cert.pem`), and `extra` configuration.
+    pub async fn start_https(certs: &std::path::Path, extra: &str) -> (Deployment, Http) {
         let (cert, key) = crate::self_signed(certs);
         let port = free_port();
         let d = Deployment::start(&format!(
-            "[http]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\ncert = {cert:?}\nkey = {key:?}\n"
+            "[http]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\ncert = {cert:?}\nkey = {key:?}\n{extra}"
         ))
         .await;
         (

@@ -120,7 +120,7 @@ async fn http_publishes_meet_the_same_rate_limits_with_429_and_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_the_configured_certificate() {
     let certs = tempfile::tempdir().unwrap();
-    let (d, https) = Http::start_https(certs.path()).await;
+    let (d, https) = Http::start_https(certs.path(), "").await;
     let dev = d.provision("acme").await;
     let token = https.token(&dev).await;
     let (status, _, v) = https

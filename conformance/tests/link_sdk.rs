@@ -1,7 +1,8 @@
 //! A stock Alibaba Cloud Link SDK device (Python `aliyun-iot-linkkit`, unmodified) connects with
 //! its own signing (hmacsha1, unsigned extra client-id parameters), posts a property through the
 //! thing model and gets the Alink reply without subscribing, and round-trips a custom topic.
-//! `.ci/run` installs the SDK. It also answers RRPC calls in both of the SDK's forms. Link SDK
+//! `.ci/run` installs the SDK. It also answers RRPC calls in both of the SDK's forms, and registers
+//! itself without pre-registration (`regnwl`, then `connwl` with its token). Link SDK
 //! topics the Python SDK does not implement (NTP, from the
 //! C SDK) are driven with rumqttc as the C SDK sends them.
 
@@ -88,6 +89,75 @@ async fn ntp_requests_are_answered_with_the_hubs_time() {
     assert!(
         v["serverSendTime"].is_string() && v.get("deviceSendTime").is_none(),
         "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_link_sdk_device_registers_without_pre_registration_and_connects_with_its_token() {
+    use hyper::Method;
+    let d = Deployment::start("").await;
+    let dev = d.provision(&Deployment::unique_tenant("sdk-regnwl")).await;
+    let (pk, dn) = (dev.product_key.clone(), "made-by-regnwl");
+    let args = vec![
+        "127.0.0.1".to_owned(),
+        d.mqtt.port().to_string(),
+        pk.clone(),
+        dn.to_owned(),
+        dev.product_secret.clone(),
+    ];
+    let seen = sdk_saw(&d, python_client("linkkit_regnwl.py", args, 60).await);
+    assert_eq!(seen["register"]["code"], 0, "{seen}");
+    assert_eq!(seen["register"]["username"], format!("{dn}&{pk}"), "{seen}");
+    assert_eq!(seen["register"]["token_length"], 64, "{seen}");
+    assert_eq!(seen["published"], true, "{seen}");
+    // The device was made by its registration, and its connection activated it.
+    let path = format!("/api/v1/products/{pk}/devices/{dn}");
+    let deadline = tokio::time::Instant::now() + ironhub_conformance::WAIT;
+    loop {
+        let (s, v) = d.api(Method::GET, &path, None).await;
+        assert_eq!(s, 200, "{v}");
+        if v["state"] != "inactive" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never activated: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A token made with another device's secret is refused.
+    let refused = |client_id: &str, token: String| {
+        let mut o = rumqttc::MqttOptions::new(
+            format!("{client_id}|authType=connwl,securemode=-2,_ss=1|"),
+            "127.0.0.1",
+            d.mqtt.port(),
+        );
+        o.set_credentials(format!("{dn}&{pk}"), token);
+        v3::refusal(o)
+    };
+    let forged = ironhub_core::auth::device_token(&dev.device_secret, &format!("{pk}.{dn}"));
+    assert_eq!(
+        refused(&format!("{pk}.{dn}"), forged).await,
+        rumqttc::ConnectReturnCode::BadUserNamePassword
+    );
+    // Once active, the ProductSecret no longer registers it (as the SDK asks, signed).
+    let random = "0123456789abcde";
+    let mut o = rumqttc::MqttOptions::new(
+        format!("{dn}.{pk}|random={random},authType=regnwl,securemode=2,signmethod=hmacsha256|"),
+        "127.0.0.1",
+        d.mqtt.port(),
+    );
+    let password = ironhub_core::auth::register_password(
+        ironhub_core::auth::SignMethod::HmacSha256,
+        &dev.product_secret,
+        dn,
+        &pk,
+        random,
+    );
+    o.set_credentials(format!("{dn}&{pk}"), password);
+    assert_eq!(
+        v3::refusal(o).await,
+        rumqttc::ConnectReturnCode::NotAuthorized
     );
 }
 

@@ -1,6 +1,6 @@
 //! Firmware upgrades (OTA) as devices and operators do them: a stock Link SDK device
-//! (`linkkit_ota.py`, unmodified) gets the push, downloads the package over HTTP and checks its
-//! digest, reports progress and its new version; 50 rumqttc devices go through a batch at a
+//! (`linkkit_ota.py`, unmodified) gets the push, downloads the package over HTTPS (the hub's
+//! certificate checked by the SDK) and checks its digest, reports progress and its new version; 50 rumqttc devices go through a batch at a
 //! limited rate, some failing, with per-device states, counts, cancel and retry checked; a
 //! package uploaded and downloaded over HTTPS with curl matches `md5sum` and `sha256sum`, and an
 //! altered or unsigned link is refused (an expired one: `core/tests/engine.rs`, in virtual time).
@@ -24,7 +24,9 @@ fn unthrottled() -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stock_link_sdk_device_is_pushed_an_upgrade_downloads_it_and_succeeds() {
-    let (d, _) = Http::start(&format!("{}{}", ota::CONFIG, amqp::config(SHARED_NODE))).await;
+    let certs = tempfile::tempdir().expect("temp dir");
+    let config = format!("{}{}", ota::CONFIG, amqp::config(SHARED_NODE));
+    let (d, _) = Http::start_https(certs.path(), &config).await;
     let tenant = Deployment::unique_tenant("ota-sdk");
     let dev = d.provision(&tenant).await;
     let g = group(&d, SHARED_NODE, &tenant, &[&dev.product_key]).await;
@@ -47,8 +49,17 @@ async fn a_stock_link_sdk_device_is_pushed_an_upgrade_downloads_it_and_succeeds(
 
     let mut args = dev.sdk_args(&d);
     args.push("2.0.0".into());
+    // The SDK checks the download's certificate against the CA it is configured with.
+    args.push(certs.path().join("cert.pem").display().to_string());
     let seen = sdk_saw(&d, python_client("linkkit_ota.py", args, 60).await);
     assert_eq!(seen["push"]["version"], "2.0.0", "{seen}");
+    assert!(
+        seen["push"]["url"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("https://127.0.0.1:"),
+        "{seen}"
+    );
     assert_eq!(seen["push"]["sign_method"], "SHA256", "{seen}");
     assert_eq!(seen["push"]["sign"], package["sha256"], "{seen}");
     assert!(
@@ -256,7 +267,7 @@ async fn fifty_devices_upgrade_at_a_limited_rate_with_failures_cancel_and_retry(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_package_downloads_over_https_with_curl_to_its_digests_and_altered_links_are_refused() {
     let certs = tempfile::tempdir().expect("temp dir");
-    let (d, _) = Http::start_https(certs.path()).await;
+    let (d, _) = Http::start_https(certs.path(), "").await;
     let ca = certs.path().join("cert.pem");
     let ca = Some(ca.as_path());
     let tenant = Deployment::unique_tenant("ota-curl");

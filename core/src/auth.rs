@@ -105,14 +105,60 @@ impl SignedClientId {
                 _ => {}
             }
         }
-        parsed.signmethod = method.ok_or(CredentialsError::SignMethod)?;
+        parsed.signmethod = match method {
+            Some(m) => m,
+            // A device token is presented as it was handed out, not signed.
+            None if parsed.is_token() => SignMethod::HmacSha256,
+            None => return Err(CredentialsError::SignMethod),
+        };
         Ok(parsed)
     }
 
-    /// Whether this is a dynamic-registration request.
-    pub fn is_register(&self) -> bool {
-        self.auth_type.as_deref() == Some("register")
+    /// What a dynamic-registration request asks for (`authType=register` or `regnwl`).
+    pub fn registration(&self) -> Option<Registration> {
+        match self.auth_type.as_deref() {
+            Some("register") => Some(Registration::Secret),
+            Some("regnwl") => Some(Registration::Token),
+            _ => None,
+        }
     }
+
+    /// Whether the password is a device token from registration without pre-registration
+    /// (`authType=connwl`).
+    pub fn is_token(&self) -> bool {
+        self.auth_type.as_deref() == Some("connwl")
+    }
+}
+
+/// What dynamic registration (the device proves it holds the ProductSecret) hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// `authType=register`: the DeviceSecret, on `/ext/register`.
+    Secret,
+    /// `authType=regnwl` (registration without pre-registration): a client id and a device
+    /// token, on `/ext/regnwl`; the device then connects with them and `authType=connwl`.
+    Token,
+}
+
+impl Registration {
+    /// The topic the answer is published on.
+    pub fn topic(self) -> &'static str {
+        match self {
+            Registration::Secret => "/ext/register",
+            Registration::Token => "/ext/regnwl",
+        }
+    }
+}
+
+/// The device token handed out with `client_id` by registration without pre-registration: an
+/// HMAC keyed by the DeviceSecret, so it is checked without being stored, and it goes with the
+/// device.
+pub fn device_token(device_secret: &str, client_id: &str) -> String {
+    sign(
+        SignMethod::HmacSha256,
+        device_secret,
+        &[("authType", "connwl"), ("clientId", client_id)],
+    )
 }
 
 /// Splits `deviceName&productKey`.
@@ -249,7 +295,8 @@ mod tests {
         assert_eq!(c.id, "dev1");
         assert_eq!(c.signmethod, SignMethod::HmacSha1);
         assert_eq!(c.timestamp.as_deref(), Some("789"));
-        assert!(!c.is_register());
+        assert_eq!(c.registration(), None);
+        assert!(!c.is_token());
         assert_eq!(
             SignedClientId::parse("plain"),
             Err(CredentialsError::NotSignedForm)
@@ -257,6 +304,35 @@ mod tests {
         assert_eq!(
             SignedClientId::parse("x|signmethod=rsa|"),
             Err(CredentialsError::SignMethod)
+        );
+    }
+
+    #[test]
+    fn registration_and_token_client_ids() {
+        let r = |id: &str| SignedClientId::parse(id).unwrap().registration();
+        assert_eq!(
+            r("d.pk|random=x,authType=register,securemode=2,signmethod=hmacsha256|"),
+            Some(Registration::Secret)
+        );
+        assert_eq!(
+            r("d.pk|random=x,authType=regnwl,securemode=2,signmethod=hmacsha256|"),
+            Some(Registration::Token)
+        );
+        // The Python SDK's connection with its token names no sign method.
+        let token = SignedClientId::parse(
+            "pk.d|authType=connwl,securemode=-2,_ss=1,ext=3,lan=Python,_v=1.2.13|",
+        )
+        .unwrap();
+        assert!(token.is_token());
+        assert_eq!(token.registration(), None);
+        assert_eq!(token.id, "pk.d");
+        assert_ne!(
+            device_token("secret", "pk.d"),
+            device_token("other", "pk.d")
+        );
+        assert_ne!(
+            device_token("secret", "pk.d"),
+            device_token("secret", "pk.e")
         );
     }
 

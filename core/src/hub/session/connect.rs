@@ -63,11 +63,18 @@ impl Hub {
         let signed = SignedClientId::parse(&req.client_id)
             .map_err(|_| ConnectRefusal::BadCredentials("client id is not in the signed form"))?;
         let password = req.password.as_deref().unwrap_or_default();
-        if signed.is_register() {
-            return self.register(pk, dn, &signed, password).await;
+        if let Some(registration) = signed.registration() {
+            return self
+                .register(pk, dn, (&signed, registration), password)
+                .await;
         }
-        let identity = self
-            .verify_device(
+        let identity = if signed.is_token() {
+            self.verify_device_with(pk, dn, password, |secret| {
+                auth::device_token(secret, &signed.id)
+            })
+            .await?
+        } else {
+            self.verify_device(
                 pk,
                 dn,
                 &signed.id,
@@ -75,7 +82,8 @@ impl Hub {
                 signed.signmethod,
                 password,
             )
-            .await?;
+            .await?
+        };
         Ok(Authenticated::Client(identity, None))
     }
 
@@ -90,13 +98,26 @@ impl Hub {
         method: auth::SignMethod,
         presented: &[u8],
     ) -> Result<ClientIdentity, ConnectRefusal> {
+        self.verify_device_with(pk, dn, presented, |secret| {
+            auth::mqtt_password(method, secret, client_id, dn, pk, timestamp)
+        })
+        .await
+    }
+
+    /// Checks what a device presents against what `expected` makes of its DeviceSecret, and
+    /// that it is enabled.
+    async fn verify_device_with(
+        &self,
+        pk: &str,
+        dn: &str,
+        presented: &[u8],
+        expected: impl FnOnce(&str) -> String,
+    ) -> Result<ClientIdentity, ConnectRefusal> {
         let device = self
             .device_record(pk, dn)
             .await?
             .ok_or(ConnectRefusal::BadCredentials("unknown device"))?;
-        let expected =
-            auth::mqtt_password(method, &device.device_secret, client_id, dn, pk, timestamp);
-        if !auth::signature_matches(&expected, presented) {
+        if !auth::signature_matches(&expected(&device.device_secret), presented) {
             return Err(ConnectRefusal::BadCredentials("signature mismatch"));
         }
         if !device.enabled {
@@ -115,13 +136,14 @@ impl Hub {
     }
 
     /// Dynamic registration: the device proves it holds the ProductSecret and receives its
-    /// DeviceSecret. Refused once the device has been activated, so a leaked ProductSecret cannot
-    /// fetch the secret of a device already in service.
+    /// DeviceSecret, or (without pre-registration) a client id and a token to connect with.
+    /// Refused once the device has been activated, so a leaked ProductSecret cannot fetch the
+    /// credentials of a device already in service.
     pub(super) async fn register(
         &self,
         pk: &str,
         dn: &str,
-        signed: &SignedClientId,
+        (signed, registration): (&SignedClientId, auth::Registration),
         password: &[u8],
     ) -> Result<Authenticated, ConnectRefusal> {
         let product = self
@@ -156,12 +178,27 @@ impl Hub {
                 .await
                 .map_err(|e| ConnectRefusal::NotAuthorized(e.to_string()))?,
         };
-        let payload = serde_json::json!({
-            "productKey": pk,
-            "deviceName": dn,
-            "deviceSecret": device.device_secret,
-        });
-        Ok(Authenticated::Registered(Bytes::from(payload.to_string())))
+        let payload = match registration {
+            auth::Registration::Secret => serde_json::json!({
+                "productKey": pk,
+                "deviceName": dn,
+                "deviceSecret": device.device_secret,
+            }),
+            auth::Registration::Token => {
+                let client_id = format!("{pk}.{dn}");
+                let token = auth::device_token(&device.device_secret, &client_id);
+                serde_json::json!({
+                    "productKey": pk,
+                    "deviceName": dn,
+                    "clientId": client_id,
+                    "deviceToken": token,
+                })
+            }
+        };
+        Ok(Authenticated::Registered(
+            registration,
+            Bytes::from(payload.to_string()),
+        ))
     }
 
     /// Authenticates a connection and opens (or resumes, or takes over) its session.
@@ -178,9 +215,9 @@ impl Hub {
     ) -> Result<ConnectOutcome, ConnectRefusal> {
         let transport = req.transport;
         let (identity, assigned_client_id) = match self.authenticate(&req).await? {
-            Authenticated::Registered(payload) => {
+            Authenticated::Registered(registration, payload) => {
                 return Ok(ConnectOutcome::Registered {
-                    topic: "/ext/register".into(),
+                    topic: registration.topic().into(),
                     payload,
                 });
             }

@@ -134,9 +134,10 @@ pub enum ConnectOutcome {
     Connected(Box<Connected>),
     /// Dynamic registration succeeded: send `payload` on `topic`, then close.
     Registered {
-        /// `/ext/register`.
+        /// `/ext/register` or `/ext/regnwl`.
         topic: String,
-        /// `{"productKey":..,"deviceName":..,"deviceSecret":..}`.
+        /// `{"productKey","deviceName","deviceSecret"}`, or `{"productKey","deviceName",
+        /// "clientId","deviceToken"}`.
         payload: Bytes,
     },
 }
@@ -276,5 +277,5 @@ pub struct Session {
 
 enum Authenticated {
     Client(ClientIdentity, Option<String>),
-    Registered(Bytes),
+    Registered(crate::auth::Registration, Bytes),
 }
