@@ -54,6 +54,8 @@ pub(crate) struct GatewayRun<'a> {
     pub(crate) size: usize,
     pub(crate) seconds: u64,
     pub(crate) via: Via,
+    /// TCP_NODELAY on the clients' sockets.
+    pub(crate) nodelay: bool,
 }
 
 /// A connection to open: its options, the login requests it sends first (a gateway's
@@ -77,7 +79,7 @@ pub(crate) async fn run(args: &Args, run: GatewayRun<'_>) -> anyhow::Result<Valu
     };
     let mut opened = Vec::with_capacity(connections.len());
     for c in connections {
-        opened.push(open(c).await?);
+        opened.push(open(c, run.nodelay).await?);
     }
     let rx = Arc::new(Receiver::default());
     let sent = Arc::new(AtomicU64::new(0));
@@ -219,8 +221,16 @@ fn login_entry(pk: &str, d: &super::Provisioned) -> Value {
 }
 
 /// Connects, sends the logins (each answered 200 on its `_reply`) and subscribes to every topic.
-async fn open(c: Connection) -> anyhow::Result<(AsyncClient, EventLoop, Vec<String>)> {
+async fn open(
+    c: Connection,
+    nodelay: bool,
+) -> anyhow::Result<(AsyncClient, EventLoop, Vec<String>)> {
     let (client, mut ev) = AsyncClient::new(c.options, 1000);
+    if nodelay {
+        let mut network = ev.network_options();
+        network.set_tcp_nodelay(true);
+        ev.set_network_options(network);
+    }
     next(&mut ev, "CONNACK", |p| matches!(p, Packet::ConnAck(_))).await?;
     for (topic, body) in c.logins {
         client

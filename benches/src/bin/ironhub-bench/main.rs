@@ -174,6 +174,10 @@ enum Scenario {
         payload: usize,
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Set TCP_NODELAY on the clients' sockets (off by default, as in rumqttc and most
+        /// device SDKs): each packet goes out at once instead of waiting under Nagle's algorithm.
+        #[arg(long)]
+        nodelay: bool,
     },
     /// Creates a product and N devices through ironhub's admin API and writes their signed
     /// credentials, one JSON line each.
@@ -990,10 +994,12 @@ async fn main() -> anyhow::Result<()> {
             qos,
             payload,
             seconds,
+            nodelay,
         } => (
             "gateway",
             json!({ "devices": devices, "via": via.name(),
-                    "devices_made_on": api.map(|_| "ironhub"), "rate": rate, "qos": qos, "payload": payload, "seconds": seconds }),
+                    "devices_made_on": api.map(|_| "ironhub"), "rate": rate, "qos": qos, "payload": payload, "seconds": seconds,
+                    "nodelay": nodelay }),
             gateway::run(
                 &args,
                 gateway::GatewayRun {
@@ -1004,6 +1010,7 @@ async fn main() -> anyhow::Result<()> {
                     size: *payload,
                     seconds: *seconds,
                     via: *via,
+                    nodelay: *nodelay,
                 },
             )
             .await?,
