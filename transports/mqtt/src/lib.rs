@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use ironhub_core::Hub;
 use ironhub_core::transport::{BoxError, Transport};
 use ironhub_tcp::listen::Listener;
+use ironhub_tcp::quickack::QuickAck;
 use ironhub_tcp::tls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -104,6 +105,7 @@ impl Transport for MqttTransport {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 (stream, peer) = self.listener.accept() => {
+                    let stream = QuickAck::new(stream);
                     let (hub, shutdown) = (hub.clone(), shutdown.clone());
                     match (&self.tls, websocket) {
                         (None, false) => {
