@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 
-use super::{Args, Meter, Receiver, drain, http, now_us, options, payload, qos, summary};
+use super::{Args, Meter, Receiver, drain, http, now_us, options, payload, qos, receive, summary};
 
 /// How the devices reach the broker.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -90,7 +90,7 @@ pub(crate) async fn run(args: &Args, run: GatewayRun<'_>) -> anyhow::Result<Valu
     let mut readers = Vec::new();
     let mut writers = Vec::new();
     for (client, ev, topics) in opened {
-        readers.push(tokio::spawn(read(ev, rx.clone(), stop.clone())));
+        readers.push(tokio::spawn(receive(ev, rx.clone(), stop.clone())));
         // A connection carries its devices' rates together, round the topics in turn.
         let rate = run.rate * topics.len() as u64;
         writers.push(tokio::spawn(write(
@@ -272,26 +272,6 @@ async fn next(
             Err(_) => bail!("no {what} within {STEP:?}"),
         }
     }
-}
-
-/// Drives the connection and counts what it gets back, with latencies, until `stop`.
-async fn read(mut ev: EventLoop, rx: Arc<Receiver>, stop: Arc<AtomicBool>) {
-    let mut local = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        match tokio::time::timeout(Duration::from_millis(200), ev.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                rx.count.fetch_add(1, Ordering::Relaxed);
-                rx.last_us.store(now_us(), Ordering::Relaxed);
-                if p.payload.len() >= 8 {
-                    let at = u64::from_be_bytes(p.payload[..8].try_into().expect("8 bytes"));
-                    local.push(now_us().saturating_sub(at));
-                }
-            }
-            Ok(Ok(_)) | Err(_) => {}
-            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-    rx.latencies.lock().await.extend(local);
 }
 
 /// Publishes round `topics` at `rate` msg/s (0: as fast as the client takes them) until

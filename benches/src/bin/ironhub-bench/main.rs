@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use ironhub_benches::{ProcStats, percentiles, proc_stats};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -267,23 +267,29 @@ async fn subscribe(
     }
     Ok(tokio::spawn(async move {
         let _client = client;
-        let mut local = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            match tokio::time::timeout(Duration::from_millis(200), ev.poll()).await {
-                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                    rx.count.fetch_add(1, Ordering::Relaxed);
-                    rx.last_us.store(now_us(), Ordering::Relaxed);
-                    if p.payload.len() >= 8 {
-                        let sent = u64::from_be_bytes(p.payload[..8].try_into().expect("8 bytes"));
-                        local.push(now_us().saturating_sub(sent));
-                    }
-                }
-                Ok(Ok(_)) | Err(_) => {}
-                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-        rx.latencies.lock().await.extend(local);
+        receive(ev, rx, stop).await;
     }))
+}
+
+/// Drives a connection and counts what it gets back, with latencies (from the send time in the
+/// payload's first 8 bytes), until `stop`.
+async fn receive(mut ev: EventLoop, rx: Arc<Receiver>, stop: Arc<AtomicBool>) {
+    let mut local = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        match tokio::time::timeout(Duration::from_millis(200), ev.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                rx.count.fetch_add(1, Ordering::Relaxed);
+                rx.last_us.store(now_us(), Ordering::Relaxed);
+                if p.payload.len() >= 8 {
+                    let sent = u64::from_be_bytes(p.payload[..8].try_into().expect("8 bytes"));
+                    local.push(now_us().saturating_sub(sent));
+                }
+            }
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    rx.latencies.lock().await.extend(local);
 }
 
 /// Runs one client per (options, topic) for `seconds`, each at `rate` msg/s (0: unthrottled);
