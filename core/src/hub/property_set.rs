@@ -51,23 +51,27 @@ impl Business<'_> {
             model.check_set(&params).map_err(HubError::Invalid)?;
         }
         let payload = Bytes::from(Value::Object(params).to_string());
-        let form = RrpcForm::PropertySet;
-        Ok(match self.rrpc(device, &form, payload, timeout_ms).await? {
-            RrpcOutcome::Success {
-                payload,
-                message_id,
-                ..
-            } => {
-                let reply: Value = serde_json::from_str(&payload).unwrap_or_default();
-                PropertySetOutcome::Replied {
-                    code: reply["code"].as_i64().unwrap_or_default(),
-                    message: reply["message"].as_str().unwrap_or_default().to_owned(),
-                    data: reply.get("data").cloned().unwrap_or_default(),
+        Ok(
+            match self
+                .rrpc(device, Some(RrpcForm::PropertySet), payload, timeout_ms)
+                .await?
+            {
+                RrpcOutcome::Success {
+                    payload,
                     message_id,
+                    ..
+                } => {
+                    let reply: Value = serde_json::from_str(&payload).unwrap_or_default();
+                    PropertySetOutcome::Replied {
+                        code: reply["code"].as_i64().unwrap_or_default(),
+                        message: reply["message"].as_str().unwrap_or_default().to_owned(),
+                        data: reply.get("data").cloned().unwrap_or_default(),
+                        message_id,
+                    }
                 }
-            }
-            RrpcOutcome::Timeout { message_id } => PropertySetOutcome::Timeout { message_id },
-            RrpcOutcome::Offline => PropertySetOutcome::Offline,
-        })
+                RrpcOutcome::Timeout { message_id } => PropertySetOutcome::Timeout { message_id },
+                RrpcOutcome::Offline => PropertySetOutcome::Offline,
+            },
+        )
     }
 }

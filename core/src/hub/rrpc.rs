@@ -56,9 +56,6 @@ pub enum RrpcForm {
     /// A property set: `/sys/{pk}/{dn}/thing/service/property/set`, the payload (the properties
     /// to set, a JSON object) wrapped in Alink JSON; answered on `..._reply` with the same id.
     PropertySet,
-    /// Chosen from what the device subscribed ([`RrpcForm::from_filters`]): [`RrpcForm::Topic`]
-    /// for a device that subscribed one user RRPC topic, [`RrpcForm::Sys`] otherwise.
-    Subscribed,
 }
 
 /// An Alink request id (property sets, service calls) from the hub's sequence: within 0 to
@@ -100,7 +97,7 @@ impl RrpcForm {
     fn call_id(&self, seq: u64) -> u64 {
         match self {
             RrpcForm::PropertySet | RrpcForm::Service(_) => alink_call_id(seq),
-            RrpcForm::Sys | RrpcForm::Topic(_) | RrpcForm::Subscribed => seq,
+            RrpcForm::Sys | RrpcForm::Topic(_) => seq,
         }
     }
 
@@ -113,9 +110,7 @@ impl RrpcForm {
         payload: Bytes,
     ) -> Result<(String, Bytes), HubError> {
         match self {
-            RrpcForm::Sys | RrpcForm::Subscribed => {
-                Ok((format!("/sys/{pk}/{dn}/rrpc/request/{id}"), payload))
-            }
+            RrpcForm::Sys => Ok((format!("/sys/{pk}/{dn}/rrpc/request/{id}"), payload)),
             RrpcForm::Topic(topic) => {
                 let own = topic.strip_prefix(&format!("/{pk}/{dn}/user/"));
                 if own.is_none_or(str::is_empty) || topic::validate_name(topic).is_err() {
@@ -214,13 +209,13 @@ impl Hub {
 }
 
 impl Business<'_> {
-    /// Calls a device synchronously: publishes the request on the topic `form` names (or, for
-    /// [`RrpcForm::Subscribed`], the device's subscriptions name) and waits up to `timeout_ms`
+    /// Calls a device synchronously: publishes the request on the topic `form` names (None: the
+    /// form its subscriptions name, [`RrpcForm::from_filters`]) and waits up to `timeout_ms`
     /// (1 to 8 s, L-025) for the device's answer.
     pub async fn rrpc(
         &self,
         (tenant, pk, dn): (&str, &str, &str),
-        form: &RrpcForm,
+        form: Option<RrpcForm>,
         payload: Bytes,
         timeout_ms: u64,
     ) -> Result<RrpcOutcome, HubError> {
@@ -234,15 +229,12 @@ impl Business<'_> {
         }
         self.hub.tenant_device(tenant, pk, dn).await?;
         let key = device_session_key(pk, dn);
-        let chosen;
-        let form = if *form == RrpcForm::Subscribed {
-            let Some(filters) = self.hub.online_filters(&key).await? else {
-                return Ok(RrpcOutcome::Offline);
-            };
-            chosen = RrpcForm::from_filters(pk, dn, &filters)?;
-            &chosen
-        } else {
-            form
+        let form = match form {
+            Some(form) => form,
+            None => match self.hub.online_filters(&key).await? {
+                Some(filters) => RrpcForm::from_filters(pk, dn, &filters)?,
+                None => return Ok(RrpcOutcome::Offline),
+            },
         };
         let id = form.call_id(self.hub.next_seq());
         let (request, payload) = form.request(pk, dn, id, payload)?;

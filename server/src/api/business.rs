@@ -217,9 +217,9 @@ async fn rrpc(ctx: Ctx, Json(r): Json<BusinessRrpc>) -> Result<RrpcOutcome, ApiE
     let payload = r.payload.decode()?;
     let timeout = r.timeout_ms.unwrap_or(*RRPC_TIMEOUT_MS.end());
     let form = match (r.topic, r.service) {
-        (None, None) => RrpcForm::Subscribed,
-        (Some(topic), None) => RrpcForm::Topic(topic),
-        (None, Some(service)) => RrpcForm::Service(service),
+        (None, None) => None,
+        (Some(topic), None) => Some(RrpcForm::Topic(topic)),
+        (None, Some(service)) => Some(RrpcForm::Service(service)),
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request("give topic or service, not both"));
         }
@@ -228,7 +228,7 @@ async fn rrpc(ctx: Ctx, Json(r): Json<BusinessRrpc>) -> Result<RrpcOutcome, ApiE
     Ok(ctx
         .hub
         .business()
-        .rrpc(device, &form, payload, timeout)
+        .rrpc(device, form, payload, timeout)
         .await?)
 }
 

@@ -14,7 +14,10 @@ use anyhow::{Context, bail};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 
-use super::{Args, Meter, Receiver, drain, http, now_us, options, payload, qos, receive, summary};
+use super::{
+    Args, Meter, Receiver, device_options, drain, http, now_us, options, payload, qos, receive,
+    summary, ticker,
+};
 
 /// How the devices reach the broker.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -155,17 +158,12 @@ async fn devices(
     let tenant = format!("bench-gateway-{}", now_us() % 100_000);
     let (pk, devices) = super::provision_devices(api, token, &tenant, run.devices).await?;
     let topic = |d: &super::Provisioned| format!("/{pk}/{}/user/get", d.name);
-    let signed = |creds: ironhub_core::auth::MqttCredentials| {
-        let mut o = options(args, &creds.client_id);
-        o.set_credentials(creds.username, creds.password);
-        o
-    };
     if let Via::Direct = run.via {
         return Ok(devices
             .into_iter()
             .map(|d| Connection {
                 topics: vec![topic(&d)],
-                options: signed(d.creds),
+                options: device_options(args, d.creds),
                 logins: Vec::new(),
             })
             .collect());
@@ -197,7 +195,7 @@ async fn devices(
         .collect();
     Ok(vec![Connection {
         topics: devices.iter().map(topic).collect(),
-        options: signed(gateway.creds),
+        options: device_options(args, gateway.creds),
         logins,
     }])
 }
@@ -284,11 +282,7 @@ async fn write(
     deadline: Instant,
     sent: Arc<AtomicU64>,
 ) -> AsyncClient {
-    let mut tick = (rate > 0).then(|| {
-        let mut t = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        t
-    });
+    let mut tick = ticker(rate);
     for topic in topics.iter().cycle() {
         if Instant::now() >= deadline {
             break;

@@ -149,11 +149,7 @@ pub(crate) async fn run(args: &Args, run: HistoryRun<'_>) -> anyhow::Result<Valu
                     }
                 }
             });
-            let mut tick = (rate > 0).then(|| {
-                let mut t = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
-                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                t
-            });
+            let mut tick = super::ticker(rate);
             let mut n = 0;
             while Instant::now() < deadline {
                 if let Some(t) = tick.as_mut() {

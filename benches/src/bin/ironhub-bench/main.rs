@@ -235,6 +235,23 @@ fn options(args: &Args, id: &str) -> MqttOptions {
     o
 }
 
+/// [`options`] for an ironhub device signing in with `creds`.
+fn device_options(args: &Args, creds: ironhub_core::auth::MqttCredentials) -> MqttOptions {
+    let mut o = options(args, &creds.client_id);
+    o.set_credentials(creds.username, creds.password);
+    o
+}
+
+/// Paces sends at `rate` a second (None for 0: as fast as the client takes them); late ticks
+/// are caught up.
+fn ticker(rate: u64) -> Option<tokio::time::Interval> {
+    (rate > 0).then(|| {
+        let mut t = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        t
+    })
+}
+
 /// Counts deliveries and their latencies, shared by subscriber tasks.
 #[derive(Default)]
 struct Receiver {
@@ -321,11 +338,7 @@ async fn publish(
                     }
                 }
             });
-            let mut tick = (rate > 0).then(|| {
-                let mut t = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
-                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                t
-            });
+            let mut tick = ticker(rate);
             while Instant::now() < deadline {
                 if let Some(t) = tick.as_mut() {
                     t.tick().await;
@@ -592,16 +605,8 @@ async fn amqp(args: &Args, run: AmqpRun<'_>) -> anyhow::Result<Value> {
     let clients = devices
         .into_iter()
         .map(|d| {
-            let c = d.creds;
-            let mut o = MqttOptions::new(
-                c.client_id,
-                args.target.ip().to_string(),
-                args.target.port(),
-            );
-            o.set_credentials(c.username, c.password)
-                .set_keep_alive(Duration::from_secs(60))
-                .set_max_packet_size(1 << 20, 1 << 20);
-            (o, format!("/{pk}/{}/user/data", d.name))
+            let topic = format!("/{pk}/{}/user/data", d.name);
+            (device_options(args, d.creds), topic)
         })
         .collect();
     let meter = Meter::start(args);

@@ -298,13 +298,22 @@ impl Hub {
         if self.slot(key).is_some_and(|s| s.is_online()) {
             return Ok(true);
         }
+        Ok(self.online_elsewhere(key).await?.is_some())
+    }
+
+    /// The other live node a session is connected on, per the registry (None outside a cluster).
+    async fn online_elsewhere(
+        &self,
+        key: &str,
+    ) -> Result<Option<(&Arc<dyn Peers>, String)>, StoreError> {
         let Some(peers) = self.peers() else {
-            return Ok(false);
+            return Ok(None);
         };
         Ok(self
             .registry_entry(key)
             .await?
-            .is_some_and(|e| e.online && e.node != peers.node_id() && peers.is_live(&e.node)))
+            .filter(|e| e.online && e.node != peers.node_id() && peers.is_live(&e.node))
+            .map(|e| (peers, e.node)))
     }
 
     /// The filters the session `key` subscribes to when it is online on this node.
@@ -322,20 +331,13 @@ impl Hub {
         if let Some(filters) = self.online_filters_local(key).await {
             return Ok(Some(filters));
         }
-        let Some(peers) = self.peers() else {
-            return Ok(None);
-        };
-        let Some(entry) = self
-            .registry_entry(key)
-            .await?
-            .filter(|e| e.online && e.node != peers.node_id() && peers.is_live(&e.node))
-        else {
+        let Some((peers, node)) = self.online_elsewhere(key).await? else {
             return Ok(None);
         };
         let request = PeerRequest::Filters {
             session: key.to_owned(),
         };
-        match peers.call(&entry.node, request).await {
+        match peers.call(&node, request).await {
             Ok(PeerReply::Filters(filters)) => Ok(filters),
             Ok(_) => Ok(None),
             Err(e) => {

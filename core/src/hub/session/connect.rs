@@ -64,9 +64,7 @@ impl Hub {
             .map_err(|_| ConnectRefusal::BadCredentials("client id is not in the signed form"))?;
         let password = req.password.as_deref().unwrap_or_default();
         if let Some(registration) = signed.registration() {
-            return self
-                .register(pk, dn, (&signed, registration), password)
-                .await;
+            return self.register(pk, dn, &signed, registration, password).await;
         }
         let identity = if signed.is_token() {
             self.verify_device_with(pk, dn, password, |secret| {
@@ -143,7 +141,8 @@ impl Hub {
         &self,
         pk: &str,
         dn: &str,
-        (signed, registration): (&SignedClientId, auth::Registration),
+        signed: &SignedClientId,
+        registration: auth::Registration,
         password: &[u8],
     ) -> Result<Authenticated, ConnectRefusal> {
         let product = self
